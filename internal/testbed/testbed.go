@@ -1,0 +1,60 @@
+// Package testbed starts real, throwaway servers for tests: a MariaDB server
+// with binary logging and a versitygw S3 gateway. Each runs in a temporary
+// directory on loopback ports and is stopped when the test (or package) ends.
+//
+// Under CI=true a missing server binary fails the test; elsewhere the test is
+// skipped with a message naming what to install.
+package testbed
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the tests run under CI (CI=true), where a missing
+// server is a failure rather than a skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Binary returns the path of the named program. When it is missing the test
+// fails under CI and is skipped elsewhere, naming how to install it.
+func Binary(tb testing.TB, name, install string) string {
+	tb.Helper()
+	path, err := LookBinary(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found: install it with %s (or run scripts/setup.sh)", name, install)
+	if InCI() {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
+	return ""
+}
+
+// LookBinary finds a program on PATH, then in the usual sbin directories that
+// a non-root PATH often lacks.
+func LookBinary(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/bin", os.ExpandEnv("$HOME/go/bin")} {
+		p := dir + "/" + name
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
