@@ -1,0 +1,320 @@
+package binlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+)
+
+// plan decides where streaming starts: after the newest archived or spooled
+// segment when the server still continues it, else on a new timeline from
+// the oldest binlog the server has.
+func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
+	arch, err := s.loadArchive(ctx)
+	if err != nil {
+		return err
+	}
+	pend, err := s.Spool.Pending()
+	if err != nil {
+		return err
+	}
+	var lastTL catalog.TimelineID
+	var tlRec *catalog.Timeline
+	if t := arch.Last(); t != nil {
+		lastTL, tlRec = t.ID, &t.Timeline
+	}
+	for _, t := range pend.Timelines {
+		if t.ID >= lastTL {
+			lastTL, tlRec = t.ID, t
+		}
+	}
+	var last *catalog.Segment
+	if t := arch.Last(); t != nil && t.ID == lastTL {
+		_, last = t.End()
+	}
+	for _, seg := range pend.Segments {
+		if seg.Timeline == lastTL && (last == nil || seg.FileNum > last.FileNum || (seg.FileNum == last.FileNum && seg.End > last.End)) {
+			last = seg
+		}
+	}
+	s.mu.Lock()
+	s.lastTL = lastTL
+	s.mu.Unlock()
+
+	if lastTL == 0 {
+		return s.startNewTimeline(ctx, info, catalog.ReasonFirst, "the archive was empty")
+	}
+	if tlRec.ServerUUID != "" && info.UUID != "" && tlRec.ServerUUID != info.UUID {
+		return s.startNewTimeline(ctx, info, catalog.ReasonDiverged,
+			fmt.Sprintf("server uuid changed from %s to %s", tlRec.ServerUUID, info.UUID))
+	}
+	logs, err := s.Source.BinaryLogs(ctx)
+	if err != nil {
+		return err
+	}
+	if last == nil {
+		// A timeline was begun but nothing archived in it yet.
+		if size, ok := logSize(logs, tlRec.Start.File); ok && size >= tlRec.Start.Pos {
+			return s.useWriter(lastTL, func(w *Writer) error { return w.StartAt(tlRec.Start, nil) })
+		}
+		return s.startNewTimeline(ctx, info, catalog.ReasonPurged,
+			fmt.Sprintf("timeline %s starts at %s, which the server no longer has", lastTL, tlRec.Start))
+	}
+	if reason, detail := continuity(logs, last); reason != "" {
+		return s.startNewTimelineAfter(ctx, info, reason, detail, &catalog.Position{File: last.File, Pos: last.End}, logs)
+	}
+	s.Logger.Info("resuming archive", "timeline", lastTL.String(), "after", catalog.Position{File: last.File, Pos: last.End}.String())
+	return s.useWriter(lastTL, func(w *Writer) error { return w.ResumeAfter(last) })
+}
+
+// loadArchive reads the archive, retrying while storage is unreachable.
+func (s *Streamer) loadArchive(ctx context.Context) (*catalog.Archive, error) {
+	backoff := time.Second
+	for {
+		arch, err := catalog.Load(ctx, s.Store, catalog.LoadOptions{})
+		if err == nil {
+			return arch, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s.Logger.Warn("cannot read the archive; retrying", "err", err, "retry_in", backoff)
+		s.Metrics.error("storage")
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.RetryMax)
+	}
+}
+
+func logSize(logs []BinaryLog, name string) (uint64, bool) {
+	for _, l := range logs {
+		if l.Name == name {
+			return l.Size, true
+		}
+	}
+	return 0, false
+}
+
+// continuity tells whether the server's binlog still holds the archive's
+// last segment's file far enough to resume after it. It returns an empty
+// reason when it does; the stream then proves it byte for byte.
+func continuity(logs []BinaryLog, last *catalog.Segment) (catalog.TimelineReason, string) {
+	if len(logs) == 0 {
+		return catalog.ReasonDiverged, "the server has no binary logs"
+	}
+	if size, ok := logSize(logs, last.File); ok {
+		if size < last.End {
+			return catalog.ReasonDiverged, fmt.Sprintf("%s is %d bytes on the server, the archive holds it up to %d", last.File, size, last.End)
+		}
+		return "", ""
+	}
+	oldest := logs[0].Name
+	n, err := catalog.FileNumber(oldest)
+	if err == nil && sameBase(oldest, last.File) && n > last.FileNum {
+		return catalog.ReasonPurged, fmt.Sprintf("%s was purged from the server before it was archived; the oldest binlog there is %s", last.File, oldest)
+	}
+	return catalog.ReasonDiverged, fmt.Sprintf("the server no longer has %s (its binlogs run %s…%s)", last.File, oldest, logs[len(logs)-1].Name)
+}
+
+func sameBase(a, b string) bool {
+	i, j := strings.LastIndexByte(a, '.'), strings.LastIndexByte(b, '.')
+	return i > 0 && j > 0 && a[:i] == b[:j]
+}
+
+// recheck runs after a broken stream: if the server no longer continues the
+// archive where the writer stands, it starts a new timeline.
+func (s *Streamer) recheck(ctx context.Context) error {
+	w := s.writer()
+	info, err := s.Source.Info(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	prev := s.info
+	s.info = info
+	s.mu.Unlock()
+	if prev.UUID != "" && info.UUID != "" && prev.UUID != info.UUID {
+		return s.startNewTimeline(ctx, info, catalog.ReasonDiverged, fmt.Sprintf("server uuid changed from %s to %s", prev.UUID, info.UUID))
+	}
+	logs, err := s.Source.BinaryLogs(ctx)
+	if err != nil {
+		return err
+	}
+	pos := w.Position()
+	n, _ := catalog.FileNumber(pos.File)
+	probe := &catalog.Segment{File: pos.File, FileNum: n, End: pos.Pos}
+	if reason, detail := continuity(logs, probe); reason != "" {
+		return s.startNewTimelineAfter(ctx, info, reason, detail, &pos, logs)
+	}
+	return nil
+}
+
+func (s *Streamer) startNewTimeline(ctx context.Context, info ServerInfo, reason catalog.TimelineReason, detail string) error {
+	var parentEnd *catalog.Position
+	if w := s.writer(); w != nil {
+		p := w.Position()
+		parentEnd = &p
+	}
+	logs, err := s.Source.BinaryLogs(ctx)
+	if err != nil {
+		return err
+	}
+	return s.startNewTimelineAfter(ctx, info, reason, detail, parentEnd, logs)
+}
+
+// startNewTimelineAfter records a new timeline that starts at the oldest
+// binlog the server has, and switches the writer to it.
+func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, reason catalog.TimelineReason, detail string,
+	parentEnd *catalog.Position, logs []BinaryLog) error {
+	if len(logs) == 0 {
+		return errors.New("the server lists no binary logs")
+	}
+	if old := s.writer(); old != nil {
+		if err := old.Close(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	parent := s.lastTL
+	id := parent + 1
+	s.mu.Unlock()
+	tl := &catalog.Timeline{
+		ID: id, Reason: reason, Detail: detail, Start: catalog.Position{File: logs[0].Name, Pos: FirstEventPos},
+		Flavor: string(info.Flavor), ServerVersion: info.Version, ServerID: info.ServerID, ServerUUID: info.UUID,
+		GTIDState: info.GTIDState, Created: time.Now().UTC(), Agent: s.Agent,
+	}
+	if parent != 0 {
+		tl.Parent = parent
+		tl.ParentEnd = parentEnd
+		if reason == catalog.ReasonPurged && parentEnd != nil {
+			tl.Missing = missingFiles(*parentEnd, logs[0].Name)
+		}
+	}
+	if err := s.Spool.PutTimeline(tl); err != nil {
+		return err
+	}
+	s.up.Poke()
+	if reason == catalog.ReasonFirst {
+		s.Logger.Info("archive started", "timeline", id.String(), "from", tl.Start.String())
+	} else {
+		s.Logger.Error("GAP in the archive: starting a new timeline", "timeline", id.String(), "reason", string(reason),
+			"detail", detail, "from", tl.Start.String())
+		s.mu.Lock()
+		s.gaps++
+		s.mu.Unlock()
+		if s.Metrics != nil {
+			s.Metrics.Gaps.Inc()
+		}
+	}
+	s.mu.Lock()
+	s.lastTL = id
+	s.mu.Unlock()
+	return s.useWriter(id, func(w *Writer) error { return w.StartAt(tl.Start, nil) })
+}
+
+// missingFiles names the binlog files between the archive's end and the
+// server's oldest file, assuming the usual BASE.NNNNNN naming.
+func missingFiles(end catalog.Position, oldest string) []string {
+	from, err1 := catalog.FileNumber(end.File)
+	to, err2 := catalog.FileNumber(oldest)
+	if err1 != nil || err2 != nil || !sameBase(end.File, oldest) || to <= from {
+		return []string{fmt.Sprintf("%s from %d", end.File, end.Pos)}
+	}
+	i := strings.LastIndexByte(end.File, '.')
+	base, width := end.File[:i+1], len(end.File)-i-1
+	out := []string{fmt.Sprintf("%s from %d", end.File, end.Pos)}
+	for n := from + 1; n < to && len(out) < 1000; n++ {
+		out = append(out, fmt.Sprintf("%s%0*d", base, width, n))
+	}
+	return out
+}
+
+func (s *Streamer) useWriter(tl catalog.TimelineID, position func(*Writer) error) error {
+	w, err := NewWriter(WriterConfig{Spool: s.Spool, Timeline: tl, MaxSegment: s.MaxSegment, OnSeal: func(*catalog.Segment) { s.up.Poke() }})
+	if err != nil {
+		return err
+	}
+	if err := position(w); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.w, s.timeline = w, tl
+	s.mu.Unlock()
+	if s.Metrics != nil {
+		s.Metrics.Timeline.Set(float64(tl))
+	}
+	return nil
+}
+
+// lagLoop measures how far the durable archive trails the server's binlog:
+// in bytes, and in seconds as the age of the oldest server position that is
+// not yet durable (to the poll interval's resolution).
+func (s *Streamer) lagLoop(ctx context.Context) {
+	t := time.NewTicker(s.LagPoll)
+	defer t.Stop()
+	type sample struct {
+		at       time.Time
+		num, pos uint64
+	}
+	var samples []sample
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		logs, err := s.Source.BinaryLogs(ctx)
+		if err != nil || len(logs) == 0 {
+			continue
+		}
+		now := time.Now()
+		_, dur, _ := s.up.Durable()
+		durNum, _ := catalog.FileNumber(dur.File)
+		var lag uint64
+		found := dur.File == ""
+		for _, l := range logs {
+			switch {
+			case l.Name == dur.File:
+				found = true
+				if l.Size > dur.Pos {
+					lag += l.Size - dur.Pos
+				}
+			case found:
+				lag += l.Size
+			}
+		}
+		endLog := logs[len(logs)-1]
+		endNum, _ := catalog.FileNumber(endLog.Name)
+		samples = append(samples, sample{at: now, num: endNum, pos: endLog.Size})
+		durableAt := func(sm sample) bool {
+			return dur.File != "" && (durNum > sm.num || (durNum == sm.num && dur.Pos >= sm.pos))
+		}
+		// Drop samples the archive has reached; the oldest left is the lag's start.
+		i := 0
+		for i < len(samples) && durableAt(samples[i]) {
+			i++
+		}
+		samples = samples[i:]
+		var lagSec float64
+		if lag > 0 && len(samples) > 0 {
+			lagSec = now.Sub(samples[0].at).Seconds()
+		}
+		if lag == 0 {
+			samples = samples[:0]
+		}
+		s.mu.Lock()
+		s.lagBytes, s.lagSeconds = int64(lag), lagSec
+		s.mu.Unlock()
+		if s.Metrics != nil {
+			s.Metrics.LagBytes.Set(float64(lag))
+			s.Metrics.LagSeconds.Set(lagSec)
+		}
+	}
+}

@@ -1,0 +1,279 @@
+package binlog
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+)
+
+// Spool is the local directory where sealed segments wait for upload. Every
+// segment passes through it, so a segment survives an agent restart and
+// storage outages up to the spool's size limit; the streamer stops reading
+// from the server while the spool is full.
+//
+// File names are the segments' catalog keys with "/" replaced by "~", so the
+// directory sorts in archive order. A segment is sealed once its record file
+// exists; data files without a record are the remains of a crash and are
+// removed on open.
+type Spool struct {
+	dir string
+	max int64
+
+	mu   sync.Mutex
+	used int64
+	// space is signalled when usage drops.
+	space chan struct{}
+}
+
+const (
+	spoolSep     = "~"
+	partialGlob  = ".partial-*"
+	partialPfx   = ".partial-"
+	recordSuffix = ".json"
+)
+
+// OpenSpool opens (creating if needed) a spool directory limited to max bytes.
+func OpenSpool(dir string, max int64) (*Spool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create spool %s: %w", dir, err)
+	}
+	s := &Spool{dir: dir, max: max, space: make(chan struct{}, 1)}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read spool %s: %w", dir, err)
+	}
+	names := map[string]bool{}
+	for _, e := range ents {
+		names[e.Name()] = true
+	}
+	for _, e := range ents {
+		name := e.Name()
+		p := filepath.Join(dir, name)
+		switch {
+		case strings.HasPrefix(name, partialPfx):
+			_ = os.Remove(p) // an unsealed segment: the stream resumes before it
+		case strings.HasSuffix(name, ".zst") && !names[strings.TrimSuffix(name, ".zst")+recordSuffix]:
+			_ = os.Remove(p) // data whose record was never written
+		default:
+			if fi, err := e.Info(); err == nil {
+				s.used += fi.Size()
+			}
+		}
+	}
+	return s, nil
+}
+
+// Dir returns the spool's directory.
+func (s *Spool) Dir() string { return s.dir }
+
+// Used returns the bytes the spool holds.
+func (s *Spool) Used() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used
+}
+
+// Full reports whether adding n more bytes would exceed the limit.
+func (s *Spool) Full(n int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.max > 0 && s.used+n > s.max
+}
+
+// Space returns a channel that receives when the spool shrinks.
+func (s *Spool) Space() <-chan struct{} { return s.space }
+
+func (s *Spool) add(n int64) {
+	s.mu.Lock()
+	s.used += n
+	s.mu.Unlock()
+	if n < 0 {
+		select {
+		case s.space <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func spoolName(key string) string { return strings.ReplaceAll(key, "/", spoolSep) }
+
+func keyOf(name string) string { return strings.ReplaceAll(name, spoolSep, "/") }
+
+// CreatePartial creates a file for a segment being written.
+func (s *Spool) CreatePartial() (*os.File, error) {
+	f, err := os.CreateTemp(s.dir, partialPfx)
+	if err != nil {
+		return nil, fmt.Errorf("create spool file: %w", err)
+	}
+	return f, nil
+}
+
+// Seal makes the partial file the sealed data of rec and writes rec beside
+// it. The partial file must be closed. Both are fsynced before the record
+// is renamed into place.
+func (s *Spool) Seal(partial string, rec *catalog.Segment) error {
+	ref := rec.Ref()
+	data := filepath.Join(s.dir, spoolName(ref.DataKey()))
+	if err := os.Rename(partial, data); err != nil {
+		return fmt.Errorf("seal spool segment: %w", err)
+	}
+	fi, err := os.Stat(data)
+	if err != nil {
+		return fmt.Errorf("seal spool segment: %w", err)
+	}
+	rec.StoredSize = fi.Size()
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode segment record: %w", err)
+	}
+	if err := s.writeAtomic(spoolName(ref.RecordKey()), b); err != nil {
+		return err
+	}
+	s.add(fi.Size() + int64(len(b)))
+	return nil
+}
+
+// PutTimeline queues a timeline record for upload.
+func (s *Spool) PutTimeline(tl *catalog.Timeline) error {
+	b, err := json.MarshalIndent(tl, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode timeline record: %w", err)
+	}
+	if err := s.writeAtomic(spoolName(catalog.TimelineKey(tl.ID)), b); err != nil {
+		return err
+	}
+	s.add(int64(len(b)))
+	return nil
+}
+
+func (s *Spool) writeAtomic(name string, b []byte) error {
+	f, err := os.CreateTemp(s.dir, partialPfx)
+	if err != nil {
+		return fmt.Errorf("write spool %s: %w", name, err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(s.dir, name))
+	}
+	if err == nil {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("write spool %s: %w", name, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Pending lists what waits for upload: timeline records first, then sealed
+// segments in archive order.
+type Pending struct {
+	Timelines []*catalog.Timeline
+	Segments  []*catalog.Segment
+}
+
+// Pending returns the spool's sealed content.
+func (s *Spool) Pending() (Pending, error) {
+	var p Pending
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return p, fmt.Errorf("read spool: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, recordSuffix) || strings.HasPrefix(name, ".") {
+			continue
+		}
+		key := keyOf(name)
+		b, err := os.ReadFile(filepath.Join(s.dir, name))
+		if err != nil {
+			return p, fmt.Errorf("read spool %s: %w", name, err)
+		}
+		if _, err := catalog.ParseTimelineKey(key); err == nil {
+			var tl catalog.Timeline
+			if err := json.Unmarshal(b, &tl); err != nil {
+				return p, fmt.Errorf("decode spool %s: %w", name, err)
+			}
+			p.Timelines = append(p.Timelines, &tl)
+			continue
+		}
+		if _, isRec, err := catalog.ParseSegmentKey(key); err == nil && isRec {
+			var seg catalog.Segment
+			if err := json.Unmarshal(b, &seg); err != nil {
+				return p, fmt.Errorf("decode spool %s: %w", name, err)
+			}
+			p.Segments = append(p.Segments, &seg)
+		}
+	}
+	sort.Slice(p.Timelines, func(i, j int) bool { return p.Timelines[i].ID < p.Timelines[j].ID })
+	sort.SliceStable(p.Segments, func(i, j int) bool {
+		a, b := p.Segments[i], p.Segments[j]
+		if a.Timeline != b.Timeline {
+			return a.Timeline < b.Timeline
+		}
+		if a.FileNum != b.FileNum {
+			return a.FileNum < b.FileNum
+		}
+		return a.Start < b.Start
+	})
+	return p, nil
+}
+
+// DataPath returns the local path of a sealed segment's data.
+func (s *Spool) DataPath(rec *catalog.Segment) string {
+	return filepath.Join(s.dir, spoolName(rec.Ref().DataKey()))
+}
+
+// RemoveSegment deletes an uploaded segment from the spool.
+func (s *Spool) RemoveSegment(rec *catalog.Segment) error {
+	return s.remove(spoolName(rec.Ref().RecordKey()), spoolName(rec.Ref().DataKey()))
+}
+
+// RemoveTimeline deletes an uploaded timeline record from the spool.
+func (s *Spool) RemoveTimeline(id catalog.TimelineID) error {
+	return s.remove(spoolName(catalog.TimelineKey(id)))
+}
+
+// remove deletes files in the order given (record first, so that a crash
+// between leaves data without a record, which OpenSpool collects).
+func (s *Spool) remove(names ...string) error {
+	var freed int64
+	for _, n := range names {
+		p := filepath.Join(s.dir, n)
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("remove spool %s: %w", n, err)
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove spool %s: %w", n, err)
+		}
+		freed += fi.Size()
+	}
+	s.add(-freed)
+	return nil
+}

@@ -1,0 +1,435 @@
+package binlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// Defaults of the streamer.
+const (
+	DefaultFlushInterval  = time.Second
+	DefaultReadTimeout    = 20 * time.Second
+	DefaultHeartbeat      = 2 * time.Second
+	DefaultConnectTimeout = 2 * time.Minute
+	DefaultDrainTimeout   = 15 * time.Second
+	DefaultLagPoll        = 2 * time.Second
+	DefaultServerID       = 0x7069 // "pi": far from the small ids replicas usually take
+)
+
+var errSpoolFull = errors.New("spool is full")
+
+// Streamer archives a server's binlog continuously: it connects as a
+// replica, writes what it receives into segments (Writer), seals a segment
+// at least every FlushInterval, and uploads sealed segments (Uploader). It
+// resumes exactly where the archive ends, and records a new timeline — the
+// archive's gap marker — when the server no longer has or no longer continues
+// what the archive needs.
+type Streamer struct {
+	Source   *Source
+	Store    storage.Storage
+	Spool    *Spool
+	ServerID uint32
+	// Agent names this agent in timeline records.
+	Agent string
+
+	FlushInterval  time.Duration
+	MaxSegment     int64
+	ReadTimeout    time.Duration
+	Heartbeat      time.Duration
+	ConnectTimeout time.Duration
+	RetryMax       time.Duration
+	DrainTimeout   time.Duration
+	LagPoll        time.Duration
+
+	Logger  *slog.Logger
+	Metrics *Metrics
+
+	up      *Uploader
+	started chan struct{}
+	once    sync.Once
+
+	mu         sync.Mutex
+	w          *Writer
+	info       ServerInfo
+	timeline   catalog.TimelineID
+	lastTL     catalog.TimelineID
+	connected  bool
+	lastErr    string
+	warnings   []string
+	gaps       int
+	handlerErr error
+	lagBytes   int64
+	lagSeconds float64
+}
+
+func (s *Streamer) init() {
+	s.once.Do(func() {
+		if s.FlushInterval <= 0 {
+			s.FlushInterval = DefaultFlushInterval
+		}
+		if s.ReadTimeout <= 0 {
+			s.ReadTimeout = DefaultReadTimeout
+		}
+		if s.Heartbeat <= 0 {
+			s.Heartbeat = DefaultHeartbeat
+		}
+		if s.ConnectTimeout <= 0 {
+			s.ConnectTimeout = DefaultConnectTimeout
+		}
+		if s.RetryMax <= 0 {
+			s.RetryMax = DefaultRetryMax
+		}
+		if s.DrainTimeout <= 0 {
+			s.DrainTimeout = DefaultDrainTimeout
+		}
+		if s.LagPoll <= 0 {
+			s.LagPoll = DefaultLagPoll
+		}
+		if s.ServerID == 0 {
+			s.ServerID = DefaultServerID
+		}
+		if s.Logger == nil {
+			s.Logger = slog.New(slog.DiscardHandler)
+		}
+		s.started = make(chan struct{})
+		s.up = &Uploader{Spool: s.Spool, Store: s.Store, Logger: s.Logger, Metrics: s.Metrics, RetryMax: s.RetryMax}
+	})
+}
+
+// Started is closed once the stream has connected for the first time.
+func (s *Streamer) Started() <-chan struct{} {
+	s.init()
+	return s.started
+}
+
+// Uploader returns the streamer's uploader.
+func (s *Streamer) Uploader() *Uploader {
+	s.init()
+	return s.up
+}
+
+// Status is a snapshot of the streamer's state, for /status.
+type Status struct {
+	Connected         bool               `json:"connected"`
+	Flavor            Flavor             `json:"flavor,omitempty"`
+	ServerVersion     string             `json:"server_version,omitempty"`
+	Timeline          catalog.TimelineID `json:"timeline"`
+	Received          catalog.Position   `json:"received"`
+	DurableTimeline   catalog.TimelineID `json:"durable_timeline"`
+	Durable           catalog.Position   `json:"durable"`
+	LastDurableCommit time.Time          `json:"last_durable_commit,omitzero"`
+	LagBytes          int64              `json:"lag_bytes"`
+	LagSeconds        float64            `json:"lag_seconds"`
+	SpoolBytes        int64              `json:"spool_bytes"`
+	GapsRecorded      int                `json:"gaps_recorded"`
+	LastError         string             `json:"last_error,omitempty"`
+	UploadError       string             `json:"upload_error,omitempty"`
+	Warnings          []string           `json:"warnings,omitempty"`
+}
+
+// Status returns the current state.
+func (s *Streamer) Status() Status {
+	s.init()
+	s.mu.Lock()
+	st := Status{Connected: s.connected, Flavor: s.info.Flavor, ServerVersion: s.info.Version, Timeline: s.timeline,
+		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, LagBytes: s.lagBytes}
+	st.LagSeconds = s.lagSeconds
+	w := s.w
+	s.mu.Unlock()
+	if w != nil {
+		st.Received = w.Position()
+	}
+	st.DurableTimeline, st.Durable, st.LastDurableCommit = s.up.Durable()
+	if err := s.up.LastError(); err != nil {
+		st.UploadError = err.Error()
+	}
+	st.SpoolBytes = s.Spool.Used()
+	return st
+}
+
+// Preflight connects to the server and checks that its binlog can be
+// archived. It retries an unreachable server for ConnectTimeout; wrong
+// credentials and disabled binary logging fail at once.
+func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
+	s.init()
+	deadline := time.Now().Add(s.ConnectTimeout)
+	backoff := 500 * time.Millisecond
+	for {
+		info, err := s.Source.Info(ctx)
+		if err == nil {
+			warnings, cerr := info.Check()
+			if cerr != nil {
+				return info, cerr
+			}
+			for _, w := range warnings {
+				s.Logger.Warn(w)
+			}
+			s.mu.Lock()
+			s.info, s.warnings = info, warnings
+			s.mu.Unlock()
+			return info, nil
+		}
+		if !errors.Is(err, ErrUnreachable) || time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
+			return info, err
+		}
+		s.Logger.Info("waiting for the server", "server", s.Source.Address(), "err", err)
+		select {
+		case <-ctx.Done():
+			return info, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// Run archives until ctx ends. It returns an error only for what retrying
+// cannot fix (the server refuses the account, binary logging is off, the
+// archive is inconsistent); it returns nil when ctx ends, after sealing the
+// open segment and giving the uploader DrainTimeout to store it.
+func (s *Streamer) Run(ctx context.Context) error {
+	s.init()
+	info, err := s.Preflight(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	upCtx, upCancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.up.Run(upCtx)
+	}()
+	err = s.stream(ctx, info)
+	upCancel()
+	wg.Wait()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.DrainTimeout)
+	defer cancel()
+	if derr := s.up.UploadPending(dctx); derr != nil {
+		s.Logger.Warn("segments left in the spool for the next start", "err", derr, "spool", s.Spool.Dir())
+	}
+	return err
+}
+
+func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
+	if err := s.plan(ctx, info); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	tickCtx, stopTicks := context.WithCancel(ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); s.flushLoop(tickCtx) }()
+	go func() { defer wg.Done(); s.lagLoop(tickCtx) }()
+	defer func() {
+		stopTicks()
+		wg.Wait()
+		if w := s.writer(); w != nil {
+			if err := w.Close(); err != nil {
+				s.Logger.Error("seal last segment", "err", err)
+			}
+			s.up.Poke()
+		}
+	}()
+
+	backoff := 500 * time.Millisecond
+	for {
+		progressed, err := s.session(ctx, info)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.setErr(err)
+		if progressed {
+			backoff = 500 * time.Millisecond
+		}
+		switch {
+		case errors.Is(err, errSpoolFull):
+			s.Logger.Warn("spool full: pausing the stream until uploads catch up", "spool_bytes", s.Spool.Used())
+			s.Metrics.error("spool_full")
+			if err := s.writer().Rearm(); err != nil {
+				return err
+			}
+			s.waitForSpace(ctx)
+			continue
+		case errors.Is(err, ErrDiverged):
+			s.Metrics.error("diverged")
+			if err := s.startNewTimeline(ctx, info, catalog.ReasonDiverged, err.Error()); err != nil {
+				return err
+			}
+			continue
+		}
+		s.Metrics.error("stream")
+		s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", backoff)
+		if err := s.writer().Rearm(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.RetryMax)
+		if s.Metrics != nil {
+			s.Metrics.Reconnects.Inc()
+		}
+		// The server may have come back as something else: check that it
+		// still has, and still continues, what the archive needs.
+		if err := s.recheck(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.Logger.Warn("server check", "err", err)
+		}
+	}
+}
+
+func (s *Streamer) writer() *Writer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w
+}
+
+func (s *Streamer) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.lastErr = err.Error()
+	}
+}
+
+func (s *Streamer) waitForSpace(ctx context.Context) {
+	for s.Spool.Full(DefaultMaxSegment) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.Spool.Space():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Streamer) flushLoop(ctx context.Context) {
+	t := time.NewTicker(s.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if w := s.writer(); w != nil {
+				if err := w.Flush(); err != nil {
+					s.Logger.Error("seal segment", "err", err)
+					s.Metrics.error("spool")
+				}
+			}
+			if s.Metrics != nil {
+				s.Metrics.SpoolBytes.Set(float64(s.Spool.Used()))
+			}
+		}
+	}
+}
+
+// session runs one replication connection until it breaks. progressed
+// reports whether any event arrived.
+func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed bool, err error) {
+	w := s.writer()
+	pos := w.ResumePoint()
+	cfg, err := s.Source.syncerConfig(info.Flavor, s.ServerID, s.ReadTimeout, s.Heartbeat)
+	if err != nil {
+		return false, err
+	}
+	h := &eventHandler{s: s, w: w}
+	cfg.SynchronousEventHandler = h
+	cfg.Logger = s.Logger.With("component", "replication-client")
+	syncer := replication.NewBinlogSyncer(cfg)
+	defer syncer.Close()
+	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
+	if err != nil {
+		return false, fmt.Errorf("start replication from %s: %w", pos, s.Source.classifyStream(err))
+	}
+	s.mu.Lock()
+	s.connected = true
+	s.mu.Unlock()
+	s.Metrics.connected(1)
+	defer func() {
+		s.mu.Lock()
+		s.connected = false
+		s.mu.Unlock()
+		s.Metrics.connected(0)
+	}()
+	s.Logger.Info("streaming binlog", "from", pos.String(), "timeline", s.currentTimeline().String())
+	select {
+	case <-s.started:
+	default:
+		close(s.started)
+	}
+	_, err = st.GetEvent(ctx)
+	if ctx.Err() != nil {
+		return h.events > 0, nil
+	}
+	if h.err != nil {
+		err = h.err
+	} else if err != nil {
+		err = s.Source.classifyStream(err)
+	}
+	return h.events > 0, err
+}
+
+func (s *Streamer) currentTimeline() catalog.TimelineID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.timeline
+}
+
+// eventHandler writes each event as the replication client reads it, so a
+// slow spool slows the stream instead of filling memory.
+type eventHandler struct {
+	s      *Streamer
+	w      *Writer
+	events int
+	err    error
+}
+
+func (h *eventHandler) HandleEvent(e *replication.BinlogEvent) error {
+	if h.s.Spool.Full(int64(len(e.RawData))) {
+		h.err = errSpoolFull
+		return h.err
+	}
+	if err := h.w.Handle(e.RawData); err != nil {
+		h.err = err
+		return err
+	}
+	h.events++
+	return nil
+}
+
+// classifyStream turns replication errors into this package's sentinels.
+func (s *Source) classifyStream(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "ERROR 1045") || strings.Contains(msg, "Access denied"):
+		return fmt.Errorf("%w: %s", ErrAccessDenied, msg)
+	case strings.Contains(msg, "ERROR 1236"):
+		return fmt.Errorf("%w: %s", errSourceLog, msg)
+	}
+	return err
+}
+
+// errSourceLog is the server's refusal to send the binlog asked for (1236):
+// purged, never existed, or a position past its end.
+var errSourceLog = errors.New("server cannot send the requested binlog")

@@ -1,0 +1,248 @@
+package binlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// Default intervals of the uploader.
+const (
+	DefaultUploadPoll   = time.Second
+	DefaultRetryMin     = 200 * time.Millisecond
+	DefaultRetryMax     = 30 * time.Second
+	defaultPutTimeout   = 5 * time.Minute
+	defaultSmallTimeout = 30 * time.Second
+)
+
+// Uploader moves sealed segments from the spool to storage in archive
+// order: each segment's data first, then its index record, which is what
+// makes it part of the archive. Nothing is overwritten: every put is
+// create-only, and an object already there from an interrupted earlier
+// attempt is accepted only if it has the same bytes.
+type Uploader struct {
+	Spool   *Spool
+	Store   storage.Storage
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// RetryMin and RetryMax bound the backoff after a failed upload.
+	RetryMin, RetryMax time.Duration
+
+	poke chan struct{}
+	once sync.Once
+
+	mu      sync.Mutex
+	durable catalog.Position
+	durTL   catalog.TimelineID
+	lastTx  time.Time
+	lastErr error
+}
+
+func (u *Uploader) init() {
+	u.once.Do(func() {
+		u.poke = make(chan struct{}, 1)
+		if u.RetryMin <= 0 {
+			u.RetryMin = DefaultRetryMin
+		}
+		if u.RetryMax <= 0 {
+			u.RetryMax = DefaultRetryMax
+		}
+		if u.Logger == nil {
+			u.Logger = slog.New(slog.DiscardHandler)
+		}
+	})
+}
+
+// Poke asks the uploader to look at the spool now.
+func (u *Uploader) Poke() {
+	u.init()
+	select {
+	case u.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Durable returns the timeline and position up to which the archive is in
+// storage, and the commit time of the last transaction stored.
+func (u *Uploader) Durable() (catalog.TimelineID, catalog.Position, time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.durTL, u.durable, u.lastTx
+}
+
+// LastError returns the error of the last failed upload, nil after a success.
+func (u *Uploader) LastError() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.lastErr
+}
+
+// Run uploads until ctx ends, retrying failures with capped exponential
+// backoff. Before returning it makes one last attempt to drain the spool.
+func (u *Uploader) Run(ctx context.Context) error {
+	u.init()
+	backoff := u.RetryMin
+	t := time.NewTicker(DefaultUploadPoll)
+	defer t.Stop()
+	for {
+		err := u.UploadPending(ctx)
+		switch {
+		case err == nil:
+			backoff = u.RetryMin
+		case ctx.Err() != nil:
+		default:
+			u.Logger.Warn("upload failed; segments stay in the spool", "err", err, "retry_in", backoff)
+		}
+		wait := DefaultUploadPoll
+		if err != nil {
+			wait = backoff
+			backoff = min(backoff*2, u.RetryMax)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-u.poke:
+		case <-timer.C:
+		case <-t.C:
+		}
+		timer.Stop()
+	}
+}
+
+// UploadPending uploads everything sealed in the spool, in order, stopping
+// at the first failure.
+func (u *Uploader) UploadPending(ctx context.Context) error {
+	u.init()
+	p, err := u.Spool.Pending()
+	if err != nil {
+		return err
+	}
+	for _, tl := range p.Timelines {
+		if err := u.uploadTimeline(ctx, tl); err != nil {
+			return u.fail(err)
+		}
+	}
+	for _, seg := range p.Segments {
+		if err := u.uploadSegment(ctx, seg); err != nil {
+			return u.fail(err)
+		}
+	}
+	u.mu.Lock()
+	u.lastErr = nil
+	u.mu.Unlock()
+	return nil
+}
+
+func (u *Uploader) fail(err error) error {
+	u.mu.Lock()
+	u.lastErr = err
+	u.mu.Unlock()
+	u.Metrics.error("upload")
+	return err
+}
+
+func (u *Uploader) uploadTimeline(ctx context.Context, tl *catalog.Timeline) error {
+	cctx, cancel := context.WithTimeout(ctx, defaultSmallTimeout)
+	defer cancel()
+	key := catalog.TimelineKey(tl.ID)
+	err := catalog.PutJSON(cctx, u.Store, key, tl, true)
+	if errors.Is(err, storage.ErrExist) {
+		var have catalog.Timeline
+		if gerr := catalog.GetJSON(cctx, u.Store, key, &have); gerr != nil {
+			return gerr
+		}
+		if have.Start != tl.Start || have.Reason != tl.Reason {
+			return fmt.Errorf("timeline %s already exists with other content (start %s, reason %s): refusing to overwrite", tl.ID, have.Start, have.Reason)
+		}
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	return u.Spool.RemoveTimeline(tl.ID)
+}
+
+func (u *Uploader) uploadSegment(ctx context.Context, seg *catalog.Segment) error {
+	ref := seg.Ref()
+	path := u.Spool.DataPath(seg)
+	if err := u.putFile(ctx, ref.DataKey(), path); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, defaultSmallTimeout)
+	defer cancel()
+	err := catalog.PutJSON(cctx, u.Store, ref.RecordKey(), seg, true)
+	if errors.Is(err, storage.ErrExist) {
+		var have catalog.Segment
+		if gerr := catalog.GetJSON(cctx, u.Store, ref.RecordKey(), &have); gerr != nil {
+			return gerr
+		}
+		if have.SHA256 != seg.SHA256 {
+			return fmt.Errorf("index record %s already exists for other bytes: refusing to overwrite", ref.RecordKey())
+		}
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := u.Spool.RemoveSegment(seg); err != nil {
+		return err
+	}
+	now := time.Now()
+	u.mu.Lock()
+	u.durTL = seg.Timeline
+	u.durable = catalog.Position{File: seg.File, Pos: seg.End}
+	if !seg.LastCommitTime.IsZero() {
+		u.lastTx = seg.LastCommitTime
+	}
+	u.mu.Unlock()
+	u.Metrics.uploaded(seg, now)
+	u.Logger.Debug("segment archived", "key", ref.DataKey(), "bytes", seg.Size(), "stored", seg.StoredSize,
+		"transactions", seg.Transactions)
+	return nil
+}
+
+// putFile uploads a local file create-only; an existing object with the same
+// bytes counts as uploaded.
+func (u *Uploader) putFile(ctx context.Context, key, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open spool segment: %w", err)
+	}
+	defer f.Close()
+	cctx, cancel := context.WithTimeout(ctx, defaultPutTimeout)
+	defer cancel()
+	_, err = u.Store.Put(cctx, key, f, storage.PutOptions{IfNotExists: true})
+	if !errors.Is(err, storage.ErrExist) {
+		if err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+		return nil
+	}
+	have, serr := u.Store.Stat(cctx, key)
+	if serr != nil {
+		return fmt.Errorf("stat %s: %w", key, serr)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return fmt.Errorf("read spool segment: %w", err)
+	}
+	if have.Size != n || (have.CRC32C != 0 && have.CRC32C != h.Sum32()) {
+		return fmt.Errorf("object %s already exists with other bytes: refusing to overwrite", key)
+	}
+	return nil
+}

@@ -1,0 +1,416 @@
+package binlog
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+)
+
+// DefaultMaxSegment is the uncompressed size at which a segment is sealed
+// even before the flush interval ends.
+const DefaultMaxSegment = 64 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrDiverged is returned by Writer.Handle when a resumed stream does not
+// continue the archived bytes: the server's binlog is not the one archived.
+var ErrDiverged = errors.New("server binlog diverged from the archive")
+
+// ErrStreamHole is returned by Writer.Handle when the stream skips bytes.
+var ErrStreamHole = errors.New("replication stream skipped bytes")
+
+// Writer turns the raw events of a replication stream into sealed,
+// zstd-compressed segments in the spool. It keeps the archive byte-for-byte
+// identical to the server's binlog: events the server makes up for the
+// stream are dropped, and every kept event must start where the previous one
+// ended. It is safe for concurrent use (Handle from the stream, Flush from a
+// timer).
+type Writer struct {
+	spool      *Spool
+	timeline   catalog.TimelineID
+	maxSegment int64
+	onSeal     func(*catalog.Segment)
+	now        func() time.Time
+
+	mu      sync.Mutex
+	file    string
+	fileNum uint64
+	pos     uint64
+	prevEnd *catalog.Position
+	format  Format
+	tracker Tracker
+	// expect is the already-archived event that a resumed stream must start with.
+	expect    *catalog.EventRef
+	lastEvent catalog.EventRef
+	seg       *openSegment
+	enc       *zstd.Encoder
+	// bytes is the total of binlog bytes written to segments, for metrics.
+	bytes uint64
+}
+
+type openSegment struct {
+	f   *os.File
+	sha hash.Hash
+	rec catalog.Segment
+}
+
+// WriterConfig configures a Writer.
+type WriterConfig struct {
+	Spool    *Spool
+	Timeline catalog.TimelineID
+	// MaxSegment is the uncompressed size that seals a segment (default DefaultMaxSegment).
+	MaxSegment int64
+	// OnSeal is called (with the writer's lock held) after each segment is sealed.
+	OnSeal func(*catalog.Segment)
+}
+
+// NewWriter returns a writer for a timeline that is positioned nowhere; call
+// StartAt or ResumeAfter before Handle.
+func NewWriter(cfg WriterConfig) (*Writer, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	if cfg.MaxSegment <= 0 {
+		cfg.MaxSegment = DefaultMaxSegment
+	}
+	return &Writer{spool: cfg.Spool, timeline: cfg.Timeline, maxSegment: cfg.MaxSegment,
+		onSeal: cfg.OnSeal, now: time.Now, enc: enc}, nil
+}
+
+// StartAt positions the writer at the beginning of a file (pos 4) or at a
+// position where no transaction is open. prevEnd, if set, is where the
+// archive of the previous file ended.
+func (w *Writer) StartAt(p catalog.Position, prevEnd *catalog.Position) error {
+	n, err := catalog.FileNumber(p.File)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.file, w.fileNum, w.pos, w.prevEnd, w.expect = p.File, n, p.Pos, prevEnd, nil
+	w.tracker.Reset()
+	return nil
+}
+
+// ResumeAfter positions the writer to continue after the archived segment
+// last. The stream must be started at ResumePoint: its first event must be
+// last's final event, byte for byte, which proves that the server's binlog
+// still continues the archive.
+func (w *Writer) ResumeAfter(last *catalog.Segment) error {
+	var st *TxnState
+	if len(last.OpenTxn) > 0 {
+		st = new(TxnState)
+		if err := json.Unmarshal(last.OpenTxn, st); err != nil {
+			return fmt.Errorf("decode open transaction of %s: %w", last.Ref().RecordKey(), err)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.file, w.fileNum, w.pos = last.File, last.FileNum, last.End
+	w.prevEnd = nil
+	w.lastEvent = last.LastEvent
+	e := last.LastEvent
+	w.expect = &e
+	w.tracker.Reset()
+	w.tracker.Restore(st)
+	if last.FileEnds {
+		// The last event was a Rotate or Stop; what follows starts a new file
+		// chained to this one.
+		w.prevEnd = &catalog.Position{File: last.File, Pos: last.End}
+	}
+	return nil
+}
+
+// ResumePoint is where to start the replication stream so that it re-sends
+// the last archived event (see ResumeAfter), or the writer's start position.
+func (w *Writer) ResumePoint() catalog.Position {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.expect != nil {
+		return catalog.Position{File: w.file, Pos: w.expect.Pos}
+	}
+	return catalog.Position{File: w.file, Pos: w.pos}
+}
+
+// Rearm makes the writer expect its own last event again, for reconnecting a
+// stream that broke: the new stream re-sends that event and so proves it
+// continues the same binlog. Any open segment is sealed first.
+func (w *Writer) Rearm() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.sealLocked(false); err != nil {
+		return err
+	}
+	if w.lastEvent.Size != 0 && w.expect == nil {
+		e := w.lastEvent
+		w.expect = &e
+	}
+	return nil
+}
+
+// Position returns the position after the last event handled.
+func (w *Writer) Position() catalog.Position {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return catalog.Position{File: w.file, Pos: w.pos}
+}
+
+// Bytes returns the number of binlog bytes archived into segments so far.
+func (w *Writer) Bytes() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bytes
+}
+
+// Handle takes one event from the replication stream, header included.
+func (w *Writer) Handle(ev []byte) error {
+	h, err := ParseHeader(ev)
+	if err != nil {
+		return err
+	}
+	if int(h.Size) != len(ev) {
+		return fmt.Errorf("%w: header says %d bytes, stream gave %d", ErrMalformed, h.Size, len(ev))
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+
+	if h.Artificial() {
+		switch h.Type {
+		case RotateEvent:
+			// The stream's fake rotate names the file that follows; it carries no checksum.
+			name, pos, err := Format{}.ParseRotate(ev)
+			if err != nil {
+				return err
+			}
+			if name != w.file {
+				return w.switchFileLocked(name, pos, false)
+			}
+		case FormatDescription:
+			// Re-sent when the stream starts inside a file.
+			f, err := ParseFormat(ev)
+			if err != nil {
+				return err
+			}
+			w.format = f
+			w.tracker.SetFormat(f)
+		}
+		return nil
+	}
+
+	if h.NextPos < h.Size {
+		return fmt.Errorf("%w: event next position %d before its size %d", ErrMalformed, h.NextPos, h.Size)
+	}
+	start := uint64(h.NextPos - h.Size)
+	ref := catalog.EventRef{Pos: start, Size: h.Size, CRC32C: crc32.Checksum(ev, castagnoli)}
+	if w.expect != nil {
+		if ref != *w.expect {
+			return fmt.Errorf("%w: %s expected event at %d (%d bytes, crc32c %08x), server sent event at %d (%d bytes, crc32c %08x)",
+				ErrDiverged, w.file, w.expect.Pos, w.expect.Size, w.expect.CRC32C, ref.Pos, ref.Size, ref.CRC32C)
+		}
+		w.expect = nil
+		w.pos = start + uint64(h.Size)
+		if h.Type == RotateEvent {
+			return w.afterRotateLocked(ev)
+		}
+		return nil
+	}
+	if start != w.pos {
+		return fmt.Errorf("%w: %s expected an event at %d, got one at %d", ErrStreamHole, w.file, w.pos, start)
+	}
+	if h.Type == FormatDescription {
+		f, err := ParseFormat(ev)
+		if err != nil {
+			return err
+		}
+		w.format = f
+	}
+	tx, err := w.tracker.Feed(ev, start)
+	if err != nil {
+		return fmt.Errorf("%s at %d: %w", w.file, start, err)
+	}
+	if w.seg == nil {
+		if err := w.openSegmentLocked(start); err != nil {
+			return err
+		}
+	}
+	seg := w.seg
+	if _, err := w.enc.Write(ev); err != nil {
+		return fmt.Errorf("compress segment: %w", err)
+	}
+	seg.sha.Write(ev)
+	end := start + uint64(h.Size)
+	w.pos = end
+	w.bytes += uint64(h.Size)
+	w.lastEvent = ref
+	r := &seg.rec
+	r.End = end
+	r.Events++
+	t := h.Time()
+	if r.FirstEventTime.IsZero() {
+		r.FirstEventTime = t
+	}
+	r.LastEventTime = t
+	r.LastEvent = ref
+	if tx != nil {
+		r.Transactions++
+		if r.FirstCommitTime.IsZero() {
+			r.FirstCommitTime = tx.CommitTime
+		}
+		r.LastCommitTime = tx.CommitTime
+		if tx.HasGTID {
+			if r.FirstGTID == "" {
+				r.FirstGTID = tx.GTID.String()
+			}
+			r.LastGTID = tx.GTID.String()
+		}
+	}
+	if open, _ := w.tracker.Open(); !open {
+		r.TxnEnd = end
+	}
+	switch {
+	case h.Type == RotateEvent:
+		r.FileEnds = true
+		if err := w.sealLocked(false); err != nil {
+			return err
+		}
+		return w.afterRotateLocked(ev)
+	case h.Type == StopEvent:
+		r.FileEnds = true
+		return w.sealLocked(false)
+	case int64(r.End-r.Start) >= w.maxSegment:
+		return w.sealLocked(false)
+	}
+	return nil
+}
+
+// afterRotateLocked moves to the file a real Rotate event names.
+func (w *Writer) afterRotateLocked(ev []byte) error {
+	name, pos, err := w.format.ParseRotate(ev)
+	if err != nil {
+		return err
+	}
+	return w.switchFileLocked(name, pos, true)
+}
+
+func (w *Writer) switchFileLocked(name string, pos uint64, rotated bool) error {
+	n, err := catalog.FileNumber(name)
+	if err != nil {
+		return err
+	}
+	if w.expect != nil {
+		// Still waiting for the resume event: the stream moved on before
+		// re-sending it, so the archived file is gone or shorter on the server.
+		return fmt.Errorf("%w: stream moved to %s before re-sending %s at %d", ErrDiverged, name, w.file, w.expect.Pos)
+	}
+	if err := w.sealLocked(false); err != nil {
+		return err
+	}
+	if w.file != "" && w.pos > FirstEventPos {
+		w.prevEnd = &catalog.Position{File: w.file, Pos: w.pos}
+	}
+	_ = rotated
+	w.file, w.fileNum, w.pos = name, n, pos
+	w.tracker.Reset()
+	return nil
+}
+
+func (w *Writer) openSegmentLocked(start uint64) error {
+	f, err := w.spool.CreatePartial()
+	if err != nil {
+		return err
+	}
+	w.enc.Reset(f)
+	w.seg = &openSegment{f: f, sha: sha256.New(), rec: catalog.Segment{
+		Timeline: w.timeline, File: w.file, FileNum: w.fileNum, Start: start, End: start,
+		ServerVersion: w.format.ServerVersion,
+	}}
+	if start == FirstEventPos && w.prevEnd != nil {
+		p := *w.prevEnd
+		w.seg.rec.Prev = &p
+	}
+	return nil
+}
+
+// Flush seals the open segment, if it holds any event, so that it can be
+// uploaded. It is called every flush interval.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sealLocked(false)
+}
+
+// Close seals the open segment and releases the writer's resources.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	err := w.sealLocked(false)
+	w.enc.Reset(io.Discard)
+	return err
+}
+
+// Abort drops the open segment without sealing it.
+func (w *Writer) Abort() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sealLocked(true)
+}
+
+func (w *Writer) sealLocked(discard bool) error {
+	seg := w.seg
+	if seg == nil {
+		return nil
+	}
+	w.seg = nil
+	cleanup := func(err error) error {
+		seg.f.Close()
+		os.Remove(seg.f.Name())
+		return err
+	}
+	if discard || seg.rec.Events == 0 {
+		w.enc.Reset(io.Discard)
+		return cleanup(nil)
+	}
+	if err := w.enc.Close(); err != nil {
+		return cleanup(fmt.Errorf("compress segment: %w", err))
+	}
+	if err := seg.f.Sync(); err != nil {
+		return cleanup(fmt.Errorf("sync spool segment: %w", err))
+	}
+	if err := seg.f.Close(); err != nil {
+		return cleanup(fmt.Errorf("close spool segment: %w", err))
+	}
+	r := &seg.rec
+	r.SHA256 = hex.EncodeToString(seg.sha.Sum(nil))
+	r.ArchivedAt = w.now().UTC()
+	if st := w.tracker.State(); st != nil {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return cleanup(fmt.Errorf("encode open transaction: %w", err))
+		}
+		r.OpenTxn = b
+	}
+	if r.ServerVersion == "" {
+		r.ServerVersion = w.format.ServerVersion
+	}
+	if err := w.spool.Seal(seg.f.Name(), r); err != nil {
+		return cleanup(err)
+	}
+	if w.onSeal != nil {
+		w.onSeal(r)
+	}
+	return nil
+}

@@ -1,0 +1,298 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// TimelineState is a timeline as found in storage: its record and its
+// segments in archive order.
+type TimelineState struct {
+	Timeline
+	// Segments are the segments whose index records exist, in position order,
+	// with any segment that a compacted one covers left out.
+	Segments []*Segment
+	// Orphans are data objects without an index record (an upload that was
+	// interrupted between the two writes); they are not part of the archive.
+	Orphans []string
+}
+
+// Archive is everything the binlog archive holds.
+type Archive struct {
+	Timelines []*TimelineState
+}
+
+// Last returns the newest timeline, or nil when the archive is empty.
+func (a *Archive) Last() *TimelineState {
+	if len(a.Timelines) == 0 {
+		return nil
+	}
+	return a.Timelines[len(a.Timelines)-1]
+}
+
+// End returns where the timeline's archive ends: the position after its last
+// archived byte, and the last segment (nil for a timeline with no segment yet).
+func (t *TimelineState) End() (Position, *Segment) {
+	if len(t.Segments) == 0 {
+		return t.Start, nil
+	}
+	s := t.Segments[len(t.Segments)-1]
+	return Position{File: s.File, Pos: s.End}, s
+}
+
+// Hole is a break inside a timeline's sequence of segments: bytes that should
+// be archived but whose segment is missing.
+type Hole struct {
+	After  Position `json:"after"`
+	Before Position `json:"before"`
+}
+
+// Holes returns the breaks in the timeline's sequence of segments. A
+// healthy archive has none; one appears when an object was deleted.
+func (t *TimelineState) Holes() []Hole {
+	var holes []Hole
+	for i := 1; i < len(t.Segments); i++ {
+		p, s := t.Segments[i-1], t.Segments[i]
+		contiguous := (p.FileNum == s.FileNum && p.End == s.Start) ||
+			(s.FileNum > p.FileNum && s.Start == 4 && s.Prev != nil && *s.Prev == Position{p.File, p.End})
+		if !contiguous {
+			holes = append(holes, Hole{After: Position{p.File, p.End}, Before: Position{s.File, s.Start}})
+		}
+	}
+	if len(t.Segments) > 0 {
+		f := t.Segments[0]
+		if f.File != t.Start.File || f.Start != t.Start.Pos {
+			holes = append([]Hole{{After: t.Start, Before: Position{f.File, f.Start}}}, holes...)
+		}
+	}
+	return holes
+}
+
+// LoadOptions adjusts Load.
+type LoadOptions struct {
+	// Timeline limits loading to one timeline (zero: all).
+	Timeline TimelineID
+	// Concurrency bounds parallel reads of index records (default 16).
+	Concurrency int
+}
+
+// Load lists the binlog archive and reads every timeline and index record.
+func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, error) {
+	prefix := BinlogPrefix
+	if opts.Timeline != 0 {
+		prefix = TimelinePrefix(opts.Timeline)
+	}
+	objs, err := st.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	type tlKeys struct {
+		hasRecord bool
+		records   []SegmentRef
+		data      map[SegmentRef]string
+	}
+	byTL := map[TimelineID]*tlKeys{}
+	get := func(id TimelineID) *tlKeys {
+		k := byTL[id]
+		if k == nil {
+			k = &tlKeys{data: map[SegmentRef]string{}}
+			byTL[id] = k
+		}
+		return k
+	}
+	for _, o := range objs {
+		if id, err := ParseTimelineKey(o.Key); err == nil {
+			get(id).hasRecord = true
+			continue
+		}
+		ref, isRecord, err := ParseSegmentKey(o.Key)
+		if err != nil {
+			continue // not ours: ignored, never deleted
+		}
+		k := get(ref.Timeline)
+		if isRecord {
+			k.records = append(k.records, ref)
+		} else {
+			k.data[ref] = o.Key
+		}
+	}
+	ids := make([]TimelineID, 0, len(byTL))
+	for id := range byTL {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+
+	a := &Archive{}
+	for _, id := range ids {
+		k := byTL[id]
+		ts := &TimelineState{}
+		if k.hasRecord {
+			if err := GetJSON(ctx, st, TimelineKey(id), &ts.Timeline); err != nil {
+				return nil, err
+			}
+		} else {
+			// Segments without a timeline record: the record's upload was lost.
+			// Keep them visible so that nothing is silently ignored.
+			ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is missing"}
+		}
+		segs := make([]*Segment, len(k.records))
+		g, gctx := errgroup.WithContext(ctx)
+		n := opts.Concurrency
+		if n <= 0 {
+			n = 16
+		}
+		g.SetLimit(n)
+		for i, ref := range k.records {
+			g.Go(func() error {
+				var s Segment
+				if err := GetJSON(gctx, st, ref.RecordKey(), &s); err != nil {
+					return err
+				}
+				if s.Ref() != ref {
+					return fmt.Errorf("index record %s describes %s", ref.RecordKey(), s.Ref().RecordKey())
+				}
+				segs[i] = &s
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		ts.Segments = dropCovered(segs)
+		for ref, key := range k.data {
+			if !hasRecord(k.records, ref) {
+				ts.Orphans = append(ts.Orphans, key)
+			}
+		}
+		sort.Strings(ts.Orphans)
+		a.Timelines = append(a.Timelines, ts)
+	}
+	return a, nil
+}
+
+func hasRecord(refs []SegmentRef, r SegmentRef) bool {
+	i := sort.Search(len(refs), func(i int) bool { return !refLess(refs[i], r) })
+	return i < len(refs) && refs[i] == r
+}
+
+func refLess(a, b SegmentRef) bool {
+	if a.FileNum != b.FileNum {
+		return a.FileNum < b.FileNum
+	}
+	if a.Start != b.Start {
+		return a.Start < b.Start
+	}
+	return a.End < b.End
+}
+
+// dropCovered removes segments whose byte range lies inside another segment
+// of the same file (left behind by a compaction that had not yet deleted
+// them). Input is in key order.
+func dropCovered(segs []*Segment) []*Segment {
+	sort.SliceStable(segs, func(i, j int) bool {
+		a, b := segs[i], segs[j]
+		if a.FileNum != b.FileNum {
+			return a.FileNum < b.FileNum
+		}
+		if a.Start != b.Start {
+			return a.Start < b.Start
+		}
+		return a.End > b.End // the widest first
+	})
+	out := segs[:0]
+	for _, s := range segs {
+		if n := len(out); n > 0 {
+			p := out[n-1]
+			if p.FileNum == s.FileNum && s.Start >= p.Start && s.End <= p.End {
+				continue
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Coverage summarises what a timeline lets a restore reach.
+type Coverage struct {
+	Timeline TimelineID `json:"timeline"`
+	Reason   string     `json:"reason"`
+	From     Position   `json:"from"`
+	To       Position   `json:"to"`
+	// FromTime and ToTime are the first and last archived commit times.
+	FromTime  time.Time `json:"from_time,omitzero"`
+	ToTime    time.Time `json:"to_time,omitzero"`
+	FirstGTID string    `json:"first_gtid,omitempty"`
+	LastGTID  string    `json:"last_gtid,omitempty"`
+	Segments  int       `json:"segments"`
+	Bytes     uint64    `json:"bytes"`
+	Stored    int64     `json:"stored_bytes"`
+	Holes     []Hole    `json:"holes,omitempty"`
+	Orphans   int       `json:"orphans,omitempty"`
+}
+
+// Coverage returns the timeline's summary.
+func (t *TimelineState) Coverage() Coverage {
+	c := Coverage{Timeline: t.ID, Reason: string(t.Reason), From: t.Start, To: t.Start, Holes: t.Holes(), Orphans: len(t.Orphans)}
+	for _, s := range t.Segments {
+		c.Segments++
+		c.Bytes += s.Size()
+		c.Stored += s.StoredSize
+		if c.FromTime.IsZero() && !s.FirstCommitTime.IsZero() {
+			c.FromTime = s.FirstCommitTime
+		}
+		if !s.LastCommitTime.IsZero() {
+			c.ToTime = s.LastCommitTime
+		}
+		if c.FirstGTID == "" {
+			c.FirstGTID = s.FirstGTID
+		}
+		if s.LastGTID != "" {
+			c.LastGTID = s.LastGTID
+		}
+	}
+	if n := len(t.Segments); n > 0 {
+		c.From = Position{t.Segments[0].File, t.Segments[0].Start}
+		last := t.Segments[n-1]
+		c.To = Position{last.File, last.End}
+	}
+	return c
+}
+
+// Gap is a break between two timelines: history the archive does not hold.
+type Gap struct {
+	// Between the end of timeline After and the start of timeline Before.
+	After    TimelineID     `json:"after_timeline"`
+	Before   TimelineID     `json:"before_timeline"`
+	Reason   TimelineReason `json:"reason"`
+	Detail   string         `json:"detail,omitempty"`
+	From     *Position      `json:"from,omitempty"`
+	To       Position       `json:"to"`
+	FromTime time.Time      `json:"from_time,omitzero"`
+	ToTime   time.Time      `json:"to_time,omitzero"`
+	Missing  []string       `json:"missing,omitempty"`
+	Recorded time.Time      `json:"recorded"`
+}
+
+// Gaps returns the breaks between consecutive timelines.
+func (a *Archive) Gaps() []Gap {
+	var gaps []Gap
+	for i := 1; i < len(a.Timelines); i++ {
+		p, t := a.Timelines[i-1], a.Timelines[i]
+		g := Gap{After: p.ID, Before: t.ID, Reason: t.Reason, Detail: t.Detail, From: t.ParentEnd,
+			To: t.Start, Missing: t.Missing, Recorded: t.Created}
+		g.FromTime = p.Coverage().ToTime
+		g.ToTime = t.Coverage().FromTime
+		gaps = append(gaps, g)
+	}
+	return gaps
+}
+
+// ErrLeaseHeld is returned when another agent holds the archive's lease.
+var ErrLeaseHeld = errors.New("archive lease is held by another agent")

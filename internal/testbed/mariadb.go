@@ -1,0 +1,701 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// MariaDBInstall names the Debian packages that provide the server, the
+// backup tool and the client; it is the hint a skipped or failed test prints.
+const MariaDBInstall = "apt-get install mariadb-server mariadb-backup mariadb-client"
+
+// PitrUser is the account every test server has for the code under test. It
+// exists on '%' with a random password (see MariaDB.PitrPassword) and holds
+// the privileges a binlog replica client and mariadb-backup need, not ALL, so
+// that a missing grant in production shows up in tests first.
+const PitrUser = "pitr"
+
+// pitrGrants are the privileges of PitrUser: REPLICATION SLAVE to stream
+// binlogs; BINLOG MONITOR (REPLICATION CLIENT) for SHOW MASTER STATUS and
+// SHOW BINARY LOGS; BINLOG ADMIN to purge; RELOAD, PROCESS and LOCK TABLES for
+// mariadb-backup and FLUSH; SELECT, SHOW VIEW, EVENT and TRIGGER for logical
+// dumps. BINLOG MONITOR and BINLOG ADMIN exist since MariaDB 10.5.
+const pitrGrants = "REPLICATION SLAVE, BINLOG MONITOR, BINLOG ADMIN, RELOAD, PROCESS, LOCK TABLES, SELECT, SHOW VIEW, EVENT, TRIGGER"
+
+// Defaults for MariaDBOptions fields left at their zero value.
+const (
+	DefaultServerID       uint32 = 1
+	DefaultBinlogChecksum        = "CRC32"
+	DefaultBinlogFormat          = "ROW"
+)
+
+// Timeouts for a test server. Startup of a fresh server takes about a second;
+// the generous limits are for loaded CI machines, not for normal runs.
+const (
+	mariaDBStartTimeout = 60 * time.Second
+	mariaDBStopTimeout  = 60 * time.Second
+	// startAttempts covers the race between FreePort and the server binding
+	// the port when several servers start at once.
+	startAttempts = 3
+)
+
+// MariaDBOptions configures a test server. The zero value is a ROW-format,
+// CRC32-checksummed, binlog-enabled server with server_id 1.
+type MariaDBOptions struct {
+	// ServerID is server_id; 0 means DefaultServerID.
+	ServerID uint32
+	// BinlogChecksum is binlog_checksum, "CRC32" or "NONE"; "" means CRC32.
+	BinlogChecksum string
+	// BinlogFormat is binlog_format; "" means ROW.
+	BinlogFormat string
+	// NoBinlog turns binary logging off, so that the zero value keeps it on.
+	NoBinlog bool
+	// MaxBinlogSize is max_binlog_size in bytes; 0 keeps the server default
+	// (1 GiB). MariaDB rounds it to a multiple of 4096, minimum 4096.
+	MaxBinlogSize int64
+	// ExtraArgs are appended to mariadbd's command line, after the testbed's
+	// own flags, so they can override them.
+	ExtraArgs []string
+}
+
+func (o MariaDBOptions) withDefaults() MariaDBOptions {
+	if o.ServerID == 0 {
+		o.ServerID = DefaultServerID
+	}
+	if o.BinlogChecksum == "" {
+		o.BinlogChecksum = DefaultBinlogChecksum
+	}
+	if o.BinlogFormat == "" {
+		o.BinlogFormat = DefaultBinlogFormat
+	}
+	return o
+}
+
+// MariaDB is a throwaway mariadbd listening on 127.0.0.1, with its datadir,
+// binlogs, socket and error log in one temporary directory. It can be stopped,
+// killed and started again on the same datadir and port. Its methods are safe
+// for concurrent use.
+type MariaDB struct {
+	opts      MariaDBOptions
+	dir       string
+	mariadbd  string
+	port      int
+	pitrPass  string
+	version   string
+	startTime time.Duration
+
+	mu   sync.Mutex
+	proc *process // nil when stopped
+	db   *sql.DB
+}
+
+// process is one run of mariadbd. err is written before done is closed and
+// read only after, so it needs no lock.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// NewMariaDB starts a server for one test and stops it and removes its
+// directory when the test ends. A missing mariadbd skips the test, or fails it
+// under CI=true.
+func NewMariaDB(tb testing.TB, opts MariaDBOptions) *MariaDB {
+	tb.Helper()
+	Binary(tb, "mariadbd", MariaDBInstall)
+	Binary(tb, "mariadb-install-db", MariaDBInstall)
+	m, err := StartMariaDB(opts)
+	if err != nil {
+		tb.Fatalf("start mariadb: %v", err)
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("mariadb error log (%s):\n%s", m.ErrorLog(), m.tail(40))
+		}
+		if err := m.Close(); err != nil {
+			tb.Errorf("close mariadb: %v", err)
+		}
+	})
+	return m
+}
+
+// StartMariaDB initialises a datadir in a new temporary directory and starts a
+// server on it, returning once the server accepts connections. The caller
+// must Close it.
+func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
+	begin := time.Now()
+	opts = opts.withDefaults()
+	mariadbd, err := LookBinary("mariadbd")
+	if err != nil {
+		return nil, fmt.Errorf("find mariadbd (%s): %w", MariaDBInstall, err)
+	}
+	installDB, err := LookBinary("mariadb-install-db")
+	if err != nil {
+		return nil, fmt.Errorf("find mariadb-install-db (%s): %w", MariaDBInstall, err)
+	}
+	// os.MkdirTemp rather than t.TempDir: the socket path must stay under the
+	// 108-byte sun_path limit, which long test names would exceed.
+	dir, err := os.MkdirTemp("", "mariadb-")
+	if err != nil {
+		return nil, fmt.Errorf("create mariadb directory: %w", err)
+	}
+	pass, err := randomPassword()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	m := &MariaDB{opts: opts, dir: dir, mariadbd: mariadbd, pitrPass: pass}
+	if err := m.install(installDB); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := m.firstStart(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := m.bootstrap(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.startTime = time.Since(begin)
+	return m, nil
+}
+
+func randomPassword() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate password: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// runAsRoot is set because mariadbd refuses to run as root without --user,
+// while a non-root user may not pass --user at all.
+func runAsRoot() bool { return os.Geteuid() == 0 }
+
+func (m *MariaDB) install(installDB string) error {
+	for _, d := range []string{m.BinlogDir(), m.tmpDir()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("create mariadb directory: %w", err)
+		}
+	}
+	// --no-defaults must come first; it keeps /etc/mysql and ~/.my.cnf out of
+	// both the install and the bootstrap server it runs.
+	args := []string{
+		"--no-defaults",
+		"--datadir=" + m.DataDir(),
+		"--tmpdir=" + m.tmpDir(),
+		"--auth-root-authentication-method=normal",
+		"--skip-test-db",
+		"--skip-name-resolve",
+		"--innodb-log-file-size=64M",
+		"--innodb-buffer-pool-size=128M",
+	}
+	if runAsRoot() {
+		args = append(args, "--user=root")
+	}
+	cmd := exec.Command(installDB, args...)
+	setParentDeathSignal(cmd)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mariadb-install-db: %w\n%s", err, lastLines(out, 30))
+	}
+	return nil
+}
+
+// firstStart picks a port and starts the server, picking another port when
+// the first was taken between FreePort and the server binding it.
+func (m *MariaDB) firstStart() error {
+	var err error
+	for range startAttempts {
+		m.port, err = FreePort()
+		if err != nil {
+			return fmt.Errorf("pick mariadb port: %w", err)
+		}
+		err = m.Start()
+		if err == nil || !strings.Contains(err.Error(), "Address already in use") {
+			return err
+		}
+	}
+	return err
+}
+
+// bootstrap creates PitrUser and records the version. sql_log_bin=0 keeps the
+// setup out of the binlog, so archives and replays in tests hold only what
+// the test wrote and a replay never resets another server's pitr password.
+func (m *MariaDB) bootstrap() error {
+	ctx, cancel := context.WithTimeout(context.Background(), mariaDBStartTimeout)
+	defer cancel()
+	// A private pool, closed afterwards: sql_log_bin=0 must not survive in
+	// a connection that the shared pool would hand to a test.
+	c, err := mysql.NewConnector(m.config("root", ""))
+	if err != nil {
+		return fmt.Errorf("mariadb connector: %w", err)
+	}
+	db := sql.OpenDB(c)
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to mariadb: %w", err)
+	}
+	defer conn.Close()
+	stmts := []string{
+		"SET SESSION sql_log_bin = 0",
+		// install-db creates root@<hostname>, which --skip-name-resolve can
+		// never match; dropping it silences a warning on every start.
+		"DELETE FROM mysql.global_priv WHERE User = 'root' AND Host NOT IN ('localhost', '127.0.0.1', '::1')",
+		"DELETE FROM mysql.proxies_priv WHERE Host NOT IN ('localhost', '127.0.0.1', '::1', '')",
+		// The password is hex, so formatting it in is safe; prepared
+		// CREATE USER with placeholders is not portable across versions.
+		fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", PitrUser, m.pitrPass),
+		fmt.Sprintf("GRANT %s ON *.* TO '%s'@'%%'", pitrGrants, PitrUser),
+		"FLUSH PRIVILEGES",
+	}
+	for _, s := range stmts {
+		if _, err := conn.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("bootstrap mariadb: %s: %w", firstWords(s), err)
+		}
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT VERSION()").Scan(&m.version); err != nil {
+		return fmt.Errorf("read mariadb version: %w", err)
+	}
+	return nil
+}
+
+// firstWords keeps passwords out of error messages.
+func firstWords(s string) string {
+	f := strings.Fields(s)
+	if len(f) > 3 {
+		f = f[:3]
+	}
+	return strings.Join(f, " ")
+}
+
+func (m *MariaDB) args() []string {
+	o := m.opts
+	args := []string{
+		"--no-defaults",
+		"--datadir=" + m.DataDir(),
+		"--tmpdir=" + m.tmpDir(),
+		"--port=" + strconv.Itoa(m.port),
+		"--bind-address=127.0.0.1",
+		"--socket=" + m.Socket(),
+		"--pid-file=" + filepath.Join(m.dir, "mysqld.pid"),
+		"--log-error=" + m.ErrorLog(),
+		"--server-id=" + strconv.FormatUint(uint64(o.ServerID), 10),
+		"--binlog-format=" + o.BinlogFormat,
+		"--binlog-checksum=" + o.BinlogChecksum,
+		"--gtid-strict-mode=ON",
+		"--innodb-buffer-pool-size=128M",
+		"--innodb-log-file-size=64M",
+		"--skip-name-resolve",
+		"--max-allowed-packet=1G",
+		// Production servers (Debian's config, the official images) default
+		// to utf8mb4; --no-defaults would leave latin1.
+		"--character-set-server=utf8mb4",
+		"--collation-server=utf8mb4_general_ci",
+		// Durability is traded for speed: a test server's crash safety is
+		// tested with Kill, which the OS page cache survives.
+		"--innodb-flush-log-at-trx-commit=2",
+		"--sync-binlog=0",
+	}
+	if !o.NoBinlog {
+		args = append(args,
+			"--log-bin="+filepath.Join(m.BinlogDir(), "mysql-bin"),
+			"--log-slave-updates",
+		)
+	}
+	if o.MaxBinlogSize > 0 {
+		args = append(args, "--max-binlog-size="+strconv.FormatInt(o.MaxBinlogSize, 10))
+	}
+	if runAsRoot() {
+		args = append(args, "--user=root")
+	}
+	return append(args, o.ExtraArgs...)
+}
+
+// Start starts the server on its datadir and port, after Stop or Kill, and
+// returns once it accepts connections.
+func (m *MariaDB) Start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc != nil && !m.proc.exited() {
+		return errors.New("start mariadb: already running")
+	}
+	console, err := os.OpenFile(filepath.Join(m.dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("open mariadb console log: %w", err)
+	}
+	defer console.Close()
+	// Only errors from before the error log opens (bad flags) reach the
+	// console; both go into one file so a failure shows them in order.
+	cmd := exec.Command(m.mariadbd, m.args()...)
+	cmd.Stdout = console
+	cmd.Stderr = console
+	setParentDeathSignal(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start mariadbd: %w", err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := m.waitReady(p); err != nil {
+		cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("start mariadb on port %d: %w\n%s", m.port, err, m.tail(30))
+	}
+	m.proc = p
+	return nil
+}
+
+// waitReady polls with a fresh connection rather than the pool so that a
+// half-started server never leaves broken connections in the pool.
+func (m *MariaDB) waitReady(p *process) error {
+	deadline := time.Now().Add(mariaDBStartTimeout)
+	connector, err := mysql.NewConnector(m.config("root", ""))
+	if err != nil {
+		return err
+	}
+	var last error
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			return fmt.Errorf("mariadbd exited during startup: %w", p.err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := connector.Connect(ctx)
+		cancel()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("not accepting connections after %s: %w", mariaDBStartTimeout, last)
+}
+
+// Stop shuts the server down cleanly (SIGTERM, as a container runtime would)
+// and waits for it to exit. Stopping a stopped server does nothing; a server
+// that had already crashed is reported as an error.
+func (m *MariaDB) Stop() error {
+	return m.halt(syscall.SIGTERM)
+}
+
+// Kill ends the server with SIGKILL, leaving the datadir as a crash would,
+// and waits for it to exit.
+func (m *MariaDB) Kill() error {
+	return m.halt(syscall.SIGKILL)
+}
+
+func (m *MariaDB) halt(sig syscall.Signal) error {
+	// The lock is held throughout so that a concurrent Start cannot race a
+	// half-stopped server.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.proc
+	if p == nil {
+		return nil
+	}
+	m.proc = nil
+	defer m.dropIdle()
+	if p.exited() {
+		if p.err != nil {
+			return fmt.Errorf("mariadb had exited: %w\n%s", p.err, m.tail(20))
+		}
+		return nil
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal mariadbd: %w", err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(mariaDBStopTimeout):
+		p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("stop mariadb: still running after %s, killed", mariaDBStopTimeout)
+	}
+	if sig == syscall.SIGKILL {
+		return nil
+	}
+	if p.err != nil {
+		return fmt.Errorf("stop mariadb: %w\n%s", p.err, m.tail(20))
+	}
+	return nil
+}
+
+// dropIdle closes the pool's idle connections, which a stopped server has
+// broken, so that the driver does not log each one as it finds it dead. The
+// pool itself stays open because tests may hold it across a restart.
+func (m *MariaDB) dropIdle() {
+	if m.db != nil {
+		m.db.SetMaxIdleConns(0)
+		m.db.SetMaxIdleConns(defaultMaxIdleConns)
+	}
+}
+
+// defaultMaxIdleConns is database/sql's default, restored after dropIdle.
+const defaultMaxIdleConns = 2
+
+// Close kills the server, closes the pool and removes the directory. The
+// datadir is thrown away, so a clean shutdown would only cost time.
+func (m *MariaDB) Close() error {
+	err := m.Kill()
+	m.mu.Lock()
+	if m.db != nil {
+		m.db.Close()
+		m.db = nil
+	}
+	m.mu.Unlock()
+	if rmErr := os.RemoveAll(m.dir); rmErr != nil {
+		err = errors.Join(err, fmt.Errorf("remove mariadb directory: %w", rmErr))
+	}
+	return err
+}
+
+func (m *MariaDB) config(user, pass string) *mysql.Config {
+	c := mysql.NewConfig()
+	c.User = user
+	c.Passwd = pass
+	c.Net = "tcp"
+	c.Addr = "127.0.0.1:" + strconv.Itoa(m.port)
+	return c
+}
+
+// DSN is a go-sql-driver/mysql DSN for root, which has no password, over TCP:
+// root@tcp(127.0.0.1:PORT)/.
+func (m *MariaDB) DSN() string { return m.DSNFor("root", "") }
+
+// DSNFor is a go-sql-driver/mysql DSN for the given account over TCP, with no
+// default database.
+func (m *MariaDB) DSNFor(user, pass string) string { return m.config(user, pass).FormatDSN() }
+
+// PitrPassword is the random password of PitrUser on this server.
+func (m *MariaDB) PitrPassword() string { return m.pitrPass }
+
+// PitrDSN is DSNFor(PitrUser, PitrPassword()).
+func (m *MariaDB) PitrDSN() string { return m.DSNFor(PitrUser, m.pitrPass) }
+
+// Port is the TCP port on 127.0.0.1; it stays the same across restarts.
+func (m *MariaDB) Port() int { return m.port }
+
+// Socket is the path of the server's Unix socket.
+func (m *MariaDB) Socket() string { return filepath.Join(m.dir, "mysqld.sock") }
+
+// DataDir is the server's datadir.
+func (m *MariaDB) DataDir() string { return filepath.Join(m.dir, "data") }
+
+// BinlogDir is the directory that holds the binlog files and their index,
+// kept apart from the datadir as in a typical deployment.
+func (m *MariaDB) BinlogDir() string { return filepath.Join(m.dir, "binlog") }
+
+// tmpDir is private to the server because temporary table names are only
+// unique within one server: parallel installs sharing /tmp collide.
+func (m *MariaDB) tmpDir() string { return filepath.Join(m.dir, "tmp") }
+
+// ErrorLog is the path of the server's error log.
+func (m *MariaDB) ErrorLog() string { return filepath.Join(m.dir, "error.log") }
+
+// Version is SELECT VERSION() as read when the server was first started, for
+// example "10.11.19-MariaDB-0+deb12u1-log".
+func (m *MariaDB) Version() string { return m.version }
+
+// StartupTime is how long StartMariaDB took, from creating the datadir to
+// the server being ready with its users.
+func (m *MariaDB) StartupTime() time.Duration { return m.startTime }
+
+// Options are the options the server runs with, defaults filled in.
+func (m *MariaDB) Options() MariaDBOptions { return m.opts }
+
+// pool returns the cached root pool. database/sql drops connections that a
+// Stop or Kill broke, so the pool survives restarts.
+func (m *MariaDB) pool() (*sql.DB, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.db == nil {
+		c, err := mysql.NewConnector(m.config("root", ""))
+		if err != nil {
+			return nil, fmt.Errorf("mariadb connector: %w", err)
+		}
+		m.db = sql.OpenDB(c)
+	}
+	return m.db, nil
+}
+
+// DB is a pool of root connections, shared by every caller and closed by
+// Close, so callers must not close it.
+func (m *MariaDB) DB(tb testing.TB) *sql.DB {
+	tb.Helper()
+	db, err := m.pool()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return db
+}
+
+// Exec runs a statement as root and fails the test on error.
+func (m *MariaDB) Exec(tb testing.TB, query string, args ...any) sql.Result {
+	tb.Helper()
+	res, err := m.DB(tb).ExecContext(tb.Context(), query, args...)
+	if err != nil {
+		tb.Fatalf("exec %q: %v", query, err)
+	}
+	return res
+}
+
+// BinlogFiles lists the server's binlog files, oldest first, as full paths,
+// from SHOW BINARY LOGS. It fails the test if binary logging is off.
+func (m *MariaDB) BinlogFiles(tb testing.TB) []string {
+	tb.Helper()
+	rows, err := m.DB(tb).QueryContext(tb.Context(), "SHOW BINARY LOGS")
+	if err != nil {
+		tb.Fatalf("show binary logs: %v", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		tb.Fatalf("show binary logs: %v", err)
+	}
+	var files []string
+	for rows.Next() {
+		// The column count differs between versions (MySQL adds Encrypted).
+		vals := make([]any, len(cols))
+		var name string
+		vals[0] = &name
+		for i := 1; i < len(vals); i++ {
+			vals[i] = new(sql.RawBytes)
+		}
+		if err := rows.Scan(vals...); err != nil {
+			tb.Fatalf("show binary logs: %v", err)
+		}
+		files = append(files, filepath.Join(m.BinlogDir(), name))
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatalf("show binary logs: %v", err)
+	}
+	return files
+}
+
+// tail returns the last n lines of the console and error logs.
+func (m *MariaDB) tail(n int) string {
+	var b strings.Builder
+	for _, name := range []string{"console.log", "error.log"} {
+		data, err := os.ReadFile(filepath.Join(m.dir, name))
+		if err != nil || len(bytes.TrimSpace(data)) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "--- %s (last %d lines) ---\n%s\n", name, n, lastLines(data, n))
+	}
+	return b.String()
+}
+
+func lastLines(data []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// setParentDeathSignal makes Linux kill the server when the test binary dies
+// (a go test timeout, a Ctrl-C), so no orphan keeps a port and a datadir.
+// Pdeathsig exists only on Linux; reflection keeps the package building on
+// other systems, where servers may outlive a killed test binary.
+func setParentDeathSignal(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	f := reflect.ValueOf(cmd.SysProcAttr).Elem().FieldByName("Pdeathsig")
+	if f.IsValid() && f.CanSet() {
+		f.Set(reflect.ValueOf(syscall.SIGKILL))
+	}
+}
+
+// The package server: one MariaDB per test binary, started by the first test
+// that asks for it and stopped after all tests ran.
+var pkgMariaDB struct {
+	mu      sync.Mutex
+	enabled bool
+	opts    MariaDBOptions
+	m       *MariaDB
+	err     error
+}
+
+// RunWithMariaDB runs the tests (m.Run) with a package server available via
+// PackageMariaDB and stops it afterwards. Use it as
+//
+//	func TestMain(m *testing.M) { os.Exit(testbed.RunWithMariaDB(m, testbed.MariaDBOptions{})) }
+//
+// The server starts lazily, so a run that selects no test needing it starts
+// nothing, and a missing binary skips or fails only the tests that need it.
+// m is any Run() int, so that another wrapper can be passed in its place.
+func RunWithMariaDB(m interface{ Run() int }, opts MariaDBOptions) int {
+	pkgMariaDB.mu.Lock()
+	pkgMariaDB.enabled, pkgMariaDB.opts = true, opts
+	pkgMariaDB.mu.Unlock()
+
+	code := m.Run()
+
+	pkgMariaDB.mu.Lock()
+	defer pkgMariaDB.mu.Unlock()
+	if pkgMariaDB.m != nil {
+		if err := pkgMariaDB.m.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "testbed: close package mariadb: %v\n", err)
+		}
+		pkgMariaDB.m = nil
+	}
+	pkgMariaDB.enabled = false
+	return code
+}
+
+// PackageMariaDB returns the package's shared server, starting it on first
+// use. Tests sharing it must not Stop or Kill it and should keep to their own
+// databases; use NewMariaDB for a private server. It fails the test if the
+// package's TestMain does not call RunWithMariaDB, since nothing would stop
+// the server.
+func PackageMariaDB(tb testing.TB) *MariaDB {
+	tb.Helper()
+	Binary(tb, "mariadbd", MariaDBInstall)
+	Binary(tb, "mariadb-install-db", MariaDBInstall)
+	pkgMariaDB.mu.Lock()
+	defer pkgMariaDB.mu.Unlock()
+	if !pkgMariaDB.enabled {
+		tb.Fatal("testbed.PackageMariaDB needs TestMain to call testbed.RunWithMariaDB")
+	}
+	if pkgMariaDB.m == nil && pkgMariaDB.err == nil {
+		pkgMariaDB.m, pkgMariaDB.err = StartMariaDB(pkgMariaDB.opts)
+	}
+	if pkgMariaDB.err != nil {
+		// Every later test fails with the same cause instead of each paying
+		// for another start that would fail the same way.
+		tb.Fatalf("start package mariadb: %v", pkgMariaDB.err)
+	}
+	return pkgMariaDB.m
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# setup.sh installs what mysql-pitr's tests, benchmarks and demo need on a
+# Debian 12 machine: MariaDB (server, mariadb-backup, client), sysbench, zstd,
+# mydumper and the versitygw S3 gateway. It is idempotent and fast to re-run:
+# nothing is downloaded when everything is already there.
+#
+# The tests start their own throwaway MariaDB servers, so the system MariaDB
+# service is neither started nor enabled.
+set -euo pipefail
+
+VERSITYGW_VERSION=v1.8.0
+VERSITYGW_MODULE=github.com/versity/versitygw/cmd/versitygw
+# Overridable so the install path can be tried without replacing the real one.
+VERSITYGW_BIN=${VERSITYGW_BIN:-/usr/local/bin/versitygw}
+
+# mydumper is the Debian 12 package (0.10.x): old, but enough for the logical
+# snapshot comparisons in bench/. make runs the test target; ca-certificates
+# is for `go install` over HTTPS on a minimal image.
+PACKAGES=(
+	mariadb-server
+	mariadb-backup
+	mariadb-client
+	sysbench
+	zstd
+	mydumper
+	make
+	ca-certificates
+)
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null 2>&1 || die "not root and sudo is missing: run as root"
+	SUDO=(sudo)
+fi
+
+POLICY_RC_D=/usr/sbin/policy-rc.d
+ADDED_POLICY=
+
+remove_policy() {
+	if [ -n "$ADDED_POLICY" ]; then
+		"${SUDO[@]}" rm -f "$POLICY_RC_D"
+		ADDED_POLICY=
+	fi
+}
+
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		installed "$p" || missing+=("$p")
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		log "packages already installed: ${PACKAGES[*]}"
+		return
+	fi
+	log "installing ${missing[*]}"
+
+	# Deny service starts during the install, as Debian's container images
+	# do; an existing policy-rc.d is the machine's own and stays untouched.
+	if [ ! -e "$POLICY_RC_D" ]; then
+		# Removed by the trap even when apt-get fails.
+		trap remove_policy EXIT
+		printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY_RC_D" >/dev/null
+		"${SUDO[@]}" chmod 0755 "$POLICY_RC_D"
+		ADDED_POLICY=1
+	fi
+
+	log "apt-get update"
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+	remove_policy
+	trap - EXIT
+
+	# policy-rc.d stops the start but not the enable that postinst does, and
+	# a machine with its own policy may have let the start through.
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+		log "stopping and disabling the system mariadb service"
+		"${SUDO[@]}" systemctl disable --now mariadb.service >/dev/null 2>&1 || true
+	elif command -v service >/dev/null 2>&1 && service mariadb status >/dev/null 2>&1; then
+		log "stopping the system mariadb service"
+		"${SUDO[@]}" service mariadb stop || true
+	fi
+}
+
+install_versitygw() {
+	if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+		export PATH="$PATH:/usr/local/go/bin"
+	fi
+	local have=
+	if [ -x "$VERSITYGW_BIN" ] && command -v go >/dev/null 2>&1; then
+		# The module version recorded in the binary: versitygw --version
+		# prints "git" for builds made with go install.
+		have=$(go version -m "$VERSITYGW_BIN" 2>/dev/null | awk '$1 == "mod" { print $3 }')
+	fi
+	if [ "$have" = "$VERSITYGW_VERSION" ]; then
+		log "versitygw $VERSITYGW_VERSION already at $VERSITYGW_BIN"
+		return
+	fi
+	command -v go >/dev/null 2>&1 || die "go not found (looked on PATH and in /usr/local/go/bin): install Go to build versitygw"
+
+	log "installing versitygw $VERSITYGW_VERSION to $VERSITYGW_BIN (was: ${have:-missing})"
+	# Built outside the repository and as the calling user, so our go.mod is
+	# never touched and only the final copy needs root.
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && GOBIN="$tmp/bin" go install "$VERSITYGW_MODULE@$VERSITYGW_VERSION")
+	"${SUDO[@]}" install -D -m 0755 "$tmp/bin/versitygw" "$VERSITYGW_BIN"
+	rm -rf "$tmp"
+}
+
+install_packages
+install_versitygw
+log "done"
