@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"strings"
 	"time"
 )
@@ -151,6 +152,19 @@ func (f Format) ParseRotate(ev []byte) (string, uint64, error) {
 		return "", 0, fmt.Errorf("%w: rotate event of %d bytes", ErrMalformed, len(ev))
 	}
 	return string(b[8:]), binary.LittleEndian.Uint64(b), nil
+}
+
+// ParseFakeRotate returns the next file name and position from a Rotate
+// event the server made up for the stream. Such events carry a checksum or
+// not depending on when the server sends them (MariaDB sends the first one
+// without and the ones after a real Rotate with), so the trailing four bytes
+// are taken as a checksum only when they are the CRC32 of the rest.
+func ParseFakeRotate(ev []byte) (string, uint64, error) {
+	f := Format{}
+	if n := len(ev); n >= HeaderSize+8+4 && crc32.ChecksumIEEE(ev[:n-4]) == binary.LittleEndian.Uint32(ev[n-4:]) {
+		f.Checksum = true
+	}
+	return f.ParseRotate(ev)
 }
 
 // queryText returns the statement of a Query event.

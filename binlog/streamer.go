@@ -418,16 +418,40 @@ func (h *eventHandler) HandleEvent(e *replication.BinlogEvent) error {
 	return nil
 }
 
-// classifyStream turns replication errors into this package's sentinels.
+// classifyStream turns replication errors into this package's sentinels,
+// with the replication client's stack traces taken out of the message.
 func (s *Source) classifyStream(err error) error {
-	msg := err.Error()
+	msg := stripStack(err.Error())
 	switch {
 	case strings.Contains(msg, "ERROR 1045") || strings.Contains(msg, "Access denied"):
 		return fmt.Errorf("%w: %s", ErrAccessDenied, msg)
 	case strings.Contains(msg, "ERROR 1236"):
 		return fmt.Errorf("%w: %s", errSourceLog, msg)
 	}
-	return err
+	return &streamError{msg: msg, err: err}
+}
+
+// streamError is a replication client error with a readable message.
+type streamError struct {
+	msg string
+	err error
+}
+
+func (e *streamError) Error() string { return e.msg }
+func (e *streamError) Unwrap() error { return e.err }
+
+// stripStack removes the stack traces that the replication client's error
+// package appends (a function line followed by a tab-indented file line).
+func stripStack(msg string) string {
+	lines := strings.Split(msg, "\n")
+	var keep []string
+	for i, l := range lines {
+		if strings.HasPrefix(l, "\t") || (i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t")) {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "; ")
 }
 
 // errSourceLog is the server's refusal to send the binlog asked for (1236):

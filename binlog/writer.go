@@ -54,6 +54,8 @@ type Writer struct {
 	// expect is the already-archived event that a resumed stream must start with.
 	expect    *catalog.EventRef
 	lastEvent catalog.EventRef
+	// lastFile is the file lastEvent is in: after a Rotate it is not w.file.
+	lastFile string
 	seg       *openSegment
 	enc       *zstd.Encoder
 	// bytes is the total of binlog bytes written to segments, for metrics.
@@ -122,7 +124,7 @@ func (w *Writer) ResumeAfter(last *catalog.Segment) error {
 	defer w.mu.Unlock()
 	w.file, w.fileNum, w.pos = last.File, last.FileNum, last.End
 	w.prevEnd = nil
-	w.lastEvent = last.LastEvent
+	w.lastEvent, w.lastFile = last.LastEvent, last.File
 	e := last.LastEvent
 	w.expect = &e
 	w.tracker.Reset()
@@ -158,6 +160,17 @@ func (w *Writer) Rearm() error {
 	if w.lastEvent.Size != 0 && w.expect == nil {
 		e := w.lastEvent
 		w.expect = &e
+		if w.lastFile != w.file {
+			// The last event was a Rotate (or Stop) ending lastFile: step back
+			// into that file, so that the re-sent event moves us forward again.
+			n, err := catalog.FileNumber(w.lastFile)
+			if err != nil {
+				return err
+			}
+			w.file, w.fileNum = w.lastFile, n
+			w.tracker.Reset()
+		}
+		w.pos = e.Pos + uint64(e.Size)
 	}
 	return nil
 }
@@ -191,8 +204,8 @@ func (w *Writer) Handle(ev []byte) error {
 	if h.Artificial() {
 		switch h.Type {
 		case RotateEvent:
-			// The stream's fake rotate names the file that follows; it carries no checksum.
-			name, pos, err := Format{}.ParseRotate(ev)
+			// The stream's fake rotate names the file that follows.
+			name, pos, err := ParseFakeRotate(ev)
 			if err != nil {
 				return err
 			}
@@ -255,7 +268,7 @@ func (w *Writer) Handle(ev []byte) error {
 	end := start + uint64(h.Size)
 	w.pos = end
 	w.bytes += uint64(h.Size)
-	w.lastEvent = ref
+	w.lastEvent, w.lastFile = ref, w.file
 	r := &seg.rec
 	r.End = end
 	r.Events++

@@ -1,0 +1,207 @@
+// Package agent is the sidecar: it composes the long-running parts (the
+// binlog streamer and its uploader, the archive lease) and serves
+// /healthz, /readyz, /status and /metrics.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// Defaults of the agent.
+const (
+	DefaultLeaseTTL = 30 * time.Second
+	DefaultListen   = ":9097"
+)
+
+// Agent runs the archive for one server.
+type Agent struct {
+	Streamer *binlog.Streamer
+	Store    storage.Storage
+	// Registry holds the metrics served on /metrics.
+	Registry *prometheus.Registry
+	// Listen is the HTTP address; empty disables the server.
+	Listen string
+	// Holder identifies this agent in the archive's lease (host or pod name).
+	Holder   string
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
+
+	ready atomic.Bool
+	lease atomic.Pointer[catalog.Lease]
+	addr  atomic.Pointer[string]
+}
+
+// Addr returns the address the HTTP server listens on, once it does.
+func (a *Agent) Addr() string {
+	if p := a.addr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Run takes the archive's lease, then streams and serves until ctx ends.
+// It refuses to start when another agent holds the lease.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.LeaseTTL <= 0 {
+		a.LeaseTTL = DefaultLeaseTTL
+	}
+	if a.Logger == nil {
+		a.Logger = slog.New(slog.DiscardHandler)
+	}
+	var ln net.Listener
+	if a.Listen != "" {
+		var err error
+		ln, err = net.Listen("tcp", a.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", a.Listen, err)
+		}
+		addr := ln.Addr().String()
+		a.addr.Store(&addr)
+	}
+	lease, err := a.acquire(ctx)
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	a.lease.Store(lease)
+	a.Logger.Info("archive lease acquired", "holder", a.Holder)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			a.Logger.Warn("release lease", "err", err)
+		}
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	if ln != nil {
+		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	g.Go(func() error {
+		select {
+		case <-a.Streamer.Started():
+			a.ready.Store(true)
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error { return a.renewLoop(gctx, lease) })
+	g.Go(func() error { return a.Streamer.Run(gctx) })
+	return g.Wait()
+}
+
+// acquire takes the lease, retrying while storage is unreachable.
+func (a *Agent) acquire(ctx context.Context) (*catalog.Lease, error) {
+	backoff := time.Second
+	for {
+		l, err := catalog.AcquireLease(ctx, a.Store, a.Holder, a.LeaseTTL)
+		if err == nil || errors.Is(err, catalog.ErrLeaseHeld) {
+			return l, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.Logger.Warn("cannot take the archive lease; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// renewLoop renews the lease every third of its TTL. Losing it to another
+// agent stops this one; failing to reach storage does not (the spool holds
+// the archive meanwhile) but is logged.
+func (a *Agent) renewLoop(ctx context.Context, l *catalog.Lease) error {
+	t := time.NewTicker(a.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, a.LeaseTTL/3)
+		err := l.Renew(rctx)
+		cancel()
+		switch {
+		case err == nil:
+		case errors.Is(err, catalog.ErrLeaseLost):
+			return err
+		case ctx.Err() != nil:
+			return nil
+		default:
+			a.Logger.Warn("renew lease", "err", err)
+		}
+	}
+}
+
+// Handler serves /healthz, /readyz, /status and /metrics.
+//
+// Readiness never reflects archive lag or storage health: in a pod, a
+// failing sidecar would take the database out of its Service. Those are
+// reported in /status and /metrics.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not streaming yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		st := struct {
+			Ready  bool                 `json:"ready"`
+			Binlog binlog.Status        `json:"binlog"`
+			Lease  *catalog.LeaseRecord `json:"lease,omitempty"`
+		}{Ready: a.ready.Load(), Binlog: a.Streamer.Status()}
+		if l := a.lease.Load(); l != nil {
+			rec := l.Record()
+			st.Lease = &rec
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+	})
+	if a.Registry != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{Registry: a.Registry}))
+	}
+	return mux
+}

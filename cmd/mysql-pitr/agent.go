@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mysql-pitr/mysql-pitr/agent"
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+)
+
+// agentOptions are the agent's settings.
+type agentOptions struct {
+	mysql          mysqlFlags
+	storage        storageFlags
+	log            logFlags
+	serverID       uint
+	flushInterval  time.Duration
+	maxSegment     sizeFlag
+	spoolDir       string
+	spoolMax       sizeFlag
+	listen         string
+	agentID        string
+	leaseTTL       time.Duration
+	connectTimeout time.Duration
+}
+
+func (o *agentOptions) register(fs *flag.FlagSet) {
+	o.mysql.register(fs)
+	o.storage.register(fs)
+	o.log.register(fs)
+	host, _ := os.Hostname()
+	o.maxSegment = binlog.DefaultMaxSegment
+	o.spoolMax = 1 << 30
+	fs.UintVar(&o.serverID, "server-id", binlog.DefaultServerID, "server_id the agent uses as a replica; must differ from every server and replica")
+	fs.DurationVar(&o.flushInterval, "flush-interval", binlog.DefaultFlushInterval, "seal and upload the binlog at least this often when there is new data")
+	fs.Var(&o.maxSegment, "max-segment", "seal a segment when it reaches this many binlog bytes")
+	fs.StringVar(&o.spoolDir, "spool-dir", filepath.Join(os.TempDir(), "mysql-pitr-spool"), "local directory where segments wait for upload")
+	fs.Var(&o.spoolMax, "spool-max", "largest spool; when full, the agent stops reading the binlog until uploads catch up")
+	fs.StringVar(&o.listen, "listen", agent.DefaultListen, "HTTP address for /healthz /readyz /status /metrics (empty disables)")
+	fs.StringVar(&o.agentID, "agent-id", host, "this agent's identity in the archive lease (default: host name)")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
+	fs.DurationVar(&o.connectTimeout, "connect-timeout", binlog.DefaultConnectTimeout, "how long to wait for the server at start")
+}
+
+// Validate names the first bad setting.
+func (o *agentOptions) Validate() error {
+	switch {
+	case o.serverID == 0 || o.serverID > 1<<32-1:
+		return usageError{fmt.Errorf("--server-id must be between 1 and 4294967295")}
+	case o.flushInterval < 10*time.Millisecond:
+		return usageError{fmt.Errorf("--flush-interval %s is too short (minimum 10ms)", o.flushInterval)}
+	case o.maxSegment < 1<<10:
+		return usageError{fmt.Errorf("--max-segment must be at least 1KiB")}
+	case o.spoolDir == "":
+		return usageError{fmt.Errorf("--spool-dir is required")}
+	case o.agentID == "":
+		return usageError{fmt.Errorf("--agent-id is required")}
+	case o.leaseTTL < time.Second:
+		return usageError{fmt.Errorf("--lease-ttl must be at least 1s")}
+	}
+	return nil
+}
+
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o agentOptions
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	logger, err := o.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	mcfg, err := o.mysql.config()
+	if err != nil {
+		return err
+	}
+	st, err := o.storage.open(ctx)
+	if err != nil {
+		return err
+	}
+	src, err := binlog.NewSource(mcfg)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	spool, err := binlog.OpenSpool(filepath.Join(o.spoolDir, o.storage.id()), int64(o.spoolMax))
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	logger = logger.With("agent", o.agentID)
+	s := &binlog.Streamer{
+		Source: src, Store: st, Spool: spool, ServerID: uint32(o.serverID), Agent: o.agentID,
+		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
+		Logger: logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
+	}
+	a := &agent.Agent{Streamer: s, Store: st, Registry: reg, Listen: o.listen, Holder: o.agentID,
+		LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent")}
+	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
+		"listen", o.listen, "spool", spool.Dir())
+	err = a.Run(ctx)
+	if err == nil {
+		logger.Info("agent stopped")
+	}
+	return err
+}

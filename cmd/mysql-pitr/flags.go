@@ -1,0 +1,172 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// envPrefix: every flag --some-flag can also be set as MYSQL_PITR_SOME_FLAG.
+const envPrefix = "MYSQL_PITR_"
+
+// envName returns the environment variable that sets a flag.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from its MYSQL_PITR_* environment variable.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.VisitAll(func(f *flag.Flag) {
+		f.Usage = fmt.Sprintf("%s (env %s)", f.Usage, envName(f.Name))
+	})
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = usageError{fmt.Errorf("%s: %w", envName(f.Name), serr)}
+			}
+		}
+	})
+	return err
+}
+
+// usageError marks bad input: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// sizeFlag is a byte size such as 512MiB, 1GB or 1048576.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+func parseSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q (use e.g. 512MiB)", v)
+	}
+	return n * mult, nil
+}
+
+// logFlags configure logging.
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&l.format, "log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, usageError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", l.level)}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	format := l.format
+	if format == "auto" {
+		format = "json"
+		if isTerminal(w) {
+			format = "text"
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Errorf("--log-format: %q is not one of text, json, auto", l.format)}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// mysqlFlags locate the server and its credentials.
+type mysqlFlags struct {
+	dsn          string
+	passwordFile string
+}
+
+func (m *mysqlFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.dsn, "dsn", "", "server to archive, as a Go MySQL DSN: user@tcp(host:3306)/ or user@unix(/run/mysqld/mysqld.sock)/; "+
+		"leave the password out and use --password-file or MYSQL_PITR_PASSWORD")
+	fs.StringVar(&m.passwordFile, "password-file", "", "file holding the MySQL password (first line)")
+}
+
+// config parses the DSN and fills the password from the file or the
+// environment. Errors never contain the DSN, which may hold a password.
+func (m *mysqlFlags) config() (*mysql.Config, error) {
+	if m.dsn == "" {
+		return nil, usageError{fmt.Errorf("--dsn is required")}
+	}
+	cfg, err := mysql.ParseDSN(m.dsn)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--dsn is not a valid DSN (expected user@tcp(host:port)/): %v", err)}
+	}
+	if cfg.Passwd == "" {
+		switch {
+		case m.passwordFile != "":
+			b, err := os.ReadFile(m.passwordFile)
+			if err != nil {
+				return nil, usageError{fmt.Errorf("--password-file: %w", err)}
+			}
+			cfg.Passwd = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
+		default:
+			cfg.Passwd = os.Getenv("MYSQL_PITR_PASSWORD")
+		}
+	}
+	if cfg.Net == "" {
+		cfg.Net = "tcp"
+	}
+	return cfg, nil
+}

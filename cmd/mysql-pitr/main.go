@@ -1,0 +1,82 @@
+// Command mysql-pitr archives a MySQL or MariaDB server's binlog
+// continuously to object storage and restores it to any moment.
+//
+// Exit codes: 0 success, 1 failure, 2 bad usage or input.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `mysql-pitr: continuous binlog archive and point-in-time recovery for MySQL and MariaDB
+
+Usage:
+  mysql-pitr agent --dsn DSN --storage URL [flags]     stream the binlog to storage (the sidecar)
+  mysql-pitr list --storage URL [--json]               show what the archive holds
+  mysql-pitr binlog fetch --storage URL --out DIR      write the archived binlog back out as files
+  mysql-pitr version
+
+Every flag can also be set through MYSQL_PITR_<FLAG>, e.g. MYSQL_PITR_DSN.
+Run 'mysql-pitr COMMAND -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// run dispatches a command line; tests call it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{errors.New("no command given")}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "agent":
+		return runAgent(ctx, rest, stdout, stderr)
+	case "list":
+		return runList(ctx, rest, stdout, stderr)
+	case "binlog":
+		if len(rest) > 0 && rest[0] == "fetch" {
+			return runFetch(ctx, rest[1:], stdout, stderr)
+		}
+		return usageError{errors.New("binlog: the subcommand is 'fetch'")}
+	case "version", "--version":
+		fmt.Fprintln(stdout, "mysql-pitr", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Errorf("unknown command %q", cmd)}
+}
+
+// exitCode prints err as one line and maps it to the documented exit code.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "mysql-pitr:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}

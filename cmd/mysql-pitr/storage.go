@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/file"
+	"github.com/mysql-pitr/mysql-pitr/storage/s3"
+)
+
+// storageFlags choose the archive's storage.
+type storageFlags struct {
+	url       string
+	region    string
+	endpoint  string
+	pathStyle string
+	sse       string
+	kmsKey    string
+}
+
+func (s *storageFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.url, "storage", "", "archive location: file:///path or s3://bucket/prefix[?region=&endpoint=&path-style=true&sse=]")
+	fs.StringVar(&s.region, "s3-region", "", "S3 region (overrides the URL's region parameter)")
+	fs.StringVar(&s.endpoint, "s3-endpoint", "", "S3-compatible endpoint URL, e.g. https://minio:9000 (overrides the URL's endpoint)")
+	fs.StringVar(&s.pathStyle, "s3-path-style", "", "true for path-style S3 addressing (overrides the URL's path-style)")
+	fs.StringVar(&s.sse, "s3-sse", "", "S3 server-side encryption: AES256 or aws:kms")
+	fs.StringVar(&s.kmsKey, "s3-sse-kms-key-id", "", "KMS key for --s3-sse aws:kms")
+}
+
+// open builds the backend the URL names.
+func (s *storageFlags) open(ctx context.Context) (storage.Storage, error) {
+	if s.url == "" {
+		return nil, usageError{fmt.Errorf("--storage is required (file:///path or s3://bucket/prefix)")}
+	}
+	scheme, rest, ok := strings.Cut(s.url, "://")
+	if !ok {
+		return nil, usageError{fmt.Errorf("--storage %q: expected file:///path or s3://bucket/prefix", s.url)}
+	}
+	switch scheme {
+	case "file":
+		u, err := url.Parse(s.url)
+		if err != nil || u.Host != "" || u.Path == "" || !strings.HasPrefix(rest, "/") {
+			return nil, usageError{fmt.Errorf("--storage %q: a file URL needs an absolute path, as in file:///var/lib/mysql-pitr", s.url)}
+		}
+		st, err := file.New(u.Path)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	case "s3":
+		cfg, err := s3.ParseURL(s.url)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if s.region != "" {
+			cfg.Region = s.region
+		}
+		if s.endpoint != "" {
+			cfg.Endpoint = s.endpoint
+		}
+		switch s.pathStyle {
+		case "":
+		case "true", "1", "yes":
+			cfg.PathStyle = true
+		case "false", "0", "no":
+			cfg.PathStyle = false
+		default:
+			return nil, usageError{fmt.Errorf("--s3-path-style %q: want true or false", s.pathStyle)}
+		}
+		if s.sse != "" {
+			cfg.SSE = s.sse
+		}
+		if s.kmsKey != "" {
+			cfg.SSEKMSKeyID = s.kmsKey
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, usageError{err}
+		}
+		return s3.New(ctx, cfg)
+	}
+	return nil, usageError{fmt.Errorf("--storage %q: unknown scheme %q (file or s3)", s.url, scheme)}
+}
+
+// id is a short stable name for the archive location, for the spool's subdirectory.
+func (s *storageFlags) id() string {
+	u := s.url
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		u = u[:i]
+	}
+	h := sha256.Sum256([]byte(u))
+	return hex.EncodeToString(h[:6])
+}
