@@ -250,4 +250,3 @@ func (s *Source) syncerConfig(f Flavor, serverID uint32, readTimeout, heartbeat 
 	}
 	return cfg, nil
 }
-

@@ -56,8 +56,8 @@ type Writer struct {
 	lastEvent catalog.EventRef
 	// lastFile is the file lastEvent is in: after a Rotate it is not w.file.
 	lastFile string
-	seg       *openSegment
-	enc       *zstd.Encoder
+	seg      *openSegment
+	enc      *zstd.Encoder
 	// bytes is the total of binlog bytes written to segments, for metrics.
 	bytes uint64
 }

@@ -45,8 +45,9 @@ type PutOptions struct {
 }
 
 // Storage is an object store. Keys are slash-separated paths without a
-// leading slash, e.g. "binlog/0001/0000000003/000000000004-000000001234.zst".
-// Implementations are safe for concurrent use.
+// leading slash, e.g. "binlog/0001/0000000003/000000000004-000000001234.zst",
+// as ValidateKey defines them; every method given another key returns an
+// error wrapping ErrInvalidKey. Implementations are safe for concurrent use.
 type Storage interface {
 	// Put stores everything read from r under key. It is all-or-nothing: no
 	// reader ever sees a partly written object, and if Put returns an error
@@ -64,17 +65,19 @@ type Storage interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
 
 	// OpenRange returns a reader for length bytes starting at offset
-	// (length < 0 means to the end). Ranged reads cannot be checked against
-	// the whole object's checksum; callers that need integrity read whole
-	// objects or check their own checksums.
+	// (length < 0 means to the end); a range reaching past the end stops
+	// there, and one starting at or past the end reads nothing. Ranged reads
+	// cannot be checked against the whole object's checksum; callers that
+	// need integrity read whole objects or check their own checksums. A
+	// missing key is an error wrapping ErrNotExist.
 	OpenRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
 
 	// Stat returns the object's info; a missing key is an error wrapping ErrNotExist.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 
-	// List returns every object whose key starts with prefix, in ascending
-	// byte order of key. Objects being written by an unfinished Put are
-	// never listed.
+	// List returns every object whose key starts with prefix (as
+	// ValidatePrefix defines it), in ascending byte order of key. Objects
+	// being written by an unfinished Put are never listed.
 	List(ctx context.Context, prefix string) ([]ObjectInfo, error)
 
 	// Delete removes the object. Deleting a missing key is not an error.
