@@ -118,7 +118,7 @@ func continuity(logs []BinaryLog, last *catalog.Segment) (catalog.TimelineReason
 	oldest := logs[0].Name
 	n, err := catalog.FileNumber(oldest)
 	if err == nil && sameBase(oldest, last.File) && n > last.FileNum {
-		return catalog.ReasonPurged, fmt.Sprintf("%s was purged from the server before it was archived; the oldest binlog there is %s", last.File, oldest)
+		return catalog.ReasonPurged, fmt.Sprintf("%s from position %d on was purged from the server before it was archived; the oldest binlog there is %s", last.File, last.End, oldest)
 	}
 	return catalog.ReasonDiverged, fmt.Sprintf("the server no longer has %s (its binlogs run %s…%s)", last.File, oldest, logs[len(logs)-1].Name)
 }

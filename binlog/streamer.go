@@ -355,7 +355,9 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	}
 	h := &eventHandler{s: s, w: w}
 	cfg.SynchronousEventHandler = h
-	cfg.Logger = s.Logger.With("component", "replication-client")
+	// The replication client logs every connection at info level, its whole
+	// configuration included; only its warnings are worth an operator's time.
+	cfg.Logger = slog.New(minLevel{slog.LevelWarn, s.Logger.Handler()}).With("component", "replication-client")
 	syncer := replication.NewBinlogSyncer(cfg)
 	defer syncer.Close()
 	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
@@ -457,3 +459,18 @@ func stripStack(msg string) string {
 // errSourceLog is the server's refusal to send the binlog asked for (1236):
 // purged, never existed, or a position past its end.
 var errSourceLog = errors.New("server cannot send the requested binlog")
+
+// minLevel drops records below a level before they reach the handler.
+type minLevel struct {
+	min slog.Level
+	slog.Handler
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h.min, h.Handler.WithAttrs(a)}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.min, h.Handler.WithGroup(n)} }

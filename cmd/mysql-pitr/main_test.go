@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+)
+
+// binary is the mysql-pitr binary built for tests that run it as a process.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mysql-pitr-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "mysql-pitr")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// agentProc is the agent running as a child process.
+type agentProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	listen string
+	log    *bytes.Buffer
+	mu     *sync.Mutex
+	done   chan error
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// startAgent runs `mysql-pitr agent` with args and env; it is killed when the test ends.
+func startAgent(t *testing.T, env []string, args ...string) *agentProc {
+	t.Helper()
+	port, err := testbed.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(binary, append([]string{"agent", "--listen", listen, "--log-format", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &agentProc{t: t, cmd: cmd, listen: listen, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	cmd.Stdout = syncWriter{p.mu, p.log}
+	cmd.Stderr = syncWriter{p.mu, p.log}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() || testing.Verbose() {
+			t.Logf("agent log:\n%s", p.logs())
+		}
+	})
+	return p
+}
+
+func (p *agentProc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+type statusDoc struct {
+	Ready  bool `json:"ready"`
+	Binlog struct {
+		Timeline uint32 `json:"timeline"`
+		Durable  struct {
+			File string `json:"file"`
+			Pos  uint64 `json:"pos"`
+		} `json:"durable"`
+		SpoolBytes int64  `json:"spool_bytes"`
+		LastError  string `json:"last_error"`
+	} `json:"binlog"`
+}
+
+func (p *agentProc) status() (statusDoc, error) {
+	var st statusDoc
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + p.listen + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// waitDurable waits until the agent reports the archive durable up to the server's end.
+func (p *agentProc) waitDurable(db *testbed.MariaDB, timeout time.Duration) {
+	p.t.Helper()
+	file, pos := masterStatus(p.t, db)
+	deadline := time.Now().Add(timeout)
+	var st statusDoc
+	for time.Now().Before(deadline) {
+		var err error
+		st, err = p.status()
+		if err == nil && (st.Binlog.Durable.File > file || st.Binlog.Durable.File == file && st.Binlog.Durable.Pos >= pos) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("archive did not reach %s:%d in %s; status %+v", file, pos, timeout, st)
+}
+
+func (p *agentProc) waitReady(timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		c := http.Client{Timeout: time.Second}
+		if resp, err := c.Get("http://" + p.listen + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			p.t.Fatalf("agent exited before becoming ready: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	p.t.Fatalf("agent not ready after %s", timeout)
+}
+
+func (p *agentProc) signal(sig syscall.Signal) error {
+	p.cmd.Process.Signal(sig)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("agent did not exit on %v", sig)
+		return nil
+	}
+}
+
+func masterStatus(t *testing.T, db *testbed.MariaDB) (string, uint64) {
+	t.Helper()
+	rows, err := db.DB(t).Query("SHOW MASTER STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if !rows.Next() {
+		t.Fatal("SHOW MASTER STATUS returned nothing")
+	}
+	vals := make([]any, len(cols))
+	var file string
+	var pos uint64
+	vals[0], vals[1] = &file, &pos
+	for i := 2; i < len(vals); i++ {
+		vals[i] = new(any)
+	}
+	if err := rows.Scan(vals...); err != nil {
+		t.Fatal(err)
+	}
+	return file, pos
+}
+
+// runCLI runs a command in-process and returns its stdout, stderr and exit code.
+func runCLI(t *testing.T, ctx context.Context, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(ctx, args, &out, &errb)
+	code := exitCode(err, &errb)
+	return out.String(), errb.String(), code
+}
+
+// compareArchive fetches the newest timeline and compares each file with the server's.
+func compareArchive(t *testing.T, storageURL string, db *testbed.MariaDB) {
+	t.Helper()
+	out := t.TempDir()
+	stdout, stderr, code := runCLI(t, t.Context(), "binlog", "fetch", "--storage", storageURL, "--out", out)
+	if code != 0 {
+		t.Fatalf("binlog fetch: exit %d: %s", code, stderr)
+	}
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		path, _, _ := strings.Cut(line, "\t")
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(filepath.Join(db.BinlogDir(), filepath.Base(path)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > len(want) {
+			t.Fatalf("%s: archive holds %d bytes, the server's file %d", path, len(got), len(want))
+		}
+		want = want[:len(got)]
+		if strings.HasSuffix(line, "continues") && len(want) > 21 {
+			want[21] &^= 1 // in-use flag of the active file, which a replica never sees
+		}
+		if !bytes.Equal(got, want) {
+			i := 0
+			for i < len(got) && got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("%s differs from the server's file at byte %d of %d", filepath.Base(path), i, len(got))
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("binlog fetch wrote no file")
+	}
+	t.Logf("%d binlog files identical to the server's", n)
+}
+
+var _ = io.Discard
