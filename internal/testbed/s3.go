@@ -1,0 +1,263 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// versitygwInstall is how to get the gateway binary the S3 tests run against.
+const versitygwInstall = "GOBIN=/usr/local/bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0"
+
+// s3StartTimeout bounds how long StartS3 and Start wait for the gateway to answer.
+const s3StartTimeout = 20 * time.Second
+
+// S3 is a running versitygw S3 gateway backed by a throwaway directory, with
+// one empty bucket. It listens on loopback only and speaks plain HTTP.
+type S3 struct {
+	// Endpoint is the gateway's base URL, e.g. "http://127.0.0.1:40123".
+	Endpoint string
+	// Bucket is the bucket created for the test.
+	Bucket string
+	// Region is the region the gateway reports.
+	Region string
+	// AccessKey and SecretKey are the gateway's root credentials.
+	AccessKey, SecretKey string
+	// DataDir is the posix backend's root: object KEY of Bucket is the file
+	// DataDir/Bucket/KEY, so tests can damage objects behind the gateway's back.
+	DataDir string
+
+	bin     string
+	addr    string
+	logPath string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+}
+
+// StartS3 starts a versitygw posix gateway on a free loopback port, waits until
+// it answers and creates a bucket. The gateway is stopped when the test ends.
+// A missing versitygw binary skips the test (fails it under CI=true).
+func StartS3(tb testing.TB) *S3 {
+	tb.Helper()
+	bin := Binary(tb, "versitygw", versitygwInstall)
+	base := tb.TempDir()
+	s := &S3{
+		Bucket:    "mysql-pitr-test",
+		Region:    "us-east-1",
+		AccessKey: "testbed-access",
+		SecretKey: "testbed-secret-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		DataDir:   filepath.Join(base, "data"),
+		bin:       bin,
+		logPath:   filepath.Join(base, "versitygw.log"),
+	}
+	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
+		tb.Fatalf("create versitygw data dir: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			tb.Errorf("stop versitygw: %v", err)
+		}
+	})
+
+	// FreePort can race with another process taking the port before the
+	// gateway binds it, so a gateway that dies at once gets a fresh port.
+	var err error
+	for range 3 {
+		var port int
+		if port, err = FreePort(); err != nil {
+			tb.Fatalf("versitygw port: %v", err)
+		}
+		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s.Endpoint = "http://" + s.addr
+		if err = s.Start(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		tb.Fatalf("start versitygw: %v", err)
+	}
+	if err := s.createBucket(); err != nil {
+		tb.Fatalf("create bucket %s: %v", s.Bucket, err)
+	}
+	return s
+}
+
+// Start (re)starts the gateway on the same address and data directory, and
+// waits until it answers. It is a no-op when the gateway is running. Tests
+// use Stop and Start to simulate a storage outage.
+func (s *S3) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return nil
+	}
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open versitygw log: %w", err)
+	}
+	defer logf.Close() // the child holds its own descriptor
+
+	cmd := exec.Command(s.bin, "--port", s.addr, "--region", s.Region, "--quiet", "posix", s.DataDir)
+	// Credentials go through the environment so they never show in argv;
+	// versitygw reads either name of each, the _ID ones first.
+	cmd.Env = append(os.Environ(),
+		"ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey,
+		"ROOT_ACCESS_KEY_ID="+s.AccessKey, "ROOT_SECRET_ACCESS_KEY="+s.SecretKey)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// Pdeathsig: a test binary that dies without running its cleanups
+	// must not leave gateways behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", s.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+
+	if err := waitHTTP(s.Endpoint, done, s3StartTimeout); err != nil {
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("versitygw on %s: %w; log:\n%s", s.addr, err, s.logTail())
+	}
+	s.cmd, s.done = cmd, done
+	return nil
+}
+
+// Stop stops the gateway, leaving its data in place for a later Start. It is
+// a no-op when the gateway is not running.
+func (s *S3) Stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return nil
+	}
+	cmd, done := s.cmd, s.done
+	s.cmd, s.done = nil, nil
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(5 * time.Second):
+	}
+	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill versitygw: %w", err)
+	}
+	<-done
+	return nil
+}
+
+// URL returns an s3:// URL for the bucket under prefix, with the endpoint,
+// region and path-style parameters a client needs to reach this gateway.
+// Credentials are not in it: use SetEnv.
+func (s *S3) URL(prefix string) string {
+	q := url.Values{}
+	q.Set("endpoint", s.Endpoint)
+	q.Set("region", s.Region)
+	q.Set("path-style", "true")
+	u := url.URL{Scheme: "s3", Host: s.Bucket, Path: "/" + prefix, RawQuery: q.Encode()}
+	return u.String()
+}
+
+// ObjectPath returns the file in DataDir that holds key of Bucket.
+func (s *S3) ObjectPath(key string) string {
+	return filepath.Join(s.DataDir, s.Bucket, filepath.FromSlash(key))
+}
+
+// Env returns the environment variables through which the AWS SDK's default
+// credential chain finds this gateway's credentials and region.
+func (s *S3) Env() []string {
+	return []string{
+		"AWS_ACCESS_KEY_ID=" + s.AccessKey,
+		"AWS_SECRET_ACCESS_KEY=" + s.SecretKey,
+		"AWS_REGION=" + s.Region,
+	}
+}
+
+// SetEnv sets Env in the test's environment (restored when it ends) and
+// hides the machine's own AWS configuration, so the SDK's default chain
+// resolves to this gateway. Like t.Setenv, it cannot be used in parallel tests.
+func (s *S3) SetEnv(tb testing.TB) {
+	tb.Helper()
+	for _, kv := range s.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		tb.Setenv(k, v)
+	}
+	none := filepath.Join(tb.TempDir(), "none")
+	tb.Setenv("AWS_SESSION_TOKEN", "")
+	tb.Setenv("AWS_PROFILE", "")
+	tb.Setenv("AWS_CONFIG_FILE", none)
+	tb.Setenv("AWS_SHARED_CREDENTIALS_FILE", none)
+	tb.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+// createBucket creates s.Bucket through the S3 API, so the gateway records
+// the bucket's owner and ACL as it would for any client.
+func (s *S3) createBucket() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := s3.New(s3.Options{
+		Region:       s.Region,
+		BaseEndpoint: aws.String(s.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+	})
+	_, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)})
+	return err
+}
+
+// waitHTTP polls endpoint until it gives any HTTP answer (an unsigned request
+// gets 403, which proves the gateway serves), the process exits or the time
+// runs out.
+func waitHTTP(endpoint string, exited <-chan struct{}, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := client.Get(endpoint + "/")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("exited before answering")
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no answer after %s: %w", timeout, err)
+		}
+	}
+}
+
+// logTail returns the end of the gateway's log, for error messages.
+func (s *S3) logTail() string {
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(bytes.TrimSpace(b))
+}
