@@ -80,6 +80,15 @@ func (s *Spool) Used() int64 {
 	return s.used
 }
 
+// Drained reports whether the spool has room again after being full: it is
+// at most half full, so that a paused stream does not stop and start at
+// every segment.
+func (s *Spool) Drained() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.max <= 0 || s.used <= s.max/2
+}
+
 // Full reports whether adding n more bytes would exceed the limit.
 func (s *Spool) Full(n int64) bool {
 	s.mu.Lock()

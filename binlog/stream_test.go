@@ -17,6 +17,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
+	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -162,4 +163,66 @@ func TestStreamerArchivesByteForByte(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStreamerLosesNothingWhenStorageFails puts a fault-injecting store
+// under the streamer: puts that break off, acknowledgements lost after a
+// successful put, slow puts, and an outage long enough to fill the spool.
+func TestStreamerLosesNothingWhenStorageFails(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	inner, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty := storagetest.NewFaulty(inner, 7, storagetest.Faults{PutErrRate: 0.3, PutAckLossRate: 0.2, PutDelay: 20 * time.Millisecond})
+	s := newStreamer(t, db, faulty, t.TempDir())
+	s.Spool.max = 256 << 10 // small, so that the outage fills it
+	s.RetryMax = 300 * time.Millisecond
+	s.Uploader().RetryMax = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	db.Exec(t, "CREATE DATABASE app")
+	db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v BLOB)")
+	write := func(n int) {
+		for i := 0; i < n; i++ {
+			b := make([]byte, 2000) // incompressible, so the spool fills as fast as the binlog grows
+			rand.Read(b)
+			db.Exec(t, "INSERT INTO app.t (v) VALUES (?)", b)
+		}
+	}
+	write(100)
+	faulty.Down(true)
+	write(400) // ~1 MB: more than the spool holds
+	deadline := time.Now().Add(20 * time.Second)
+	for (s.Status().SpoolBytes == 0 || s.Status().UploadError == "") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := s.Status(); got.SpoolBytes == 0 || got.UploadError == "" {
+		t.Fatalf("during the outage: spool %d bytes, upload error %q; want a spool and an error", got.SpoolBytes, got.UploadError)
+	}
+	faulty.Down(false)
+	db.Exec(t, "FLUSH BINARY LOGS")
+	write(100)
+	waitDurable(t, s, serverEnd(t, db), 60*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if faulty.Injected() == 0 {
+		t.Fatal("no fault was injected")
+	}
+	if s.Status().SpoolFullPauses == 0 {
+		t.Error("the spool never filled up: the outage did not test back-pressure")
+	}
+	arch, err := catalog.Load(t.Context(), inner, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(arch.Timelines) != 1 {
+		t.Fatalf("%d timelines, want 1: the outage must not become a gap", len(arch.Timelines))
+	}
+	compareWithServer(t, inner, db)
+	t.Logf("%d faults injected", faulty.Injected())
 }

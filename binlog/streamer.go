@@ -68,6 +68,7 @@ type Streamer struct {
 	lastErr    string
 	warnings   []string
 	gaps       int
+	pauses     int
 	handlerErr error
 	lagBytes   int64
 	lagSeconds float64
@@ -133,6 +134,7 @@ type Status struct {
 	LagSeconds        float64            `json:"lag_seconds"`
 	SpoolBytes        int64              `json:"spool_bytes"`
 	GapsRecorded      int                `json:"gaps_recorded"`
+	SpoolFullPauses   int                `json:"spool_full_pauses"`
 	LastError         string             `json:"last_error,omitempty"`
 	UploadError       string             `json:"upload_error,omitempty"`
 	Warnings          []string           `json:"warnings,omitempty"`
@@ -143,7 +145,7 @@ func (s *Streamer) Status() Status {
 	s.init()
 	s.mu.Lock()
 	st := Status{Connected: s.connected, Flavor: s.info.Flavor, ServerVersion: s.info.Version, Timeline: s.timeline,
-		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, LagBytes: s.lagBytes}
+		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, SpoolFullPauses: s.pauses, LagBytes: s.lagBytes}
 	st.LagSeconds = s.lagSeconds
 	w := s.w
 	s.mu.Unlock()
@@ -261,6 +263,9 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 		case errors.Is(err, errSpoolFull):
 			s.Logger.Warn("spool full: pausing the stream until uploads catch up", "spool_bytes", s.Spool.Used())
 			s.Metrics.error("spool_full")
+			s.mu.Lock()
+			s.pauses++
+			s.mu.Unlock()
 			if err := s.writer().Rearm(); err != nil {
 				return err
 			}
@@ -313,7 +318,7 @@ func (s *Streamer) setErr(err error) {
 }
 
 func (s *Streamer) waitForSpace(ctx context.Context) {
-	for s.Spool.Full(DefaultMaxSegment) {
+	for !s.Spool.Drained() {
 		select {
 		case <-ctx.Done():
 			return

@@ -224,10 +224,7 @@ func (u *Uploader) putFile(ctx context.Context, key, path string) error {
 	defer cancel()
 	_, err = u.Store.Put(cctx, key, f, storage.PutOptions{IfNotExists: true})
 	if !errors.Is(err, storage.ErrExist) {
-		if err != nil {
-			return fmt.Errorf("put %s: %w", key, err)
-		}
-		return nil
+		return err // the store's errors name the key
 	}
 	have, serr := u.Store.Stat(cctx, key)
 	if serr != nil {

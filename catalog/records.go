@@ -161,10 +161,8 @@ func PutJSON(ctx context.Context, st storage.Storage, key string, v any, create 
 		return fmt.Errorf("encode %s: %w", key, err)
 	}
 	b = append(b, '\n')
-	if _, err := st.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{IfNotExists: create}); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	return nil
+	_, err = st.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{IfNotExists: create})
+	return err // the store's errors name the key
 }
 
 // GetJSON reads the JSON object at key into v, verifying the object's checksum.
