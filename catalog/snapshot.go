@@ -1,0 +1,203 @@
+package catalog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// SnapshotPrefix is the prefix of every snapshot object:
+//
+//	snapshots/<id>/manifest.json    written last: a snapshot without it does not exist
+//	snapshots/<id>/<object>         the snapshot's data objects, named by the method
+const SnapshotPrefix = "snapshots/"
+
+const manifestName = "manifest.json"
+
+// SnapshotID names a snapshot; it sorts by start time: "20261127T031500Z-9f2c".
+type SnapshotID string
+
+// NewSnapshotID returns an id for a snapshot started at t.
+func NewSnapshotID(t time.Time) SnapshotID {
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	return SnapshotID(t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:]))
+}
+
+// ParseSnapshotID checks an id's form.
+func ParseSnapshotID(s string) (SnapshotID, error) {
+	ts, suffix, ok := strings.Cut(s, "-")
+	if !ok || len(suffix) != 4 || !isHex(suffix) {
+		return "", fmt.Errorf("%w: snapshot id %q", ErrBadKey, s)
+	}
+	if _, err := time.Parse("20060102T150405Z", ts); err != nil {
+		return "", fmt.Errorf("%w: snapshot id %q", ErrBadKey, s)
+	}
+	return SnapshotID(s), nil
+}
+
+// Time returns when the snapshot started, from its id.
+func (id SnapshotID) Time() time.Time {
+	ts, _, _ := strings.Cut(string(id), "-")
+	t, _ := time.Parse("20060102T150405Z", ts)
+	return t
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// SnapshotPrefixOf is the prefix of a snapshot's objects.
+func SnapshotPrefixOf(id SnapshotID) string { return SnapshotPrefix + string(id) + "/" }
+
+// SnapshotObjectKey is the key of a snapshot's object name.
+func SnapshotObjectKey(id SnapshotID, name string) string { return SnapshotPrefixOf(id) + name }
+
+// ManifestKey is the key of a snapshot's manifest.
+func ManifestKey(id SnapshotID) string { return SnapshotObjectKey(id, manifestName) }
+
+// Snapshot methods.
+const (
+	MethodLogical  = "logical"
+	MethodPhysical = "physical"
+)
+
+// Manifest describes a complete snapshot. It is written last, create-only.
+type Manifest struct {
+	ID     SnapshotID `json:"id"`
+	Method string     `json:"method"`
+	// Server identity.
+	Flavor        string `json:"flavor"`
+	ServerVersion string `json:"server_version"`
+	ServerID      uint32 `json:"server_id"`
+	ServerUUID    string `json:"server_uuid,omitempty"`
+	// Binlog is the position the snapshot is consistent with: replaying the
+	// binlog from here reproduces every later transaction.
+	Binlog Position `json:"binlog"`
+	// GTIDSet is the server's GTID state at that position (MariaDB
+	// gtid_binlog_pos, MySQL gtid_executed).
+	GTIDSet string `json:"gtid_set,omitempty"`
+	// Timeline is the archive timeline that was being written when the
+	// snapshot was taken (zero when unknown).
+	Timeline TimelineID `json:"timeline,omitempty"`
+	Started  time.Time  `json:"started"`
+	Finished time.Time  `json:"finished"`
+	// WritesBlocked is how long the snapshot kept writes from committing.
+	WritesBlocked time.Duration `json:"writes_blocked_ns"`
+	// Tool names the external tool and version for physical snapshots.
+	Tool string `json:"tool,omitempty"`
+	// Objects are the snapshot's data objects, with sizes and checksums.
+	Objects []SnapshotObject `json:"objects"`
+	// Tables lists the tables with row counts (and checksums when recorded).
+	Tables []TableInfo `json:"tables,omitempty"`
+	// Bytes is the uncompressed size of the data; StoredBytes what storage holds.
+	Bytes       int64 `json:"bytes"`
+	StoredBytes int64 `json:"stored_bytes"`
+	// Agent names who took the snapshot.
+	Agent string `json:"agent,omitempty"`
+}
+
+// SnapshotObject is one data object of a snapshot.
+type SnapshotObject struct {
+	// Name is relative to the snapshot's prefix.
+	Name string `json:"name"`
+	// Size is the uncompressed size; StoredSize the object's size.
+	Size       int64 `json:"size"`
+	StoredSize int64 `json:"stored_size"`
+	// SHA256 is of the uncompressed bytes.
+	SHA256 string `json:"sha256"`
+}
+
+// TableInfo is one table in a snapshot.
+type TableInfo struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	Rows   int64  `json:"rows"`
+	// Checksum is CHECKSUM TABLE's value at the snapshot's position, when recorded.
+	Checksum *uint64 `json:"checksum,omitempty"`
+}
+
+// Validate checks the manifest's required fields.
+func (m *Manifest) Validate() error {
+	switch {
+	case m.ID == "":
+		return errors.New("manifest: id is empty")
+	case m.Method != MethodLogical && m.Method != MethodPhysical:
+		return fmt.Errorf("manifest %s: unknown method %q", m.ID, m.Method)
+	case m.Binlog.File == "" || m.Binlog.Pos < 4:
+		return fmt.Errorf("manifest %s: binlog position %s is invalid", m.ID, m.Binlog)
+	case m.Finished.Before(m.Started):
+		return fmt.Errorf("manifest %s: finished before it started", m.ID)
+	}
+	if _, err := ParseSnapshotID(string(m.ID)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// WriteManifest stores the manifest, create-only: it is the snapshot's commit.
+func WriteManifest(ctx context.Context, st storage.Storage, m *Manifest) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	return PutJSON(ctx, st, ManifestKey(m.ID), m, true)
+}
+
+// Snapshots is what the archive holds of snapshots.
+type Snapshots struct {
+	// Complete are the snapshots with a manifest, oldest first.
+	Complete []*Manifest
+	// Partial are ids with objects but no manifest: unfinished or abandoned
+	// snapshots, invisible to restores, to be collected.
+	Partial []SnapshotID
+}
+
+// LoadSnapshots lists the snapshots in storage.
+func LoadSnapshots(ctx context.Context, st storage.Storage) (*Snapshots, error) {
+	objs, err := st.List(ctx, SnapshotPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", SnapshotPrefix, err)
+	}
+	seen := map[SnapshotID]bool{}
+	var ids []SnapshotID
+	for _, o := range objs {
+		rest := strings.TrimPrefix(o.Key, SnapshotPrefix)
+		idStr, name, ok := strings.Cut(rest, "/")
+		if !ok {
+			continue
+		}
+		id, err := ParseSnapshotID(idStr)
+		if err != nil {
+			continue
+		}
+		if _, done := seen[id]; !done {
+			seen[id] = false
+			ids = append(ids, id)
+		}
+		if name == manifestName {
+			seen[id] = true
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	s := &Snapshots{}
+	for _, id := range ids {
+		if !seen[id] {
+			s.Partial = append(s.Partial, id)
+			continue
+		}
+		var m Manifest
+		if err := GetJSON(ctx, st, ManifestKey(id), &m); err != nil {
+			return nil, err
+		}
+		s.Complete = append(s.Complete, &m)
+	}
+	return s, nil
+}
