@@ -18,5 +18,5 @@ build:
 setup:
 	scripts/setup.sh
 
-demo:
-	go run ./cmd/mysql-pitr demo
+demo: build
+	scripts/demo.sh

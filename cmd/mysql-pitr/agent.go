@@ -45,7 +45,7 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.spoolDir, "spool-dir", filepath.Join(os.TempDir(), "mysql-pitr-spool"), "local directory where segments wait for upload")
 	fs.Var(&o.spoolMax, "spool-max", "largest spool; when full, the agent stops reading the binlog until uploads catch up")
 	fs.StringVar(&o.listen, "listen", agent.DefaultListen, "HTTP address for /healthz /readyz /status /metrics (empty disables)")
-	fs.StringVar(&o.agentID, "agent-id", host, "this agent's identity in the archive lease (default: host name)")
+	fs.StringVar(&o.agentID, "agent-id", host, "this agent's identity in the archive lease (the pod or host name)")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", binlog.DefaultConnectTimeout, "how long to wait for the server at start")
 }
