@@ -14,7 +14,7 @@ import (
 // segment when the server still continues it, else on a new timeline from
 // the oldest binlog the server has.
 func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
-	arch, err := s.loadArchive(ctx)
+	tail, err := s.loadTail(ctx)
 	if err != nil {
 		return err
 	}
@@ -24,8 +24,8 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	}
 	var lastTL catalog.TimelineID
 	var tlRec *catalog.Timeline
-	if t := arch.Last(); t != nil {
-		lastTL, tlRec = t.ID, &t.Timeline
+	if tail != nil {
+		lastTL, tlRec = tail.ID, &tail.Timeline
 	}
 	for _, t := range pend.Timelines {
 		if t.ID >= lastTL {
@@ -33,8 +33,8 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 		}
 	}
 	var last *catalog.Segment
-	if t := arch.Last(); t != nil && t.ID == lastTL {
-		_, last = t.End()
+	if tail != nil && tail.ID == lastTL {
+		_, last = tail.End()
 	}
 	for _, seg := range pend.Segments {
 		if seg.Timeline == lastTL && (last == nil || seg.FileNum > last.FileNum || (seg.FileNum == last.FileNum && seg.End > last.End)) {
@@ -71,13 +71,13 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	return s.useWriter(lastTL, func(w *Writer) error { return w.ResumeAfter(last) })
 }
 
-// loadArchive reads the archive, retrying while storage is unreachable.
-func (s *Streamer) loadArchive(ctx context.Context) (*catalog.Archive, error) {
+// loadTail reads the archive's end, retrying while storage is unreachable.
+func (s *Streamer) loadTail(ctx context.Context) (*catalog.TimelineState, error) {
 	backoff := time.Second
 	for {
-		arch, err := catalog.Load(ctx, s.Store, catalog.LoadOptions{})
+		tail, err := catalog.LoadTail(ctx, s.Store)
 		if err == nil {
-			return arch, nil
+			return tail, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -148,7 +148,7 @@ func TestStreamerArchivesByteForByte(t *testing.T) {
 				db.Exec(t, "INSERT INTO app.t (v) VALUES (?)", fmt.Sprint("row ", i))
 			}
 			db.Exec(t, "FLUSH BINARY LOGS")
-			big := make([]byte, 20<<20)
+			big := make([]byte, 32<<20) // one row, one event larger than a 16 MB protocol packet
 			rand.Read(big)
 			db.Exec(t, "INSERT INTO app.t (v, b) VALUES ('big', ?)", big)
 			db.Exec(t, "ALTER TABLE app.t ADD COLUMN c INT")

@@ -296,3 +296,49 @@ func (a *Archive) Gaps() []Gap {
 
 // ErrLeaseHeld is returned when another agent holds the archive's lease.
 var ErrLeaseHeld = errors.New("archive lease is held by another agent")
+
+// LoadTail reads only what a writer needs to continue the archive: the
+// newest timeline's record and its last segment (nil when it has none yet).
+// It lists keys but reads at most two objects, however long the archive.
+func LoadTail(ctx context.Context, st storage.Storage) (*TimelineState, error) {
+	objs, err := st.List(ctx, BinlogPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", BinlogPrefix, err)
+	}
+	var newest TimelineID
+	hasRecord := map[TimelineID]bool{}
+	var last *SegmentRef
+	for _, o := range objs {
+		if id, err := ParseTimelineKey(o.Key); err == nil {
+			hasRecord[id] = true
+			newest = max(newest, id)
+			continue
+		}
+		if ref, isRecord, err := ParseSegmentKey(o.Key); err == nil {
+			newest = max(newest, ref.Timeline)
+			if isRecord && (last == nil || ref.Timeline > last.Timeline || (ref.Timeline == last.Timeline && refLess(*last, ref))) {
+				r := ref
+				last = &r
+			}
+		}
+	}
+	if newest == 0 {
+		return nil, nil
+	}
+	ts := &TimelineState{}
+	if hasRecord[newest] {
+		if err := GetJSON(ctx, st, TimelineKey(newest), &ts.Timeline); err != nil {
+			return nil, err
+		}
+	} else {
+		ts.Timeline = Timeline{ID: newest, Reason: "unknown", Detail: "timeline record is missing"}
+	}
+	if last != nil && last.Timeline == newest {
+		var s Segment
+		if err := GetJSON(ctx, st, last.RecordKey(), &s); err != nil {
+			return nil, err
+		}
+		ts.Segments = []*Segment{&s}
+	}
+	return ts, nil
+}
