@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"net"
+	"sync"
 	"os"
 	"path/filepath"
 	"testing"
@@ -225,4 +227,160 @@ func TestStreamerLosesNothingWhenStorageFails(t *testing.T) {
 	}
 	compareWithServer(t, inner, db)
 	t.Logf("%d faults injected", faulty.Injected())
+}
+
+// proxy forwards TCP connections to a server and can freeze or cut them,
+// as a network would.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	frozen bool
+	cond   *sync.Cond
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go p.pipe(c, s)
+			go p.pipe(s, c)
+		}
+	}()
+	return p
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		for p.frozen {
+			p.cond.Wait()
+		}
+		p.mu.Unlock()
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+// freeze stops forwarding without closing anything: a stuck network.
+func (p *proxy) freeze(on bool) {
+	p.mu.Lock()
+	p.frozen = on
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// cut closes every forwarded connection.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+// TestStreamerSurvivesServerRestartsAndNetworkFaults restarts and kills the
+// server and freezes and cuts the network under a streaming agent; the
+// archive stays whole and byte-identical.
+func TestStreamerSurvivesServerRestartsAndNetworkFaults(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	px := startProxy(t, fmt.Sprintf("127.0.0.1:%d", db.Port()))
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStreamer(t, db, st, t.TempDir())
+	s.Source.Config.Addr = px.addr()
+	s.ReadTimeout, s.Heartbeat, s.RetryMax = 1500*time.Millisecond, 300*time.Millisecond, time.Second
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	db.Exec(t, "CREATE DATABASE app")
+	db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")
+	write := func(n int) {
+		for i := 0; i < n; i++ {
+			db.Exec(t, "INSERT INTO app.t (v) VALUES (UUID())")
+		}
+	}
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"clean restart", func() {
+			if err := db.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"kill -9", func() {
+			if err := db.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"stuck network", func() {
+			px.freeze(true)
+			time.Sleep(3 * time.Second) // longer than the read timeout
+			px.freeze(false)
+		}},
+		{"dropped connections", func() { px.cut() }},
+	}
+	for _, step := range steps {
+		write(50)
+		waitDurable(t, s, serverEnd(t, db), 30*time.Second)
+		reconnects := s.Status()
+		step.do()
+		write(50)
+		waitDurable(t, s, serverEnd(t, db), 30*time.Second)
+		t.Logf("%s: archive caught up (last error before: %q)", step.name, reconnects.LastError)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(arch.Timelines) != 1 {
+		t.Fatalf("%d timelines: restarts and network faults must not become gaps", len(arch.Timelines))
+	}
+	compareWithServer(t, st, db)
 }

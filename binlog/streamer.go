@@ -360,9 +360,10 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	}
 	h := &eventHandler{s: s, w: w}
 	cfg.SynchronousEventHandler = h
-	// The replication client logs every connection at info level, its whole
-	// configuration included; only its warnings are worth an operator's time.
-	cfg.Logger = slog.New(minLevel{slog.LevelWarn, s.Logger.Handler()}).With("component", "replication-client")
+	// The replication client logs every connection, its whole configuration
+	// included, and reports at error level what this streamer reports anyway
+	// (with its consequence): its lines are kept for debugging only.
+	cfg.Logger = slog.New(debugOnly{s.Logger.Handler()}).With("component", "replication-client")
 	syncer := replication.NewBinlogSyncer(cfg)
 	defer syncer.Close()
 	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
@@ -465,17 +466,17 @@ func stripStack(msg string) string {
 // purged, never existed, or a position past its end.
 var errSourceLog = errors.New("server cannot send the requested binlog")
 
-// minLevel drops records below a level before they reach the handler.
-type minLevel struct {
-	min slog.Level
-	slog.Handler
+// debugOnly passes every record to the handler at debug level.
+type debugOnly struct{ slog.Handler }
+
+func (h debugOnly) Enabled(ctx context.Context, _ slog.Level) bool {
+	return h.Handler.Enabled(ctx, slog.LevelDebug)
 }
 
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
+func (h debugOnly) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = slog.LevelDebug
+	return h.Handler.Handle(ctx, r)
 }
 
-func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
-	return minLevel{h.min, h.Handler.WithAttrs(a)}
-}
-func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.min, h.Handler.WithGroup(n)} }
+func (h debugOnly) WithAttrs(a []slog.Attr) slog.Handler { return debugOnly{h.Handler.WithAttrs(a)} }
+func (h debugOnly) WithGroup(n string) slog.Handler      { return debugOnly{h.Handler.WithGroup(n)} }

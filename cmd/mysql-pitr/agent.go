@@ -5,10 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"strings"
 	"path/filepath"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -104,6 +107,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	logger = logger.With("agent", o.agentID)
+	// The MySQL driver logs dropped idle connections on its own; route them to debug.
+	mysql.SetLogger(driverLogger{logger.With("component", "mysql-driver")})
 	s := &binlog.Streamer{
 		Source: src, Store: st, Spool: spool, ServerID: uint32(o.serverID), Agent: o.agentID,
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
@@ -119,3 +124,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	return err
 }
+
+// driverLogger adapts the MySQL driver's logger to slog at debug level.
+type driverLogger struct{ l *slog.Logger }
+
+func (d driverLogger) Print(v ...any) { d.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
