@@ -32,7 +32,9 @@ const (
 // Agent runs the archive for one server.
 type Agent struct {
 	Streamer *binlog.Streamer
-	Store    storage.Storage
+	// Compactor, if set, merges closed binlog files' segments in the background.
+	Compactor *binlog.Compactor
+	Store     storage.Storage
 	// Registry holds the metrics served on /metrics.
 	Registry *prometheus.Registry
 	// Listen is the HTTP address; empty disables the server.
@@ -117,6 +119,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return a.renewLoop(gctx, lease) })
 	g.Go(func() error { return a.Streamer.Run(gctx) })
+	if a.Compactor != nil {
+		g.Go(func() error { return a.Compactor.Run(gctx) })
+	}
 	return g.Wait()
 }
 

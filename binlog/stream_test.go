@@ -384,3 +384,67 @@ func TestStreamerSurvivesServerRestartsAndNetworkFaults(t *testing.T) {
 	}
 	compareWithServer(t, st, db)
 }
+
+func TestCompactorMergesClosedFiles(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStreamer(t, db, st, t.TempDir())
+	s.FlushInterval = 20 * time.Millisecond // many small segments
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	db.Exec(t, "CREATE DATABASE app")
+	db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")
+	for f := 0; f < 3; f++ {
+		for i := 0; i < 40; i++ {
+			db.Exec(t, "INSERT INTO app.t (v) VALUES (UUID())")
+			time.Sleep(2 * time.Millisecond)
+		}
+		db.Exec(t, "FLUSH BINARY LOGS")
+	}
+	waitDurable(t, s, serverEnd(t, db), 30*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	before, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Compactor{Store: st}
+	n, err := c.Compact(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perFile := map[uint64]int{}
+	for _, seg := range after.Last().Segments {
+		perFile[seg.FileNum]++
+	}
+	if n < 3 || len(after.Last().Segments) >= len(before.Last().Segments) {
+		t.Fatalf("merged %d files; segments %d → %d", n, len(before.Last().Segments), len(after.Last().Segments))
+	}
+	last := after.Last().Segments[len(after.Last().Segments)-1].FileNum
+	for f, count := range perFile {
+		if f != last && count != 1 {
+			t.Errorf("closed file %d still has %d segments", f, count)
+		}
+	}
+	cb, ca := before.Last().Coverage(), after.Last().Coverage()
+	if cb.From != ca.From || cb.To != ca.To || cb.Bytes != ca.Bytes || !cb.ToTime.Equal(ca.ToTime) || cb.LastGTID != ca.LastGTID {
+		t.Errorf("coverage changed: before %+v, after %+v", cb, ca)
+	}
+	objs, _ := st.List(t.Context(), catalog.BinlogPrefix)
+	t.Logf("segments %d → %d, objects now %d", len(before.Last().Segments), len(after.Last().Segments), len(objs))
+	compareWithServer(t, st, db)
+	// A second run has nothing to do.
+	if n, err := c.Compact(t.Context()); err != nil || n != 0 {
+		t.Fatalf("second compaction: %d, %v", n, err)
+	}
+}

@@ -33,6 +33,7 @@ type agentOptions struct {
 	agentID        string
 	leaseTTL       time.Duration
 	connectTimeout time.Duration
+	compact        time.Duration
 }
 
 func (o *agentOptions) register(fs *flag.FlagSet) {
@@ -50,6 +51,7 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", agent.DefaultListen, "HTTP address for /healthz /readyz /status /metrics (empty disables)")
 	fs.StringVar(&o.agentID, "agent-id", host, "this agent's identity in the archive lease (the pod or host name)")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
+	fs.DurationVar(&o.compact, "compact-interval", binlog.DefaultCompactInterval, "merge the segments of closed binlog files this often (0 disables)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", binlog.DefaultConnectTimeout, "how long to wait for the server at start")
 }
 
@@ -114,7 +116,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
 		Logger: logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
 	}
-	a := &agent.Agent{Streamer: s, Store: st, Registry: reg, Listen: o.listen, Holder: o.agentID,
+	var compactor *binlog.Compactor
+	if o.compact > 0 {
+		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics}
+	}
+	a := &agent.Agent{Streamer: s, Compactor: compactor, Store: st, Registry: reg, Listen: o.listen, Holder: o.agentID,
 		LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent")}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
 		"listen", o.listen, "spool", spool.Dir())

@@ -1,0 +1,231 @@
+package binlog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// DefaultCompactInterval is how often the agent compacts closed binlog files.
+const DefaultCompactInterval = 10 * time.Minute
+
+// Compactor merges the many small segments of a closed binlog file (one a
+// second under load) into one object, so that listing and restoring a day
+// of archive reads a few hundred objects, not tens of thousands. It writes
+// the merged segment (data, then record, create-only) before deleting the
+// small ones (records, then data); readers prefer the widest segment, so the
+// archive is whole at every moment, and a crash in between leaves covered
+// segments that the next run deletes.
+type Compactor struct {
+	Store   storage.Storage
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// Interval between runs (default DefaultCompactInterval).
+	Interval time.Duration
+}
+
+// Run compacts every Interval until ctx ends.
+func (c *Compactor) Run(ctx context.Context) error {
+	if c.Interval <= 0 {
+		c.Interval = DefaultCompactInterval
+	}
+	t := time.NewTicker(c.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := c.Compact(ctx); err != nil && ctx.Err() == nil {
+			c.logger().Warn("compaction", "err", err)
+			c.Metrics.error("compact")
+		} else if n > 0 {
+			c.logger().Info("compacted closed binlog files", "files", n)
+		}
+	}
+}
+
+func (c *Compactor) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+// Compact merges the segments of every closed file and removes segments a
+// wider one covers. It returns the number of files merged.
+func (c *Compactor) Compact(ctx context.Context) (int, error) {
+	arch, err := catalog.Load(ctx, c.Store, catalog.LoadOptions{})
+	if err != nil {
+		return 0, err
+	}
+	merged := 0
+	for _, tl := range arch.Timelines {
+		if err := c.dropCovered(ctx, tl); err != nil {
+			return merged, err
+		}
+		byFile := map[uint64][]*catalog.Segment{}
+		var order []uint64
+		for _, s := range tl.Segments {
+			if _, ok := byFile[s.FileNum]; !ok {
+				order = append(order, s.FileNum)
+			}
+			byFile[s.FileNum] = append(byFile[s.FileNum], s)
+		}
+		// The newest file of the timeline may still grow: leave it.
+		for i := 0; i+1 < len(order); i++ {
+			segs := byFile[order[i]]
+			if len(segs) < 2 || !contiguous(segs) {
+				continue
+			}
+			if err := c.merge(ctx, segs); err != nil {
+				return merged, err
+			}
+			merged++
+		}
+	}
+	return merged, nil
+}
+
+func contiguous(segs []*catalog.Segment) bool {
+	for i := 1; i < len(segs); i++ {
+		if segs[i].Start != segs[i-1].End {
+			return false
+		}
+	}
+	return true
+}
+
+// dropCovered deletes segments that a wider segment of the same file covers.
+func (c *Compactor) dropCovered(ctx context.Context, tl *catalog.TimelineState) error {
+	objs, err := c.Store.List(ctx, catalog.TimelinePrefix(tl.ID))
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		ref, isRecord, err := catalog.ParseSegmentKey(o.Key)
+		if err != nil || !isRecord {
+			continue
+		}
+		for _, s := range tl.Segments {
+			r := s.Ref()
+			if r != ref && r.FileNum == ref.FileNum && r.Start <= ref.Start && ref.End <= r.End {
+				if err := c.remove(ctx, ref); err != nil {
+					return err
+				}
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Compactor) remove(ctx context.Context, ref catalog.SegmentRef) error {
+	if err := c.Store.Delete(ctx, ref.RecordKey()); err != nil {
+		return err
+	}
+	return c.Store.Delete(ctx, ref.DataKey())
+}
+
+// merge writes one segment covering segs, then deletes them.
+func (c *Compactor) merge(ctx context.Context, segs []*catalog.Segment) error {
+	first, last := segs[0], segs[len(segs)-1]
+	rec := *last
+	rec.Start, rec.Prev = first.Start, first.Prev
+	rec.Events, rec.Transactions = 0, 0
+	rec.FirstEventTime, rec.FirstCommitTime, rec.FirstGTID = first.FirstEventTime, time.Time{}, ""
+	rec.LastCommitTime, rec.LastGTID = time.Time{}, ""
+	for _, s := range segs {
+		rec.Events += s.Events
+		rec.Transactions += s.Transactions
+		if rec.FirstCommitTime.IsZero() {
+			rec.FirstCommitTime = s.FirstCommitTime
+		}
+		if !s.LastCommitTime.IsZero() {
+			rec.LastCommitTime = s.LastCommitTime
+		}
+		if rec.FirstGTID == "" {
+			rec.FirstGTID = s.FirstGTID
+		}
+		if s.LastGTID != "" {
+			rec.LastGTID = s.LastGTID
+		}
+	}
+	if rec.TxnEnd == 0 {
+		for i := len(segs) - 1; i >= 0 && rec.TxnEnd == 0; i-- {
+			rec.TxnEnd = segs[i].TxnEnd
+		}
+	}
+	ref := rec.Ref()
+
+	pr, pw := io.Pipe()
+	sha := sha256.New()
+	go func() {
+		enc, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		for _, s := range segs {
+			rc, err := OpenSegment(ctx, c.Store, s)
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			_, err = io.Copy(io.MultiWriter(enc, sha), rc)
+			rc.Close()
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		pw.CloseWithError(enc.Close())
+	}()
+	info, err := c.Store.Put(ctx, ref.DataKey(), pr, storage.PutOptions{IfNotExists: true})
+	pr.CloseWithError(errors.New("put ended"))
+	if err != nil && !errors.Is(err, storage.ErrExist) {
+		return fmt.Errorf("compact %s: %w", first.File, err)
+	}
+	if errors.Is(err, storage.ErrExist) {
+		// Left by an interrupted run: its record decides whether it is whole.
+		var have catalog.Segment
+		if gerr := catalog.GetJSON(ctx, c.Store, ref.RecordKey(), &have); gerr != nil {
+			if errors.Is(gerr, storage.ErrNotExist) {
+				// Data without a record is not part of the archive: drop it and merge again next run.
+				if derr := c.Store.Delete(ctx, ref.DataKey()); derr != nil {
+					return derr
+				}
+				return fmt.Errorf("compact %s: removed a merged object left without its record; retrying later", first.File)
+			}
+			return gerr
+		}
+		rec = have
+	} else {
+		rec.SHA256 = hex.EncodeToString(sha.Sum(nil))
+		rec.StoredSize = info.Size
+		rec.ArchivedAt = time.Now().UTC()
+		if err := catalog.PutJSON(ctx, c.Store, ref.RecordKey(), &rec, true); err != nil {
+			return fmt.Errorf("compact %s: %w", first.File, err)
+		}
+	}
+	for _, s := range segs {
+		if s.Ref() == ref {
+			continue
+		}
+		if err := c.remove(ctx, s.Ref()); err != nil {
+			return fmt.Errorf("compact %s: remove merged segment: %w", first.File, err)
+		}
+	}
+	return nil
+}
