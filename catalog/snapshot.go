@@ -88,7 +88,11 @@ type Manifest struct {
 	// Timeline is the archive timeline that was being written when the
 	// snapshot was taken (zero when unknown).
 	Timeline TimelineID `json:"timeline,omitempty"`
-	Started  time.Time  `json:"started"`
+	// ConsistentAt is the server's clock (UTC) when the position was read,
+	// with writes held: every transaction in the snapshot committed at or
+	// before it, so the snapshot can serve any restore target at or after it.
+	ConsistentAt time.Time `json:"consistent_at,omitzero"`
+	Started      time.Time `json:"started"`
 	Finished time.Time  `json:"finished"`
 	// WritesBlocked is how long the snapshot kept writes from committing.
 	WritesBlocked time.Duration `json:"writes_blocked_ns"`
