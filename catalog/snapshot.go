@@ -93,7 +93,7 @@ type Manifest struct {
 	// before it, so the snapshot can serve any restore target at or after it.
 	ConsistentAt time.Time `json:"consistent_at,omitzero"`
 	Started      time.Time `json:"started"`
-	Finished time.Time  `json:"finished"`
+	Finished     time.Time `json:"finished"`
 	// WritesBlocked is how long the snapshot kept writes from committing.
 	WritesBlocked time.Duration `json:"writes_blocked_ns"`
 	// Tool names the external tool and version for physical snapshots.
