@@ -1,0 +1,288 @@
+// Package restore plans and applies point-in-time restores: the newest
+// snapshot at or before the target, then the archived binlog from the
+// snapshot's position up to the target, on one timeline, with no gap.
+//
+// Planning is pure (Make): it reads only catalog records and refuses, with
+// the nearest valid alternative, whatever it cannot restore exactly.
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+)
+
+// TargetKind says what a Target names.
+type TargetKind int
+
+// Target kinds.
+const (
+	// Latest restores everything archived.
+	Latest TargetKind = iota
+	// AtTime keeps every transaction that committed at or before Time.
+	AtTime
+	// AtPosition keeps every transaction that ends at or before Position.
+	AtPosition
+)
+
+// Target is the moment a restore brings the server back to.
+type Target struct {
+	Kind     TargetKind
+	Time     time.Time
+	Position catalog.Position
+}
+
+// String formats the target as the user would write it.
+func (t Target) String() string {
+	switch t.Kind {
+	case AtTime:
+		return t.Time.UTC().Format(time.RFC3339Nano)
+	case AtPosition:
+		return t.Position.String()
+	}
+	return "latest"
+}
+
+// ErrRefused is wrapped by every refusal to plan a restore.
+var ErrRefused = errors.New("restore refused")
+
+// ParseTarget reads --to (an RFC 3339 time with a zone, or "latest") and
+// --to-position (FILE:POS); exactly one must be given. A time without a zone
+// is refused: it would be guessed.
+func ParseTarget(to, toPosition string) (Target, error) {
+	switch {
+	case to != "" && toPosition != "":
+		return Target{}, errors.New("give either --to or --to-position, not both")
+	case toPosition != "":
+		i := strings.LastIndexByte(toPosition, ':')
+		if i <= 0 {
+			return Target{}, fmt.Errorf("--to-position %q: want FILE:POS, as in mysql-bin.000042:1234", toPosition)
+		}
+		pos, err := strconv.ParseUint(toPosition[i+1:], 10, 64)
+		if err != nil || pos < 4 {
+			return Target{}, fmt.Errorf("--to-position %q: the position must be a number of at least 4", toPosition)
+		}
+		if _, err := catalog.FileNumber(toPosition[:i]); err != nil {
+			return Target{}, fmt.Errorf("--to-position %q: %w", toPosition, err)
+		}
+		return Target{Kind: AtPosition, Position: catalog.Position{File: toPosition[:i], Pos: pos}}, nil
+	case to == "":
+		return Target{}, errors.New("say where to restore to: --to TIME (RFC 3339 with a zone), --to latest, or --to-position FILE:POS")
+	case to == "latest":
+		return Target{Kind: Latest}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, to)
+	if err != nil {
+		if _, lerr := time.Parse("2006-01-02T15:04:05", strings.SplitN(to, ".", 2)[0]); lerr == nil {
+			return Target{}, fmt.Errorf("--to %q has no time zone; add Z for UTC or an offset like +02:00 (a time is never guessed)", to)
+		}
+		return Target{}, fmt.Errorf("--to %q: want an RFC 3339 time such as 2026-11-27T10:41:07Z, or latest", to)
+	}
+	return Target{Kind: AtTime, Time: t.UTC()}, nil
+}
+
+// Plan is what a restore will do.
+type Plan struct {
+	Target   Target
+	Snapshot *catalog.Manifest
+	Timeline catalog.TimelineID
+	// From is where replay starts: the snapshot's position.
+	From catalog.Position
+	// Segments are the archived segments replay reads, in order. The exact
+	// stop is found while reading them: before the first transaction that
+	// commits after the target (AtTime), at the end of the transaction that
+	// ends at the target (AtPosition), or at the archive's end (Latest).
+	Segments []*catalog.Segment
+	// FetchBytes is what the restore downloads: the snapshot and the segments, as stored.
+	FetchBytes int64
+	// ArchiveEnd and ArchiveEndTime are where and when the timeline's archive ends.
+	ArchiveEnd     catalog.Position
+	ArchiveEndTime time.Time
+}
+
+// Make plans a restore to t from the archive and the complete snapshots.
+// now is only used to say how old the archive's end is.
+func Make(arch *catalog.Archive, snaps []*catalog.Manifest, t Target, now time.Time) (*Plan, error) {
+	if len(snaps) == 0 {
+		return nil, fmt.Errorf("%w: the archive holds no complete snapshot; take one with mysql-pitr snapshot", ErrRefused)
+	}
+	type candidate struct {
+		m  *catalog.Manifest
+		tl *catalog.TimelineState
+	}
+	var usable []candidate
+	for _, m := range snaps {
+		tl := timelineOf(arch, m)
+		if tl == nil {
+			continue
+		}
+		if snapshotFits(m, tl, t) {
+			usable = append(usable, candidate{m, tl})
+		}
+	}
+	if len(usable) == 0 {
+		oldest := snaps[0]
+		for _, m := range snaps {
+			if consistentAt(m).Before(consistentAt(oldest)) {
+				oldest = m
+			}
+		}
+		return nil, fmt.Errorf("%w: no snapshot is at or before %s; the oldest, %s, is consistent at %s (position %s)",
+			ErrRefused, t, oldest.ID, consistentAt(oldest).Format(time.RFC3339), oldest.Binlog)
+	}
+	// The newest usable snapshot: least to replay.
+	best := usable[0]
+	for _, c := range usable[1:] {
+		if consistentAt(c.m).After(consistentAt(best.m)) {
+			best = c
+		}
+	}
+	tl := best.tl
+	p := &Plan{Target: t, Snapshot: best.m, Timeline: tl.ID, From: best.m.Binlog, FetchBytes: best.m.StoredBytes}
+	end, _ := tl.End()
+	cov := tl.Coverage()
+	p.ArchiveEnd, p.ArchiveEndTime = end, cov.ToTime
+
+	if t.Kind == AtTime && (cov.ToTime.IsZero() || t.Time.After(cov.ToTime)) {
+		if next := nextTimeline(arch, tl.ID); next != nil {
+			return nil, fmt.Errorf("%w: %s falls in a gap of the archive: timeline %s ends with a transaction committed at %s, "+
+				"timeline %s starts at %s after %s (%s); restore to %s at the latest, or to a snapshot taken on timeline %s",
+				ErrRefused, t, tl.ID, fmtTime(cov.ToTime), next.ID, next.Start, next.Reason, next.Detail, fmtTime(cov.ToTime), next.ID)
+		}
+		return nil, fmt.Errorf("%w: %s is past the end of the archive: its last transaction committed at %s (%s before now, position %s); "+
+			"use --to latest or a time at or before %s", ErrRefused, t, fmtTime(cov.ToTime), now.Sub(cov.ToTime).Round(time.Second), end, fmtTime(cov.ToTime))
+	}
+	if t.Kind == AtPosition && !positionWithin(tl, t.Position) {
+		return nil, fmt.Errorf("%w: position %s is not in timeline %s, which runs from %s to %s", ErrRefused, t.Position, tl.ID, tl.Start, end)
+	}
+
+	fromNum := fileNum(p.From.File)
+	for _, s := range tl.Segments {
+		if s.FileNum < fromNum || (s.FileNum == fromNum && s.End <= p.From.Pos) {
+			continue // before the snapshot
+		}
+		if len(p.Segments) == 0 {
+			covers := (s.FileNum == fromNum && s.Start <= p.From.Pos) ||
+				(s.Start == 4 && s.Prev != nil && *s.Prev == p.From)
+			if !covers {
+				return nil, fmt.Errorf("%w: the archive of timeline %s has nothing from snapshot %s's position %s up to %s:%d",
+					ErrRefused, tl.ID, best.m.ID, p.From, s.File, s.Start)
+			}
+		}
+		p.Segments = append(p.Segments, s)
+		p.FetchBytes += s.StoredSize
+		if beyondTarget(s, t) {
+			break
+		}
+	}
+	if len(p.Segments) == 0 && p.From != end {
+		return nil, fmt.Errorf("%w: the archive of timeline %s does not reach snapshot %s's position %s (it ends at %s)",
+			ErrRefused, tl.ID, best.m.ID, p.From, end)
+	}
+	if err := checkChain(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// consistentAt is when the snapshot is consistent; older manifests without
+// it fall back to when the snapshot finished, which is never too early.
+func consistentAt(m *catalog.Manifest) time.Time {
+	if !m.ConsistentAt.IsZero() {
+		return m.ConsistentAt
+	}
+	return m.Finished
+}
+
+// timelineOf finds the timeline a snapshot's position belongs to.
+func timelineOf(arch *catalog.Archive, m *catalog.Manifest) *catalog.TimelineState {
+	if m.Timeline != 0 {
+		for _, tl := range arch.Timelines {
+			if tl.ID == m.Timeline {
+				return tl
+			}
+		}
+		return nil
+	}
+	for i := len(arch.Timelines) - 1; i >= 0; i-- {
+		if positionWithin(arch.Timelines[i], m.Binlog) {
+			return arch.Timelines[i]
+		}
+	}
+	return nil
+}
+
+func positionWithin(tl *catalog.TimelineState, p catalog.Position) bool {
+	n := fileNum(p.File)
+	for _, s := range tl.Segments {
+		if s.File == p.File && s.FileNum == n && s.Start <= p.Pos && p.Pos <= s.End {
+			return true
+		}
+	}
+	return tl.Start == p
+}
+
+// snapshotFits reports whether every transaction in the snapshot belongs
+// before the target.
+func snapshotFits(m *catalog.Manifest, tl *catalog.TimelineState, t Target) bool {
+	switch t.Kind {
+	case AtTime:
+		return !consistentAt(m).After(t.Time)
+	case AtPosition:
+		if m.Binlog.File != t.Position.File {
+			return fileNum(m.Binlog.File) < fileNum(t.Position.File)
+		}
+		return m.Binlog.Pos <= t.Position.Pos
+	}
+	return true
+}
+
+// beyondTarget reports whether the segment already holds what comes after the target.
+func beyondTarget(s *catalog.Segment, t Target) bool {
+	switch t.Kind {
+	case AtTime:
+		return !s.LastCommitTime.IsZero() && s.LastCommitTime.After(t.Time)
+	case AtPosition:
+		return s.FileNum > fileNum(t.Position.File) || (s.File == t.Position.File && s.End >= t.Position.Pos)
+	}
+	return false
+}
+
+// checkChain refuses a plan whose segments do not follow each other.
+func checkChain(p *Plan) error {
+	for i := 1; i < len(p.Segments); i++ {
+		a, b := p.Segments[i-1], p.Segments[i]
+		ok := (a.FileNum == b.FileNum && a.End == b.Start) ||
+			(b.Start == 4 && b.FileNum > a.FileNum && b.Prev != nil && *b.Prev == catalog.Position{File: a.File, Pos: a.End})
+		if !ok {
+			return fmt.Errorf("%w: the archive is damaged: nothing covers %s:%d to %s:%d on timeline %s; "+
+				"the latest restorable point before it is %s:%d", ErrRefused, a.File, a.End, b.File, b.Start, p.Timeline, a.File, a.TxnEnd)
+		}
+	}
+	return nil
+}
+
+func nextTimeline(arch *catalog.Archive, id catalog.TimelineID) *catalog.TimelineState {
+	for _, tl := range arch.Timelines {
+		if tl.ID > id {
+			return tl
+		}
+	}
+	return nil
+}
+
+func fileNum(name string) uint64 {
+	n, _ := catalog.FileNumber(name)
+	return n
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "(no transaction)"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
