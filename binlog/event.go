@@ -136,8 +136,12 @@ func ParseFormat(ev []byte) (Format, error) {
 	return f, nil
 }
 
-// body returns the event's bytes after the header, without the checksum.
+// body returns the event's bytes after the header, without the checksum;
+// nothing for an event shorter than a header.
 func (f Format) body(ev []byte) []byte {
+	if len(ev) < HeaderSize {
+		return nil
+	}
 	b := ev[HeaderSize:]
 	if f.Checksum && len(b) >= 4 {
 		b = b[:len(b)-4]
@@ -248,7 +252,11 @@ func (f Format) parseMySQLGTID(h Header, ev []byte) (gtidInfo, error) {
 					orig = le56(b[p:])
 				}
 			}
-			gi.CommitTime = time.UnixMicro(int64(orig)).UTC()
+			// Zero is "unknown" (a transaction replicated from a server
+			// older than 8.0.1): leave it to the committing event's time.
+			if orig != 0 {
+				gi.CommitTime = time.UnixMicro(int64(orig)).UTC()
+			}
 		}
 	}
 	return gi, nil

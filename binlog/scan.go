@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // MaxEventSize bounds the events Scan accepts (the protocol's limit is 1 GiB).
@@ -37,6 +38,10 @@ func (s *Scanner) Next() ([]byte, uint64, error) {
 	if s.pos == 0 {
 		var m [4]byte
 		if _, err := io.ReadFull(s.r, m[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				// Not even the magic: a truncated file, not an empty binlog.
+				err = io.ErrUnexpectedEOF
+			}
 			return nil, 0, s.fail(fmt.Errorf("read binlog magic: %w", err))
 		}
 		if !bytes.Equal(m[:], Magic) {
@@ -56,14 +61,19 @@ func (s *Scanner) Next() ([]byte, uint64, error) {
 	if size < HeaderSize || size > MaxEventSize {
 		return nil, 0, s.fail(fmt.Errorf("%w: event at %d has size %d", ErrMalformed, s.pos, size))
 	}
-	if cap(s.buf) < int(size) {
-		s.buf = make([]byte, size)
+	ev := append(s.buf[:0], hdr[:]...)
+	for len(ev) < int(size) {
+		// Grow by what arrives, not by what the header claims: a corrupt
+		// size must not cost a gigabyte before the stream runs out.
+		n := min(int(size)-len(ev), 1<<20)
+		ev = slices.Grow(ev, n)
+		got, err := io.ReadFull(s.r, ev[len(ev):len(ev)+n])
+		ev = ev[:len(ev)+got]
+		if err != nil {
+			return nil, 0, s.fail(io.ErrUnexpectedEOF)
+		}
 	}
-	ev := s.buf[:size]
-	copy(ev, hdr[:])
-	if _, err := io.ReadFull(s.r, ev[HeaderSize:]); err != nil {
-		return nil, 0, s.fail(io.ErrUnexpectedEOF)
-	}
+	s.buf = ev
 	pos := s.pos
 	s.pos += uint64(size)
 	return ev, pos, nil

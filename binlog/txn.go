@@ -28,7 +28,7 @@ type Tracker struct {
 	haveFormat bool
 
 	open     bool // inside a transaction's events
-	begun    bool // the transaction opened with BEGIN / XA START
+	begun    bool // the transaction opened with BEGIN / XA START, or a MariaDB GTID event not standalone
 	start    uint64
 	info     gtidInfo
 	haveGTID bool
@@ -89,7 +89,9 @@ func (t *Tracker) Feed(ev []byte, pos uint64) (*Txn, error) {
 			return nil, err
 		}
 		t.begin(pos, gi)
-	case QueryEvent:
+	case QueryEvent, MariaDBQueryCompressed:
+		// A compressed statement (MariaDB log_bin_compress) reads as opaque
+		// bytes, never as BEGIN or COMMIT: the server writes those uncompressed.
 		q, err := t.format.queryText(ev)
 		if err != nil {
 			return nil, err
@@ -128,7 +130,11 @@ func (t *Tracker) Feed(ev []byte, pos uint64) (*Txn, error) {
 }
 
 func (t *Tracker) begin(pos uint64, gi gtidInfo) {
-	t.open, t.begun, t.start = true, false, pos
+	// MariaDB writes no BEGIN: its GTID event opens the group, which ends at
+	// XID, COMMIT, ROLLBACK or XA_PREPARE, unless FL_STANDALONE marks a group
+	// of one statement. MySQL follows its GTID event with BEGIN or with a
+	// statement that stands alone.
+	t.open, t.begun, t.start = true, !gi.GTID.MySQL && !gi.Standalone, pos
 	t.info, t.haveGTID = gi, true
 }
 

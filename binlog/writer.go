@@ -114,7 +114,7 @@ func (w *Writer) StartAt(p catalog.Position, prevEnd *catalog.Position) error {
 // still continues the archive.
 func (w *Writer) ResumeAfter(last *catalog.Segment) error {
 	var st *TxnState
-	if len(last.OpenTxn) > 0 {
+	if len(last.OpenTxn) > 0 && string(last.OpenTxn) != "null" {
 		st = new(TxnState)
 		if err := json.Unmarshal(last.OpenTxn, st); err != nil {
 			return fmt.Errorf("decode open transaction of %s: %w", last.Ref().RecordKey(), err)
