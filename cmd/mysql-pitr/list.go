@@ -14,8 +14,27 @@ import (
 
 // listOutput is what `list --json` prints.
 type listOutput struct {
-	Binlogs []catalog.Coverage `json:"binlogs"`
-	Gaps    []catalog.Gap      `json:"gaps"`
+	Snapshots []snapshotSummary  `json:"snapshots"`
+	Binlogs   []catalog.Coverage `json:"binlogs"`
+	Gaps      []catalog.Gap      `json:"gaps"`
+	Windows   []catalog.Window   `json:"windows"`
+	// Partial are snapshots without a manifest (unfinished or abandoned).
+	Partial []catalog.SnapshotID `json:"partial_snapshots,omitempty"`
+}
+
+// snapshotSummary is a snapshot as list shows it.
+type snapshotSummary struct {
+	ID            catalog.SnapshotID `json:"id"`
+	Method        string             `json:"method"`
+	ConsistentAt  time.Time          `json:"consistent_at,omitzero"`
+	Finished      time.Time          `json:"finished"`
+	Timeline      catalog.TimelineID `json:"timeline,omitempty"`
+	Binlog        catalog.Position   `json:"binlog"`
+	GTIDSet       string             `json:"gtid_set,omitempty"`
+	Bytes         int64              `json:"bytes"`
+	StoredBytes   int64              `json:"stored_bytes"`
+	WritesBlocked string             `json:"writes_blocked"`
+	Tables        int                `json:"tables"`
 }
 
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -36,9 +55,22 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	out := listOutput{Binlogs: []catalog.Coverage{}, Gaps: arch.Gaps()}
+	snaps, err := catalog.LoadSnapshots(ctx, st)
+	if err != nil {
+		return err
+	}
+	out := listOutput{Snapshots: []snapshotSummary{}, Binlogs: []catalog.Coverage{}, Gaps: arch.Gaps(),
+		Windows: catalog.Windows(arch, snaps.Complete), Partial: snaps.Partial}
 	if out.Gaps == nil {
 		out.Gaps = []catalog.Gap{}
+	}
+	if out.Windows == nil {
+		out.Windows = []catalog.Window{}
+	}
+	for _, m := range snaps.Complete {
+		out.Snapshots = append(out.Snapshots, snapshotSummary{ID: m.ID, Method: m.Method, ConsistentAt: m.ConsistentAt,
+			Finished: m.Finished, Timeline: m.Timeline, Binlog: m.Binlog, GTIDSet: m.GTIDSet, Bytes: m.Bytes,
+			StoredBytes: m.StoredBytes, WritesBlocked: m.WritesBlocked.String(), Tables: len(m.Tables)})
 	}
 	for _, t := range arch.Timelines {
 		out.Binlogs = append(out.Binlogs, t.Coverage())
@@ -48,11 +80,28 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	if len(out.Binlogs) == 0 {
+	if len(out.Binlogs) == 0 && len(out.Snapshots) == 0 {
 		fmt.Fprintln(stdout, "the archive is empty")
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RECOVERABLE FROM\tTO\tTIMELINE\tSNAPSHOTS")
+	for _, w := range out.Windows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", fmtTime(w.From), fmtTime(w.To), w.Timeline, len(w.Snapshots))
+	}
+	if len(out.Windows) == 0 {
+		fmt.Fprintln(tw, "(none: no snapshot yet)\t\t\t")
+	}
+	tw.Flush()
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SNAPSHOT\tMETHOD\tCONSISTENT AT\tBINLOG\tSTORED\tWRITES BLOCKED")
+	for _, sn := range out.Snapshots {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", sn.ID, sn.Method, fmtTime(sn.ConsistentAt), sn.Binlog, sn.StoredBytes, sn.WritesBlocked)
+	}
+	tw.Flush()
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIMELINE\tFROM\tTO\tFIRST COMMIT\tLAST COMMIT\tSEGMENTS\tBINLOG BYTES\tSTORED\tSTARTED BECAUSE")
 	for _, c := range out.Binlogs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", c.Timeline, c.From, c.To, fmtTime(c.FromTime), fmtTime(c.ToTime),
@@ -66,6 +115,9 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if c.Orphans > 0 {
 			fmt.Fprintf(stdout, "note: timeline %s has %d data objects without an index record (interrupted uploads)\n", c.Timeline, c.Orphans)
 		}
+	}
+	for _, id := range out.Partial {
+		fmt.Fprintf(stdout, "note: snapshot %s has no manifest (unfinished or abandoned); restores ignore it\n", id)
 	}
 	for _, g := range out.Gaps {
 		from := "(unknown)"
