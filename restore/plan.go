@@ -92,6 +92,9 @@ type Plan struct {
 	Timeline catalog.TimelineID
 	// From is where replay starts: the snapshot's position.
 	From catalog.Position
+	// Head are the segments of From's file before From: replay reads the
+	// file's format description from them.
+	Head []*catalog.Segment
 	// Segments are the archived segments replay reads, in order. The exact
 	// stop is found while reading them: before the first transaction that
 	// commits after the target (AtTime), at the end of the transaction that
@@ -163,6 +166,10 @@ func Make(arch *catalog.Archive, snaps []*catalog.Manifest, t Target, now time.T
 	fromNum := fileNum(p.From.File)
 	for _, s := range tl.Segments {
 		if s.FileNum < fromNum || (s.FileNum == fromNum && s.End <= p.From.Pos) {
+			if s.FileNum == fromNum {
+				p.Head = append(p.Head, s)
+				p.FetchBytes += s.StoredSize
+			}
 			continue // before the snapshot
 		}
 		if len(p.Segments) == 0 {

@@ -99,6 +99,12 @@ func TestMake(t *testing.T) {
 			}
 			var got []string
 			var bytes int64 = p.Snapshot.StoredBytes
+			for _, s := range p.Head {
+				if s.File != p.From.File || s.End > p.From.Pos {
+					t.Errorf("head segment %s:%d-%d is not before %s in its file", s.File, s.Start, s.End, p.From)
+				}
+				bytes += s.StoredSize
+			}
 			for _, s := range p.Segments {
 				got = append(got, catalog.Position{File: s.File, Pos: s.Start}.String())
 				bytes += s.StoredSize

@@ -22,7 +22,9 @@ const usage = `mysql-pitr: continuous binlog archive and point-in-time recovery 
 
 Usage:
   mysql-pitr agent --dsn DSN --storage URL [flags]     stream the binlog to storage (the sidecar)
-  mysql-pitr list --storage URL [--json]               show what the archive holds
+  mysql-pitr snapshot --dsn DSN --storage URL          take a snapshot now [--method logical|physical] [--threads N]
+  mysql-pitr list --storage URL [--json]               show snapshots, binlog coverage and recoverable windows
+  mysql-pitr restore --storage URL --to TIME --datadir DIR   restore a datadir to a moment [--dry-run] [--force]
   mysql-pitr binlog fetch --storage URL --out DIR      write the archived binlog back out as files
   mysql-pitr version
 
@@ -49,6 +51,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAgent(ctx, rest, stdout, stderr)
 	case "list":
 		return runList(ctx, rest, stdout, stderr)
+	case "snapshot":
+		return runSnapshot(ctx, rest, stdout, stderr)
+	case "restore":
+		return runRestore(ctx, rest, stdout, stderr)
 	case "binlog":
 		if len(rest) > 0 && rest[0] == "fetch" {
 			return runFetch(ctx, rest[1:], stdout, stderr)

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	// The command name holds a space and a parenthesis, as names may.
+	stat := "4242 (my (agent) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 8 0 100 1000000 2000 18446744073709551615"
+	got, err := parseStatCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3250 * time.Millisecond; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if _, err := parseStatCPU("4242 agent S 1"); err == nil {
+		t.Error("no error for a line without a command name")
+	}
+}
+
+func TestParseStatusKB(t *testing.T) {
+	status := "Name:\tmysql-pitr\nVmPeak:\t 1300000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30000 kB\n"
+	got, err := parseStatusKB(status, "VmHWM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(40960 << 10); got != want {
+		t.Errorf("got %d, want %d", got, want)
+	}
+	if _, err := parseStatusKB(status, "VmSwap"); err == nil {
+		t.Error("no error for a missing line")
+	}
+}
+
+func TestParseCPULine(t *testing.T) {
+	got := parseCPULine("cpu  100 10 50 800 20 5 5 10 0 0")
+	want := cpuTimes{busy: 170, steal: 10, total: 1000}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	tests := []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {90, 90 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {0.1, time.Millisecond}}
+	for _, tt := range tests {
+		if got := percentile(ds, tt.p); got != tt.want {
+			t.Errorf("p%v: got %s, want %s", tt.p, got, tt.want)
+		}
+	}
+	if got := percentile(nil, 99); got != 0 {
+		t.Errorf("empty: got %s", got)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		name string
+		xs   []float64
+		want float64
+	}{
+		{"odd", []float64{3, 1, 2}, 2},
+		{"even", []float64{4, 1, 3, 2}, 2.5},
+		{"one", []float64{7}, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := median(tt.xs); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPosAtLeast(t *testing.T) {
+	pos := func(f string, p uint64) catalog.Position { return catalog.Position{File: f, Pos: p} }
+	tests := []struct {
+		name string
+		a, b catalog.Position
+		want bool
+	}{
+		{"same", pos("mysql-bin.000002", 100), pos("mysql-bin.000002", 100), true},
+		{"behind in file", pos("mysql-bin.000002", 99), pos("mysql-bin.000002", 100), false},
+		{"later file", pos("mysql-bin.000003", 4), pos("mysql-bin.000002", 900), true},
+		{"earlier file", pos("mysql-bin.000002", 900), pos("mysql-bin.000010", 4), false},
+		{"nothing yet", catalog.Position{}, pos("mysql-bin.000001", 4), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := posAtLeast(tt.a, tt.b); got != tt.want {
+				t.Errorf("posAtLeast(%s, %s) = %v, want %v", tt.a, tt.b, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSysbenchTPS(t *testing.T) {
+	tests := []struct {
+		name, log string
+		want      float64
+	}{
+		{"final report", "SQL statistics:\n    transactions:                        59940  (998.87 per sec.)\n", 998.87},
+		{"intervals only", "[ 10s ] thds: 4 tps: 3900.00 qps: 1\n[ 20s ] thds: 4 tps: 4100.00 qps: 1\n", 4000},
+		{"nothing", "Threads started!\n", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "sysbench.log")
+			if err := os.WriteFile(path, []byte(tt.log), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := sysbenchTPS(path); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{{"1GiB", 1 << 30}, {"200MiB", 200 << 20}, {"1048576", 1 << 20}, {"5 MB", 5e6}}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+	if _, err := parseSize("lots"); err == nil {
+		t.Error("no error for a bad size")
+	}
+}

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+)
+
+// server is the MariaDB under test with a root pool for the benchmark's own
+// queries.
+type server struct {
+	*testbed.MariaDB
+	db *sql.DB
+}
+
+func startServer(cfg config) (*server, error) {
+	m, err := testbed.StartMariaDB(testbed.MariaDBOptions{
+		MaxBinlogSize: cfg.maxBinlogSize,
+		// sysbench's 8×100k-row tables fit in memory, so generating the
+		// binlog is bound by the server's CPU, not by reads from disk.
+		ExtraArgs: []string{"--innodb-buffer-pool-size=" + strconv.FormatInt(cfg.bufferPool, 10), "--max-connections=200"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("mysql", m.DSN())
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("open root pool: %w", err)
+	}
+	return &server{MariaDB: m, db: db}, nil
+}
+
+// cpu is the CPU time mariadbd has used so far; 0 if it cannot be read.
+func (s *server) cpu() time.Duration {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(s.DataDir()), "mysqld.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	d, _ := parseStatCPU(string(stat))
+	return d
+}
+
+func (s *server) Close() error {
+	s.db.Close()
+	return s.MariaDB.Close()
+}
+
+// masterStatus is SHOW MASTER STATUS: where the next event will be written.
+func masterStatus(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) (catalog.Position, error) {
+	var p catalog.Position
+	var doDB, ignoreDB sql.NullString
+	err := q.QueryRowContext(ctx, "SHOW MASTER STATUS").Scan(&p.File, &p.Pos, &doDB, &ignoreDB)
+	if err != nil {
+		return p, fmt.Errorf("show master status: %w", err)
+	}
+	return p, nil
+}
+
+// binaryLogs is SHOW BINARY LOGS: the server's files and their sizes.
+type binaryLog struct {
+	Name string
+	Size int64
+}
+
+func (s *server) binaryLogs(ctx context.Context) ([]binaryLog, error) {
+	rows, err := s.db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return nil, fmt.Errorf("show binary logs: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	var logs []binaryLog
+	for rows.Next() {
+		vals := make([]sql.RawBytes, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, fmt.Errorf("show binary logs: %w", err)
+		}
+		size, err := strconv.ParseInt(string(vals[1]), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("show binary logs: size %q: %w", vals[1], err)
+		}
+		logs = append(logs, binaryLog{Name: string(vals[0]), Size: size})
+	}
+	return logs, rows.Err()
+}
+
+func totalSize(logs []binaryLog) int64 {
+	var n int64
+	for _, l := range logs {
+		n += l.Size
+	}
+	return n
+}
+
+// waitIdle waits until the server's binlog end stops moving for quiet, so a
+// capture run measures a fixed amount of binlog.
+func (s *server) waitIdle(ctx context.Context, quiet time.Duration) (catalog.Position, error) {
+	last, err := masterStatus(ctx, s.db)
+	if err != nil {
+		return last, err
+	}
+	since := time.Now()
+	for time.Since(since) < quiet {
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		p, err := masterStatus(ctx, s.db)
+		if err != nil {
+			return last, err
+		}
+		if p != last {
+			last, since = p, time.Now()
+		}
+	}
+	return last, nil
+}
+
+// sysbench runs sysbench's oltp_write_only against the server's sbtest
+// database.
+type sysbench struct {
+	bin       string
+	port      int
+	tables    int
+	tableSize int
+	threads   int
+}
+
+func (b sysbench) args(extra ...string) []string {
+	a := []string{b.bin, "oltp_write_only",
+		"--db-driver=mysql", "--mysql-host=127.0.0.1", "--mysql-port=" + strconv.Itoa(b.port),
+		"--mysql-user=root", "--mysql-db=sbtest",
+		"--tables=" + strconv.Itoa(b.tables), "--table-size=" + strconv.Itoa(b.tableSize),
+		"--threads=" + strconv.Itoa(b.threads),
+	}
+	return append(a, extra...)
+}
+
+// prepare creates and fills the tables; it writes to the binlog too.
+func (b sysbench) prepare(ctx context.Context, s *server, logPath string) error {
+	if _, err := s.db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS sbtest"); err != nil {
+		return fmt.Errorf("create sbtest: %w", err)
+	}
+	a := b.args("prepare")
+	out, err := exec.CommandContext(ctx, a[0], a[1:]...).CombinedOutput()
+	os.WriteFile(logPath, out, 0o644)
+	if err != nil {
+		return fmt.Errorf("sysbench prepare: %w\n%s", err, lastLines(string(out), 20))
+	}
+	return nil
+}
+
+// generateResult is what filling the binlog took.
+type generateResult struct {
+	Bytes    int64
+	Files    int
+	Prepare  time.Duration // sysbench prepare
+	Duration time.Duration // sysbench run; 0 if prepare wrote enough
+	TPS      float64       // of the run, from sysbench's reports
+}
+
+// generate runs sysbench until the server's binlogs total at least target
+// bytes, then stops it.
+func (b sysbench) generate(ctx context.Context, s *server, target int64, logPath string, progress func(int64)) (generateResult, error) {
+	var r generateResult
+	begin := time.Now()
+	logs, err := s.binaryLogs(ctx)
+	if err != nil {
+		return r, err
+	}
+	if r.Bytes, r.Files = totalSize(logs), len(logs); r.Bytes >= target {
+		return r, nil // prepare alone wrote enough
+	}
+	// sysbench stops on its own only by time or event count, neither of
+	// which maps to binlog bytes; it is stopped from here instead, with a
+	// time limit only as a backstop.
+	c, err := startChild("sysbench", b.args("--time=7200", "--report-interval=10", "run"), nil, logPath)
+	if err != nil {
+		return r, err
+	}
+	defer c.stop(time.Second)
+	lastReport := time.Now()
+	for {
+		logs, err := s.binaryLogs(ctx)
+		if err != nil {
+			return r, err
+		}
+		r.Bytes, r.Files = totalSize(logs), len(logs)
+		if r.Bytes >= target {
+			break
+		}
+		if done, err := c.exited(); done {
+			return r, fmt.Errorf("sysbench run ended early (%v):\n%s", err, c.logTail(20))
+		}
+		if time.Since(lastReport) >= 10*time.Second {
+			progress(r.Bytes)
+			lastReport = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	// sysbench 1.0 prints no totals when stopped; sysbenchTPS falls back
+	// to its interval reports.
+	c.stop(time.Second)
+	r.Duration = time.Since(begin)
+	r.TPS = sysbenchTPS(c.log)
+	return r, nil
+}
+
+var (
+	tpsRE      = regexp.MustCompile(`transactions:\s+\d+\s+\(([0-9.]+) per sec\.\)`)
+	intervalRE = regexp.MustCompile(`(?m)^\[ *\d+s \] thds: \d+ tps: ([0-9.]+)`)
+)
+
+// sysbenchTPS reads the transactions per second from a sysbench log: the
+// final report's, or, for a sysbench that was stopped before it printed one,
+// the mean of its interval reports. 0 when the log has neither.
+func sysbenchTPS(logPath string) float64 {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return 0
+	}
+	if m := tpsRE.FindSubmatch(b); m != nil {
+		tps, _ := strconv.ParseFloat(string(m[1]), 64)
+		return tps
+	}
+	var sum float64
+	ms := intervalRE.FindAllSubmatch(b, -1)
+	for _, m := range ms {
+		tps, _ := strconv.ParseFloat(string(m[1]), 64)
+		sum += tps
+	}
+	if len(ms) == 0 {
+		return 0
+	}
+	return sum / float64(len(ms))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// purgeOld rotates the binlog and purges every older file, so that an agent
+// started afterwards on an empty archive has almost nothing to catch up.
+func (s *server) purgeOld(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+		return fmt.Errorf("flush binary logs: %w", err)
+	}
+	p, err := masterStatus(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	if _, err := s.db.ExecContext(ctx, "PURGE BINARY LOGS TO '"+p.File+"'"); err != nil {
+		return fmt.Errorf("purge binary logs: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/restore"
+)
+
+func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var sf storageFlags
+	var lf logFlags
+	var to, toPos, datadir, replay string
+	var dryRun, force, discard bool
+	var threads int
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sf.register(fs)
+	lf.register(fs)
+	fs.StringVar(&to, "to", "", "restore to this moment: an RFC 3339 time with a zone (2026-11-27T10:41:07Z), or latest")
+	fs.StringVar(&toPos, "to-position", "", "restore to the end of the transaction that ends at FILE:POS")
+	fs.StringVar(&datadir, "datadir", "", "directory to restore into (must be empty unless --force)")
+	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and stop")
+	fs.BoolVar(&force, "force", false, "move the datadir's current contents aside (to DATADIR.before-restore-TIME)")
+	fs.BoolVar(&discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
+	fs.StringVar(&replay, "replay", restore.ReplayMysqlbinlog, "how to replay the binlog: mysqlbinlog (mariadb-binlog | mariadb, with an exact stop position)")
+	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	target, err := restore.ParseTarget(to, toPos)
+	if err != nil {
+		return usageError{err}
+	}
+	switch {
+	case datadir == "" && !dryRun:
+		return usageError{errors.New("--datadir is required (or --dry-run)")}
+	case discard && !force:
+		return usageError{errors.New("--discard-existing needs --force")}
+	case threads < 1:
+		return usageError{fmt.Errorf("--threads %d: at least 1", threads)}
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	st, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{})
+	if err != nil {
+		return err
+	}
+	snaps, err := catalog.LoadSnapshots(ctx, st)
+	if err != nil {
+		return err
+	}
+	p, err := restore.Make(arch, snaps.Complete, target, time.Now())
+	if err != nil {
+		return err
+	}
+	printPlan(stdout, p)
+	if dryRun {
+		return nil
+	}
+	res, err := restore.Apply(ctx, p, restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
+		Replay: replay, Threads: threads, Logger: logger})
+	if err != nil {
+		return err
+	}
+	if res.MovedAside != "" {
+		fmt.Fprintf(stdout, "previous datadir contents moved to %s\n", res.MovedAside)
+	}
+	last := "-"
+	if !res.Marker.LastCommit.IsZero() {
+		last = res.Marker.LastCommit.UTC().Format(time.RFC3339Nano)
+	}
+	fmt.Fprintf(stdout, "restored %s to %s: snapshot %s + %d transactions, last committed %s, stopped at %s, in %s\n",
+		datadir, p.Target, p.Snapshot.ID, res.Marker.Transactions, last, res.Marker.Stop, res.Duration.Round(time.Millisecond))
+	return nil
+}
+
+func printPlan(w io.Writer, p *restore.Plan) {
+	fmt.Fprintf(w, "target:    %s\n", p.Target)
+	fmt.Fprintf(w, "snapshot:  %s (%s, consistent at %s, binlog %s)\n", p.Snapshot.ID, p.Snapshot.Method,
+		fmtTime(p.Snapshot.ConsistentAt), p.Snapshot.Binlog)
+	fmt.Fprintf(w, "replay:    timeline %s from %s, %d segments\n", p.Timeline, p.From, len(p.Segments))
+	fmt.Fprintf(w, "fetch:     %d bytes\n", p.FetchBytes)
+	fmt.Fprintf(w, "archive:   ends at %s, last commit %s\n", p.ArchiveEnd, fmtTime(p.ArchiveEndTime))
+}

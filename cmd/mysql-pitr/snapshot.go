@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
+)
+
+// snapshotOptions are the settings of `mysql-pitr snapshot`.
+type snapshotOptions struct {
+	mysql   mysqlFlags
+	storage storageFlags
+	log     logFlags
+	method  string
+	threads int
+	agentID string
+}
+
+func (o *snapshotOptions) register(fs *flag.FlagSet) {
+	o.mysql.register(fs)
+	o.storage.register(fs)
+	o.log.register(fs)
+	host, _ := os.Hostname()
+	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (mariadb-backup / xtrabackup on the server's host)")
+	fs.IntVar(&o.threads, "threads", runtime.NumCPU(), "parallel connections for a logical snapshot")
+	fs.StringVar(&o.agentID, "agent-id", host, "who takes the snapshot, recorded in its manifest")
+}
+
+// Validate names the first bad setting.
+func (o *snapshotOptions) Validate() error {
+	switch {
+	case o.method != catalog.MethodLogical && o.method != catalog.MethodPhysical:
+		return usageError{fmt.Errorf("--method %q: want logical or physical", o.method)}
+	case o.threads < 1:
+		return usageError{fmt.Errorf("--threads %d: at least 1", o.threads)}
+	}
+	return nil
+}
+
+func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o snapshotOptions
+	fs := flag.NewFlagSet("snapshot", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	logger, err := o.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	mcfg, err := o.mysql.config()
+	if err != nil {
+		return err
+	}
+	st, err := o.storage.open(ctx)
+	if err != nil {
+		return err
+	}
+	var tl catalog.TimelineID
+	if tail, err := catalog.LoadTail(ctx, st); err != nil {
+		return err
+	} else if tail != nil {
+		tl = tail.ID
+	}
+	progress := newProgress(stderr, logger)
+	defer progress.done()
+	var m *catalog.Manifest
+	switch o.method {
+	case catalog.MethodLogical:
+		m, err = snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: mcfg, Storage: st, Threads: o.threads,
+			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
+	case catalog.MethodPhysical:
+		src, serr := binlog.NewSource(mcfg)
+		if serr != nil {
+			return serr
+		}
+		defer src.Close()
+		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, Storage: st, Timeline: tl, Agent: o.agentID, Logger: logger})
+	}
+	if err != nil {
+		return err
+	}
+	progress.done()
+	fmt.Fprintf(stdout, "snapshot %s (%s): consistent with %s, gtid %s; %d bytes stored in %s; writes blocked %s\n",
+		m.ID, m.Method, m.Binlog, m.GTIDSet, m.StoredBytes, m.Finished.Sub(m.Started).Round(time.Millisecond), m.WritesBlocked)
+	return nil
+}
+
+// progress shows a snapshot's progress: a line redrawn on a terminal, a log
+// line every 10 s otherwise.
+type progress struct {
+	mu       sync.Mutex
+	w        io.Writer
+	tty      bool
+	logger   interface{ Info(string, ...any) }
+	last     time.Time
+	start    time.Time
+	finished bool
+	drawn    bool
+}
+
+func newProgress(w io.Writer, logger interface{ Info(string, ...any) }) *progress {
+	return &progress{w: w, tty: isTerminal(w), logger: logger, start: time.Now()}
+}
+
+func (p *progress) update(s snapshot.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.finished {
+		return
+	}
+	rate := float64(s.Bytes) / time.Since(p.start).Seconds() / (1 << 20)
+	if p.tty {
+		fmt.Fprintf(p.w, "\r%d/%d tables, %d/%d chunks, %d rows, %.1f MiB (%.1f MiB/s)   ",
+			s.TablesDone, s.TablesTotal, s.ChunksDone, s.ChunksTotal, s.Rows, float64(s.Bytes)/(1<<20), rate)
+		p.drawn = true
+		return
+	}
+	if time.Since(p.last) >= 10*time.Second {
+		p.last = time.Now()
+		p.logger.Info("snapshot progress", "tables_done", s.TablesDone, "tables", s.TablesTotal, "chunks_done", s.ChunksDone,
+			"chunks", s.ChunksTotal, "rows", s.Rows, "bytes", s.Bytes, "mib_per_s", fmt.Sprintf("%.1f", rate))
+	}
+}
+
+func (p *progress) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn && !p.finished {
+		fmt.Fprintln(p.w)
+	}
+	p.finished = true
+}

@@ -1,0 +1,317 @@
+package restore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// Replay modes.
+const (
+	ReplayServer      = "server"
+	ReplayMysqlbinlog = "mysqlbinlog"
+)
+
+// MarkerFile is written into a restored datadir: which restore produced it.
+// The agent reads it to start a new timeline for the restored server.
+const MarkerFile = "mysql-pitr-restore.json"
+
+// Marker is the content of MarkerFile.
+type Marker struct {
+	ID       string             `json:"id"`
+	Target   string             `json:"target"`
+	Snapshot catalog.SnapshotID `json:"snapshot"`
+	Timeline catalog.TimelineID `json:"timeline"`
+	// Stop is the first binlog byte of the source not replayed.
+	Stop         catalog.Position `json:"stop"`
+	Transactions int              `json:"transactions_replayed"`
+	LastCommit   time.Time        `json:"last_commit,omitzero"`
+	GTIDState    string           `json:"gtid_state,omitempty"`
+	Finished     time.Time        `json:"finished"`
+}
+
+// Options configure Apply.
+type Options struct {
+	Store storage.Storage
+	// Datadir is where the restored server's files go; it must be empty
+	// unless Force.
+	Datadir string
+	// Force moves an existing datadir's contents aside (to a sibling
+	// directory) instead of refusing; with DiscardExisting they are deleted.
+	Force, DiscardExisting bool
+	// Replay is ReplayServer or ReplayMysqlbinlog.
+	Replay string
+	// Threads loads a logical snapshot in parallel (0: the number of CPUs).
+	Threads int
+	// WorkDir holds fetched binlogs and the temporary server's socket;
+	// empty means a new directory under os.TempDir().
+	WorkDir string
+	Logger  *slog.Logger
+}
+
+// Result is what a restore did.
+type Result struct {
+	Marker   Marker
+	Duration time.Duration
+	// MovedAside is where the datadir's previous contents went, if anywhere.
+	MovedAside string
+}
+
+// Apply carries out a plan into a datadir: restore the snapshot, replay the
+// binlog to the stop on a temporary server listening only on a private
+// socket, shut it down cleanly, and record the restore in the datadir.
+func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
+	begin := time.Now()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Replay == "" {
+		opts.Replay = ReplayMysqlbinlog
+	}
+	log := opts.Logger
+	work := opts.WorkDir
+	if work == "" {
+		var err error
+		if work, err = os.MkdirTemp("", "pitr-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(work)
+	}
+	res := &Result{}
+	var err error
+	if res.MovedAside, err = prepareDatadir(opts.Datadir, opts.Force, opts.DiscardExisting); err != nil {
+		return nil, err
+	}
+
+	// Fetch and verify the binlog first: a damaged archive stops the restore
+	// before the datadir is touched.
+	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"))
+	if err != nil {
+		return nil, err
+	}
+	stop, err := findStop(p, files)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("replay range", "from", p.From.String(), "stop", stop.Position.String(), "transactions", stop.Transactions)
+
+	flavor := mysqld.MariaDB
+	if p.Snapshot.Flavor == string(binlog.MySQL) {
+		flavor = mysqld.MySQL
+	}
+	switch p.Snapshot.Method {
+	case catalog.MethodPhysical:
+		log.Info("restoring physical snapshot", "snapshot", string(p.Snapshot.ID))
+		if _, err := snapshot.RestorePhysical(ctx, opts.Store, p.Snapshot, opts.Datadir, snapshot.RestorePhysicalOptions{Logger: log}); err != nil {
+			return nil, err
+		}
+	case catalog.MethodLogical:
+		log.Info("initializing datadir for logical snapshot", "snapshot", string(p.Snapshot.ID))
+		if err := mysqld.Init(ctx, flavor, opts.Datadir); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("snapshot %s has unknown method %q", p.Snapshot.ID, p.Snapshot.Method)
+	}
+	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: opts.Datadir, RunDir: filepath.Join(work, "run"),
+		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+			srv.Stop(sctx)
+			cancel()
+		}
+	}()
+	if p.Snapshot.Method == catalog.MethodLogical {
+		log.Info("loading logical snapshot")
+		if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, srv.Config(), snapshot.LoadOptions{Threads: opts.Threads, Logger: log}); err != nil {
+			return nil, err
+		}
+	}
+	switch opts.Replay {
+	case ReplayMysqlbinlog:
+		if err := replayMysqlbinlog(ctx, srv, stop, log); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("replay mode %q is not available (use %s)", opts.Replay, ReplayMysqlbinlog)
+	}
+	gtid := ""
+	if flavor == mysqld.MariaDB {
+		gtid = mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs)
+		if gtid != "" {
+			if _, err := srv.DB().ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", gtid); err != nil {
+				return nil, fmt.Errorf("set gtid_slave_pos: %w", err)
+			}
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	err = srv.Stop(sctx)
+	cancel()
+	stopped = true
+	if err != nil {
+		return nil, err
+	}
+	var idb [6]byte
+	_, _ = rand.Read(idb[:])
+	res.Marker = Marker{ID: hex.EncodeToString(idb[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: p.Timeline,
+		Stop: stop.Position, Transactions: stop.Transactions, LastCommit: stop.LastCommit, GTIDState: gtid, Finished: time.Now().UTC()}
+	b, _ := json.MarshalIndent(res.Marker, "", "  ")
+	if err := os.WriteFile(filepath.Join(opts.Datadir, MarkerFile), append(b, '\n'), 0o640); err != nil {
+		return nil, fmt.Errorf("write restore marker: %w", err)
+	}
+	res.Duration = time.Since(begin)
+	return res, nil
+}
+
+// replayServerID picks a server_id for the temporary server that differs
+// from the source's, whose events it would otherwise skip as its own.
+func replayServerID(source uint32) uint32 {
+	if source == 4294967000 {
+		return 4294967001
+	}
+	return 4294967000
+}
+
+// prepareDatadir checks that dir is empty, or empties it as asked. It
+// returns where old contents were moved.
+func prepareDatadir(dir string, force, discard bool) (string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", os.MkdirAll(dir, 0o750)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read datadir: %w", err)
+	}
+	var used []os.DirEntry
+	for _, e := range ents {
+		if e.Name() != "lost+found" {
+			used = append(used, e)
+		}
+	}
+	if len(used) == 0 {
+		return "", nil
+	}
+	if !force {
+		return "", fmt.Errorf("datadir %s is not empty (%d entries): pass --force to move its contents aside, or --force --discard-existing to delete them", dir, len(used))
+	}
+	if discard {
+		for _, e := range used {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return "", fmt.Errorf("discard datadir contents: %w", err)
+			}
+		}
+		return "", nil
+	}
+	aside := fmt.Sprintf("%s.before-restore-%s", filepath.Clean(dir), time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Mkdir(aside, 0o750); err != nil {
+		return "", fmt.Errorf("move datadir aside: %w", err)
+	}
+	for _, e := range used {
+		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(aside, e.Name())); err != nil {
+			if errors.Is(err, syscall.EXDEV) {
+				return "", fmt.Errorf("move datadir aside: %s is on another filesystem than %s; use --discard-existing or a datadir below the volume's root", aside, dir)
+			}
+			return "", fmt.Errorf("move datadir aside: %w", err)
+		}
+	}
+	return aside, nil
+}
+
+// fetch writes the binlog the plan needs as local files, verified.
+func fetch(ctx context.Context, st storage.Storage, p *Plan, dir string) ([]binlog.FetchResult, error) {
+	segs := append(append([]*catalog.Segment{}, p.Head...), p.Segments...)
+	if len(segs) == 0 {
+		return nil, nil
+	}
+	tl := &catalog.TimelineState{Timeline: catalog.Timeline{ID: p.Timeline, Start: catalog.Position{File: segs[0].File, Pos: segs[0].Start}}, Segments: segs}
+	return binlog.Fetch(ctx, st, tl, dir)
+}
+
+// replayMysqlbinlog pipes mariadb-binlog/mysqlbinlog into the client: the
+// standard tools, with an exact stop position (never a stop time, which can
+// cut a transaction).
+func replayMysqlbinlog(ctx context.Context, srv *mysqld.Server, stop *Stop, log *slog.Logger) error {
+	if len(stop.Files) == 0 || stop.Transactions == 0 {
+		log.Info("nothing to replay after the snapshot")
+		return nil
+	}
+	dump, err := mysqld.Look("mariadb-binlog", "mysqlbinlog")
+	if err != nil {
+		return err
+	}
+	client, err := mysqld.Look("mariadb", "mysql")
+	if err != nil {
+		return err
+	}
+	args := []string{"--no-defaults", "--start-position=" + strconv.FormatUint(stop.Files[0].From, 10)}
+	for _, f := range stop.Files {
+		args = append(args, f.Path)
+	}
+	args = append(args, "--stop-position="+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
+	dumpCmd := exec.CommandContext(ctx, dump, args...)
+	clientCmd := exec.CommandContext(ctx, client, "--no-defaults", "--binary-mode", "--socket="+srv.Socket(), "-uroot")
+	// A real pipe: if the client dies, the dump gets EPIPE instead of blocking.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	dumpCmd.Stdout = pw
+	clientCmd.Stdin = pr
+	var dumpErr, clientErr tail
+	dumpCmd.Stderr, clientCmd.Stderr = &dumpErr, &clientErr
+	if err := clientCmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return fmt.Errorf("start %s: %w", client, err)
+	}
+	pr.Close()
+	if err := dumpCmd.Start(); err != nil {
+		pw.Close()
+		clientCmd.Wait()
+		return fmt.Errorf("start %s: %w", dump, err)
+	}
+	pw.Close()
+	cerr := clientCmd.Wait()
+	derr := dumpCmd.Wait()
+	if derr != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(dump), derr, dumpErr.String())
+	}
+	if cerr != nil {
+		return fmt.Errorf("%s applying the binlog: %w: %s", filepath.Base(client), cerr, clientErr.String())
+	}
+	return nil
+}
+
+// tail keeps the last 4 KiB written to it.
+type tail struct{ b []byte }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 4096 {
+		t.b = t.b[len(t.b)-4096:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string { return string(t.b) }

@@ -1,0 +1,267 @@
+package restore
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/file"
+)
+
+// tableChecksums returns CHECKSUM TABLE of every user table, keyed by name.
+func tableChecksums(t *testing.T, cfg *mysql.Config) map[string]string {
+	t.Helper()
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sqlOpen(c)
+	defer db.Close()
+	rows, err := db.Query(`SELECT CONCAT('` + "`" + `', table_schema, '` + "`.`" + `', table_name, '` + "`" + `') FROM information_schema.tables
+		WHERE table_schema NOT IN ('mysql','sys','information_schema','performance_schema') AND table_type = 'BASE TABLE'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		names = append(names, n)
+	}
+	rows.Close()
+	sort.Strings(names)
+	out := map[string]string{}
+	for _, n := range names {
+		var name, sum string
+		if err := db.QueryRow("CHECKSUM TABLE " + n + " EXTENDED").Scan(&name, &sum); err != nil {
+			t.Fatal(err)
+		}
+		out[n] = sum
+	}
+	return out
+}
+
+// workload writes transactions to app.accounts and app.log until stopped;
+// holding pause.Lock() pauses it.
+type workload struct {
+	pause sync.Mutex
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func startWorkload(t *testing.T, src *testbed.MariaDB) *workload {
+	db := src.DB(t)
+	for _, q := range []string{
+		"CREATE DATABASE app",
+		"CREATE TABLE app.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL)",
+		"CREATE TABLE app.log (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(100), at DATETIME(6))",
+		"CREATE TABLE app.doomed (id INT PRIMARY KEY, v TEXT)",
+		"INSERT INTO app.doomed VALUES (1, 'keep me'), (2, 'me too')",
+	} {
+		src.Exec(t, q)
+	}
+	for i := 0; i < 20; i++ {
+		src.Exec(t, "INSERT INTO app.accounts VALUES (?, 1000)", i)
+	}
+	w := &workload{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			w.pause.Lock()
+			tx, err := db.Begin()
+			if err == nil {
+				a, b := i%20, (i*7+3)%20
+				tx.Exec("UPDATE app.accounts SET balance = balance - 5 WHERE id = ?", a)
+				tx.Exec("UPDATE app.accounts SET balance = balance + 5 WHERE id = ?", b)
+				tx.Exec("INSERT INTO app.log (note, at) VALUES (?, NOW(6))", fmt.Sprintf("move %d→%d", a, b))
+				tx.Commit()
+			}
+			w.pause.Unlock()
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+// checkpoint pauses the workload for 1.5 s and returns a time inside the
+// pause (a quarter second in, so that no commit second on either side can
+// be mistaken for it) and the checksums there.
+func (w *workload) checkpoint(t *testing.T, src *testbed.MariaDB, during func()) (time.Time, map[string]string) {
+	w.pause.Lock()
+	defer w.pause.Unlock()
+	start := time.Now()
+	if during != nil {
+		during()
+	}
+	sums := tableChecksums(t, srcConfig(t, src))
+	time.Sleep(time.Until(start.Add(1500 * time.Millisecond)))
+	return start.Add(250 * time.Millisecond), sums
+}
+
+func srcConfig(t *testing.T, src *testbed.MariaDB) *mysql.Config {
+	cfg, err := mysql.ParseDSN(src.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type checkpointSums struct {
+	name string
+	at   time.Time
+	sums map[string]string
+}
+
+func TestRestoreToCheckpoints(t *testing.T) {
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamer := startStreamer(t, src, st)
+	w := startWorkload(t, src)
+	time.Sleep(300 * time.Millisecond)
+
+	pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
+	m, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("logical snapshot %s at %s, writes blocked %s", m.ID, m.Binlog, m.WritesBlocked)
+
+	var cps []checkpointSums
+	time.Sleep(500 * time.Millisecond)
+	at, sums := w.checkpoint(t, src, nil)
+	cps = append(cps, checkpointSums{"after some writes", at, sums})
+	time.Sleep(300 * time.Millisecond)
+	big := make([]byte, 20<<20)
+	rand.Read(big)
+	at, sums = w.checkpoint(t, src, func() {
+		src.Exec(t, "INSERT INTO app.doomed VALUES (3, ?)", fmt.Sprintf("%x", big[:16<<10]))
+		src.Exec(t, "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB)")
+		src.Exec(t, "INSERT INTO app.blobs VALUES (1, ?)", big)
+		time.Sleep(1100 * time.Millisecond) // their commit second must be before the checkpoint time
+	})
+	cps = append(cps, checkpointSums{"after a 20 MB transaction", at, sums})
+	time.Sleep(400 * time.Millisecond)
+	at, sums = w.checkpoint(t, src, nil)
+	cps = append(cps, checkpointSums{"just before DROP TABLE", at, sums})
+	time.Sleep(1600 * time.Millisecond)
+	src.Exec(t, "DROP TABLE app.doomed")
+	time.Sleep(300 * time.Millisecond)
+	close(w.stop)
+	<-w.done
+	_, latest := w.checkpoint(t, src, nil)
+	waitArchived(t, streamer, src)
+
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := catalog.LoadSnapshots(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, replay := range []string{ReplayMysqlbinlog} {
+		for _, cp := range append(cps, checkpointSums{"latest", time.Time{}, latest}) {
+			t.Run(replay+"/"+cp.name, func(t *testing.T) {
+				target := Target{Kind: AtTime, Time: cp.at}
+				if cp.at.IsZero() {
+					target = Target{Kind: Latest}
+				}
+				p, err := Make(arch, snaps.Complete, target, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				dir, _ := os.MkdirTemp("", "rst-")
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("restored to %s: %d transactions replayed, stop %s, in %s", target, res.Marker.Transactions, res.Marker.Stop, res.Duration.Round(time.Millisecond))
+				got := restoredChecksums(t, dir)
+				if fmt.Sprint(got) != fmt.Sprint(cp.sums) {
+					t.Fatalf("restored tables differ from the checkpoint:\n got %v\nwant %v", got, cp.sums)
+				}
+			})
+		}
+	}
+}
+
+// restoredChecksums starts a server on the restored datadir and reads its checksums.
+func restoredChecksums(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	srv, err := mysqld.Start(t.Context(), mysqld.Options{Flavor: mysqld.MariaDB, Datadir: dir + "/data", RunDir: dir + "/r", SkipGrants: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.WithoutCancel(t.Context()))
+	var n int
+	if err := srv.DB().QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='app'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return tableChecksums(t, srv.Config())
+}
+
+func startStreamer(t *testing.T, src *testbed.MariaDB, st storage.Storage) *binlog.Streamer {
+	cfg, _ := mysql.ParseDSN(src.PitrDSN())
+	source, err := binlog.NewSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := binlog.OpenSpool(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &binlog.Streamer{Source: source, Store: st, Spool: sp, ServerID: 999, FlushInterval: 200 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		source.Close()
+	})
+	return s
+}
+
+func waitArchived(t *testing.T, s *binlog.Streamer, src *testbed.MariaDB) {
+	t.Helper()
+	var file string
+	var pos uint64
+	var x, y any
+	if err := src.DB(t).QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &x, &y); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		_, d, _ := s.Uploader().Durable()
+		if d.File > file || d.File == file && d.Pos >= pos {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("archive did not reach %s:%d", file, pos)
+}
+
+var _ = strings.Contains

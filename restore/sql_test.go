@@ -1,0 +1,8 @@
+package restore
+
+import (
+	"database/sql"
+	"database/sql/driver"
+)
+
+func sqlOpen(c driver.Connector) *sql.DB { return sql.OpenDB(c) }

@@ -1,0 +1,446 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// LoadOptions configures LoadLogical.
+type LoadOptions struct {
+	// Threads is the number of loading connections; 0 means runtime.NumCPU().
+	Threads int
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+	// WriteBinlog keeps the load in the target's binlog. By default the
+	// loading sessions set sql_log_bin = 0 when the account may.
+	WriteBinlog bool
+	// SkipUsers leaves the snapshot's accounts and grants out.
+	SkipUsers bool
+	// Progress, when set, is called after each chunk is loaded, from one
+	// goroutine at a time.
+	Progress func(Progress)
+}
+
+// ErrNotLogical is returned by LoadLogical for a manifest of another method.
+var ErrNotLogical = errors.New("snapshot is not logical")
+
+// maxLayoutSize bounds the layout object read into memory.
+const maxLayoutSize = 1 << 30
+
+// loadSeq makes LOAD DATA reader names unique within the process.
+var loadSeq atomic.Uint64
+
+// loader is one run of LoadLogical.
+type loader struct {
+	st   storage.Storage
+	m    *catalog.Manifest
+	objs map[string]catalog.SnapshotObject
+	opts LoadOptions
+	log  *slog.Logger
+	db   *sql.DB
+
+	mu       sync.Mutex
+	progress Progress
+	tableDue map[int]int
+}
+
+// LoadLogical loads a logical snapshot into the server that target names:
+// it creates the databases and tables, loads the chunks in parallel with
+// LOAD DATA LOCAL INFILE, then creates views, routines, triggers, events,
+// accounts and grants. The target should be empty of the snapshot's
+// databases: existing ones are an error.
+//
+// Integrity: every object's SHA-256 and size are checked against the
+// manifest while it streams. A chunk is loaded in its own transaction,
+// committed only once its whole object has been read and verified and the
+// server reported no warning and exactly the rows the snapshot holds, so a
+// corrupt chunk is rolled back, not applied (for transactional engines).
+//
+// The account needs to create and alter everything the snapshot holds
+// (root, in practice), and the server must allow LOAD DATA LOCAL
+// (local_infile=ON, MariaDB's default).
+func LoadLogical(ctx context.Context, st storage.Storage, m *catalog.Manifest, target *mysql.Config, opts LoadOptions) error {
+	if m.Method != catalog.MethodLogical {
+		return fmt.Errorf("load snapshot %s: %w (method %q)", m.ID, ErrNotLogical, m.Method)
+	}
+	if target == nil {
+		return errors.New("load snapshot: target is not set")
+	}
+	if opts.Threads < 0 {
+		return fmt.Errorf("load options: Threads %d is negative", opts.Threads)
+	}
+	if opts.Threads == 0 {
+		opts.Threads = runtime.NumCPU()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &loader{
+		st:       st,
+		m:        m,
+		objs:     map[string]catalog.SnapshotObject{},
+		opts:     opts,
+		log:      opts.Logger.With("component", "snapshot", "snapshot", string(m.ID)),
+		tableDue: map[int]int{},
+	}
+	for _, o := range m.Objects {
+		l.objs[o.Name] = o
+	}
+	start := time.Now()
+	var lay layout
+	if err := l.readJSON(ctx, layoutObject, &lay); err != nil {
+		return err
+	}
+	if lay.Version != layoutVersion {
+		return fmt.Errorf("snapshot %s: layout version %d is not supported (want %d)", m.ID, lay.Version, layoutVersion)
+	}
+
+	cfg := target.Clone()
+	cfg.InterpolateParams = true
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return fmt.Errorf("mysql connection settings: %w", err)
+	}
+	l.db = sql.OpenDB(conn)
+	defer l.db.Close()
+	l.db.SetMaxOpenConns(opts.Threads)
+	l.db.SetMaxIdleConns(opts.Threads)
+
+	ddl, err := l.sessionConn(ctx)
+	if err != nil {
+		return err
+	}
+	defer ddl.Close()
+	if err := l.createTables(ctx, ddl, &lay); err != nil {
+		return err
+	}
+	if err := l.loadData(ctx, ddl, &lay); err != nil {
+		return err
+	}
+	if err := l.createObjects(ctx, ddl, &lay); err != nil {
+		return err
+	}
+	if !opts.SkipUsers {
+		if err := l.createUsers(ctx, ddl, lay.Users); err != nil {
+			return err
+		}
+	}
+	l.log.Info("snapshot loaded", "tables", len(lay.Tables), "rows", l.progress.Rows, "bytes", l.progress.Bytes,
+		"duration", time.Since(start))
+	return nil
+}
+
+// sessionConn opens a connection with the loading session settings.
+func (l *loader) sessionConn(ctx context.Context) (*sql.Conn, error) {
+	c, err := l.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to target: %w", err)
+	}
+	// NO_AUTO_VALUE_ON_ZERO keeps a dumped 0 in an AUTO_INCREMENT column;
+	// no strict mode, as the values came from the same column types.
+	const set = "SET SESSION time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', " +
+		"foreign_key_checks = 0, unique_checks = 0, net_read_timeout = 3600, net_write_timeout = 3600"
+	if _, err := c.ExecContext(ctx, set); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("set up load session: %w", err)
+	}
+	if !l.opts.WriteBinlog {
+		if _, err := c.ExecContext(ctx, "SET SESSION sql_log_bin = 0"); err != nil {
+			if !isAccessDenied(err) {
+				c.Close()
+				return nil, fmt.Errorf("set sql_log_bin: %w", err)
+			}
+			l.log.Debug("the load is written to the target's binlog: the account may not set sql_log_bin", "err", err)
+		}
+	}
+	return c, nil
+}
+
+// verifier reads an object's uncompressed bytes and checks their size and
+// SHA-256 against the manifest at EOF, returning an error wrapping
+// storage.ErrChecksum instead of io.EOF on a mismatch.
+type verifier struct {
+	name string
+	want catalog.SnapshotObject
+	rc   io.ReadCloser
+	dec  *zstd.Decoder
+	h    hash.Hash
+	n    int64
+}
+
+func (v *verifier) Read(p []byte) (int, error) {
+	n, err := v.dec.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if err == io.EOF {
+		if v.n != v.want.Size {
+			return n, fmt.Errorf("object %s: %w: %d bytes, manifest says %d", v.name, storage.ErrChecksum, v.n, v.want.Size)
+		}
+		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.want.SHA256 {
+			return n, fmt.Errorf("object %s: %w: sha256 %s, manifest says %s", v.name, storage.ErrChecksum, got, v.want.SHA256)
+		}
+	} else if err != nil {
+		err = fmt.Errorf("read object %s: %w", v.name, err)
+	}
+	return n, err
+}
+
+func (v *verifier) Close() error {
+	v.dec.Close()
+	return v.rc.Close()
+}
+
+// open returns a verifying reader of the object's uncompressed bytes.
+func (l *loader) open(ctx context.Context, name string) (*verifier, error) {
+	want, ok := l.objs[name]
+	if !ok {
+		return nil, fmt.Errorf("snapshot %s: object %s is not in the manifest", l.m.ID, name)
+	}
+	key := catalog.SnapshotObjectKey(l.m.ID, name)
+	rc, err := l.st.Open(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	dec, err := zstd.NewReader(rc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("zstd decoder for %s: %w", key, err)
+	}
+	return &verifier{name: key, want: want, rc: rc, dec: dec, h: sha256.New()}, nil
+}
+
+// readAll reads a small object whole, verified.
+func (l *loader) readAll(ctx context.Context, name string) ([]byte, error) {
+	v, err := l.open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	b, err := io.ReadAll(io.LimitReader(v, maxLayoutSize))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (l *loader) readJSON(ctx context.Context, name string, dst any) error {
+	b, err := l.readAll(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, dst); err != nil {
+		return fmt.Errorf("decode %s of snapshot %s: %w", name, l.m.ID, err)
+	}
+	return nil
+}
+
+// createTables creates the databases and tables.
+func (l *loader) createTables(ctx context.Context, c *sql.Conn, lay *layout) error {
+	for _, db := range lay.Databases {
+		if _, err := c.ExecContext(ctx, db.Create); err != nil {
+			return fmt.Errorf("create database %s: %w", db.Name, err)
+		}
+	}
+	for _, t := range lay.Tables {
+		create, err := l.readAll(ctx, t.SchemaObject)
+		if err != nil {
+			return err
+		}
+		if _, err := c.ExecContext(ctx, "USE "+quoteIdent(t.Schema)); err != nil {
+			return fmt.Errorf("use %s: %w", t.Schema, err)
+		}
+		if _, err := c.ExecContext(ctx, string(create)); err != nil {
+			return fmt.Errorf("create table %s.%s: %w", t.Schema, t.Name, err)
+		}
+	}
+	return nil
+}
+
+// loadStatement is the LOAD DATA statement of a table, for reader name.
+func loadStatement(t *tableDef, reader string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "LOAD DATA LOCAL INFILE 'Reader::%s' INTO TABLE %s %s (", reader, quoteTable(t.Schema, t.Name), loadDataFormat)
+	var sets []string
+	for i, c := range t.Columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if c.Encoding == "" {
+			b.WriteString(quoteIdent(c.Name))
+			continue
+		}
+		v := fmt.Sprintf("@c%d", i)
+		b.WriteString(v)
+		var expr string
+		switch c.Encoding {
+		case encodingBit:
+			expr = "CAST(" + v + " AS UNSIGNED)"
+		case encodingJSON:
+			expr = "CONVERT(" + v + " USING utf8mb4)"
+		default:
+			expr = v
+		}
+		sets = append(sets, quoteIdent(c.Name)+" = "+expr)
+	}
+	b.WriteString(")")
+	if len(sets) > 0 {
+		b.WriteString(" SET " + strings.Join(sets, ", "))
+	}
+	return b.String()
+}
+
+// loadData loads every chunk, in parallel.
+func (l *loader) loadData(ctx context.Context, first *sql.Conn, lay *layout) error {
+	type job struct {
+		t int
+		c int
+	}
+	for i, t := range lay.Tables {
+		l.progress.TablesTotal++
+		l.progress.ChunksTotal += len(t.Chunks)
+		l.tableDue[i] = len(t.Chunks)
+	}
+	jobs := make(chan job)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(jobs)
+		for i, t := range lay.Tables {
+			for j := range t.Chunks {
+				select {
+				case jobs <- job{i, j}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+		}
+		return nil
+	})
+	for w := range l.opts.Threads {
+		g.Go(func() error {
+			c := first
+			if w > 0 {
+				var err error
+				if c, err = l.sessionConn(gctx); err != nil {
+					return err
+				}
+				defer c.Close()
+			}
+			for j := range jobs {
+				t := &lay.Tables[j.t]
+				if err := l.loadChunk(gctx, c, t, t.Chunks[j.c]); err != nil {
+					return fmt.Errorf("load %s.%s chunk %d: %w", t.Schema, t.Name, j.c+1, err)
+				}
+				l.chunkDone(j.t, t.Chunks[j.c])
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// loadChunk loads one chunk in a transaction that commits only if the
+// object verified and the server took every row without a warning.
+func (l *loader) loadChunk(ctx context.Context, c *sql.Conn, t *tableDef, ch chunkDef) (err error) {
+	v, err := l.open(ctx, ch.Object)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	name := fmt.Sprintf("mysql-pitr-%s-%d", l.m.ID, loadSeq.Add(1))
+	mysql.RegisterReaderHandler(name, func() io.Reader { return v })
+	defer mysql.DeregisterReaderHandler(name)
+
+	if _, err := c.ExecContext(ctx, "START TRANSACTION"); err != nil {
+		return fmt.Errorf("start transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if _, rerr := c.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			}
+		}
+	}()
+	res, err := c.ExecContext(ctx, loadStatement(t, name))
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	var warnings int
+	if err := c.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&warnings); err != nil {
+		return fmt.Errorf("read warning count: %w", err)
+	}
+	if warnings > 0 {
+		return fmt.Errorf("server reported %d warnings: %s", warnings, firstWarnings(ctx, c))
+	}
+	if n != ch.Rows {
+		return fmt.Errorf("server loaded %d rows, the snapshot holds %d", n, ch.Rows)
+	}
+	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// firstWarnings describes the first warnings of the last statement.
+func firstWarnings(ctx context.Context, c *sql.Conn) string {
+	rows, err := c.QueryContext(ctx, "SHOW WARNINGS LIMIT 3")
+	if err != nil {
+		return "(show warnings: " + err.Error() + ")"
+	}
+	defer rows.Close()
+	var b bytes.Buffer
+	for rows.Next() {
+		var level, msg string
+		var code int
+		if rows.Scan(&level, &code, &msg) == nil {
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "%s %d: %s", level, code, msg)
+		}
+	}
+	return b.String()
+}
+
+func (l *loader) chunkDone(t int, ch chunkDef) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.progress.ChunksDone++
+	l.progress.Rows += ch.Rows
+	o := l.objs[ch.Object]
+	l.progress.Bytes += o.Size
+	l.progress.StoredBytes += o.StoredSize
+	l.tableDue[t]--
+	if l.tableDue[t] == 0 {
+		l.progress.TablesDone++
+	}
+	if l.opts.Progress != nil {
+		l.opts.Progress(l.progress)
+	}
+}

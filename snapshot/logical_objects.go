@@ -1,0 +1,188 @@
+package snapshot
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// showRow runs a SHOW statement that returns one row and returns its
+// columns by lower-case name; NULL is "".
+func showRow(ctx context.Context, c *sql.Conn, q string) (map[string]string, error) {
+	rows, err := c.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("no row")
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(cols))
+	for i, c := range cols {
+		m[strings.ToLower(c)] = vals[i].String
+	}
+	return m, rows.Err()
+}
+
+// listNames runs a query returning (schema, name, kind) rows.
+func listNames(ctx context.Context, c *sql.Conn, q string, args ...any) ([][3]string, error) {
+	rows, err := c.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][3]string
+	for rows.Next() {
+		var r [3]string
+		if err := rows.Scan(&r[0], &r[1], &r[2]); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// readObjects reads the views, routines, triggers and events of schemas.
+func (d *dumper) readObjects(ctx context.Context, c *sql.Conn, p *plan, schemas []string) error {
+	where, args := schemaFilter("TABLE_SCHEMA", schemas)
+	views, err := listNames(ctx, c, "SELECT TABLE_SCHEMA, TABLE_NAME, 'VIEW' FROM information_schema.VIEWS WHERE "+
+		where+" ORDER BY TABLE_SCHEMA, TABLE_NAME", args...)
+	if err != nil {
+		return fmt.Errorf("list views: %w", err)
+	}
+	where, args = schemaFilter("ROUTINE_SCHEMA", schemas)
+	routines, err := listNames(ctx, c, "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE "+
+		where+" AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_SCHEMA, ROUTINE_TYPE, ROUTINE_NAME", args...)
+	if err != nil {
+		return fmt.Errorf("list routines: %w", err)
+	}
+	// ACTION_ORDER: triggers created in this order keep their order.
+	where, args = schemaFilter("TRIGGER_SCHEMA", schemas)
+	triggers, err := listNames(ctx, c, "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, 'TRIGGER' FROM information_schema.TRIGGERS WHERE "+
+		where+" ORDER BY EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER", args...)
+	if err != nil {
+		return fmt.Errorf("list triggers (needs the TRIGGER privilege): %w", err)
+	}
+	where, args = schemaFilter("EVENT_SCHEMA", schemas)
+	events, err := listNames(ctx, c, "SELECT EVENT_SCHEMA, EVENT_NAME, 'EVENT' FROM information_schema.EVENTS WHERE "+
+		where+" ORDER BY EVENT_SCHEMA, EVENT_NAME", args...)
+	if err != nil {
+		return fmt.Errorf("list events (needs the EVENT privilege): %w", err)
+	}
+	for _, group := range []struct {
+		names [][3]string
+		dst   *[]objectDef
+	}{{views, &p.views}, {routines, &p.routines}, {triggers, &p.triggers}, {events, &p.events}} {
+		for _, n := range group.names {
+			o, err := showCreate(ctx, c, n[2], n[0], n[1])
+			if err != nil {
+				return err
+			}
+			*group.dst = append(*group.dst, o)
+		}
+	}
+	return nil
+}
+
+// showCreate reads one object's CREATE statement and session settings.
+func showCreate(ctx context.Context, c *sql.Conn, kind, schema, name string) (objectDef, error) {
+	o := objectDef{Kind: kind, Schema: schema, Name: name}
+	m, err := showRow(ctx, c, "SHOW CREATE "+kind+" "+quoteTable(schema, name))
+	if err != nil {
+		hint := ""
+		switch {
+		case kind == kindView:
+			hint = " (needs SHOW VIEW and SELECT)"
+		case kind == kindTrigger:
+			hint = " (needs TRIGGER)"
+		case kind == kindEvent:
+			hint = " (needs EVENT)"
+		default:
+			hint = " (needs SELECT on mysql.proc, or to be the definer)"
+		}
+		return o, fmt.Errorf("show create %s %s.%s%s: %w", strings.ToLower(kind), schema, name, hint, err)
+	}
+	col := map[string]string{
+		kindView:      "create view",
+		kindProcedure: "create procedure",
+		kindFunction:  "create function",
+		kindTrigger:   "sql original statement",
+		kindEvent:     "create event",
+	}[kind]
+	o.Create = m[col]
+	if o.Create == "" {
+		return o, fmt.Errorf("show create %s %s.%s: statement is empty: the account lacks the privilege to see it "+
+			"(SELECT on mysql.proc, or to be the definer)", strings.ToLower(kind), schema, name)
+	}
+	o.SQLMode = m["sql_mode"]
+	o.CharacterSetClient = m["character_set_client"]
+	o.CollationConnection = m["collation_connection"]
+	o.TimeZone = m["time_zone"]
+	return o, nil
+}
+
+// readUsers reads accounts and roles with their grants, leaving out the
+// server's built-in accounts and, unless IncludeOwnUser, the snapshot's own.
+func (d *dumper) readUsers(ctx context.Context, c *sql.Conn) ([]userDef, error) {
+	var self string
+	if err := c.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&self); err != nil {
+		return nil, fmt.Errorf("read current user: %w", err)
+	}
+	list, err := listNames(ctx, c, usersQuery(d.flavor))
+	if err != nil {
+		if isAccessDenied(err) {
+			return nil, fmt.Errorf("list users (needs SELECT on mysql.user; or set SkipUsers): %w", err)
+		}
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	var users []userDef
+	for _, r := range list {
+		u := userDef{User: r[0], Host: r[1], Role: r[2] == "Y"}
+		if builtinAccount(u.User, u.Host) || (!d.opts.IncludeOwnUser && u.User+"@"+u.Host == self) {
+			continue
+		}
+		account := quoteIdent(u.User) + "@" + quoteIdent(u.Host)
+		if u.Role {
+			account = quoteIdent(u.User)
+			u.Create = "CREATE ROLE " + quoteIdent(u.User)
+		} else {
+			if err := c.QueryRowContext(ctx, "SHOW CREATE USER "+account).Scan(&u.Create); err != nil {
+				return nil, fmt.Errorf("show create user %s@%s: %w", u.User, u.Host, err)
+			}
+		}
+		rows, err := c.QueryContext(ctx, "SHOW GRANTS FOR "+account)
+		if err != nil {
+			return nil, fmt.Errorf("show grants for %s@%s: %w", u.User, u.Host, err)
+		}
+		for rows.Next() {
+			var g string
+			if err := rows.Scan(&g); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("show grants for %s@%s: %w", u.User, u.Host, err)
+			}
+			u.Grants = append(u.Grants, g)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("show grants for %s@%s: %w", u.User, u.Host, err)
+		}
+		users = append(users, u)
+	}
+	return users, nil
+}

@@ -1,0 +1,336 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// Defaults for PhysicalOptions fields left at their zero value.
+const (
+	// DefaultPhysicalPartSize is the uncompressed size of each stored part
+	// of the backup stream.
+	DefaultPhysicalPartSize int64 = 1 << 30
+	// DefaultPhysicalConcurrency is how many goroutines compress the
+	// stream. Two keep up with mariadb-backup on local disks at the
+	// fastest level without taking the database server's CPUs.
+	DefaultPhysicalConcurrency = 2
+	// DefaultPhysicalLevel is the zstd level: the fastest, as zstd -1.
+	DefaultPhysicalLevel = zstd.SpeedFastest
+)
+
+// physCopyBuffer is the read size from the tool's stdout.
+const physCopyBuffer = 1 << 20
+
+// PhysicalOptions configures TakePhysical.
+type PhysicalOptions struct {
+	// Source is the server to back up. The tool connects with its address,
+	// user and password; it must run on the server's host (or share its
+	// datadir), since it reads the datadir's files.
+	Source *binlog.Source
+	// Storage receives the snapshot.
+	Storage storage.Storage
+	// ID names the snapshot; empty means catalog.NewSnapshotID(start time).
+	ID catalog.SnapshotID
+	// Timeline is the archive timeline being written, recorded in the manifest.
+	Timeline catalog.TimelineID
+	// Agent names who takes the snapshot, recorded in the manifest.
+	Agent string
+	// ToolPath is the backup tool (mariadb-backup or xtrabackup); empty
+	// means the flavor's tool found on PATH.
+	ToolPath string
+	// TempDir holds the tool's option file and scratch target directory,
+	// which a streaming backup leaves nearly empty; empty means os.TempDir().
+	TempDir string
+	// PartSize is the uncompressed size of each stored part; 0 means
+	// DefaultPhysicalPartSize.
+	PartSize int64
+	// Concurrency is the number of compressing goroutines; 0 means
+	// DefaultPhysicalConcurrency.
+	Concurrency int
+	// Level is the zstd level; 0 means DefaultPhysicalLevel.
+	Level zstd.EncoderLevel
+	// Parallel is the tool's --parallel (files copied at once); 0 leaves
+	// the tool's default.
+	Parallel int
+	// ExtraArgs are appended to the tool's command line. They must not
+	// carry secrets.
+	ExtraArgs []string
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+}
+
+func (o PhysicalOptions) withDefaults() (PhysicalOptions, error) {
+	switch {
+	case o.Source == nil || o.Source.Config == nil:
+		return o, errors.New("physical snapshot options: Source is not set")
+	case o.Storage == nil:
+		return o, errors.New("physical snapshot options: Storage is not set")
+	case o.PartSize < 0 || (o.PartSize > 0 && o.PartSize < 1<<20):
+		return o, fmt.Errorf("physical snapshot options: PartSize %d is below 1 MiB", o.PartSize)
+	case o.Concurrency < 0:
+		return o, fmt.Errorf("physical snapshot options: Concurrency %d is negative", o.Concurrency)
+	case o.Parallel < 0:
+		return o, fmt.Errorf("physical snapshot options: Parallel %d is negative", o.Parallel)
+	}
+	if o.ID != "" {
+		if _, err := catalog.ParseSnapshotID(string(o.ID)); err != nil {
+			return o, fmt.Errorf("physical snapshot options: ID: %w", err)
+		}
+	}
+	if o.PartSize == 0 {
+		o.PartSize = DefaultPhysicalPartSize
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultPhysicalConcurrency
+	}
+	if o.Level == 0 {
+		o.Level = DefaultPhysicalLevel
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}
+
+// TakePhysical takes a physical snapshot of the server with mariadb-backup
+// (MariaDB) or xtrabackup (MySQL), streaming the tool's xbstream output
+// through zstd into storage without staging it on local disk, and returns its
+// manifest once written. The tool must be built for the server's major.minor
+// release; its absence or a mismatch is an error wrapping
+// ErrPhysicalToolMissing or ErrPhysicalToolVersion.
+//
+// The manifest's binlog position and GTID set are the tool's, read while
+// commits were blocked, so replaying the binlog from there reproduces every
+// later transaction. WritesBlocked is how long commits were blocked, from the
+// tool's BACKUP STAGE BLOCK_COMMIT (or FLUSH TABLES WITH READ LOCK) until it
+// unlocked. Tables is left empty: the exact row counts at the snapshot's
+// position are not known without restoring it, and information_schema's are
+// estimates.
+//
+// The manifest is written last. On error or cancellation no manifest is
+// written, the tool's process group is killed, and the parts already stored
+// remain as a partial snapshot (catalog.Snapshots.Partial) to be collected.
+func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger.With("component", "snapshot", "method", catalog.MethodPhysical)
+	si, err := opts.Source.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+	if _, err := si.Check(); err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+	pt := physToolFor(si.Flavor)
+	tool, err := pt.find(opts.ToolPath)
+	if err != nil {
+		return nil, fmt.Errorf("physical snapshot of %s %s: %w", si.Flavor, si.Version, err)
+	}
+	tv, err := physRunVersion(ctx, tool)
+	if err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+	if err := physCheckVersion(tool, tv, si.Version); err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+
+	work, err := os.MkdirTemp(opts.TempDir, "mysql-pitr-physical-")
+	if err != nil {
+		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
+	}
+	defer os.RemoveAll(work)
+	cnf, err := physDefaultsFile(work, opts.Source.Config.Passwd)
+	if err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+	target := filepath.Join(work, "target")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
+	}
+	args, err := physBackupArgs(cnf, target, opts.Source.Config, opts.Parallel, opts.ExtraArgs)
+	if err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+
+	started := time.Now().UTC()
+	id := opts.ID
+	if id == "" {
+		id = catalog.NewSnapshotID(started)
+	}
+	log = log.With("id", string(id))
+	objects, se, err := physRunBackup(ctx, log, tool, args, work, id, opts)
+	finished := time.Now().UTC()
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			err = cerr
+		}
+		log.Warn("physical snapshot abandoned; its stored parts are a partial snapshot", "err", err, "parts", len(objects))
+		return nil, fmt.Errorf("physical snapshot %s: %w", id, err)
+	}
+
+	lt := se.locks(finished)
+	if !lt.Seen {
+		log.Warn("the tool's log has no lock marks; writes-blocked time is unknown and recorded as zero")
+	}
+	m := &catalog.Manifest{
+		ID:            id,
+		Method:        catalog.MethodPhysical,
+		Flavor:        string(si.Flavor),
+		ServerVersion: si.Version,
+		ServerID:      si.ServerID,
+		ServerUUID:    si.UUID,
+		Binlog:        se.pos,
+		GTIDSet:       se.gtid,
+		Timeline:      opts.Timeline,
+		Started:       started,
+		Finished:      finished,
+		WritesBlocked: lt.Commits,
+		Tool:          tv.Label,
+		Objects:       objects,
+		Agent:         opts.Agent,
+	}
+	for _, o := range objects {
+		m.Bytes += o.Size
+		m.StoredBytes += o.StoredSize
+	}
+	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
+		return nil, fmt.Errorf("physical snapshot %s: write manifest: %w", id, err)
+	}
+	log.Info("physical snapshot taken",
+		"binlog", m.Binlog.String(), "gtid", m.GTIDSet,
+		"bytes", m.Bytes, "stored_bytes", m.StoredBytes, "parts", len(objects),
+		"duration", finished.Sub(started), "commits_blocked", lt.Commits, "ddl_blocked", lt.DDL)
+	return m, nil
+}
+
+// physRunBackup runs the tool and stores its stream. It returns the stored
+// parts (also on error, for the log) and what the tool's log said.
+func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []string, dir string, id catalog.SnapshotID, opts PhysicalOptions) ([]catalog.SnapshotObject, *physStderr, error) {
+	// Cancelling runCtx kills the tool's process group: on the caller's
+	// cancel, and when storing fails so that the tool stops reading the
+	// server's files.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, tool, args...)
+	physOwnGroup(cmd)
+	cmd.Dir = dir
+	cmd.Env = physChildEnv()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s stdout: %w", filepath.Base(tool), err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s stderr: %w", filepath.Base(tool), err)
+	}
+	parts, err := newPhysParts(runCtx, opts.Storage, id, opts.PartSize, opts.Level, opts.Concurrency)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start %s: %w", filepath.Base(tool), err)
+	}
+	log.Info("physical backup started", "tool", tool, "pid", cmd.Process.Pid)
+
+	se := &physStderr{}
+	var wg sync.WaitGroup
+	wg.Go(func() { se.consume(stderr) })
+
+	// The struct hides *os.File's WriteTo, which would copy in 32 KiB
+	// pieces instead of physCopyBuffer.
+	_, copyErr := io.CopyBuffer(parts, struct{ io.Reader }{stdout}, make([]byte, physCopyBuffer))
+	if copyErr != nil {
+		cancel()
+		parts.Abort(copyErr)
+		_, _ = io.Copy(io.Discard, stdout)
+	}
+	wg.Wait()
+	waitErr := cmd.Wait()
+	base := filepath.Base(tool)
+	switch {
+	case copyErr != nil:
+		return parts.objects, se, fmt.Errorf("store backup stream: %w", copyErr)
+	case waitErr != nil:
+		parts.Abort(waitErr)
+		return parts.objects, se, fmt.Errorf("%s: %w; its log ends:\n%s", base, waitErr, se.Tail())
+	}
+	if err := parts.Close(); err != nil {
+		return parts.objects, se, fmt.Errorf("store backup stream: %w", err)
+	}
+	if !se.completed {
+		return parts.objects, se, fmt.Errorf("%s exited without reporting \"completed OK!\"; its log ends:\n%s", base, se.Tail())
+	}
+	if !se.found {
+		return parts.objects, se, fmt.Errorf("%s reported no binlog position; its log ends:\n%s", base, se.Tail())
+	}
+	return parts.objects, se, nil
+}
+
+// physBackupArgs builds the tool's command line. --defaults-extra-file must
+// come first or the tool ignores it; it carries the password.
+func physBackupArgs(cnf, target string, cfg *mysql.Config, parallel int, extra []string) ([]string, error) {
+	args := []string{
+		"--defaults-extra-file=" + cnf,
+		"--backup",
+		"--stream=xbstream",
+		"--target-dir=" + target,
+	}
+	switch cfg.Net {
+	case "unix":
+		args = append(args, "--socket="+cfg.Addr)
+	case "tcp", "tcp4", "tcp6", "":
+		host, port, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("server address %q: %w", cfg.Addr, err)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return nil, fmt.Errorf("server port %q: %w", port, err)
+		}
+		// --protocol=tcp keeps "localhost" from meaning the default socket.
+		args = append(args, "--host="+host, "--port="+port, "--protocol=tcp")
+	default:
+		return nil, fmt.Errorf("server network %q is not tcp or unix", cfg.Net)
+	}
+	if cfg.User != "" {
+		args = append(args, "--user="+cfg.User)
+	}
+	if parallel > 0 {
+		args = append(args, "--parallel="+strconv.Itoa(parallel))
+	}
+	return append(args, extra...), nil
+}
+
+// physChildEnv is our environment without MYSQL_PWD: a password our caller
+// keeps there must not reach the tool's environment, and the option file is
+// the only way the password travels.
+func physChildEnv() []string {
+	env := os.Environ()
+	out := env[:0:0]
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "MYSQL_PWD=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}

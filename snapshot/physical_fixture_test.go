@@ -1,0 +1,379 @@
+//go:build linux
+
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/storage/file"
+)
+
+const (
+	physAccounts = 50
+	physOpening  = 1000
+)
+
+// physSource connects to the test server as the pitr user, whose grants are
+// the production ones.
+func physSource(t *testing.T, m *testbed.MariaDB) *binlog.Source {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(m.PitrDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := binlog.NewSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
+func physStore(t *testing.T) (*file.Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := file.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, dir
+}
+
+// physTestLogger writes the code's log to the test log and to buf.
+func physTestLogger(t *testing.T, buf *physSyncBuffer) *slog.Logger {
+	var w io.Writer = physTestWriter{t}
+	if buf != nil {
+		w = io.MultiWriter(w, buf)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type physTestWriter struct{ t *testing.T }
+
+func (w physTestWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+type physSyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *physSyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *physSyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// physBank creates accounts that transfers move money between, a transfer
+// log, and fillerMB of filler rows so the backup takes a moment.
+func physBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
+	t.Helper()
+	m.Exec(t, "CREATE DATABASE bank")
+	m.Exec(t, "CREATE TABLE bank.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB")
+	m.Exec(t, "CREATE TABLE bank.transfers (id BIGINT AUTO_INCREMENT PRIMARY KEY, src INT NOT NULL, dst INT NOT NULL, amount BIGINT NOT NULL) ENGINE=InnoDB")
+	m.Exec(t, "CREATE TABLE bank.filler (id INT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000) NOT NULL) ENGINE=InnoDB")
+	var vals []string
+	for i := 1; i <= physAccounts; i++ {
+		vals = append(vals, fmt.Sprintf("(%d, %d)", i, physOpening))
+	}
+	m.Exec(t, "INSERT INTO bank.accounts VALUES "+strings.Join(vals, ","))
+	if fillerMB > 0 {
+		m.Exec(t, "INSERT INTO bank.filler (pad) SELECT REPEAT(MD5(seq), 30) FROM bank.seq_1_to_1000")
+		for rows := 1000; rows*1000 < fillerMB<<20; rows *= 2 {
+			m.Exec(t, "INSERT INTO bank.filler (pad) SELECT pad FROM bank.filler")
+		}
+	}
+}
+
+// physLoad runs transfers on several connections until stopped. Each is one
+// transaction of two updates and an insert; a torn backup breaks the sums.
+type physLoad struct {
+	commits atomic.Int64
+	// maxCommit is the longest COMMIT in nanoseconds: while the backup
+	// blocks commits, one of the workers waits in COMMIT all along.
+	maxCommit atomic.Int64
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	errMu     sync.Mutex
+	err       error
+}
+
+func physStartLoad(t *testing.T, db *sql.DB, workers int) *physLoad {
+	l := &physLoad{stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 42))
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				a, b := 1+r.IntN(physAccounts), 1+r.IntN(physAccounts)
+				if a == b {
+					continue
+				}
+				took, err := physTransfer(t.Context(), db, a, b, 1+r.Int64N(50))
+				if err != nil {
+					var me *mysql.MySQLError
+					if errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) {
+						continue // deadlock or lock wait: retry another
+					}
+					l.errMu.Lock()
+					l.err = errors.Join(l.err, err)
+					l.errMu.Unlock()
+					return
+				}
+				l.commits.Add(1)
+				for {
+					old := l.maxCommit.Load()
+					if int64(took) <= old || l.maxCommit.CompareAndSwap(old, int64(took)) {
+						break
+					}
+				}
+			}
+		})
+	}
+	return l
+}
+
+func (l *physLoad) Stop(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	if l.err != nil {
+		t.Fatalf("load: %v", l.err)
+	}
+}
+
+// physTransfer moves amount from src to dst and returns how long COMMIT took.
+func physTransfer(ctx context.Context, db *sql.DB, src, dst int, amount int64) (time.Duration, error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{"UPDATE bank.accounts SET balance = balance - ? WHERE id = ?", []any{amount, src}},
+		{"UPDATE bank.accounts SET balance = balance + ? WHERE id = ?", []any{amount, dst}},
+		{"INSERT INTO bank.transfers (src, dst, amount) VALUES (?, ?, ?)", []any{src, dst, amount}},
+	} {
+		if _, err := tx.ExecContext(ctx, q.sql, q.args...); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	err = tx.Commit()
+	return time.Since(start), err
+}
+
+// physCheckBank fails unless money is conserved and every account's balance
+// is its opening balance plus the transfers logged in and out of it.
+func physCheckBank(t *testing.T, db *sql.DB, label string) {
+	t.Helper()
+	var total int64
+	if err := db.QueryRowContext(t.Context(), "SELECT SUM(balance) FROM bank.accounts").Scan(&total); err != nil {
+		t.Fatalf("%s: %v", label, err)
+	}
+	if want := int64(physAccounts * physOpening); total != want {
+		t.Errorf("%s: total balance %d, want %d", label, total, want)
+	}
+	var bad int
+	err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM bank.accounts a WHERE a.balance <> ?
+		+ COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE dst = a.id), 0)
+		- COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE src = a.id), 0)`, physOpening).Scan(&bad)
+	if err != nil {
+		t.Fatalf("%s: %v", label, err)
+	}
+	if bad != 0 {
+		t.Errorf("%s: %d accounts disagree with the transfer log", label, bad)
+	}
+}
+
+// physChecksums returns CHECKSUM TABLE of every base table outside the
+// system schemas.
+func physChecksums(t *testing.T, db *sql.DB) map[string]int64 {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `SELECT CONCAT('`+"`"+`', table_schema, '`+"`.`"+`', table_name, '`+"`"+`')
+		FROM information_schema.tables WHERE table_type = 'BASE TABLE'
+		AND table_schema NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema') ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, n)
+	}
+	rows.Close()
+	sums := map[string]int64{}
+	for _, tb := range tables {
+		var name string
+		var sum sql.NullInt64
+		if err := db.QueryRowContext(t.Context(), "CHECKSUM TABLE "+tb).Scan(&name, &sum); err != nil {
+			t.Fatalf("checksum %s: %v", tb, err)
+		}
+		sums[tb] = sum.Int64
+	}
+	return sums
+}
+
+// physServer is a mariadbd started on a restored datadir, with the grants the
+// backup brought along. testbed starts servers only on datadirs it creates;
+// a testbed.StartMariaDBOn(datadir) would replace this.
+type physServer struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	port int
+	db   *sql.DB
+	log  string
+}
+
+func physStartServer(t *testing.T, datadir string) *physServer {
+	t.Helper()
+	mariadbd := testbed.Binary(t, "mariadbd", testbed.MariaDBInstall)
+	// A short directory: socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "phys-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	port, err := testbed.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &physServer{port: port, done: make(chan struct{}), log: filepath.Join(dir, "error.log")}
+	args := []string{
+		"--no-defaults",
+		"--datadir=" + datadir,
+		"--tmpdir=" + dir,
+		"--port=" + strconv.Itoa(port),
+		"--bind-address=127.0.0.1",
+		"--socket=" + filepath.Join(dir, "s.sock"),
+		"--pid-file=" + filepath.Join(dir, "pid"),
+		"--log-error=" + s.log,
+		"--server-id=99",
+		"--skip-name-resolve",
+		"--innodb-buffer-pool-size=128M",
+		"--max-allowed-packet=1G",
+		"--character-set-server=utf8mb4",
+		"--collation-server=utf8mb4_general_ci",
+		"--innodb-flush-log-at-trx-commit=2",
+	}
+	if os.Geteuid() == 0 {
+		args = append(args, "--user=root")
+	}
+	s.cmd = exec.Command(mariadbd, args...)
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.done
+		if t.Failed() {
+			b, _ := os.ReadFile(s.log)
+			t.Logf("restored server's error log:\n%s", b)
+		}
+	})
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Net, cfg.Addr = "root", "tcp", "127.0.0.1:"+strconv.Itoa(port)
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.db = sql.OpenDB(conn)
+	t.Cleanup(func() { s.db.Close() })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := s.db.PingContext(t.Context())
+		if err == nil {
+			return s
+		}
+		select {
+		case <-s.done:
+			b, _ := os.ReadFile(s.log)
+			t.Fatalf("mariadbd on the restored datadir exited:\n%s", b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restored server not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// physReplay pipes the source's binlog from pos to its end through
+// mariadb-binlog into the server on port.
+func physReplay(t *testing.T, src *testbed.MariaDB, pos catalog.Position, port int) {
+	t.Helper()
+	binlogTool := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
+	client := testbed.Binary(t, "mariadb", testbed.MariaDBInstall)
+	var files []string
+	for _, f := range src.BinlogFiles(t) {
+		if filepath.Base(f) >= pos.File {
+			files = append(files, f)
+		}
+	}
+	if len(files) == 0 || filepath.Base(files[0]) != pos.File {
+		t.Fatalf("binlog %s is not among the source's files %v", pos.File, files)
+	}
+	dump := exec.CommandContext(t.Context(), binlogTool, append([]string{"--start-position=" + strconv.FormatUint(pos.Pos, 10)}, files...)...)
+	load := exec.CommandContext(t.Context(), client, "--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-P"+strconv.Itoa(port), "-uroot")
+	pipe, err := dump.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	load.Stdin = pipe
+	var dumpErr, loadErr bytes.Buffer
+	dump.Stderr, load.Stderr = &dumpErr, &loadErr
+	if err := load.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The client holds the read end now; without closing ours, a client that
+	// died would leave mariadb-binlog blocked on a full pipe forever.
+	pipe.(io.Closer).Close()
+	if err := dump.Run(); err != nil {
+		t.Fatalf("mariadb-binlog: %v: %s", err, dumpErr.String())
+	}
+	if err := load.Wait(); err != nil {
+		t.Fatalf("replay into the restored server: %v: %s", err, loadErr.String())
+	}
+}

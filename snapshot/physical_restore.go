@@ -1,0 +1,365 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// ErrDatadirNotEmpty is returned (wrapped) by RestorePhysical when the target
+// datadir holds files: a restore never mixes its files with others.
+var ErrDatadirNotEmpty = errors.New("datadir is not empty")
+
+// RestorePhysicalOptions configures RestorePhysical.
+type RestorePhysicalOptions struct {
+	// ToolPath is the backup tool that prepares the restored files; empty
+	// means the manifest flavor's tool on PATH.
+	ToolPath string
+	// ExtractorPath is mbstream or xbstream; empty means the one beside the
+	// tool, else on PATH.
+	ExtractorPath string
+	// PrepareMemory is the tool's --use-memory for --prepare, e.g. "1G";
+	// empty leaves the tool's default.
+	PrepareMemory string
+	// User, when set and the process runs as root, owns the restored files
+	// (the server's account, usually "mysql"). Ignored when not root.
+	User string
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+}
+
+// RestorePhysical restores a physical snapshot into datadir, which must be
+// empty (but for lost+found) or not exist; its parent must exist. It streams the snapshot's parts
+// through SHA-256 and zstd into the extractor, into a staging directory beside
+// datadir (so the final move is a rename on one filesystem), prepares the
+// files with the tool, and only then moves them into datadir. A part whose
+// checksum, size or decompression fails stops the restore before datadir is
+// touched, with an error wrapping storage.ErrChecksum for a checksum or size
+// mismatch; the staging directory is removed on any error.
+//
+// It returns the binlog position the restored data is consistent with: the
+// manifest's, checked against the position the tool wrote into the backup.
+// The server's binlog from there on replays every later transaction.
+func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifest, datadir string, opts RestorePhysicalOptions) (catalog.Position, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "snapshot", "method", catalog.MethodPhysical, "id", string(m.ID))
+	if err := m.Validate(); err != nil {
+		return catalog.Position{}, err
+	}
+	if m.Method != catalog.MethodPhysical {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: method is %s, not %s", m.ID, m.Method, catalog.MethodPhysical)
+	}
+	if len(m.Objects) == 0 {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: manifest lists no objects", m.ID)
+	}
+	datadir, err := filepath.Abs(datadir)
+	if err != nil {
+		return catalog.Position{}, fmt.Errorf("datadir %s: %w", datadir, err)
+	}
+	exists, err := physCheckEmptyDir(datadir)
+	if err != nil {
+		return catalog.Position{}, err
+	}
+	pt := physToolFor(binlog.Flavor(m.Flavor))
+	tool, err := pt.find(opts.ToolPath)
+	if err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	tv, err := physRunVersion(ctx, tool)
+	if err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	if err := physCheckVersion(tool, tv, m.ServerVersion); err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	extractor, err := pt.findExtractor(opts.ExtractorPath, tool)
+	if err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+
+	staging, err := os.MkdirTemp(filepath.Dir(datadir), "."+filepath.Base(datadir)+".restore-")
+	if err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: staging directory beside %s: %w", m.ID, datadir, err)
+	}
+	moved := false
+	defer func() {
+		if !moved {
+			os.RemoveAll(staging)
+		}
+	}()
+
+	log.Info("restoring physical snapshot", "datadir", datadir, "staging", staging, "parts", len(m.Objects), "bytes", m.Bytes)
+	if err := physExtract(ctx, st, m, extractor, staging); err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	if err := physCheckBinlogInfo(staging, m.Binlog); err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	if err := physPrepare(ctx, tool, staging, opts.PrepareMemory); err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	if opts.User != "" && os.Geteuid() == 0 {
+		if err := physChown(staging, opts.User); err != nil {
+			return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	if err := physMoveInto(staging, datadir, exists); err != nil {
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	moved = true
+	log.Info("physical snapshot restored", "datadir", datadir, "binlog", m.Binlog.String(), "gtid", m.GTIDSet)
+	return m.Binlog, nil
+}
+
+// physCheckEmptyDir reports whether dir exists, failing if it holds anything
+// or is not a directory. lost+found does not count: a datadir is often the
+// root of its own ext4 volume.
+func physCheckEmptyDir(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	entries = slices.DeleteFunc(entries, func(e fs.DirEntry) bool { return e.Name() == "lost+found" })
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("datadir %s: %w", dir, err)
+	case len(entries) > 0:
+		return true, fmt.Errorf("%w: %s holds %s and %d more", ErrDatadirNotEmpty, dir, entries[0].Name(), len(entries)-1)
+	}
+	return true, nil
+}
+
+// physExtract streams every part, in order, into one extractor process. Each
+// part's SHA-256 and size are checked at its end; a mismatch kills the
+// extractor, so the staging directory may hold a partial stream but datadir
+// holds nothing of it.
+func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, extractor, staging string) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, extractor, "-x", "-C", staging)
+	physOwnGroup(cmd)
+	cmd.Env = physChildEnv()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("%s stdin: %w", filepath.Base(extractor), err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return fmt.Errorf("%s stderr: %w", filepath.Base(extractor), err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", filepath.Base(extractor), err)
+	}
+	se := &physStderr{}
+	var wg sync.WaitGroup
+	wg.Go(func() { se.consume(stderr) })
+
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(2))
+	if err != nil {
+		cancel()
+		stdin.Close()
+		wg.Wait()
+		_ = cmd.Wait()
+		return fmt.Errorf("zstd decoder: %w", err)
+	}
+	defer dec.Close()
+
+	var feedErr error
+	for _, o := range m.Objects {
+		if feedErr = physFeedPart(runCtx, st, m.ID, o, dec, stdin); feedErr != nil {
+			break
+		}
+	}
+	if feedErr != nil {
+		cancel() // kill the extractor before it sees the end of its input
+	}
+	closeErr := stdin.Close()
+	wg.Wait()
+	waitErr := cmd.Wait()
+	switch {
+	case feedErr != nil && errors.Is(feedErr, syscall.EPIPE):
+		// The extractor quit reading: its log says why.
+		return fmt.Errorf("%s quit early: %v; its log ends:\n%s", filepath.Base(extractor), waitErr, se.Tail())
+	case feedErr != nil:
+		return feedErr
+	case waitErr != nil:
+		return fmt.Errorf("%s: %w: %s", filepath.Base(extractor), waitErr, se.Tail())
+	case closeErr != nil:
+		return fmt.Errorf("%s stdin: %w", filepath.Base(extractor), closeErr)
+	}
+	return nil
+}
+
+// physFeedPart decompresses one part into w, checking its SHA-256 and size.
+func physFeedPart(ctx context.Context, st storage.Storage, id catalog.SnapshotID, o catalog.SnapshotObject, dec *zstd.Decoder, w io.Writer) error {
+	key := catalog.SnapshotObjectKey(id, o.Name)
+	rc, err := st.Open(ctx, key)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", key, err)
+	}
+	defer rc.Close()
+	if err := dec.Reset(rc); err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	sum := sha256.New()
+	// The writer sees bytes before they are checked. That is safe because
+	// they only reach the staging directory, which a mismatch discards.
+	n, err := io.CopyBuffer(io.MultiWriter(w, sum), struct{ io.Reader }{dec}, make([]byte, physCopyBuffer))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	if n != o.Size {
+		return fmt.Errorf("read %s: %w: %d bytes, manifest says %d", key, storage.ErrChecksum, n, o.Size)
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != o.SHA256 {
+		return fmt.Errorf("read %s: %w: sha256 %s, manifest says %s", key, storage.ErrChecksum, got, o.SHA256)
+	}
+	return nil
+}
+
+// physCheckBinlogInfo compares the coordinates the tool wrote into the backup
+// (xtrabackup_binlog_info: "FILE\tPOS[\tGTID]") with the manifest's, which
+// were parsed from the tool's log.
+func physCheckBinlogInfo(staging string, want catalog.Position) error {
+	b, err := os.ReadFile(filepath.Join(staging, "xtrabackup_binlog_info"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // written only with binlog enabled; the manifest is then all we have
+	}
+	if err != nil {
+		return fmt.Errorf("read xtrabackup_binlog_info: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return fmt.Errorf("xtrabackup_binlog_info %q is not FILE POS", physFirstLine(string(b)))
+	}
+	pos, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil || f[0] != want.File || pos != want.Pos {
+		return fmt.Errorf("the backup says binlog position %s:%s, manifest says %s", f[0], f[1], want)
+	}
+	return nil
+}
+
+// physPrepare applies the copied redo log so that the files are consistent.
+// The backup's own backup-my.cnf, not the host's option files, describes them.
+func physPrepare(ctx context.Context, tool, staging, memory string) error {
+	args := []string{"--defaults-file=" + filepath.Join(staging, "backup-my.cnf"), "--prepare", "--target-dir=" + staging}
+	if memory != "" {
+		args = append(args, "--use-memory="+memory)
+	}
+	cmd := exec.CommandContext(ctx, tool, args...)
+	physOwnGroup(cmd)
+	cmd.Env = physChildEnv()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return fmt.Errorf("%s --prepare: %w", filepath.Base(tool), err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s --prepare: %w", filepath.Base(tool), err)
+	}
+	se := &physStderr{}
+	se.consume(stderr)
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("%s --prepare: %w; its log ends:\n%s", filepath.Base(tool), err, se.Tail())
+	}
+	if !se.completed {
+		return fmt.Errorf("%s --prepare exited without reporting \"completed OK!\"; its log ends:\n%s", filepath.Base(tool), se.Tail())
+	}
+	return nil
+}
+
+// physChown gives every restored file to the named user and its group.
+func physChown(dir, name string) error {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fmt.Errorf("user %s: %w", name, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return fmt.Errorf("user %s: uid %q: %w", name, u.Uid, err)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return fmt.Errorf("user %s: gid %q: %w", name, u.Gid, err)
+	}
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(path, uid, gid); err != nil {
+			return fmt.Errorf("chown %s: %w", path, err)
+		}
+		return nil
+	})
+}
+
+// physMoveInto moves the prepared files into datadir. A missing datadir is
+// the staging directory renamed; an existing (empty) one keeps its inode,
+// mode and owner, which matters when it is a mount point, and receives the
+// entries one by one.
+func physMoveInto(staging, datadir string, exists bool) error {
+	if err := os.Chmod(staging, 0o750); err != nil {
+		return fmt.Errorf("chmod %s: %w", staging, err)
+	}
+	if !exists {
+		if err := os.Rename(staging, datadir); err != nil {
+			return fmt.Errorf("move %s to %s: %w", staging, datadir, err)
+		}
+		return physSyncDir(filepath.Dir(datadir))
+	}
+	entries, err := os.ReadDir(staging)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", staging, err)
+	}
+	for _, e := range entries {
+		from, to := filepath.Join(staging, e.Name()), filepath.Join(datadir, e.Name())
+		if err := os.Rename(from, to); err != nil {
+			return fmt.Errorf("move %s to %s: %w", from, to, err)
+		}
+	}
+	if err := physSyncDir(datadir); err != nil {
+		return err
+	}
+	if err := os.Remove(staging); err != nil {
+		return fmt.Errorf("remove %s: %w", staging, err)
+	}
+	return nil
+}
+
+func physSyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,337 @@
+package snapshot
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// physPartName is the name of the n-th (1-based) part of a physical snapshot's
+// stream. Zero padding keeps List order equal to stream order.
+func physPartName(n int) string { return fmt.Sprintf("backup-%06d.xbstream.zst", n) }
+
+// physParts cuts the tool's xbstream output into parts of at most partSize
+// uncompressed bytes, compressing each into its own object as it arrives.
+// Concatenating the parts' uncompressed bytes gives the stream back. Bounded
+// parts keep every object far below backend size limits, let a restore verify
+// and fail at the first bad part rather than at the end of a terabyte, and
+// give a future resumable upload something to resume at.
+type physParts struct {
+	ctx      context.Context
+	st       storage.Storage
+	id       catalog.SnapshotID
+	partSize int64
+	enc      *zstd.Encoder
+
+	// The part being written; pw is nil between parts.
+	n      int
+	pw     *io.PipeWriter
+	sum    hash.Hash
+	size   int64
+	result chan physPutResult
+
+	objects []catalog.SnapshotObject
+}
+
+type physPutResult struct {
+	info storage.ObjectInfo
+	err  error
+}
+
+func newPhysParts(ctx context.Context, st storage.Storage, id catalog.SnapshotID, partSize int64, level zstd.EncoderLevel, concurrency int) (*physParts, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(concurrency))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	return &physParts{ctx: ctx, st: st, id: id, partSize: partSize, enc: enc, sum: sha256.New()}, nil
+}
+
+// Write implements io.Writer.
+func (p *physParts) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		if p.pw == nil {
+			p.open()
+		}
+		chunk := b
+		if room := p.partSize - p.size; int64(len(chunk)) > room {
+			chunk = chunk[:room]
+		}
+		if _, err := p.enc.Write(chunk); err != nil {
+			return written, p.fail(err)
+		}
+		p.sum.Write(chunk)
+		p.size += int64(len(chunk))
+		written += len(chunk)
+		b = b[len(chunk):]
+		if p.size == p.partSize {
+			if err := p.seal(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// open starts the next part's Put, reading from a pipe the encoder writes to.
+func (p *physParts) open() {
+	p.n++
+	pr, pw := io.Pipe()
+	p.pw, p.size = pw, 0
+	p.sum.Reset()
+	p.enc.Reset(pw)
+	p.result = make(chan physPutResult, 1)
+	key := catalog.SnapshotObjectKey(p.id, physPartName(p.n))
+	go func() {
+		info, err := p.st.Put(p.ctx, key, pr, storage.PutOptions{IfNotExists: true})
+		// Unblock the encoder if Put stopped reading early.
+		if err != nil {
+			pr.CloseWithError(err)
+		} else {
+			pr.Close()
+		}
+		p.result <- physPutResult{info, err}
+	}()
+}
+
+// seal finishes the current part: flushes the zstd frame, ends the Put's input
+// and waits for the object to be stored.
+func (p *physParts) seal() error {
+	if err := p.enc.Close(); err != nil {
+		return p.fail(err)
+	}
+	if err := p.pw.Close(); err != nil {
+		return p.fail(err)
+	}
+	r := <-p.result
+	p.pw = nil
+	if r.err != nil {
+		return r.err // the store's errors name the key
+	}
+	p.objects = append(p.objects, catalog.SnapshotObject{
+		Name:       physPartName(p.n),
+		Size:       p.size,
+		StoredSize: r.info.Size,
+		SHA256:     hex.EncodeToString(p.sum.Sum(nil)),
+	})
+	return nil
+}
+
+// fail abandons the current part; its Put returns an error and stores nothing.
+// The Put's own error, when it has one, is the better explanation.
+func (p *physParts) fail(cause error) error {
+	if p.pw == nil {
+		return cause
+	}
+	p.pw.CloseWithError(cause)
+	r := <-p.result
+	p.pw = nil
+	if r.err != nil {
+		return r.err
+	}
+	return cause
+}
+
+// Close seals the last part. A stream that never started is an error: a
+// backup always holds data.
+func (p *physParts) Close() error {
+	if p.pw != nil {
+		if err := p.seal(); err != nil {
+			return err
+		}
+	}
+	if len(p.objects) == 0 {
+		return errors.New("backup stream is empty")
+	}
+	return nil
+}
+
+// Abort abandons the current part, if any, after an error elsewhere.
+func (p *physParts) Abort(cause error) {
+	if p.pw != nil {
+		_ = p.fail(cause)
+	}
+}
+
+// physStderrTail bounds what is kept of the tool's stderr for error messages:
+// it logs one line per copied file, which for a big server is megabytes.
+const (
+	physStderrTailLines = 40
+	physStderrLineMax   = 1024
+)
+
+// physStderr reads the backup tool's log as it is written, keeping its tail
+// and the facts the manifest needs. Stage lines are timestamped on arrival:
+// the tool's own timestamps have one-second resolution, too coarse for a lock
+// held a few milliseconds. The tool writes stderr unbuffered, so arrival time
+// is when the tool reached the stage, within scheduling noise.
+type physStderr struct {
+	mu   sync.Mutex
+	tail []string
+
+	// Binlog coordinates from "MySQL binlog position: ..."; found reports
+	// the line was seen. gtidOpen is set while a multi-line GTID set (MySQL
+	// prints one UUID per line) is still being read.
+	found    bool
+	pos      catalog.Position
+	gtid     string
+	gtidOpen bool
+
+	// Lock timing: commitsBlocked is when commits stopped (BACKUP STAGE
+	// BLOCK_COMMIT or FLUSH TABLES WITH READ LOCK), ddlBlocked when DDL and
+	// writes to non-transactional tables in use stopped (BACKUP STAGE
+	// BLOCK_DDL), unlocked when both resumed.
+	commitsBlocked, ddlBlocked, unlocked time.Time
+
+	completed bool
+}
+
+// MariaDB 10.11 prints, once BLOCK_COMMIT has frozen the binlog:
+//
+//	[00] 2026-11-27 12:16:35 MySQL binlog position: filename 'mysql-bin.000002', position '1645', GTID of the last change '0-7-7'
+//
+// The GTID part is missing when the server has no GTID state, and for MySQL
+// the set may continue on following lines, one UUID each.
+var physBinlogLine = regexp.MustCompile(`MySQL binlog position: filename '([^']+)', position '(\d+)'(?:, GTID of the last change '([^']*)('?))?`)
+
+// physLockMarks are the lines around the lock phases. MariaDB 10.4+ uses
+// BACKUP STAGE; "Acquiring BACKUP LOCKS" is printed at BACKUP STAGE START,
+// which blocks nothing, so it is not a mark. Older MariaDB and xtrabackup
+// without backup locks use FLUSH TABLES WITH READ LOCK.
+var physLockMarks = []struct {
+	text string
+	kind int
+}{
+	{"Starting BACKUP STAGE BLOCK_COMMIT", physMarkCommit},
+	{"Executing FLUSH TABLES WITH READ LOCK", physMarkCommit},
+	{"Started BACKUP STAGE BLOCK_DDL", physMarkDDL},
+	{"Starting BACKUP STAGE BLOCK_DDL", physMarkDDL},
+	{"All tables unlocked", physMarkUnlock},
+	{"completed OK!", physMarkDone},
+}
+
+const (
+	physMarkCommit = iota + 1
+	physMarkDDL
+	physMarkUnlock
+	physMarkDone
+)
+
+// line digests one line that arrived at t.
+func (s *physStderr) line(t time.Time, line string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(line) > physStderrLineMax {
+		line = line[:physStderrLineMax] + "…"
+	}
+	if len(s.tail) == physStderrTailLines {
+		copy(s.tail, s.tail[1:])
+		s.tail = s.tail[:len(s.tail)-1]
+	}
+	s.tail = append(s.tail, line)
+
+	if s.gtidOpen {
+		part, _, closed := strings.Cut(line, "'")
+		s.gtid += strings.TrimSpace(part)
+		s.gtidOpen = !closed
+		return
+	}
+	if m := physBinlogLine.FindStringSubmatch(line); m != nil {
+		pos, err := strconv.ParseUint(m[2], 10, 64)
+		if err == nil {
+			s.found = true
+			s.pos = catalog.Position{File: m[1], Pos: pos}
+			s.gtid = strings.TrimSpace(m[3])
+			s.gtidOpen = strings.Contains(line, "GTID of the last change '") && m[4] == ""
+		}
+		return
+	}
+	for _, mk := range physLockMarks {
+		if !strings.Contains(line, mk.text) {
+			continue
+		}
+		switch mk.kind {
+		case physMarkCommit:
+			if s.commitsBlocked.IsZero() {
+				s.commitsBlocked = t
+			}
+		case physMarkDDL:
+			if s.ddlBlocked.IsZero() {
+				s.ddlBlocked = t
+			}
+		case physMarkUnlock:
+			s.unlocked = t
+		case physMarkDone:
+			s.completed = true
+		}
+		return
+	}
+}
+
+// consume reads r line by line until EOF.
+func (s *physStderr) consume(r io.Reader) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadString('\n')
+		if line != "" {
+			s.line(time.Now(), strings.TrimRight(line, "\r\n"))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Tail returns the last lines, for error messages.
+func (s *physStderr) Tail() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.tail, "\n")
+}
+
+// physLockTimes are the lock windows measured from the tool's log.
+type physLockTimes struct {
+	// Commits is how long commits were blocked: BLOCK_COMMIT (or FTWRL)
+	// until "All tables unlocked".
+	Commits time.Duration
+	// DDL is how long DDL and writes to in-use non-transactional tables
+	// were blocked: BLOCK_DDL until "All tables unlocked". It includes
+	// Commits.
+	DDL time.Duration
+	// Seen reports that the log had the marks; false with --no-lock.
+	Seen bool
+}
+
+// locks returns the lock windows; end stands in for a missing unlock line.
+func (s *physStderr) locks(end time.Time) physLockTimes {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlocked := s.unlocked
+	if unlocked.IsZero() {
+		unlocked = end
+	}
+	var lt physLockTimes
+	if !s.commitsBlocked.IsZero() {
+		lt.Seen = true
+		lt.Commits = max(unlocked.Sub(s.commitsBlocked), 0)
+	}
+	if !s.ddlBlocked.IsZero() {
+		lt.DDL = max(unlocked.Sub(s.ddlBlocked), 0)
+	}
+	return lt
+}

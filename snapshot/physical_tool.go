@@ -1,0 +1,232 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+)
+
+// ErrPhysicalToolMissing is returned (wrapped) when the physical backup tool
+// or its stream extractor is not installed; the message says how to install it.
+var ErrPhysicalToolMissing = errors.New("physical backup tool not found")
+
+// ErrPhysicalToolVersion is returned (wrapped) when the backup tool was built
+// for another server release than the server's; the message names both versions.
+var ErrPhysicalToolVersion = errors.New("physical backup tool does not match the server version")
+
+// physToolVersionTimeout bounds `tool --version`, which reads option files and
+// nothing else.
+const physToolVersionTimeout = 30 * time.Second
+
+// physTool is every difference between MariaDB's and MySQL's physical backup
+// tooling; physToolFor is the only place that tells them apart.
+type physTool struct {
+	// names are the tool's names on PATH, preferred first.
+	names []string
+	// extractor is the xbstream extractor's name.
+	extractor string
+	// install says how to get both.
+	install string
+}
+
+func physToolFor(f binlog.Flavor) physTool {
+	if f == binlog.MariaDB {
+		// mariabackup is a symlink kept for compatibility; newer packages
+		// may drop it.
+		return physTool{
+			names:     []string{"mariadb-backup", "mariabackup"},
+			extractor: "mbstream",
+			install:   "apt-get install mariadb-backup (Debian/Ubuntu) or dnf install MariaDB-backup (RHEL), matching the server's major.minor version",
+		}
+	}
+	return physTool{
+		names:     []string{"xtrabackup"},
+		extractor: "xbstream",
+		install:   "install Percona XtraBackup for the server's release (e.g. apt-get install percona-xtrabackup-80 for MySQL 8.0)",
+	}
+}
+
+// find returns the tool's path: explicit if set, else the first name on PATH.
+func (pt physTool) find(explicit string) (string, error) {
+	if explicit != "" {
+		p, err := exec.LookPath(explicit)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s: %v; %s", ErrPhysicalToolMissing, explicit, err, pt.install)
+		}
+		return p, nil
+	}
+	for _, n := range pt.names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: none of %s is on PATH; %s", ErrPhysicalToolMissing, strings.Join(pt.names, ", "), pt.install)
+}
+
+// findExtractor returns the extractor: explicit if set, else next to the tool
+// (packages install both in one directory), else on PATH.
+func (pt physTool) findExtractor(explicit, tool string) (string, error) {
+	if explicit != "" {
+		p, err := exec.LookPath(explicit)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s: %v; %s", ErrPhysicalToolMissing, explicit, err, pt.install)
+		}
+		return p, nil
+	}
+	beside := filepath.Join(filepath.Dir(tool), pt.extractor)
+	if fi, err := os.Stat(beside); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		return beside, nil
+	}
+	p, err := exec.LookPath(pt.extractor)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s is not on PATH; %s", ErrPhysicalToolMissing, pt.extractor, pt.install)
+	}
+	return p, nil
+}
+
+// physBasedOn matches the server release a backup tool was built from, in
+// `mariadb-backup --version` ("mariadb-backup based on MariaDB server
+// 10.11.19-MariaDB debian-linux-gnu (x86_64)") and `xtrabackup --version`
+// ("xtrabackup version 8.0.35-30 based on MySQL server 8.0.35 Linux (x86_64)").
+var (
+	physBasedOn      = regexp.MustCompile(`based on (?:MariaDB|MySQL) server (\d+\.\d+(?:\.\d+)?\S*)`)
+	physOwnVer       = regexp.MustCompile(`\bversion (\d+\.\d+\S*)`)
+	physMajorMinorRe = regexp.MustCompile(`^(\d+)\.(\d+)`)
+)
+
+// physToolVersion is what `tool --version` says.
+type physToolVersion struct {
+	// Server is the server release the tool was built for, e.g. "10.11.19-MariaDB".
+	Server string
+	// Label names the tool and its own version for the manifest.
+	Label string
+}
+
+// physParseToolVersion reads `tool --version` output.
+func physParseToolVersion(name, out string) (physToolVersion, error) {
+	m := physBasedOn.FindStringSubmatch(out)
+	if m == nil {
+		return physToolVersion{}, fmt.Errorf("%s --version: no server version in %q", name, physFirstLine(out))
+	}
+	v := physToolVersion{Server: m[1], Label: name + " " + m[1]}
+	if own := physOwnVer.FindStringSubmatch(out); own != nil {
+		v.Label = name + " " + own[1] + " (" + m[1] + ")"
+	}
+	return v, nil
+}
+
+// physMajorMinor returns "10.11" of "10.11.19-MariaDB-0+deb12u1-log", skipping
+// the "5.5.5-" prefix old MariaDB handshakes carry.
+func physMajorMinor(version string) (string, bool) {
+	v := strings.TrimPrefix(version, "5.5.5-")
+	m := physMajorMinorRe.FindStringSubmatch(v)
+	if m == nil {
+		return "", false
+	}
+	return m[1] + "." + m[2], true
+}
+
+// physCheckVersion fails unless the tool was built for the server's
+// major.minor release: InnoDB's redo and page formats change between them,
+// and a mismatched tool copies or prepares a backup that will not start.
+func physCheckVersion(tool string, tv physToolVersion, serverVersion string) error {
+	want, ok := physMajorMinor(serverVersion)
+	if !ok {
+		return fmt.Errorf("server version %q is not major.minor[.patch]", serverVersion)
+	}
+	got, ok := physMajorMinor(tv.Server)
+	if !ok || got != want {
+		return fmt.Errorf("%w: %s is built for server %s but the server is %s; install the tool for %s",
+			ErrPhysicalToolVersion, tool, tv.Server, serverVersion, want)
+	}
+	return nil
+}
+
+// physRunVersion runs `tool --version`. Both tools print it on stderr.
+func physRunVersion(ctx context.Context, tool string) (physToolVersion, error) {
+	ctx, cancel := context.WithTimeout(ctx, physToolVersionTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, "--version")
+	physOwnGroup(cmd)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return physToolVersion{}, fmt.Errorf("%s --version: %w: %s", tool, err, physFirstLine(string(out)))
+	}
+	return physParseToolVersion(filepath.Base(tool), string(out))
+}
+
+func physFirstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// physOwnGroup puts the child in its own process group and makes a context
+// cancel kill the whole group: the backup tool may start helpers, and none
+// must keep reading the server's files after we gave up.
+func physOwnGroup(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.Cancel = func() error {
+		if cmd.Process == nil {
+			return nil
+		}
+		// The group id is the child's pid (Setpgid with Pgid 0).
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if err != nil && !errors.Is(err, syscall.ESRCH) {
+			return err
+		}
+		return nil
+	}
+	// Pipes held open by a grandchild must not keep Wait from returning.
+	cmd.WaitDelay = 10 * time.Second
+}
+
+// physDefaultsFile writes the password into an option file in dir, readable
+// only by us, so that it reaches the tool without appearing in its argv or
+// environment. Option-file values are unquoted and unescaped by the client
+// library; quoting keeps '#', ';' and spaces, escaping keeps '\' and quotes.
+func physDefaultsFile(dir, password string) (string, error) {
+	if strings.ContainsAny(password, "\x00") {
+		return "", errors.New("password contains a NUL byte, which an option file cannot hold")
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	content := "[client]\npassword=\"" + r.Replace(password) + "\"\n"
+	f, err := os.CreateTemp(dir, "client-*.cnf")
+	if err != nil {
+		return "", fmt.Errorf("create option file: %w", err)
+	}
+	path := f.Name()
+	// CreateTemp already uses 0600; Chmod states it against any umask games.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", fmt.Errorf("protect option file: %w", err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", fmt.Errorf("write option file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("write option file: %w", err)
+	}
+	return path, nil
+}
