@@ -19,7 +19,8 @@ import (
 // from the server while the spool is full.
 //
 // File names are the segments' catalog keys with "/" replaced by "~", so the
-// directory sorts in archive order. A segment is sealed once its record file
+// directory sorts in archive order; data files hold the binlog bytes
+// uncompressed (suffix .binlog). A segment is sealed once its record file
 // exists; data files without a record are the remains of a crash and are
 // removed on open.
 type Spool struct {
@@ -37,7 +38,13 @@ const (
 	partialGlob  = ".partial-*"
 	partialPfx   = ".partial-"
 	recordSuffix = ".json"
+	dataSuffix   = ".binlog"
 )
+
+// dataName is the spool file of a segment's data.
+func dataName(rec *catalog.Segment) string {
+	return strings.TrimSuffix(spoolName(rec.Ref().RecordKey()), recordSuffix) + dataSuffix
+}
 
 // OpenSpool opens (creating if needed) a spool directory limited to max bytes.
 func OpenSpool(dir string, max int64) (*Spool, error) {
@@ -59,7 +66,7 @@ func OpenSpool(dir string, max int64) (*Spool, error) {
 		switch {
 		case strings.HasPrefix(name, partialPfx):
 			_ = os.Remove(p) // an unsealed segment: the stream resumes before it
-		case strings.HasSuffix(name, ".zst") && !names[strings.TrimSuffix(name, ".zst")+recordSuffix]:
+		case strings.HasSuffix(name, dataSuffix) && !names[strings.TrimSuffix(name, dataSuffix)+recordSuffix]:
 			_ = os.Remove(p) // data whose record was never written
 		default:
 			if fi, err := e.Info(); err == nil {
@@ -129,7 +136,7 @@ func (s *Spool) CreatePartial() (*os.File, error) {
 // is renamed into place.
 func (s *Spool) Seal(partial string, rec *catalog.Segment) error {
 	ref := rec.Ref()
-	data := filepath.Join(s.dir, spoolName(ref.DataKey()))
+	data := filepath.Join(s.dir, dataName(rec))
 	if err := os.Rename(partial, data); err != nil {
 		return fmt.Errorf("seal spool segment: %w", err)
 	}
@@ -137,7 +144,6 @@ func (s *Spool) Seal(partial string, rec *catalog.Segment) error {
 	if err != nil {
 		return fmt.Errorf("seal spool segment: %w", err)
 	}
-	rec.StoredSize = fi.Size()
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode segment record: %w", err)
@@ -252,12 +258,12 @@ func (s *Spool) Pending() (Pending, error) {
 
 // DataPath returns the local path of a sealed segment's data.
 func (s *Spool) DataPath(rec *catalog.Segment) string {
-	return filepath.Join(s.dir, spoolName(rec.Ref().DataKey()))
+	return filepath.Join(s.dir, dataName(rec))
 }
 
 // RemoveSegment deletes an uploaded segment from the spool.
 func (s *Spool) RemoveSegment(rec *catalog.Segment) error {
-	return s.remove(spoolName(rec.Ref().RecordKey()), spoolName(rec.Ref().DataKey()))
+	return s.remove(spoolName(rec.Ref().RecordKey()), dataName(rec))
 }
 
 // RemoveTimeline deletes an uploaded timeline record from the spool.

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
@@ -364,10 +366,66 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	// included, and reports at error level what this streamer reports anyway
 	// (with its consequence): its lines are kept for debugging only.
 	cfg.Logger = slog.New(debugOnly{s.Logger.Handler()}).With("component", "replication-client")
+	// No per-packet read deadline (setting one for every packet costs more
+	// CPU than anything else the reader does): a watchdog closes the
+	// connection when neither an event nor a heartbeat arrived for
+	// ReadTimeout, which also covers a hang while connecting.
+	cfg.ReadTimeout = 0
+	dial := cfg.Dialer
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
+	}
+	var connMu sync.Mutex
+	var conn net.Conn
+	cfg.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		connMu.Lock()
+		if err == nil && conn == nil {
+			conn = c // the stream's connection; later ones only kill it
+		}
+		connMu.Unlock()
+		return c, err
+	}
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		last, lastChange := h.events.Load(), time.Now()
+		t := time.NewTicker(s.ReadTimeout / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-wdCtx.Done():
+				return
+			case <-t.C:
+			}
+			if n := h.events.Load(); n != last {
+				last, lastChange = n, time.Now()
+				continue
+			}
+			if time.Since(lastChange) > s.ReadTimeout {
+				h.stalled.Store(true)
+				connMu.Lock()
+				if conn != nil {
+					conn.Close()
+				}
+				connMu.Unlock()
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopWatchdog()
+		wg.Wait()
+	}()
 	syncer := replication.NewBinlogSyncer(cfg)
 	defer syncer.Close()
 	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
 	if err != nil {
+		if h.stalled.Load() {
+			return false, fmt.Errorf("no answer from the server for %s while connecting", s.ReadTimeout)
+		}
 		return false, fmt.Errorf("start replication from %s: %w", pos, s.Source.classifyStream(err))
 	}
 	s.mu.Lock()
@@ -387,15 +445,18 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 		close(s.started)
 	}
 	_, err = st.GetEvent(ctx)
-	if ctx.Err() != nil {
-		return h.events > 0, nil
+	progressed = h.events.Load() > 0
+	switch {
+	case ctx.Err() != nil:
+		return progressed, nil
+	case h.err != nil:
+		return progressed, h.err
+	case h.stalled.Load():
+		return progressed, fmt.Errorf("no event or heartbeat from the server for %s: connection torn down", s.ReadTimeout)
+	case err != nil:
+		return progressed, s.Source.classifyStream(err)
 	}
-	if h.err != nil {
-		err = h.err
-	} else if err != nil {
-		err = s.Source.classifyStream(err)
-	}
-	return h.events > 0, err
+	return progressed, nil
 }
 
 func (s *Streamer) currentTimeline() catalog.TimelineID {
@@ -407,13 +468,15 @@ func (s *Streamer) currentTimeline() catalog.TimelineID {
 // eventHandler writes each event as the replication client reads it, so a
 // slow spool slows the stream instead of filling memory.
 type eventHandler struct {
-	s      *Streamer
-	w      *Writer
-	events int
-	err    error
+	s       *Streamer
+	w       *Writer
+	events  atomic.Int64 // events received, heartbeats included
+	stalled atomic.Bool  // the watchdog closed the connection
+	err     error
 }
 
 func (h *eventHandler) HandleEvent(e *replication.BinlogEvent) error {
+	h.events.Add(1)
 	if h.s.Spool.Full(int64(len(e.RawData))) {
 		h.err = errSpoolFull
 		return h.err
@@ -422,7 +485,6 @@ func (h *eventHandler) HandleEvent(e *replication.BinlogEvent) error {
 		h.err = err
 		return err
 	}
-	h.events++
 	return nil
 }
 

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/storage"
@@ -39,6 +40,7 @@ type Uploader struct {
 
 	poke chan struct{}
 	once sync.Once
+	enc  *zstd.Encoder
 
 	mu      sync.Mutex
 	durable catalog.Position
@@ -175,13 +177,14 @@ func (u *Uploader) uploadTimeline(ctx context.Context, tl *catalog.Timeline) err
 
 func (u *Uploader) uploadSegment(ctx context.Context, seg *catalog.Segment) error {
 	ref := seg.Ref()
-	path := u.Spool.DataPath(seg)
-	if err := u.putFile(ctx, ref.DataKey(), path); err != nil {
+	stored, err := u.putSegment(ctx, seg)
+	if err != nil {
 		return err
 	}
+	seg.StoredSize = stored
 	cctx, cancel := context.WithTimeout(ctx, defaultSmallTimeout)
 	defer cancel()
-	err := catalog.PutJSON(cctx, u.Store, ref.RecordKey(), seg, true)
+	err = catalog.PutJSON(cctx, u.Store, ref.RecordKey(), seg, true)
 	if errors.Is(err, storage.ErrExist) {
 		var have catalog.Segment
 		if gerr := catalog.GetJSON(cctx, u.Store, ref.RecordKey(), &have); gerr != nil {
@@ -212,34 +215,56 @@ func (u *Uploader) uploadSegment(ctx context.Context, seg *catalog.Segment) erro
 	return nil
 }
 
-// putFile uploads a local file create-only; an existing object with the same
-// bytes counts as uploaded.
-func (u *Uploader) putFile(ctx context.Context, key, path string) error {
-	f, err := os.Open(path)
+// putSegment compresses a spooled segment into storage, create-only, and
+// returns the stored size. An object already there (from an attempt whose
+// answer was lost, or an agent killed before it wrote the record) counts as
+// uploaded only if it decompresses to exactly the segment's bytes.
+func (u *Uploader) putSegment(ctx context.Context, seg *catalog.Segment) (int64, error) {
+	key := seg.Ref().DataKey()
+	f, err := os.Open(u.Spool.DataPath(seg))
 	if err != nil {
-		return fmt.Errorf("open spool segment: %w", err)
+		return 0, fmt.Errorf("open spool segment: %w", err)
 	}
 	defer f.Close()
 	cctx, cancel := context.WithTimeout(ctx, defaultPutTimeout)
 	defer cancel()
-	_, err = u.Store.Put(cctx, key, f, storage.PutOptions{IfNotExists: true})
+	if u.enc == nil {
+		if u.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); err != nil {
+			return 0, fmt.Errorf("zstd encoder: %w", err)
+		}
+	}
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		u.enc.Reset(pw)
+		_, err := io.Copy(u.enc, f)
+		if cerr := u.enc.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err)
+	}()
+	info, err := u.Store.Put(cctx, key, pr, storage.PutOptions{IfNotExists: true})
+	pr.CloseWithError(errors.New("upload ended"))
+	<-done
+	if err == nil {
+		return info.Size, nil
+	}
 	if !errors.Is(err, storage.ErrExist) {
-		return err // the store's errors name the key
+		return 0, err // the store's errors name the key
+	}
+	rc, oerr := OpenSegment(cctx, u.Store, seg)
+	if oerr != nil {
+		return 0, oerr
+	}
+	_, rerr := io.Copy(io.Discard, rc)
+	rc.Close()
+	if rerr != nil {
+		return 0, fmt.Errorf("object %s already exists with other content (%v): refusing to overwrite", key, rerr)
 	}
 	have, serr := u.Store.Stat(cctx, key)
 	if serr != nil {
-		return fmt.Errorf("stat %s: %w", key, serr)
+		return 0, serr
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	h := crc32.New(castagnoli)
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return fmt.Errorf("read spool segment: %w", err)
-	}
-	if have.Size != n || (have.CRC32C != 0 && have.CRC32C != h.Sum32()) {
-		return fmt.Errorf("object %s already exists with other bytes: refusing to overwrite", key)
-	}
-	return nil
+	return have.Size, nil
 }

@@ -1,6 +1,7 @@
 package binlog
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -8,12 +9,9 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
-	"io"
 	"os"
 	"sync"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 )
@@ -31,8 +29,10 @@ var ErrDiverged = errors.New("server binlog diverged from the archive")
 // ErrStreamHole is returned by Writer.Handle when the stream skips bytes.
 var ErrStreamHole = errors.New("replication stream skipped bytes")
 
-// Writer turns the raw events of a replication stream into sealed,
-// zstd-compressed segments in the spool. It keeps the archive byte-for-byte
+// Writer turns the raw events of a replication stream into sealed segments
+// in the spool. It writes them uncompressed: compression happens in the
+// uploader, on another core, so that the goroutine reading the stream does
+// as little as possible per byte. It keeps the archive byte-for-byte
 // identical to the server's binlog: events the server makes up for the
 // stream are dropped, and every kept event must start where the previous one
 // ended. It is safe for concurrent use (Handle from the stream, Flush from a
@@ -57,13 +57,13 @@ type Writer struct {
 	// lastFile is the file lastEvent is in: after a Rotate it is not w.file.
 	lastFile string
 	seg      *openSegment
-	enc      *zstd.Encoder
 	// bytes is the total of binlog bytes written to segments, for metrics.
 	bytes uint64
 }
 
 type openSegment struct {
 	f   *os.File
+	w   *bufio.Writer
 	sha hash.Hash
 	rec catalog.Segment
 }
@@ -81,16 +81,11 @@ type WriterConfig struct {
 // NewWriter returns a writer for a timeline that is positioned nowhere; call
 // StartAt or ResumeAfter before Handle.
 func NewWriter(cfg WriterConfig) (*Writer, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
-	if err != nil {
-		return nil, fmt.Errorf("zstd encoder: %w", err)
-	}
 	if cfg.MaxSegment <= 0 {
 		cfg.MaxSegment = DefaultMaxSegment
 	}
 	return &Writer{spool: cfg.Spool, timeline: cfg.Timeline, maxSegment: cfg.MaxSegment,
-		onSeal: cfg.OnSeal, now: time.Now, enc: enc}, nil
+		onSeal: cfg.OnSeal, now: time.Now}, nil
 }
 
 // StartAt positions the writer at the beginning of a file (pos 4) or at a
@@ -261,8 +256,8 @@ func (w *Writer) Handle(ev []byte) error {
 		}
 	}
 	seg := w.seg
-	if _, err := w.enc.Write(ev); err != nil {
-		return fmt.Errorf("compress segment: %w", err)
+	if _, err := seg.w.Write(ev); err != nil {
+		return fmt.Errorf("write spool segment: %w", err)
 	}
 	seg.sha.Write(ev)
 	end := start + uint64(h.Size)
@@ -346,8 +341,7 @@ func (w *Writer) openSegmentLocked(start uint64) error {
 	if err != nil {
 		return err
 	}
-	w.enc.Reset(f)
-	w.seg = &openSegment{f: f, sha: sha256.New(), rec: catalog.Segment{
+	w.seg = &openSegment{f: f, w: bufio.NewWriterSize(f, 256<<10), sha: sha256.New(), rec: catalog.Segment{
 		Timeline: w.timeline, File: w.file, FileNum: w.fileNum, Start: start, End: start,
 		ServerVersion: w.format.ServerVersion,
 	}}
@@ -370,9 +364,7 @@ func (w *Writer) Flush() error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	err := w.sealLocked(false)
-	w.enc.Reset(io.Discard)
-	return err
+	return w.sealLocked(false)
 }
 
 // Abort drops the open segment without sealing it.
@@ -394,11 +386,10 @@ func (w *Writer) sealLocked(discard bool) error {
 		return err
 	}
 	if discard || seg.rec.Events == 0 {
-		w.enc.Reset(io.Discard)
 		return cleanup(nil)
 	}
-	if err := w.enc.Close(); err != nil {
-		return cleanup(fmt.Errorf("compress segment: %w", err))
+	if err := seg.w.Flush(); err != nil {
+		return cleanup(fmt.Errorf("write spool segment: %w", err))
 	}
 	if err := seg.f.Sync(); err != nil {
 		return cleanup(fmt.Errorf("sync spool segment: %w", err))
