@@ -330,23 +330,40 @@ func (s *Streamer) waitForSpace(ctx context.Context) {
 	}
 }
 
+// idleFlush is how long the stream must be quiet before a segment younger
+// than the flush interval is sealed early: a commit followed by silence is
+// made durable at once instead of waiting out the interval. minSegmentAge
+// bounds how often that happens (at most a few objects a second).
+const (
+	idleFlush     = 50 * time.Millisecond
+	minSegmentAge = 250 * time.Millisecond
+)
+
+// flushLoop seals the open segment when it has been open for FlushInterval,
+// or earlier when the stream has gone quiet (see idleFlush).
 func (s *Streamer) flushLoop(ctx context.Context) {
-	t := time.NewTicker(s.FlushInterval)
+	tick := min(s.FlushInterval/10, idleFlush)
+	t := time.NewTicker(tick)
 	defer t.Stop()
+	lastGauge := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if w := s.writer(); w != nil {
+		}
+		if w := s.writer(); w != nil {
+			age, quiet, open := w.Pending()
+			if open && (age >= s.FlushInterval-tick/2 || (quiet >= idleFlush && age >= min(minSegmentAge, s.FlushInterval))) {
 				if err := w.Flush(); err != nil {
 					s.Logger.Error("seal segment", "err", err)
 					s.Metrics.error("spool")
 				}
 			}
-			if s.Metrics != nil {
-				s.Metrics.SpoolBytes.Set(float64(s.Spool.Used()))
-			}
+		}
+		if s.Metrics != nil && time.Since(lastGauge) >= time.Second {
+			lastGauge = time.Now()
+			s.Metrics.SpoolBytes.Set(float64(s.Spool.Used()))
 		}
 	}
 }

@@ -62,10 +62,11 @@ type Writer struct {
 }
 
 type openSegment struct {
-	f   *os.File
-	w   *bufio.Writer
-	sha hash.Hash
-	rec catalog.Segment
+	opened, last time.Time // when the segment got its first and its last event
+	f            *os.File
+	w            *bufio.Writer
+	sha          hash.Hash
+	rec          catalog.Segment
 }
 
 // WriterConfig configures a Writer.
@@ -256,6 +257,10 @@ func (w *Writer) Handle(ev []byte) error {
 		}
 	}
 	seg := w.seg
+	seg.last = w.now()
+	if seg.opened.IsZero() {
+		seg.opened = seg.last
+	}
 	if _, err := seg.w.Write(ev); err != nil {
 		return fmt.Errorf("write spool segment: %w", err)
 	}
@@ -350,6 +355,19 @@ func (w *Writer) openSegmentLocked(start uint64) error {
 		w.seg.rec.Prev = &p
 	}
 	return nil
+}
+
+// Pending reports whether a segment is open with events in it, how long
+// ago it got its first event, and how long the stream has been quiet since
+// its last one.
+func (w *Writer) Pending() (age, quiet time.Duration, open bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seg == nil || w.seg.rec.Events == 0 {
+		return 0, 0, false
+	}
+	now := w.now()
+	return now.Sub(w.seg.opened), now.Sub(w.seg.last), true
 }
 
 // Flush seals the open segment, if it holds any event, so that it can be

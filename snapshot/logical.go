@@ -246,6 +246,7 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 		ServerID:      info.ServerID,
 		ServerUUID:    info.UUID,
 		Binlog:        point.pos,
+		ConsistentAt:  point.at,
 		GTIDSet:       point.gtid,
 		Timeline:      opts.Timeline,
 		Started:       started,

@@ -32,6 +32,9 @@ func flavorSessionSettings(f binlog.Flavor) []string {
 type point struct {
 	pos  catalog.Position
 	gtid string
+	// at is the server's clock while the position held: every transaction
+	// in the snapshot committed at or before it.
+	at time.Time
 	// blocked is from the lock's acquisition to its release; lockWait how
 	// long acquiring it took. (MariaDB lets writes commit while FTWRL waits
 	// for running statements; MySQL blocks them for lockWait too.)
@@ -136,6 +139,9 @@ func (d *dumper) readLockPoint(ctx context.Context, coord *sql.Conn, workers []*
 	if err != nil {
 		return p, errors.Join(err, unlock())
 	}
+	if p.at, err = serverNow(ctx, coord); err != nil {
+		return p, errors.Join(err, unlock())
+	}
 	if err := unlock(); err != nil {
 		return p, fmt.Errorf("unlock tables: %w", err)
 	}
@@ -156,6 +162,19 @@ func startSnapshots(ctx context.Context, workers []*sql.Conn) error {
 		})
 	}
 	return g.Wait()
+}
+
+// serverNow reads the server's clock in UTC, to the microsecond.
+func serverNow(ctx context.Context, conn *sql.Conn) (time.Time, error) {
+	var s string
+	if err := conn.QueryRowContext(ctx, "SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ')").Scan(&s); err != nil {
+		return time.Time{}, fmt.Errorf("read the server's clock: %w", err)
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the server's clock: %q: %w", s, err)
+	}
+	return t, nil
 }
 
 // readPosition reads the binlog position and GTID state.
@@ -251,6 +270,11 @@ func (d *dumper) mysqlBackupLockPoint(ctx context.Context, coord *sql.Conn, work
 		}
 		if gtid1 == gtid2 && pos1 == pos2 && gtid1 != "" {
 			p.pos, p.gtid = pos2, gtid2
+			// Nothing committed between the reads: now is no earlier than
+			// any commit the snapshot holds.
+			if p.at, err = serverNow(ctx, coord); err != nil {
+				return p, err
+			}
 			return p, nil
 		}
 		for _, w := range workers {

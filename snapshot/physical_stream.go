@@ -315,6 +315,9 @@ type physLockTimes struct {
 	DDL time.Duration
 	// Seen reports that the log had the marks; false with --no-lock.
 	Seen bool
+	// Unlocked is when the tool reported releasing its locks (on this
+	// machine's clock): every transaction the backup holds committed before.
+	Unlocked time.Time
 }
 
 // locks returns the lock windows; end stands in for a missing unlock line.
@@ -325,7 +328,7 @@ func (s *physStderr) locks(end time.Time) physLockTimes {
 	if unlocked.IsZero() {
 		unlocked = end
 	}
-	var lt physLockTimes
+	lt := physLockTimes{Unlocked: unlocked}
 	if !s.commitsBlocked.IsZero() {
 		lt.Seen = true
 		lt.Commits = max(unlocked.Sub(s.commitsBlocked), 0)
