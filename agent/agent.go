@@ -1,5 +1,6 @@
 // Package agent is the sidecar: it composes the long-running parts (the
-// binlog streamer and its uploader, the archive lease) and serves
+// binlog streamer and its uploader, the archive lease, the snapshot
+// scheduler) and serves
 // /healthz, /readyz, /status and /metrics.
 package agent
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/schedule"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -34,6 +36,9 @@ type Agent struct {
 	Streamer *binlog.Streamer
 	// Compactor, if set, merges closed binlog files' segments in the background.
 	Compactor *binlog.Compactor
+	// Scheduler, if set, takes snapshots on a schedule and applies retention.
+	// Its Timeline is set to the streamer's when left nil.
+	Scheduler *schedule.Scheduler
 	Store     storage.Storage
 	// Registry holds the metrics served on /metrics.
 	Registry *prometheus.Registry
@@ -122,6 +127,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Compactor != nil {
 		g.Go(func() error { return a.Compactor.Run(gctx) })
 	}
+	if a.Scheduler != nil {
+		if a.Scheduler.Timeline == nil {
+			a.Scheduler.Timeline = func() catalog.TimelineID { return a.Streamer.Status().Timeline }
+		}
+		g.Go(func() error { return a.Scheduler.Run(gctx) })
+	}
 	return g.Wait()
 }
 
@@ -192,10 +203,15 @@ func (a *Agent) Handler() http.Handler {
 	})
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		st := struct {
-			Ready  bool                 `json:"ready"`
-			Binlog binlog.Status        `json:"binlog"`
-			Lease  *catalog.LeaseRecord `json:"lease,omitempty"`
+			Ready     bool                 `json:"ready"`
+			Binlog    binlog.Status        `json:"binlog"`
+			Lease     *catalog.LeaseRecord `json:"lease,omitempty"`
+			Snapshots *schedule.Status     `json:"snapshots,omitempty"`
 		}{Ready: a.ready.Load(), Binlog: a.Streamer.Status()}
+		if a.Scheduler != nil {
+			ss := a.Scheduler.Status()
+			st.Snapshots = &ss
+		}
 		if l := a.lease.Load(); l != nil {
 			rec := l.Record()
 			st.Lease = &rec

@@ -229,7 +229,7 @@ func (u *Uploader) putSegment(ctx context.Context, seg *catalog.Segment) (int64,
 	cctx, cancel := context.WithTimeout(ctx, defaultPutTimeout)
 	defer cancel()
 	if u.enc == nil {
-		if u.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); err != nil {
+		if u.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2)); err != nil {
 			return 0, fmt.Errorf("zstd encoder: %w", err)
 		}
 	}

@@ -22,6 +22,9 @@ type TimelineState struct {
 	// Orphans are data objects without an index record (an upload that was
 	// interrupted between the two writes); they are not part of the archive.
 	Orphans []string
+	// Pruned is set when retention deleted the timeline's head: segments
+	// before Pruned.Start are gone on purpose, not missing.
+	Pruned *Pruned
 }
 
 // Archive is everything the binlog archive holds.
@@ -68,7 +71,13 @@ func (t *TimelineState) Holes() []Hole {
 	}
 	if len(t.Segments) > 0 {
 		f := t.Segments[0]
-		if f.File != t.Start.File || f.Start != t.Start.Pos {
+		if t.Pruned != nil {
+			// The head was pruned: only a first segment after the prune's
+			// start is missing something (one before it awaits deletion).
+			if first := (Position{f.File, f.Start}); ComparePositions(first, t.Pruned.Start) > 0 {
+				holes = append([]Hole{{After: t.Pruned.Start, Before: first}}, holes...)
+			}
+		} else if f.File != t.Start.File || f.Start != t.Start.Pos {
 			holes = append([]Hole{{After: t.Start, Before: Position{f.File, f.Start}}}, holes...)
 		}
 	}
@@ -95,6 +104,7 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 	}
 	type tlKeys struct {
 		hasRecord bool
+		hasPruned bool
 		records   []SegmentRef
 		data      map[SegmentRef]string
 	}
@@ -110,6 +120,10 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 	for _, o := range objs {
 		if id, err := ParseTimelineKey(o.Key); err == nil {
 			get(id).hasRecord = true
+			continue
+		}
+		if id, err := ParsePrunedKey(o.Key); err == nil {
+			get(id).hasPruned = true
 			continue
 		}
 		ref, isRecord, err := ParseSegmentKey(o.Key)
@@ -141,6 +155,13 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 			// Segments without a timeline record: the record's upload was lost.
 			// Keep them visible so that nothing is silently ignored.
 			ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is missing"}
+		}
+		if k.hasPruned {
+			var p Pruned
+			if err := GetJSON(ctx, st, PrunedKey(id), &p); err != nil {
+				return nil, err
+			}
+			ts.Pruned = &p
 		}
 		segs := make([]*Segment, len(k.records))
 		g, gctx := errgroup.WithContext(ctx)

@@ -36,48 +36,59 @@ const (
 
 func TestHoles(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		start Position
-		segs  []*Segment
-		want  []Hole
+		name   string
+		start  Position
+		segs   []*Segment
+		want   []Hole
+		pruned *Position
 	}{
-		{"empty timeline", testPos(file1, 4), nil, nil},
-		{"one segment", testPos(file1, 4), []*Segment{testSeg(file1, 4, 100)}, nil},
+		{"empty timeline", testPos(file1, 4), nil, nil, nil},
+		{"one segment", testPos(file1, 4), []*Segment{testSeg(file1, 4, 100)}, nil, nil},
 		{"contiguous within a file", testPos(file1, 4),
-			[]*Segment{testSeg(file1, 4, 100), testSeg(file1, 100, 200), testSeg(file1, 200, 201)}, nil},
+			[]*Segment{testSeg(file1, 4, 100), testSeg(file1, 100, 200), testSeg(file1, 200, 201)}, nil, nil},
 		{"contiguous across files", testPos(file1, 4),
-			[]*Segment{testSeg(file1, 4, 100), testSeg(file2, 4, 50).withPrev(file1, 100), testSeg(file2, 50, 60), testSeg(file3, 4, 9).withPrev(file2, 60)}, nil},
+			[]*Segment{testSeg(file1, 4, 100), testSeg(file2, 4, 50).withPrev(file1, 100), testSeg(file2, 50, 60), testSeg(file3, 4, 9).withPrev(file2, 60)}, nil, nil},
 		{"timeline starting inside a file", testPos(file2, 1000),
-			[]*Segment{testSeg(file2, 1000, 2000), testSeg(file3, 4, 9).withPrev(file2, 2000)}, nil},
+			[]*Segment{testSeg(file2, 1000, 2000), testSeg(file3, 4, 9).withPrev(file2, 2000)}, nil, nil},
 		{"missing middle segment", testPos(file1, 4),
 			[]*Segment{testSeg(file1, 4, 100), testSeg(file1, 200, 300), testSeg(file1, 300, 400)},
-			[]Hole{{After: testPos(file1, 100), Before: testPos(file1, 200)}}},
+			[]Hole{{After: testPos(file1, 100), Before: testPos(file1, 200)}}, nil},
 		{"missing last segment of a file", testPos(file1, 4),
 			[]*Segment{testSeg(file1, 4, 100), testSeg(file2, 4, 50).withPrev(file1, 200)},
-			[]Hole{{After: testPos(file1, 100), Before: testPos(file2, 4)}}},
+			[]Hole{{After: testPos(file1, 100), Before: testPos(file2, 4)}}, nil},
 		{"missing first segment of a file", testPos(file1, 4),
 			[]*Segment{testSeg(file1, 4, 100), testSeg(file2, 50, 60)},
-			[]Hole{{After: testPos(file1, 100), Before: testPos(file2, 50)}}},
+			[]Hole{{After: testPos(file1, 100), Before: testPos(file2, 50)}}, nil},
 		{"new file without a link", testPos(file1, 4),
 			[]*Segment{testSeg(file1, 4, 100), testSeg(file2, 4, 50)},
-			[]Hole{{After: testPos(file1, 100), Before: testPos(file2, 4)}}},
+			[]Hole{{After: testPos(file1, 100), Before: testPos(file2, 4)}}, nil},
 		{"missing whole file", testPos(file1, 4),
 			[]*Segment{testSeg(file1, 4, 100), testSeg(file3, 4, 50).withPrev(file2, 80)},
-			[]Hole{{After: testPos(file1, 100), Before: testPos(file3, 4)}}},
+			[]Hole{{After: testPos(file1, 100), Before: testPos(file3, 4)}}, nil},
 		{"link to an earlier file's end", testPos(file1, 4),
-			[]*Segment{testSeg(file1, 4, 100), testSeg(file3, 4, 50).withPrev(file1, 100)}, nil},
+			[]*Segment{testSeg(file1, 4, 100), testSeg(file3, 4, 50).withPrev(file1, 100)}, nil, nil},
 		{"first segment not at the timeline start", testPos(file1, 4),
 			[]*Segment{testSeg(file1, 100, 200), testSeg(file1, 200, 300)},
-			[]Hole{{After: testPos(file1, 4), Before: testPos(file1, 100)}}},
+			[]Hole{{After: testPos(file1, 4), Before: testPos(file1, 100)}}, nil},
 		{"first segment in a later file", testPos(file1, 4),
 			[]*Segment{testSeg(file2, 4, 100).withPrev(file1, 500)},
-			[]Hole{{After: testPos(file1, 4), Before: testPos(file2, 4)}}},
+			[]Hole{{After: testPos(file1, 4), Before: testPos(file2, 4)}}, nil},
 		{"holes at the start and in the middle", testPos(file1, 4),
 			[]*Segment{testSeg(file1, 50, 100), testSeg(file1, 150, 200)},
-			[]Hole{{After: testPos(file1, 4), Before: testPos(file1, 50)}, {After: testPos(file1, 100), Before: testPos(file1, 150)}}},
+			[]Hole{{After: testPos(file1, 4), Before: testPos(file1, 50)}, {After: testPos(file1, 100), Before: testPos(file1, 150)}}, nil},
+		{"head pruned to a later file", testPos(file1, 4),
+			[]*Segment{testSeg(file2, 4, 100).withPrev(file1, 500), testSeg(file2, 100, 200)}, nil, &Position{file2, 4}},
+		{"head pruned, deletion interrupted", testPos(file1, 4),
+			[]*Segment{testSeg(file1, 300, 500), testSeg(file2, 4, 100).withPrev(file1, 500)}, nil, &Position{file2, 4}},
+		{"head pruned, first kept segment missing", testPos(file1, 4),
+			[]*Segment{testSeg(file2, 100, 200)},
+			[]Hole{{After: testPos(file2, 4), Before: testPos(file2, 100)}}, &Position{file2, 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := &TimelineState{Timeline: Timeline{ID: 1, Start: tc.start}, Segments: tc.segs}
+			if tc.pruned != nil {
+				ts.Pruned = &Pruned{Timeline: 1, Start: *tc.pruned}
+			}
 			if got := ts.Holes(); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("Holes() = %+v, want %+v", got, tc.want)
 			}

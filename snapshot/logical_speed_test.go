@@ -1,7 +1,10 @@
+//go:build bench
+
+// Measurements, not tests: run with go test -tags bench -run NAME -v ./snapshot/
+
 package snapshot
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -12,9 +15,6 @@ import (
 // TestLogicalSpeed measures dump and load of one million rows. It is
 // skipped unless MYSQL_PITR_SPEED=1, to keep the package's tests short.
 func TestLogicalSpeed(t *testing.T) {
-	if os.Getenv("MYSQL_PITR_SPEED") != "1" {
-		t.Skip("set MYSQL_PITR_SPEED=1 to measure dump and load speed")
-	}
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
 	dst := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
 	logicalExec(t, src,

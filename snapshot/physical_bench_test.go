@@ -1,4 +1,4 @@
-//go:build linux
+//go:build bench && (linux)
 
 package snapshot
 
@@ -25,9 +25,6 @@ import (
 // rows per table (4 tables; default 500000) and PITR_PHYS_BENCH_CONC the
 // compression concurrency (default DefaultPhysicalConcurrency).
 func TestPhysicalThroughput(t *testing.T) {
-	if os.Getenv("PITR_PHYS_BENCH") != "1" {
-		t.Skip("set PITR_PHYS_BENCH=1 to measure physical snapshot throughput")
-	}
 	tool := testbed.Binary(t, "mariadb-backup", testbed.MariaDBInstall)
 	sysbench := testbed.Binary(t, "sysbench", "apt-get install sysbench")
 	zstdCLI := testbed.Binary(t, "zstd", "apt-get install zstd")

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"io"
 	"os"
 	"os/exec"
@@ -234,10 +235,7 @@ func FuzzPhysicalStderr(f *testing.F) {
 // TestPhysicalDefaultsFile checks that the client library reads back the
 // password exactly, whatever characters it holds.
 func TestPhysicalDefaultsFile(t *testing.T) {
-	printDefaults, err := exec.LookPath("my_print_defaults")
-	if err != nil {
-		t.Skip("my_print_defaults not found: install it with apt-get install mariadb-client")
-	}
+	printDefaults := testbed.Binary(t, "my_print_defaults", "apt-get install mariadb-client")
 	tests := []struct{ name, password string }{
 		{"hex", "0123456789abcdef"},
 		{"comment and separators", `p#ss;word with spaces`},

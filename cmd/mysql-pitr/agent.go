@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/agent"
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/schedule"
 )
 
 // agentOptions are the agent's settings.
@@ -34,6 +37,10 @@ type agentOptions struct {
 	leaseTTL       time.Duration
 	connectTimeout time.Duration
 	compact        time.Duration
+	schedule       string
+	snapMethod     string
+	snapThreads    int
+	retention      retentionFlags
 }
 
 func (o *agentOptions) register(fs *flag.FlagSet) {
@@ -53,6 +60,11 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
 	fs.DurationVar(&o.compact, "compact-interval", binlog.DefaultCompactInterval, "merge the segments of closed binlog files this often (0 disables)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", binlog.DefaultConnectTimeout, "how long to wait for the server at start")
+	fs.StringVar(&o.schedule, "schedule", "", `take snapshots on this schedule: a 5-field cron expression ("0 3 * * *") or "@every 6h", `+
+		"in UTC unless prefixed with CRON_TZ=Zone (empty: no scheduled snapshots)")
+	fs.StringVar(&o.snapMethod, "snapshot-method", catalog.MethodLogical, "method of scheduled snapshots: logical or physical")
+	fs.IntVar(&o.snapThreads, "snapshot-threads", runtime.NumCPU(), "parallel connections of a scheduled logical snapshot (the tool's --parallel for physical)")
+	o.retention.register(fs)
 }
 
 // Validate names the first bad setting.
@@ -70,6 +82,26 @@ func (o *agentOptions) Validate() error {
 		return usageError{fmt.Errorf("--agent-id is required")}
 	case o.leaseTTL < time.Second:
 		return usageError{fmt.Errorf("--lease-ttl must be at least 1s")}
+	case o.compact < 0:
+		return usageError{fmt.Errorf("--compact-interval %s is negative", o.compact)}
+	case o.connectTimeout < 0:
+		return usageError{fmt.Errorf("--connect-timeout %s is negative", o.connectTimeout)}
+	case o.snapMethod != catalog.MethodLogical && o.snapMethod != catalog.MethodPhysical:
+		return usageError{fmt.Errorf("--snapshot-method %q: want logical or physical", o.snapMethod)}
+	case o.snapThreads < 1:
+		return usageError{fmt.Errorf("--snapshot-threads %d: at least 1", o.snapThreads)}
+	}
+	if o.schedule != "" {
+		if _, err := schedule.ParseSpec(o.schedule); err != nil {
+			return usageError{fmt.Errorf("--schedule %q is not a valid schedule: %v", o.schedule, err)}
+		}
+	}
+	pol, err := o.retention.policy()
+	if err != nil {
+		return err
+	}
+	if pol.Enabled() && o.schedule == "" {
+		return usageError{fmt.Errorf("--keep-snapshots and --keep-within apply after scheduled snapshots: add --schedule, or run mysql-pitr prune")}
 	}
 	return nil
 }
@@ -120,10 +152,17 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.compact > 0 {
 		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics}
 	}
-	a := &agent.Agent{Streamer: s, Compactor: compactor, Store: st, Registry: reg, Listen: o.listen, Holder: o.agentID,
+	var sched *schedule.Scheduler
+	if o.schedule != "" {
+		pol, _ := o.retention.policy() // validated
+		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, Threads: o.snapThreads, Store: st,
+			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Metrics: schedule.NewMetrics(reg),
+			Logger: logger}
+	}
+	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Store: st, Registry: reg, Listen: o.listen, Holder: o.agentID,
 		LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent")}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
-		"listen", o.listen, "spool", spool.Dir())
+		"listen", o.listen, "spool", spool.Dir(), "schedule", o.schedule)
 	err = a.Run(ctx)
 	if err == nil {
 		logger.Info("agent stopped")

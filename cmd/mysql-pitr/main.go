@@ -21,9 +21,11 @@ var version = "dev"
 const usage = `mysql-pitr: continuous binlog archive and point-in-time recovery for MySQL and MariaDB
 
 Usage:
-  mysql-pitr agent --dsn DSN --storage URL [flags]     stream the binlog to storage (the sidecar)
+  mysql-pitr agent --dsn DSN --storage URL [flags]     stream the binlog to storage (the sidecar);
+                                                       [--schedule CRON --keep-snapshots N] to take snapshots and prune
   mysql-pitr snapshot --dsn DSN --storage URL          take a snapshot now [--method logical|physical] [--threads N]
   mysql-pitr list --storage URL [--json]               show snapshots, binlog coverage and recoverable windows
+  mysql-pitr prune --storage URL --keep-snapshots N [--keep-within D] [--dry-run]   delete expired snapshots and the binlog no kept snapshot needs
   mysql-pitr restore --storage URL --to TIME --datadir DIR   restore a datadir to a moment [--dry-run] [--force]
   mysql-pitr binlog fetch --storage URL --out DIR      write the archived binlog back out as files
   mysql-pitr version
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSnapshot(ctx, rest, stdout, stderr)
 	case "restore":
 		return runRestore(ctx, rest, stdout, stderr)
+	case "prune":
+		return runPrune(ctx, rest, stdout, stderr)
 	case "binlog":
 		if len(rest) > 0 && rest[0] == "fetch" {
 			return runFetch(ctx, rest[1:], stdout, stderr)
