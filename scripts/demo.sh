@@ -104,6 +104,9 @@ done
 step "the standard tools read the archive: where exactly was the DROP?"
 mariadb-binlog --no-defaults "$DIR/fetched/$FILE" | grep -B14 -i '^DROP TABLE' | grep -E '^# at |end_log_pos|^DROP TABLE' | tail -3
 
+step "verify the archive: every object read back and checked, the chain from the snapshot whole"
+run "$BIN" verify --storage "file://$DIR/archive"
+
 step "restore to $BEFORE, just before the DROP, into a new datadir"
 run "$BIN" restore --storage "file://$DIR/archive" --to "$BEFORE" --dry-run
 echo

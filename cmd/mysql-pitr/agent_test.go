@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -176,6 +178,24 @@ func TestAgentRecordsPurgedBinlogAsGap(t *testing.T) {
 		t.Errorf("list does not show the gap:\n%s", out)
 	}
 	compareArchive(t, storageURL, db)
+
+	// A recorded gap is history the archive says it lacks, not damage.
+	out, stderr, code := runCLI(t, t.Context(), "verify", "--storage", storageURL)
+	if code != 0 || !strings.Contains(out, "gap between timeline 000001 and 000002: purged") {
+		t.Fatalf("verify: exit %d\n%s%s", code, out, stderr)
+	}
+	// A damaged object is.
+	segs, _ := filepath.Glob(filepath.Join(strings.TrimPrefix(storageURL, "file://"), "binlog", "000002", "*", "*.zst"))
+	if len(segs) == 0 {
+		t.Fatal("no segment of timeline 2 found")
+	}
+	if err := os.Truncate(segs[0], 10); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = runCLI(t, t.Context(), "verify", "--storage", storageURL)
+	if code != 1 || !strings.Contains(out, "bad segment binlog/000002/") || !strings.Contains(stderr, "damaged") {
+		t.Fatalf("verify of a truncated segment: exit %d\n%s%s", code, out, stderr)
+	}
 }
 
 // purgeAll purges every binlog but the current one. MariaDB keeps files a
