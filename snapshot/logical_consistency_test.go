@@ -67,9 +67,9 @@ func logicalTransfers(ctx context.Context, src *testbed.MariaDB, t *testing.T, s
 	}
 }
 
-// logicalReplay pipes the source's binlog from pos to its end through
+// replayBinlog pipes the source's binlog from pos to its end through
 // mariadb-binlog into the server on port.
-func logicalReplay(t *testing.T, src *testbed.MariaDB, pos catalog.Position, port int) {
+func replayBinlog(t *testing.T, src *testbed.MariaDB, pos catalog.Position, port int) {
 	t.Helper()
 	binlogTool := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
 	client := testbed.Binary(t, "mariadb", testbed.MariaDBInstall)
@@ -203,6 +203,6 @@ func TestLogicalConsistencyUnderLoad(t *testing.T) {
 		}
 	}
 
-	logicalReplay(t, src, m.Binlog, dst.Port())
+	replayBinlog(t, src, m.Binlog, dst.Port())
 	logicalCompareChecksums(t, src.DB(t), b)
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
-	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
@@ -340,40 +339,3 @@ func physStartServer(t *testing.T, datadir string) *physServer {
 	}
 }
 
-// physReplay pipes the source's binlog from pos to its end through
-// mariadb-binlog into the server on port.
-func physReplay(t *testing.T, src *testbed.MariaDB, pos catalog.Position, port int) {
-	t.Helper()
-	binlogTool := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
-	client := testbed.Binary(t, "mariadb", testbed.MariaDBInstall)
-	var files []string
-	for _, f := range src.BinlogFiles(t) {
-		if filepath.Base(f) >= pos.File {
-			files = append(files, f)
-		}
-	}
-	if len(files) == 0 || filepath.Base(files[0]) != pos.File {
-		t.Fatalf("binlog %s is not among the source's files %v", pos.File, files)
-	}
-	dump := exec.CommandContext(t.Context(), binlogTool, append([]string{"--start-position=" + strconv.FormatUint(pos.Pos, 10)}, files...)...)
-	load := exec.CommandContext(t.Context(), client, "--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-P"+strconv.Itoa(port), "-uroot")
-	pipe, err := dump.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	load.Stdin = pipe
-	var dumpErr, loadErr bytes.Buffer
-	dump.Stderr, load.Stderr = &dumpErr, &loadErr
-	if err := load.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// The client holds the read end now; without closing ours, a client that
-	// died would leave mariadb-binlog blocked on a full pipe forever.
-	pipe.(io.Closer).Close()
-	if err := dump.Run(); err != nil {
-		t.Fatalf("mariadb-binlog: %v: %s", err, dumpErr.String())
-	}
-	if err := load.Wait(); err != nil {
-		t.Fatalf("replay into the restored server: %v: %s", err, loadErr.String())
-	}
-}

@@ -106,7 +106,7 @@ func TestPhysicalSnapshotUnderLoad(t *testing.T) {
 	physCheckBank(t, restored.db, "restored snapshot")
 	physCheckBank(t, src.DB(t), "source")
 
-	physReplay(t, src, m.Binlog, restored.port)
+	replayBinlog(t, src, m.Binlog, restored.port)
 	got, want := physChecksums(t, restored.db), physChecksums(t, src.DB(t))
 	if len(want) < 3 {
 		t.Fatalf("source has tables %v", want)
