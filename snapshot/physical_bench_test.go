@@ -1,4 +1,4 @@
-//go:build bench && (linux)
+//go:build bench && linux
 
 package snapshot
 

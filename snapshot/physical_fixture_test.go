@@ -338,4 +338,3 @@ func physStartServer(t *testing.T, datadir string) *physServer {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
