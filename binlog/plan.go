@@ -2,8 +2,10 @@ package binlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -47,6 +49,15 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 
 	if lastTL == 0 {
 		return s.startNewTimeline(ctx, info, catalog.ReasonFirst, "the archive was empty")
+	}
+	if m, err := s.readRestoreMarker(); err != nil {
+		s.Logger.Warn("restore marker", "err", err)
+	} else if m != nil && m.ID != tlRec.RestoreID {
+		// The server's data was put back to an earlier moment: what it writes
+		// from now on is another history than the archive's.
+		s.restoreID = m.ID
+		return s.startNewTimeline(ctx, info, catalog.ReasonRestored,
+			fmt.Sprintf("the server was restored by mysql-pitr (restore %s to %s)", m.ID, m.Target))
 	}
 	if tlRec.ServerUUID != "" && info.UUID != "" && tlRec.ServerUUID != info.UUID {
 		return s.startNewTimeline(ctx, info, catalog.ReasonDiverged,
@@ -187,7 +198,8 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 	s.mu.Unlock()
 	tl := &catalog.Timeline{
 		ID: id, Reason: reason, Detail: detail, Start: catalog.Position{File: logs[0].Name, Pos: FirstEventPos},
-		Flavor: string(info.Flavor), ServerVersion: info.Version, ServerID: info.ServerID, ServerUUID: info.UUID,
+		RestoreID: s.restoreID,
+		Flavor:    string(info.Flavor), ServerVersion: info.Version, ServerID: info.ServerID, ServerUUID: info.UUID,
 		GTIDState: info.GTIDState, Created: time.Now().UTC(), Agent: s.Agent,
 	}
 	if parent != 0 {
@@ -317,4 +329,30 @@ func (s *Streamer) lagLoop(ctx context.Context) {
 			s.Metrics.LagSeconds.Set(lagSec)
 		}
 	}
+}
+
+// restoreMarker is what a restore writes into the datadir it produced
+// (restore.MarkerFile); the streamer needs only its id and target.
+type restoreMarker struct {
+	ID     string `json:"id"`
+	Target string `json:"target"`
+}
+
+// readRestoreMarker reads the marker at RestoreMarker, if any.
+func (s *Streamer) readRestoreMarker() (*restoreMarker, error) {
+	if s.RestoreMarker == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(s.RestoreMarker)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m restoreMarker
+	if err := json.Unmarshal(b, &m); err != nil || m.ID == "" {
+		return nil, fmt.Errorf("%s is not a restore marker: %v", s.RestoreMarker, err)
+	}
+	return &m, nil
 }

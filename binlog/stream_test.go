@@ -448,3 +448,44 @@ func TestCompactorMergesClosedFiles(t *testing.T) {
 		t.Fatalf("second compaction: %d, %v", n, err)
 	}
 }
+
+// TestStreamerStartsTimelineAfterRestore: a restore marker the archive has
+// not seen starts a new timeline, once.
+func TestStreamerStartsTimelineAfterRestore(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "mysql-pitr-restore.json")
+	spool := t.TempDir()
+	run := func() {
+		s := newStreamer(t, db, st, spool)
+		s.RestoreMarker = marker
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		db.Exec(t, "CREATE TABLE IF NOT EXISTS mysql.pitr_probe (id INT PRIMARY KEY AUTO_INCREMENT)")
+		db.Exec(t, "INSERT INTO mysql.pitr_probe VALUES ()")
+		waitDurable(t, s, serverEnd(t, db), 30*time.Second)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	timelines := func() []*catalog.TimelineState {
+		arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return arch.Timelines
+	}
+	run()
+	os.WriteFile(marker, []byte(`{"id": "r1", "target": "2026-11-27T10:41:07Z"}`), 0o644)
+	run()
+	run()
+	tls := timelines()
+	if len(tls) != 2 || tls[1].Reason != catalog.ReasonRestored || tls[1].RestoreID != "r1" {
+		t.Fatalf("want a second timeline for restore r1 and no third, got %d: %+v", len(tls), tls[len(tls)-1].Timeline)
+	}
+}

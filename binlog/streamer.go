@@ -44,6 +44,10 @@ type Streamer struct {
 	ServerID uint32
 	// Agent names this agent in timeline records.
 	Agent string
+	// RestoreMarker is the path of the marker a restore writes into the
+	// server's datadir; a marker the archive has not seen starts a new
+	// timeline (reason "restored"). Empty: not checked.
+	RestoreMarker string
 
 	FlushInterval  time.Duration
 	MaxSegment     int64
@@ -71,6 +75,7 @@ type Streamer struct {
 	warnings   []string
 	gaps       int
 	pauses     int
+	restoreID  string
 	handlerErr error
 	lagBytes   int64
 	lagSeconds float64

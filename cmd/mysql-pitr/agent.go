@@ -19,6 +19,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/agent"
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
 )
 
@@ -36,6 +37,7 @@ type agentOptions struct {
 	agentID        string
 	leaseTTL       time.Duration
 	connectTimeout time.Duration
+	datadir        string
 	compact        time.Duration
 	schedule       string
 	snapMethod     string
@@ -60,6 +62,7 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
 	fs.DurationVar(&o.compact, "compact-interval", binlog.DefaultCompactInterval, "merge the segments of closed binlog files this often (0 disables)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", binlog.DefaultConnectTimeout, "how long to wait for the server at start")
+	fs.StringVar(&o.datadir, "datadir", "", "the server's datadir as this agent sees it (optional): a restore marker there starts a new archive timeline")
 	fs.StringVar(&o.schedule, "schedule", "", `take snapshots on this schedule: a 5-field cron expression ("0 3 * * *") or "@every 6h", `+
 		"in UTC unless prefixed with CRON_TZ=Zone (empty: no scheduled snapshots)")
 	fs.StringVar(&o.snapMethod, "snapshot-method", catalog.MethodLogical, "method of scheduled snapshots: logical or physical")
@@ -146,7 +149,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s := &binlog.Streamer{
 		Source: src, Store: st, Spool: spool, ServerID: uint32(o.serverID), Agent: o.agentID,
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
-		Logger: logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
+		RestoreMarker: restoreMarkerPath(o.datadir),
+		Logger:        logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
 	}
 	var compactor *binlog.Compactor
 	if o.compact > 0 {
@@ -174,3 +178,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type driverLogger struct{ l *slog.Logger }
 
 func (d driverLogger) Print(v ...any) { d.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+
+// restoreMarkerPath is where a restore leaves its marker in datadir.
+func restoreMarkerPath(datadir string) string {
+	if datadir == "" {
+		return ""
+	}
+	return filepath.Join(datadir, restore.MarkerFile)
+}
