@@ -304,9 +304,6 @@ func (s *Server) value(sess *session, expr string) string {
 	case strings.HasPrefix(e, "@@"):
 		name := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(e, "@@"), "global."), "session.")
 		return s.variable(name)
-	case e == "@master_binlog_checksum", e == "@source_binlog_checksum":
-		// The files decide, whatever the replica asked for.
-		return s.variable("binlog_checksum")
 	case strings.HasPrefix(e, "@"):
 		return sess.vars[e]
 	}
@@ -393,14 +390,25 @@ func (s *Server) dump(ctx context.Context, c *server.Conn, conn net.Conn, sess *
 		pos = FirstEventPos
 	}
 	w := &packetWriter{seq: c.Sequence, w: bufio.NewWriterSize(&deadlineWriter{conn: conn, timeout: s.opts.WriteTimeout}, 256<<10)}
-	var lastPos uint64
+	// Events from the files go out as they are, checksums included, to a
+	// replica that declared itself checksum-aware by setting
+	// @master_binlog_checksum; the events the server makes up carry a
+	// checksum as that variable says until the first format description,
+	// then as the file's (what a MariaDB source does).
+	w.checksum = strings.EqualFold(sess.vars["@master_binlog_checksum"], "CRC32") ||
+		strings.EqualFold(sess.vars["@source_binlog_checksum"], "CRC32")
+	// hbName:hbPos is where the replica believes it is in the source's
+	// binlog, which heartbeats must name: after a file's final Rotate, the
+	// start of the next file.
+	var hbName string
+	var hbPos uint64
 	fakeRotate := true
 	for i := idx; i < len(s.files); i++ {
 		from := uint64(FirstEventPos)
 		if i == idx {
 			from = pos
 		}
-		rotatedTo, end, err := s.sendFile(ctx, w, s.files[i], from, fakeRotate)
+		fe, err := s.sendFile(ctx, w, s.files[i], from, fakeRotate)
 		if err != nil {
 			var me *mysql.MyError
 			if errors.As(err, &me) {
@@ -410,17 +418,19 @@ func (s *Server) dump(ctx context.Context, c *server.Conn, conn net.Conn, sess *
 			}
 			return err
 		}
-		lastPos = end
+		hbName, hbPos = s.files[i].Name, fe.end
+		if fe.rotatedTo != "" {
+			hbName, hbPos = fe.rotatedTo, fe.rotatedPos
+		}
 		// A replica learns the next file's name from the Rotate event a
 		// file ends with; a file without one (the source crashed) needs a
 		// fake Rotate before the next file's events.
-		fakeRotate = i+1 < len(s.files) && rotatedTo != s.files[i+1].Name
+		fakeRotate = i+1 < len(s.files) && fe.rotatedTo != s.files[i+1].Name
 	}
 	if err := w.w.Flush(); err != nil {
 		return fmt.Errorf("send binlog: %w", err)
 	}
-	last := s.files[len(s.files)-1]
-	log.Debug("served to the end", "file", last.Name, "pos", lastPos)
+	log.Debug("served to the end", "file", s.files[len(s.files)-1].Name, "replica_at", hbName+":"+strconv.FormatUint(hbPos, 10))
 	if nonBlock {
 		if err := w.packet([]byte{mysql.EOF_HEADER, 0, 0, 0, 0}); err != nil {
 			return err
@@ -431,38 +441,47 @@ func (s *Server) dump(ctx context.Context, c *server.Conn, conn net.Conn, sess *
 		c.Sequence = w.seq
 		return nil
 	}
-	return s.idle(ctx, w, conn, sess, last.Name, lastPos)
+	return s.idle(ctx, w, conn, sess, hbName, hbPos)
+}
+
+// fileEnd is where sending a file ended.
+type fileEnd struct {
+	// end is the position after the last event sent.
+	end uint64
+	// rotatedTo and rotatedPos are what the Rotate event the file ends
+	// with names ("" when none was sent).
+	rotatedTo  string
+	rotatedPos uint64
 }
 
 // sendFile sends one file's events from position from on (and its format
-// description). It returns the file named by the Rotate event the file
-// ends with ("" when none) and the position after the last event sent.
-func (s *Server) sendFile(ctx context.Context, w *packetWriter, f ServedFile, from uint64, fakeRotate bool) (string, uint64, error) {
+// description first).
+func (s *Server) sendFile(ctx context.Context, w *packetWriter, f ServedFile, from uint64, fakeRotate bool) (fileEnd, error) {
 	fh, err := os.Open(f.Path)
 	if err != nil {
-		return "", 0, fmt.Errorf("open %s: %w", f.Name, err)
+		return fileEnd{}, fmt.Errorf("open %s: %w", f.Name, err)
 	}
 	defer fh.Close()
 	if fakeRotate {
-		if err := w.event(s.rotateEvent(f.Name, from)); err != nil {
-			return "", 0, err
+		if err := w.event(s.rotateEvent(f.Name, from, w.checksum)); err != nil {
+			return fileEnd{}, err
 		}
 	}
 	sc := NewScanner(fh, 0)
 	var format Format
-	var rotatedTo string
+	var fe fileEnd
 	pos := uint64(FirstEventPos)
 	found := from == FirstEventPos
 	for {
 		if ctx.Err() != nil {
-			return "", 0, ctx.Err()
+			return fileEnd{}, ctx.Err()
 		}
 		ev, at, err := sc.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return "", 0, fmt.Errorf("read %s at %d: %w", f.Name, sc.Pos(), err)
+			return fileEnd{}, fmt.Errorf("read %s at %d: %w", f.Name, sc.Pos(), err)
 		}
 		end := at + uint64(len(ev))
 		if f.End > 0 && end > f.End {
@@ -470,13 +489,14 @@ func (s *Server) sendFile(ctx context.Context, w *packetWriter, f ServedFile, fr
 		}
 		h, err := ParseHeader(ev)
 		if err != nil {
-			return "", 0, fmt.Errorf("read %s at %d: %w", f.Name, at, err)
+			return fileEnd{}, fmt.Errorf("read %s at %d: %w", f.Name, at, err)
 		}
 		switch {
 		case h.Type == FormatDescription:
 			if format, err = ParseFormat(ev); err != nil {
-				return "", 0, fmt.Errorf("read %s at %d: %w", f.Name, at, err)
+				return fileEnd{}, fmt.Errorf("read %s at %d: %w", f.Name, at, err)
 			}
+			w.checksum = format.Checksum
 			if at < from {
 				// The replica starts inside the file: it needs the format
 				// description all the same, marked as not advancing its
@@ -487,11 +507,11 @@ func (s *Server) sendFile(ctx context.Context, w *packetWriter, f ServedFile, fr
 		case at < from:
 			continue
 		case at > from && !found:
-			return "", 0, mysql.NewError(mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG,
+			return fileEnd{}, mysql.NewError(mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG,
 				fmt.Sprintf("requested position %d in %s is not the start of an event", from, f.Name))
 		case h.Type == RotateEvent && !h.Artificial():
-			if next, _, err := format.ParseRotate(ev); err == nil {
-				rotatedTo = next
+			if next, npos, err := format.ParseRotate(ev); err == nil {
+				fe.rotatedTo, fe.rotatedPos = next, npos
 			}
 		}
 		if at >= from {
@@ -499,17 +519,18 @@ func (s *Server) sendFile(ctx context.Context, w *packetWriter, f ServedFile, fr
 			pos = end
 		}
 		if err := w.event(ev); err != nil {
-			return "", 0, err
+			return fileEnd{}, err
 		}
 	}
 	if pos < from {
-		return "", 0, mysql.NewError(mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG,
+		return fileEnd{}, mysql.NewError(mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG,
 			fmt.Sprintf("requested position %d is past the end of %s (%d)", from, f.Name, pos))
 	}
 	if f.End > 0 && pos != f.End {
-		return "", 0, fmt.Errorf("%s: serving end %d is not an event boundary (the events end at %d)", f.Name, f.End, pos)
+		return fileEnd{}, fmt.Errorf("%s: serving end %d is not an event boundary (the events end at %d)", f.Name, f.End, pos)
 	}
-	return rotatedTo, pos, nil
+	fe.end = pos
+	return fe, nil
 }
 
 // midFileFormat returns a copy of a format description with log_pos and the
@@ -528,16 +549,16 @@ func midFileFormat(ev []byte, checksum bool) []byte {
 }
 
 // rotateEvent makes the artificial Rotate a source sends before a file's events.
-func (s *Server) rotateEvent(name string, pos uint64) []byte {
+func (s *Server) rotateEvent(name string, pos uint64, checksum bool) []byte {
 	body := binary.LittleEndian.AppendUint64(nil, pos)
 	body = append(body, name...)
-	return s.artificial(RotateEvent, 0, artificialFlag, body)
+	return s.artificial(RotateEvent, 0, artificialFlag, body, checksum)
 }
 
 // artificial makes an event that is not in any file.
-func (s *Server) artificial(typ EventType, logPos uint32, flags uint16, body []byte) []byte {
+func (s *Server) artificial(typ EventType, logPos uint32, flags uint16, body []byte, checksum bool) []byte {
 	size := HeaderSize + len(body)
-	if s.checksum {
+	if checksum {
 		size += 4
 	}
 	ev := make([]byte, HeaderSize, size)
@@ -547,7 +568,7 @@ func (s *Server) artificial(typ EventType, logPos uint32, flags uint16, body []b
 	binary.LittleEndian.PutUint32(ev[13:], logPos)
 	binary.LittleEndian.PutUint16(ev[17:], flags)
 	ev = append(ev, body...)
-	if s.checksum {
+	if checksum {
 		ev = binary.LittleEndian.AppendUint32(ev, crc32.ChecksumIEEE(ev))
 	}
 	return ev
@@ -580,7 +601,7 @@ func (s *Server) idle(ctx context.Context, w *packetWriter, conn net.Conn, sess 
 		case <-gone:
 			return nil
 		case <-tick:
-			if err := w.event(s.artificial(HeartbeatEvent, uint32(pos), 0, []byte(name))); err != nil {
+			if err := w.event(s.artificial(HeartbeatEvent, uint32(pos), 0, []byte(name), w.checksum)); err != nil {
 				return err
 			}
 			if err := w.w.Flush(); err != nil {
@@ -607,6 +628,8 @@ func heartbeatPeriod(sess *session) time.Duration {
 type packetWriter struct {
 	w   *bufio.Writer
 	seq uint8
+	// checksum is whether the events the server makes up carry one.
+	checksum bool
 }
 
 func (p *packetWriter) event(ev []byte) error {

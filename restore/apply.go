@@ -55,9 +55,11 @@ type Options struct {
 	// Force moves an existing datadir's contents aside (to a sibling
 	// directory) instead of refusing; with DiscardExisting they are deleted.
 	Force, DiscardExisting bool
-	// Replay is ReplayServer or ReplayMysqlbinlog.
+	// Replay is ReplayServer (the default) or ReplayMysqlbinlog.
 	Replay string
-	// Threads loads a logical snapshot in parallel (0: the number of CPUs).
+	// Threads loads a logical snapshot in parallel and, with ReplayServer,
+	// is the number of parallel apply threads (0: the number of CPUs; for
+	// replay at least 4).
 	Threads int
 	// WorkDir holds fetched binlogs and the temporary server's socket;
 	// empty means a new directory under os.TempDir().
@@ -69,6 +71,8 @@ type Options struct {
 type Result struct {
 	Marker   Marker
 	Duration time.Duration
+	// ReplayDuration is the part of Duration spent replaying the binlog.
+	ReplayDuration time.Duration
 	// MovedAside is where the datadir's previous contents went, if anywhere.
 	MovedAside string
 }
@@ -76,13 +80,18 @@ type Result struct {
 // Apply carries out a plan into a datadir: restore the snapshot, replay the
 // binlog to the stop on a temporary server listening only on a private
 // socket, shut it down cleanly, and record the restore in the datadir.
+// With ReplayServer the temporary server replicates the binlog from a
+// binlog.Server on a loopback port that lives as long as the replay.
 func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	begin := time.Now()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Replay == "" {
-		opts.Replay = ReplayMysqlbinlog
+		opts.Replay = ReplayServer
+	}
+	if opts.Replay != ReplayServer && opts.Replay != ReplayMysqlbinlog {
+		return nil, fmt.Errorf("unknown replay mode %q (use %s or %s)", opts.Replay, ReplayServer, ReplayMysqlbinlog)
 	}
 	log := opts.Logger
 	work := opts.WorkDir
@@ -148,14 +157,17 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	replayBegin := time.Now()
 	switch opts.Replay {
 	case ReplayMysqlbinlog:
-		if err := replayMysqlbinlog(ctx, srv, stop, log); err != nil {
-			return nil, err
-		}
+		err = replayMysqlbinlog(ctx, srv, stop, log)
 	default:
-		return nil, fmt.Errorf("replay mode %q is not available (use %s)", opts.Replay, ReplayMysqlbinlog)
+		err = replayServer(ctx, srv, flavor, stop, opts.Threads, log)
 	}
+	if err != nil {
+		return nil, err
+	}
+	res.ReplayDuration = time.Since(replayBegin)
 	gtid := ""
 	if flavor == mysqld.MariaDB {
 		gtid = mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs)

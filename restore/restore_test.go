@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -47,7 +48,7 @@ func tableChecksums(t *testing.T, cfg *mysql.Config) map[string]string {
 	out := map[string]string{}
 	for _, n := range names {
 		var name, sum string
-		if err := db.QueryRow("CHECKSUM TABLE " + n + " EXTENDED").Scan(&name, &sum); err != nil {
+		if err := db.QueryRow("CHECKSUM TABLE "+n+" EXTENDED").Scan(&name, &sum); err != nil {
 			t.Fatal(err)
 		}
 		out[n] = sum
@@ -147,6 +148,16 @@ func TestRestoreToCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("logical snapshot %s at %s, writes blocked %s", m.ID, m.Binlog, m.WritesBlocked)
+	source, err := binlog.NewSource(pitrCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer source.Close()
+	pm, err := snapshot.TakePhysical(t.Context(), snapshot.PhysicalOptions{Source: source, Storage: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("physical snapshot %s at %s, writes blocked %s", pm.ID, pm.Binlog, pm.WritesBlocked)
 
 	var cps []checkpointSums
 	time.Sleep(500 * time.Millisecond)
@@ -181,46 +192,93 @@ func TestRestoreToCheckpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, replay := range []string{ReplayMysqlbinlog} {
-		for _, cp := range append(cps, checkpointSums{"latest", time.Time{}, latest}) {
-			t.Run(replay+"/"+cp.name, func(t *testing.T) {
-				target := Target{Kind: AtTime, Time: cp.at}
-				if cp.at.IsZero() {
-					target = Target{Kind: Latest}
-				}
-				p, err := Make(arch, snaps.Complete, target, time.Now())
-				if err != nil {
-					t.Fatal(err)
-				}
-				dir, _ := os.MkdirTemp("", "rst-")
-				t.Cleanup(func() { os.RemoveAll(dir) })
-				res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Logf("restored to %s: %d transactions replayed, stop %s, in %s", target, res.Marker.Transactions, res.Marker.Stop, res.Duration.Round(time.Millisecond))
-				got := restoredChecksums(t, dir)
-				if fmt.Sprint(got) != fmt.Sprint(cp.sums) {
-					t.Fatalf("restored tables differ from the checkpoint:\n got %v\nwant %v", got, cp.sums)
-				}
-			})
+	byMethod := map[string][]*catalog.Manifest{}
+	for _, m := range snaps.Complete {
+		byMethod[m.Method] = append(byMethod[m.Method], m)
+	}
+	// The modes alternate per checkpoint so that both see the same machine load.
+	took := map[string][]string{}
+	for _, cp := range append(cps, checkpointSums{"latest", time.Time{}, latest}) {
+		for _, method := range []string{catalog.MethodLogical, catalog.MethodPhysical} {
+			for _, replay := range []string{ReplayServer, ReplayMysqlbinlog} {
+				t.Run(method+"/"+replay+"/"+cp.name, func(t *testing.T) {
+					target := Target{Kind: AtTime, Time: cp.at}
+					if cp.at.IsZero() {
+						target = Target{Kind: Latest}
+					}
+					p, err := Make(arch, byMethod[method], target, time.Now())
+					if err != nil {
+						t.Fatal(err)
+					}
+					if p.Snapshot.Method != method {
+						t.Fatalf("planned a %s snapshot", p.Snapshot.Method)
+					}
+					dir, _ := os.MkdirTemp("", "rst-")
+					t.Cleanup(func() { os.RemoveAll(dir) })
+					res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Logf("restored to %s: %d transactions replayed, stop %s, in %s (replay %s)", target, res.Marker.Transactions, res.Marker.Stop,
+						res.Duration.Round(time.Millisecond), res.ReplayDuration.Round(time.Millisecond))
+					took[method+"/"+replay] = append(took[method+"/"+replay], fmt.Sprintf("%s %d txns %s", cp.name, res.Marker.Transactions, res.ReplayDuration.Round(time.Millisecond)))
+					got := restoredState(t, dir)
+					if fmt.Sprint(got.sums) != fmt.Sprint(cp.sums) {
+						t.Fatalf("restored tables differ from the checkpoint:\n got %v\nwant %v", got.sums, cp.sums)
+					}
+					if got.replication != "" {
+						t.Errorf("replication configuration left after restore: %s", got.replication)
+					}
+					if got.gtidSlavePos != res.Marker.GTIDState {
+						t.Errorf("gtid_slave_pos = %q, want the marker's %q", got.gtidSlavePos, res.Marker.GTIDState)
+					}
+					if len(got.leftovers) > 0 {
+						t.Errorf("replication files left in the datadir: %v", got.leftovers)
+					}
+				})
+			}
 		}
+	}
+	for mode, d := range took {
+		t.Logf("replay times, %s: %s", mode, strings.Join(d, "; "))
 	}
 }
 
-// restoredChecksums starts a server on the restored datadir and reads its checksums.
-func restoredChecksums(t *testing.T, dir string) map[string]string {
+// restored is what a restored datadir holds.
+type restored struct {
+	sums         map[string]string
+	replication  string // SHOW SLAVE STATUS, if any row
+	gtidSlavePos string
+	leftovers    []string // relay logs and replication info files
+}
+
+// restoredState starts a server on the restored datadir and reads its
+// checksums and replication state.
+func restoredState(t *testing.T, dir string) restored {
 	t.Helper()
+	var r restored
+	for _, pat := range []string{"*relay-bin*", "master*.info", "relay-log*.info"} {
+		m, _ := filepath.Glob(filepath.Join(dir, "data", pat))
+		r.leftovers = append(r.leftovers, m...)
+	}
 	srv, err := mysqld.Start(t.Context(), mysqld.Options{Flavor: mysqld.MariaDB, Datadir: dir + "/data", RunDir: dir + "/r", SkipGrants: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Stop(context.WithoutCancel(t.Context()))
-	var n int
-	if err := srv.DB().QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='app'").Scan(&n); err != nil {
+	rows, err := srv.DB().Query("SHOW SLAVE STATUS")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return tableChecksums(t, srv.Config())
+	if rows.Next() {
+		r.replication = "a row"
+	}
+	rows.Close()
+	if err := srv.DB().QueryRow("SELECT @@GLOBAL.gtid_slave_pos").Scan(&r.gtidSlavePos); err != nil {
+		t.Fatal(err)
+	}
+	r.sums = tableChecksums(t, srv.Config())
+	return r
 }
 
 func startStreamer(t *testing.T, src *testbed.MariaDB, st storage.Storage) *binlog.Streamer {

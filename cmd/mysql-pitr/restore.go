@@ -29,8 +29,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and stop")
 	fs.BoolVar(&force, "force", false, "move the datadir's current contents aside (to DATADIR.before-restore-TIME)")
 	fs.BoolVar(&discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
-	fs.StringVar(&replay, "replay", restore.ReplayMysqlbinlog, "how to replay the binlog: mysqlbinlog (mariadb-binlog | mariadb, with an exact stop position)")
-	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot")
+	fs.StringVar(&replay, "replay", restore.ReplayServer, "how to replay the binlog: server (the temporary server replicates, in parallel, from a binlog server the restore runs on a loopback port) or mysqlbinlog (mariadb-binlog | mariadb); both stop at an exact position")
+	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads with --replay server")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -43,6 +43,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageError{errors.New("--datadir is required (or --dry-run)")}
 	case discard && !force:
 		return usageError{errors.New("--discard-existing needs --force")}
+	case replay != restore.ReplayServer && replay != restore.ReplayMysqlbinlog:
+		return usageError{fmt.Errorf("--replay %q: use %s or %s", replay, restore.ReplayServer, restore.ReplayMysqlbinlog)}
 	case threads < 1:
 		return usageError{fmt.Errorf("--threads %d: at least 1", threads)}
 	}
