@@ -28,17 +28,34 @@ func OpenSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment) 
 	if err != nil {
 		return nil, fmt.Errorf("open segment %s: %w", seg.Ref().DataKey(), err)
 	}
-	dec, err := zstd.NewReader(rc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	src := &errRecorder{r: rc}
+	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 	if err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("open segment %s: %w", seg.Ref().DataKey(), err)
 	}
-	return &segmentReader{seg: seg, rc: rc, dec: dec, sha: sha256.New()}, nil
+	return &segmentReader{seg: seg, rc: rc, src: src, dec: dec, sha: sha256.New()}, nil
+}
+
+// errRecorder remembers whether reading from storage itself failed, to tell
+// an unreachable object from a damaged one.
+type errRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		e.err = err
+	}
+	return n, err
 }
 
 type segmentReader struct {
 	seg *catalog.Segment
 	rc  io.ReadCloser
+	src *errRecorder
 	dec *zstd.Decoder
 	sha hash.Hash
 	n   uint64
@@ -61,7 +78,10 @@ func (r *segmentReader) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	if err != nil {
-		return n, fmt.Errorf("read segment %s: %w", r.seg.Ref().DataKey(), err)
+		if r.src.err == nil {
+			return n, fmt.Errorf("%w: %s does not decompress: %v", ErrCorrupt, r.seg.Ref().DataKey(), err)
+		}
+		return n, fmt.Errorf("read segment %s: %w", r.seg.Ref().DataKey(), r.src.err)
 	}
 	return n, nil
 }

@@ -1,0 +1,152 @@
+package restore
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/storage/file"
+)
+
+// TestRestoreEdges covers a target inside a long transaction, users and
+// grants in the restored datadir, and a damaged archive refused before the
+// datadir is touched.
+func TestRestoreEdges(t *testing.T) {
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	root := t.TempDir()
+	st, err := file.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamer := startStreamer(t, src, st)
+	src.Exec(t, "CREATE DATABASE app")
+	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+	src.Exec(t, "CREATE USER 'reporter'@'%' IDENTIFIED BY 'secret-1'")
+	src.Exec(t, "GRANT SELECT ON app.* TO 'reporter'@'%'")
+	cfg, _ := mysql.ParseDSN(src.PitrDSN())
+	if _, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: cfg, Storage: st, Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+
+	// A transaction whose first statement comes well before its commit.
+	tx, err := src.DB(t).Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("INSERT INTO app.t VALUES (1, 'first')"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	insideTxn := time.Now()
+	time.Sleep(1200 * time.Millisecond)
+	if _, err := tx.Exec("INSERT INTO app.t VALUES (2, 'second')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	afterCommit := time.Now()
+	time.Sleep(1200 * time.Millisecond)
+	// A later transaction, so that the archive reaches past afterCommit.
+	src.Exec(t, "INSERT INTO app.t VALUES (3, 'later')")
+	waitArchived(t, streamer, src)
+
+	restoreTo := func(t *testing.T, at time.Time) (string, error) {
+		arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps, err := catalog.LoadSnapshots(t.Context(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Make(arch, snaps.Complete, Target{Kind: AtTime, Time: at}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir, _ := os.MkdirTemp("", "rst-")
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		_, err = Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", WorkDir: dir + "/w"})
+		return dir, err
+	}
+	query := func(t *testing.T, dir string, q string) []string {
+		srv, err := mysqld.Start(t.Context(), mysqld.Options{Flavor: mysqld.MariaDB, Datadir: dir + "/data", RunDir: dir + "/r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Stop(context.WithoutCancel(t.Context()))
+		rows, err := srv.DB().Query(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var s string
+			rows.Scan(&s)
+			out = append(out, s)
+		}
+		return out
+	}
+
+	t.Run("inside the long transaction: none of it", func(t *testing.T) {
+		dir, err := restoreTo(t, insideTxn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := query(t, dir, "SELECT CONCAT(id, v) FROM app.t"); len(got) != 0 {
+			t.Fatalf("rows %v: a transaction that committed after the target must be dropped whole", got)
+		}
+	})
+	t.Run("after its commit: all of it, and the users", func(t *testing.T) {
+		dir, err := restoreTo(t, afterCommit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := query(t, dir, "SELECT CONCAT(id, v) FROM app.t ORDER BY id"); strings.Join(got, ",") != "1first,2second" {
+			t.Fatalf("rows %v, want the whole transaction", got)
+		}
+		grants := strings.Join(query(t, dir, "SHOW GRANTS FOR 'reporter'@'%'"), "\n")
+		if !strings.Contains(grants, "GRANT SELECT ON `app`.* TO `reporter`@`%`") {
+			t.Fatalf("grants of the restored user: %q", grants)
+		}
+	})
+	t.Run("a flipped byte is refused before the datadir is touched", func(t *testing.T) {
+		var segs []string
+		filepath.WalkDir(filepath.Join(root, "binlog"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && strings.HasSuffix(p, ".zst") {
+				segs = append(segs, p)
+			}
+			return nil
+		})
+		if len(segs) == 0 {
+			t.Fatal("no segment")
+		}
+		victim := segs[len(segs)-1]
+		b, _ := os.ReadFile(victim)
+		f, _ := os.OpenFile(victim, os.O_WRONLY, 0)
+		b[len(b)/2] ^= 0x01
+		f.WriteAt(b, 0)
+		f.Close()
+		dir, err := restoreTo(t, afterCommit)
+		if err == nil {
+			t.Fatal("a corrupt segment was restored from")
+		}
+		t.Logf("refused: %v", err)
+		ents, _ := os.ReadDir(dir + "/data")
+		if len(ents) != 0 {
+			t.Fatalf("the datadir was touched: %d entries", len(ents))
+		}
+	})
+}
