@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh installs what mysql-pitr's tests, benchmarks and demo need on a
 # Debian 12 machine: MariaDB (server, mariadb-backup, client), sysbench, zstd,
-# mydumper and the versitygw S3 gateway. It is idempotent and fast to re-run:
+# mydumper, the versitygw S3 gateway and helm (for the chart's tests). It is idempotent and fast to re-run:
 # nothing is downloaded when everything is already there.
 #
 # The tests start their own throwaway MariaDB servers, so the system MariaDB
@@ -12,6 +12,12 @@ VERSITYGW_VERSION=v1.8.0
 VERSITYGW_MODULE=github.com/versity/versitygw/cmd/versitygw
 # Overridable so the install path can be tried without replacing the real one.
 VERSITYGW_BIN=${VERSITYGW_BIN:-/usr/local/bin/versitygw}
+
+# helm renders and lints charts/mysql-pitr in the chart tests; built with go
+# install like versitygw, so it stays out of our go.mod.
+HELM_VERSION=v3.22.0
+HELM_MODULE=helm.sh/helm/v3/cmd/helm
+HELM_BIN=${HELM_BIN:-/usr/local/bin/helm}
 
 # mydumper is the Debian 12 package (0.10.x): old, but enough for the logical
 # snapshot comparisons in bench/. make runs the test target; ca-certificates
@@ -89,32 +95,35 @@ install_packages() {
 	fi
 }
 
-install_versitygw() {
+# install_go_tool NAME MODULE VERSION BIN installs MODULE@VERSION as BIN
+# unless BIN already records that module version (read with go version -m:
+# versitygw --version prints "git" for builds made with go install).
+install_go_tool() {
+	local name=$1 module=$2 version=$3 bin=$4
 	if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 		export PATH="$PATH:/usr/local/go/bin"
 	fi
 	local have=
-	if [ -x "$VERSITYGW_BIN" ] && command -v go >/dev/null 2>&1; then
-		# The module version recorded in the binary: versitygw --version
-		# prints "git" for builds made with go install.
-		have=$(go version -m "$VERSITYGW_BIN" 2>/dev/null | awk '$1 == "mod" { print $3 }')
+	if [ -x "$bin" ] && command -v go >/dev/null 2>&1; then
+		have=$(go version -m "$bin" 2>/dev/null | awk '$1 == "mod" { print $3 }')
 	fi
-	if [ "$have" = "$VERSITYGW_VERSION" ]; then
-		log "versitygw $VERSITYGW_VERSION already at $VERSITYGW_BIN"
+	if [ "$have" = "$version" ]; then
+		log "$name $version already at $bin"
 		return
 	fi
-	command -v go >/dev/null 2>&1 || die "go not found (looked on PATH and in /usr/local/go/bin): install Go to build versitygw"
+	command -v go >/dev/null 2>&1 || die "go not found (looked on PATH and in /usr/local/go/bin): install Go to build $name"
 
-	log "installing versitygw $VERSITYGW_VERSION to $VERSITYGW_BIN (was: ${have:-missing})"
+	log "installing $name $version to $bin (was: ${have:-missing})"
 	# Built outside the repository and as the calling user, so our go.mod is
 	# never touched and only the final copy needs root.
 	local tmp
 	tmp=$(mktemp -d)
-	(cd "$tmp" && GOBIN="$tmp/bin" go install "$VERSITYGW_MODULE@$VERSITYGW_VERSION")
-	"${SUDO[@]}" install -D -m 0755 "$tmp/bin/versitygw" "$VERSITYGW_BIN"
+	(cd "$tmp" && GOBIN="$tmp/bin" go install "$module@$version")
+	"${SUDO[@]}" install -D -m 0755 "$tmp/bin/$name" "$bin"
 	rm -rf "$tmp"
 }
 
 install_packages
-install_versitygw
+install_go_tool versitygw "$VERSITYGW_MODULE" "$VERSITYGW_VERSION" "$VERSITYGW_BIN"
+install_go_tool helm "$HELM_MODULE" "$HELM_VERSION" "$HELM_BIN"
 log "done"

@@ -67,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runFetch(ctx, rest[1:], stdout, stderr)
 		}
 		return usageError{errors.New("binlog: the subcommand is 'fetch'")}
+	case "copy-self":
+		return runCopySelf(rest, stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mysql-pitr", version)
 		return nil

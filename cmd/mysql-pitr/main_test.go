@@ -242,3 +242,22 @@ func compareArchive(t *testing.T, storageURL string, db *testbed.MariaDB) {
 }
 
 var _ = io.Discard
+
+func TestCopySelf(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "mysql-pitr")
+	out, err := exec.Command(binary, "copy-self", dst).CombinedOutput()
+	if err != nil {
+		t.Fatalf("copy-self: %v: %s", err, out)
+	}
+	got, _ := os.ReadFile(dst)
+	want, _ := os.ReadFile(binary)
+	if !bytes.Equal(got, want) {
+		t.Fatal("the copy differs from the binary")
+	}
+	if v, err := exec.Command(dst, "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(v), "mysql-pitr ") {
+		t.Fatalf("the copy does not run: %v %s", err, v)
+	}
+	if _, _, code := runCLI(t, t.Context(), "copy-self"); code != 2 {
+		t.Fatalf("copy-self without a destination: exit %d, want 2", code)
+	}
+}

@@ -1,0 +1,420 @@
+{{/*
+Names, labels and the pieces shared by the full StatefulSet and the
+sidecar-only patch. Everything both modes render comes from a template here,
+so the two cannot drift apart.
+*/}}
+
+{{- define "mysql-pitr.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mysql-pitr.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mysql-pitr.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mysql-pitr.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels selecting the database pods: the chart's own, or the user's in sidecar-only mode. */}}
+{{- define "mysql-pitr.podSelector" -}}
+{{- if eq .Values.mode "sidecar-only" }}
+{{- toYaml .Values.sidecarOnly.podSelector }}
+{{- else }}
+{{- include "mysql-pitr.selectorLabels" . }}
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mysql-pitr.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.agentImage" -}}
+{{- printf "%s:%s" .Values.agent.image.repository (default .Chart.AppVersion .Values.agent.image.tag) }}
+{{- end }}
+
+{{- define "mysql-pitr.serverImage" -}}
+{{- printf "%s:%s" .Values.server.image.repository .Values.server.image.tag }}
+{{- end }}
+
+{{- define "mysql-pitr.restoreRequestsName" -}}
+{{- printf "%s-restore-requests" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mysql-pitr.datadir" -}}
+{{- printf "%s/%s" (trimSuffix "/" .Values.persistence.mountPath) .Values.persistence.dataSubdir }}
+{{- end }}
+
+{{- define "mysql-pitr.dataVolume" -}}
+{{- if eq .Values.mode "sidecar-only" }}{{ .Values.sidecarOnly.dataVolumeName }}{{ else }}data{{ end }}
+{{- end }}
+
+{{/* The archive URL of one pod; $(POD_NAME) is expanded by the kubelet in args and by the restore script from its env. */}}
+{{- define "mysql-pitr.storageURL" -}}
+{{- if .Values.storage.perPod }}
+{{- printf "%s/$(POD_NAME)" (trimSuffix "/" .Values.storage.url) }}
+{{- else }}
+{{- .Values.storage.url }}
+{{- end }}
+{{- end }}
+
+{{/* Mount paths of the secrets; only paths, never values, reach env and argv. */}}
+{{- define "mysql-pitr.secretsDir" -}}/var/run/secrets/mysql-pitr{{- end }}
+{{- define "mysql-pitr.pitrPasswordFile" -}}{{ include "mysql-pitr.secretsDir" . }}/mysql/password{{- end }}
+{{- define "mysql-pitr.awsCredentialsFile" -}}{{ include "mysql-pitr.secretsDir" . }}/aws/credentials{{- end }}
+{{- define "mysql-pitr.awsTokenFile" -}}{{ include "mysql-pitr.secretsDir" . }}/aws-token/token{{- end }}
+
+{{/* The restricted Pod Security Standard, for one container running as uid. */}}
+{{- define "mysql-pitr.restrictedSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ .readOnly }}
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* The uid of the agent: the server's for physical snapshots, which read the datadir's files. */}}
+{{- define "mysql-pitr.agentUID" -}}
+{{- if eq .Values.backup.method "physical" }}{{ .Values.server.uid }}{{ else }}65532{{ end }}
+{{- end }}
+
+{{/* Storage settings as environment variables, shared by the agent and the restore. */}}
+{{- define "mysql-pitr.awsEnv" -}}
+{{- with .Values.storage.credentials }}
+{{- if .secretName }}
+- name: AWS_SHARED_CREDENTIALS_FILE
+  value: {{ include "mysql-pitr.awsCredentialsFile" $ }}
+{{- end }}
+{{- if .profile }}
+- name: AWS_PROFILE
+  value: {{ .profile | quote }}
+{{- end }}
+{{- if .webIdentity.enabled }}
+- name: AWS_ROLE_ARN
+  value: {{ .webIdentity.roleArn | quote }}
+- name: AWS_WEB_IDENTITY_TOKEN_FILE
+  value: {{ include "mysql-pitr.awsTokenFile" $ }}
+- name: AWS_ROLE_SESSION_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Storage flags, as MYSQL_PITR_* variables so the restore script needs no argv for them. */}}
+{{- define "mysql-pitr.storageEnv" -}}
+- name: MYSQL_PITR_STORAGE
+  value: {{ include "mysql-pitr.storageURL" . | quote }}
+{{- with .Values.storage.region }}
+- name: MYSQL_PITR_S3_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.storage.endpoint }}
+- name: MYSQL_PITR_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.storage.pathStyle }}
+- name: MYSQL_PITR_S3_PATH_STYLE
+  value: "true"
+{{- end }}
+{{- with .Values.storage.sse }}
+- name: MYSQL_PITR_S3_SSE
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.storage.sseKmsKeyId }}
+- name: MYSQL_PITR_S3_SSE_KMS_KEY_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts of the storage credentials. */}}
+{{- define "mysql-pitr.awsMounts" -}}
+{{- if .Values.storage.credentials.secretName }}
+- name: aws-credentials
+  mountPath: {{ include "mysql-pitr.secretsDir" . }}/aws
+  readOnly: true
+{{- end }}
+{{- if .Values.storage.credentials.webIdentity.enabled }}
+- name: aws-token
+  mountPath: {{ include "mysql-pitr.secretsDir" . }}/aws-token
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.podEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/*
+The agent container. Every setting is a flag in args (nothing in it is
+secret); the password and the S3 credentials are files.
+*/}}
+{{- define "mysql-pitr.agentContainer" -}}
+- name: mysql-pitr
+  image: {{ include "mysql-pitr.agentImage" . }}
+  imagePullPolicy: {{ .Values.agent.image.pullPolicy }}
+  {{- if .Values.agent.nativeSidecar }}
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - agent
+    - --dsn={{ .Values.mysql.pitrUser.name }}@tcp(127.0.0.1:{{ .Values.server.port }})/
+    - --password-file={{ include "mysql-pitr.pitrPasswordFile" . }}
+    - --storage={{ include "mysql-pitr.storageURL" . }}
+    {{- with .Values.storage.region }}
+    - --s3-region={{ . }}
+    {{- end }}
+    {{- with .Values.storage.endpoint }}
+    - --s3-endpoint={{ . }}
+    {{- end }}
+    {{- if .Values.storage.pathStyle }}
+    - --s3-path-style=true
+    {{- end }}
+    {{- with .Values.storage.sse }}
+    - --s3-sse={{ . }}
+    {{- end }}
+    {{- with .Values.storage.sseKmsKeyId }}
+    - --s3-sse-kms-key-id={{ . }}
+    {{- end }}
+    - --server-id={{ .Values.binlog.agentServerId }}
+    - --flush-interval={{ .Values.binlog.flushInterval }}
+    - --listen=:{{ .Values.agent.metricsPort }}
+    - --spool-dir=/var/spool/mysql-pitr
+    - --spool-max={{ .Values.agent.spool.max }}
+    - --agent-id=$(POD_NAME)
+    - --datadir={{ include "mysql-pitr.datadir" . }}
+    - --log-format=json
+    - --log-level={{ .Values.agent.logLevel }}
+    {{- with .Values.backup.schedule }}
+    - --schedule={{ . }}
+    - --snapshot-method={{ $.Values.backup.method }}
+    {{- if $.Values.backup.threads }}
+    - --snapshot-threads={{ $.Values.backup.threads }}
+    {{- end }}
+    {{- if $.Values.backup.keepSnapshots }}
+    - --keep-snapshots={{ $.Values.backup.keepSnapshots }}
+    {{- end }}
+    {{- with $.Values.backup.keepWithin }}
+    - --keep-within={{ . }}
+    {{- end }}
+    {{- end }}
+    {{- range .Values.agent.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    {{- include "mysql-pitr.podEnv" . | nindent 4 }}
+    - name: TMPDIR
+      value: /tmp
+    {{- with (include "mysql-pitr.awsEnv" . | trim) }}{{ . | nindent 4 }}{{ end }}
+  ports:
+    - name: metrics
+      containerPort: {{ .Values.agent.metricsPort }}
+      protocol: TCP
+  startupProbe:
+    httpGet:
+      path: /healthz
+      port: metrics
+    periodSeconds: 2
+    failureThreshold: 30
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: metrics
+    periodSeconds: 10
+    timeoutSeconds: 5
+    failureThreshold: 6
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: metrics
+    periodSeconds: 5
+    timeoutSeconds: 5
+    failureThreshold: 3
+  {{- with .Values.agent.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- include "mysql-pitr.restrictedSecurityContext" (dict "uid" (include "mysql-pitr.agentUID" .) "readOnly" true) | nindent 4 }}
+  volumeMounts:
+    - name: pitr-spool
+      mountPath: /var/spool/mysql-pitr
+    - name: pitr-tmp
+      mountPath: /tmp
+    - name: pitr-password
+      mountPath: {{ include "mysql-pitr.secretsDir" . }}/mysql
+      readOnly: true
+    {{- with (include "mysql-pitr.awsMounts" . | trim) }}{{ . | nindent 4 }}{{ end }}
+    # The agent reads the restore marker in the datadir (a new timeline after
+    # a restore); physical snapshots' tools read the datadir's files at the
+    # server's path, read-write because they are not verified on a read-only mount.
+    - name: {{ include "mysql-pitr.dataVolume" . }}
+      mountPath: {{ .Values.persistence.mountPath }}
+      readOnly: {{ ne .Values.backup.method "physical" }}
+{{- end }}
+
+{{/*
+The restore init containers: the first copies the static binary into a
+shared emptyDir, the second runs files/restore.sh in the server image, which
+has the server binaries the restore's temporary server needs.
+*/}}
+{{- define "mysql-pitr.restoreInitContainers" -}}
+- name: pitr-copy-binary
+  image: {{ include "mysql-pitr.agentImage" . }}
+  imagePullPolicy: {{ .Values.agent.image.pullPolicy }}
+  command: ["/mysql-pitr", "copy-self", "/pitr-bin/mysql-pitr"]
+  {{- with .Values.restore.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- include "mysql-pitr.restrictedSecurityContext" (dict "uid" .Values.server.uid "readOnly" true) | nindent 4 }}
+  volumeMounts:
+    - name: pitr-bin
+      mountPath: /pitr-bin
+- name: pitr-restore
+  image: {{ include "mysql-pitr.serverImage" . }}
+  imagePullPolicy: {{ .Values.server.image.pullPolicy }}
+  command: ["sh", "/opt/mysql-pitr/scripts/restore.sh"]
+  env:
+    {{- include "mysql-pitr.podEnv" . | nindent 4 }}
+    - name: PITR_BINARY
+      value: /pitr-bin/mysql-pitr
+    - name: PITR_REQUESTS_DIR
+      value: /var/run/mysql-pitr/restore-requests
+    - name: PITR_VOLUME
+      value: {{ .Values.persistence.mountPath | quote }}
+    - name: PITR_DATADIR
+      value: {{ include "mysql-pitr.datadir" . | quote }}
+    - name: PITR_THREADS
+      value: {{ .Values.restore.threads | quote }}
+    - name: TMPDIR
+      value: /tmp
+    {{- with (include "mysql-pitr.storageEnv" . | trim) }}{{ . | nindent 4 }}{{ end }}
+    {{- with (include "mysql-pitr.awsEnv" . | trim) }}{{ . | nindent 4 }}{{ end }}
+  {{- with .Values.restore.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- include "mysql-pitr.restrictedSecurityContext" (dict "uid" .Values.server.uid "readOnly" true) | nindent 4 }}
+  volumeMounts:
+    - name: {{ include "mysql-pitr.dataVolume" . }}
+      mountPath: {{ .Values.persistence.mountPath }}
+    - name: pitr-bin
+      mountPath: /pitr-bin
+      readOnly: true
+    - name: pitr-scripts
+      mountPath: /opt/mysql-pitr/scripts
+      readOnly: true
+    - name: pitr-restore-requests
+      mountPath: /var/run/mysql-pitr/restore-requests
+      readOnly: true
+    - name: pitr-restore-tmp
+      mountPath: /tmp
+    {{- with (include "mysql-pitr.awsMounts" . | trim) }}{{ . | nindent 4 }}{{ end }}
+{{- end }}
+
+{{/* Volumes the agent and the restore need, in both modes. */}}
+{{- define "mysql-pitr.pitrVolumes" -}}
+- name: pitr-spool
+  emptyDir:
+    sizeLimit: {{ .Values.agent.spool.sizeLimit }}
+- name: pitr-tmp
+  emptyDir: {}
+- name: pitr-password
+  secret:
+    secretName: {{ .Values.mysql.pitrUser.secretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.mysql.pitrUser.secretKey }}
+        path: password
+{{- if .Values.storage.credentials.secretName }}
+- name: aws-credentials
+  secret:
+    secretName: {{ .Values.storage.credentials.secretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.storage.credentials.secretKey }}
+        path: credentials
+{{- end }}
+{{- if .Values.storage.credentials.webIdentity.enabled }}
+- name: aws-token
+  projected:
+    defaultMode: 0440
+    sources:
+      - serviceAccountToken:
+          audience: {{ .Values.storage.credentials.webIdentity.audience }}
+          expirationSeconds: {{ .Values.storage.credentials.webIdentity.expirationSeconds }}
+          path: token
+{{- end }}
+{{- if .Values.restore.enabled }}
+- name: pitr-bin
+  emptyDir:
+    sizeLimit: 256Mi
+- name: pitr-restore-tmp
+  emptyDir: {}
+- name: pitr-restore-requests
+  configMap:
+    name: {{ include "mysql-pitr.restoreRequestsName" . }}
+    optional: true
+{{- end }}
+{{- if or .Values.restore.enabled (eq .Values.mode "full") }}
+- name: pitr-scripts
+  configMap:
+    name: {{ include "mysql-pitr.fullname" . }}-scripts
+    defaultMode: 0555
+{{- end }}
+{{- end }}
+
+{{/* Cross-field checks the schema cannot phrase clearly. */}}
+{{- define "mysql-pitr.validate" -}}
+{{- if and (or .Values.backup.keepSnapshots .Values.backup.keepWithin) (not .Values.backup.schedule) }}
+{{- fail "backup.keepSnapshots and backup.keepWithin apply after scheduled snapshots: set backup.schedule, or set both to 0/\"\"" }}
+{{- end }}
+{{- if and .Values.storage.credentials.webIdentity.enabled (not .Values.storage.credentials.webIdentity.roleArn) }}
+{{- fail "storage.credentials.webIdentity.roleArn is required when storage.credentials.webIdentity.enabled is true" }}
+{{- end }}
+{{- if and (eq .Values.mode "full") (not .Values.server.rootPassword.secretName) }}
+{{- fail "server.rootPassword.secretName is required in mode full: name an existing Secret holding the root password" }}
+{{- end }}
+{{- if and (eq .Values.mode "sidecar-only") (not .Values.sidecarOnly.podSelector) }}
+{{- fail "sidecarOnly.podSelector is required in mode sidecar-only: the labels of your StatefulSet's pods" }}
+{{- end }}
+{{- if eq (int .Values.binlog.agentServerId) (int .Values.server.serverIdBase) }}
+{{- fail "binlog.agentServerId must differ from server.serverIdBase (the servers' server_id)" }}
+{{- end }}
+{{- end }}
