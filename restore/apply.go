@@ -3,17 +3,22 @@ package restore
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
@@ -61,6 +66,9 @@ type Options struct {
 	// is the number of parallel apply threads (0: the number of CPUs; for
 	// replay at least 4).
 	Threads int
+	// Target, when set, restores into this running, empty server instead of
+	// a datadir (logical snapshots only); Datadir is then unused.
+	Target *mysql.Config
 	// WorkDir holds fetched binlogs and the temporary server's socket;
 	// empty means a new directory under os.TempDir().
 	WorkDir string
@@ -101,6 +109,9 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 			return nil, err
 		}
 		defer os.RemoveAll(work)
+	}
+	if opts.Target != nil {
+		return applyToServer(ctx, p, opts, work, begin)
 	}
 	res := &Result{}
 	var err error
@@ -160,9 +171,9 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	replayBegin := time.Now()
 	switch opts.Replay {
 	case ReplayMysqlbinlog:
-		err = replayMysqlbinlog(ctx, srv, stop, log)
+		err = replayMysqlbinlog(ctx, srv.Config(), stop, work, log)
 	default:
-		err = replayServer(ctx, srv, flavor, stop, opts.Threads, log)
+		err = replayServer(ctx, srv.DB(), flavor, stop, opts.Threads, log)
 	}
 	if err != nil {
 		return nil, err
@@ -194,6 +205,103 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}
 	res.Duration = time.Since(begin)
 	return res, nil
+}
+
+// applyToServer restores a logical snapshot into a running, empty server
+// and replays the binlog there. Replay through the built-in binlog server
+// needs the target to reach this host's loopback, so a target on another
+// host replays with the mysqlbinlog pipeline.
+func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begin time.Time) (*Result, error) {
+	log := opts.Logger
+	if p.Snapshot.Method != catalog.MethodLogical {
+		return nil, fmt.Errorf("snapshot %s is %s: only a logical snapshot restores into a running server (use --datadir)", p.Snapshot.ID, p.Snapshot.Method)
+	}
+	conn, err := mysql.NewConnector(opts.Target)
+	if err != nil {
+		return nil, fmt.Errorf("target server: %w", err)
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	var n int
+	err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name NOT IN "+
+		"('mysql', 'information_schema', 'performance_schema', 'sys')").Scan(&n)
+	if err != nil {
+		return nil, fmt.Errorf("target server %s: %w", opts.Target.Addr, err)
+	}
+	if n > 0 {
+		return nil, fmt.Errorf("the target server holds %d databases: restore into an empty server", n)
+	}
+	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"))
+	if err != nil {
+		return nil, err
+	}
+	stop, err := findStop(p, files)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("loading logical snapshot into the target server", "snapshot", string(p.Snapshot.ID))
+	if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, opts.Target, snapshot.LoadOptions{Threads: opts.Threads, Logger: log}); err != nil {
+		return nil, err
+	}
+	flavor := mysqld.MariaDB
+	if p.Snapshot.Flavor == string(binlog.MySQL) {
+		flavor = mysqld.MySQL
+	}
+	replay := opts.Replay
+	if replay == ReplayServer && !loopback(opts.Target) {
+		log.Info("the target is on another host: replaying with mysqlbinlog", "target", opts.Target.Addr)
+		replay = ReplayMysqlbinlog
+	}
+	var targetID uint32
+	if err := db.QueryRowContext(ctx, "SELECT @@server_id").Scan(&targetID); err != nil {
+		return nil, fmt.Errorf("target server: %w", err)
+	}
+	if replay == ReplayServer && targetID == p.Snapshot.ServerID {
+		// A replica skips events carrying its own server_id.
+		log.Info("the target has the source's server_id: replaying with mysqlbinlog", "server_id", targetID)
+		replay = ReplayMysqlbinlog
+	}
+	res := &Result{}
+	replayBegin := time.Now()
+	if replay == ReplayMysqlbinlog {
+		err = replayMysqlbinlog(ctx, opts.Target, stop, work, log)
+	} else {
+		err = replayServer(ctx, db, flavor, stop, opts.Threads, log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.ReplayDuration = time.Since(replayBegin)
+	gtid := ""
+	if flavor == mysqld.MariaDB {
+		if gtid = mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs); gtid != "" {
+			if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", gtid); err != nil {
+				return nil, fmt.Errorf("set gtid_slave_pos: %w", err)
+			}
+		}
+	}
+	var idb [6]byte
+	_, _ = rand.Read(idb[:])
+	res.Marker = Marker{ID: hex.EncodeToString(idb[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: p.Timeline,
+		Stop: stop.Position, Transactions: stop.Transactions, LastCommit: stop.LastCommit, GTIDState: gtid, Finished: time.Now().UTC()}
+	res.Duration = time.Since(begin)
+	return res, nil
+}
+
+// loopback reports whether the server is on this host's loopback or socket.
+func loopback(cfg *mysql.Config) bool {
+	if cfg.Net == "unix" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // replayServerID picks a server_id for the temporary server that differs
@@ -263,7 +371,7 @@ func fetch(ctx context.Context, st storage.Storage, p *Plan, dir string) ([]binl
 // replayMysqlbinlog pipes mariadb-binlog/mysqlbinlog into the client: the
 // standard tools, with an exact stop position (never a stop time, which can
 // cut a transaction).
-func replayMysqlbinlog(ctx context.Context, srv *mysqld.Server, stop *Stop, log *slog.Logger) error {
+func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, work string, log *slog.Logger) error {
 	if len(stop.Files) == 0 || stop.Transactions == 0 {
 		log.Info("nothing to replay after the snapshot")
 		return nil
@@ -281,8 +389,15 @@ func replayMysqlbinlog(ctx context.Context, srv *mysqld.Server, stop *Stop, log 
 		args = append(args, f.Path)
 	}
 	args = append(args, "--stop-position="+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
+	// The client reads the connection, password included, from a 0600 file:
+	// never argv or the environment.
+	defaults, err := clientDefaults(work, target)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(defaults)
 	dumpCmd := exec.CommandContext(ctx, dump, args...)
-	clientCmd := exec.CommandContext(ctx, client, "--no-defaults", "--binary-mode", "--socket="+srv.Socket(), "-uroot")
+	clientCmd := exec.CommandContext(ctx, client, "--defaults-file="+defaults, "--binary-mode")
 	// A real pipe: if the client dies, the dump gets EPIPE instead of blocking.
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -313,6 +428,43 @@ func replayMysqlbinlog(ctx context.Context, srv *mysqld.Server, stop *Stop, log 
 		return fmt.Errorf("%s applying the binlog: %w: %s", filepath.Base(client), cerr, clientErr.String())
 	}
 	return nil
+}
+
+// clientDefaults writes a client option file for target, mode 0600.
+func clientDefaults(dir string, target *mysql.Config) (string, error) {
+	var b strings.Builder
+	b.WriteString("[client]\n")
+	fmt.Fprintf(&b, "user=%s\n", optionValue(target.User))
+	if target.Passwd != "" {
+		fmt.Fprintf(&b, "password=%s\n", optionValue(target.Passwd))
+	}
+	switch target.Net {
+	case "unix":
+		fmt.Fprintf(&b, "socket=%s\nprotocol=socket\n", optionValue(target.Addr))
+	default:
+		host, port, err := net.SplitHostPort(target.Addr)
+		if err != nil {
+			return "", fmt.Errorf("target address %q: %w", target.Addr, err)
+		}
+		fmt.Fprintf(&b, "host=%s\nport=%s\nprotocol=tcp\n", optionValue(host), port)
+	}
+	f, err := os.CreateTemp(dir, "client-*.cnf")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if err := f.Chmod(0o600); err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// optionValue quotes a value for an option file.
+func optionValue(v string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
 }
 
 // tail keeps the last 4 KiB written to it.

@@ -122,6 +122,46 @@ func TestRestoreEdges(t *testing.T) {
 			t.Fatalf("grants of the restored user: %q", grants)
 		}
 	})
+	for _, replay := range []string{ReplayServer, ReplayMysqlbinlog} {
+		t.Run("into a running empty server/"+replay, func(t *testing.T) {
+			dst := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 7})
+			arch, _ := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+			snaps, _ := catalog.LoadSnapshots(t.Context(), st)
+			p, err := Make(arch, snaps.Complete, Target{Kind: AtTime, Time: afterCommit}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			target, _ := mysql.ParseDSN(dst.DSN())
+			res, err := Apply(t.Context(), p, Options{Store: st, Target: target, Replay: replay, WorkDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			rows, err := dst.DB(t).Query("SELECT CONCAT(id, v) FROM app.t ORDER BY id")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var s string
+				rows.Scan(&s)
+				got = append(got, s)
+			}
+			rows.Close()
+			if strings.Join(got, ",") != "1first,2second" {
+				t.Fatalf("rows %v, want the long transaction and nothing after", got)
+			}
+			var pos string
+			dst.DB(t).QueryRow("SELECT @@GLOBAL.gtid_slave_pos").Scan(&pos)
+			if pos != res.Marker.GTIDState {
+				t.Errorf("gtid_slave_pos %q, want %q", pos, res.Marker.GTIDState)
+			}
+			// Not empty any more: a second restore is refused.
+			if _, err := Apply(t.Context(), p, Options{Store: st, Target: target, Replay: replay, WorkDir: t.TempDir()}); err == nil ||
+				!strings.Contains(err.Error(), "restore into an empty server") {
+				t.Fatalf("restore into a non-empty server: %v", err)
+			}
+		})
+	}
 	t.Run("a flipped byte is refused before the datadir is touched", func(t *testing.T) {
 		var segs []string
 		filepath.WalkDir(filepath.Join(root, "binlog"), func(p string, d os.DirEntry, err error) error {

@@ -94,7 +94,7 @@ func replayThreads(threads int) int {
 // an account made up for it, and the temporary server replicates from it,
 // in parallel, until the stop. Afterwards no replication configuration or
 // relay log is left in the datadir.
-func replayServer(ctx context.Context, srv *mysqld.Server, flavor string, stop *Stop, threads int, log *slog.Logger) error {
+func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, threads int, log *slog.Logger) error {
 	if len(stop.Files) == 0 || stop.Transactions == 0 {
 		log.Info("nothing to replay after the snapshot")
 		return nil
@@ -125,9 +125,9 @@ func replayServer(ctx context.Context, srv *mysqld.Server, flavor string, stop *
 	}()
 
 	// One connection: the statements are few, and a session keeps them in order.
-	conn, err := srv.DB().Conn(ctx)
+	conn, err := db.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to the temporary server: %w", err)
+		return fmt.Errorf("connect to the replaying server: %w", err)
 	}
 	defer conn.Close()
 	q := replicaStatements(flavor)

@@ -147,9 +147,14 @@ func (m *mysqlFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.passwordFile, "password-file", "", "file holding the MySQL password (first line)")
 }
 
-// config parses the DSN and fills the password from the file or the
-// environment. Errors never contain the DSN, which may hold a password.
+// config parses the DSN and fills the password from the file or
+// MYSQL_PITR_PASSWORD. Errors never contain the DSN, which may hold a password.
 func (m *mysqlFlags) config() (*mysql.Config, error) {
+	return m.configWithEnv("MYSQL_PITR_PASSWORD")
+}
+
+// configWithEnv is config with the password's environment variable named.
+func (m *mysqlFlags) configWithEnv(passwordEnv string) (*mysql.Config, error) {
 	if m.dsn == "" {
 		return nil, usageError{fmt.Errorf("--dsn is required")}
 	}
@@ -166,7 +171,7 @@ func (m *mysqlFlags) config() (*mysql.Config, error) {
 			}
 			cfg.Passwd = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
 		default:
-			cfg.Passwd = os.Getenv("MYSQL_PITR_PASSWORD")
+			cfg.Passwd = os.Getenv(passwordEnv)
 		}
 	}
 	if cfg.Net == "" {

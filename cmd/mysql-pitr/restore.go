@@ -26,6 +26,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&to, "to", "", "restore to this moment: an RFC 3339 time with a zone (2026-11-27T10:41:07Z), or latest")
 	fs.StringVar(&toPos, "to-position", "", "restore to the end of the transaction that ends at FILE:POS")
 	fs.StringVar(&datadir, "datadir", "", "directory to restore into (must be empty unless --force)")
+	var into mysqlFlags
+	fs.StringVar(&into.dsn, "target-dsn", "", "restore into this running, empty server instead of a datadir (logical snapshots); password from --target-password-file or MYSQL_PITR_TARGET_PASSWORD")
+	fs.StringVar(&into.passwordFile, "target-password-file", "", "file holding the target server's password")
 	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and stop")
 	fs.BoolVar(&force, "force", false, "move the datadir's current contents aside (to DATADIR.before-restore-TIME)")
 	fs.BoolVar(&discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
@@ -39,8 +42,10 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageError{err}
 	}
 	switch {
-	case datadir == "" && !dryRun:
-		return usageError{errors.New("--datadir is required (or --dry-run)")}
+	case datadir == "" && into.dsn == "" && !dryRun:
+		return usageError{errors.New("say where to restore: --datadir DIR or --target-dsn DSN (or --dry-run)")}
+	case datadir != "" && into.dsn != "":
+		return usageError{errors.New("give either --datadir or --target-dsn, not both")}
 	case discard && !force:
 		return usageError{errors.New("--discard-existing needs --force")}
 	case replay != restore.ReplayServer && replay != restore.ReplayMysqlbinlog:
@@ -72,8 +77,15 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if dryRun {
 		return nil
 	}
-	res, err := restore.Apply(ctx, p, restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
-		Replay: replay, Threads: threads, Logger: logger})
+	opts := restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
+		Replay: replay, Threads: threads, Logger: logger}
+	if into.dsn != "" {
+		if opts.Target, err = into.configWithEnv("MYSQL_PITR_TARGET_PASSWORD"); err != nil {
+			return err
+		}
+		datadir = "server " + opts.Target.Addr
+	}
+	res, err := restore.Apply(ctx, p, opts)
 	if err != nil {
 		return err
 	}
