@@ -11,6 +11,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
@@ -27,7 +28,7 @@ func TestRestoreEdges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	streamer := startStreamer(t, src, st)
+	streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
 	src.Exec(t, "CREATE DATABASE app")
 	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
 	src.Exec(t, "CREATE USER 'reporter'@'%' IDENTIFIED BY 'secret-1'")
@@ -60,7 +61,7 @@ func TestRestoreEdges(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond)
 	// A later transaction, so that the archive reaches past afterCommit.
 	src.Exec(t, "INSERT INTO app.t VALUES (3, 'later')")
-	waitArchived(t, streamer, src)
+	archivetest.WaitArchived(t, streamer, src)
 
 	restoreTo := func(t *testing.T, at time.Time) (string, error) {
 		arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})

@@ -16,10 +16,10 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
-	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
 
@@ -138,7 +138,7 @@ func TestRestoreToCheckpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	streamer := startStreamer(t, src, st)
+	streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
 	w := startWorkload(t, src)
 	time.Sleep(300 * time.Millisecond)
 
@@ -182,7 +182,7 @@ func TestRestoreToCheckpoints(t *testing.T) {
 	close(w.stop)
 	<-w.done
 	_, latest := w.checkpoint(t, src, nil)
-	waitArchived(t, streamer, src)
+	archivetest.WaitArchived(t, streamer, src)
 
 	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
 	if err != nil {
@@ -279,47 +279,6 @@ func restoredState(t *testing.T, dir string) restored {
 	}
 	r.sums = tableChecksums(t, srv.Config())
 	return r
-}
-
-func startStreamer(t *testing.T, src *testbed.MariaDB, st storage.Storage) *binlog.Streamer {
-	cfg, _ := mysql.ParseDSN(src.PitrDSN())
-	source, err := binlog.NewSource(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := binlog.OpenSpool(t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &binlog.Streamer{Source: source, Store: st, Spool: sp, ServerID: 999, FlushInterval: 200 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		source.Close()
-	})
-	return s
-}
-
-func waitArchived(t *testing.T, s *binlog.Streamer, src *testbed.MariaDB) {
-	t.Helper()
-	var file string
-	var pos uint64
-	var x, y any
-	if err := src.DB(t).QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &x, &y); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		_, d, _ := s.Uploader().Durable()
-		if d.File > file || d.File == file && d.Pos >= pos {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("archive did not reach %s:%d", file, pos)
 }
 
 var _ = strings.Contains

@@ -1,7 +1,6 @@
 package retention
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -9,8 +8,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
@@ -28,7 +27,7 @@ func TestPruneKeepsWhatRestoresNeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	streamer := startStreamer(t, src, st)
+	streamer := archivetest.Stream(t, src, st, 100*time.Millisecond)
 	src.Exec(t, "CREATE DATABASE app")
 	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(100))")
 	cfg, _ := mysql.ParseDSN(src.PitrDSN())
@@ -40,7 +39,7 @@ func TestPruneKeepsWhatRestoresNeed(t *testing.T) {
 		}
 		src.Exec(t, "FLUSH BINARY LOGS")
 		src.Exec(t, "INSERT INTO app.t (v) VALUES ('after the rotation')")
-		waitArchived(t, streamer, src)
+		archivetest.WaitArchived(t, streamer, src)
 		m, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: cfg, Storage: st, Threads: 1,
 			Timeline: streamer.Status().Timeline})
 		if err != nil {
@@ -50,7 +49,7 @@ func TestPruneKeepsWhatRestoresNeed(t *testing.T) {
 		time.Sleep(1100 * time.Millisecond) // distinct ids and commit seconds
 	}
 	src.Exec(t, "INSERT INTO app.t (v) VALUES ('last')")
-	waitArchived(t, streamer, src)
+	archivetest.WaitArchived(t, streamer, src)
 
 	before := listKeys(t, st)
 	dry, err := Prune(t.Context(), Options{Store: st, Policy: Policy{KeepSnapshots: 2}, DryRun: true})
@@ -144,45 +143,4 @@ func listKeys(t *testing.T, st storage.Storage) []string {
 		}
 	}
 	return keys
-}
-
-func startStreamer(t *testing.T, src *testbed.MariaDB, st storage.Storage) *binlog.Streamer {
-	cfg, _ := mysql.ParseDSN(src.PitrDSN())
-	source, err := binlog.NewSource(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := binlog.OpenSpool(t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &binlog.Streamer{Source: source, Store: st, Spool: sp, ServerID: 999, FlushInterval: 100 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		source.Close()
-	})
-	return s
-}
-
-func waitArchived(t *testing.T, s *binlog.Streamer, src *testbed.MariaDB) {
-	t.Helper()
-	var file string
-	var pos uint64
-	var x, y any
-	if err := src.DB(t).QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &x, &y); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		_, d, _ := s.Uploader().Durable()
-		if d.File > file || d.File == file && d.Pos >= pos {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("archive did not reach %s:%d", file, pos)
 }

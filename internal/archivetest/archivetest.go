@@ -1,0 +1,66 @@
+// Package archivetest runs the binlog archive in tests of the packages
+// that build on it (restore, retention, verify): a streamer archiving a
+// test server into a store, and waiting until the archive has caught up.
+package archivetest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// Stream starts a streamer archiving src into st (flushing every
+// flush) and stops it when the test ends.
+func Stream(t *testing.T, src *testbed.MariaDB, st storage.Storage, flush time.Duration) *binlog.Streamer {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(src.PitrDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := binlog.NewSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := binlog.OpenSpool(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &binlog.Streamer{Source: source, Store: st, Spool: sp, ServerID: 999, FlushInterval: flush}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("streamer: %v", err)
+		}
+		source.Close()
+	})
+	return s
+}
+
+// WaitArchived waits until the archive holds everything src's binlog holds now.
+func WaitArchived(t *testing.T, s *binlog.Streamer, src *testbed.MariaDB) {
+	t.Helper()
+	var file string
+	var pos uint64
+	var x, y any
+	if err := src.DB(t).QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &x, &y); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		_, d, _ := s.Uploader().Durable()
+		if d.File > file || d.File == file && d.Pos >= pos {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("archive did not reach %s:%d", file, pos)
+}
