@@ -45,7 +45,19 @@ type physParts struct {
 	size   int64
 	result chan physPutResult
 
+	// sealed are parts whose bytes are all written but whose Put may still
+	// be storing them (a file store's fsync of a large part takes a while):
+	// the stream goes on meanwhile, with at most physMaxPending such parts.
+	sealed  []physSealed
 	objects []catalog.SnapshotObject
+}
+
+// physMaxPending bounds the parts whose Put is still finishing.
+const physMaxPending = 1
+
+type physSealed struct {
+	object catalog.SnapshotObject
+	result chan physPutResult
 }
 
 type physPutResult struct {
@@ -95,7 +107,8 @@ func (p *physParts) open() {
 	p.pw, p.size = pw, 0
 	p.sum.Reset()
 	p.enc.Reset(pw)
-	p.result = make(chan physPutResult, 1)
+	result := make(chan physPutResult, 1)
+	p.result = result
 	key := catalog.SnapshotObjectKey(p.id, physPartName(p.n))
 	go func() {
 		info, err := p.st.Put(p.ctx, key, pr, storage.PutOptions{IfNotExists: true})
@@ -105,7 +118,7 @@ func (p *physParts) open() {
 		} else {
 			pr.Close()
 		}
-		p.result <- physPutResult{info, err}
+		result <- physPutResult{info, err} // this part's channel: p.result moves on to the next part
 	}()
 }
 
@@ -118,31 +131,45 @@ func (p *physParts) seal() error {
 	if err := p.pw.Close(); err != nil {
 		return p.fail(err)
 	}
-	r := <-p.result
-	p.pw = nil
-	if r.err != nil {
-		return r.err // the store's errors name the key
-	}
-	p.objects = append(p.objects, catalog.SnapshotObject{
-		Name:       physPartName(p.n),
-		Size:       p.size,
-		StoredSize: r.info.Size,
-		SHA256:     hex.EncodeToString(p.sum.Sum(nil)),
+	p.sealed = append(p.sealed, physSealed{
+		object: catalog.SnapshotObject{Name: physPartName(p.n), Size: p.size, SHA256: hex.EncodeToString(p.sum.Sum(nil))},
+		result: p.result,
 	})
+	p.pw = nil
+	return p.settle(physMaxPending)
+}
+
+// settle waits for sealed parts' Puts, oldest first, until at most keep remain.
+func (p *physParts) settle(keep int) error {
+	for len(p.sealed) > keep {
+		sp := p.sealed[0]
+		p.sealed = p.sealed[1:]
+		r := <-sp.result
+		if r.err != nil {
+			return r.err // the store's errors name the key
+		}
+		sp.object.StoredSize = r.info.Size
+		p.objects = append(p.objects, sp.object)
+	}
 	return nil
 }
 
 // fail abandons the current part; its Put returns an error and stores nothing.
 // The Put's own error, when it has one, is the better explanation.
 func (p *physParts) fail(cause error) error {
-	if p.pw == nil {
-		return cause
+	var err error
+	if p.pw != nil {
+		p.pw.CloseWithError(cause)
+		r := <-p.result
+		p.pw = nil
+		err = r.err
 	}
-	p.pw.CloseWithError(cause)
-	r := <-p.result
-	p.pw = nil
-	if r.err != nil {
-		return r.err
+	for _, sp := range p.sealed {
+		<-sp.result // parts already sealed finish, but are orphans now
+	}
+	p.sealed = nil
+	if err != nil {
+		return err
 	}
 	return cause
 }
@@ -155,6 +182,9 @@ func (p *physParts) Close() error {
 			return err
 		}
 	}
+	if err := p.settle(0); err != nil {
+		return p.fail(err)
+	}
 	if len(p.objects) == 0 {
 		return errors.New("backup stream is empty")
 	}
@@ -163,9 +193,7 @@ func (p *physParts) Close() error {
 
 // Abort abandons the current part, if any, after an error elsewhere.
 func (p *physParts) Abort(cause error) {
-	if p.pw != nil {
-		_ = p.fail(cause)
-	}
+	_ = p.fail(cause)
 }
 
 // physStderrTail bounds what is kept of the tool's stderr for error messages:

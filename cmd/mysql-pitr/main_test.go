@@ -261,3 +261,19 @@ func TestCopySelf(t *testing.T) {
 		t.Fatalf("copy-self without a destination: exit %d, want 2", code)
 	}
 }
+
+func TestRestoreDestinationFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--kube", "--pod", "mysql-0", "--datadir", "/x"},
+		{"--kube", "--pod", "mysql-0", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
+		{"--pod", "mysql-0", "--datadir", "/x"},
+		{"--datadir", "/x", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			all := append([]string{"restore", "--storage", "file://" + t.TempDir(), "--to", "latest"}, args...)
+			if _, stderr, code := runCLI(t, t.Context(), all...); code != 2 {
+				t.Fatalf("exit %d, want 2 (usage): %s", code, stderr)
+			}
+		})
+	}
+}

@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/restore"
+	"github.com/mysql-pitr/mysql-pitr/restore/kube"
+	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
 func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -34,6 +39,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
 	fs.StringVar(&replay, "replay", restore.ReplayServer, "how to replay the binlog: server (the temporary server replicates, in parallel, from a binlog server the restore runs on a loopback port) or mysqlbinlog (mariadb-binlog | mariadb); both stop at an exact position")
 	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads with --replay server")
+	var kf kubeFlags
+	kf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -41,9 +48,26 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return usageError{err}
 	}
+	if kf.enabled {
+		switch {
+		case datadir != "" || into.dsn != "":
+			return usageError{errors.New("--kube restores a pod of the chart in place: it excludes --datadir and --target-dsn")}
+		case toPos != "":
+			return usageError{errors.New("--kube restores to --to TIME or latest: the chart's restore.sh takes no binlog position")}
+		case kf.pod == "":
+			return usageError{errors.New("--kube needs --pod NAME")}
+		case kf.timeout <= 0:
+			return usageError{fmt.Errorf("--timeout %s: must be positive", kf.timeout)}
+		}
+	} else if kf.pod != "" || kf.release != "" {
+		return usageError{errors.New("--pod and --release go with --kube")}
+	}
+	if kf.enabled && !dryRun {
+		return runKubeRestore(ctx, kf, &sf, target, stdout)
+	}
 	switch {
 	case datadir == "" && into.dsn == "" && !dryRun:
-		return usageError{errors.New("say where to restore: --datadir DIR or --target-dsn DSN (or --dry-run)")}
+		return usageError{errors.New("say where to restore: --datadir DIR, --target-dsn DSN or --kube --pod NAME (or --dry-run)")}
 	case datadir != "" && into.dsn != "":
 		return usageError{errors.New("give either --datadir or --target-dsn, not both")}
 	case discard && !force:
@@ -57,19 +81,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	st, err := sf.open(ctx)
-	if err != nil {
-		return err
-	}
-	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{})
-	if err != nil {
-		return err
-	}
-	snaps, err := catalog.LoadSnapshots(ctx, st)
-	if err != nil {
-		return err
-	}
-	p, err := restore.Make(arch, snaps.Complete, target, time.Now())
+	st, p, err := planRestore(ctx, &sf, target)
 	if err != nil {
 		return err
 	}
@@ -108,4 +120,74 @@ func printPlan(w io.Writer, p *restore.Plan) {
 	fmt.Fprintf(w, "replay:    timeline %s from %s, %d segments\n", p.Timeline, p.From, len(p.Segments))
 	fmt.Fprintf(w, "fetch:     %d bytes\n", p.FetchBytes)
 	fmt.Fprintf(w, "archive:   ends at %s, last commit %s\n", p.ArchiveEnd, fmtTime(p.ArchiveEndTime))
+}
+
+// planRestore opens the archive and plans the restore to target.
+func planRestore(ctx context.Context, sf *storageFlags, target restore.Target) (storage.Storage, *restore.Plan, error) {
+	st, err := sf.open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	snaps, err := catalog.LoadSnapshots(ctx, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := restore.Make(arch, snaps.Complete, target, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, p, nil
+}
+
+// kubeFlags select a pod of the chart to restore in place.
+type kubeFlags struct {
+	enabled                        bool
+	namespace, kubeconfig, release string
+	pod                            string
+	yes                            bool
+	timeout                        time.Duration
+}
+
+func (k *kubeFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&k.enabled, "kube", false, "restore a pod of the Helm chart in place: record a request in <release>-restore-requests, delete the pod, wait until it is Ready")
+	fs.StringVar(&k.namespace, "namespace", "", "with --kube: the pod's namespace (default: the kubeconfig context's, or the service account's)")
+	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "with --kube: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+	fs.StringVar(&k.pod, "pod", "", "with --kube: the pod to restore, e.g. db-mysql-pitr-0")
+	fs.StringVar(&k.release, "release", "", "with --kube: the Helm release (default: the pod's app.kubernetes.io/instance label)")
+	fs.BoolVar(&k.yes, "yes", false, "with --kube: do not ask for confirmation")
+	fs.DurationVar(&k.timeout, "timeout", kube.DefaultTimeout, "with --kube: how long to wait for the restored pod to become Ready")
+}
+
+// runKubeRestore restores a pod of the chart in place; the plan is made
+// against --storage (the pod's archive) before anything in the cluster is
+// touched.
+func runKubeRestore(ctx context.Context, kf kubeFlags, sf *storageFlags, target restore.Target, stdout io.Writer) error {
+	client, ns, err := kube.NewClient(kf.kubeconfig, kf.namespace)
+	if err != nil {
+		return err
+	}
+	o := kube.Options{
+		Client: client, Namespace: ns, Pod: kf.pod, Release: kf.release, Target: target,
+		Plan: func(ctx context.Context) (*restore.Plan, error) {
+			_, p, err := planRestore(ctx, sf, target)
+			return p, err
+		},
+		PrintPlan: printPlan, Yes: kf.yes, Timeout: kf.timeout, Out: stdout,
+	}
+	if !kf.yes && isTerminal(os.Stdin) {
+		o.Confirm = func() (bool, error) {
+			fmt.Fprintf(stdout, "This replaces the datadir of pod %s/%s (the old contents are moved aside on its volume) and restarts it.\nType yes to go on: ", ns, kf.pod)
+			line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return false, err
+			}
+			return strings.TrimSpace(line) == "yes", nil
+		}
+	}
+	_, err = kube.Run(ctx, o)
+	return err
 }

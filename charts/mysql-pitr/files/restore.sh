@@ -26,6 +26,22 @@ set -eu
 
 log() { echo "mysql-pitr restore: $*" >&2; }
 
+# report writes the container's termination message, which mysql-pitr
+# restore --kube reads from the pod's status: the request this datadir now
+# serves, the result ($1: restored or already-restored) and the restore's
+# marker JSON (left out if it might not fit the kubelet's 4096 bytes).
+report() {
+	json_marker=$PITR_DATADIR/mysql-pitr-restore.json
+	{
+		printf '{"request":"%s","result":"%s"' "$id" "$1"
+		if [ -f "$json_marker" ] && [ "$(wc -c <"$json_marker")" -le 3500 ]; then
+			printf ',"marker":'
+			cat "$json_marker"
+		fi
+		printf '}\n'
+	} >/dev/termination-log 2>/dev/null || true
+}
+
 in_progress="$PITR_VOLUME/restore-in-progress"
 request="$PITR_REQUESTS_DIR/$POD_NAME"
 marker="$PITR_DATADIR/mysql-pitr-request"
@@ -58,6 +74,7 @@ esac
 done_id=$(cat "$marker" 2>/dev/null || true)
 if [ "$done_id" = "$id" ] && [ ! -e "$in_progress" ]; then
 	log "request $id already restored into $PITR_DATADIR"
+	report already-restored
 	exit 0
 fi
 
@@ -76,4 +93,5 @@ mv -f "$marker.tmp" "$marker"
 sync
 rm -f "$in_progress"
 sync
+report restored
 log "request $id: done; old datadir contents are in $PITR_DATADIR.before-restore-* (delete them when no longer needed)"
