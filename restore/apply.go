@@ -164,7 +164,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}()
 	if p.Snapshot.Method == catalog.MethodLogical {
 		log.Info("loading logical snapshot")
-		if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, srv.Config(), snapshot.LoadOptions{Threads: opts.Threads, Logger: log}); err != nil {
+		if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, srv.Config(), snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log)}); err != nil {
 			return nil, err
 		}
 	}
@@ -240,7 +240,7 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 		return nil, err
 	}
 	log.Info("loading logical snapshot into the target server", "snapshot", string(p.Snapshot.ID))
-	if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, opts.Target, snapshot.LoadOptions{Threads: opts.Threads, Logger: log}); err != nil {
+	if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, opts.Target, snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log)}); err != nil {
 		return nil, err
 	}
 	flavor := mysqld.MariaDB
@@ -286,6 +286,19 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 		Stop: stop.Position, Transactions: stop.Transactions, LastCommit: stop.LastCommit, GTIDState: gtid, Finished: time.Now().UTC()}
 	res.Duration = time.Since(begin)
 	return res, nil
+}
+
+// loadProgress logs a logical load's progress every 10 seconds.
+func loadProgress(log *slog.Logger) func(snapshot.Progress) {
+	begin, last := time.Now(), time.Now()
+	return func(p snapshot.Progress) {
+		if time.Since(last) < 10*time.Second && p.ChunksDone != p.ChunksTotal {
+			return
+		}
+		last = time.Now()
+		log.Info("loading", "tables_done", p.TablesDone, "tables", p.TablesTotal, "chunks_done", p.ChunksDone, "chunks", p.ChunksTotal,
+			"rows", p.Rows, "mib", p.Bytes>>20, "elapsed", time.Since(begin).Round(time.Second).String())
+	}
 }
 
 // loopback reports whether the server is on this host's loopback or socket.
