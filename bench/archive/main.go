@@ -9,7 +9,8 @@
 package main
 
 import (
-	"bufio"
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"context"
 	"errors"
 	"flag"
@@ -19,7 +20,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,50 +49,11 @@ type config struct {
 	poll           time.Duration
 }
 
-// sizeValue is a byte-size flag: 1GiB, 200MiB, 1048576.
-type sizeValue struct{ p *int64 }
-
-func (s sizeValue) String() string {
-	if s.p == nil {
-		return ""
-	}
-	return strconv.FormatInt(*s.p, 10)
-}
-
-func (s sizeValue) Set(v string) error {
-	n, err := parseSize(v)
-	if err != nil {
-		return err
-	}
-	*s.p = n
-	return nil
-}
-
-func parseSize(v string) (int64, error) {
-	v = strings.TrimSpace(v)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(v, u.suffix) {
-			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q (use e.g. 200MiB)", v)
-	}
-	return n * mult, nil
-}
-
 func (c *config) register(fs *flag.FlagSet) {
 	c.target, c.maxBinlogSize, c.bufferPool = 1<<30, 256<<20, 1<<30
-	fs.Var(sizeValue{&c.target}, "target", "binlog to generate before the capture runs (e.g. 200MiB for a quick run)")
-	fs.Var(sizeValue{&c.maxBinlogSize}, "max-binlog-size", "the server's max_binlog_size")
-	fs.Var(sizeValue{&c.bufferPool}, "buffer-pool", "the server's innodb_buffer_pool_size")
+	fs.Var(benchkit.SizeValue{P: &c.target}, "target", "binlog to generate before the capture runs (e.g. 200MiB for a quick run)")
+	fs.Var(benchkit.SizeValue{P: &c.maxBinlogSize}, "max-binlog-size", "the server's max_binlog_size")
+	fs.Var(benchkit.SizeValue{P: &c.bufferPool}, "buffer-pool", "the server's innodb_buffer_pool_size")
 	fs.IntVar(&c.tables, "tables", 8, "sysbench --tables")
 	fs.IntVar(&c.tableSize, "table-size", 100000, "sysbench --table-size")
 	fs.IntVar(&c.threads, "threads", 4, "sysbench --threads while generating the binlog (unthrottled)")
@@ -150,10 +111,6 @@ func main() {
 	}
 }
 
-func logf(format string, args ...any) {
-	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
 func run(ctx context.Context, cfg config) (err error) {
 	res := &results{cfg: cfg, started: time.Now()}
 	if cfg.workDir == "" {
@@ -166,7 +123,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if !cfg.keep {
 		defer os.RemoveAll(cfg.workDir)
 	}
-	logf("work directory %s", cfg.workDir)
+	benchkit.Logf("work directory %s", cfg.workDir)
 	b := &bench{cfg: cfg, serverID: 1000}
 	if b.agentBin, err = agentBinary(ctx, cfg); err != nil {
 		return err
@@ -177,42 +134,42 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 	}
 
-	logf("starting MariaDB (max_binlog_size %d)", cfg.maxBinlogSize)
+	benchkit.Logf("starting MariaDB (max_binlog_size %d)", cfg.maxBinlogSize)
 	if b.srv, err = startServer(cfg); err != nil {
 		return err
 	}
 	defer b.srv.Close()
 	res.machine = describeMachine(b.srv.Version())
-	logf("machine: %s", res.machine)
+	benchkit.Logf("machine: %s", res.machine)
 	if cfg.s3 {
 		if b.s3, err = startS3(filepath.Join(cfg.workDir, "s3")); err != nil {
 			return err
 		}
 		defer b.s3.close()
-		logf("versitygw at %s", b.s3.endpoint)
+		benchkit.Logf("versitygw at %s", b.s3.endpoint)
 	}
 
 	sbBin, _ := testbed.LookBinary("sysbench")
 	sb := sysbench{bin: sbBin, port: b.srv.Port(), tables: cfg.tables, tableSize: cfg.tableSize, threads: cfg.threads}
-	logf("sysbench prepare: %d tables × %d rows", cfg.tables, cfg.tableSize)
+	benchkit.Logf("sysbench prepare: %d tables × %d rows", cfg.tables, cfg.tableSize)
 	prepBegin := time.Now()
 	if err := sb.prepare(ctx, b.srv, filepath.Join(cfg.workDir, "sysbench-prepare.log")); err != nil {
 		return err
 	}
 	prepTime := time.Since(prepBegin)
-	logf("sysbench run until the binlog holds %s", mb(float64(cfg.target)))
+	benchkit.Logf("sysbench run until the binlog holds %s", mb(float64(cfg.target)))
 	res.gen, err = sb.generate(ctx, b.srv, cfg.target, filepath.Join(cfg.workDir, "sysbench-generate.log"),
-		func(n int64) { logf("  binlog %s", mb(float64(n))) })
+		func(n int64) { benchkit.Logf("  binlog %s", mb(float64(n))) })
 	if err != nil {
 		return err
 	}
 	res.gen.Prepare = prepTime
-	logf("%s", res.gen)
+	benchkit.Logf("%s", res.gen)
 
 	if res.target, res.files, err = b.idleTarget(ctx); err != nil {
 		return err
 	}
-	logf("server idle at %s: %s in %d files from %s", res.target.end, mb(float64(res.target.bytes)), res.files, res.target.first)
+	benchkit.Logf("server idle at %s: %s in %d files from %s", res.target.end, mb(float64(res.target.bytes)), res.files, res.target.first)
 
 	res.tools = []string{toolMariaDBBinlog, toolAgentFile}
 	if cfg.s3 {
@@ -254,7 +211,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		logf("profiling one more agent capture run with perf (not counted)")
+		benchkit.Logf("profiling one more agent capture run with perf (not counted)")
 		pr := &perfRecorder{dir: dir}
 		r := b.runAgent(ctx, dir, toolAgentFile, res.target, pr.profile)
 		printCaptureRun(os.Stdout, r)
@@ -265,7 +222,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 
 	if cfg.rpoDuration > 0 {
-		logf("RPO: %s of sysbench oltp_write_only at %d tps (%d threads), probe every %s, flush interval %s",
+		benchkit.Logf("RPO: %s of sysbench oltp_write_only at %d tps (%d threads), probe every %s, flush interval %s",
 			cfg.rpoDuration, cfg.rate, cfg.rpoThreads, probeInterval, cfg.flushInterval)
 		dir := filepath.Join(cfg.workDir, "rpo")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -320,15 +277,15 @@ func agentBinary(ctx context.Context, cfg config) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build the agent: %w\n%s", err, out)
 	}
-	logf("built %s", bin)
+	benchkit.Logf("built %s", bin)
 	return bin, nil
 }
 
 // describeMachine reads what the numbers depend on.
 func describeMachine(mariadbVersion string) machine {
 	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), MariaDB: mariadbVersion}
-	m.CPUModel = procField("/proc/cpuinfo", "model name")
-	m.MemTotal = procField("/proc/meminfo", "MemTotal")
+	m.CPUModel = benchkit.ProcField("/proc/cpuinfo", "model name")
+	m.MemTotal = benchkit.ProcField("/proc/meminfo", "MemTotal")
 	if kb, err := parseStatusKB("MemTotal: "+m.MemTotal, "MemTotal"); err == nil {
 		m.MemTotal = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<30))
 	}
@@ -341,21 +298,4 @@ func describeMachine(mariadbVersion string) machine {
 		}
 	}
 	return m
-}
-
-// procField returns the value of the first "name : value" line of a /proc file.
-func procField(path, name string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "?"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == name {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
 }

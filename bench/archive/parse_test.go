@@ -9,21 +9,6 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 )
 
-func TestParseStatCPU(t *testing.T) {
-	// The command name holds a space and a parenthesis, as names may.
-	stat := "4242 (my (agent) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 8 0 100 1000000 2000 18446744073709551615"
-	got, err := parseStatCPU(stat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := 3250 * time.Millisecond; got != want {
-		t.Errorf("got %s, want %s", got, want)
-	}
-	if _, err := parseStatCPU("4242 agent S 1"); err == nil {
-		t.Error("no error for a line without a command name")
-	}
-}
-
 func TestParseStatusKB(t *testing.T) {
 	status := "Name:\tmysql-pitr\nVmPeak:\t 1300000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30000 kB\n"
 	got, err := parseStatusKB(status, "VmHWM")
@@ -35,14 +20,6 @@ func TestParseStatusKB(t *testing.T) {
 	}
 	if _, err := parseStatusKB(status, "VmSwap"); err == nil {
 		t.Error("no error for a missing line")
-	}
-}
-
-func TestParseCPULine(t *testing.T) {
-	got := parseCPULine("cpu  100 10 50 800 20 5 5 10 0 0")
-	want := cpuTimes{busy: 170, steal: 10, total: 1000}
-	if got != want {
-		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
 
@@ -62,25 +39,6 @@ func TestPercentile(t *testing.T) {
 	}
 	if got := percentile(nil, 99); got != 0 {
 		t.Errorf("empty: got %s", got)
-	}
-}
-
-func TestMedian(t *testing.T) {
-	tests := []struct {
-		name string
-		xs   []float64
-		want float64
-	}{
-		{"odd", []float64{3, 1, 2}, 2},
-		{"even", []float64{4, 1, 3, 2}, 2.5},
-		{"one", []float64{7}, 7},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := median(tt.xs); got != tt.want {
-				t.Errorf("got %v, want %v", got, tt.want)
-			}
-		})
 	}
 }
 
@@ -125,21 +83,5 @@ func TestSysbenchTPS(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-	}{{"1GiB", 1 << 30}, {"200MiB", 200 << 20}, {"1048576", 1 << 20}, {"5 MB", 5e6}}
-	for _, tt := range tests {
-		got, err := parseSize(tt.in)
-		if err != nil || got != tt.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
-		}
-	}
-	if _, err := parseSize("lots"); err == nil {
-		t.Error("no error for a bad size")
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,7 +41,7 @@ func (p *perfRecorder) profile(pid int) error {
 	out, err := exec.Command(bin, "report", "-i", data, "--stdio", "--no-children",
 		"--sort", "symbol", "--percent-limit", "0.5", "-g", "none").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("perf report: %w\n%s", err, lastLines(string(out), 10))
+		return fmt.Errorf("perf report: %w\n%s", err, benchkit.LastLines(string(out), 10))
 	}
 	return os.WriteFile(filepath.Join(p.dir, "perf-report.txt"), out, 0o644)
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"errors"
 	"fmt"
 	"os"
@@ -10,11 +12,6 @@ import (
 	"syscall"
 	"time"
 )
-
-// userHZ is the kernel's USER_HZ, the unit of utime and stime in
-// /proc/PID/stat. It is 100 on every Linux architecture Go supports; reading
-// it properly needs sysconf, which needs cgo.
-const userHZ = 100
 
 // child is a process the benchmark started and must end. Its output goes to
 // a log file so that a failed run can show why.
@@ -29,15 +26,15 @@ type child struct {
 // startChild starts argv with extra environment variables, logging stdout and
 // stderr to logPath. Secrets go in env, never in argv.
 func startChild(name string, argv []string, env []string, logPath string) (*child, error) {
-	logf, err := os.Create(logPath)
+	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("create %s log: %w", name, err)
 	}
-	defer logf.Close() // the child holds its own descriptor
+	defer logFile.Close() // the child holds its own descriptor
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
 	// A benchmark killed with Ctrl-C must not leave an agent or a
 	// mariadb-binlog streaming behind it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -111,7 +108,7 @@ func readUsage(pid int) (procUsage, error) {
 	if err != nil {
 		return u, fmt.Errorf("read stat of %d: %w", pid, err)
 	}
-	if u.CPU, err = parseStatCPU(string(stat)); err != nil {
+	if u.CPU, err = benchkit.ParseStatCPU(string(stat)); err != nil {
 		return u, fmt.Errorf("stat of %d: %w", pid, err)
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -122,28 +119,6 @@ func readUsage(pid int) (procUsage, error) {
 		return u, fmt.Errorf("status of %d: %w", pid, err)
 	}
 	return u, nil
-}
-
-// parseStatCPU returns utime+stime from the text of /proc/PID/stat. The
-// command name (field 2) may hold spaces and parentheses, so fields are
-// counted from the last ')'.
-func parseStatCPU(stat string) (time.Duration, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("no command name")
-	}
-	// After ")" come field 3 (state) onwards; utime and stime are fields
-	// 14 and 15.
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("only %d fields", len(f)+2)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * time.Second / userHZ, nil
 }
 
 // parseStatusKB returns a "Name:   123 kB" line of /proc/PID/status in bytes.
@@ -166,38 +141,6 @@ func parseStatusKB(status, name string) (int64, error) {
 	return 0, fmt.Errorf("no %s line", name)
 }
 
-// cpuTimes are the machine's aggregate CPU counters from /proc/stat, in
-// USER_HZ ticks.
-type cpuTimes struct {
-	busy, steal, total int64
-}
-
-// readCPUTimes reads the "cpu" line of /proc/stat; zero if it cannot.
-func readCPUTimes() cpuTimes {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return cpuTimes{}
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return parseCPULine(line)
-}
-
-// parseCPULine parses "cpu user nice system idle iowait irq softirq steal ...".
-// Guest time is already counted in user and nice, so it is left out.
-func parseCPULine(line string) cpuTimes {
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return cpuTimes{}
-	}
-	var v [8]int64
-	for i := range v {
-		v[i], _ = strconv.ParseInt(f[i+1], 10, 64)
-	}
-	user, nice, system, idle, iowait, irq, softirq, steal := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-	busy := user + nice + system + irq + softirq
-	return cpuTimes{busy: busy, steal: steal, total: busy + idle + iowait + steal}
-}
-
 // machineLoad is how busy the machine was during a run, as fractions of
 // all CPUs' time: busy with any process, busy with processes that are not
 // part of the benchmark (another tenant's build, say), and stolen by the
@@ -213,39 +156,29 @@ func (l machineLoad) String() string {
 // cpuMeter measures a run's machine load; start it before the run.
 type cpuMeter struct {
 	srv          *server
-	machine      cpuTimes
+	machine      benchkit.CPUTimes
 	server, self time.Duration
 }
 
 func (b *bench) startMeter() cpuMeter {
-	return cpuMeter{srv: b.srv, machine: readCPUTimes(), server: b.srv.cpu(), self: selfCPU()}
+	return cpuMeter{srv: b.srv, machine: benchkit.ReadCPUTimes(), server: b.srv.cpu(), self: benchkit.SelfCPU()}
 }
 
 // stop returns the server's CPU time during the run and the machine's load,
 // counting as the benchmark's own the server, this process and ours: the
 // CPU time of the processes the run started.
 func (m cpuMeter) stop(ours time.Duration) (server time.Duration, load machineLoad) {
-	now := readCPUTimes()
+	now := benchkit.ReadCPUTimes()
 	server = m.srv.cpu() - m.server
-	self := selfCPU() - m.self
-	total := float64(now.total - m.machine.total)
+	self := benchkit.SelfCPU() - m.self
+	total := float64(now.Total - m.machine.Total)
 	if total <= 0 {
 		return server, load
 	}
-	busy := now.busy - m.machine.busy
+	busy := now.Busy - m.machine.Busy
 	load.Busy = float64(busy) / total
-	load.Steal = float64(now.steal-m.machine.steal) / total
-	others := time.Duration(busy)*time.Second/userHZ - server - self - ours
-	load.Others = max(0, others.Seconds()*userHZ/total)
+	load.Steal = float64(now.Steal-m.machine.Steal) / total
+	others := time.Duration(busy)*time.Second/benchkit.UserHZ - server - self - ours
+	load.Others = max(0, others.Seconds()*benchkit.UserHZ/total)
 	return server, load
-}
-
-// selfCPU is the CPU time this process has used.
-func selfCPU() time.Duration {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	d, _ := parseStatCPU(string(b))
-	return d
 }

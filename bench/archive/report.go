@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"fmt"
 	"io"
 	"math"
@@ -15,20 +17,6 @@ const (
 	goalRPOp99  = 1500 * time.Millisecond
 	goalPeakRSS = 150e6 // bytes
 )
-
-// median of xs; NaN when empty.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
 
 // percentile is the nearest-rank percentile p (0 < p ≤ 100) of sorted ds.
 func percentile(sorted []time.Duration, p float64) time.Duration {
@@ -75,8 +63,8 @@ func summarize(tool string, runs []captureRun) toolStats {
 			stored = append(stored, float64(r.Stored)/float64(r.Bytes))
 		}
 	}
-	st.MBps, st.Seconds, st.CPU, st.Stored = median(mbps), median(secs), median(cpu), median(stored)
-	st.Others, st.MBperCPU = median(others), median(eff)
+	st.MBps, st.Seconds, st.CPU, st.Stored = benchkit.Median(mbps), benchkit.Median(secs), benchkit.Median(cpu), benchkit.Median(stored)
+	st.Others, st.MBperCPU = benchkit.Median(others), benchkit.Median(eff)
 	return st
 }
 
@@ -123,13 +111,6 @@ type results struct {
 func mb(n float64) string { return fmt.Sprintf("%.1f MB", n/1e6) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
-
-func met(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "**no**"
-}
 
 // printCaptureRun prints one raw run line.
 func printCaptureRun(w io.Writer, r captureRun) {
@@ -227,7 +208,7 @@ func markdown(res *results, stats map[string]toolStats) string {
 		}
 		peakRSS = max(peakRSS, st.PeakRSS)
 		ratio := st.MBps / ref.MBps
-		fmt.Fprintf(&b, "| Ratio %s / mariadb-binlog, throughput | %.2f | ≥ %.1f | %s |\n", t, ratio, goalRatio, met(ratio >= goalRatio))
+		fmt.Fprintf(&b, "| Ratio %s / mariadb-binlog, throughput | %.2f | ≥ %.1f | %s |\n", t, ratio, goalRatio, benchkit.Met(ratio >= goalRatio))
 		fmt.Fprintf(&b, "| Ratio %s / mariadb-binlog, MB per CPU-second | %.2f | | |\n", t, st.MBperCPU/ref.MBperCPU)
 		fmt.Fprintf(&b, "| Stored / raw size, %s | %.3f (%s of %s) | | |\n", t, st.Stored, mb(st.Stored*float64(res.target.bytes)), mb(float64(res.target.bytes)))
 	}
@@ -239,14 +220,14 @@ func markdown(res *results, stats map[string]toolStats) string {
 			fmt.Fprintf(&b, "| RPO under load (%d probes, %.0f tps, %.2f MB/s binlog, flush %s; others used %.0f%% of the machine): p50 / p90 / p99 / max | %s / %s / %s / %s | p99 ≤ %s | %s |\n",
 				len(s), r.TPS, float64(r.Binlog)/1e6/max(r.Duration.Seconds(), 1e-9), cfg.flushInterval, r.Load.Others*100,
 				ms(percentile(s, 50)), ms(percentile(s, 90)), ms(p99), ms(s[len(s)-1]), ms(goalRPOp99),
-				met(p99 <= goalRPOp99 && r.Unresolved == 0))
+				benchkit.Met(p99 <= goalRPOp99 && r.Unresolved == 0))
 		} else {
 			fmt.Fprintf(&b, "| RPO under load | no probe became durable (%v) | p99 ≤ %s | **no** |\n", r.Err, ms(goalRPOp99))
 		}
-		fmt.Fprintf(&b, "| Agent peak RSS, RPO run | %s | ≤ %s | %s |\n", mb(float64(r.Usage.PeakRSS)), mb(goalPeakRSS), met(r.Usage.PeakRSS > 0 && float64(r.Usage.PeakRSS) <= goalPeakRSS))
+		fmt.Fprintf(&b, "| Agent peak RSS, RPO run | %s | ≤ %s | %s |\n", mb(float64(r.Usage.PeakRSS)), mb(goalPeakRSS), benchkit.Met(r.Usage.PeakRSS > 0 && float64(r.Usage.PeakRSS) <= goalPeakRSS))
 	}
 	if peakRSS > 0 {
-		fmt.Fprintf(&b, "| Agent peak RSS, capture runs (max) | %s | ≤ %s | %s |\n", mb(peakRSS), mb(goalPeakRSS), met(peakRSS <= goalPeakRSS))
+		fmt.Fprintf(&b, "| Agent peak RSS, capture runs (max) | %s | ≤ %s | %s |\n", mb(peakRSS), mb(goalPeakRSS), benchkit.Met(peakRSS <= goalPeakRSS))
 	}
 	return b.String()
 }

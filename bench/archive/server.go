@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"context"
 	"database/sql"
 	"fmt"
@@ -57,7 +59,7 @@ func (s *server) cpu() time.Duration {
 	if err != nil {
 		return 0
 	}
-	d, _ := parseStatCPU(string(stat))
+	d, _ := benchkit.ParseStatCPU(string(stat))
 	return d
 }
 
@@ -176,7 +178,7 @@ func (b sysbench) prepare(ctx context.Context, s *server, logPath string) error 
 	out, err := exec.CommandContext(ctx, a[0], a[1:]...).CombinedOutput()
 	os.WriteFile(logPath, out, 0o644)
 	if err != nil {
-		return fmt.Errorf("sysbench prepare: %w\n%s", err, lastLines(string(out), 20))
+		return fmt.Errorf("sysbench prepare: %w\n%s", err, benchkit.LastLines(string(out), 20))
 	}
 	return nil
 }
@@ -268,14 +270,6 @@ func sysbenchTPS(logPath string) float64 {
 		return 0
 	}
 	return sum / float64(len(ms))
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // purgeOld rotates the binlog and purges every older file, so that an agent

@@ -11,7 +11,8 @@
 package main
 
 import (
-	"bufio"
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"context"
 	"errors"
 	"flag"
@@ -53,45 +54,6 @@ type config struct {
 	keep              bool
 }
 
-// sizeValue is a byte-size flag: 2GiB, 512MiB, 1048576.
-type sizeValue struct{ p *int64 }
-
-func (s sizeValue) String() string {
-	if s.p == nil {
-		return ""
-	}
-	return strconv.FormatInt(*s.p, 10)
-}
-
-func (s sizeValue) Set(v string) error {
-	n, err := parseSize(v)
-	if err != nil {
-		return err
-	}
-	*s.p = n
-	return nil
-}
-
-func parseSize(v string) (int64, error) {
-	v = strings.TrimSpace(v)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(v, u.suffix) {
-			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q (use e.g. 2GiB)", v)
-	}
-	return n * mult, nil
-}
-
 func (c *config) register(fs *flag.FlagSet) {
 	c.bufferPool, c.redoLog = 2<<30, 512<<20
 	fs.IntVar(&c.tables, "tables", 8, "sysbench --tables")
@@ -99,8 +61,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.prepareThreads, "prepare-threads", 4, "sysbench --threads while preparing the tables")
 	fs.IntVar(&c.threads, "threads", runtime.NumCPU(), "threads of every tool: mysql-pitr --threads, zstd -T, mydumper and myloader --threads, LoadLogical's Threads")
 	fs.IntVar(&c.runs, "runs", 3, "runs per tool in each phase, alternating")
-	fs.Var(sizeValue{&c.bufferPool}, "buffer-pool", "every server's innodb_buffer_pool_size")
-	fs.Var(sizeValue{&c.redoLog}, "redo-log", "every server's innodb_log_file_size")
+	fs.Var(benchkit.SizeValue{P: &c.bufferPool}, "buffer-pool", "every server's innodb_buffer_pool_size")
+	fs.Var(benchkit.SizeValue{P: &c.redoLog}, "redo-log", "every server's innodb_log_file_size")
 	fs.IntVar(&c.rate, "rate", 200, "sysbench oltp_write_only --rate (tps) while measuring how long writes are blocked (0 skips that phase)")
 	fs.IntVar(&c.rateThreads, "rate-threads", 4, "sysbench --threads of that load")
 	fs.IntVar(&c.mydumperRows, "mydumper-rows", 0, "mydumper --rows (chunk tables); 0 dumps each table whole")
@@ -183,10 +145,6 @@ func loadWorker(ctx context.Context, args []string) error {
 	return snapshot.LoadLogical(ctx, st, m, target, snapshot.LoadOptions{Threads: *threads})
 }
 
-func logf(format string, args ...any) {
-	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
 // slug makes a tool's name a directory name.
 func slug(tool string) string {
 	f := strings.FieldsFunc(tool, func(r rune) bool {
@@ -207,7 +165,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if !cfg.keep {
 		defer os.RemoveAll(cfg.workDir)
 	}
-	logf("work directory %s", cfg.workDir)
+	benchkit.Logf("work directory %s", cfg.workDir)
 	b := &bench{cfg: cfg, bin: map[string]string{}}
 	if b.mp, err = mysqlPitrBinary(ctx, cfg); err != nil {
 		return err
@@ -221,16 +179,16 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 	}
 
-	logf("starting MariaDB (buffer pool %s, redo log %s)", mib(cfg.bufferPool), mib(cfg.redoLog))
+	benchkit.Logf("starting MariaDB (buffer pool %s, redo log %s)", mib(cfg.bufferPool), mib(cfg.redoLog))
 	if b.srv, err = startServer(cfg); err != nil {
 		return err
 	}
 	defer b.srv.Close()
 	res.machine = describeMachine(b.srv.Version(), b.bin)
-	logf("machine: %s", res.machine)
+	benchkit.Logf("machine: %s", res.machine)
 
 	sb := sysbench{bin: b.bin["sysbench"], port: b.srv.Port(), tables: cfg.tables, tableSize: cfg.tableSize}
-	logf("sysbench oltp_read_write prepare: %d tables × %d rows", cfg.tables, cfg.tableSize)
+	benchkit.Logf("sysbench oltp_read_write prepare: %d tables × %d rows", cfg.tables, cfg.tableSize)
 	begin := time.Now()
 	if err := sb.prepare(ctx, b.srv, cfg.prepareThreads, filepath.Join(cfg.workDir, "sysbench-prepare.log")); err != nil {
 		return err
@@ -240,7 +198,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		return err
 	}
 	res.ds = b.ds
-	logf("dataset: %s of tables and indexes (information_schema), %d rows; prepared in %.0f s", mb(float64(b.ds.Bytes)), b.ds.Rows, res.prepare.Seconds())
+	benchkit.Logf("dataset: %s of tables and indexes (information_schema), %d rows; prepared in %.0f s", mb(float64(b.ds.Bytes)), b.ds.Rows, res.prepare.Seconds())
 	// Every run starts from a server with nothing left to flush.
 	if err := b.srv.waitFlushed(ctx, 5*time.Minute); err != nil {
 		return err
@@ -248,7 +206,7 @@ func run(ctx context.Context, cfg config) (err error) {
 
 	// Phase 1: logical snapshot throughput. The last output of each tool
 	// is kept for the load phase.
-	logf("logical snapshots: %d runs each, %d threads, alternating", cfg.runs, cfg.threads)
+	benchkit.Logf("logical snapshots: %d runs each, %d threads, alternating", cfg.runs, cfg.threads)
 	res.dumpTools = []string{toolOurs, toolDump, toolMydumper}
 	last := map[string]string{}
 	order := 0
@@ -287,7 +245,7 @@ func run(ctx context.Context, cfg config) (err error) {
 
 	// Phase 2: writes blocked under load.
 	if cfg.rate > 0 {
-		logf("writes blocked: %d logical snapshots under sysbench oltp_write_only at %d tps (%d threads), probe every %s",
+		benchkit.Logf("writes blocked: %d logical snapshots under sysbench oltp_write_only at %d tps (%d threads), probe every %s",
 			cfg.runs, cfg.rate, cfg.rateThreads, probeInterval)
 		for i := 1; i <= cfg.runs; i++ {
 			dir := filepath.Join(cfg.workDir, "blocked", strconv.Itoa(i))
@@ -312,7 +270,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		if err := b.srv.waitFlushed(ctx, 5*time.Minute); err != nil {
 			return err
 		}
-		logf("physical snapshots: one warm-up mariabackup run (not counted), then %d runs each, alternating", cfg.runs)
+		benchkit.Logf("physical snapshots: one warm-up mariabackup run (not counted), then %d runs each, alternating", cfg.runs)
 		dir := filepath.Join(cfg.workDir, "physical", "warmup")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
@@ -383,7 +341,7 @@ func (b *bench) loadPhase(ctx context.Context, res *results, last map[string]str
 		}
 		res.dumpSQLBytes = fi.Size()
 	}
-	logf("loads: %d runs each into fresh servers, %d threads, alternating", cfg.runs, cfg.threads)
+	benchkit.Logf("loads: %d runs each into fresh servers, %d threads, alternating", cfg.runs, cfg.threads)
 	res.loadTools = []string{toolLoadOurs, toolLoadMariaDB, toolMyloader}
 	order := 0
 	for i := 1; i <= cfg.runs; i++ {
@@ -430,15 +388,15 @@ func mysqlPitrBinary(ctx context.Context, cfg config) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build mysql-pitr: %w\n%s", err, out)
 	}
-	logf("built %s", bin)
+	benchkit.Logf("built %s", bin)
 	return bin, nil
 }
 
 // describeMachine reads what the numbers depend on.
 func describeMachine(mariadbVersion string, bin map[string]string) machine {
 	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), MariaDB: mariadbVersion}
-	m.CPUModel = procField("/proc/cpuinfo", "model name")
-	m.MemTotal = procField("/proc/meminfo", "MemTotal")
+	m.CPUModel = benchkit.ProcField("/proc/cpuinfo", "model name")
+	m.MemTotal = benchkit.ProcField("/proc/meminfo", "MemTotal")
 	if kb, err := strconv.ParseInt(strings.TrimSuffix(m.MemTotal, " kB"), 10, 64); err == nil {
 		m.MemTotal = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
 	}
@@ -461,21 +419,4 @@ func describeMachine(mariadbVersion string, bin map[string]string) machine {
 		version("zstd", "--version"),
 	}
 	return m
-}
-
-// procField returns the value of the first "name : value" line of a /proc file.
-func procField(path, name string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "?"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == name {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
 }

@@ -1,22 +1,17 @@
 package main
 
 import (
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
-
-// userHZ is the kernel's USER_HZ, the unit of utime and stime in
-// /proc/PID/stat. It is 100 on every Linux architecture Go supports; reading
-// it properly needs sysconf, which needs cgo.
-const userHZ = 100
 
 // usage is what a tool's processes cost, read from wait4's rusage once each
 // has exited: the same utime+stime and VmHWM that /proc/PID shows, but
@@ -60,14 +55,14 @@ func runPipeline(ctx context.Context, stages []stage, stdin, stdout string) (usa
 		// A benchmark killed with Ctrl-C must not leave a dump running.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		cmd.WaitDelay = 5 * time.Second
-		logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		logFile, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return u, fmt.Errorf("open %s: %w", s.log, err)
 		}
-		closers = append(closers, logf)
-		cmd.Stderr = logf
+		closers = append(closers, logFile)
+		cmd.Stderr = logFile
 		if i == len(stages)-1 {
-			cmd.Stdout = logf
+			cmd.Stdout = logFile
 		}
 		cmds[i] = cmd
 	}
@@ -130,37 +125,7 @@ func tail(path string, n int) string {
 	if err != nil {
 		return "(no log: " + err.Error() + ")"
 	}
-	return lastLines(string(b), n)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// parseStatCPU returns utime+stime from the text of /proc/PID/stat. The
-// command name (field 2) may hold spaces and parentheses, so fields are
-// counted from the last ')'.
-func parseStatCPU(stat string) (time.Duration, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("no command name")
-	}
-	// After ")" come field 3 (state) onwards; utime and stime are fields
-	// 14 and 15.
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("only %d fields", len(f)+2)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * time.Second / userHZ, nil
+	return benchkit.LastLines(string(b), n)
 }
 
 // pidCPU is the CPU time a live process has used; 0 if it cannot be read.
@@ -169,40 +134,8 @@ func pidCPU(pid int) time.Duration {
 	if err != nil {
 		return 0
 	}
-	d, _ := parseStatCPU(string(stat))
+	d, _ := benchkit.ParseStatCPU(string(stat))
 	return d
-}
-
-// cpuTimes are the machine's aggregate CPU counters from /proc/stat, in
-// USER_HZ ticks.
-type cpuTimes struct {
-	busy, steal, total int64
-}
-
-// readCPUTimes reads the "cpu" line of /proc/stat; zero if it cannot.
-func readCPUTimes() cpuTimes {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return cpuTimes{}
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return parseCPULine(line)
-}
-
-// parseCPULine parses "cpu user nice system idle iowait irq softirq steal ...".
-// Guest time is already counted in user and nice, so it is left out.
-func parseCPULine(line string) cpuTimes {
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return cpuTimes{}
-	}
-	var v [8]int64
-	for i := range v {
-		v[i], _ = strconv.ParseInt(f[i+1], 10, 64)
-	}
-	user, nice, system, idle, iowait, irq, softirq, steal := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-	busy := user + nice + system + irq + softirq
-	return cpuTimes{busy: busy, steal: steal, total: busy + idle + iowait + steal}
 }
 
 // machineLoad is how busy the machine was during a run, as fractions of
@@ -220,38 +153,28 @@ func (l machineLoad) String() string {
 // before the run.
 type cpuMeter struct {
 	srv          *server
-	machine      cpuTimes
+	machine      benchkit.CPUTimes
 	server, self time.Duration
 }
 
 func startMeter(srv *server) cpuMeter {
-	return cpuMeter{srv: srv, machine: readCPUTimes(), server: srv.cpu(), self: selfCPU()}
+	return cpuMeter{srv: srv, machine: benchkit.ReadCPUTimes(), server: srv.cpu(), self: benchkit.SelfCPU()}
 }
 
 // stop returns the server's CPU time during the run and the machine's load,
 // counting as the benchmark's own the server, this process and the tool's
 // CPU time (ours).
 func (m cpuMeter) stop(ours time.Duration) (server time.Duration, load machineLoad) {
-	now := readCPUTimes()
+	now := benchkit.ReadCPUTimes()
 	server = m.srv.cpu() - m.server
-	self := selfCPU() - m.self
-	total := float64(now.total - m.machine.total)
+	self := benchkit.SelfCPU() - m.self
+	total := float64(now.Total - m.machine.Total)
 	if total <= 0 {
 		return server, load
 	}
-	busy := now.busy - m.machine.busy
+	busy := now.Busy - m.machine.Busy
 	load.Busy = float64(busy) / total
-	others := time.Duration(busy)*time.Second/userHZ - server - self - ours
-	load.Others = max(0, others.Seconds()*userHZ/total)
+	others := time.Duration(busy)*time.Second/benchkit.UserHZ - server - self - ours
+	load.Others = max(0, others.Seconds()*benchkit.UserHZ/total)
 	return server, load
-}
-
-// selfCPU is the CPU time this process has used.
-func selfCPU() time.Duration {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	d, _ := parseStatCPU(string(b))
-	return d
 }

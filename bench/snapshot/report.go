@@ -1,10 +1,11 @@
 package main
 
 import (
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strings"
 	"time"
 )
@@ -19,20 +20,6 @@ const (
 	goalLoadVsMyload = 1.2   // myloader's load time ÷ ours
 	goalPeakRSS      = 300e6 // bytes, ours during a logical snapshot
 )
-
-// median of xs; NaN when empty.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
 
 // machine describes where the numbers come from.
 type machine struct {
@@ -85,13 +72,6 @@ func ms(d time.Duration) string {
 // cell escapes the pipes of tool names such as "mariadb-dump | zstd" for a
 // Markdown table cell.
 func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
-
-func met(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "**no**"
-}
 
 // mbps is the dataset's MB (10⁶ bytes) per second of the run.
 func mbps(dataset int64, d time.Duration) float64 {
@@ -169,7 +149,7 @@ func summarize(tool string, runs []toolRun, dataset int64) toolStats {
 		others = append(others, r.Load.Others)
 		st.PeakRSS = max(st.PeakRSS, float64(r.Usage.PeakRSS))
 	}
-	st.Seconds, st.MBps, st.CPU, st.Stored, st.Others = median(secs), median(rate), median(cpu), median(stored), median(others)
+	st.Seconds, st.MBps, st.CPU, st.Stored, st.Others = benchkit.Median(secs), benchkit.Median(rate), benchkit.Median(cpu), benchkit.Median(stored), benchkit.Median(others)
 	st.CPUperGB = st.CPU / (float64(dataset) / 1e9)
 	return st
 }
@@ -244,7 +224,7 @@ func markdown(res *results, stats map[string]toolStats) string {
 			fmt.Fprintf(&b, "| %s | n/a | ≥ %.1f | **no** |\n", cell(what), goal)
 			return
 		}
-		fmt.Fprintf(&b, "| %s | %.2f | ≥ %.1f | %s |\n", cell(what), r, goal, met(r >= goal))
+		fmt.Fprintf(&b, "| %s | %.2f | ≥ %.1f | %s |\n", cell(what), r, goal, benchkit.Met(r >= goal))
 	}
 	if len(res.dumpTools) > 0 {
 		for _, t := range res.dumpTools {
@@ -277,12 +257,12 @@ func markdown(res *results, stats map[string]toolStats) string {
 			fmt.Fprintf(&b, "| Writes blocked during a logical snapshot | every run failed | ≤ %s | **no** |\n", ms(goalBlocked))
 		} else {
 			fmt.Fprintf(&b, "| Writes blocked during a logical snapshot, under %.0f tps of oltp_write_only (manifest; max of %d runs, median %s) | %s | ≤ %s | %s |\n",
-				median(tps), ok, ms(time.Duration(median(blocked))), ms(worst), ms(goalBlocked), met(worst <= goalBlocked && ok == len(res.blocked)))
+				benchkit.Median(tps), ok, ms(time.Duration(benchkit.Median(blocked))), ms(worst), ms(goalBlocked), benchkit.Met(worst <= goalBlocked && ok == len(res.blocked)))
 			fmt.Fprintf(&b, "| Longest probe commit during those snapshots (an UPDATE every %s) | %s | | |\n", ms(probeInterval), ms(worstProbe))
 		}
 	}
 	if peakRSS > 0 {
-		fmt.Fprintf(&b, "| mysql-pitr peak RSS during logical snapshots (max) | %s | ≤ %s | %s |\n", mb(peakRSS), mb(goalPeakRSS), met(peakRSS <= goalPeakRSS))
+		fmt.Fprintf(&b, "| mysql-pitr peak RSS during logical snapshots (max) | %s | ≤ %s | %s |\n", mb(peakRSS), mb(goalPeakRSS), benchkit.Met(peakRSS <= goalPeakRSS))
 	}
 	if len(res.physTools) > 0 {
 		for _, t := range res.physTools {
@@ -290,7 +270,7 @@ func markdown(res *results, stats map[string]toolStats) string {
 		}
 		over := stats[toolOursPhys].Seconds/stats[toolBackup].Seconds - 1
 		fmt.Fprintf(&b, "| Physical overhead, mysql-pitr over mariabackup \\| zstd, wall time | %+.1f%% | ≤ +%.0f%% | %s |\n",
-			over*100, goalPhysOverhead*100, met(over <= goalPhysOverhead))
+			over*100, goalPhysOverhead*100, benchkit.Met(over <= goalPhysOverhead))
 	}
 	if len(res.loadTools) > 0 {
 		for _, t := range res.loadTools {

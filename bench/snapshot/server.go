@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
+
 	"context"
 	"database/sql"
 	"fmt"
@@ -98,7 +100,7 @@ func (b sysbench) prepare(ctx context.Context, s *server, threads int, logPath s
 	out, err := exec.CommandContext(ctx, a[0], a[1:]...).CombinedOutput()
 	os.WriteFile(logPath, out, 0o644)
 	if err != nil {
-		return fmt.Errorf("sysbench prepare: %w\n%s", err, lastLines(string(out), 20))
+		return fmt.Errorf("sysbench prepare: %w\n%s", err, benchkit.LastLines(string(out), 20))
 	}
 	return nil
 }
@@ -185,7 +187,7 @@ func (s *server) waitFlushed(ctx context.Context, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			logf("  %d dirty pages left after %s; going on", dirty, timeout)
+			benchkit.Logf("  %d dirty pages left after %s; going on", dirty, timeout)
 			return nil
 		}
 		select {

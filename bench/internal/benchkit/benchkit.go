@@ -1,0 +1,172 @@
+// Package benchkit holds what the benchmarks in bench/ share: size flags,
+// /proc readings, medians and log lines.
+package benchkit
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// UserHZ is the kernel's USER_HZ, the unit of utime and stime in
+// /proc/PID/stat and of /proc/stat.
+const UserHZ = 100
+
+// SizeValue is a byte-size flag: 1GiB, 200MiB, 1048576.
+type SizeValue struct{ P *int64 }
+
+func (s SizeValue) String() string {
+	if s.P == nil {
+		return ""
+	}
+	return strconv.FormatInt(*s.P, 10)
+}
+
+func (s SizeValue) Set(v string) error {
+	n, err := ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s.P = n
+	return nil
+}
+
+func ParseSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q (use e.g. 200MiB or 2GiB)", v)
+	}
+	return n * mult, nil
+}
+
+// ProcField returns the value of the first "name : value" line of a /proc file.
+func ProcField(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+func Logf(format string, args ...any) {
+	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// ParseStatCPU returns utime+stime from the text of /proc/PID/stat. The
+// command name (field 2) may hold spaces and parentheses, so fields are
+// counted from the last ')'.
+func ParseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("no command name")
+	}
+	// After ")" come field 3 (state) onwards; utime and stime are fields
+	// 14 and 15.
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("only %d fields", len(f)+2)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * time.Second / UserHZ, nil
+}
+
+// SelfCPU is the CPU time this process has used.
+func SelfCPU() time.Duration {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	d, _ := ParseStatCPU(string(b))
+	return d
+}
+
+// Median of xs; NaN when empty.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func Met(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+func LastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// CPUTimes are the machine's aggregate CPU counters from /proc/stat, in
+// USER_HZ ticks.
+type CPUTimes struct {
+	Busy, Steal, Total int64
+}
+
+// ReadCPUTimes reads the "cpu" line of /proc/stat; zero if it cannot.
+func ReadCPUTimes() CPUTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return CPUTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return ParseCPULine(line)
+}
+
+// ParseCPULine parses "cpu user nice system idle iowait irq softirq steal ...".
+// Guest time is already counted in user and nice, so it is left out.
+func ParseCPULine(line string) CPUTimes {
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return CPUTimes{}
+	}
+	var v [8]int64
+	for i := range v {
+		v[i], _ = strconv.ParseInt(f[i+1], 10, 64)
+	}
+	user, nice, system, idle, iowait, irq, softirq, steal := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+	busy := user + nice + system + irq + softirq
+	return CPUTimes{Busy: busy, Steal: steal, Total: busy + idle + iowait + steal}
+}
