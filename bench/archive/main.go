@@ -125,7 +125,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	benchkit.Logf("work directory %s", cfg.workDir)
 	b := &bench{cfg: cfg, serverID: 1000}
-	if b.agentBin, err = agentBinary(ctx, cfg); err != nil {
+	if b.agentBin, err = benchkit.Binary(ctx, cfg.agentBin, cfg.workDir, "-agent"); err != nil {
 		return err
 	}
 	for _, tool := range []string{"mariadb-binlog", "sysbench"} {
@@ -255,30 +255,6 @@ func (b *bench) idleTarget(ctx context.Context) (captureTarget, int, error) {
 		return t, 0, fmt.Errorf("SHOW BINARY LOGS %v disagrees with SHOW MASTER STATUS %s", logs, end)
 	}
 	return captureTarget{first: logs[0].Name, end: end, bytes: totalSize(logs), files: len(logs)}, len(logs), nil
-}
-
-// agentBinary returns the agent to run, building ./cmd/mysql-pitr of this
-// module when none is given.
-func agentBinary(ctx context.Context, cfg config) (string, error) {
-	if cfg.agentBin != "" {
-		return filepath.Abs(cfg.agentBin)
-	}
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the mysql-pitr module: run from the repository or pass -agent")
-	}
-	bin := filepath.Join(cfg.workDir, "mysql-pitr")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mysql-pitr")
-	cmd.Dir = filepath.Dir(mod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the agent: %w\n%s", err, out)
-	}
-	benchkit.Logf("built %s", bin)
-	return bin, nil
 }
 
 // describeMachine reads what the numbers depend on.

@@ -167,7 +167,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	benchkit.Logf("work directory %s", cfg.workDir)
 	b := &bench{cfg: cfg, bin: map[string]string{}}
-	if b.mp, err = mysqlPitrBinary(ctx, cfg); err != nil {
+	if b.mp, err = benchkit.Binary(ctx, cfg.mpBin, cfg.workDir, "-mysql-pitr"); err != nil {
 		return err
 	}
 	if b.self, err = os.Executable(); err != nil {
@@ -366,30 +366,6 @@ func (b *bench) loadPhase(ctx context.Context, res *results, last map[string]str
 		}
 	}
 	return nil
-}
-
-// mysqlPitrBinary returns the mysql-pitr to run, building ./cmd/mysql-pitr
-// of this module when none is given.
-func mysqlPitrBinary(ctx context.Context, cfg config) (string, error) {
-	if cfg.mpBin != "" {
-		return filepath.Abs(cfg.mpBin)
-	}
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the mysql-pitr module: run from the repository or pass -mysql-pitr")
-	}
-	bin := filepath.Join(cfg.workDir, "mysql-pitr")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mysql-pitr")
-	cmd.Dir = filepath.Dir(mod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build mysql-pitr: %w\n%s", err, out)
-	}
-	benchkit.Logf("built %s", bin)
-	return bin, nil
 }
 
 // describeMachine reads what the numbers depend on.

@@ -4,10 +4,13 @@ package benchkit
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -169,4 +172,29 @@ func ParseCPULine(line string) CPUTimes {
 	user, nice, system, idle, iowait, irq, softirq, steal := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
 	busy := user + nice + system + irq + softirq
 	return CPUTimes{Busy: busy, Steal: steal, Total: busy + idle + iowait + steal}
+}
+
+// Binary returns the mysql-pitr binary to benchmark: given, made absolute, or
+// else ./cmd/mysql-pitr of this module built into dir. flag names the flag
+// that gives one, for the error outside the module.
+func Binary(ctx context.Context, given, dir, flag string) (string, error) {
+	if given != "" {
+		return filepath.Abs(given)
+	}
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("not inside the mysql-pitr module: run from the repository or pass %s", flag)
+	}
+	bin := filepath.Join(dir, "mysql-pitr")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mysql-pitr")
+	cmd.Dir = filepath.Dir(mod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build mysql-pitr: %w\n%s", err, out)
+	}
+	Logf("built %s", bin)
+	return bin, nil
 }
