@@ -57,8 +57,6 @@ type Writer struct {
 	// lastFile is the file lastEvent is in: after a Rotate it is not w.file.
 	lastFile string
 	seg      *openSegment
-	// bytes is the total of binlog bytes written to segments, for metrics.
-	bytes uint64
 }
 
 type openSegment struct {
@@ -150,7 +148,7 @@ func (w *Writer) ResumePoint() catalog.Position {
 func (w *Writer) Rearm() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := w.sealLocked(false); err != nil {
+	if err := w.sealLocked(); err != nil {
 		return err
 	}
 	if w.lastEvent.Size != 0 && w.expect == nil {
@@ -178,13 +176,6 @@ func (w *Writer) Position() catalog.Position {
 	return catalog.Position{File: w.file, Pos: w.pos}
 }
 
-// Bytes returns the number of binlog bytes archived into segments so far.
-func (w *Writer) Bytes() uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.bytes
-}
-
 // Handle takes one event from the replication stream, header included.
 func (w *Writer) Handle(ev []byte) error {
 	h, err := ParseHeader(ev)
@@ -206,7 +197,7 @@ func (w *Writer) Handle(ev []byte) error {
 				return err
 			}
 			if name != w.file {
-				return w.switchFileLocked(name, pos, false)
+				return w.switchFileLocked(name, pos)
 			}
 		case FormatDescription:
 			// Re-sent when the stream starts inside a file.
@@ -267,7 +258,6 @@ func (w *Writer) Handle(ev []byte) error {
 	seg.sha.Write(ev)
 	end := start + uint64(h.Size)
 	w.pos = end
-	w.bytes += uint64(h.Size)
 	w.lastEvent, w.lastFile = ref, w.file
 	r := &seg.rec
 	r.End = end
@@ -297,15 +287,15 @@ func (w *Writer) Handle(ev []byte) error {
 	switch {
 	case h.Type == RotateEvent:
 		r.FileEnds = true
-		if err := w.sealLocked(false); err != nil {
+		if err := w.sealLocked(); err != nil {
 			return err
 		}
 		return w.afterRotateLocked(ev)
 	case h.Type == StopEvent:
 		r.FileEnds = true
-		return w.sealLocked(false)
+		return w.sealLocked()
 	case int64(r.End-r.Start) >= w.maxSegment:
-		return w.sealLocked(false)
+		return w.sealLocked()
 	}
 	return nil
 }
@@ -316,10 +306,10 @@ func (w *Writer) afterRotateLocked(ev []byte) error {
 	if err != nil {
 		return err
 	}
-	return w.switchFileLocked(name, pos, true)
+	return w.switchFileLocked(name, pos)
 }
 
-func (w *Writer) switchFileLocked(name string, pos uint64, rotated bool) error {
+func (w *Writer) switchFileLocked(name string, pos uint64) error {
 	n, err := catalog.FileNumber(name)
 	if err != nil {
 		return err
@@ -329,13 +319,12 @@ func (w *Writer) switchFileLocked(name string, pos uint64, rotated bool) error {
 		// re-sending it, so the archived file is gone or shorter on the server.
 		return fmt.Errorf("%w: stream moved to %s before re-sending %s at %d", ErrDiverged, name, w.file, w.expect.Pos)
 	}
-	if err := w.sealLocked(false); err != nil {
+	if err := w.sealLocked(); err != nil {
 		return err
 	}
 	if w.file != "" && w.pos > FirstEventPos {
 		w.prevEnd = &catalog.Position{File: w.file, Pos: w.pos}
 	}
-	_ = rotated
 	w.file, w.fileNum, w.pos = name, n, pos
 	w.tracker.Reset()
 	return nil
@@ -375,24 +364,17 @@ func (w *Writer) Pending() (age, quiet time.Duration, open bool) {
 func (w *Writer) Flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.sealLocked(false)
+	return w.sealLocked()
 }
 
 // Close seals the open segment and releases the writer's resources.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.sealLocked(false)
+	return w.sealLocked()
 }
 
-// Abort drops the open segment without sealing it.
-func (w *Writer) Abort() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.sealLocked(true)
-}
-
-func (w *Writer) sealLocked(discard bool) error {
+func (w *Writer) sealLocked() error {
 	seg := w.seg
 	if seg == nil {
 		return nil
@@ -403,7 +385,7 @@ func (w *Writer) sealLocked(discard bool) error {
 		os.Remove(seg.f.Name())
 		return err
 	}
-	if discard || seg.rec.Events == 0 {
+	if seg.rec.Events == 0 {
 		return cleanup(nil)
 	}
 	if err := seg.w.Flush(); err != nil {

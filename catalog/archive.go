@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -314,9 +313,6 @@ func (a *Archive) Gaps() []Gap {
 	}
 	return gaps
 }
-
-// ErrLeaseHeld is returned when another agent holds the archive's lease.
-var ErrLeaseHeld = errors.New("archive lease is held by another agent")
 
 // LoadTail reads only what a writer needs to continue the archive: the
 // newest timeline's record and its last segment (nil when it has none yet).

@@ -12,6 +12,9 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
+// ErrLeaseHeld is returned when another agent holds the archive's lease.
+var ErrLeaseHeld = errors.New("archive lease is held by another agent")
+
 // ErrLeaseLost is returned by Renew when another agent has taken the lease.
 var ErrLeaseLost = errors.New("archive lease was taken by another agent")
 
