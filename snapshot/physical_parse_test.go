@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"io"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
@@ -284,61 +284,63 @@ func TestPhysicalParts(t *testing.T) {
 		{"one byte over", part + 1, 2},
 		{"several parts", 3*part + 12345, 4},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			st := storagetest.NewMemory()
-			id := catalog.NewSnapshotID(time.Now())
-			p, err := newPhysParts(t.Context(), st, id, part, zstd.SpeedFastest, 2)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data := make([]byte, tt.size)
-			for i := range data {
-				data[i] = byte(i*7 + i/1000)
-			}
-			// Odd-sized writes cross part boundaries inside one Write.
-			for rest := data; len(rest) > 0; {
-				n := min(len(rest), 300001)
-				if _, err := p.Write(rest[:n]); err != nil {
-					t.Fatal(err)
-				}
-				rest = rest[n:]
-			}
-			if err := p.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if len(p.objects) != tt.wantParts {
-				t.Fatalf("%d parts, want %d", len(p.objects), tt.wantParts)
-			}
-			var joined bytes.Buffer
-			for i, o := range p.objects {
-				if o.Name != physPartName(i+1) {
-					t.Errorf("part %d is named %s", i+1, o.Name)
-				}
-				rc, err := st.Open(t.Context(), catalog.SnapshotObjectKey(id, o.Name))
+	for _, workers := range []int{1, 2, 4} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%d workers/%s", workers, tt.name), func(t *testing.T) {
+				st := storagetest.NewMemory()
+				id := catalog.NewSnapshotID(time.Now())
+				p, err := newPhysParts(t.Context(), st, id, part, zstd.SpeedFastest, workers)
 				if err != nil {
 					t.Fatal(err)
 				}
-				dec, err := zstd.NewReader(rc)
-				if err != nil {
+				data := make([]byte, tt.size)
+				for i := range data {
+					data[i] = byte(i*7 + i/1000)
+				}
+				// Odd-sized writes cross part boundaries inside one Write.
+				for rest := data; len(rest) > 0; {
+					n := min(len(rest), 300001)
+					if _, err := p.Write(rest[:n]); err != nil {
+						t.Fatal(err)
+					}
+					rest = rest[n:]
+				}
+				if err := p.Close(); err != nil {
 					t.Fatal(err)
 				}
-				b, err := io.ReadAll(dec)
-				dec.Close()
-				rc.Close()
-				if err != nil {
-					t.Fatal(err)
+				if len(p.objects) != tt.wantParts {
+					t.Fatalf("%d parts, want %d", len(p.objects), tt.wantParts)
 				}
-				sum := sha256.Sum256(b)
-				if int64(len(b)) != o.Size || hex.EncodeToString(sum[:]) != o.SHA256 {
-					t.Errorf("part %s: %d bytes sha %s, recorded %d %s", o.Name, len(b), hex.EncodeToString(sum[:]), o.Size, o.SHA256)
+				var joined bytes.Buffer
+				for i, o := range p.objects {
+					if o.Name != physPartName(i+1) {
+						t.Errorf("part %d is named %s", i+1, o.Name)
+					}
+					rc, err := st.Open(t.Context(), catalog.SnapshotObjectKey(id, o.Name))
+					if err != nil {
+						t.Fatal(err)
+					}
+					dec, err := zstd.NewReader(rc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, err := io.ReadAll(dec)
+					dec.Close()
+					rc.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					sum := sha256.Sum256(b)
+					if int64(len(b)) != o.Size || hex.EncodeToString(sum[:]) != o.SHA256 {
+						t.Errorf("part %s: %d bytes sha %s, recorded %d %s", o.Name, len(b), hex.EncodeToString(sum[:]), o.Size, o.SHA256)
+					}
+					joined.Write(b)
 				}
-				joined.Write(b)
-			}
-			if !bytes.Equal(joined.Bytes(), data) {
-				t.Errorf("parts do not concatenate to the stream")
-			}
-		})
+				if !bytes.Equal(joined.Bytes(), data) {
+					t.Errorf("parts do not concatenate to the stream")
+				}
+			})
+		}
 	}
 }
 

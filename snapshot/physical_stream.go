@@ -36,7 +36,7 @@ type physParts struct {
 	st       storage.Storage
 	id       catalog.SnapshotID
 	partSize int64
-	enc      *zstd.Encoder
+	enc      *frameEncoder
 
 	// The part being written; pw is nil between parts.
 	n      int
@@ -66,7 +66,7 @@ type physPutResult struct {
 }
 
 func newPhysParts(ctx context.Context, st storage.Storage, id catalog.SnapshotID, partSize int64, level zstd.EncoderLevel, concurrency int) (*physParts, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(concurrency))
+	enc, err := newFrameEncoder(level, concurrency)
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
@@ -160,6 +160,7 @@ func (p *physParts) fail(cause error) error {
 	var err error
 	if p.pw != nil {
 		p.pw.CloseWithError(cause)
+		_ = p.enc.Close() // stops its goroutines; writes to the closed pipe fail
 		r := <-p.result
 		p.pw = nil
 		err = r.err
