@@ -107,6 +107,12 @@ type FetchResult struct {
 // file whose archive starts after position 4 cannot be made readable and is
 // an error; a hole inside the timeline is an error.
 func Fetch(ctx context.Context, st storage.Storage, tl *catalog.TimelineState, dir string) ([]FetchResult, error) {
+	return FetchProgress(ctx, st, tl, dir, nil)
+}
+
+// FetchProgress is Fetch calling progress, when not nil, after each segment
+// with the binlog bytes written so far.
+func FetchProgress(ctx context.Context, st storage.Storage, tl *catalog.TimelineState, dir string, progress func(done int64)) ([]FetchResult, error) {
 	if holes := tl.Holes(); len(holes) > 0 {
 		return nil, fmt.Errorf("timeline %s has a hole between %s and %s", tl.ID, holes[0].After, holes[0].Before)
 	}
@@ -116,6 +122,7 @@ func Fetch(ctx context.Context, st storage.Storage, tl *catalog.TimelineState, d
 	var out []FetchResult
 	var f *os.File
 	var cur *FetchResult
+	var done int64
 	finish := func() error {
 		if f == nil {
 			return nil
@@ -164,6 +171,10 @@ func Fetch(ctx context.Context, st storage.Storage, tl *catalog.TimelineState, d
 		}
 		cur.End = seg.End
 		cur.Partial = !seg.FileEnds
+		if progress != nil {
+			done += int64(seg.End - seg.Start)
+			progress(done)
+		}
 	}
 	if err := finish(); err != nil {
 		return out, err

@@ -73,6 +73,9 @@ type Options struct {
 	// empty means a new directory under os.TempDir().
 	WorkDir string
 	Logger  *slog.Logger
+	// Progress, when set, is called as each phase advances, from one
+	// goroutine at a time.
+	Progress func(Progress)
 }
 
 // Result is what a restore did.
@@ -121,7 +124,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 
 	// Fetch and verify the binlog first: a damaged archive stops the restore
 	// before the datadir is touched.
-	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"))
+	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"), opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +141,8 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	switch p.Snapshot.Method {
 	case catalog.MethodPhysical:
 		log.Info("restoring physical snapshot", "snapshot", string(p.Snapshot.ID))
-		if _, err := snapshot.RestorePhysical(ctx, opts.Store, p.Snapshot, opts.Datadir, snapshot.RestorePhysicalOptions{Logger: log}); err != nil {
+		if _, err := snapshot.RestorePhysical(ctx, opts.Store, p.Snapshot, opts.Datadir, snapshot.RestorePhysicalOptions{Logger: log,
+			Progress: func(done int64) { reporter(opts.Progress).report(PhaseSnapshot, done, p.Snapshot.Bytes) }}); err != nil {
 			return nil, err
 		}
 	case catalog.MethodLogical:
@@ -164,16 +168,16 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}()
 	if p.Snapshot.Method == catalog.MethodLogical {
 		log.Info("loading logical snapshot")
-		if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, srv.Config(), snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log)}); err != nil {
+		if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, srv.Config(), snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log, opts.Progress)}); err != nil {
 			return nil, err
 		}
 	}
 	replayBegin := time.Now()
 	switch opts.Replay {
 	case ReplayMysqlbinlog:
-		err = replayMysqlbinlog(ctx, srv.Config(), stop, work, log)
+		err = replayMysqlbinlog(ctx, srv.Config(), stop, work, log, opts.Progress)
 	default:
-		err = replayServer(ctx, srv.DB(), flavor, stop, opts.Threads, log)
+		err = replayServer(ctx, srv.DB(), flavor, stop, opts.Threads, log, opts.Progress)
 	}
 	if err != nil {
 		return nil, err
@@ -231,7 +235,7 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 	if n > 0 {
 		return nil, fmt.Errorf("the target server holds %d databases: restore into an empty server", n)
 	}
-	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"))
+	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"), opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +244,7 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 		return nil, err
 	}
 	log.Info("loading logical snapshot into the target server", "snapshot", string(p.Snapshot.ID))
-	if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, opts.Target, snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log)}); err != nil {
+	if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, opts.Target, snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log, opts.Progress)}); err != nil {
 		return nil, err
 	}
 	flavor := mysqld.MariaDB
@@ -264,9 +268,9 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 	res := &Result{}
 	replayBegin := time.Now()
 	if replay == ReplayMysqlbinlog {
-		err = replayMysqlbinlog(ctx, opts.Target, stop, work, log)
+		err = replayMysqlbinlog(ctx, opts.Target, stop, work, log, opts.Progress)
 	} else {
-		err = replayServer(ctx, db, flavor, stop, opts.Threads, log)
+		err = replayServer(ctx, db, flavor, stop, opts.Threads, log, opts.Progress)
 	}
 	if err != nil {
 		return nil, err
@@ -288,10 +292,11 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 	return res, nil
 }
 
-// loadProgress logs a logical load's progress every 10 seconds.
-func loadProgress(log *slog.Logger) func(snapshot.Progress) {
+// loadProgress reports a logical load's progress, and logs it every 10 seconds.
+func loadProgress(log *slog.Logger, progress reporter) func(snapshot.Progress) {
 	begin, last := time.Now(), time.Now()
 	return func(p snapshot.Progress) {
+		progress.report(PhaseSnapshot, p.Bytes, p.BytesTotal)
 		if time.Since(last) < 10*time.Second && p.ChunksDone != p.ChunksTotal {
 			return
 		}
@@ -372,23 +377,35 @@ func prepareDatadir(dir string, force, discard bool) (string, error) {
 }
 
 // fetch writes the binlog the plan needs as local files, verified.
-func fetch(ctx context.Context, st storage.Storage, p *Plan, dir string) ([]binlog.FetchResult, error) {
+func fetch(ctx context.Context, st storage.Storage, p *Plan, dir string, progress reporter) ([]binlog.FetchResult, error) {
 	segs := append(append([]*catalog.Segment{}, p.Head...), p.Segments...)
 	if len(segs) == 0 {
 		return nil, nil
 	}
+	var total int64
+	for _, s := range segs {
+		total += int64(s.End - s.Start)
+	}
 	tl := &catalog.TimelineState{Timeline: catalog.Timeline{ID: p.Timeline, Start: catalog.Position{File: segs[0].File, Pos: segs[0].Start}}, Segments: segs}
-	return binlog.Fetch(ctx, st, tl, dir)
+	return binlog.FetchProgress(ctx, st, tl, dir, func(done int64) { progress.report(PhaseDownload, done, total) })
 }
 
 // replayMysqlbinlog pipes mariadb-binlog/mysqlbinlog into the client: the
 // standard tools, with an exact stop position (never a stop time, which can
 // cut a transaction).
-func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, work string, log *slog.Logger) error {
+func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, work string, log *slog.Logger, progress reporter) (err error) {
 	if len(stop.Files) == 0 || stop.Transactions == 0 {
 		log.Info("nothing to replay after the snapshot")
 		return nil
 	}
+	// The pipeline reports nothing as it goes: the phase starts and ends.
+	total := stop.replayBytes()
+	progress.report(PhaseReplay, 0, total)
+	defer func() {
+		if err == nil {
+			progress.report(PhaseReplay, total, total)
+		}
+	}()
 	dump, err := mysqld.Look("mariadb-binlog", "mysqlbinlog")
 	if err != nil {
 		return err

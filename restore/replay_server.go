@@ -94,7 +94,7 @@ func replayThreads(threads int) int {
 // an account made up for it, and the temporary server replicates from it,
 // in parallel, until the stop. Afterwards no replication configuration or
 // relay log is left in the datadir.
-func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, threads int, log *slog.Logger) error {
+func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, threads int, log *slog.Logger, progress reporter) error {
 	if len(stop.Files) == 0 || stop.Transactions == 0 {
 		log.Info("nothing to replay after the snapshot")
 		return nil
@@ -143,7 +143,13 @@ func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, th
 	log.Info("replaying by replication", "from", first.Name+":"+strconv.FormatUint(first.From, 10),
 		"until", last.Name+":"+strconv.FormatUint(last.To, 10), "threads", n, "port", port)
 	begin := time.Now()
-	werr := waitReplica(ctx, conn, q, last.Name, last.To, log)
+	total := stop.replayBytes()
+	werr := waitReplica(ctx, conn, q, last.Name, last.To, log, func(file string, pos uint64) {
+		progress.report(PhaseReplay, stop.replayed(file, pos), total)
+	})
+	if werr == nil {
+		progress.report(PhaseReplay, total, total)
+	}
 	// Stop and forget the source even after an error, so that a retry on
 	// the same datadir starts clean; the first error is the one reported.
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -168,7 +174,7 @@ func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, th
 // waitReplica polls the replica until its SQL thread has applied exactly up
 // to file:pos, and fails on a replication error or a thread that stopped
 // short.
-func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, file string, pos uint64, log *slog.Logger) error {
+func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, file string, pos uint64, log *slog.Logger, at func(file string, pos uint64)) error {
 	want := strconv.FormatUint(pos, 10)
 	lastReport := time.Now()
 	t := time.NewTicker(replicaPoll)
@@ -187,15 +193,16 @@ func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, file string,
 		if st["Last_IO_Errno"] != "0" {
 			return fmt.Errorf("replica cannot read from the binlog server: error %s: %s", st["Last_IO_Errno"], st["Last_IO_Error"])
 		}
-		at, _ := strconv.ParseUint(st[q.posCol], 10, 64)
+		applied, _ := strconv.ParseUint(st[q.posCol], 10, 64)
+		at(st[q.fileCol], applied)
 		switch {
-		case st[q.fileCol] == file && at == pos:
+		case st[q.fileCol] == file && applied == pos:
 			return nil
-		case st[q.fileCol] > file && at == binlog.FirstEventPos:
+		case st[q.fileCol] > file && applied == binlog.FirstEventPos:
 			// The range ends with the file's Rotate, which moved the
 			// replica to the next file; the server sends nothing after it.
 			return nil
-		case st[q.fileCol] > file || st[q.fileCol] == file && at > pos:
+		case st[q.fileCol] > file || st[q.fileCol] == file && applied > pos:
 			return fmt.Errorf("replay went past the stop %s:%d to %s:%s", file, pos, st[q.fileCol], st[q.posCol])
 		case st[q.sqlRunningCol] == "No":
 			return fmt.Errorf("replay stopped at %s:%s before the stop %s:%s", st[q.fileCol], st[q.posCol], file, want)

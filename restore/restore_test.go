@@ -215,10 +215,12 @@ func TestRestoreToCheckpoints(t *testing.T) {
 					}
 					dir, _ := os.MkdirTemp("", "rst-")
 					t.Cleanup(func() { os.RemoveAll(dir) })
-					res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w"})
+					var prog progressLog
+					res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w", Progress: prog.add})
 					if err != nil {
 						t.Fatal(err)
 					}
+					prog.check(t, res.Marker.Transactions > 0)
 					t.Logf("restored to %s: %d transactions replayed, stop %s, in %s (replay %s)", target, res.Marker.Transactions, res.Marker.Stop,
 						res.Duration.Round(time.Millisecond), res.ReplayDuration.Round(time.Millisecond))
 					took[method+"/"+replay] = append(took[method+"/"+replay], fmt.Sprintf("%s %d txns %s", cp.name, res.Marker.Transactions, res.ReplayDuration.Round(time.Millisecond)))
@@ -241,6 +243,43 @@ func TestRestoreToCheckpoints(t *testing.T) {
 	}
 	for mode, d := range took {
 		t.Logf("replay times, %s: %s", mode, strings.Join(d, "; "))
+	}
+}
+
+// progressLog keeps what a restore reported.
+type progressLog struct {
+	phases []string
+	last   map[string]Progress
+}
+
+func (l *progressLog) add(p Progress) {
+	if l.last == nil {
+		l.last = map[string]Progress{}
+	}
+	if len(l.phases) == 0 || l.phases[len(l.phases)-1] != p.Phase {
+		l.phases = append(l.phases, p.Phase)
+	}
+	if prev, ok := l.last[p.Phase]; ok && p.Done < prev.Done {
+		l.phases = append(l.phases, fmt.Sprintf("%s went back from %d to %d", p.Phase, prev.Done, p.Done))
+	}
+	l.last[p.Phase] = p
+}
+
+// check wants the phases once each, in order, each ending complete; replay
+// only when there was something to replay.
+func (l *progressLog) check(t *testing.T, replay bool) {
+	t.Helper()
+	want := []string{PhaseDownload, PhaseSnapshot}
+	if replay {
+		want = append(want, PhaseReplay)
+	}
+	if fmt.Sprint(l.phases) != fmt.Sprint(want) {
+		t.Errorf("progress phases %v, want %v", l.phases, want)
+	}
+	for _, ph := range want {
+		if p := l.last[ph]; p.Total <= 0 || p.Done != p.Total {
+			t.Errorf("phase %s ended at %d of %d bytes", ph, p.Done, p.Total)
+		}
 	}
 }
 

@@ -319,6 +319,9 @@ func (l *loader) loadData(ctx context.Context, first *sql.Conn, lay *layout) err
 	for i, t := range lay.Tables {
 		l.progress.TablesTotal++
 		l.progress.ChunksTotal += len(t.Chunks)
+		for _, ch := range t.Chunks {
+			l.progress.BytesTotal += l.objs[ch.Object].Size
+		}
 		l.tableDue[i] = len(t.Chunks)
 	}
 	jobs := make(chan job)

@@ -84,6 +84,9 @@ type Progress struct {
 	Rows        int64
 	Bytes       int64
 	StoredBytes int64
+	// BytesTotal is the uncompressed size of all data chunks, when known
+	// in advance (a load knows it; a snapshot does not).
+	BytesTotal int64
 }
 
 // Validate names the first missing or invalid field.

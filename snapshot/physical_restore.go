@@ -41,6 +41,9 @@ type RestorePhysicalOptions struct {
 	// PrepareMemory is the tool's --use-memory for --prepare, e.g. "1G";
 	// empty leaves the tool's default.
 	PrepareMemory string
+	// Progress, when set, is called with the stream's bytes extracted so
+	// far, after each MiB or so, from one goroutine.
+	Progress func(done int64)
 	// User, when set and the process runs as root, owns the restored files
 	// (the server's account, usually "mysql"). Ignored when not root.
 	User string
@@ -112,7 +115,7 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 	}()
 
 	log.Info("restoring physical snapshot", "datadir", datadir, "staging", staging, "parts", len(m.Objects), "bytes", m.Bytes)
-	if err := physExtract(ctx, st, m, extractor, staging); err != nil {
+	if err := physExtract(ctx, st, m, extractor, staging, opts.Progress); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	if err := physCheckBinlogInfo(staging, m.Binlog); err != nil {
@@ -158,7 +161,7 @@ func physCheckEmptyDir(dir string) (bool, error) {
 // part's SHA-256 and size are checked at its end; a mismatch kills the
 // extractor, so the staging directory may hold a partial stream but datadir
 // holds nothing of it.
-func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, extractor, staging string) error {
+func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, extractor, staging string, progress func(int64)) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, extractor, "-x", "-C", staging)
@@ -191,8 +194,12 @@ func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, e
 	defer dec.Close()
 
 	var feedErr error
+	var w io.Writer = stdin
+	if progress != nil {
+		w = &countingWriter{w: stdin, report: progress}
+	}
 	for _, o := range m.Objects {
-		if feedErr = physFeedPart(runCtx, st, m.ID, o, dec, stdin); feedErr != nil {
+		if feedErr = physFeedPart(runCtx, st, m.ID, o, dec, w); feedErr != nil {
 			break
 		}
 	}
@@ -362,4 +369,18 @@ func physSyncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// countingWriter reports the bytes written through it.
+type countingWriter struct {
+	w      io.Writer
+	n      int64
+	report func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.report(c.n)
+	return n, err
 }

@@ -89,8 +89,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if dryRun {
 		return nil
 	}
+	progress := newRestoreProgress(stderr, logger)
 	opts := restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
-		Replay: replay, Threads: threads, Logger: logger}
+		Replay: replay, Threads: threads, Logger: logger, Progress: progress.update}
 	if into.dsn != "" {
 		if opts.Target, err = into.configWithEnv("MYSQL_PITR_TARGET_PASSWORD"); err != nil {
 			return err
@@ -98,6 +99,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		datadir = "server " + opts.Target.Addr
 	}
 	res, err := restore.Apply(ctx, p, opts)
+	progress.done()
 	if err != nil {
 		return err
 	}
