@@ -87,7 +87,7 @@ func Init(ctx context.Context, flavor, datadir string) error {
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("initialize datadir %s: %w: %s", datadir, err, lastLines(out, 10))
+		return fmt.Errorf("initialize datadir %s: %w: %s", datadir, err, errorLines(out, 10))
 	}
 	return nil
 }
@@ -253,6 +253,26 @@ func (s *Server) Stop(ctx context.Context) error {
 func (s *Server) kill() {
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	<-s.done
+}
+
+// errorLines keeps the lines of a tool's output that report an error: an
+// install script ends with a page of advice that would hide them. Without
+// such lines it is lastLines.
+func errorLines(b []byte, n int) string {
+	var keep [][]byte
+	for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		low := bytes.ToLower(l)
+		if bytes.Contains(low, []byte("error")) || bytes.Contains(low, []byte("failed")) || bytes.Contains(low, []byte("abort")) {
+			keep = append(keep, bytes.TrimSpace(l))
+		}
+	}
+	if len(keep) == 0 {
+		return lastLines(b, n)
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return string(bytes.Join(keep, []byte(" | ")))
 }
 
 func lastLines(b []byte, n int) string {

@@ -41,3 +41,20 @@ func TestInitStartStop(t *testing.T) {
 		t.Errorf("data written before a clean stop is gone: %v", err)
 	}
 }
+func TestErrorLines(t *testing.T) {
+	tests := []struct {
+		name, out, want string
+	}{
+		{"install script failure keeps the error, not the advice",
+			"Installing MariaDB/MySQL system tables in '/d' ...\n2026-11-27 [ERROR] InnoDB: Cannot allocate memory for the buffer pool\n\nInstallation of system tables failed!  Examine the logs in\n/d for more information.\n\nThe problem could be conflicting information in an external\nmy.cnf files. You can ignore these by doing:\n",
+			"2026-11-27 [ERROR] InnoDB: Cannot allocate memory for the buffer pool | Installation of system tables failed!  Examine the logs in"},
+		{"no error line: the last lines", "a\nb\nc\n", "a | b | c"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := errorLines([]byte(tt.out), 10); got != tt.want {
+				t.Errorf("errorLines = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
