@@ -27,7 +27,8 @@ Usage:
   mysql-pitr list --storage URL [--json]               show snapshots, binlog coverage and recoverable windows
   mysql-pitr prune --storage URL --keep-snapshots N [--keep-within D] [--dry-run]   delete expired snapshots and the binlog no kept snapshot needs
   mysql-pitr restore --storage URL --to TIME --datadir DIR   restore a datadir to a moment [--dry-run] [--force]
-                     (or --target-dsn DSN: into a running empty server; or --kube --pod NAME: a pod of the chart)
+                     (or --target-dsn DSN: into a running empty server; or --kube --pod NAME: a pod of the chart,
+                     in place or --to-new-pvc NAME: into a new PVC through a Job)
   mysql-pitr verify --storage URL [--json]             read everything, check checksums and continuity; exit 1 on damage
   mysql-pitr binlog fetch --storage URL --out DIR      write the archived binlog back out as files
   mysql-pitr version

@@ -267,6 +267,8 @@ func TestRestoreDestinationFlags(t *testing.T) {
 		{"--kube", "--pod", "mysql-0", "--datadir", "/x"},
 		{"--kube", "--pod", "mysql-0", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
 		{"--pod", "mysql-0", "--datadir", "/x"},
+		{"--to-new-pvc", "restored", "--datadir", "/x"},
+		{"--kube", "--pod", "mysql-0", "--to-new-pvc", "restored", "--force"},
 		{"--datadir", "/x", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

@@ -56,11 +56,13 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return usageError{errors.New("--kube restores to --to TIME or latest: the chart's restore.sh takes no binlog position")}
 		case kf.pod == "":
 			return usageError{errors.New("--kube needs --pod NAME")}
+		case kf.newPVC != "" && (force || discard):
+			return usageError{errors.New("--to-new-pvc restores into a new, empty volume: --force and --discard-existing do not apply")}
 		case kf.timeout <= 0:
 			return usageError{fmt.Errorf("--timeout %s: must be positive", kf.timeout)}
 		}
-	} else if kf.pod != "" || kf.release != "" {
-		return usageError{errors.New("--pod and --release go with --kube")}
+	} else if kf.pod != "" || kf.release != "" || kf.newPVC != "" {
+		return usageError{errors.New("--pod, --release and --to-new-pvc go with --kube")}
 	}
 	if kf.enabled && !dryRun {
 		return runKubeRestore(ctx, kf, &sf, target, stdout)
@@ -150,6 +152,7 @@ type kubeFlags struct {
 	enabled                        bool
 	namespace, kubeconfig, release string
 	pod                            string
+	newPVC                         string
 	yes                            bool
 	timeout                        time.Duration
 }
@@ -160,8 +163,9 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "with --kube: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
 	fs.StringVar(&k.pod, "pod", "", "with --kube: the pod to restore, e.g. db-mysql-pitr-0")
 	fs.StringVar(&k.release, "release", "", "with --kube: the Helm release (default: the pod's app.kubernetes.io/instance label)")
+	fs.StringVar(&k.newPVC, "to-new-pvc", "", "with --kube: leave the pod alone and restore its archive into a new PVC of this name (size and storage class cloned from the pod's), through a Job")
 	fs.BoolVar(&k.yes, "yes", false, "with --kube: do not ask for confirmation")
-	fs.DurationVar(&k.timeout, "timeout", kube.DefaultTimeout, "with --kube: how long to wait for the restored pod to become Ready")
+	fs.DurationVar(&k.timeout, "timeout", kube.DefaultTimeout, "with --kube: how long to wait for the restored pod to become Ready, or for the Job with --to-new-pvc")
 }
 
 // runKubeRestore restores a pod of the chart in place; the plan is made
@@ -179,10 +183,15 @@ func runKubeRestore(ctx context.Context, kf kubeFlags, sf *storageFlags, target 
 			return p, err
 		},
 		PrintPlan: printPlan, Yes: kf.yes, Timeout: kf.timeout, Out: stdout,
+		NewPVC: kf.newPVC, Storage: sf.url,
+	}
+	prompt := fmt.Sprintf("This replaces the datadir of pod %s/%s (the old contents are moved aside on its volume) and restarts it.", ns, kf.pod)
+	if kf.newPVC != "" {
+		prompt = fmt.Sprintf("This creates PVC %s/%s and restores pod %s's archive into it through a Job; the pod is not touched.", ns, kf.newPVC, kf.pod)
 	}
 	if !kf.yes && isTerminal(os.Stdin) {
 		o.Confirm = func() (bool, error) {
-			fmt.Fprintf(stdout, "This replaces the datadir of pod %s/%s (the old contents are moved aside on its volume) and restarts it.\nType yes to go on: ", ns, kf.pod)
+			fmt.Fprintf(stdout, "%s\nType yes to go on: ", prompt)
 			line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 			if err != nil && !errors.Is(err, io.EOF) {
 				return false, err

@@ -8,6 +8,10 @@
 // Every step can be repeated: a run that failed leaves its request in the
 // ConfigMap, and a later run to the same target resumes it instead of
 // starting over.
+//
+// With Options.NewPVC it leaves the pod alone and restores the pod's archive
+// into a new PersistentVolumeClaim, cloned from the pod's, through a Job made
+// from the chart's template (newpvc.go).
 package kube
 
 import (
@@ -69,6 +73,14 @@ type Options struct {
 	// Now and NewID are replaced by tests.
 	Now   func() time.Time
 	NewID func(time.Time) string
+
+	// NewPVC, when set, restores into a new PersistentVolumeClaim of this
+	// name through a Job instead of restoring the pod in place.
+	NewPVC string
+	// Storage is the archive URL the plan was made against. With NewPVC the
+	// Job must restore from the same archive (the query string aside); ""
+	// skips that check.
+	Storage string
 }
 
 // Result is what an in-place restore did.
@@ -86,6 +98,11 @@ type Result struct {
 	// Cleared is set when the request was removed from the ConfigMap.
 	Cleared bool
 	Elapsed time.Duration
+
+	// PVC and Job name what a restore to a new PVC created; JobDeleted is
+	// set once the finished Job was deleted (the PVC stays).
+	PVC, Job   string
+	JobDeleted bool
 }
 
 func (o *Options) defaults() {
@@ -125,6 +142,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	case o.Target.Kind == restore.AtPosition:
 		return nil, errors.New("kube restore: the chart's restore.sh restores to a time or latest, not to a binlog position")
 	}
+	if o.NewPVC != "" {
+		return runNewPVC(ctx, o)
+	}
 	begin := o.Now()
 	p, err := o.Plan(ctx)
 	if err != nil {
@@ -147,12 +167,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := checkPod(pod); err != nil {
 		return nil, err
 	}
-	release := o.Release
-	if release == "" {
-		release = pod.Labels["app.kubernetes.io/instance"]
-		if release == "" {
-			return nil, fmt.Errorf("pod %s has no app.kubernetes.io/instance label: give --release", o.Pod)
-		}
+	release, err := releaseOf(o, pod)
+	if err != nil {
+		return nil, err
 	}
 	res.ConfigMap = RequestsConfigMap(release)
 	cms := o.Client.CoreV1().ConfigMaps(o.Namespace)
@@ -178,17 +195,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 
-	if !o.Yes {
-		if o.Confirm == nil {
-			return nil, fmt.Errorf("%w: stdin is not a terminal; pass --yes to restore pod %s/%s", ErrNotConfirmed, o.Namespace, o.Pod)
-		}
-		ok, err := o.Confirm()
-		if err != nil {
-			return nil, fmt.Errorf("confirm: %w", err)
-		}
-		if !ok {
-			return nil, fmt.Errorf("%w: nothing was changed", ErrNotConfirmed)
-		}
+	if err := confirm(o, fmt.Sprintf("restore pod %s/%s", o.Namespace, o.Pod)); err != nil {
+		return nil, err
 	}
 
 	if res.Resumed {
@@ -228,6 +236,36 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Cleared = true
 	fmt.Fprintf(o.Out, "cleared request %s from configmap %s\n", res.Request.ID, res.ConfigMap)
 	return res, nil
+}
+
+// releaseOf is the Helm release of the pod: Options.Release, or the pod's
+// app.kubernetes.io/instance label.
+func releaseOf(o Options, pod *corev1.Pod) (string, error) {
+	if o.Release != "" {
+		return o.Release, nil
+	}
+	if r := pod.Labels["app.kubernetes.io/instance"]; r != "" {
+		return r, nil
+	}
+	return "", fmt.Errorf("pod %s has no app.kubernetes.io/instance label: give --release", o.Pod)
+}
+
+// confirm asks for confirmation unless Options.Yes.
+func confirm(o Options, what string) error {
+	if o.Yes {
+		return nil
+	}
+	if o.Confirm == nil {
+		return fmt.Errorf("%w: stdin is not a terminal; pass --yes to %s", ErrNotConfirmed, what)
+	}
+	ok, err := o.Confirm()
+	if err != nil {
+		return fmt.Errorf("confirm: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: nothing was changed", ErrNotConfirmed)
+	}
+	return nil
 }
 
 // checkPod refuses a pod that deleting would not restore: one no
