@@ -164,6 +164,19 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 			[]string{"/sidecarOnly", "statefulSetName"}},
 		{"sidecar-only without selector", map[string]any{"mode": "sidecar-only", "sidecarOnly": map[string]any{"statefulSetName": "db"}},
 			[]string{"sidecarOnly.podSelector"}},
+		{"age recipient not an age key", map[string]any{"encryption": map[string]any{"ageRecipients": []any{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"}}},
+			[]string{"/encryption/ageRecipients/0"}},
+		{"unknown mysql tls mode", map[string]any{"mysql": map[string]any{"tls": map[string]any{"mode": "required"}}},
+			[]string{"/mysql/tls/mode", "verify-full"}},
+		{"drill schedule with a time zone", map[string]any{"drill": map[string]any{"schedule": "CRON_TZ=Europe/Berlin 0 3 * * *"}},
+			[]string{"/drill/schedule"}},
+		{"s3 CA in a Secret and a ConfigMap", map[string]any{"storage": map[string]any{"caSecret": "a", "caConfigMap": "b"}},
+			[]string{"storage.caSecret", "storage.caConfigMap"}},
+		{"sidecar-only drills without pods", map[string]any{"mode": "sidecar-only",
+			"sidecarOnly": map[string]any{"statefulSetName": "db", "podSelector": map[string]any{"app": "db"}}, "drill": map[string]any{"schedule": "@daily"}},
+			[]string{"drill.pods"}},
+		{"misspelt encryption value", map[string]any{"encryption": map[string]any{"identitySecretName": "x"}},
+			[]string{"identitySecretName"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

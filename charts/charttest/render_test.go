@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -30,6 +31,9 @@ type renderCase struct {
 	noKinds          []string // kinds that must not be rendered
 	restore          bool
 	nativeSidecar    bool
+	// drills are the pods whose archives a drill CronJob tests, in order
+	// ("" for the one archive without storage.perPod).
+	drills []string
 }
 
 func renderCases() []renderCase {
@@ -106,6 +110,51 @@ func renderCases() []renderCase {
 			nativeSidecar: true,
 		},
 		{
+			name:   "restore, drills, encryption and TLS",
+			flavor: "mariadb",
+			values: map[string]any{
+				"server":     map[string]any{"flavor": "mariadb", "image": map[string]any{"repository": "mariadb", "tag": "11.4"}, "replicas": 2},
+				"restore":    map[string]any{"enabled": true, "rbac": map[string]any{"create": true}},
+				"drill":      map[string]any{"schedule": "30 4 * * 0", "resources": map[string]any{"limits": map[string]any{"memory": "2Gi"}}},
+				"encryption": map[string]any{"ageRecipients": []any{ageRecipient1, ageRecipient2}, "identitySecret": "pitr-age"},
+				"mysql":      map[string]any{"tls": map[string]any{"mode": "verify-ca", "caSecret": "db-ca"}},
+				"storage":    map[string]any{"caSecret": "s3-ca", "caKey": "bundle.pem"},
+			},
+			wantArgs: []string{"--age-recipient=" + ageRecipient1, "--age-recipient=" + ageRecipient2, "--mysql-tls=verify-ca",
+				"--mysql-ca=/var/run/secrets/mysql-pitr/mysql-ca/ca.crt", "--s3-ca-file=/var/run/secrets/mysql-pitr/s3-ca/ca.crt"},
+			noArgs:    []string{"--age-identity"},
+			wantKinds: []string{"CronJob", "Role"},
+			restore:   true,
+			drills:    []string{"db-mysql-pitr-0", "db-mysql-pitr-1"},
+		},
+		{
+			name:   "one archive, drill, S3 CA from a ConfigMap",
+			flavor: "mysql",
+			values: map[string]any{
+				"storage": map[string]any{"perPod": false, "caConfigMap": "s3-ca"},
+				"drill":   map[string]any{"schedule": "@weekly", "extraArgs": []any{"--keep-scratch"}},
+			},
+			wantArgs: []string{"--s3-ca-file=/var/run/secrets/mysql-pitr/s3-ca/ca.crt", "--storage=s3://pitr-archive/prod"},
+			noArgs:   []string{"--age-recipient", "--mysql-tls", "--mysql-ca"},
+			drills:   []string{""},
+		},
+		{
+			name: "sidecar-only with drills and encryption",
+			values: map[string]any{
+				"mode":        "sidecar-only",
+				"sidecarOnly": map[string]any{"statefulSetName": "orders-db", "podSelector": map[string]any{"app": "orders-db"}, "dataVolumeName": "datadir"},
+				"server":      map[string]any{"rootPassword": map[string]any{"secretName": ""}},
+				"restore":     map[string]any{"enabled": true, "rbac": map[string]any{"create": true}},
+				"drill":       map[string]any{"schedule": "@daily", "pods": []any{"orders-db-0"}},
+				"encryption":  map[string]any{"ageRecipients": []any{ageRecipient1}, "identitySecret": "pitr-age", "identitySecretKey": "keys.txt"},
+			},
+			wantArgs:  []string{"--age-recipient=" + ageRecipient1},
+			wantKinds: []string{"CronJob", "Role"},
+			noKinds:   []string{"StatefulSet"},
+			restore:   true,
+			drills:    []string{"orders-db-0"},
+		},
+		{
 			name: "sidecar-only",
 			values: map[string]any{
 				"mode":        "sidecar-only",
@@ -130,11 +179,20 @@ func renderCases() []renderCase {
 	}
 }
 
+// Public keys in age's format for the encryption values.
+const (
+	ageRecipient1 = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+	ageRecipient2 = "age1lggyhqrw2nlhcxprm67z43rta597azn8gknawjehu9d9dl0jq3yqqvfafg"
+)
+
 // rendered is what one helm template run produced, decoded.
 type rendered struct {
 	statefulSets []*appsv1.StatefulSet
 	configMaps   map[string]*corev1.ConfigMap
 	services     []*corev1.Service
+	pdbs         []*policyv1.PodDisruptionBudget
+	roles        []*rbacv1.Role
+	cronJobs     []*batchv1.CronJob
 	kinds        map[string]int
 	monitors     []*serviceMonitor
 	rules        []*prometheusRule
@@ -174,9 +232,14 @@ func decodeAll(t *testing.T, out string) *rendered {
 		case "ServiceAccount":
 			obj = &corev1.ServiceAccount{}
 		case "PodDisruptionBudget":
-			obj = &policyv1.PodDisruptionBudget{}
+			p := &policyv1.PodDisruptionBudget{}
+			r.pdbs, obj = append(r.pdbs, p), p
 		case "Role":
-			obj = &rbacv1.Role{}
+			role := &rbacv1.Role{}
+			r.roles, obj = append(r.roles, role), role
+		case "CronJob":
+			c := &batchv1.CronJob{}
+			r.cronJobs, obj = append(r.cronJobs, c), c
 		case "RoleBinding":
 			obj = &rbacv1.RoleBinding{}
 		case "ServiceMonitor":
@@ -244,6 +307,11 @@ func TestTemplate(t *testing.T) {
 			checkNoSecretsInEnv(t, pod)
 			checkRestore(t, r, pod, tc.restore)
 			checkMonitoring(t, r)
+			values := merge(baseValues(), tc.values)
+			job := checkRestoreJob(t, r, pod, tc.restore)
+			drills := checkDrills(t, r, values, tc.drills)
+			checkRole(t, r)
+			checkEncryptionAndTLS(t, values, pod, job, drills)
 			if tc.values["backup"] != nil && tc.values["backup"].(map[string]any)["method"] == "physical" {
 				if got := *agent.SecurityContext.RunAsUser; got != 999 {
 					t.Errorf("physical snapshots: agent runs as uid %d, want the server's 999 (it reads the datadir)", got)
@@ -460,11 +528,12 @@ func checkAgent(t *testing.T, pod *corev1.PodSpec, tc renderCase) *corev1.Contai
 }
 
 // secretish matches environment variable names that would carry secrets.
-var secretish = regexp.MustCompile(`PASSWORD|SECRET|ACCESS_KEY|TOKEN|CREDENTIALS`)
+var secretish = regexp.MustCompile(`PASSWORD|SECRET|ACCESS_KEY|TOKEN|CREDENTIALS|IDENTITY`)
 
 // checkNoSecretsInEnv checks that no container takes a Secret through its
 // environment: secrets are mounted files, and variables with secret-like
-// names hold only a file's path.
+// names hold only the path of a file on a mounted Secret (or projected
+// token) volume.
 func checkNoSecretsInEnv(t *testing.T, pod *corev1.PodSpec) {
 	t.Helper()
 	for _, c := range append(append([]corev1.Container{}, pod.InitContainers...), pod.Containers...) {
@@ -477,8 +546,8 @@ func checkNoSecretsInEnv(t *testing.T, pod *corev1.PodSpec) {
 			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
 				t.Errorf("container %s: %s comes from Secret %s", c.Name, e.Name, e.ValueFrom.SecretKeyRef.Name)
 			}
-			if secretish.MatchString(e.Name) && (!strings.HasSuffix(e.Name, "_FILE") || !strings.HasPrefix(e.Value, "/")) {
-				t.Errorf("container %s: %s looks like a secret in the environment; want a *_FILE path", c.Name, e.Name)
+			if secretish.MatchString(e.Name) && !onSecretVolume(pod, &c, e.Value) {
+				t.Errorf("container %s: %s=%q looks like a secret in the environment; want the path of a file on a mounted Secret", c.Name, e.Name, e.Value)
 			}
 		}
 		for _, a := range append(append([]string{}, c.Command...), c.Args...) {
@@ -618,10 +687,10 @@ func hasFieldRef(c *corev1.Container, name, field string) bool {
 }
 
 // onSecretVolume reports whether file lies under a mount, in c, of a Secret
-// volume of pod.
+// volume (or a projected one, for service account tokens) of pod.
 func onSecretVolume(pod *corev1.PodSpec, c *corev1.Container, file string) bool {
 	for _, v := range pod.Volumes {
-		if v.Secret == nil {
+		if v.Secret == nil && v.Projected == nil {
 			continue
 		}
 		if m := mountOf(c, v.Name); m != "" && strings.HasPrefix(file, m+"/") {

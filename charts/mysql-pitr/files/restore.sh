@@ -21,13 +21,14 @@
 # AWS_*); credentials are files.
 #
 # Environment: POD_NAME, PITR_BINARY, PITR_REQUESTS_DIR, PITR_VOLUME,
-# PITR_DATADIR, PITR_THREADS (0: the binary's default).
+# PITR_DATADIR, PITR_THREADS (0: the binary's default), PITR_TERMINATION_LOG
+# (the container's terminationMessagePath).
 set -eu
 
 log() { echo "mysql-pitr restore: $*" >&2; }
 
 # report writes the container's termination message, which mysql-pitr
-# restore --kube reads from the pod's status: the request this datadir now
+# restore --kube reads from the pod's status ($PITR_TERMINATION_LOG): the request this datadir now
 # serves, the result ($1: restored or already-restored) and the restore's
 # marker JSON (left out if it might not fit the kubelet's 4096 bytes).
 report() {
@@ -39,7 +40,7 @@ report() {
 			cat "$json_marker"
 		fi
 		printf '}\n'
-	} >/dev/termination-log 2>/dev/null || true
+	} >"${PITR_TERMINATION_LOG:-/dev/termination-log}" 2>/dev/null || true
 }
 
 in_progress="$PITR_VOLUME/restore-in-progress"

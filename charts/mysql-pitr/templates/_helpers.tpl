@@ -65,6 +65,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-restore-requests" .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The ConfigMap holding the restore Job template (restore/kube.JobTemplateConfigMap). */}}
+{{- define "mysql-pitr.restoreJobName" -}}
+{{- printf "%s-restore-job" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of the restore and drill Jobs' pods: the release and the component,
+but not the selector labels, so that no Service, PodDisruptionBudget or
+anti-affinity of the database pods ever selects them.
+*/}}
+{{- define "mysql-pitr.jobLabels" -}}
+app.kubernetes.io/part-of: {{ include "mysql-pitr.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{/* The ServiceAccount of the Jobs' pods: the database pods' one (for web identity); sidecar-only mode creates none. */}}
+{{- define "mysql-pitr.jobServiceAccountName" -}}
+{{- if eq .Values.mode "full" }}{{ include "mysql-pitr.serviceAccountName" . }}{{ else }}{{ .Values.serviceAccount.name | default "default" }}{{ end }}
+{{- end }}
+
 {{- define "mysql-pitr.datadir" -}}
 {{- printf "%s/%s" (trimSuffix "/" .Values.persistence.mountPath) .Values.persistence.dataSubdir }}
 {{- end }}
@@ -87,6 +109,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "mysql-pitr.pitrPasswordFile" -}}{{ include "mysql-pitr.secretsDir" . }}/mysql/password{{- end }}
 {{- define "mysql-pitr.awsCredentialsFile" -}}{{ include "mysql-pitr.secretsDir" . }}/aws/credentials{{- end }}
 {{- define "mysql-pitr.awsTokenFile" -}}{{ include "mysql-pitr.secretsDir" . }}/aws-token/token{{- end }}
+{{- define "mysql-pitr.s3CaFile" -}}{{ include "mysql-pitr.secretsDir" . }}/s3-ca/ca.crt{{- end }}
+{{- define "mysql-pitr.mysqlCaFile" -}}{{ include "mysql-pitr.secretsDir" . }}/mysql-ca/ca.crt{{- end }}
+{{- define "mysql-pitr.ageIdentityFile" -}}{{ include "mysql-pitr.secretsDir" . }}/age/identity{{- end }}
+{{- define "mysql-pitr.s3Ca" -}}{{ if or .Values.storage.caSecret .Values.storage.caConfigMap }}true{{ end }}{{- end }}
 
 {{/* The restricted Pod Security Standard, for one container running as uid. */}}
 {{- define "mysql-pitr.restrictedSecurityContext" -}}
@@ -155,6 +181,61 @@ seccompProfile:
 - name: MYSQL_PITR_S3_SSE_KMS_KEY_ID
   value: {{ . | quote }}
 {{- end }}
+{{- if include "mysql-pitr.s3Ca" . }}
+- name: MYSQL_PITR_S3_CA_FILE
+  value: {{ include "mysql-pitr.s3CaFile" . }}
+{{- end }}
+{{- end }}
+
+{{/* Storage flags as arguments, for the agent and the drill: nothing in them is secret. */}}
+{{- define "mysql-pitr.storageArgs" -}}
+- --storage={{ include "mysql-pitr.storageURL" . }}
+{{- with .Values.storage.region }}
+- --s3-region={{ . }}
+{{- end }}
+{{- with .Values.storage.endpoint }}
+- --s3-endpoint={{ . }}
+{{- end }}
+{{- if .Values.storage.pathStyle }}
+- --s3-path-style=true
+{{- end }}
+{{- with .Values.storage.sse }}
+- --s3-sse={{ . }}
+{{- end }}
+{{- with .Values.storage.sseKmsKeyId }}
+- --s3-sse-kms-key-id={{ . }}
+{{- end }}
+{{- if include "mysql-pitr.s3Ca" . }}
+- --s3-ca-file={{ include "mysql-pitr.s3CaFile" . }}
+{{- end }}
+{{- end }}
+
+{{/* The age identity, for the containers that decrypt (restores and drills) and no other. */}}
+{{- define "mysql-pitr.ageIdentityEnv" -}}
+{{- if .Values.encryption.identitySecret }}
+- name: MYSQL_PITR_AGE_IDENTITY
+  value: {{ include "mysql-pitr.ageIdentityFile" . }}
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.ageIdentityMount" -}}
+{{- if .Values.encryption.identitySecret }}
+- name: pitr-age-identity
+  mountPath: {{ include "mysql-pitr.secretsDir" . }}/age
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.ageIdentityVolume" -}}
+{{- if .Values.encryption.identitySecret }}
+- name: pitr-age-identity
+  secret:
+    secretName: {{ .Values.encryption.identitySecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.encryption.identitySecretKey }}
+        path: identity
+{{- end }}
 {{- end }}
 
 {{/* Volume mounts of the storage credentials. */}}
@@ -168,6 +249,51 @@ seccompProfile:
 - name: aws-token
   mountPath: {{ include "mysql-pitr.secretsDir" . }}/aws-token
   readOnly: true
+{{- end }}
+{{- if include "mysql-pitr.s3Ca" . }}
+- name: pitr-s3-ca
+  mountPath: {{ include "mysql-pitr.secretsDir" . }}/s3-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the storage credentials and CA, for the pods and the Jobs alike. */}}
+{{- define "mysql-pitr.awsVolumes" -}}
+{{- if .Values.storage.credentials.secretName }}
+- name: aws-credentials
+  secret:
+    secretName: {{ .Values.storage.credentials.secretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.storage.credentials.secretKey }}
+        path: credentials
+{{- end }}
+{{- if .Values.storage.credentials.webIdentity.enabled }}
+- name: aws-token
+  projected:
+    defaultMode: 0440
+    sources:
+      - serviceAccountToken:
+          audience: {{ .Values.storage.credentials.webIdentity.audience }}
+          expirationSeconds: {{ .Values.storage.credentials.webIdentity.expirationSeconds }}
+          path: token
+{{- end }}
+{{- if .Values.storage.caSecret }}
+- name: pitr-s3-ca
+  secret:
+    secretName: {{ .Values.storage.caSecret }}
+    defaultMode: 0444
+    items:
+      - key: {{ .Values.storage.caKey }}
+        path: ca.crt
+{{- else if .Values.storage.caConfigMap }}
+- name: pitr-s3-ca
+  configMap:
+    name: {{ .Values.storage.caConfigMap }}
+    defaultMode: 0444
+    items:
+      - key: {{ .Values.storage.caKey }}
+        path: ca.crt
 {{- end }}
 {{- end }}
 
@@ -193,21 +319,15 @@ secret); the password and the S3 credentials are files.
     - agent
     - --dsn={{ .Values.mysql.pitrUser.name }}@tcp(127.0.0.1:{{ .Values.server.port }})/
     - --password-file={{ include "mysql-pitr.pitrPasswordFile" . }}
-    - --storage={{ include "mysql-pitr.storageURL" . }}
-    {{- with .Values.storage.region }}
-    - --s3-region={{ . }}
+    {{- with .Values.mysql.tls.mode }}
+    - --mysql-tls={{ . }}
     {{- end }}
-    {{- with .Values.storage.endpoint }}
-    - --s3-endpoint={{ . }}
+    {{- if .Values.mysql.tls.caSecret }}
+    - --mysql-ca={{ include "mysql-pitr.mysqlCaFile" . }}
     {{- end }}
-    {{- if .Values.storage.pathStyle }}
-    - --s3-path-style=true
-    {{- end }}
-    {{- with .Values.storage.sse }}
-    - --s3-sse={{ . }}
-    {{- end }}
-    {{- with .Values.storage.sseKmsKeyId }}
-    - --s3-sse-kms-key-id={{ . }}
+    {{- include "mysql-pitr.storageArgs" . | nindent 4 }}
+    {{- range .Values.encryption.ageRecipients }}
+    - --age-recipient={{ . }}
     {{- end }}
     - --server-id={{ .Values.binlog.agentServerId }}
     - --flush-interval={{ .Values.binlog.flushInterval }}
@@ -277,6 +397,11 @@ secret); the password and the S3 credentials are files.
     - name: pitr-password
       mountPath: {{ include "mysql-pitr.secretsDir" . }}/mysql
       readOnly: true
+    {{- if .Values.mysql.tls.caSecret }}
+    - name: pitr-mysql-ca
+      mountPath: {{ include "mysql-pitr.secretsDir" . }}/mysql-ca
+      readOnly: true
+    {{- end }}
     {{- with (include "mysql-pitr.awsMounts" . | trim) }}{{ . | nindent 4 }}{{ end }}
     # The agent reads the restore marker in the datadir (a new timeline after
     # a restore); physical snapshots' tools read the datadir's files at the
@@ -292,23 +417,14 @@ shared emptyDir, the second runs files/restore.sh in the server image, which
 has the server binaries the restore's temporary server needs.
 */}}
 {{- define "mysql-pitr.restoreInitContainers" -}}
-- name: pitr-copy-binary
-  image: {{ include "mysql-pitr.agentImage" . }}
-  imagePullPolicy: {{ .Values.agent.image.pullPolicy }}
-  command: ["/mysql-pitr", "copy-self", "/pitr-bin/mysql-pitr"]
-  {{- with .Values.restore.resources }}
-  resources:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  securityContext:
-    {{- include "mysql-pitr.restrictedSecurityContext" (dict "uid" .Values.server.uid "readOnly" true) | nindent 4 }}
-  volumeMounts:
-    - name: pitr-bin
-      mountPath: /pitr-bin
+{{- include "mysql-pitr.copyBinaryContainer" (dict "root" . "resources" .Values.restore.resources) }}
 - name: pitr-restore
   image: {{ include "mysql-pitr.serverImage" . }}
   imagePullPolicy: {{ .Values.server.image.pullPolicy }}
   command: ["sh", "/opt/mysql-pitr/scripts/restore.sh"]
+  # restore.sh reports the request it served here; restore --kube reads it
+  # from the pod's status.
+  terminationMessagePath: /dev/termination-log
   env:
     {{- include "mysql-pitr.podEnv" . | nindent 4 }}
     - name: PITR_BINARY
@@ -321,10 +437,13 @@ has the server binaries the restore's temporary server needs.
       value: {{ include "mysql-pitr.datadir" . | quote }}
     - name: PITR_THREADS
       value: {{ .Values.restore.threads | quote }}
+    - name: PITR_TERMINATION_LOG
+      value: /dev/termination-log
     - name: TMPDIR
       value: /tmp
     {{- with (include "mysql-pitr.storageEnv" . | trim) }}{{ . | nindent 4 }}{{ end }}
     {{- with (include "mysql-pitr.awsEnv" . | trim) }}{{ . | nindent 4 }}{{ end }}
+    {{- with (include "mysql-pitr.ageIdentityEnv" . | trim) }}{{ . | nindent 4 }}{{ end }}
   {{- with .Values.restore.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
@@ -346,6 +465,64 @@ has the server binaries the restore's temporary server needs.
     - name: pitr-restore-tmp
       mountPath: /tmp
     {{- with (include "mysql-pitr.awsMounts" . | trim) }}{{ . | nindent 4 }}{{ end }}
+    {{- with (include "mysql-pitr.ageIdentityMount" . | trim) }}{{ . | nindent 4 }}{{ end }}
+{{- end }}
+
+{{/*
+The init container that hands the static binary from the mysql-pitr image to
+a server image (the restore in the pod, the restore Job, the drill): dict
+root, resources.
+*/}}
+{{- define "mysql-pitr.copyBinaryContainer" -}}
+{{- $ := .root -}}
+- name: pitr-copy-binary
+  image: {{ include "mysql-pitr.agentImage" $ }}
+  imagePullPolicy: {{ $.Values.agent.image.pullPolicy }}
+  command: ["/mysql-pitr", "copy-self", "/pitr-bin/mysql-pitr"]
+  {{- with .resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- include "mysql-pitr.restrictedSecurityContext" (dict "uid" $.Values.server.uid "readOnly" true) | nindent 4 }}
+  volumeMounts:
+    - name: pitr-bin
+      mountPath: /pitr-bin
+{{- end }}
+
+{{/*
+The pod-level settings of the restore and drill Jobs: the database pods'
+ServiceAccount (for web identity) without its API token, the restricted
+profile with the server's uid, the pods' scheduling values.
+*/}}
+{{- define "mysql-pitr.jobPodSpec" -}}
+serviceAccountName: {{ include "mysql-pitr.jobServiceAccountName" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+restartPolicy: Never
+securityContext:
+  runAsNonRoot: true
+  runAsUser: {{ .Values.server.uid }}
+  runAsGroup: {{ .Values.server.uid }}
+  fsGroup: {{ .Values.server.uid }}
+  fsGroupChangePolicy: OnRootMismatch
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* Volumes the agent and the restore need, in both modes. */}}
@@ -362,26 +539,22 @@ has the server binaries the restore's temporary server needs.
     items:
       - key: {{ .Values.mysql.pitrUser.secretKey }}
         path: password
-{{- if .Values.storage.credentials.secretName }}
-- name: aws-credentials
-  secret:
-    secretName: {{ .Values.storage.credentials.secretName }}
-    defaultMode: 0440
-    items:
-      - key: {{ .Values.storage.credentials.secretKey }}
-        path: credentials
+{{- with (include "mysql-pitr.awsVolumes" . | trim) }}
+{{ . }}
 {{- end }}
-{{- if .Values.storage.credentials.webIdentity.enabled }}
-- name: aws-token
-  projected:
-    defaultMode: 0440
-    sources:
-      - serviceAccountToken:
-          audience: {{ .Values.storage.credentials.webIdentity.audience }}
-          expirationSeconds: {{ .Values.storage.credentials.webIdentity.expirationSeconds }}
-          path: token
+{{- if .Values.mysql.tls.caSecret }}
+- name: pitr-mysql-ca
+  secret:
+    secretName: {{ .Values.mysql.tls.caSecret }}
+    defaultMode: 0444
+    items:
+      - key: {{ .Values.mysql.tls.caKey }}
+        path: ca.crt
 {{- end }}
 {{- if .Values.restore.enabled }}
+{{- with (include "mysql-pitr.ageIdentityVolume" . | trim) }}
+{{ . }}
+{{- end }}
 - name: pitr-bin
   emptyDir:
     sizeLimit: 256Mi
@@ -413,6 +586,12 @@ has the server binaries the restore's temporary server needs.
 {{- end }}
 {{- if and (eq .Values.mode "sidecar-only") (not .Values.sidecarOnly.podSelector) }}
 {{- fail "sidecarOnly.podSelector is required in mode sidecar-only: the labels of your StatefulSet's pods" }}
+{{- end }}
+{{- if and .Values.storage.caSecret .Values.storage.caConfigMap }}
+{{- fail "storage.caSecret and storage.caConfigMap both name the S3 CA: set one" }}
+{{- end }}
+{{- if and .Values.drill.schedule .Values.storage.perPod (eq .Values.mode "sidecar-only") (not .Values.drill.pods) }}
+{{- fail "drill.pods is required for drills in mode sidecar-only with storage.perPod: the names of the pods whose archives to drill" }}
 {{- end }}
 {{- if eq (int .Values.binlog.agentServerId) (int .Values.server.serverIdBase) }}
 {{- fail "binlog.agentServerId must differ from server.serverIdBase (the servers' server_id)" }}
