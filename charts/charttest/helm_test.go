@@ -2,7 +2,9 @@
 // container images' build files: helm lint, helm template over a matrix of
 // values decoded strictly into Kubernetes API types, the values schema's
 // refusals, the documentation of every value, the static binary and the
-// Dockerfiles' final stages. It lives outside the chart directory so that
+// Dockerfiles' final stages; and the rendered pod run as local processes
+// (the sidecar, the restore init containers, the restore Job) against a
+// real MariaDB and S3 server. It lives outside the chart directory so that
 // helm package never sees Go files.
 package chart_test
 

@@ -1,0 +1,380 @@
+package chart_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
+	"github.com/mysql-pitr/mysql-pitr/restore/kube"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/s3"
+)
+
+const podName = "db-mysql-pitr-0"
+
+// TestPodAsProcesses runs the chart's pod as processes: the sidecar, the
+// restore init containers and the restore Job, each with the command, args
+// and env of the rendered StatefulSet or Job template, against a real
+// MariaDB and a real S3 server (see podRunner for how paths are mapped). It
+// proves that the chart wires the binary right: flags, env names, file
+// paths, scripts.
+func TestPodAsProcesses(t *testing.T) {
+	helmBinary(t)
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 1000})
+	gw := testbed.StartS3(t)
+	gw.SetEnv(t) // for this test's own reads of the archive; the containers get only their rendered env
+	bin := buildBinary(t)
+	metricsPort, err := testbed.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	values := merge(baseValues(), map[string]any{
+		"server": map[string]any{"flavor": "mariadb", "image": map[string]any{"repository": "mariadb", "tag": "10.11"},
+			"port": src.Port(), "serverIdBase": 1000},
+		"storage": map[string]any{"url": "s3://" + gw.Bucket + "/pods", "region": gw.Region, "endpoint": gw.Endpoint, "pathStyle": true},
+		"backup":  map[string]any{"schedule": "@every 2s", "keepSnapshots": 0},
+		"binlog":  map[string]any{"flushInterval": "200ms"},
+		"agent":   map[string]any{"metricsPort": metricsPort},
+		"restore": map[string]any{"enabled": true, "threads": 2},
+	})
+	out, err := render(t, values)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	r := decodeAll(t, out)
+	spec := statefulSetPod(r.statefulSets[0], podName)
+	agentImage := container(spec.Containers, "mysql-pitr").Image
+
+	// The Secrets the user creates before installing, and the ConfigMaps the
+	// chart renders.
+	objects := clusterObjects{
+		configMaps: map[string]map[string]string{},
+		secrets: map[string]map[string]string{
+			"db-pitr": {"pitr-password": src.PitrPassword() + "\n"},
+			"pitr-s3": {"credentials": fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", gw.AccessKey, gw.SecretKey)},
+			"db-root": {"root-password": "not-used-by-these-containers"},
+		},
+	}
+	for name, cm := range r.configMaps {
+		objects.configMaps[name] = cm.Data
+	}
+	// The mysql-pitr image holds the binary as its entrypoint; the server
+	// image's programs (sh, mariadbd, mariadb-install-db) are the host's.
+	images := map[string]map[string]string{agentImage: {"/mysql-pitr": bin}}
+
+	db := src.DB(t)
+	sqlExec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(t.Context(), q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	sqlExec("CREATE DATABASE shop")
+	sqlExec("CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(64))")
+	sqlExec("INSERT INTO shop.orders VALUES (1, 'before the agent'), (2, 'before the agent')")
+
+	archive := openArchive(t, gw, "pods/"+podName)
+
+	// (a) The sidecar, on the server's volume: it archives the binlog and
+	// takes the scheduled snapshots.
+	live := newPodRunner(t, podName, spec, objects, images, map[string]string{"data": filepath.Dir(src.DataDir())})
+	agent := live.start("mysql-pitr")
+	// The kubelet's view: the rendered startup and readiness probes pass.
+	for _, pr := range []struct {
+		name  string
+		probe func(*corev1.Container) *corev1.Probe
+	}{
+		{"startup", func(c *corev1.Container) *corev1.Probe { return c.StartupProbe }},
+		{"readiness", func(c *corev1.Container) *corev1.Probe { return c.ReadinessProbe }},
+	} {
+		waitFor(t, agent, 60*time.Second, "a passing "+pr.name+" probe", func() bool {
+			ok, err := live.probe("mysql-pitr", pr.probe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok
+		})
+	}
+	waitFor(t, agent, 90*time.Second, "a complete snapshot", func() bool {
+		snaps, err := catalog.LoadSnapshots(t.Context(), archive)
+		return err == nil && len(snaps.Complete) > 0
+	})
+	before := segmentKeys(t, archive)
+	sqlExec("INSERT INTO shop.orders VALUES (3, 'kept'), (4, 'kept')")
+	waitArchived(t, agent, src, archive)
+	time.Sleep(1100 * time.Millisecond)
+	target := time.Now().UTC().Truncate(time.Second)
+	time.Sleep(1100 * time.Millisecond)
+	sqlExec("INSERT INTO shop.orders VALUES (5, 'after the target')")
+	waitArchived(t, agent, src, archive)
+	if after := segmentKeys(t, archive); len(after) <= len(before) {
+		t.Errorf("no new binlog segments in the bucket after the writes: %d before, %d after", len(before), len(after))
+	}
+	if code, err := agent.stop(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("the sidecar on SIGTERM: exit %d, %v\n%s", code, err, agent.out.String())
+	}
+
+	// (b) restore --kube records a request for the pod; the restarted pod's
+	// init containers restore its volume.
+	req := kube.Request{ID: "req-1", To: target.Format(time.RFC3339), Created: time.Now()}
+	objects.configMaps[kube.RequestsConfigMap("db")] = map[string]string{podName: req.Format()}
+	pvc := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(pvc, "data"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pvc, "data", "old-datadir-file"), []byte("the datadir before the restore"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	restarted := newPodRunner(t, podName, spec, objects, images, map[string]string{"data": pvc})
+	runInit(t, restarted)
+	restore := lastRun(t, restarted)
+	var term kube.Termination
+	if err := json.Unmarshal([]byte(restore.termination()), &term); err != nil {
+		t.Fatalf("restore.sh's termination message %q: %v", restore.termination(), err)
+	}
+	if term.Request != "req-1" || term.Result != "restored" || term.Marker == nil || term.Marker.Transactions == 0 || term.Marker.Snapshot == "" {
+		t.Errorf("termination message %+v: want request req-1 restored from the sidecar's snapshot, with the marker", term)
+	}
+	if b, _ := os.ReadFile(filepath.Join(pvc, "data", "mysql-pitr-request")); string(b) != "req-1\n" {
+		t.Errorf("datadir marker mysql-pitr-request = %q, want req-1", b)
+	}
+	if _, err := os.Stat(filepath.Join(pvc, "restore-in-progress")); !os.IsNotExist(err) {
+		t.Errorf("restore-in-progress left on the volume (%v): the server would refuse to start", err)
+	}
+	aside, _ := filepath.Glob(filepath.Join(pvc, "data.before-restore-*", "old-datadir-file"))
+	if len(aside) != 1 {
+		t.Errorf("the old datadir was not moved aside on the volume: %v", aside)
+	}
+	if got, want := orderIDs(t, filepath.Join(pvc, "data")), []int{1, 2, 3, 4}; !slices.Equal(got, want) {
+		t.Errorf("restored shop.orders ids %v, want %v (everything committed by %s, nothing after)", got, want, target.Format(time.RFC3339))
+	}
+
+	// (c) The next start of the pod finds the request served: nothing
+	// happens to the datadir.
+	state := dirState(t, pvc)
+	again := newPodRunner(t, podName, spec, objects, images, map[string]string{"data": pvc})
+	runInit(t, again)
+	if err := json.Unmarshal([]byte(lastRun(t, again).termination()), &term); err != nil || term.Request != "req-1" || term.Result != "already-restored" {
+		t.Errorf("second start: termination %+v (%v), want request req-1 already-restored", term, err)
+	}
+	if now := dirState(t, pvc); !slices.Equal(now, state) {
+		t.Errorf("second start changed the volume:\nbefore %v\nafter  %v", state, now)
+	}
+
+	// (d) restore --kube --to-new-pvc: the Job made from the chart's
+	// template restores the same archive into an empty volume.
+	tmpl, err := kube.ParseJobTemplate(r.configMaps[kube.JobTemplateConfigMap("db")].Data[kube.JobTemplateKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := tmpl.Job(kube.JobName("orders-at-target"), "databases", "orders-at-target", podName, req.To, "req-2")
+	newPVC := t.TempDir()
+	jobPod := newPodRunner(t, job.Name+"-x7k2p", &job.Spec.Template.Spec, objects, images, map[string]string{tmpl.DataVolume: newPVC})
+	runInit(t, jobPod)
+	proc, code := jobPod.run(t.Context(), "pitr-restore", 5*time.Minute)
+	if code != 0 {
+		t.Fatalf("restore Job container exited %d:\n%s", code, proc.out.String())
+	}
+	term = kube.Termination{}
+	if err := json.Unmarshal([]byte(proc.termination()), &term); err != nil || term.Request != "req-2" || term.Marker == nil || term.Marker.Target != req.To {
+		t.Errorf("restore-job.sh's termination message %q (%v): want request req-2 with the marker for %s", proc.termination(), err, req.To)
+	}
+	if got, want := orderIDs(t, filepath.Join(newPVC, tmpl.DatadirOnVolume())), []int{1, 2, 3, 4}; !slices.Equal(got, want) {
+		t.Errorf("restore Job: shop.orders ids %v, want %v", got, want)
+	}
+}
+
+// statefulSetPod is the pod spec the StatefulSet controller makes for pod:
+// the template plus a PersistentVolumeClaim volume per claim template.
+func statefulSetPod(sts *appsv1.StatefulSet, pod string) *corev1.PodSpec {
+	spec := sts.Spec.Template.Spec.DeepCopy()
+	for _, c := range sts.Spec.VolumeClaimTemplates {
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name + "-" + pod}}})
+	}
+	return spec
+}
+
+// buildBinary builds mysql-pitr as the Dockerfile does.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "mysql-pitr")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-o", out, "./cmd/mysql-pitr")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	return out
+}
+
+// runInit runs the pod's init containers in order; each must exit 0.
+func runInit(t *testing.T, p *podRunner) {
+	t.Helper()
+	for _, c := range p.spec.InitContainers {
+		if c.RestartPolicy != nil {
+			continue // a native sidecar
+		}
+		proc, code := p.run(t.Context(), c.Name, 5*time.Minute)
+		if code != 0 {
+			t.Fatalf("pod %s: init container %s exited %d:\n%s", p.name, c.Name, code, proc.out.String())
+		}
+		p.last = proc
+	}
+}
+
+func lastRun(t *testing.T, p *podRunner) *containerProc {
+	t.Helper()
+	if p.last == nil {
+		t.Fatal("no container ran")
+	}
+	return p.last
+}
+
+// openArchive opens the pod's archive in the test server's bucket.
+func openArchive(t *testing.T, gw *testbed.S3, prefix string) storage.Storage {
+	t.Helper()
+	cfg, err := s3.ParseURL(gw.URL(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s3.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// segmentKeys lists the archive's binlog segment objects.
+func segmentKeys(t *testing.T, st storage.Storage) []string {
+	t.Helper()
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ks []string
+	for _, tl := range arch.Timelines {
+		for _, s := range tl.Segments {
+			ks = append(ks, s.Ref().DataKey())
+		}
+	}
+	return ks
+}
+
+// waitArchived waits until the archive in storage reaches the server's
+// current binlog position.
+func waitArchived(t *testing.T, agent *containerProc, src *testbed.MariaDB, st storage.Storage) {
+	t.Helper()
+	var file string
+	var pos uint64
+	var x, y any
+	if err := src.DB(t).QueryRowContext(t.Context(), "SHOW MASTER STATUS").Scan(&file, &pos, &x, &y); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, agent, 60*time.Second, fmt.Sprintf("the archive to reach %s:%d", file, pos), func() bool {
+		arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+		if err != nil || len(arch.Timelines) == 0 {
+			return false
+		}
+		end, _ := arch.Last().End()
+		return end.File > file || end.File == file && end.Pos >= pos
+	})
+}
+
+// waitFor polls cond until it holds, failing when the agent exits or the
+// time runs out.
+func waitFor(t *testing.T, agent *containerProc, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if agent.exited() {
+			t.Fatalf("the sidecar exited (%v) while waiting for %s:\n%s", agent.err, what, agent.out.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %s; sidecar output:\n%s", what, timeout, agent.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// orderIDs starts a server on a restored datadir and lists shop.orders.
+func orderIDs(t *testing.T, datadir string) []int {
+	t.Helper()
+	run, err := os.MkdirTemp("", "srv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(run)
+	srv, err := mysqld.Start(t.Context(), mysqld.Options{Flavor: mysqld.MariaDB, Datadir: datadir, RunDir: run, SkipGrants: true})
+	if err != nil {
+		t.Fatalf("start a server on the restored datadir %s: %v", datadir, err)
+	}
+	defer srv.Stop(context.WithoutCancel(t.Context()))
+	return queryIDs(t, srv.Config())
+}
+
+func queryIDs(t *testing.T, cfg *mysql.Config) []int {
+	t.Helper()
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(c)
+	defer db.Close()
+	rows, err := db.QueryContext(t.Context(), "SELECT id FROM shop.orders ORDER BY id")
+	if err != nil {
+		t.Fatalf("read shop.orders on the restored server: %v", err)
+	}
+	defer rows.Close()
+	var ids []int
+	for rows.Next() {
+		var id int
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// dirState lists every file under dir with its size and modification time.
+func dirState(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out = append(out, fmt.Sprintf("%s %d %s", rel, fi.Size(), fi.ModTime().Format(time.RFC3339Nano)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
