@@ -90,7 +90,7 @@ type Result struct {
 	Request   Request
 	// Resumed is set when a pending request from an earlier run was reused.
 	Resumed bool
-	// PodUID is the restored pod's UID.
+	// PodUID is the restored pod's UID (with NewPVC, the Job's pod's).
 	PodUID types.UID
 	// Termination is the restore init container's report; nil if the chart's
 	// restore.sh does not write one.
