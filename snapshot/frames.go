@@ -22,15 +22,16 @@ type frameEncoder struct {
 	workers int
 	block   int
 
-	buf  []byte      // the block being filled
-	jobs chan *frame // blocks to compress, in stream order
-	out  chan *frame // the same blocks, in stream order, for the writer
-	done chan error  // the writer's result
-	free chan []byte // input buffers to reuse
-	wg   sync.WaitGroup
-	err  error                 // sticky: the first error Write or Close returned
-	werr atomic.Pointer[error] // the writer's error, as soon as it has one
-	w    io.Writer
+	buf    []byte      // the block being filled
+	jobs   chan *frame // blocks to compress, in stream order
+	out    chan *frame // the same blocks, in stream order, for the writer
+	done   chan error  // the writer's result
+	free   chan []byte // input buffers to reuse
+	wg     sync.WaitGroup
+	err    error                 // sticky: the first error Write or Close returned
+	werr   atomic.Pointer[error] // the writer's error, as soon as it has one
+	w      io.Writer
+	closed bool
 }
 
 // frameBlock is the uncompressed size of each frame: large enough that
@@ -57,7 +58,7 @@ func newFrameEncoder(level zstd.EncoderLevel, workers int) (*frameEncoder, error
 
 // Reset starts a new stream written to w.
 func (f *frameEncoder) Reset(w io.Writer) {
-	f.w, f.err = w, nil
+	f.w, f.err, f.closed = w, nil, false
 	f.jobs = make(chan *frame, f.workers)
 	f.out = make(chan *frame, 2*f.workers)
 	f.done = make(chan error, 1)
@@ -133,8 +134,13 @@ func (f *frameEncoder) send() error {
 }
 
 // Close compresses what is buffered, waits for every frame to be written
-// and returns the first error. The stream's writer is not closed.
+// and returns the first error. The stream's writer is not closed. Closing
+// again before the next Reset returns the same error.
 func (f *frameEncoder) Close() error {
+	if f.closed {
+		return f.err
+	}
+	f.closed = true
 	if f.err == nil && len(f.buf) > 0 {
 		f.err = f.send()
 	}

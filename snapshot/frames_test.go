@@ -88,6 +88,9 @@ func TestFrameEncoderWriterFails(t *testing.T) {
 	if err := enc.Close(); !errors.Is(err, errGone) {
 		t.Fatalf("close: %v, want %v", err, errGone)
 	}
+	if err := enc.Close(); !errors.Is(err, errGone) {
+		t.Fatalf("second close: %v, want %v", err, errGone)
+	}
 }
 
 type failWriter struct{ err error }
