@@ -39,6 +39,9 @@ import (
 // archive records. The error's text is the record's Reason.
 var ErrFailed = errors.New("restore drill failed")
 
+// maxSocketPath is the longest Unix socket path a server accepts.
+const maxSocketPath = 107
+
 // Options configure Run.
 type Options struct {
 	Store storage.Storage
@@ -124,9 +127,15 @@ func run(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger
 			return fmt.Errorf("scratch directory: %w", err)
 		}
 	}
-	dir, err := os.MkdirTemp(opts.Scratch, "mysql-pitr-drill-")
+	dir, err := os.MkdirTemp(opts.Scratch, "drill-")
 	if err != nil {
 		return fmt.Errorf("scratch directory: %w", err)
+	}
+	work := filepath.Join(dir, "w")
+	if sock := filepath.Join(work, "run", "mysqld.sock"); len(sock) > maxSocketPath {
+		os.Remove(dir)
+		return fmt.Errorf("scratch directory %s is too deep: the temporary server's socket %s would pass the %d-byte limit; use a shorter path",
+			opts.Scratch, sock, maxSocketPath)
 	}
 	if opts.KeepScratch {
 		log.Info("the restored datadir is kept", "datadir", filepath.Join(dir, "data"))
@@ -140,7 +149,7 @@ func run(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger
 	var checking time.Duration // spent in checks, not restoring
 	var stop *restore.Stop
 	res, err := restore.Apply(ctx, p, restore.Options{
-		Store: opts.Store, Datadir: filepath.Join(dir, "data"), WorkDir: filepath.Join(dir, "w"),
+		Store: opts.Store, Datadir: filepath.Join(dir, "data"), WorkDir: work,
 		Replay: restore.ReplayServer, Threads: opts.Threads, Logger: log,
 		AfterSnapshot: func(ctx context.Context, srv *mysql.Config) error {
 			t := time.Now()
