@@ -89,6 +89,9 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if len(out.Binlogs) == 0 && len(out.Snapshots) == 0 {
 		fmt.Fprintln(stdout, "the archive is empty")
+		if out.LastDrill != nil {
+			printLastDrill(stdout, out.LastDrill, out.LastSuccessfulDrill)
+		}
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
