@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
@@ -285,4 +286,49 @@ func TestDrill(t *testing.T) {
 			t.Errorf("stored record = %+v; want the failure after 6 transactions", got)
 		}
 	})
+}
+
+// TestDrillPhysical drills an archive whose newest snapshot is physical:
+// no table check (the manifest has estimates only), the GTID check after replay.
+func TestDrillPhysical(t *testing.T) {
+	testbed.Binary(t, "mariadb-backup", testbed.MariaDBInstall)
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamer := archivetest.Stream(t, src, st, 100*time.Millisecond)
+	src.Exec(t, "CREATE DATABASE app")
+	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+	src.Exec(t, "INSERT INTO app.t VALUES (1, 'a'), (2, 'b')")
+	cfg, _ := mysql.ParseDSN(src.PitrDSN())
+	source, err := binlog.NewSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer source.Close()
+	m, err := snapshot.TakePhysical(t.Context(), snapshot.PhysicalOptions{Source: source, Storage: st, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Exec(t, "INSERT INTO app.t VALUES (3, 'c')")
+	src.Exec(t, "UPDATE app.t SET v = 'z' WHERE id = 1")
+	archivetest.WaitArchived(t, streamer, src)
+	var lastGTID string
+	if err := src.DB(t).QueryRow("SELECT @@global.gtid_binlog_pos").Scan(&lastGTID); err != nil {
+		t.Fatal(err)
+	}
+	scratch := shortDir(t)
+	rec, err := Run(t.Context(), Options{Store: st, Scratch: scratch, Threads: 2})
+	if err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	t.Logf("drill: %+v", rec)
+	if !rec.Success || rec.Snapshot != m.ID || rec.Method != catalog.MethodPhysical || rec.TablesChecked != 0 || rec.Transactions != 2 {
+		t.Errorf("record = %+v; want a success restoring physical snapshot %s with 2 transactions replayed and no table check", rec, m.ID)
+	}
+	if rec.LastGTID != lastGTID || !strings.Contains(rec.GTIDState, lastGTID) {
+		t.Errorf("last GTID %q, server state %q; want the source's %q in both", rec.LastGTID, rec.GTIDState, lastGTID)
+	}
+	scratchEmpty(t, scratch)
 }
