@@ -1,6 +1,6 @@
 // Package agent is the sidecar: it composes the long-running parts (the
 // binlog streamer and its uploader, the archive lease, the snapshot
-// scheduler) and serves
+// scheduler, the restore drills) and serves
 // /healthz, /readyz, /status and /metrics.
 package agent
 
@@ -39,7 +39,10 @@ type Agent struct {
 	// Scheduler, if set, takes snapshots on a schedule and applies retention.
 	// Its Timeline is set to the streamer's when left nil.
 	Scheduler *schedule.Scheduler
-	Store     storage.Storage
+	// Drills, if set, runs restore drills on a schedule. A failing drill
+	// shows in /status and /metrics, never in readiness.
+	Drills *schedule.Drills
+	Store  storage.Storage
 	// Registry holds the metrics served on /metrics.
 	Registry *prometheus.Registry
 	// Listen is the HTTP address; empty disables the server.
@@ -133,6 +136,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return a.Scheduler.Run(gctx) })
 	}
+	if a.Drills != nil {
+		g.Go(func() error { return a.Drills.Run(gctx) })
+	}
 	return g.Wait()
 }
 
@@ -203,14 +209,19 @@ func (a *Agent) Handler() http.Handler {
 	})
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		st := struct {
-			Ready     bool                 `json:"ready"`
-			Binlog    binlog.Status        `json:"binlog"`
-			Lease     *catalog.LeaseRecord `json:"lease,omitempty"`
-			Snapshots *schedule.Status     `json:"snapshots,omitempty"`
+			Ready     bool                  `json:"ready"`
+			Binlog    binlog.Status         `json:"binlog"`
+			Lease     *catalog.LeaseRecord  `json:"lease,omitempty"`
+			Snapshots *schedule.Status      `json:"snapshots,omitempty"`
+			Drills    *schedule.DrillStatus `json:"drills,omitempty"`
 		}{Ready: a.ready.Load(), Binlog: a.Streamer.Status()}
 		if a.Scheduler != nil {
 			ss := a.Scheduler.Status()
 			st.Snapshots = &ss
+		}
+		if a.Drills != nil {
+			ds := a.Drills.Status()
+			st.Drills = &ds
 		}
 		if l := a.lease.Load(); l != nil {
 			rec := l.Record()

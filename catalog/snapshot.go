@@ -100,7 +100,7 @@ type Manifest struct {
 	Tool string `json:"tool,omitempty"`
 	// Objects are the snapshot's data objects, with sizes and checksums.
 	Objects []SnapshotObject `json:"objects"`
-	// Tables lists the tables with row counts (and checksums when recorded).
+	// Tables lists the tables with row counts (and digests when recorded).
 	Tables []TableInfo `json:"tables,omitempty"`
 	// Bytes is the uncompressed size of the data; StoredBytes what storage holds.
 	Bytes       int64 `json:"bytes"`
@@ -124,9 +124,22 @@ type SnapshotObject struct {
 type TableInfo struct {
 	Schema string `json:"schema"`
 	Name   string `json:"name"`
-	Rows   int64  `json:"rows"`
-	// Checksum is CHECKSUM TABLE's value at the snapshot's position, when recorded.
-	Checksum *uint64 `json:"checksum,omitempty"`
+	// Rows is the number of rows the snapshot holds, or, when RowsEstimated,
+	// the server's estimate (information_schema.TABLES.TABLE_ROWS).
+	Rows          int64 `json:"rows"`
+	RowsEstimated bool  `json:"rows_estimated,omitempty"`
+	// Digest fingerprints the rows a logical snapshot holds, as
+	// "ALGORITHM:HEX". The only algorithm is "xxh64-sum"
+	// (snapshot.DigestAlgorithm): the sum modulo 2^64 of the XXH64 hash of
+	// each row's line in the snapshot's data format (newline included), so
+	// it depends neither on row order nor on chunking, and
+	// snapshot.DigestTables computes the same value over a live table. It
+	// is empty for physical snapshots and for snapshots taken before it was
+	// recorded; such tables are checked by row count only.
+	//
+	// (An unused "checksum" field, documented as CHECKSUM TABLE's value and
+	// never written, came before it; manifests holding it still decode.)
+	Digest string `json:"digest,omitempty"`
 }
 
 // Validate checks the manifest's required fields.

@@ -76,6 +76,15 @@ type Options struct {
 	// Progress, when set, is called as each phase advances, from one
 	// goroutine at a time.
 	Progress func(Progress)
+	// AfterSnapshot, when set, is called with root access to the restoring
+	// server once the snapshot is restored and before any binlog is
+	// replayed: the server holds exactly the snapshot. An error stops the
+	// restore.
+	AfterSnapshot func(ctx context.Context, server *mysql.Config) error
+	// AfterReplay, when set, is called once the binlog is replayed to the
+	// stop, before the restore sets the GTID position and shuts the server
+	// down. An error stops the restore.
+	AfterReplay func(ctx context.Context, server *mysql.Config, stop *Stop) error
 }
 
 // Result is what a restore did.
@@ -172,6 +181,11 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	if opts.AfterSnapshot != nil {
+		if err := opts.AfterSnapshot(ctx, srv.Config()); err != nil {
+			return nil, err
+		}
+	}
 	replayBegin := time.Now()
 	switch opts.Replay {
 	case ReplayMysqlbinlog:
@@ -183,6 +197,11 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 		return nil, err
 	}
 	res.ReplayDuration = time.Since(replayBegin)
+	if opts.AfterReplay != nil {
+		if err := opts.AfterReplay(ctx, srv.Config(), stop); err != nil {
+			return nil, err
+		}
+	}
 	gtid := ""
 	if flavor == mysqld.MariaDB {
 		gtid = mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs)
@@ -265,6 +284,11 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 		log.Info("the target has the source's server_id: replaying with mysqlbinlog", "server_id", targetID)
 		replay = ReplayMysqlbinlog
 	}
+	if opts.AfterSnapshot != nil {
+		if err := opts.AfterSnapshot(ctx, opts.Target); err != nil {
+			return nil, err
+		}
+	}
 	res := &Result{}
 	replayBegin := time.Now()
 	if replay == ReplayMysqlbinlog {
@@ -276,6 +300,11 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 		return nil, err
 	}
 	res.ReplayDuration = time.Since(replayBegin)
+	if opts.AfterReplay != nil {
+		if err := opts.AfterReplay(ctx, opts.Target, stop); err != nil {
+			return nil, err
+		}
+	}
 	gtid := ""
 	if flavor == mysqld.MariaDB {
 		if gtid = mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs); gtid != "" {

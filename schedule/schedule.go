@@ -62,6 +62,11 @@ type Scheduler struct {
 	RetryMax     time.Duration
 	MaxAttempts  int
 
+	// Turns, when shared with Drills, keeps snapshots (and the retention
+	// after them) from running while a restore drill does, and the other
+	// way round: a snapshot that falls due during a drill waits for it.
+	Turns *Turns
+
 	Metrics *Metrics
 	// Logger is untagged: the scheduler, the snapshot and retention each add their component.
 	Logger *slog.Logger
@@ -259,6 +264,11 @@ func (s *Scheduler) TakeSnapshot(ctx context.Context) (*catalog.Manifest, error)
 		return nil, ErrBusy
 	}
 	defer s.running.Unlock()
+	release, err := s.Turns.take(ctx, s.log(), "snapshot")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	s.update(func(st *Status) { st.Running = true })
 	defer s.update(func(st *Status) { st.Running = false })
 

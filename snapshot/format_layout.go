@@ -36,6 +36,9 @@ type tableDef struct {
 	Columns []columnDef `json:"columns"`
 	Chunks  []chunkDef  `json:"chunks"`
 	Rows    int64       `json:"rows"`
+	// Digest is the rows' digest (DigestAlgorithm); empty in snapshots
+	// taken before it was recorded.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Column encodings other than the plain text of the value.

@@ -263,7 +263,7 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 		m.StoredBytes += o.StoredSize
 	}
 	for _, t := range lay.Tables {
-		m.Tables = append(m.Tables, catalog.TableInfo{Schema: t.Schema, Name: t.Name, Rows: t.Rows})
+		m.Tables = append(m.Tables, catalog.TableInfo{Schema: t.Schema, Name: t.Name, Rows: t.Rows, Digest: t.Digest})
 	}
 	m.Finished = time.Now().UTC()
 	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
@@ -274,6 +274,16 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 	return m, nil
 }
 
+// sessionSettings are every dumping connection's: timestamps are dumped in
+// UTC and loaded in UTC; an empty sql_mode keeps ANSI_QUOTES and friends
+// out of SHOW CREATE output.
+const sessionSettings = "SET SESSION time_zone = '+00:00', sql_mode = '', net_write_timeout = 3600, net_read_timeout = 3600, wait_timeout = 86400"
+
+// dataSessionSettings are those of a connection that reads rows: values
+// come in the column's own character set, unconverted. DigestTables reads
+// rows with them too, so that its lines are the dump's.
+var dataSessionSettings = []string{sessionSettings, "SET SESSION character_set_results = NULL"}
+
 // sessionConn opens a dedicated connection with the session settings every
 // dumping connection shares; data connections also receive values unconverted.
 func (d *dumper) sessionConn(ctx context.Context, data bool) (*sql.Conn, error) {
@@ -281,16 +291,10 @@ func (d *dumper) sessionConn(ctx context.Context, data bool) (*sql.Conn, error) 
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", d.opts.Source.Addr, err)
 	}
-	stmts := []string{
-		// Timestamps are dumped in UTC and loaded in UTC; sql_mode '' keeps
-		// ANSI_QUOTES and friends out of SHOW CREATE output.
-		"SET SESSION time_zone = '+00:00', sql_mode = '', net_write_timeout = 3600, net_read_timeout = 3600, wait_timeout = 86400",
-	}
+	stmts := []string{sessionSettings}
 	if data {
-		stmts = append(stmts,
-			"SET SESSION character_set_results = NULL",
-			"SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-		)
+		stmts = append(stmts, dataSessionSettings[1:]...)
+		stmts = append(stmts, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 	}
 	stmts = append(stmts, flavorSessionSettings(d.flavor)...)
 	for _, s := range stmts {
@@ -361,10 +365,12 @@ func (d *dumper) dump(ctx context.Context, p *plan, workers []*sql.Conn) (*layou
 	for _, t := range p.tables {
 		def := t.def
 		def.Chunks = make([]chunkDef, len(t.chunks))
+		var d rowDigest
 		for i, c := range t.chunks {
-			def.Chunks[i] = chunkDef{Object: c.object, Rows: c.rows}
-			def.Rows += c.rows
+			def.Chunks[i] = chunkDef{Object: c.object, Rows: c.digest.rows}
+			d.merge(c.digest)
 		}
+		def.Rows, def.Digest = d.rows, d.String()
 		lay.Tables = append(lay.Tables, def)
 	}
 	return lay, nil

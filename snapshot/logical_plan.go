@@ -38,8 +38,8 @@ type tablePlan struct {
 type chunkPlan struct {
 	object       string
 	lower, upper []any
-	// rows is set once the chunk is dumped.
-	rows int64
+	// digest (and its row count) is set once the chunk is dumped.
+	digest rowDigest
 }
 
 // keyColumn is a column of the chunking key.
@@ -256,29 +256,10 @@ func (d *dumper) planTables(ctx context.Context, c *sql.Conn, p *plan, schemas [
 		if err := c.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteTable(k.schema, k.name)).Scan(&name, &t.create); err != nil {
 			return fmt.Errorf("show create table %s.%s: %w", k.schema, k.name, err)
 		}
-		var sel []string
-		for _, ci := range cols[k] {
-			if isGenerated(ci.extra) {
-				continue
-			}
-			cd := columnDef{Name: ci.name}
-			expr := quoteIdent(ci.name)
-			switch {
-			case ci.dataType == "bit":
-				cd.Encoding = encodingBit
-				expr += "+0"
-			case isSpatial(ci.dataType):
-				cd.Encoding = encodingGeometry
-			case ci.dataType == "json":
-				cd.Encoding = encodingJSON
-			}
-			t.def.Columns = append(t.def.Columns, cd)
-			sel = append(sel, expr)
-		}
-		if len(sel) == 0 {
+		t.def.Columns, t.selectList = selectColumns(cols[k])
+		if len(t.def.Columns) == 0 {
 			return fmt.Errorf("table %s.%s: no columns to dump", k.schema, k.name)
 		}
-		t.selectList = strings.Join(sel, ", ")
 		t.key = chooseKey(idx[k], cols[k])
 		if err := d.planChunks(ctx, c, t, stats[k].rows, stats[k].avgLen); err != nil {
 			return err
@@ -286,6 +267,33 @@ func (d *dumper) planTables(ctx context.Context, c *sql.Conn, p *plan, schemas [
 		p.tables = append(p.tables, t)
 	}
 	return nil
+}
+
+// selectColumns returns the columns a dump holds and the select list that
+// reads them, encoded as they are dumped: generated columns are left out,
+// BIT columns read as numbers.
+func selectColumns(cols []columnInfo) ([]columnDef, string) {
+	var defs []columnDef
+	var sel []string
+	for _, ci := range cols {
+		if isGenerated(ci.extra) {
+			continue
+		}
+		cd := columnDef{Name: ci.name}
+		expr := quoteIdent(ci.name)
+		switch {
+		case ci.dataType == "bit":
+			cd.Encoding = encodingBit
+			expr += "+0"
+		case isSpatial(ci.dataType):
+			cd.Encoding = encodingGeometry
+		case ci.dataType == "json":
+			cd.Encoding = encodingJSON
+		}
+		defs = append(defs, cd)
+		sel = append(sel, expr)
+	}
+	return defs, strings.Join(sel, ", ")
 }
 
 // isGenerated reports a column whose value the server computes, which

@@ -257,6 +257,23 @@ func TestLogicalRoundTrip(t *testing.T) {
 	if rows["rt.types"] != 4 || rows["rt.nokey"] != 4 || rows["we/ird db.ta.ble"] != 1 {
 		t.Errorf("manifest row counts = %v", rows)
 	}
+	// The recorded digests are what DigestTables computes over the source,
+	// and over the target once loaded (checked below).
+	srcDigests, err := DigestTables(t.Context(), logicalConfig(t, src.DSN()), m.Tables)
+	if err != nil {
+		t.Fatalf("DigestTables on the source: %v", err)
+	}
+	for i, ti := range m.Tables {
+		if !strings.HasPrefix(ti.Digest, DigestAlgorithm+":") || ti.RowsEstimated {
+			t.Errorf("manifest table %s.%s = %+v, want a digest and an exact count", ti.Schema, ti.Name, ti)
+		}
+		if srcDigests[i] != ti {
+			t.Errorf("source %s.%s digests to %+v, the manifest records %+v", ti.Schema, ti.Name, srcDigests[i], ti)
+		}
+	}
+	if _, err := DigestTables(t.Context(), logicalConfig(t, src.DSN()), []catalog.TableInfo{{Schema: "rt", Name: "no_such"}}); !errors.Is(err, ErrTableMissing) {
+		t.Errorf("DigestTables of a missing table = %v, want ErrTableMissing", err)
+	}
 	snaps, err := catalog.LoadSnapshots(t.Context(), st)
 	if err != nil || len(snaps.Complete) != 1 || len(snaps.Partial) != 0 {
 		t.Fatalf("LoadSnapshots = %+v, %v; want one complete snapshot", snaps, err)
@@ -271,6 +288,15 @@ func TestLogicalRoundTrip(t *testing.T) {
 
 	a, b := src.DB(t), dst.DB(t)
 	logicalCompareChecksums(t, a, b)
+	dstDigests, err := DigestTables(t.Context(), logicalConfig(t, dst.DSN()), m.Tables)
+	if err != nil {
+		t.Fatalf("DigestTables on the target: %v", err)
+	}
+	for i, ti := range m.Tables {
+		if dstDigests[i] != ti {
+			t.Errorf("loaded %s.%s digests to %+v, the manifest records %+v", ti.Schema, ti.Name, dstDigests[i], ti)
+		}
+	}
 	for _, tbl := range logicalTables(t, a) {
 		q := "SHOW CREATE TABLE " + tbl
 		if got, want := logicalShow(t, b, q, "create table"), logicalShow(t, a, q, "create table"); got != want {

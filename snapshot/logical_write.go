@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -130,72 +129,18 @@ func (d *dumper) dumpChunk(ctx context.Context, w *sql.Conn, t *tablePlan, i int
 	for j, a := range args {
 		nargs[j] = driver.NamedValue{Ordinal: j + 1, Value: a}
 	}
-	var rowCount int64
+	var dig rowDigest
 	obj, err := d.putObject(ctx, c.object, func(out io.Writer) error {
-		// The driver's rows give each value as []byte (nil for NULL)
-		// without database/sql's conversions, so an empty string and NULL
-		// stay apart and nothing is copied.
-		return w.Raw(func(dc any) error {
-			qc, ok := dc.(driver.QueryerContext)
-			if !ok {
-				return errors.New("mysql driver connection cannot query")
-			}
-			rows, err := qc.QueryContext(ctx, q, nargs)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			vals := make([]driver.Value, len(rows.Columns()))
-			fields := make([][]byte, len(vals))
-			scratch := make([][]byte, len(vals))
-			var buf []byte
-			for {
-				if err := rows.Next(vals); err != nil {
-					if err == io.EOF {
-						return nil
-					}
-					return err
-				}
-				for j, v := range vals {
-					switch v := v.(type) {
-					case nil:
-						fields[j] = nil
-					case []byte:
-						if v == nil {
-							v = []byte{}
-						}
-						fields[j] = v
-					// The driver parses numeric columns; formatting them
-					// back is exact for integers and gives the shortest
-					// text that reads back as the same float.
-					case int64:
-						scratch[j] = strconv.AppendInt(scratch[j][:0], v, 10)
-						fields[j] = scratch[j]
-					case uint64:
-						scratch[j] = strconv.AppendUint(scratch[j][:0], v, 10)
-						fields[j] = scratch[j]
-					case float32:
-						scratch[j] = strconv.AppendFloat(scratch[j][:0], float64(v), 'g', -1, 32)
-						fields[j] = scratch[j]
-					case float64:
-						scratch[j] = strconv.AppendFloat(scratch[j][:0], v, 'g', -1, 64)
-						fields[j] = scratch[j]
-					default:
-						return fmt.Errorf("column %d: unexpected %T from the driver", j, v)
-					}
-				}
-				buf = appendRow(buf[:0], fields)
-				if _, err := out.Write(buf); err != nil {
-					return err
-				}
-				rowCount++
-			}
+		return queryRows(ctx, w, q, nargs, func(line []byte) error {
+			dig.add(line)
+			_, err := out.Write(line)
+			return err
 		})
 	})
 	if err != nil {
 		return fmt.Errorf("dump %s.%s chunk %d: %w", t.def.Schema, t.def.Name, i+1, err)
 	}
-	c.rows = rowCount
-	d.chunkDone(t, rowCount, obj)
+	c.digest = dig
+	d.chunkDone(t, dig.rows, obj)
 	return nil
 }

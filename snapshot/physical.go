@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -122,9 +123,10 @@ func (o PhysicalOptions) withDefaults() (PhysicalOptions, error) {
 // commits were blocked, so replaying the binlog from there reproduces every
 // later transaction. WritesBlocked is how long commits were blocked, from the
 // tool's BACKUP STAGE BLOCK_COMMIT (or FLUSH TABLES WITH READ LOCK) until it
-// unlocked. Tables is left empty: the exact row counts at the snapshot's
-// position are not known without restoring it, and information_schema's are
-// estimates.
+// unlocked. Tables lists the user tables as the server reports them right
+// after the backup, with information_schema's row estimates (RowsEstimated):
+// the exact counts at the snapshot's position are not known without
+// restoring it. Failing to read that list only leaves Tables empty.
 //
 // The manifest is written last. On error or cancellation no manifest is
 // written, the tool's process group is killed, and the parts already stored
@@ -214,6 +216,9 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 	for _, o := range objects {
 		m.Bytes += o.Size
 		m.StoredBytes += o.StoredSize
+	}
+	if m.Tables, err = physTables(ctx, opts.Source.DB()); err != nil {
+		log.Warn("cannot list the tables for the manifest; it records none", "err", err)
 	}
 	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
 		return nil, fmt.Errorf("physical snapshot %s: write manifest: %w", id, err)
@@ -335,4 +340,34 @@ func physChildEnv() []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// physTablesTimeout bounds the listing of tables for a physical snapshot's
+// manifest, which is informational.
+const physTablesTimeout = 30 * time.Second
+
+// physTables lists the server's user tables with information_schema's row
+// estimates.
+func physTables(ctx context.Context, db *sql.DB) ([]catalog.TableInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, physTablesTimeout)
+	defer cancel()
+	rows, err := db.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME, COALESCE(TABLE_ROWS, 0) FROM information_schema.TABLES "+
+		"WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') "+
+		"ORDER BY TABLE_SCHEMA, TABLE_NAME")
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	defer rows.Close()
+	var out []catalog.TableInfo
+	for rows.Next() {
+		ti := catalog.TableInfo{RowsEstimated: true}
+		if err := rows.Scan(&ti.Schema, &ti.Name, &ti.Rows); err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		out = append(out, ti)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	return out, nil
 }

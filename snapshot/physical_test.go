@@ -76,6 +76,16 @@ func TestPhysicalSnapshotUnderLoad(t *testing.T) {
 	if len(m.Objects) < 2 || sum != m.Bytes || stored != m.StoredBytes || m.Bytes < 16<<20 {
 		t.Errorf("objects %d, bytes %d (sum %d), stored %d (sum %d)", len(m.Objects), m.Bytes, sum, m.StoredBytes, stored)
 	}
+	// The manifest lists the tables, with estimated row counts.
+	listed := map[string]catalog.TableInfo{}
+	for _, ti := range m.Tables {
+		listed[ti.Schema+"."+ti.Name] = ti
+	}
+	for _, name := range []string{"bank.accounts", "bank.transfers", "bank.filler"} {
+		if ti, ok := listed[name]; !ok || !ti.RowsEstimated || ti.Digest != "" {
+			t.Errorf("manifest table %s = %+v, %v; want listed, rows estimated, no digest", name, ti, ok)
+		}
+	}
 	snaps, err := catalog.LoadSnapshots(t.Context(), st)
 	if err != nil {
 		t.Fatal(err)

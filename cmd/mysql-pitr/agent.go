@@ -19,6 +19,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/agent"
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/drill"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
 )
@@ -43,6 +44,9 @@ type agentOptions struct {
 	snapMethod     string
 	snapThreads    int
 	retention      retentionFlags
+	drillSchedule  string
+	drillScratch   string
+	drillThreads   int
 }
 
 func (o *agentOptions) register(fs *flag.FlagSet) {
@@ -68,6 +72,10 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.snapMethod, "snapshot-method", catalog.MethodLogical, "method of scheduled snapshots: logical or physical")
 	fs.IntVar(&o.snapThreads, "snapshot-threads", runtime.NumCPU(), "parallel connections of a scheduled logical snapshot (the tool's --parallel for physical)")
 	o.retention.register(fs)
+	fs.StringVar(&o.drillSchedule, "drill-schedule", "", "run restore drills on this schedule (cron or @every, as --schedule): restore the newest snapshot and the archive "+
+		"into a scratch datadir on a temporary server, check it, record the result (empty: no drills)")
+	fs.StringVar(&o.drillScratch, "drill-scratch", filepath.Join(os.TempDir(), "mysql-pitr-drill"), "directory under which drills restore (needs room for a restored datadir)")
+	fs.IntVar(&o.drillThreads, "drill-threads", 2, "parallel connections loading a drill's snapshot and its parallel apply threads")
 }
 
 // Validate names the first bad setting.
@@ -97,6 +105,17 @@ func (o *agentOptions) Validate() error {
 	if o.schedule != "" {
 		if _, err := schedule.ParseSpec(o.schedule); err != nil {
 			return usageError{fmt.Errorf("--schedule %q is not a valid schedule: %v", o.schedule, err)}
+		}
+	}
+	if o.drillSchedule != "" {
+		if _, err := schedule.ParseSpec(o.drillSchedule); err != nil {
+			return usageError{fmt.Errorf("--drill-schedule %q is not a valid schedule: %v", o.drillSchedule, err)}
+		}
+		switch {
+		case o.drillScratch == "":
+			return usageError{fmt.Errorf("--drill-scratch is required with --drill-schedule")}
+		case o.drillThreads < 1:
+			return usageError{fmt.Errorf("--drill-threads %d: at least 1", o.drillThreads)}
 		}
 	}
 	pol, err := o.retention.policy()
@@ -156,17 +175,25 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.compact > 0 {
 		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics}
 	}
+	// Snapshots and drills take turns.
+	turns := &schedule.Turns{}
 	var sched *schedule.Scheduler
 	if o.schedule != "" {
 		pol, _ := o.retention.policy() // validated
 		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, Threads: o.snapThreads, Store: st,
-			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Metrics: schedule.NewMetrics(reg),
+			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
 			Logger: logger}
 	}
-	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Store: st, Registry: reg, Listen: o.listen, Holder: o.agentID,
-		LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent")}
+	var drills *schedule.Drills
+	if o.drillSchedule != "" {
+		drills = &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
+			Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
+				Threads: o.drillThreads, Host: o.agentID}}
+	}
+	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
+		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent")}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
-		"listen", o.listen, "spool", spool.Dir(), "schedule", o.schedule)
+		"listen", o.listen, "spool", spool.Dir(), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
 	err = a.Run(ctx)
 	if err == nil {
 		logger.Info("agent stopped")

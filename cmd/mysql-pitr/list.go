@@ -20,6 +20,10 @@ type listOutput struct {
 	Windows   []catalog.Window   `json:"windows"`
 	// Partial are snapshots without a manifest (unfinished or abandoned).
 	Partial []catalog.SnapshotID `json:"partial_snapshots,omitempty"`
+	// LastDrill is the latest restore drill; LastSuccessfulDrill the latest
+	// that passed (the same one when the latest passed).
+	LastDrill           *catalog.Drill `json:"last_drill,omitempty"`
+	LastSuccessfulDrill *catalog.Drill `json:"last_successful_drill,omitempty"`
 }
 
 // snapshotSummary is a snapshot as list shows it.
@@ -75,6 +79,9 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, t := range arch.Timelines {
 		out.Binlogs = append(out.Binlogs, t.Coverage())
 	}
+	if out.LastDrill, out.LastSuccessfulDrill, err = catalog.LastDrills(ctx, st); err != nil {
+		return err
+	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -82,6 +89,9 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if len(out.Binlogs) == 0 && len(out.Snapshots) == 0 {
 		fmt.Fprintln(stdout, "the archive is empty")
+		if out.LastDrill != nil {
+			printLastDrill(stdout, out.LastDrill, out.LastSuccessfulDrill)
+		}
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
@@ -93,6 +103,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(tw, "(none: no snapshot yet)\t\t\t")
 	}
 	tw.Flush()
+	printLastDrill(stdout, out.LastDrill, out.LastSuccessfulDrill)
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SNAPSHOT\tMETHOD\tCONSISTENT AT\tBINLOG\tSTORED\tWRITES BLOCKED")
@@ -134,4 +145,22 @@ func fmtTime(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
+}
+
+// printLastDrill says when the archive was last restored by a drill, and how it went.
+func printLastDrill(w io.Writer, last, lastOK *catalog.Drill) {
+	switch {
+	case last == nil:
+		fmt.Fprintln(w, "last drill: none recorded (run mysql-pitr drill)")
+	case last.Success:
+		fmt.Fprintf(w, "last drill: PASSED %s, snapshot %s + %d transactions restored in %s\n", fmtTime(last.Finished), last.Snapshot,
+			last.Transactions, last.RestoreDuration.Round(time.Millisecond))
+	default:
+		fmt.Fprintf(w, "last drill: FAILED %s: %s\n", fmtTime(last.Finished), last.Reason)
+		if lastOK != nil {
+			fmt.Fprintf(w, "last passing drill: %s\n", fmtTime(lastOK.Finished))
+		} else {
+			fmt.Fprintln(w, "last passing drill: none")
+		}
+	}
 }

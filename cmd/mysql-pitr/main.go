@@ -30,6 +30,8 @@ Usage:
                      (or --target-dsn DSN: into a running empty server; or --kube --pod NAME: a pod of the chart,
                      in place or --to-new-pvc NAME: into a new PVC through a Job)
   mysql-pitr verify --storage URL [--json]             read everything, check checksums and continuity; exit 1 on damage
+  mysql-pitr drill --storage URL [--to latest|TIME]    restore into scratch space, check it against the archive, record the result;
+                   [--scratch DIR] [--keep-scratch]     exit 1 when the archive cannot be restored as it records
   mysql-pitr binlog fetch --storage URL --out DIR      write the archived binlog back out as files
   mysql-pitr version
 
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runRestore(ctx, rest, stdout, stderr)
 	case "verify":
 		return runVerify(ctx, rest, stdout, stderr)
+	case "drill":
+		return runDrill(ctx, rest, stdout, stderr)
 	case "prune":
 		return runPrune(ctx, rest, stdout, stderr)
 	case "binlog":
