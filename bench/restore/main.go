@@ -246,7 +246,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if cfg.physical {
 		res.modes = append(res.modes, modePhysical)
 	}
-	benchkit.Logf("restores: %d runs per mode (%v), alternating, %d threads, --to latest into a fresh datadir", cfg.runs, res.modes, cfg.threads)
+	benchkit.Logf("restores: %s per mode (%v), alternating, %d threads, --to latest into a fresh datadir", plural(cfg.runs, "run"), res.modes, cfg.threads)
 	order := 0
 	for i := 1; i <= cfg.runs; i++ {
 		for _, mode := range res.modes {

@@ -306,7 +306,7 @@ func markdown(res *results, stats map[string]modeStats) string {
 	if len(res.tempServer) > 0 {
 		fmt.Fprintf(&b, "Temporary server (both modes): %s.  \n", settingsText(res.tempServer))
 	}
-	fmt.Fprintf(&b, "Each run: `mysql-pitr restore --to latest --datadir` into a fresh datadir, `--threads %d`; %d runs per mode, alternating; medians. MB = 10⁶ bytes.\n\n", cfg.threads, cfg.runs)
+	fmt.Fprintf(&b, "Each run: `mysql-pitr restore --to latest --datadir` into a fresh datadir, `--threads %d`; %s per mode, alternating; medians. MB = 10⁶ bytes.\n\n", cfg.threads, plural(cfg.runs, "run"))
 	b.WriteString("| Measure | Result | Goal | Met |\n|---|---|---|---|\n")
 	replayRow := func(mode string) {
 		st := stats[mode]
