@@ -455,6 +455,9 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, wo
 		return err
 	}
 	defer os.Remove(defaults)
+	begin := time.Now()
+	log.Info("replaying with mysqlbinlog", "from", stop.Files[0].Name+":"+strconv.FormatUint(stop.Files[0].From, 10),
+		"until", stop.Files[len(stop.Files)-1].Name+":"+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
 	dumpCmd := exec.CommandContext(ctx, dump, args...)
 	clientCmd := exec.CommandContext(ctx, client, "--defaults-file="+defaults, "--binary-mode")
 	// A real pipe: if the client dies, the dump gets EPIPE instead of blocking.
@@ -486,6 +489,7 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, wo
 	if cerr != nil {
 		return fmt.Errorf("%s applying the binlog: %w: %s", filepath.Base(client), cerr, clientErr.String())
 	}
+	log.Info("replayed with mysqlbinlog", "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 

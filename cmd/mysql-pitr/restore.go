@@ -112,8 +112,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if !res.Marker.LastCommit.IsZero() {
 		last = res.Marker.LastCommit.UTC().Format(time.RFC3339Nano)
 	}
-	fmt.Fprintf(stdout, "restored %s to %s: snapshot %s + %d transactions, last committed %s, stopped at %s, in %s\n",
-		datadir, p.Target, p.Snapshot.ID, res.Marker.Transactions, last, res.Marker.Stop, res.Duration.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "restored %s to %s: snapshot %s + %d transactions, last committed %s, stopped at %s, in %s (replay %s)\n",
+		datadir, p.Target, p.Snapshot.ID, res.Marker.Transactions, last, res.Marker.Stop, res.Duration.Round(time.Millisecond),
+		res.ReplayDuration.Round(time.Millisecond))
 	return nil
 }
 
