@@ -1,6 +1,7 @@
 package mysqld
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -54,6 +55,27 @@ func TestErrorLines(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := errorLines([]byte(tt.out), 10); got != tt.want {
 				t.Errorf("errorLines = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMemoryArgs(t *testing.T) {
+	tests := []struct {
+		name   string
+		flavor string
+		pool   int64
+		want   string
+	}{
+		{"default", MariaDB, 0, "[]"},
+		{"mariadb small pool: redo at least 256 MiB", MariaDB, 128 << 20, "[--innodb-buffer-pool-size=134217728 --innodb-log-file-size=268435456]"},
+		{"mariadb large pool: redo half of it", MariaDB, 2 << 30, "[--innodb-buffer-pool-size=2147483648 --innodb-log-file-size=1073741824]"},
+		{"mysql: pool only", MySQL, 1 << 30, "[--innodb-buffer-pool-size=1073741824]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fmt.Sprint(memoryArgs(tt.flavor, tt.pool)); got != tt.want {
+				t.Errorf("memoryArgs = %s, want %s", got, tt.want)
 			}
 		})
 	}

@@ -85,7 +85,15 @@ type Options struct {
 	// stop, before the restore sets the GTID position and shuts the server
 	// down. An error stops the restore.
 	AfterReplay func(ctx context.Context, server *mysql.Config, stop *Stop) error
+	// BufferPool is the temporary server's InnoDB buffer pool in bytes;
+	// 0 means DefaultBufferPool, negative the server's own default.
+	BufferPool int64
 }
+
+// DefaultBufferPool is the temporary server's buffer pool unless
+// Options.BufferPool says otherwise: four times the server's default, which
+// speeds up loading and replaying while fitting a modest container.
+const DefaultBufferPool = 512 << 20
 
 // Result is what a restore did.
 type Result struct {
@@ -162,7 +170,11 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	default:
 		return nil, fmt.Errorf("snapshot %s has unknown method %q", p.Snapshot.ID, p.Snapshot.Method)
 	}
-	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: opts.Datadir, RunDir: filepath.Join(work, "run"),
+	pool := opts.BufferPool
+	if pool == 0 {
+		pool = DefaultBufferPool
+	}
+	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: opts.Datadir, RunDir: filepath.Join(work, "run"), BufferPool: max(pool, 0),
 		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical, Logger: log})
 	if err != nil {
 		return nil, err

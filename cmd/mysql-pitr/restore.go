@@ -38,6 +38,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&force, "force", false, "move the datadir's current contents aside (to DATADIR.before-restore-TIME)")
 	fs.BoolVar(&discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
 	fs.StringVar(&replay, "replay", restore.ReplayServer, "how to replay the binlog: server (the temporary server replicates, in parallel, from a binlog server the restore runs on a loopback port) or mysqlbinlog (mariadb-binlog | mariadb); both stop at an exact position")
+	bufferPool := sizeFlag(restore.DefaultBufferPool)
+	fs.Var(&bufferPool, "buffer-pool-size", "InnoDB buffer pool of the temporary server that loads and replays (a restore into --datadir); its redo log is sized with it")
 	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads with --replay server")
 	var kf kubeFlags
 	kf.register(fs)
@@ -78,6 +80,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageError{fmt.Errorf("--replay %q: use %s or %s", replay, restore.ReplayServer, restore.ReplayMysqlbinlog)}
 	case threads < 1:
 		return usageError{fmt.Errorf("--threads %d: at least 1", threads)}
+	case bufferPool < 64<<20:
+		return usageError{fmt.Errorf("--buffer-pool-size %d: at least 64MiB", bufferPool)}
 	}
 	logger, err := lf.logger(stderr)
 	if err != nil {
@@ -93,7 +97,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	progress := newRestoreProgress(stderr, logger)
 	opts := restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
-		Replay: replay, Threads: threads, Logger: logger, Progress: progress.update}
+		Replay: replay, Threads: threads, Logger: logger, Progress: progress.update, BufferPool: int64(bufferPool)}
 	if into.dsn != "" {
 		if opts.Target, err = into.configWithEnv("MYSQL_PITR_TARGET_PASSWORD"); err != nil {
 			return err
