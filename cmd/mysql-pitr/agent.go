@@ -22,6 +22,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/drill"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // agentOptions are the agent's settings.
@@ -125,6 +126,10 @@ func (o *agentOptions) Validate() error {
 	if pol.Enabled() && o.schedule == "" {
 		return usageError{fmt.Errorf("--keep-snapshots and --keep-within apply after scheduled snapshots: add --schedule, or run mysql-pitr prune")}
 	}
+	if pol.Enabled() && o.storage.age.hasRecipients() && len(o.storage.age.identities) == 0 {
+		return usageError{fmt.Errorf("--keep-snapshots and --keep-within read the encrypted archive's manifests and records: " +
+			"give the agent --age-identity too, or run mysql-pitr prune with the identity elsewhere")}
+	}
 	return nil
 }
 
@@ -147,6 +152,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	o.storage.age.role, o.storage.age.log = ageWriter, logger
 	st, err := o.storage.open(ctx)
 	if err != nil {
 		return err
@@ -172,7 +178,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Logger:        logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
 	}
 	var compactor *binlog.Compactor
-	if o.compact > 0 {
+	if c, ok := st.(*crypt.Storage); ok && o.compact > 0 && c.Encrypts() && !c.Decrypts() {
+		// Merging segments means reading them: the agent holds only the
+		// public recipients, so segments stay as uploaded.
+		logger.Info("compaction is off: the archive is encrypted and the agent holds no age identity to read segments back")
+	} else if o.compact > 0 {
 		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics}
 	}
 	// Snapshots and drills take turns.
