@@ -21,6 +21,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/drill"
 	"github.com/mysql-pitr/mysql-pitr/restore"
+	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
@@ -126,10 +127,6 @@ func (o *agentOptions) Validate() error {
 	if pol.Enabled() && o.schedule == "" {
 		return usageError{fmt.Errorf("--keep-snapshots and --keep-within apply after scheduled snapshots: add --schedule, or run mysql-pitr prune")}
 	}
-	if pol.Enabled() && o.storage.age.hasRecipients() && len(o.storage.age.identities) == 0 {
-		return usageError{fmt.Errorf("--keep-snapshots and --keep-within read the encrypted archive's manifests and records: " +
-			"give the agent --age-identity too, or run mysql-pitr prune with the identity elsewhere")}
-	}
 	return nil
 }
 
@@ -178,9 +175,14 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Logger:        logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
 	}
 	var compactor *binlog.Compactor
-	if c, ok := st.(*crypt.Storage); ok && o.compact > 0 && c.Encrypts() && !c.Decrypts() {
-		// Merging segments means reading them: the agent holds only the
-		// public recipients, so segments stay as uploaded.
+	// An agent given only the public recipients of an encrypted archive
+	// cannot read anything back: compaction (merging segments) and retention
+	// (reading manifests and records) are left to where the identity is.
+	writeOnly := false
+	if c, ok := st.(*crypt.Storage); ok && c.Encrypts() && !c.Decrypts() {
+		writeOnly = true
+	}
+	if writeOnly && o.compact > 0 {
 		logger.Info("compaction is off: the archive is encrypted and the agent holds no age identity to read segments back")
 	} else if o.compact > 0 {
 		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics}
@@ -190,6 +192,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sched *schedule.Scheduler
 	if o.schedule != "" {
 		pol, _ := o.retention.policy() // validated
+		if writeOnly && pol.Enabled() {
+			logger.Warn("retention (--keep-snapshots, --keep-within) is off: it reads the encrypted archive's manifests and records, " +
+				"and the agent holds no age identity; run mysql-pitr prune with the identity elsewhere, or give the agent --age-identity")
+			pol = retention.Policy{}
+		}
 		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, Threads: o.snapThreads, Store: st,
 			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
 			Logger: logger}
