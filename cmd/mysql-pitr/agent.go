@@ -202,7 +202,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			Logger: logger}
 	}
 	var drills *schedule.Drills
-	if o.drillSchedule != "" {
+	if writeOnly && o.drillSchedule != "" {
+		logger.Warn("drills (--drill-schedule) are off: a drill restores the encrypted archive, and the agent holds no age identity; " +
+			"run mysql-pitr drill with the identity elsewhere, or give the agent --age-identity")
+	} else if o.drillSchedule != "" {
 		drills = &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
 			Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
 				Threads: o.drillThreads, Host: o.agentID}}

@@ -28,7 +28,7 @@ const (
 	// ageWriter commands (agent, snapshot) write: they need the public
 	// --age-recipient keys and no identity.
 	ageWriter
-	// ageReadWriter commands (prune) read, and write a few records: they
+	// ageReadWriter commands (prune, drill) read, and write a few records: they
 	// need --age-identity, and encrypt what they write for --age-recipient,
 	// or for the identities' own public keys when none is given.
 	ageReadWriter
@@ -66,7 +66,7 @@ func (a *ageFlags) register(fs *flag.FlagSet) {
 		"Writers (agent, snapshot) need only this, never an identity")
 	fs.StringVar(&a.recipientsFile, "age-recipients-file", "", "file of age public keys to encrypt for, one per line (# comments allowed)")
 	fs.Var(&a.identities, "age-identity", "age identity file (AGE-SECRET-KEY-1… lines, as age-keygen writes) to decrypt the archive with; "+
-		"repeatable: every key given is tried, e.g. the old and the new one across a rotation. Readers (restore, verify, list, binlog fetch, prune) need it")
+		"repeatable: every key given is tried, e.g. the old and the new one across a rotation. Readers (restore, verify, list, binlog fetch, prune, drill) need it")
 }
 
 // given reports whether any age flag was given.

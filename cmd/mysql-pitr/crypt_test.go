@@ -122,7 +122,7 @@ func TestEncryptedArchiveEndToEnd(t *testing.T) {
 	agentArgs := func(recipient string) []string {
 		return []string{"--dsn", dsn, "--storage", storageURL, "--spool-dir", spool, "--agent-id", "sidecar-0",
 			"--flush-interval", "200ms", "--server-id", "4243", "--age-recipient", recipient,
-			"--schedule", "@every 24h", "--keep-snapshots", "2"}
+			"--schedule", "@every 24h", "--keep-snapshots", "2", "--drill-schedule", "@every 24h"}
 	}
 	const canary = "plaintext-canary-7f3e"
 
@@ -144,7 +144,7 @@ func TestEncryptedArchiveEndToEnd(t *testing.T) {
 	if err := a.signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("agent: %v\n%s", err, a.logs())
 	}
-	for _, say := range []string{"compaction is off", "retention (--keep-snapshots, --keep-within) is off"} {
+	for _, say := range []string{"compaction is off", "retention (--keep-snapshots, --keep-within) is off", "drills (--drill-schedule) are off"} {
 		if !strings.Contains(a.logs(), say) {
 			t.Errorf("the agent without identity did not say %q", say)
 		}
