@@ -10,17 +10,18 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // plan decides where streaming starts: after the newest archived or spooled
 // segment when the server still continues it, else on a new timeline from
 // the oldest binlog the server has.
 func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
-	tail, err := s.loadTail(ctx)
+	pend, err := s.Spool.Pending()
 	if err != nil {
 		return err
 	}
-	pend, err := s.Spool.Pending()
+	tail, unverified, err := s.loadTail(ctx, pend)
 	if err != nil {
 		return err
 	}
@@ -49,6 +50,10 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 
 	if lastTL == 0 {
 		return s.startNewTimeline(ctx, info, catalog.ReasonFirst, "the archive was empty")
+	}
+	if unverified != "" && tail != nil && tail.ID == lastTL {
+		s.Logger.Error("cannot prove the server continues the archive; starting a new timeline", "detail", unverified)
+		return s.startNewTimeline(ctx, info, catalog.ReasonUnverified, unverified)
 	}
 	if m, err := s.readRestoreMarker(); err != nil {
 		s.Logger.Warn("restore marker", "err", err)
@@ -83,25 +88,81 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 }
 
 // loadTail reads the archive's end, retrying while storage is unreachable.
-func (s *Streamer) loadTail(ctx context.Context) (*catalog.TimelineState, error) {
+//
+// A store that cannot decrypt the archive (an agent given only the public
+// recipients) takes the end from the spool, which keeps what it last
+// uploaded, when the archive's keys show that nothing was added since. When
+// they show otherwise, the returned tail has the newest timeline's id only,
+// and unverified says why the server's continuity cannot be checked.
+func (s *Streamer) loadTail(ctx context.Context, pend Pending) (tail *catalog.TimelineState, unverified string, err error) {
 	backoff := time.Second
 	for {
 		tail, err := catalog.LoadTail(ctx, s.Store)
 		if err == nil {
-			return tail, nil
+			return tail, "", nil
+		}
+		if errors.Is(err, crypt.ErrNoIdentity) {
+			return s.spoolTail(ctx, pend)
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, "", ctx.Err()
 		}
 		s.Logger.Warn("cannot read the archive; retrying", "err", err, "retry_in", backoff)
 		s.Metrics.error("storage")
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, "", ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, s.RetryMax)
 	}
+}
+
+// spoolTail matches the archive's end, known from its keys, with what the
+// spool uploaded last or still holds.
+func (s *Streamer) spoolTail(ctx context.Context, pend Pending) (*catalog.TimelineState, string, error) {
+	refs, err := catalog.LoadTailRefs(ctx, s.Store)
+	if err != nil {
+		return nil, "", err
+	}
+	if refs.Newest == 0 {
+		return nil, "", nil
+	}
+	local, err := s.Spool.Tail()
+	if err != nil {
+		return nil, "", err
+	}
+	ts := &catalog.TimelineState{Timeline: catalog.Timeline{ID: refs.Newest}}
+	why := fmt.Sprintf("the archive is encrypted and this agent holds no age identity to read its end (timeline %s", refs.Newest)
+	if refs.Last != nil {
+		why += ", " + refs.Last.RecordKey()
+	}
+	why += "), and its spool " + s.Spool.Dir() + " does not hold a copy"
+	if local.Timeline == nil || local.Timeline.ID != refs.Newest {
+		for _, t := range pend.Timelines {
+			if t.ID == refs.Newest {
+				local.Timeline = t
+			}
+		}
+	}
+	if local.Timeline == nil || local.Timeline.ID != refs.Newest {
+		return ts, why, nil
+	}
+	ts.Timeline = *local.Timeline
+	if refs.Last == nil {
+		return ts, "", nil
+	}
+	if local.Segment != nil && local.Segment.Ref() == *refs.Last {
+		ts.Segments = []*catalog.Segment{local.Segment}
+		return ts, "", nil
+	}
+	for _, seg := range pend.Segments {
+		if seg.Ref() == *refs.Last {
+			ts.Segments = []*catalog.Segment{seg}
+			return ts, "", nil
+		}
+	}
+	return &catalog.TimelineState{Timeline: catalog.Timeline{ID: refs.Newest}}, why, nil
 }
 
 func logSize(logs []BinaryLog, name string) (uint64, bool) {

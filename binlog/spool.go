@@ -34,6 +34,8 @@ type Spool struct {
 }
 
 const (
+	// tailName keeps the archive's end as last uploaded from this spool.
+	tailName     = "archive-tail.json"
 	spoolSep     = "~"
 	partialGlob  = ".partial-*"
 	partialPfx   = ".partial-"
@@ -64,6 +66,7 @@ func OpenSpool(dir string, max int64) (*Spool, error) {
 		name := e.Name()
 		p := filepath.Join(dir, name)
 		switch {
+		case name == tailName:
 		case strings.HasPrefix(name, partialPfx):
 			_ = os.Remove(p) // an unsealed segment: the stream resumes before it
 		case strings.HasSuffix(name, dataSuffix) && !names[strings.TrimSuffix(name, dataSuffix)+recordSuffix]:
@@ -291,4 +294,70 @@ func (s *Spool) remove(names ...string) error {
 	}
 	s.add(-freed)
 	return nil
+}
+
+// Tail is the archive's end as this spool last uploaded it: the newest
+// timeline's record and that timeline's last segment. An agent that cannot
+// decrypt the archive (it holds only the public recipients) resumes from it.
+type Tail struct {
+	Timeline *catalog.Timeline `json:"timeline,omitempty"`
+	Segment  *catalog.Segment  `json:"segment,omitempty"`
+}
+
+// Tail returns the stored tail; both fields are nil when there is none.
+func (s *Spool) Tail() (Tail, error) {
+	var t Tail
+	b, err := os.ReadFile(filepath.Join(s.dir, tailName))
+	if errors.Is(err, os.ErrNotExist) {
+		return t, nil
+	}
+	if err != nil {
+		return t, fmt.Errorf("read spool %s: %w", tailName, err)
+	}
+	if err := json.Unmarshal(b, &t); err != nil {
+		return Tail{}, fmt.Errorf("decode spool %s: %w", tailName, err)
+	}
+	return t, nil
+}
+
+// uploadedTimeline records that tl's record is in storage.
+func (s *Spool) uploadedTimeline(tl *catalog.Timeline) error {
+	t, err := s.Tail()
+	if err != nil {
+		return err
+	}
+	if t.Timeline != nil && t.Timeline.ID > tl.ID {
+		return nil
+	}
+	if t.Timeline == nil || t.Timeline.ID != tl.ID {
+		t.Segment = nil
+	}
+	t.Timeline = tl
+	return s.writeTail(t)
+}
+
+// uploadedSegment records that seg and its record are in storage.
+func (s *Spool) uploadedSegment(seg *catalog.Segment) error {
+	t, err := s.Tail()
+	if err != nil {
+		return err
+	}
+	switch {
+	case t.Timeline != nil && t.Timeline.ID > seg.Timeline, t.Segment != nil && t.Segment.Timeline > seg.Timeline:
+		return nil // an older timeline's backlog: the tail is further on
+	case t.Timeline != nil && t.Timeline.ID != seg.Timeline:
+		// The timeline's record was uploaded from elsewhere: keep the
+		// segment only (its timeline's record stays unknown here).
+		t.Timeline = nil
+	}
+	t.Segment = seg
+	return s.writeTail(t)
+}
+
+func (s *Spool) writeTail(t Tail) error {
+	b, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode spool tail: %w", err)
+	}
+	return s.writeAtomic(tailName, b)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // Default intervals of the uploader.
@@ -27,9 +28,16 @@ const (
 
 // Uploader moves sealed segments from the spool to storage in archive
 // order: each segment's data first, then its index record, which is what
-// makes it part of the archive. Nothing is overwritten: every put is
-// create-only, and an object already there from an interrupted earlier
-// attempt is accepted only if it has the same bytes.
+// makes it part of the archive. Nothing that is part of the archive is
+// overwritten: every put is create-only. A data object already there
+// without its record (an attempt interrupted between the two puts) is not
+// part of the archive, and is replaced; a record already there is accepted
+// only if it describes the same bytes (same SHA-256).
+//
+// The uploader never needs to decrypt what it wrote: when the store cannot
+// read a record back (an encrypted archive and an agent given only the
+// public recipients), a record already there is taken for this spool's own
+// earlier attempt, which the archive's lease (one writer) guarantees.
 type Uploader struct {
 	Spool   *Spool
 	Store   storage.Storage
@@ -161,15 +169,21 @@ func (u *Uploader) uploadTimeline(ctx context.Context, tl *catalog.Timeline) err
 	err := catalog.PutJSON(cctx, u.Store, key, tl, true)
 	if errors.Is(err, storage.ErrExist) {
 		var have catalog.Timeline
-		if gerr := catalog.GetJSON(cctx, u.Store, key, &have); gerr != nil {
+		gerr := catalog.GetJSON(cctx, u.Store, key, &have)
+		switch {
+		case errors.Is(gerr, crypt.ErrNoIdentity):
+			u.Logger.Info("timeline record already stored by an earlier attempt; it is encrypted, so not compared", "key", key)
+		case gerr != nil:
 			return gerr
-		}
-		if have.Start != tl.Start || have.Reason != tl.Reason {
+		case have.Start != tl.Start || have.Reason != tl.Reason:
 			return fmt.Errorf("timeline %s already exists with other content (start %s, reason %s): refusing to overwrite", tl.ID, have.Start, have.Reason)
 		}
 		err = nil
 	}
 	if err != nil {
+		return err
+	}
+	if err := u.Spool.uploadedTimeline(tl); err != nil {
 		return err
 	}
 	return u.Spool.RemoveTimeline(tl.ID)
@@ -186,16 +200,12 @@ func (u *Uploader) uploadSegment(ctx context.Context, seg *catalog.Segment) erro
 	defer cancel()
 	err = catalog.PutJSON(cctx, u.Store, ref.RecordKey(), seg, true)
 	if errors.Is(err, storage.ErrExist) {
-		var have catalog.Segment
-		if gerr := catalog.GetJSON(cctx, u.Store, ref.RecordKey(), &have); gerr != nil {
-			return gerr
-		}
-		if have.SHA256 != seg.SHA256 {
-			return fmt.Errorf("index record %s already exists for other bytes: refusing to overwrite", ref.RecordKey())
-		}
-		err = nil
+		err = u.sameRecord(cctx, seg)
 	}
 	if err != nil {
+		return err
+	}
+	if err := u.Spool.uploadedSegment(seg); err != nil {
 		return err
 	}
 	if err := u.Spool.RemoveSegment(seg); err != nil {
@@ -215,22 +225,79 @@ func (u *Uploader) uploadSegment(ctx context.Context, seg *catalog.Segment) erro
 	return nil
 }
 
+// sameRecord checks a segment's index record found already in storage: it
+// must describe the same bytes. A record the store cannot decrypt is this
+// spool's own earlier attempt (the lease allows no other writer).
+func (u *Uploader) sameRecord(ctx context.Context, seg *catalog.Segment) error {
+	key := seg.Ref().RecordKey()
+	var have catalog.Segment
+	err := catalog.GetJSON(ctx, u.Store, key, &have)
+	switch {
+	case errors.Is(err, crypt.ErrNoIdentity):
+		u.Logger.Info("index record already stored by an earlier attempt; it is encrypted, so not compared", "key", key)
+		return nil
+	case err != nil:
+		return err
+	case have.SHA256 != seg.SHA256:
+		return fmt.Errorf("index record %s already exists for other bytes: refusing to overwrite", key)
+	}
+	return nil
+}
+
 // putSegment compresses a spooled segment into storage, create-only, and
-// returns the stored size. An object already there (from an attempt whose
-// answer was lost, or an agent killed before it wrote the record) counts as
-// uploaded only if it decompresses to exactly the segment's bytes.
+// returns the stored size. A data object already there comes from an
+// attempt whose answer was lost, or from an agent killed before it wrote the
+// record. If the record is there too, the segment is archived (sameRecord
+// checks the record); if not, the object is not part of the archive and is
+// replaced by this segment's bytes, so that the record written next always
+// describes bytes this uploader put. Neither needs to read the object back,
+// so an agent that holds only the public recipients of an encrypted archive
+// retries like any other.
 func (u *Uploader) putSegment(ctx context.Context, seg *catalog.Segment) (int64, error) {
 	key := seg.Ref().DataKey()
-	f, err := os.Open(u.Spool.DataPath(seg))
-	if err != nil {
-		return 0, fmt.Errorf("open spool segment: %w", err)
-	}
-	defer f.Close()
 	cctx, cancel := context.WithTimeout(ctx, defaultPutTimeout)
 	defer cancel()
+	info, err := u.compressTo(cctx, seg)
+	if err == nil {
+		return info.Size, nil
+	}
+	if !errors.Is(err, storage.ErrExist) {
+		return 0, err // the store's errors name the key
+	}
+	recKey := seg.Ref().RecordKey()
+	if _, serr := u.Store.Stat(cctx, recKey); serr == nil {
+		if err := u.sameRecord(cctx, seg); err != nil {
+			return 0, err
+		}
+		have, err := u.Store.Stat(cctx, key)
+		if err != nil {
+			return 0, err
+		}
+		return have.Size, nil
+	} else if !errors.Is(serr, storage.ErrNotExist) {
+		return 0, serr
+	}
+	u.Logger.Info("replacing a data object left without its index record by an interrupted upload", "key", key)
+	if err := u.Store.Delete(cctx, key); err != nil {
+		return 0, err
+	}
+	info, err = u.compressTo(cctx, seg)
+	if err != nil {
+		return 0, err
+	}
+	return info.Size, nil
+}
+
+// compressTo puts the spooled segment's bytes, zstd-compressed, create-only.
+func (u *Uploader) compressTo(ctx context.Context, seg *catalog.Segment) (storage.ObjectInfo, error) {
+	f, err := os.Open(u.Spool.DataPath(seg))
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("open spool segment: %w", err)
+	}
+	defer f.Close()
 	if u.enc == nil {
 		if u.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2)); err != nil {
-			return 0, fmt.Errorf("zstd encoder: %w", err)
+			return storage.ObjectInfo{}, fmt.Errorf("zstd encoder: %w", err)
 		}
 	}
 	pr, pw := io.Pipe()
@@ -244,27 +311,8 @@ func (u *Uploader) putSegment(ctx context.Context, seg *catalog.Segment) (int64,
 		}
 		pw.CloseWithError(err)
 	}()
-	info, err := u.Store.Put(cctx, key, pr, storage.PutOptions{IfNotExists: true})
+	info, err := u.Store.Put(ctx, seg.Ref().DataKey(), pr, storage.PutOptions{IfNotExists: true})
 	pr.CloseWithError(errors.New("upload ended"))
 	<-done
-	if err == nil {
-		return info.Size, nil
-	}
-	if !errors.Is(err, storage.ErrExist) {
-		return 0, err // the store's errors name the key
-	}
-	rc, oerr := OpenSegment(cctx, u.Store, seg)
-	if oerr != nil {
-		return 0, oerr
-	}
-	_, rerr := io.Copy(io.Discard, rc)
-	rc.Close()
-	if rerr != nil {
-		return 0, fmt.Errorf("object %s already exists with other content (%v): refusing to overwrite", key, rerr)
-	}
-	have, serr := u.Store.Stat(cctx, key)
-	if serr != nil {
-		return 0, serr
-	}
-	return have.Size, nil
+	return info, err
 }

@@ -314,45 +314,75 @@ func (a *Archive) Gaps() []Gap {
 	return gaps
 }
 
-// LoadTail reads only what a writer needs to continue the archive: the
-// newest timeline's record and its last segment (nil when it has none yet).
-// It lists keys but reads at most two objects, however long the archive.
-func LoadTail(ctx context.Context, st storage.Storage) (*TimelineState, error) {
+// TailRefs is where the archive ends, as its keys tell without reading any
+// object: what a writer that cannot decrypt the archive still knows.
+type TailRefs struct {
+	// Newest is the newest timeline (zero for an empty archive).
+	Newest TimelineID
+	// HasRecord is set when Newest's timeline record exists.
+	HasRecord bool
+	// Last is the newest timeline's last segment with an index record, or
+	// nil when it has none yet.
+	Last *SegmentRef
+}
+
+// LoadTailRefs lists the binlog archive's keys and returns where it ends.
+func LoadTailRefs(ctx context.Context, st storage.Storage) (TailRefs, error) {
 	objs, err := st.List(ctx, BinlogPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", BinlogPrefix, err)
+		return TailRefs{}, fmt.Errorf("list %s: %w", BinlogPrefix, err)
 	}
-	var newest TimelineID
+	var t TailRefs
 	hasRecord := map[TimelineID]bool{}
 	var last *SegmentRef
 	for _, o := range objs {
 		if id, err := ParseTimelineKey(o.Key); err == nil {
 			hasRecord[id] = true
-			newest = max(newest, id)
+			t.Newest = max(t.Newest, id)
 			continue
 		}
 		if ref, isRecord, err := ParseSegmentKey(o.Key); err == nil {
-			newest = max(newest, ref.Timeline)
+			t.Newest = max(t.Newest, ref.Timeline)
 			if isRecord && (last == nil || ref.Timeline > last.Timeline || (ref.Timeline == last.Timeline && refLess(*last, ref))) {
 				r := ref
 				last = &r
 			}
 		}
 	}
-	if newest == 0 {
-		return nil, nil
+	t.HasRecord = hasRecord[t.Newest]
+	if last != nil && last.Timeline == t.Newest {
+		t.Last = last
+	}
+	return t, nil
+}
+
+// NewestTimeline returns the archive's newest timeline from its keys alone
+// (zero for an empty archive): what a snapshot records, known without
+// reading, and so without decrypting, anything.
+func NewestTimeline(ctx context.Context, st storage.Storage) (TimelineID, error) {
+	t, err := LoadTailRefs(ctx, st)
+	return t.Newest, err
+}
+
+// LoadTail reads only what a writer needs to continue the archive: the
+// newest timeline's record and its last segment (nil when it has none yet).
+// It lists keys but reads at most two objects, however long the archive.
+func LoadTail(ctx context.Context, st storage.Storage) (*TimelineState, error) {
+	refs, err := LoadTailRefs(ctx, st)
+	if err != nil || refs.Newest == 0 {
+		return nil, err
 	}
 	ts := &TimelineState{}
-	if hasRecord[newest] {
-		if err := GetJSON(ctx, st, TimelineKey(newest), &ts.Timeline); err != nil {
+	if refs.HasRecord {
+		if err := GetJSON(ctx, st, TimelineKey(refs.Newest), &ts.Timeline); err != nil {
 			return nil, err
 		}
 	} else {
-		ts.Timeline = Timeline{ID: newest, Reason: "unknown", Detail: "timeline record is missing"}
+		ts.Timeline = Timeline{ID: refs.Newest, Reason: "unknown", Detail: "timeline record is missing"}
 	}
-	if last != nil && last.Timeline == newest {
+	if refs.Last != nil {
 		var s Segment
-		if err := GetJSON(ctx, st, last.RecordKey(), &s); err != nil {
+		if err := GetJSON(ctx, st, refs.Last.RecordKey(), &s); err != nil {
 			return nil, err
 		}
 		ts.Segments = []*Segment{&s}

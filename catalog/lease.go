@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // ErrLeaseHeld is returned when another agent holds the archive's lease.
@@ -34,50 +35,152 @@ type LeaseRecord struct {
 
 // Lease is a held archive lease. One writer per archive: a second agent
 // pointed at the same storage refuses to start while the lease is live.
+//
+// An agent that holds only the archive's public age recipients cannot read
+// lease.json back. It tells its own lease by what its last put stored (size
+// and CRC32C of the ciphertext, which differ for every put), and another
+// agent's lease by whether it is renewed: see AcquireLease.
 type Lease struct {
 	st  storage.Storage
 	ttl time.Duration
 	rec LeaseRecord
 	now func() time.Time
+	// stored is what the last put of the lease stored.
+	stored storage.ObjectInfo
+	// sleep waits d or until ctx ends.
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (l *Lease) put(ctx context.Context, create bool) error {
+	info, err := putJSON(ctx, l.st, LeaseKey, &l.rec, create)
+	if err == nil {
+		l.stored = info
+	}
+	return err
+}
+
+// read returns the current lease record, or nil with no error when the
+// lease exists but this store cannot decrypt it.
+func (l *Lease) read(ctx context.Context) (*LeaseRecord, error) {
+	var cur LeaseRecord
+	err := GetJSON(ctx, l.st, LeaseKey, &cur)
+	if errors.Is(err, crypt.ErrNoIdentity) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &cur, nil
+}
+
+// ours reports whether lease.json still is what this lease last put, from
+// its size and checksum alone.
+func (l *Lease) ours(ctx context.Context) (bool, error) {
+	info, err := l.st.Stat(ctx, LeaseKey)
+	if err != nil {
+		return false, err
+	}
+	return info.Size == l.stored.Size && info.CRC32C == l.stored.CRC32C, nil
 }
 
 // AcquireLease takes the archive's lease for holder, valid for ttl unless
 // renewed. It fails with ErrLeaseHeld, naming the holder, when another live
 // agent holds it; an expired lease, or one held by the same holder (a
 // restart), is taken over.
+//
+// A lease this store cannot decrypt (the agent holds only recipients) names
+// no holder: it is taken over once it is older than twice ttl, or after ttl
+// passes without it being renewed; if it is renewed meanwhile, another live
+// agent holds it. A restarted agent without identity so waits up to ttl.
 func AcquireLease(ctx context.Context, st storage.Storage, holder string, ttl time.Duration) (*Lease, error) {
+	l := newLease(st, holder, ttl)
+	if err := l.acquire(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func newLease(st storage.Storage, holder string, ttl time.Duration) *Lease {
 	host, _ := os.Hostname()
 	var sid [8]byte
 	_, _ = rand.Read(sid[:])
-	l := &Lease{st: st, ttl: ttl, now: time.Now, rec: LeaseRecord{Holder: holder, Session: hex.EncodeToString(sid[:]), Host: host, PID: os.Getpid()}}
+	return &Lease{st: st, ttl: ttl, now: time.Now, sleep: sleepCtx,
+		rec: LeaseRecord{Holder: holder, Session: hex.EncodeToString(sid[:]), Host: host, PID: os.Getpid()}}
+}
+
+func (l *Lease) acquire(ctx context.Context) error {
 	for attempt := 0; attempt < 3; attempt++ {
 		now := l.now().UTC()
-		l.rec.Acquired, l.rec.Renewed, l.rec.Expires = now, now, now.Add(ttl)
-		err := PutJSON(ctx, st, LeaseKey, &l.rec, true)
+		l.rec.Acquired, l.rec.Renewed, l.rec.Expires = now, now, now.Add(l.ttl)
+		err := l.put(ctx, true)
 		if err == nil {
-			return l, nil
+			return nil
 		}
 		if !errors.Is(err, storage.ErrExist) {
-			return nil, err
+			return err
 		}
-		var cur LeaseRecord
-		if err := GetJSON(ctx, st, LeaseKey, &cur); err != nil {
-			if errors.Is(err, storage.ErrNotExist) {
-				continue // released meanwhile
+		cur, err := l.read(ctx)
+		if errors.Is(err, storage.ErrNotExist) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if cur == nil {
+			if err := l.waitUnreadable(ctx); err != nil {
+				if errors.Is(err, storage.ErrNotExist) {
+					continue
+				}
+				return err
 			}
-			return nil, err
-		}
-		if cur.Holder != holder && now.Before(cur.Expires) {
-			return nil, fmt.Errorf("%w: %s (host %s, pid %d) holds it since %s, renewed %s, expires %s unless renewed",
+		} else if cur.Holder != l.rec.Holder && now.Before(cur.Expires) {
+			return fmt.Errorf("%w: %s (host %s, pid %d) holds it since %s, renewed %s, expires %s unless renewed",
 				ErrLeaseHeld, cur.Holder, cur.Host, cur.PID, cur.Acquired.Format(time.RFC3339),
 				cur.Renewed.Format(time.RFC3339), cur.Expires.Format(time.RFC3339))
 		}
 		// Our own lease from an earlier run, or an expired one: take it over.
-		if err := st.Delete(ctx, LeaseKey); err != nil {
-			return nil, fmt.Errorf("take over lease: %w", err)
+		if err := l.st.Delete(ctx, LeaseKey); err != nil {
+			return fmt.Errorf("take over lease: %w", err)
 		}
 	}
-	return nil, fmt.Errorf("%w: lost the race to acquire it three times", ErrLeaseHeld)
+	return fmt.Errorf("%w: lost the race to acquire it three times", ErrLeaseHeld)
+}
+
+// waitUnreadable decides about a lease this store cannot decrypt. It
+// returns nil when the lease has expired, ErrLeaseHeld when its holder
+// renewed it while this agent waited.
+func (l *Lease) waitUnreadable(ctx context.Context) error {
+	first, err := l.st.Stat(ctx, LeaseKey)
+	if err != nil {
+		return err
+	}
+	// Storage's clock may differ from ours a little, not by a whole TTL.
+	if l.now().Sub(first.ModTime) > 2*l.ttl {
+		return nil
+	}
+	if err := l.sleep(ctx, l.ttl); err != nil {
+		return err
+	}
+	again, err := l.st.Stat(ctx, LeaseKey)
+	if err != nil {
+		return err
+	}
+	if again.Size != first.Size || again.CRC32C != first.CRC32C {
+		return fmt.Errorf("%w: another agent renewed it at %s; its lease is encrypted and this agent holds no age identity to read which agent that is",
+			ErrLeaseHeld, again.ModTime.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Record returns what the lease says.
@@ -86,31 +189,51 @@ func (l *Lease) Record() LeaseRecord { return l.rec }
 // Renew extends the lease. It returns ErrLeaseLost when another agent has
 // taken it, after which this agent must stop writing.
 func (l *Lease) Renew(ctx context.Context) error {
-	var cur LeaseRecord
-	if err := GetJSON(ctx, l.st, LeaseKey, &cur); err != nil {
+	cur, err := l.read(ctx)
+	if errors.Is(err, storage.ErrNotExist) {
+		return fmt.Errorf("%w: lease object disappeared", ErrLeaseLost)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case cur != nil && cur.Session != l.rec.Session:
+		return fmt.Errorf("%w: now held by %s (host %s, pid %d)", ErrLeaseLost, cur.Holder, cur.Host, cur.PID)
+	case cur == nil:
+		ours, err := l.ours(ctx)
 		if errors.Is(err, storage.ErrNotExist) {
 			return fmt.Errorf("%w: lease object disappeared", ErrLeaseLost)
 		}
-		return err
-	}
-	if cur.Session != l.rec.Session {
-		return fmt.Errorf("%w: now held by %s (host %s, pid %d)", ErrLeaseLost, cur.Holder, cur.Host, cur.PID)
+		if err != nil {
+			return err
+		}
+		if !ours {
+			return fmt.Errorf("%w: lease.json was rewritten by another agent", ErrLeaseLost)
+		}
 	}
 	now := l.now().UTC()
 	l.rec.Renewed, l.rec.Expires = now, now.Add(l.ttl)
-	return PutJSON(ctx, l.st, LeaseKey, &l.rec, false)
+	return l.put(ctx, false)
 }
 
 // Release gives the lease up if this agent still holds it.
 func (l *Lease) Release(ctx context.Context) error {
-	var cur LeaseRecord
-	if err := GetJSON(ctx, l.st, LeaseKey, &cur); err != nil {
+	cur, err := l.read(ctx)
+	if errors.Is(err, storage.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur == nil {
+		ours, err := l.ours(ctx)
 		if errors.Is(err, storage.ErrNotExist) {
 			return nil
 		}
-		return err
-	}
-	if cur.Session != l.rec.Session {
+		if err != nil || !ours {
+			return err
+		}
+	} else if cur.Session != l.rec.Session {
 		return nil
 	}
 	return l.st.Delete(ctx, LeaseKey)

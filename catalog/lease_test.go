@@ -1,12 +1,16 @@
 package catalog
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
 
@@ -163,4 +167,99 @@ func TestLeaseUnreadable(t *testing.T) {
 	if _, err := AcquireLease(t.Context(), st, "agent-a", testTTL); err == nil || errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("AcquireLease over an unreadable lease: %v, want a decode error", err)
 	}
+}
+
+// writerOnly returns a store over inner that encrypts for a new key and
+// holds no identity, as an agent given only --age-recipient does, and a
+// store that can read it.
+func writerOnly(t *testing.T, inner storage.Storage) (writer, reader storage.Storage) {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := crypt.New(inner, crypt.Options{Recipients: []age.Recipient{id.Recipient()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := crypt.New(inner, crypt.Options{Recipients: []age.Recipient{id.Recipient()}, Identities: []age.Identity{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, r
+}
+
+// TestLeaseWithoutIdentity: agents that cannot read lease.json (encrypted,
+// only recipients given) still exclude each other.
+func TestLeaseWithoutIdentity(t *testing.T) {
+	t.Run("renew and release by fingerprint", func(t *testing.T) {
+		w, r := writerOnly(t, storagetest.NewMemory())
+		a := acquireLease(t, w, "agent-a")
+		if got := storedLease(t, r); got.Session != a.Record().Session {
+			t.Fatalf("stored lease %+v, want agent-a's session", got)
+		}
+		if err := a.Renew(t.Context()); err != nil {
+			t.Fatalf("Renew: %v", err)
+		}
+		if err := a.Release(t.Context()); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		if _, err := w.Stat(t.Context(), LeaseKey); !errors.Is(err, storage.ErrNotExist) {
+			t.Errorf("lease after Release: %v, want ErrNotExist", err)
+		}
+	})
+	t.Run("a renewed lease is held", func(t *testing.T) {
+		w, _ := writerOnly(t, storagetest.NewMemory())
+		a := acquireLease(t, w, "agent-a")
+		b := newLease(w, "agent-b", testTTL)
+		waited := false
+		b.sleep = func(ctx context.Context, d time.Duration) error {
+			waited = d == testTTL
+			return a.Renew(ctx) // the holder is alive
+		}
+		err := b.acquire(t.Context())
+		if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "no age identity") {
+			t.Fatalf("acquire against a live unreadable lease: %v, want ErrLeaseHeld saying why it cannot name the holder", err)
+		}
+		if !waited {
+			t.Error("did not wait one TTL for a renewal")
+		}
+		if err := a.Renew(t.Context()); err != nil {
+			t.Errorf("holder's Renew after the refusal: %v", err)
+		}
+	})
+	t.Run("a lease not renewed for a TTL is taken over", func(t *testing.T) {
+		w, r := writerOnly(t, storagetest.NewMemory())
+		a := acquireLease(t, w, "agent-a") // then crashed: never renews
+		b := newLease(w, "agent-a", testTTL)
+		b.sleep = func(context.Context, time.Duration) error { return nil }
+		if err := b.acquire(t.Context()); err != nil {
+			t.Fatalf("acquire after the holder stopped renewing: %v", err)
+		}
+		if got := storedLease(t, r); got.Session != b.Record().Session {
+			t.Errorf("stored lease %+v, want the new session", got)
+		}
+		if err := a.Renew(t.Context()); !errors.Is(err, ErrLeaseLost) {
+			t.Errorf("old run's Renew: %v, want ErrLeaseLost", err)
+		}
+		if err := a.Release(t.Context()); err != nil {
+			t.Errorf("old run's Release: %v", err)
+		}
+		if got := storedLease(t, r); got.Session != b.Record().Session {
+			t.Errorf("old run's Release removed the new lease: %+v", got)
+		}
+	})
+	t.Run("a long-unrenewed lease is taken over at once", func(t *testing.T) {
+		w, _ := writerOnly(t, storagetest.NewMemory())
+		acquireLease(t, w, "agent-a")
+		b := newLease(w, "agent-b", testTTL)
+		b.now = func() time.Time { return time.Now().Add(3 * testTTL) }
+		b.sleep = func(context.Context, time.Duration) error {
+			t.Error("waited for a lease older than twice its TTL")
+			return nil
+		}
+		if err := b.acquire(t.Context()); err != nil {
+			t.Fatalf("acquire: %v", err)
+		}
+	})
 }

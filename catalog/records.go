@@ -121,6 +121,11 @@ const (
 	ReasonDiverged TimelineReason = "diverged"
 	// ReasonRestored: the server was restored by mysql-pitr to an earlier point.
 	ReasonRestored TimelineReason = "restored"
+	// ReasonUnverified: the agent could not read where the archive ended
+	// (it is encrypted, the agent holds only the public recipients, and its
+	// spool did not keep the archive's end), so it could not prove that the
+	// server continues it.
+	ReasonUnverified TimelineReason = "unverified"
 )
 
 // Timeline is the record that starts a timeline. A new timeline is the
@@ -156,13 +161,18 @@ type Timeline struct {
 
 // PutJSON stores v as indented JSON under key; with create it never overwrites.
 func PutJSON(ctx context.Context, st storage.Storage, key string, v any, create bool) error {
+	_, err := putJSON(ctx, st, key, v, create)
+	return err
+}
+
+func putJSON(ctx context.Context, st storage.Storage, key string, v any, create bool) (storage.ObjectInfo, error) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
+		return storage.ObjectInfo{}, fmt.Errorf("encode %s: %w", key, err)
 	}
 	b = append(b, '\n')
-	_, err = st.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{IfNotExists: create})
-	return err // the store's errors name the key
+	return st.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{IfNotExists: create})
+	// the store's errors name the key
 }
 
 // GetJSON reads the JSON object at key into v, verifying the object's checksum.

@@ -135,18 +135,22 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}
 	res := &Result{}
 	var err error
-	if res.MovedAside, err = prepareDatadir(opts.Datadir, opts.Force, opts.DiscardExisting); err != nil {
+	if _, err := datadirEntries(opts.Datadir, opts.Force); err != nil {
 		return nil, err
 	}
 
-	// Fetch and verify the binlog first: a damaged archive stops the restore
-	// before the datadir is touched.
+	// Fetch and verify the binlog first: a damaged archive, or one this
+	// restore holds no key for, stops the restore before the datadir is
+	// created or its contents moved aside.
 	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"), opts.Progress)
 	if err != nil {
 		return nil, err
 	}
 	stop, err := findStop(p, files)
 	if err != nil {
+		return nil, err
+	}
+	if res.MovedAside, err = prepareDatadir(opts.Datadir, opts.Force, opts.DiscardExisting); err != nil {
 		return nil, err
 	}
 	log.Info("replay range", "from", p.From.String(), "stop", stop.Position.String(), "transactions", stop.Transactions)
@@ -372,15 +376,15 @@ func replayServerID(source uint32) uint32 {
 	return 4294967000
 }
 
-// prepareDatadir checks that dir is empty, or empties it as asked. It
-// returns where old contents were moved.
-func prepareDatadir(dir string, force, discard bool) (string, error) {
+// datadirEntries returns what dir holds (nil when it does not exist),
+// refusing a non-empty dir without force. It changes nothing.
+func datadirEntries(dir string, force bool) ([]os.DirEntry, error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", os.MkdirAll(dir, 0o750)
+		return nil, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read datadir: %w", err)
+		return nil, fmt.Errorf("read datadir: %w", err)
 	}
 	var used []os.DirEntry
 	for _, e := range ents {
@@ -388,11 +392,24 @@ func prepareDatadir(dir string, force, discard bool) (string, error) {
 			used = append(used, e)
 		}
 	}
+	if len(used) > 0 && !force {
+		return nil, fmt.Errorf("datadir %s is not empty (%d entries): pass --force to move its contents aside, or --force --discard-existing to delete them", dir, len(used))
+	}
+	return used, nil
+}
+
+// prepareDatadir checks that dir is empty, or empties it as asked, and
+// creates it if needed. It returns where old contents were moved.
+func prepareDatadir(dir string, force, discard bool) (string, error) {
+	used, err := datadirEntries(dir, force)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
 	if len(used) == 0 {
 		return "", nil
-	}
-	if !force {
-		return "", fmt.Errorf("datadir %s is not empty (%d entries): pass --force to move its contents aside, or --force --discard-existing to delete them", dir, len(used))
 	}
 	if discard {
 		for _, e := range used {

@@ -313,12 +313,9 @@ func (s *Scheduler) take(ctx context.Context) (*catalog.Manifest, error) {
 			return nil, errors.New("the binlog archive has no timeline yet (the streamer has not started); a snapshot now could not be placed in it")
 		}
 	} else {
-		tail, err := catalog.LoadTail(ctx, s.Store)
-		if err != nil {
+		var err error
+		if tl, err = catalog.NewestTimeline(ctx, s.Store); err != nil {
 			return nil, fmt.Errorf("read the archive's timeline: %w", err)
-		}
-		if tail != nil {
-			tl = tail.ID
 		}
 	}
 	switch s.Method {

@@ -26,11 +26,13 @@ var ErrChecksum = errors.New("object checksum mismatch")
 type ObjectInfo struct {
 	// Key is the object's key relative to the backend's root.
 	Key string
-	// Size is the object's length in bytes.
+	// Size is the object's length in bytes as stored: for a store that
+	// transforms what it is given (storage/crypt encrypts it), the length
+	// of the stored form, not of the bytes Put read.
 	Size int64
 	// ModTime is when the object was written, as the backend reports it.
 	ModTime time.Time
-	// CRC32C is the Castagnoli CRC-32 of the object's bytes, recorded at Put
+	// CRC32C is the Castagnoli CRC-32 of the object's stored bytes, recorded at Put
 	// and verified on read. Zero when the backend could not report it (List
 	// may leave it unset; Put and Stat set it).
 	CRC32C uint32

@@ -21,7 +21,9 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/drill"
 	"github.com/mysql-pitr/mysql-pitr/restore"
+	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // agentOptions are the agent's settings.
@@ -147,6 +149,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	o.storage.age.role, o.storage.age.log = ageWriter, logger
 	st, err := o.storage.open(ctx)
 	if err != nil {
 		return err
@@ -172,7 +175,16 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Logger:        logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
 	}
 	var compactor *binlog.Compactor
-	if o.compact > 0 {
+	// An agent given only the public recipients of an encrypted archive
+	// cannot read anything back: compaction (merging segments) and retention
+	// (reading manifests and records) are left to where the identity is.
+	writeOnly := false
+	if c, ok := st.(*crypt.Storage); ok && c.Encrypts() && !c.Decrypts() {
+		writeOnly = true
+	}
+	if writeOnly && o.compact > 0 {
+		logger.Info("compaction is off: the archive is encrypted and the agent holds no age identity to read segments back")
+	} else if o.compact > 0 {
 		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics}
 	}
 	// Snapshots and drills take turns.
@@ -180,12 +192,20 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sched *schedule.Scheduler
 	if o.schedule != "" {
 		pol, _ := o.retention.policy() // validated
+		if writeOnly && pol.Enabled() {
+			logger.Warn("retention (--keep-snapshots, --keep-within) is off: it reads the encrypted archive's manifests and records, " +
+				"and the agent holds no age identity; run mysql-pitr prune with the identity elsewhere, or give the agent --age-identity")
+			pol = retention.Policy{}
+		}
 		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, Threads: o.snapThreads, Store: st,
 			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
 			Logger: logger}
 	}
 	var drills *schedule.Drills
-	if o.drillSchedule != "" {
+	if writeOnly && o.drillSchedule != "" {
+		logger.Warn("drills (--drill-schedule) are off: a drill restores the encrypted archive, and the agent holds no age identity; " +
+			"run mysql-pitr drill with the identity elsewhere, or give the agent --age-identity")
+	} else if o.drillSchedule != "" {
 		drills = &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
 			Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
 				Threads: o.drillThreads, Host: o.agentID}}

@@ -44,6 +44,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// A drill reads the archive and records its outcome in it.
+	sf.age.role, sf.age.log = ageReadWriter, logger
 	st, err := sf.open(ctx)
 	if err != nil {
 		return err

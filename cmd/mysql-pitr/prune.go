@@ -119,6 +119,7 @@ func runPrune(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	sf.age.role, sf.age.log = ageReadWriter, logger
 	st, err := sf.open(ctx)
 	if err != nil {
 		return err

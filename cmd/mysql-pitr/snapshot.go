@@ -65,15 +65,16 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	o.storage.age.role, o.storage.age.log = ageWriter, logger
 	st, err := o.storage.open(ctx)
 	if err != nil {
 		return err
 	}
-	var tl catalog.TimelineID
-	if tail, err := catalog.LoadTail(ctx, st); err != nil {
+	// The archive's keys name its newest timeline: a writer holding only
+	// the public recipients of an encrypted archive needs to read nothing.
+	tl, err := catalog.NewestTimeline(ctx, st)
+	if err != nil {
 		return err
-	} else if tail != nil {
-		tl = tail.ID
 	}
 	progress := newProgress(stderr, logger)
 	defer progress.done()

@@ -22,6 +22,7 @@ type storageFlags struct {
 	pathStyle string
 	sse       string
 	kmsKey    string
+	age       ageFlags
 }
 
 func (s *storageFlags) register(fs *flag.FlagSet) {
@@ -31,10 +32,20 @@ func (s *storageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.pathStyle, "s3-path-style", "", "true for path-style S3 addressing (overrides the URL's path-style)")
 	fs.StringVar(&s.sse, "s3-sse", "", "S3 server-side encryption: AES256 or aws:kms")
 	fs.StringVar(&s.kmsKey, "s3-sse-kms-key-id", "", "KMS key for --s3-sse aws:kms")
+	s.age.register(fs)
 }
 
-// open builds the backend the URL names.
+// open builds the backend the URL names, with the age layer over it.
 func (s *storageFlags) open(ctx context.Context) (storage.Storage, error) {
+	st, err := s.backend(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.age.wrap(ctx, st)
+}
+
+// backend builds the backend the URL names.
+func (s *storageFlags) backend(ctx context.Context) (storage.Storage, error) {
 	if s.url == "" {
 		return nil, usageError{fmt.Errorf("--storage is required (file:///path or s3://bucket/prefix)")}
 	}
