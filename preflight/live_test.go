@@ -200,3 +200,31 @@ func TestCheckPublic(t *testing.T) {
 		t.Fatalf("privileges granted to PUBLIC do not count: %v", err)
 	}
 }
+
+// TestTestbedAccountIsTheDocumentedOne keeps the account every other
+// package's tests run as equal to what the grants command prints for the
+// streamer and both snapshots: it passes the preflight, and holds nothing
+// more.
+func TestTestbedAccountIsTheDocumentedOne(t *testing.T) {
+	srv := testbed.PackageMariaDB(t)
+	db, err := sql.Open("mysql", srv.PitrDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := Check(t.Context(), db, binlog.MariaDB, Streamer, Logical, Physical); err != nil {
+		t.Fatalf("the test account fails the preflight: %v", err)
+	}
+	p, err := Read(t.Context(), db, binlog.MariaDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append(documented(Streamer), documented(Logical)...), documented(Physical)...)
+	for _, g := range p.Grants {
+		for _, pr := range g.Privileges {
+			if pr.Name != "USAGE" && !slices.Contains(want, pr.Name) {
+				t.Errorf("the test account holds %s on %s, which no documented role needs", pr.Name, g.Object)
+			}
+		}
+	}
+}

@@ -28,16 +28,19 @@ const MariaDBInstall = "apt-get install mariadb-server mariadb-backup mariadb-cl
 
 // PitrUser is the account every test server has for the code under test. It
 // exists on '%' with a random password (see MariaDB.PitrPassword) and holds
-// the privileges a binlog replica client and mariadb-backup need, not ALL, so
-// that a missing grant in production shows up in tests first.
+// exactly the privileges `mysql-pitr grants --role streamer,logical,physical`
+// prints for MariaDB, not ALL, so that a missing grant in production shows
+// up in tests first.
 const PitrUser = "pitr"
 
 // pitrGrants are the privileges of PitrUser: REPLICATION SLAVE to stream
-// binlogs; BINLOG MONITOR (REPLICATION CLIENT) for SHOW MASTER STATUS and
-// SHOW BINARY LOGS; BINLOG ADMIN to purge; RELOAD, PROCESS and LOCK TABLES for
-// mariadb-backup and FLUSH; SELECT, SHOW VIEW, EVENT and TRIGGER for logical
-// dumps. BINLOG MONITOR and BINLOG ADMIN exist since MariaDB 10.5.
-const pitrGrants = "REPLICATION SLAVE, BINLOG MONITOR, BINLOG ADMIN, RELOAD, PROCESS, LOCK TABLES, SELECT, SHOW VIEW, EVENT, TRIGGER"
+// binlogs; BINLOG MONITOR for SHOW BINARY LOGS and SHOW MASTER STATUS;
+// SELECT, SHOW VIEW, TRIGGER and EVENT to dump tables, views, triggers and
+// events; RELOAD for FLUSH TABLES WITH READ LOCK and mariadb-backup's
+// BACKUP STAGE; PROCESS for mariadb-backup. BINLOG MONITOR exists since
+// MariaDB 10.5. The preflight package's tests keep this list equal to the
+// documented one.
+const pitrGrants = "REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT, RELOAD, PROCESS"
 
 // Defaults for MariaDBOptions fields left at their zero value.
 const (

@@ -219,8 +219,8 @@ func TestMariaDBPitrUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	// What a binlog streamer and mariadb-backup run as this user.
-	for _, q := range []string{"SHOW MASTER STATUS", "SHOW BINARY LOGS", "FLUSH BINARY LOGS", "SELECT COUNT(*) FROM mysql.user"} {
+	// What a binlog streamer, a logical snapshot and mariadb-backup run as this user.
+	for _, q := range []string{"SHOW MASTER STATUS", "SHOW BINARY LOGS", "FLUSH TABLES WITH READ LOCK", "UNLOCK TABLES", "SELECT COUNT(*) FROM mysql.user"} {
 		rows, err := db.QueryContext(t.Context(), q)
 		if err != nil {
 			t.Errorf("%s as %s: %v", q, PitrUser, err)
