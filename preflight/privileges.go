@@ -72,8 +72,10 @@ func (r Role) title() string {
 type Requirement struct {
 	// Privilege is the name GRANT takes.
 	Privilege string
-	// Also lists privileges that serve instead (SUPER, mostly); the
-	// preflight accepts them, the grants command never suggests them.
+	// Also lists privileges that serve instead (MySQL's deprecated SUPER,
+	// mostly); the preflight accepts them, the grants command never
+	// suggests them. On MariaDB SUPER is not accepted in their place: 10.11
+	// still lets it serve for some, but releases since split it further.
 	Also []string
 	// On is where it is needed: Global (*.*) or one table.
 	On Object
@@ -132,7 +134,7 @@ const grantWhy = "grant the snapshot's accounts their privileges (it must also h
 var mariadbRequirements = map[Role][]Requirement{
 	Streamer: {
 		{Privilege: "REPLICATION SLAVE", On: Global, Why: "stream the binlog as a replica"},
-		{Privilege: "BINLOG MONITOR", Also: []string{"SUPER"}, On: Global, Why: "list the server's binlog files (SHOW BINARY LOGS)"},
+		{Privilege: "BINLOG MONITOR", On: Global, Why: "list the server's binlog files (SHOW BINARY LOGS)"},
 	},
 	Logical: {
 		{Privilege: "SELECT", On: Global, Why: "see every database and read its tables, and the accounts and routines in the mysql schema"},
@@ -140,12 +142,12 @@ var mariadbRequirements = map[Role][]Requirement{
 		{Privilege: "TRIGGER", On: Global, Why: "see and read triggers (without it they are silently left out)"},
 		{Privilege: "EVENT", On: Global, Why: "see and read events (without it they are silently left out)"},
 		{Privilege: "RELOAD", On: Global, Why: "block commits for an instant while the snapshot's position is taken (FLUSH TABLES WITH READ LOCK)"},
-		{Privilege: "BINLOG MONITOR", Also: []string{"SUPER"}, On: Global, Why: "read the snapshot's binlog position (SHOW MASTER STATUS)"},
+		{Privilege: "BINLOG MONITOR", On: Global, Why: "read the snapshot's binlog position (SHOW MASTER STATUS)"},
 	},
 	Physical: {
 		{Privilege: "RELOAD", On: Global, Why: "take mariadb-backup's backup locks (BACKUP STAGE)"},
 		{Privilege: "PROCESS", On: Global, Why: "let mariadb-backup read InnoDB's state (it refuses to start without it)"},
-		{Privilege: "BINLOG MONITOR", Also: []string{"SUPER"}, On: Global, Why: "let mariadb-backup read the snapshot's binlog position (SHOW MASTER STATUS)"},
+		{Privilege: "BINLOG MONITOR", On: Global, Why: "let mariadb-backup read the snapshot's binlog position (SHOW MASTER STATUS)"},
 	},
 	Restore: {
 		{Privilege: "CREATE", On: Global, Why: "create the databases and tables"},
@@ -155,18 +157,18 @@ var mariadbRequirements = map[Role][]Requirement{
 		{Privilege: "SUPER", On: Global, When: UntrustedFunctionCreators, Why: "create stored functions"},
 		{Privilege: "TRIGGER", On: Global, Why: "create triggers"},
 		{Privilege: "EVENT", On: Global, Why: "create events"},
-		{Privilege: "SET USER", Also: []string{"SUPER"}, On: Global, Why: "create views, routines, triggers and events with their original DEFINER"},
+		{Privilege: "SET USER", On: Global, Why: "create views, routines, triggers and events with their original DEFINER"},
 		{Privilege: "CREATE USER", On: Global, Why: "create the snapshot's accounts and roles"},
 		{Privilege: "UPDATE", On: Global, Why: "replay the snapshot's GRANT … IDENTIFIED BY PASSWORD lines (they update the mysql schema)"},
 		{Privilege: "SELECT", On: Global, Why: grantWhy},
 		{Privilege: "GRANT OPTION", On: Global, Why: grantWhy},
-		{Privilege: "BINLOG ADMIN", Also: []string{"SUPER"}, On: Global, Why: "keep the load out of the server's binlog (SET sql_log_bin=0), whose own GTIDs would otherwise clash with the replayed ones"},
+		{Privilege: "BINLOG ADMIN", On: Global, Why: "keep the load out of the server's binlog (SET sql_log_bin=0), whose own GTIDs would otherwise clash with the replayed ones"},
 		{Privilege: "DROP", On: Global, Why: "replay the binlog's DROP and TRUNCATE statements with --replay mysqlbinlog"},
 		{Privilege: "ALTER", On: Global, Why: "replay the binlog's ALTER and RENAME statements with --replay mysqlbinlog"},
 		{Privilege: "INDEX", On: Global, Why: "replay the binlog's CREATE INDEX statements with --replay mysqlbinlog"},
-		{Privilege: "BINLOG REPLAY", Also: []string{"SUPER"}, On: Global, Why: "apply the binlog's row events with --replay mysqlbinlog (BINLOG statements)"},
-		{Privilege: "REPLICATION SLAVE ADMIN", Also: []string{"SUPER"}, On: Global, Why: "replay the binlog by replication (CHANGE MASTER, START SLAVE) and set gtid_slave_pos"},
-		{Privilege: "SLAVE MONITOR", Also: []string{"SUPER"}, On: Global, Why: "follow the replay (SHOW SLAVE STATUS)"},
+		{Privilege: "BINLOG REPLAY", On: Global, Why: "apply the binlog's row events with --replay mysqlbinlog (BINLOG statements)"},
+		{Privilege: "REPLICATION SLAVE ADMIN", On: Global, Why: "replay the binlog by replication (CHANGE MASTER, START SLAVE) and set gtid_slave_pos"},
+		{Privilege: "SLAVE MONITOR", On: Global, Why: "follow the replay (SHOW SLAVE STATUS)"},
 		{Privilege: "RELOAD", On: Global, Why: "remove the replay's replication settings afterwards (RESET SLAVE ALL)"},
 	},
 }
@@ -228,9 +230,10 @@ func aliases(f binlog.Flavor) map[string]string {
 	// MariaDB 10.5 renamed REPLICATION CLIENT to BINLOG MONITOR and added
 	// REPLICA spellings.
 	return map[string]string{
-		"REPLICATION CLIENT":  "BINLOG MONITOR",
-		"REPLICA MONITOR":     "SLAVE MONITOR",
-		"REPLICATION REPLICA": "REPLICATION SLAVE",
+		"REPLICATION CLIENT":        "BINLOG MONITOR",
+		"REPLICA MONITOR":           "SLAVE MONITOR",
+		"REPLICATION REPLICA":       "REPLICATION SLAVE",
+		"REPLICATION REPLICA ADMIN": "REPLICATION SLAVE ADMIN",
 	}
 }
 
