@@ -48,7 +48,10 @@ type Agent struct {
 	// Listen is the HTTP address; empty disables the server.
 	Listen string
 	// Holder identifies this agent in the archive's lease (host or pod name).
-	Holder   string
+	Holder string
+	// Check, if set, runs before anything else starts (the account's
+	// privileges, say); its error stops the agent.
+	Check    func(ctx context.Context) error
 	LeaseTTL time.Duration
 	Logger   *slog.Logger
 
@@ -83,6 +86,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		addr := ln.Addr().String()
 		a.addr.Store(&addr)
+	}
+	if a.Check != nil {
+		if err := a.Check(ctx); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 	}
 	lease, err := a.acquire(ctx)
 	if err != nil {

@@ -57,6 +57,9 @@ type Scheduler struct {
 	Retention retention.Policy
 	// Grace protects unfinished objects from retention (0: retention.DefaultGrace).
 	Grace time.Duration
+	// Check, if set, runs before each snapshot (the account's privileges,
+	// say); its error fails the attempt.
+	Check func(ctx context.Context) error
 
 	RetryInitial time.Duration
 	RetryMax     time.Duration
@@ -307,6 +310,11 @@ func (s *Scheduler) TakeSnapshot(ctx context.Context) (*catalog.Manifest, error)
 }
 
 func (s *Scheduler) take(ctx context.Context) (*catalog.Manifest, error) {
+	if s.Check != nil {
+		if err := s.Check(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var tl catalog.TimelineID
 	if s.Timeline != nil {
 		if tl = s.Timeline(); tl == 0 {

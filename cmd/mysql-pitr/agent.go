@@ -20,6 +20,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/drill"
+	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
@@ -212,6 +213,12 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
 		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent")}
+	a.Check = agentPreflight(s, o.schedule != "", o.snapMethod)
+	if sched != nil {
+		sched.Check = func(ctx context.Context) error {
+			return preflight.Check(ctx, src.DB(), "", preflight.SnapshotRole(o.snapMethod))
+		}
+	}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
 		"listen", o.listen, "spool", spool.Dir(), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
 	err = a.Run(ctx)
@@ -219,6 +226,23 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Info("agent stopped")
 	}
 	return err
+}
+
+// agentPreflight waits for the server as the streamer does, then checks
+// the account's privileges for streaming and, with a schedule, for the
+// snapshot method.
+func agentPreflight(s *binlog.Streamer, scheduled bool, method string) func(context.Context) error {
+	roles := []preflight.Role{preflight.Streamer}
+	if scheduled {
+		roles = append(roles, preflight.SnapshotRole(method))
+	}
+	return func(ctx context.Context) error {
+		info, err := s.Preflight(ctx)
+		if err != nil {
+			return err
+		}
+		return preflight.Check(ctx, s.Source.DB(), info.Flavor, roles...)
+	}
 }
 
 // driverLogger adapts the MySQL driver's logger to slog at debug level.

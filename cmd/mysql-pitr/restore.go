@@ -103,6 +103,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		datadir = "server " + opts.Target.Addr
+		if err := preflightTarget(ctx, opts.Target); err != nil {
+			return err
+		}
 	}
 	res, err := restore.Apply(ctx, p, opts)
 	progress.done()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 )
 
@@ -76,6 +77,18 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	src, err := binlog.NewSource(mcfg)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	info, err := src.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method)); err != nil {
+		return err
+	}
 	progress := newProgress(stderr, logger)
 	defer progress.done()
 	var m *catalog.Manifest
@@ -84,11 +97,6 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		m, err = snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: mcfg, Storage: st, Threads: o.threads,
 			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
 	case catalog.MethodPhysical:
-		src, serr := binlog.NewSource(mcfg)
-		if serr != nil {
-			return serr
-		}
-		defer src.Close()
 		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, Storage: st, Timeline: tl, Agent: o.agentID, Logger: logger})
 	}
 	if err != nil {
