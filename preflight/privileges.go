@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 )
 
 // Every difference between MySQL and MariaDB in what each role needs, how
@@ -47,7 +48,7 @@ func ParseRole(s string) ([]Role, error) {
 // SnapshotRole is the role of a snapshot method (catalog.MethodLogical or
 // catalog.MethodPhysical).
 func SnapshotRole(method string) Role {
-	if method == "physical" {
+	if method == catalog.MethodPhysical {
 		return Physical
 	}
 	return Logical
