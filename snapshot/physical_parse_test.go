@@ -391,3 +391,18 @@ func (s *physFailingStore) Put(ctx context.Context, key string, r io.Reader, opt
 	}
 	return s.Storage.Put(ctx, key, r, opts)
 }
+
+func TestRedactGrants(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"GRANT RELOAD ON *.* TO `pitr`@`%` IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'",
+			"GRANT RELOAD ON *.* TO `pitr`@`%` IDENTIFIED BY PASSWORD <redacted>"},
+		{"GRANT USAGE ON *.* TO `u`@`%` IDENTIFIED VIA ed25519 USING 'abcdef'", "GRANT USAGE ON *.* TO `u`@`%` IDENTIFIED VIA ed25519 USING <redacted>"},
+		{"CREATE USER x IDENTIFIED WITH caching_sha2_password AS '$A$005$xyz'", "CREATE USER x IDENTIFIED WITH caching_sha2_password AS <redacted>"},
+		{"[00] 2026-11-27 12:16:35 Connecting to server", "[00] 2026-11-27 12:16:35 Connecting to server"},
+	}
+	for _, tt := range tests {
+		if got := redactGrants(tt.in); got != tt.want {
+			t.Errorf("redactGrants(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -265,6 +265,7 @@ const (
 func (s *physStderr) line(t time.Time, line string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	line = redactGrants(line)
 	if len(line) > physStderrLineMax {
 		line = line[:physStderrLineMax] + "…"
 	}
@@ -310,6 +311,16 @@ func (s *physStderr) line(t time.Time, line string) {
 		}
 		return
 	}
+}
+
+// identifiedBy matches the credential a SHOW GRANTS line carries, which
+// mariadb-backup prints when it finds the account's privileges lacking.
+var identifiedBy = regexp.MustCompile(`(?i)(IDENTIFIED\s+(?:BY|VIA|WITH)\s+(?:PASSWORD\s+)?(?:\w+\s+(?:AS|USING)\s+)?)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)`)
+
+// redactGrants replaces password hashes and authentication strings in a
+// line of the tool's log: they must not reach our errors and logs.
+func redactGrants(line string) string {
+	return identifiedBy.ReplaceAllString(line, "${1}<redacted>")
 }
 
 // consume reads r line by line until EOF.
