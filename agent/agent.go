@@ -39,6 +39,12 @@ type Agent struct {
 	// Scheduler, if set, takes snapshots on a schedule and applies retention.
 	// Its Timeline is set to the streamer's when left nil.
 	Scheduler *schedule.Scheduler
+	// SnapshotNewTimelines makes the Scheduler take a snapshot as soon as
+	// the streamer begins a timeline (the first of an empty archive, or
+	// after a gap): until one exists on it, no restore reaches past the
+	// timeline's start, so waiting for the schedule would leave hours
+	// unrecoverable.
+	SnapshotNewTimelines bool
 	// Drills, if set, runs restore drills on a schedule. A failing drill
 	// shows in /status and /metrics, never in readiness.
 	Drills *schedule.Drills
@@ -149,11 +155,38 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.Scheduler.Timeline = func() catalog.TimelineID { return a.Streamer.Status().Timeline }
 		}
 		g.Go(func() error { return a.Scheduler.Run(gctx) })
+		if a.SnapshotNewTimelines {
+			g.Go(func() error { return a.watchTimelines(gctx) })
+		}
 	}
 	if a.Drills != nil {
 		g.Go(func() error { return a.Drills.Run(gctx) })
 	}
 	return g.Wait()
+}
+
+// timelinePoll is how often watchTimelines looks at the streamer.
+const timelinePoll = time.Second
+
+// watchTimelines pokes the scheduler for each timeline the streamer
+// begins, once the timeline's record is in storage (a snapshot taken
+// earlier could not be placed on it).
+func (a *Agent) watchTimelines(ctx context.Context) error {
+	t := time.NewTicker(timelinePoll)
+	defer t.Stop()
+	seen := 0
+	for {
+		st := a.Streamer.Status()
+		if st.TimelinesStarted > seen && st.Timeline != 0 && st.DurableTimeline == st.Timeline {
+			seen = st.TimelinesStarted
+			a.Scheduler.Poke("the archive began timeline " + st.Timeline.String() + ", which has no snapshot yet")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // acquire takes the lease, retrying while storage is unreachable.

@@ -274,6 +274,9 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 		return err
 	}
 	s.up.Poke()
+	s.mu.Lock()
+	s.timelinesBegun++
+	s.mu.Unlock()
 	if reason == catalog.ReasonFirst {
 		s.Logger.Info("archive started", "timeline", id.String(), "from", tl.Start.String())
 	} else {

@@ -65,20 +65,21 @@ type Streamer struct {
 	started chan struct{}
 	once    sync.Once
 
-	mu         sync.Mutex
-	w          *Writer
-	info       ServerInfo
-	timeline   catalog.TimelineID
-	lastTL     catalog.TimelineID
-	connected  bool
-	lastErr    string
-	warnings   []string
-	gaps       int
-	pauses     int
-	restoreID  string
-	handlerErr error
-	lagBytes   int64
-	lagSeconds float64
+	mu             sync.Mutex
+	w              *Writer
+	info           ServerInfo
+	timeline       catalog.TimelineID
+	lastTL         catalog.TimelineID
+	connected      bool
+	lastErr        string
+	warnings       []string
+	gaps           int
+	timelinesBegun int // timelines begun by this streamer
+	pauses         int
+	restoreID      string
+	handlerErr     error
+	lagBytes       int64
+	lagSeconds     float64
 }
 
 func (s *Streamer) init() {
@@ -141,10 +142,14 @@ type Status struct {
 	LagSeconds        float64            `json:"lag_seconds"`
 	SpoolBytes        int64              `json:"spool_bytes"`
 	GapsRecorded      int                `json:"gaps_recorded"`
-	SpoolFullPauses   int                `json:"spool_full_pauses"`
-	LastError         string             `json:"last_error,omitempty"`
-	UploadError       string             `json:"upload_error,omitempty"`
-	Warnings          []string           `json:"warnings,omitempty"`
+	// TimelinesStarted counts the timelines this streamer began (the first
+	// of an empty archive, and every gap): each needs a snapshot on it
+	// before restores can reach past its start.
+	TimelinesStarted int      `json:"timelines_started"`
+	SpoolFullPauses  int      `json:"spool_full_pauses"`
+	LastError        string   `json:"last_error,omitempty"`
+	UploadError      string   `json:"upload_error,omitempty"`
+	Warnings         []string `json:"warnings,omitempty"`
 }
 
 // Status returns the current state.
@@ -152,7 +157,7 @@ func (s *Streamer) Status() Status {
 	s.init()
 	s.mu.Lock()
 	st := Status{Connected: s.connected, Flavor: s.info.Flavor, ServerVersion: s.info.Version, Timeline: s.timeline,
-		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, SpoolFullPauses: s.pauses, LagBytes: s.lagBytes}
+		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, TimelinesStarted: s.timelinesBegun, SpoolFullPauses: s.pauses, LagBytes: s.lagBytes}
 	st.LagSeconds = s.lagSeconds
 	w := s.w
 	s.mu.Unlock()

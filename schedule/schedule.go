@@ -77,6 +77,7 @@ type Scheduler struct {
 	running sync.Mutex // held while a snapshot (and its prune) runs
 	mu      sync.Mutex
 	status  Status
+	pokes   chan string
 }
 
 // Status is the scheduler's state, as the agent's /status shows it.
@@ -102,6 +103,10 @@ type Status struct {
 	Skipped             int `json:"skipped"`
 	// LastPrune is the outcome of the last retention run.
 	LastPrune *PruneStatus `json:"last_prune,omitempty"`
+	// Unscheduled counts snapshots taken out of schedule by Poke;
+	// LastPokeReason says why the last was asked for.
+	Unscheduled    int    `json:"unscheduled"`
+	LastPokeReason string `json:"last_poke_reason,omitempty"`
 }
 
 // PruneStatus is the outcome of a retention run.
@@ -160,7 +165,26 @@ func (s *Scheduler) update(f func(*Status)) {
 	f(&s.status)
 }
 
-// Run takes snapshots as the schedule falls due until ctx ends.
+// Poke asks Run for a snapshot now, outside the schedule, and says why
+// (for the log). Pokes that arrive while one is pending are merged.
+func (s *Scheduler) Poke(reason string) {
+	select {
+	case s.pokeChan() <- reason:
+	default:
+	}
+}
+
+func (s *Scheduler) pokeChan() chan string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pokes == nil {
+		s.pokes = make(chan string, 1)
+	}
+	return s.pokes
+}
+
+// Run takes snapshots as the schedule falls due, and when poked, until ctx
+// ends.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -177,8 +201,19 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if s.Metrics != nil {
 			s.Metrics.NextRun.Set(float64(next.Unix()))
 		}
-		if !sleepUntil(ctx, next) {
+		due, reason := s.wait(ctx, next)
+		switch {
+		case ctx.Err() != nil:
 			return nil
+		case !due:
+			s.log().Info("taking a snapshot outside the schedule", "reason", reason)
+			s.update(func(st *Status) { st.Unscheduled++; st.LastPokeReason = reason })
+			s.runDue(ctx, sched)
+			if ctx.Err() != nil {
+				return nil
+			}
+			next = sched.Next(time.Now())
+			continue
 		}
 		s.runDue(ctx, sched)
 		if ctx.Err() != nil {
@@ -242,6 +277,21 @@ func (s *Scheduler) runDue(ctx context.Context, sched cron.Schedule) {
 			return
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// wait sleeps until t (due) or a poke (not due, with its reason), or until
+// ctx ends.
+func (s *Scheduler) wait(ctx context.Context, t time.Time) (due bool, reason string) {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false, ""
+	case <-timer.C:
+		return true, ""
+	case reason := <-s.pokeChan():
+		return false, reason
 	}
 }
 

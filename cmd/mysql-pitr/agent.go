@@ -44,6 +44,7 @@ type agentOptions struct {
 	datadir        string
 	compact        time.Duration
 	schedule       string
+	snapOnTimeline bool
 	snapMethod     string
 	snapThreads    int
 	retention      retentionFlags
@@ -72,6 +73,8 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.datadir, "datadir", "", "the server's datadir as this agent sees it (optional): a restore marker there starts a new archive timeline")
 	fs.StringVar(&o.schedule, "schedule", "", `take snapshots on this schedule: a 5-field cron expression ("0 3 * * *") or "@every 6h", `+
 		"in UTC unless prefixed with CRON_TZ=Zone (empty: no scheduled snapshots)")
+	fs.BoolVar(&o.snapOnTimeline, "snapshot-new-timelines", true, "with --schedule, take a snapshot at once when the archive begins a timeline (the first, or after a gap), "+
+		"instead of leaving the time until the next scheduled one unrecoverable")
 	fs.StringVar(&o.snapMethod, "snapshot-method", catalog.MethodLogical, "method of scheduled snapshots: logical or physical")
 	fs.IntVar(&o.snapThreads, "snapshot-threads", runtime.NumCPU(), "parallel connections of a scheduled logical snapshot (the tool's --parallel for physical)")
 	o.retention.register(fs)
@@ -212,7 +215,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				Threads: o.drillThreads, Host: o.agentID}}
 	}
 	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
-		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent")}
+		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent"), SnapshotNewTimelines: o.snapOnTimeline}
 	a.Check = agentPreflight(s, o.schedule != "", o.snapMethod)
 	if sched != nil {
 		sched.Check = func(ctx context.Context) error {

@@ -223,3 +223,90 @@ func TestScheduledSnapshotSurvivesSIGKILL(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotOnNewTimeline: an agent whose schedule is far off takes a
+// snapshot as soon as the archive begins a timeline (the first one, and
+// the one after a purge made a gap), so each timeline has a recoverable
+// window at once; with --snapshot-new-timelines=false it waits.
+func TestSnapshotOnNewTimeline(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	root := t.TempDir()
+	storageURL := "file://" + root
+	env := []string{"MYSQL_PITR_PASSWORD=" + db.PitrPassword()}
+	args := []string{"--dsn", fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port()), "--storage", storageURL,
+		"--spool-dir", t.TempDir(), "--agent-id", "sidecar-0", "--flush-interval", "100ms",
+		"--schedule", "0 3 1 1 *", "--snapshot-threads", "1"}
+	db.Exec(t, "CREATE DATABASE app")
+	db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")
+	db.Exec(t, "INSERT INTO app.t (v) VALUES (1)")
+
+	// windows returns the timelines that have a recoverable window.
+	windows := func() map[uint32]bool {
+		out, errs, code := runCLI(t, t.Context(), "list", "--storage", storageURL, "--json")
+		if code != 0 {
+			t.Fatalf("list: exit %d: %s", code, errs)
+		}
+		var doc struct {
+			Windows []struct {
+				Timeline uint32 `json:"timeline"`
+			} `json:"windows"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("list --json: %v", err)
+		}
+		w := map[uint32]bool{}
+		for _, x := range doc.Windows {
+			w[x.Timeline] = true
+		}
+		return w
+	}
+	waitWindow := func(a *agentProc, tl uint32) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			if windows()[tl] {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("no window on timeline %d within 60 s; agent log:\n%s", tl, a.logs())
+	}
+
+	a := startAgent(t, env, args...)
+	a.waitReady(30 * time.Second)
+	waitWindow(a, 1)
+	if err := a.signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("agent exit: %v", err)
+	}
+
+	// A gap: the binlog the archive would continue from is purged while
+	// the agent is down.
+	db.Exec(t, "INSERT INTO app.t (v) VALUES (2)")
+	db.Exec(t, "FLUSH BINARY LOGS")
+	purgeAll(t, db)
+	db.Exec(t, "INSERT INTO app.t (v) VALUES (3)")
+
+	a = startAgent(t, env, args...)
+	a.waitReady(30 * time.Second)
+	waitWindow(a, 2)
+	if !strings.Contains(a.logs(), "taking a snapshot outside the schedule") {
+		t.Errorf("the agent's log does not say why it took the snapshot:\n%s", a.logs())
+	}
+	if err := a.signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("agent exit: %v", err)
+	}
+
+	// Switched off: a third timeline gets no snapshot of its own.
+	db.Exec(t, "FLUSH BINARY LOGS")
+	purgeAll(t, db)
+	a = startAgent(t, env, append(args, "--snapshot-new-timelines=false")...)
+	a.waitReady(30 * time.Second)
+	a.waitDurable(db, 30*time.Second)
+	time.Sleep(3 * time.Second)
+	if w := windows(); w[3] {
+		t.Errorf("a snapshot was taken on timeline 3 with --snapshot-new-timelines=false: windows %v", w)
+	}
+	if err := a.signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("agent exit: %v", err)
+	}
+}
