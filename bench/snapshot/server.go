@@ -110,6 +110,8 @@ func (b sysbench) prepare(ctx context.Context, s *server, threads int, logPath s
 type dataset struct {
 	Bytes int64 // SUM(data_length + index_length)
 	Rows  int64 // exact, from COUNT(*)
+	// Sums are CHECKSUM TABLE of each table: every load must reproduce them.
+	Sums map[string]string
 }
 
 func (s *server) measureDataset(ctx context.Context, tables int) (dataset, error) {
@@ -125,12 +127,30 @@ func (s *server) measureDataset(ctx context.Context, tables int) (dataset, error
 		return d, err
 	}
 	d.Rows = n
+	if d.Sums, err = s.checksums(ctx, tables); err != nil {
+		return d, err
+	}
 	err = s.db.QueryRowContext(ctx, "SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = ?",
 		sysbenchDB).Scan(&d.Bytes)
 	if err != nil {
 		return d, fmt.Errorf("size of %s: %w", sysbenchDB, err)
 	}
 	return d, nil
+}
+
+// checksums returns CHECKSUM TABLE of each sysbench table.
+func (s *server) checksums(ctx context.Context, tables int) (map[string]string, error) {
+	sums := map[string]string{}
+	for i := 1; i <= tables; i++ {
+		t := fmt.Sprintf("%s.sbtest%d", sysbenchDB, i)
+		var name string
+		var sum sql.NullString
+		if err := s.db.QueryRowContext(ctx, "CHECKSUM TABLE "+t).Scan(&name, &sum); err != nil {
+			return nil, fmt.Errorf("checksum %s: %w", t, err)
+		}
+		sums[t] = sum.String
+	}
+	return sums, nil
 }
 
 // countRows counts the rows of the sysbench tables exactly.

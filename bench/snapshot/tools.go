@@ -239,6 +239,17 @@ func (b *bench) runLoad(ctx context.Context, dir, tool, input string) toolRun {
 	} else if n != b.ds.Rows {
 		r.Err = fmt.Errorf("the target holds %d rows, the dump %d", n, b.ds.Rows)
 	}
+	if r.Err != nil {
+		return r
+	}
+	// Not timed: the loaded tables must equal the source's, row for row.
+	sums, err := dst.checksums(ctx, b.cfg.tables)
+	switch {
+	case err != nil:
+		r.Err = err
+	case fmt.Sprint(sums) != fmt.Sprint(b.ds.Sums):
+		r.Err = fmt.Errorf("loaded tables differ from the source: CHECKSUM TABLE %v, source %v", sums, b.ds.Sums)
+	}
 	return r
 }
 
