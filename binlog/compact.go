@@ -145,8 +145,9 @@ func (c *Compactor) merge(ctx context.Context, segs []*catalog.Segment) error {
 	rec.Start, rec.Prev = first.Start, first.Prev
 	rec.Events, rec.Transactions = 0, 0
 	rec.FirstEventTime, rec.FirstCommitTime, rec.FirstGTID = first.FirstEventTime, time.Time{}, ""
-	rec.LastCommitTime, rec.LastGTID = time.Time{}, ""
+	rec.LastCommitTime, rec.LastGTID, rec.GTIDs = time.Time{}, "", nil
 	for _, s := range segs {
+		rec.GTIDs = catalog.MergeGTIDRanges(rec.GTIDs, s.GTIDs)
 		rec.Events += s.Events
 		rec.Transactions += s.Transactions
 		if rec.FirstCommitTime.IsZero() {

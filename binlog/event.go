@@ -9,6 +9,8 @@ import (
 	"hash/crc32"
 	"strings"
 	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 )
 
 // HeaderSize is the length of a v4 binlog event header.
@@ -214,6 +216,37 @@ func (g GTID) String() string {
 		return fmt.Sprintf("%s:%d", s, g.Seq)
 	}
 	return fmt.Sprintf("%d-%d-%d", g.Domain, g.ServerID, g.Seq)
+}
+
+// Catalog returns the GTID in the archive format's notation.
+func (g GTID) Catalog() catalog.GTID {
+	if g.MySQL {
+		u := g.String()
+		return catalog.GTID{MySQL: true, UUID: u[:36], Tag: g.Tag, Seq: g.Seq}
+	}
+	return catalog.GTID{Domain: g.Domain, Server: g.ServerID, Seq: g.Seq}
+}
+
+// EventGTID returns the GTID that the event (header included) opens a
+// transaction with: a MariaDB GTID event or a MySQL Gtid event. ok is false
+// for every other event, and for MySQL's anonymous and tagged GTIDs, which
+// carry no number to follow. It needs no format description: the fields it
+// reads come first in the event's body.
+func EventGTID(ev []byte) (g GTID, ok bool, err error) {
+	h, err := ParseHeader(ev)
+	if err != nil {
+		return GTID{}, false, err
+	}
+	var f Format
+	switch h.Type {
+	case MariaDBGTIDEvent:
+		gi, err := f.parseMariaDBGTID(h, ev)
+		return gi.GTID, err == nil, err
+	case GTIDEvent:
+		gi, err := f.parseMySQLGTID(h, ev)
+		return gi.GTID, err == nil, err
+	}
+	return GTID{}, false, nil
 }
 
 // gtidInfo is what a transaction's opening GTID event tells.

@@ -75,7 +75,7 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	if last == nil {
 		// A timeline was begun but nothing archived in it yet.
 		if size, ok := logSize(logs, tlRec.Start.File); ok && size >= tlRec.Start.Pos {
-			return s.useWriter(lastTL, func(w *Writer) error { return w.StartAt(tlRec.Start, nil) })
+			return s.useWriter(lastTL, tlRec.UID, func(w *Writer) error { return w.StartAt(tlRec.Start, nil) })
 		}
 		return s.startNewTimeline(ctx, info, catalog.ReasonPurged,
 			fmt.Sprintf("timeline %s starts at %s, which the server no longer has", lastTL, tlRec.Start))
@@ -84,7 +84,7 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 		return s.startNewTimelineAfter(ctx, info, reason, detail, &catalog.Position{File: last.File, Pos: last.End}, logs)
 	}
 	s.Logger.Info("resuming archive", "timeline", lastTL.String(), "after", catalog.Position{File: last.File, Pos: last.End}.String())
-	return s.useWriter(lastTL, func(w *Writer) error { return w.ResumeAfter(last) })
+	return s.useWriter(lastTL, tlRec.UID, func(w *Writer) error { return w.ResumeAfter(last) })
 }
 
 // loadTail reads the archive's end, retrying while storage is unreachable.
@@ -258,7 +258,7 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 	id := parent + 1
 	s.mu.Unlock()
 	tl := &catalog.Timeline{
-		ID: id, Reason: reason, Detail: detail, Start: catalog.Position{File: logs[0].Name, Pos: FirstEventPos},
+		ID: id, UID: catalog.NewTimelineUID(), Reason: reason, Detail: detail, Start: catalog.Position{File: logs[0].Name, Pos: FirstEventPos},
 		RestoreID: s.restoreID,
 		Flavor:    string(info.Flavor), ServerVersion: info.Version, ServerID: info.ServerID, ServerUUID: info.UUID,
 		GTIDState: info.GTIDState, Created: time.Now().UTC(), Agent: s.Agent,
@@ -292,7 +292,7 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 	s.mu.Lock()
 	s.lastTL = id
 	s.mu.Unlock()
-	return s.useWriter(id, func(w *Writer) error { return w.StartAt(tl.Start, nil) })
+	return s.useWriter(id, tl.UID, func(w *Writer) error { return w.StartAt(tl.Start, nil) })
 }
 
 // missingFiles names the binlog files between the archive's end and the
@@ -312,8 +312,8 @@ func missingFiles(end catalog.Position, oldest string) []string {
 	return out
 }
 
-func (s *Streamer) useWriter(tl catalog.TimelineID, position func(*Writer) error) error {
-	w, err := NewWriter(WriterConfig{Spool: s.Spool, Timeline: tl, MaxSegment: s.MaxSegment, OnSeal: func(*catalog.Segment) { s.up.Poke() }})
+func (s *Streamer) useWriter(tl catalog.TimelineID, uid string, position func(*Writer) error) error {
+	w, err := NewWriter(WriterConfig{Spool: s.Spool, Timeline: tl, TimelineUID: uid, MaxSegment: s.MaxSegment, OnSeal: func(*catalog.Segment) { s.up.Poke() }})
 	if err != nil {
 		return err
 	}

@@ -38,11 +38,12 @@ var ErrStreamHole = errors.New("replication stream skipped bytes")
 // ended. It is safe for concurrent use (Handle from the stream, Flush from a
 // timer).
 type Writer struct {
-	spool      *Spool
-	timeline   catalog.TimelineID
-	maxSegment int64
-	onSeal     func(*catalog.Segment)
-	now        func() time.Time
+	spool       *Spool
+	timeline    catalog.TimelineID
+	timelineUID string
+	maxSegment  int64
+	onSeal      func(*catalog.Segment)
+	now         func() time.Time
 
 	mu      sync.Mutex
 	file    string
@@ -71,6 +72,8 @@ type openSegment struct {
 type WriterConfig struct {
 	Spool    *Spool
 	Timeline catalog.TimelineID
+	// TimelineUID is the timeline record's UID, stamped on every segment.
+	TimelineUID string
 	// MaxSegment is the uncompressed size that seals a segment (default DefaultMaxSegment).
 	MaxSegment int64
 	// OnSeal is called (with the writer's lock held) after each segment is sealed.
@@ -83,7 +86,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.MaxSegment <= 0 {
 		cfg.MaxSegment = DefaultMaxSegment
 	}
-	return &Writer{spool: cfg.Spool, timeline: cfg.Timeline, maxSegment: cfg.MaxSegment,
+	return &Writer{spool: cfg.Spool, timeline: cfg.Timeline, timelineUID: cfg.TimelineUID, maxSegment: cfg.MaxSegment,
 		onSeal: cfg.OnSeal, now: time.Now}, nil
 }
 
@@ -268,6 +271,11 @@ func (w *Writer) Handle(ev []byte) error {
 	}
 	r.LastEventTime = t
 	r.LastEvent = ref
+	if h.Type == MariaDBGTIDEvent || h.Type == GTIDEvent {
+		if g, ok, _ := EventGTID(ev); ok {
+			r.GTIDs = catalog.AddGTID(r.GTIDs, g.Catalog())
+		}
+	}
 	if tx != nil {
 		r.Transactions++
 		if r.FirstCommitTime.IsZero() {
@@ -336,7 +344,7 @@ func (w *Writer) openSegmentLocked(start uint64) error {
 		return err
 	}
 	w.seg = &openSegment{f: f, w: bufio.NewWriterSize(f, 256<<10), sha: sha256.New(), rec: catalog.Segment{
-		Timeline: w.timeline, File: w.file, FileNum: w.fileNum, Start: start, End: start,
+		Timeline: w.timeline, TimelineUID: w.timelineUID, File: w.file, FileNum: w.fileNum, Start: start, End: start,
 		ServerVersion: w.format.ServerVersion,
 	}}
 	if start == FirstEventPos && w.prevEnd != nil {

@@ -3,7 +3,9 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -29,6 +31,9 @@ type TimelineState struct {
 // Archive is everything the binlog archive holds.
 type Archive struct {
 	Timelines []*TimelineState
+	// Issues are the objects a lenient Load left out of the archive, and why
+	// (always empty after a strict Load, which fails on the first instead).
+	Issues []Issue
 }
 
 // Last returns the newest timeline, or nil when the archive is empty.
@@ -62,9 +67,7 @@ func (t *TimelineState) Holes() []Hole {
 	var holes []Hole
 	for i := 1; i < len(t.Segments); i++ {
 		p, s := t.Segments[i-1], t.Segments[i]
-		contiguous := (p.FileNum == s.FileNum && p.End == s.Start) ||
-			(s.FileNum > p.FileNum && s.Start == 4 && s.Prev != nil && *s.Prev == Position{p.File, p.End})
-		if !contiguous {
+		if !continues(p, s) {
 			holes = append(holes, Hole{After: Position{p.File, p.End}, Before: Position{s.File, s.Start}})
 		}
 	}
@@ -89,6 +92,13 @@ type LoadOptions struct {
 	Timeline TimelineID
 	// Concurrency bounds parallel reads of index records (default 16).
 	Concurrency int
+	// Lenient makes Load leave out, and report in Archive.Issues, what a
+	// strict Load fails on or takes on trust: unreadable or inconsistent
+	// records, records of another archive (timeline UID), index records
+	// whose data object is missing or of another size than recorded, and
+	// keys under binlog/ that do not parse. Timelines then hold only the
+	// segments that can be used, so Holes shows where the others were.
+	Lenient bool
 }
 
 // Load lists the binlog archive and reads every timeline and index record.
@@ -106,12 +116,14 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		hasPruned bool
 		records   []SegmentRef
 		data      map[SegmentRef]string
+		sizes     map[SegmentRef]int64
 	}
+	a := &Archive{}
 	byTL := map[TimelineID]*tlKeys{}
 	get := func(id TimelineID) *tlKeys {
 		k := byTL[id]
 		if k == nil {
-			k = &tlKeys{data: map[SegmentRef]string{}}
+			k = &tlKeys{data: map[SegmentRef]string{}, sizes: map[SegmentRef]int64{}}
 			byTL[id] = k
 		}
 		return k
@@ -127,13 +139,18 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		}
 		ref, isRecord, err := ParseSegmentKey(o.Key)
 		if err != nil {
-			continue // not ours: ignored, never deleted
+			// Not ours: ignored, never deleted.
+			if opts.Lenient {
+				a.Issues = append(a.Issues, Issue{Key: o.Key, Kind: IssueForeign, Detail: "the key does not parse as this archive's layout"})
+			}
+			continue
 		}
 		k := get(ref.Timeline)
 		if isRecord {
 			k.records = append(k.records, ref)
 		} else {
 			k.data[ref] = o.Key
+			k.sizes[ref] = o.Size
 		}
 	}
 	ids := make([]TimelineID, 0, len(byTL))
@@ -142,13 +159,26 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 
-	a := &Archive{}
+	var mu sync.Mutex
+	issue := func(key string, kind IssueKind, format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		a.Issues = append(a.Issues, Issue{Key: key, Kind: kind, Detail: fmt.Sprintf(format, args...)})
+	}
 	for _, id := range ids {
 		k := byTL[id]
 		ts := &TimelineState{}
 		if k.hasRecord {
-			if err := GetJSON(ctx, st, TimelineKey(id), &ts.Timeline); err != nil {
+			err := GetJSON(ctx, st, TimelineKey(id), &ts.Timeline)
+			if err == nil && ts.ID != id {
+				err = fmt.Errorf("timeline record %s describes timeline %s", TimelineKey(id), ts.ID)
+			}
+			if err != nil && (!opts.Lenient || ctx.Err() != nil) {
 				return nil, err
+			}
+			if err != nil {
+				issue(TimelineKey(id), IssueBadRecord, "%v", err)
+				ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is unreadable"}
 			}
 		} else {
 			// Segments without a timeline record: the record's upload was lost.
@@ -158,9 +188,13 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		if k.hasPruned {
 			var p Pruned
 			if err := GetJSON(ctx, st, PrunedKey(id), &p); err != nil {
-				return nil, err
+				if !opts.Lenient || ctx.Err() != nil {
+					return nil, err
+				}
+				issue(PrunedKey(id), IssueBadRecord, "%v", err)
+			} else {
+				ts.Pruned = &p
 			}
-			ts.Pruned = &p
 		}
 		segs := make([]*Segment, len(k.records))
 		g, gctx := errgroup.WithContext(ctx)
@@ -169,14 +203,47 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 			n = 16
 		}
 		g.SetLimit(n)
+		foreign := map[SegmentRef]bool{}
 		for i, ref := range k.records {
 			g.Go(func() error {
 				var s Segment
-				if err := GetJSON(gctx, st, ref.RecordKey(), &s); err != nil {
-					return err
+				err := GetJSON(gctx, st, ref.RecordKey(), &s)
+				if err == nil && s.Ref() != ref {
+					err = fmt.Errorf("index record %s describes %s", ref.RecordKey(), s.Ref().RecordKey())
 				}
-				if s.Ref() != ref {
-					return fmt.Errorf("index record %s describes %s", ref.RecordKey(), s.Ref().RecordKey())
+				if !opts.Lenient || err != nil && gctx.Err() != nil {
+					if err != nil {
+						return err
+					}
+					segs[i] = &s
+					return nil
+				}
+				if err == nil {
+					err = s.Validate()
+				}
+				if err != nil {
+					issue(ref.RecordKey(), IssueBadRecord, "%v", err)
+					return nil
+				}
+				if s.TimelineUID != "" && ts.UID != "" && s.TimelineUID != ts.UID {
+					mu.Lock()
+					foreign[ref] = true
+					mu.Unlock()
+					issue(ref.RecordKey(), IssueForeign, "index record of timeline uid %s filed under timeline %s (uid %s): it belongs to another archive",
+						s.TimelineUID, id, ts.UID)
+					return nil
+				}
+				size, ok := k.sizes[ref]
+				switch {
+				case !ok:
+					issue(ref.DataKey(), IssueMissing, "data object is missing (its index record %s exists)", ref.RecordKey())
+					return nil
+				case s.StoredSize > 0 && size < s.StoredSize:
+					issue(ref.DataKey(), IssueTruncated, "holds %d bytes, its index record says %d", size, s.StoredSize)
+					return nil
+				case s.StoredSize > 0 && size > s.StoredSize:
+					issue(ref.DataKey(), IssueCorrupt, "holds %d bytes, its index record says %d", size, s.StoredSize)
+					return nil
 				}
 				segs[i] = &s
 				return nil
@@ -185,15 +252,20 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		if err := g.Wait(); err != nil {
 			return nil, err
 		}
+		segs = slices.DeleteFunc(segs, func(s *Segment) bool { return s == nil })
 		ts.Segments = dropCovered(segs)
 		for ref, key := range k.data {
-			if !hasRecord(k.records, ref) {
+			switch {
+			case foreign[ref]:
+				issue(key, IssueForeign, "data of the foreign index record %s", ref.RecordKey())
+			case !hasRecord(k.records, ref):
 				ts.Orphans = append(ts.Orphans, key)
 			}
 		}
 		sort.Strings(ts.Orphans)
 		a.Timelines = append(a.Timelines, ts)
 	}
+	sort.SliceStable(a.Issues, func(i, j int) bool { return a.Issues[i].Key < a.Issues[j].Key })
 	return a, nil
 }
 
@@ -297,7 +369,10 @@ type Gap struct {
 	FromTime time.Time      `json:"from_time,omitzero"`
 	ToTime   time.Time      `json:"to_time,omitzero"`
 	Missing  []string       `json:"missing,omitempty"`
-	Recorded time.Time      `json:"recorded"`
+	// MissingGTIDs are the GTIDs between the last ones archived on timeline
+	// After and the first ones on Before, per source both have.
+	MissingGTIDs []string  `json:"missing_gtids,omitempty"`
+	Recorded     time.Time `json:"recorded"`
 }
 
 // Gaps returns the breaks between consecutive timelines.
@@ -309,6 +384,7 @@ func (a *Archive) Gaps() []Gap {
 			To: t.Start, Missing: t.Missing, Recorded: t.Created}
 		g.FromTime = p.Coverage().ToTime
 		g.ToTime = t.Coverage().FromTime
+		g.MissingGTIDs = MissingBetween(p.LastGTIDs(), t.FirstGTIDs())
 		gaps = append(gaps, g)
 	}
 	return gaps

@@ -395,3 +395,65 @@ func TestLoadFindsWhatIsMissing(t *testing.T) {
 		}
 	})
 }
+
+// TestLoadLenient leaves out and names every object a strict Load fails on
+// or would take on trust, and keeps the rest of the timeline.
+func TestLoadLenient(t *testing.T) {
+	ctx := t.Context()
+	const uid, otherUID = "11111111111111111111111111111111", "22222222222222222222222222222222"
+	st := storagetest.NewMemory()
+	putTimeline(t, st, Timeline{ID: 1, UID: uid, Reason: ReasonFirst, Start: testPos(file1, 4), Created: testEpoch})
+	good := []*Segment{testSeg(file1, 4, 100), testSeg(file1, 100, 200), testSeg(file1, 200, 300), testSeg(file1, 300, 400), testSeg(file1, 400, 500)}
+	for _, s := range good {
+		s.TimelineUID = uid
+		putSegment(t, st, s.stored(int64(len("zstd bytes"))))
+	}
+	// 1. Another archive's segment, filed between ours.
+	foreign := testSeg(file1, 100, 150)
+	foreign.TimelineUID = otherUID
+	putSegment(t, st, foreign)
+	// 2. Data of [200,300) gone, 3. data of [300,400) cut short, 4. record of [400,500) unreadable.
+	if err := st.Delete(ctx, good[2].Ref().DataKey()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, good[3].Ref().DataKey(), strings.NewReader("zstd"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, good[4].Ref().RecordKey(), strings.NewReader("{not json"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// 5. A key that is not of this layout.
+	if _, err := st.Put(ctx, "binlog/000001/notes.txt", strings.NewReader("x"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := Load(ctx, st, LoadOptions{}); err == nil {
+		t.Fatal("a strict Load read the unreadable record without error")
+	}
+	a, err := Load(ctx, st, LoadOptions{Lenient: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, i := range a.Issues {
+		got = append(got, string(i.Kind)+" "+i.Key)
+	}
+	want := []string{
+		"foreign binlog/000001/0000000001/000000000100-000000000150.json",
+		"foreign binlog/000001/0000000001/000000000100-000000000150.zst",
+		"missing binlog/000001/0000000001/000000000200-000000000300.zst",
+		"truncated binlog/000001/0000000001/000000000300-000000000400.zst",
+		"bad_record binlog/000001/0000000001/000000000400-000000000500.json",
+		"foreign binlog/000001/notes.txt",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("issues (in key order):\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	tl := a.Timelines[0]
+	if got, want := rangesOf(tl.Segments), []string{"1:[4,100)", "1:[100,200)"}; !slices.Equal(got, want) {
+		t.Fatalf("usable segments %v, want %v (the foreign one must not cover or replace ours)", got, want)
+	}
+	if len(tl.Orphans) != 0 {
+		t.Errorf("orphans %v: the foreign data object is not an orphan of ours", tl.Orphans)
+	}
+}

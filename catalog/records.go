@@ -3,6 +3,8 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -58,6 +60,15 @@ type Segment struct {
 	// FirstGTID and LastGTID are those of the first and last completed transaction.
 	FirstGTID string `json:"first_gtid,omitempty"`
 	LastGTID  string `json:"last_gtid,omitempty"`
+	// GTIDs are the GTIDs of the transactions whose GTID event lies in the
+	// segment's bytes, one range per source (MariaDB domain, MySQL uuid) in
+	// order of first appearance. They let a reader judge the archive's
+	// continuity by transaction, not only by byte position.
+	GTIDs []GTIDRange `json:"gtids,omitempty"`
+	// TimelineUID is the UID of the timeline record the segment was written
+	// under; a record whose UID differs from its timeline's comes from
+	// another archive.
+	TimelineUID string `json:"timeline_uid,omitempty"`
 	// LastEvent locates the segment's last event and fingerprints its bytes,
 	// so a resumed stream can prove it continues the same file.
 	LastEvent EventRef `json:"last_event"`
@@ -132,7 +143,11 @@ const (
 // archive's gap marker: nothing connects its first byte to the previous
 // timeline's last one, and no recovery window crosses from one to the next.
 type Timeline struct {
-	ID     TimelineID     `json:"id"`
+	ID TimelineID `json:"id"`
+	// UID is random and unique to this timeline of this archive: segments and
+	// manifests carry it, so that objects copied in from another archive (whose
+	// timelines have the same small numbers) are told apart.
+	UID    string         `json:"uid,omitempty"`
 	Reason TimelineReason `json:"reason"`
 	// Detail is a human-readable account of the reason.
 	Detail string `json:"detail,omitempty"`
@@ -157,6 +172,13 @@ type Timeline struct {
 	Created   time.Time `json:"created"`
 	// Agent names the agent that began the timeline.
 	Agent string `json:"agent,omitempty"`
+}
+
+// NewTimelineUID returns a random UID for a new timeline.
+func NewTimelineUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // PutJSON stores v as indented JSON under key; with create it never overwrites.

@@ -88,6 +88,9 @@ type Manifest struct {
 	// Timeline is the archive timeline that was being written when the
 	// snapshot was taken (zero when unknown).
 	Timeline TimelineID `json:"timeline,omitempty"`
+	// TimelineUID is that timeline's UID (empty when unknown): a manifest
+	// whose UID differs from the timeline it names belongs to another archive.
+	TimelineUID string `json:"timeline_uid,omitempty"`
 	// ConsistentAt is the server's clock (UTC) when the position was read,
 	// with writes held: every transaction in the snapshot committed at or
 	// before it, so the snapshot can serve any restore target at or after it.
@@ -158,6 +161,20 @@ func (m *Manifest) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// TimelineUIDOf returns the UID recorded for timeline id, or "" when the
+// id is zero or its record cannot be read (not uploaded yet, or written
+// before timelines had UIDs): a manifest then carries no UID, as before.
+func TimelineUIDOf(ctx context.Context, st storage.Storage, id TimelineID) string {
+	if id == 0 {
+		return ""
+	}
+	var tl Timeline
+	if err := GetJSON(ctx, st, TimelineKey(id), &tl); err != nil {
+		return ""
+	}
+	return tl.UID
 }
 
 // WriteManifest stores the manifest, create-only: it is the snapshot's commit.

@@ -252,6 +252,7 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 		ConsistentAt:  point.at,
 		GTIDSet:       point.gtid,
 		Timeline:      opts.Timeline,
+		TimelineUID:   catalog.TimelineUIDOf(ctx, opts.Storage, opts.Timeline),
 		Started:       started,
 		WritesBlocked: point.blocked,
 		Objects:       d.objects,

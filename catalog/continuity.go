@@ -1,0 +1,183 @@
+package catalog
+
+import (
+	"fmt"
+	"strings"
+)
+
+// IssueKind says what is wrong with an object.
+type IssueKind string
+
+// Kinds of issue.
+const (
+	// IssueMissing: an object the archive needs is not there.
+	IssueMissing IssueKind = "missing"
+	// IssueTruncated: an object is shorter than recorded.
+	IssueTruncated IssueKind = "truncated"
+	// IssueCorrupt: an object's bytes do not match what was recorded.
+	IssueCorrupt IssueKind = "corrupt"
+	// IssueBadRecord: an index record, timeline record or manifest cannot be
+	// read or contradicts its key or its data.
+	IssueBadRecord IssueKind = "bad_record"
+	// IssueForeign: an object of another archive, or a key that is not of
+	// this archive's layout.
+	IssueForeign IssueKind = "foreign"
+)
+
+// Issue is one object that cannot be used, and why.
+type Issue struct {
+	Key    string    `json:"key"`
+	Kind   IssueKind `json:"kind"`
+	Detail string    `json:"detail"`
+}
+
+// String formats the issue as "KEY: kind: detail".
+func (i Issue) String() string { return fmt.Sprintf("%s: %s: %s", i.Key, i.Kind, i.Detail) }
+
+// Break is a place in a timeline where the archive does not continue: the
+// byte positions of consecutive segments do not meet (a hole), or a GTID
+// source's sequence does not go on by exactly one, or both.
+type Break struct {
+	Timeline TimelineID `json:"timeline"`
+	// After and Before are the index record keys of the segments on either
+	// side; After is the timeline (or prune) record's key for a break before
+	// the first segment.
+	After  string `json:"after"`
+	Before string `json:"before"`
+	// Hole is set when the byte positions break.
+	Hole *Hole `json:"hole,omitempty"`
+	// Missing are the GTIDs that should lie between the two segments and do
+	// not ("0-1-1041..0-1-1200"); Disorder describes sequences that go back
+	// or repeat.
+	Missing  []string `json:"missing_gtids,omitempty"`
+	Disorder []string `json:"gtid_disorder,omitempty"`
+}
+
+// String describes the break in one line.
+func (b Break) String() string {
+	var what []string
+	if len(b.Missing) > 0 {
+		what = append(what, "GTIDs "+strings.Join(b.Missing, ", ")+" missing")
+	}
+	what = append(what, b.Disorder...)
+	if b.Hole != nil {
+		what = append(what, fmt.Sprintf("binlog %s..%s missing", b.Hole.After, b.Hole.Before))
+	}
+	return fmt.Sprintf("gap on timeline %s: %s between %s and %s", b.Timeline, strings.Join(what, "; "), b.After, b.Before)
+}
+
+// GTIDJump is a segment whose own GTID range says that its source's
+// sequence skips numbers inside it. A segment's bytes are one piece of the
+// server's binlog, checked against their SHA-256, so nothing of the archive
+// is missing there: the server wrote it so (gtid_seq_no set by hand,
+// replication filters, gtid_strict_mode off). It is reported, not counted as
+// damage.
+type GTIDJump struct {
+	Key   string    `json:"key"`
+	Range GTIDRange `json:"range"`
+}
+
+// Breaks returns the places where the timeline's segments do not continue
+// one another, by byte position (as Holes) and by GTID: each source's
+// sequence must go on by exactly one from one segment to the next. Segments
+// whose records carry no GTID ranges are judged by position only. It also
+// returns the segments whose GTID ranges skip numbers inside them.
+func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
+	var out []Break
+	var jumps []GTIDJump
+	holes := t.Holes()
+	var seq GTIDSequence
+	if len(holes) > 0 && len(t.Segments) > 0 && holes[0].Before == (Position{t.Segments[0].File, t.Segments[0].Start}) {
+		// A hole before the first segment: nothing to follow GTIDs from.
+		after := TimelineKey(t.ID)
+		if t.Pruned != nil {
+			after = PrunedKey(t.ID)
+		}
+		h := holes[0]
+		out = append(out, Break{Timeline: t.ID, After: after, Before: t.Segments[0].Ref().RecordKey(), Hole: &h})
+	}
+	for i, s := range t.Segments {
+		b := Break{Timeline: t.ID, Before: s.Ref().RecordKey()}
+		if i > 0 {
+			p := t.Segments[i-1]
+			b.After = p.Ref().RecordKey()
+			if !continues(p, s) {
+				b.Hole = &Hole{After: Position{p.File, p.End}, Before: Position{s.File, s.Start}}
+			}
+		}
+		for _, r := range s.GTIDs {
+			brk, inner, err := seq.Range(r)
+			if err != nil {
+				b.Disorder = append(b.Disorder, fmt.Sprintf("%s: unreadable GTID range: %v", s.Ref().RecordKey(), err))
+				continue
+			}
+			if inner {
+				jumps = append(jumps, GTIDJump{Key: s.Ref().RecordKey(), Range: r})
+			}
+			if brk == nil {
+				continue
+			}
+			if m, ok := brk.Missing(); ok {
+				b.Missing = append(b.Missing, m.String())
+			} else {
+				b.Disorder = append(b.Disorder, brk.String())
+			}
+		}
+		if i > 0 && (b.Hole != nil || len(b.Missing) > 0 || len(b.Disorder) > 0) {
+			out = append(out, b)
+		}
+	}
+	return out, jumps
+}
+
+// continues reports whether segment s starts where p ends: in the same
+// file, or at the start of a later file chained to p's end.
+func continues(p, s *Segment) bool {
+	return (p.FileNum == s.FileNum && p.End == s.Start) ||
+		(s.FileNum > p.FileNum && s.Start == 4 && s.Prev != nil && *s.Prev == Position{p.File, p.End})
+}
+
+// LastGTIDs returns the last GTID of each source in the timeline's records.
+func (t *TimelineState) LastGTIDs() []GTID {
+	var seq GTIDSequence
+	for _, s := range t.Segments {
+		for _, r := range s.GTIDs {
+			_, _, _ = seq.Range(r)
+		}
+	}
+	return seq.Last()
+}
+
+// FirstGTIDs returns the first GTID of each source in the timeline's records.
+func (t *TimelineState) FirstGTIDs() []GTID {
+	var out []GTID
+	seen := map[string]bool{}
+	for _, s := range t.Segments {
+		for _, r := range s.GTIDs {
+			g, err := ParseGTID(r.First)
+			if err != nil || seen[g.Source()] {
+				continue
+			}
+			seen[g.Source()] = true
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// MissingBetween returns the GTIDs that lie between the last GTIDs of one
+// stretch of binlog and the first of the next, per source that both have.
+func MissingBetween(last, first []GTID) []string {
+	var out []string
+	for _, f := range first {
+		for _, l := range last {
+			if l.Source() != f.Source() {
+				continue
+			}
+			if m, ok := (GTIDBreak{After: l, Next: f}).Missing(); ok {
+				out = append(out, m.String())
+			}
+		}
+	}
+	return out
+}
