@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,6 +100,9 @@ type LoadOptions struct {
 	// keys under binlog/ that do not parse. Timelines then hold only the
 	// segments that can be used, so Holes shows where the others were.
 	Lenient bool
+	// Listing, when set, is a listing of the storage (of the whole root or
+	// of binlog/) taken by the caller: Load uses it instead of listing again.
+	Listing []storage.ObjectInfo
 }
 
 // Load lists the binlog archive and reads every timeline and index record.
@@ -107,9 +111,18 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 	if opts.Timeline != 0 {
 		prefix = TimelinePrefix(opts.Timeline)
 	}
-	objs, err := st.List(ctx, prefix)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	var objs []storage.ObjectInfo
+	if opts.Listing != nil {
+		for _, o := range opts.Listing {
+			if strings.HasPrefix(o.Key, prefix) {
+				objs = append(objs, o)
+			}
+		}
+	} else {
+		var err error
+		if objs, err = st.List(ctx, prefix); err != nil {
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
+		}
 	}
 	type tlKeys struct {
 		hasRecord bool

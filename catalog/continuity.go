@@ -16,6 +16,8 @@ const (
 	IssueTruncated IssueKind = "truncated"
 	// IssueCorrupt: an object's bytes do not match what was recorded.
 	IssueCorrupt IssueKind = "corrupt"
+	// IssueUnreadable: storage failed to return an object.
+	IssueUnreadable IssueKind = "unreadable"
 	// IssueBadRecord: an index record, timeline record or manifest cannot be
 	// read or contradicts its key or its data.
 	IssueBadRecord IssueKind = "bad_record"
@@ -44,6 +46,8 @@ type Break struct {
 	// the first segment.
 	After  string `json:"after"`
 	Before string `json:"before"`
+	// At is where the segment after the break starts.
+	At Position `json:"at"`
 	// Hole is set when the byte positions break.
 	Hole *Hole `json:"hole,omitempty"`
 	// Missing are the GTIDs that should lie between the two segments and do
@@ -63,7 +67,7 @@ func (b Break) String() string {
 	if b.Hole != nil {
 		what = append(what, fmt.Sprintf("binlog %s..%s missing", b.Hole.After, b.Hole.Before))
 	}
-	return fmt.Sprintf("gap on timeline %s: %s between %s and %s", b.Timeline, strings.Join(what, "; "), b.After, b.Before)
+	return fmt.Sprintf("gap on timeline %d: %s between %s and %s", uint32(b.Timeline), strings.Join(what, "; "), b.After, b.Before)
 }
 
 // GTIDJump is a segment whose own GTID range says that its source's
@@ -94,10 +98,11 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 			after = PrunedKey(t.ID)
 		}
 		h := holes[0]
-		out = append(out, Break{Timeline: t.ID, After: after, Before: t.Segments[0].Ref().RecordKey(), Hole: &h})
+		f := t.Segments[0]
+		out = append(out, Break{Timeline: t.ID, After: after, Before: f.Ref().RecordKey(), At: Position{f.File, f.Start}, Hole: &h})
 	}
 	for i, s := range t.Segments {
-		b := Break{Timeline: t.ID, Before: s.Ref().RecordKey()}
+		b := Break{Timeline: t.ID, Before: s.Ref().RecordKey(), At: Position{s.File, s.Start}}
 		if i > 0 {
 			p := t.Segments[i-1]
 			b.After = p.Ref().RecordKey()
@@ -180,4 +185,27 @@ func MissingBetween(last, first []GTID) []string {
 		}
 	}
 	return out
+}
+
+// ForeignManifest says why a manifest belongs to another archive, or ""
+// when nothing says so: a manifest naming a timeline of this archive must
+// carry that timeline's UID and be of its server (UUID), where both are known.
+func (a *Archive) ForeignManifest(m *Manifest) string {
+	if m.Timeline == 0 {
+		return ""
+	}
+	for _, tl := range a.Timelines {
+		if tl.ID != m.Timeline {
+			continue
+		}
+		switch {
+		case m.TimelineUID != "" && tl.UID != "" && m.TimelineUID != tl.UID:
+			return fmt.Sprintf("the manifest names timeline %d with uid %s; this archive's timeline %d has uid %s: it belongs to another archive",
+				uint32(m.Timeline), m.TimelineUID, uint32(tl.ID), tl.UID)
+		case m.ServerUUID != "" && tl.ServerUUID != "" && m.ServerUUID != tl.ServerUUID:
+			return fmt.Sprintf("the snapshot was taken of server %s; timeline %d archives server %s: it belongs to another archive",
+				m.ServerUUID, uint32(tl.ID), tl.ServerUUID)
+		}
+	}
+	return ""
 }

@@ -195,22 +195,22 @@ func TestBreaks(t *testing.T) {
 		{name: "a segment deleted mid-chain", segs: []*Segment{
 			testSeg(file1, 4, 100).withGTIDs(t, "0-1-1039", "0-1-1040"),
 			testSeg(file1, 300, 400).withGTIDs(t, "0-1-1201"),
-		}, want: []string{"gap on timeline 000001: GTIDs 0-1-1041..0-1-1200 missing; binlog mysql-bin.000001:100..mysql-bin.000001:300 missing " +
+		}, want: []string{"gap on timeline 1: GTIDs 0-1-1041..0-1-1200 missing; binlog mysql-bin.000001:100..mysql-bin.000001:300 missing " +
 			"between binlog/000001/0000000001/000000000004-000000000100.json and binlog/000001/0000000001/000000000300-000000000400.json"}},
 		{name: "positions meet but GTIDs do not", segs: []*Segment{
 			testSeg(file1, 4, 100).withGTIDs(t, uuidA+":1", uuidA+":2"),
 			testSeg(file1, 100, 200).withGTIDs(t, uuidA+":9"),
-		}, want: []string{"gap on timeline 000001: GTIDs " + uuidA + ":3.." + uuidA + ":8 missing between " +
+		}, want: []string{"gap on timeline 1: GTIDs " + uuidA + ":3.." + uuidA + ":8 missing between " +
 			"binlog/000001/0000000001/000000000004-000000000100.json and binlog/000001/0000000001/000000000100-000000000200.json"}},
 		{name: "a hole without transactions in it", segs: []*Segment{
 			testSeg(file1, 4, 100).withGTIDs(t, "0-1-1"),
 			testSeg(file1, 150, 200).withGTIDs(t, "0-1-2"),
-		}, want: []string{"gap on timeline 000001: binlog mysql-bin.000001:100..mysql-bin.000001:150 missing " +
+		}, want: []string{"gap on timeline 1: binlog mysql-bin.000001:100..mysql-bin.000001:150 missing " +
 			"between binlog/000001/0000000001/000000000004-000000000100.json and binlog/000001/0000000001/000000000150-000000000200.json"}},
 		{name: "a segment from another server's history", segs: []*Segment{
 			testSeg(file1, 4, 100).withGTIDs(t, "0-1-50"),
 			testSeg(file1, 100, 200).withGTIDs(t, "0-2-20"),
-		}, want: []string{"gap on timeline 000001: GTID 0-2-20 follows 0-1-50 (the sequence goes back or repeats) between " +
+		}, want: []string{"gap on timeline 1: GTID 0-2-20 follows 0-1-50 (the sequence goes back or repeats) between " +
 			"binlog/000001/0000000001/000000000004-000000000100.json and binlog/000001/0000000001/000000000100-000000000200.json"}},
 		{name: "numbers skipped inside one segment are the server's", segs: []*Segment{
 			testSeg(file1, 4, 100).withGTIDs(t, "0-1-1", "0-1-2", "0-1-10"),
@@ -218,7 +218,7 @@ func TestBreaks(t *testing.T) {
 		}, wantJumps: 1},
 		{name: "missing first segment", segs: []*Segment{
 			testSeg(file1, 100, 200).withGTIDs(t, "0-1-7"),
-		}, want: []string{"gap on timeline 000001: binlog mysql-bin.000001:4..mysql-bin.000001:100 missing " +
+		}, want: []string{"gap on timeline 1: binlog mysql-bin.000001:4..mysql-bin.000001:100 missing " +
 			"between binlog/000001/timeline.json and binlog/000001/0000000001/000000000100-000000000200.json"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

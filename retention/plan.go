@@ -32,8 +32,11 @@ import (
 // be before it is collected as the orphan of an interrupted write.
 const DefaultGrace = time.Hour
 
-// ErrDamaged is returned when the archive has a hole after the oldest kept
-// snapshot: deleting anything then could destroy the only usable copy.
+// ErrDamaged is returned when the chain a kept snapshot needs is damaged
+// (a hole or a GTID gap after the oldest kept snapshot, or an object there
+// that cannot be used) or the archive holds another archive's records:
+// deleting anything then could destroy the only usable copy, or another
+// archive's objects.
 var ErrDamaged = errors.New("archive is damaged")
 
 // Policy says which complete snapshots to keep. A snapshot is kept if it is
@@ -125,6 +128,11 @@ func MakePlan(in Input) (*Plan, error) {
 		}
 		p.BinlogKept = "no retention policy: nothing is pruned"
 		return p, nil
+	}
+	for _, m := range in.Snapshots.Complete {
+		if why := in.Archive.ForeignManifest(m); why != "" {
+			return nil, fmt.Errorf("%w: %s: %s; nothing was pruned", ErrDamaged, catalog.ManifestKey(m.ID), why)
+		}
 	}
 	snapObjs := map[catalog.SnapshotID][]storage.ObjectInfo{}
 	for _, o := range in.SnapshotObjects {
@@ -232,17 +240,29 @@ func (p *Plan) planBinlog(in Input, keep []*catalog.Manifest) error {
 	floor := floorSnap.Binlog
 	p.Floor, p.FloorTimeline, p.FloorSnapshot = &floor, floorTL.ID, floorSnap.ID
 
-	// A hole after the floor means a kept snapshot's chain is already
-	// broken: refuse rather than delete what may be the only usable copy.
+	// A break after the floor means a kept snapshot's chain is already
+	// damaged: refuse rather than delete what may be the only usable copy.
+	// The verdict is verify's, without reading the data: holes and GTID
+	// gaps (catalog.Breaks), and objects that Load could not use.
+	floorFile, _ := catalog.FileNumber(floor.File)
 	for _, tl := range in.Archive.Timelines {
 		if tl.ID < floorTL.ID {
 			continue
 		}
-		for _, h := range tl.Holes() {
-			if tl.ID > floorTL.ID || catalog.ComparePositions(h.Before, floor) > 0 {
-				return fmt.Errorf("%w: timeline %s is missing archive between %s and %s, after the oldest kept snapshot %s (%s); "+
-					"nothing was pruned", ErrDamaged, tl.ID, h.After, h.Before, floorSnap.ID, floor)
+		breaks, _ := tl.Breaks()
+		for _, b := range breaks {
+			if tl.ID > floorTL.ID || catalog.ComparePositions(b.At, floor) > 0 {
+				return fmt.Errorf("%w: %s, after the oldest kept snapshot %s (%s); nothing was pruned", ErrDamaged, b, floorSnap.ID, floor)
 			}
+		}
+	}
+	for _, is := range in.Archive.Issues {
+		ref, _, err := catalog.ParseSegmentKey(is.Key)
+		if err != nil {
+			continue // a key not of the layout: prune never touches it
+		}
+		if is.Kind == catalog.IssueForeign || ref.Timeline > floorTL.ID || ref.Timeline == floorTL.ID && ref.FileNum >= floorFile {
+			return fmt.Errorf("%w: %s (the oldest kept snapshot is %s at %s); nothing was pruned", ErrDamaged, is, floorSnap.ID, floor)
 		}
 	}
 
@@ -254,7 +274,6 @@ func (p *Plan) planBinlog(in Input, keep []*catalog.Manifest) error {
 			byTL[tl] = append(byTL[tl], o)
 		}
 	}
-	floorFile, _ := catalog.FileNumber(floor.File)
 	for _, tl := range in.Archive.Timelines {
 		objs := byTL[tl.ID]
 		switch {

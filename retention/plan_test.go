@@ -79,6 +79,8 @@ func TestMakePlan(t *testing.T) {
 	s3 := snap(20, 2, pos(7, 100))
 	s4 := snap(2, 2, pos(7, 900))
 	all := []*catalog.Manifest{s1, s2, s3, s4}
+	foreignSnap := snap(1, 2, pos(7, 950))
+	foreignSnap.TimelineUID = "bbbb"
 	oldPartial := catalog.SnapshotID(now.Add(-3*time.Hour).Format("20060102T150405Z") + "-0001")
 	youngPartial := catalog.SnapshotID(now.Add(-10*time.Minute).Format("20060102T150405Z") + "-0002")
 
@@ -94,6 +96,7 @@ func TestMakePlan(t *testing.T) {
 		wantGone []string
 		wantKept []string
 		wantErr  error
+		wantMsg  string
 		wantNote string
 	}{
 		{name: "no policy keeps everything", snaps: all, wantKeep: []catalog.SnapshotID{s1.ID, s2.ID, s3.ID, s4.ID},
@@ -126,6 +129,36 @@ func TestMakePlan(t *testing.T) {
 				tl := a.Timelines[1]
 				tl.Segments = slices.Delete(tl.Segments, 4, 5) // file 7 [4,500), which s3 replays from
 			}, wantErr: ErrDamaged},
+		{name: "a GTID gap after the oldest kept snapshot refuses", snaps: all, policy: Policy{KeepSnapshots: 2},
+			mutate: func(a *catalog.Archive) {
+				// Positions meet, but transactions 0-1-11..0-1-19 are not in the archive.
+				a.Timelines[1].Segments[4].GTIDs = []catalog.GTIDRange{{First: "0-1-9", Last: "0-1-10", Count: 2}}
+				a.Timelines[1].Segments[5].GTIDs = []catalog.GTIDRange{{First: "0-1-20", Last: "0-1-20", Count: 1}}
+			}, wantErr: ErrDamaged, wantMsg: "GTIDs 0-1-11..0-1-19 missing"},
+		{name: "a GTID gap before the oldest kept snapshot is pruned away", snaps: all, policy: Policy{KeepSnapshots: 1},
+			mutate: func(a *catalog.Archive) {
+				a.Timelines[1].Segments[0].GTIDs = []catalog.GTIDRange{{First: "0-1-1", Last: "0-1-1", Count: 1}}
+				a.Timelines[1].Segments[1].GTIDs = []catalog.GTIDRange{{First: "0-1-5", Last: "0-1-5", Count: 1}}
+			}, wantKeep: []catalog.SnapshotID{s4.ID}, wantGone: []string{seg(2, 5, 4, 500).Ref().RecordKey()}},
+		{name: "a segment's data missing after the oldest kept snapshot refuses", snaps: all, policy: Policy{KeepSnapshots: 2},
+			mutate: func(a *catalog.Archive) {
+				// The newest segment: no hole follows it, the issue alone tells.
+				tl := a.Timelines[1]
+				last := tl.Segments[len(tl.Segments)-1]
+				tl.Segments = tl.Segments[:len(tl.Segments)-1]
+				a.Issues = append(a.Issues, catalog.Issue{Key: last.Ref().DataKey(), Kind: catalog.IssueTruncated, Detail: "holds 3 bytes"})
+			}, wantErr: ErrDamaged, wantMsg: seg(2, 7, 500, 1000).Ref().DataKey() + ": truncated"},
+		{name: "a segment's data missing before the oldest kept snapshot is pruned away", snaps: all, policy: Policy{KeepSnapshots: 2},
+			mutate: func(a *catalog.Archive) {
+				a.Issues = append(a.Issues, catalog.Issue{Key: seg(1, 2, 4, 500).Ref().DataKey(), Kind: catalog.IssueMissing})
+			}, wantKeep: []catalog.SnapshotID{s3.ID, s4.ID}, wantGone: []string{catalog.TimelineKey(1)}},
+		{name: "another archive's segment record refuses, wherever it is", snaps: all, policy: Policy{KeepSnapshots: 2},
+			mutate: func(a *catalog.Archive) {
+				a.Issues = append(a.Issues, catalog.Issue{Key: seg(1, 1, 4, 300).Ref().RecordKey(), Kind: catalog.IssueForeign, Detail: "timeline uid"})
+			}, wantErr: ErrDamaged, wantMsg: "foreign"},
+		{name: "another archive's manifest refuses", snaps: append(slices.Clone(all), foreignSnap), policy: Policy{KeepSnapshots: 2},
+			mutate:  func(a *catalog.Archive) { a.Timelines[1].UID = "aaaa" },
+			wantErr: ErrDamaged, wantMsg: catalog.ManifestKey(foreignSnap.ID)},
 		{name: "a hole before the oldest kept snapshot is pruned away", snaps: all, policy: Policy{KeepSnapshots: 1},
 			mutate: func(a *catalog.Archive) {
 				tl := a.Timelines[1]
@@ -145,8 +178,8 @@ func TestMakePlan(t *testing.T) {
 			in.Policy = tc.policy
 			p, err := MakePlan(in)
 			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("MakePlan: %v, want %v", err, tc.wantErr)
+				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Fatalf("MakePlan: %v, want %v naming %q", err, tc.wantErr, tc.wantMsg)
 				}
 				return
 			}

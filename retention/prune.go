@@ -55,7 +55,7 @@ func Prune(ctx context.Context, o Options) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", catalog.BinlogPrefix, err)
 	}
-	arch, err := catalog.Load(ctx, o.Store, catalog.LoadOptions{})
+	arch, err := catalog.Load(ctx, o.Store, catalog.LoadOptions{Lenient: true})
 	if err != nil {
 		return nil, fmt.Errorf("load binlog archive: %w", err)
 	}

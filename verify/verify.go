@@ -1,25 +1,22 @@
 // Package verify reads a whole archive once, read-only and without locks,
 // and reports what can be believed: per snapshot whether all its objects are
-// present and match their checksums, whether it can be restored, and the
-// window it serves; per timeline every damaged segment and hole.
+// present and match their sizes and checksums, whether it can be restored,
+// and the window it serves; per timeline every unusable segment and every
+// break in the chain, judged by byte position and by GTID; and every object
+// that does not belong to this archive.
 package verify
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/storage"
@@ -33,7 +30,11 @@ type Report struct {
 	Windows   []catalog.Window `json:"windows"`
 	// Partial are snapshots without a manifest.
 	Partial []catalog.SnapshotID `json:"partial_snapshots,omitempty"`
-	// Damaged is set when any snapshot or segment is bad or a timeline has a hole.
+	// Objects names every object that cannot be used (missing, truncated,
+	// corrupt, unreadable, a bad record) or that is foreign (of another
+	// archive, or a key not of this archive's layout), in key order.
+	Objects []catalog.Issue `json:"objects,omitempty"`
+	// Damaged is set when any object is bad or foreign, or a timeline breaks.
 	Damaged bool `json:"damaged"`
 	// Bytes is how much was read.
 	Bytes    int64         `json:"bytes_read"`
@@ -47,8 +48,10 @@ type SnapshotReport struct {
 	// Consistent: every object is present and matches its size and SHA-256.
 	Consistent bool `json:"consistent"`
 	// Restorable: consistent, and the archive reaches from its position on.
-	Restorable bool     `json:"restorable"`
-	Problems   []string `json:"problems,omitempty"`
+	Restorable bool `json:"restorable"`
+	// Foreign: the manifest belongs to another archive.
+	Foreign  bool     `json:"foreign,omitempty"`
+	Problems []string `json:"problems,omitempty"`
 	// Window is the recoverable window the snapshot starts, when restorable.
 	Window *catalog.Window `json:"window,omitempty"`
 }
@@ -57,10 +60,19 @@ type SnapshotReport struct {
 type TimelineReport struct {
 	ID       catalog.TimelineID `json:"timeline"`
 	Segments int                `json:"segments"`
-	// Bad lists segments whose bytes do not match their index record.
-	Bad     []string       `json:"bad_segments,omitempty"`
-	Holes   []catalog.Hole `json:"holes,omitempty"`
-	Orphans []string       `json:"orphans,omitempty"`
+	// Bad lists the timeline's unusable segment objects, as "KEY: kind: what".
+	Bad []string `json:"bad_segments,omitempty"`
+	// Holes are where the byte positions of the usable segments break;
+	// Breaks are every break, by position or by GTID, with the GTIDs missing.
+	Holes  []catalog.Hole  `json:"holes,omitempty"`
+	Breaks []catalog.Break `json:"breaks,omitempty"`
+	// GTIDs says whether the timeline's transactions carry GTIDs, so that
+	// continuity was judged by GTID as well as by position.
+	GTIDs bool `json:"gtids"`
+	// GTIDJumps are segments whose server-written bytes skip GTID numbers
+	// inside them: reported, not damage (see catalog.GTIDJump).
+	GTIDJumps []catalog.GTIDJump `json:"gtid_jumps,omitempty"`
+	Orphans   []string           `json:"orphans,omitempty"`
 }
 
 // Options adjust Run.
@@ -70,7 +82,8 @@ type Options struct {
 	Logger      *slog.Logger
 }
 
-// Run verifies everything the archive holds.
+// Run verifies everything the archive holds. It lists the storage once,
+// reads every object once, and writes nothing.
 func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error) {
 	begin := time.Now()
 	if opts.Concurrency <= 0 {
@@ -79,49 +92,72 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{})
+	listing, err := st.List(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("list the archive: %w", err)
+	}
+	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{Lenient: true, Listing: listing, Concurrency: opts.Concurrency * 4})
 	if err != nil {
 		return nil, err
 	}
-	snaps, err := catalog.LoadSnapshots(ctx, st)
+	r := &Report{Objects: arch.Issues}
+	snaps, err := loadSnapshots(ctx, st, arch, listing, r)
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Gaps: arch.Gaps(), Partial: snaps.Partial}
+	for _, o := range listing {
+		if o.Key != catalog.LeaseKey && !strings.HasPrefix(o.Key, catalog.BinlogPrefix) && !strings.HasPrefix(o.Key, catalog.SnapshotPrefix) {
+			r.Objects = append(r.Objects, catalog.Issue{Key: o.Key, Kind: catalog.IssueForeign, Detail: "the key does not parse as this archive's layout"})
+		}
+	}
+	opts.Logger.Info("verifying", "objects", len(listing), "timelines", len(arch.Timelines), "snapshots", len(snaps))
+
+	// Read every usable segment and every object of every snapshot of ours.
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
-	bad := map[catalog.SegmentRef]string{}
+	reads := map[*catalog.Segment]segmentRead{}
 	for _, tl := range arch.Timelines {
 		for _, seg := range tl.Segments {
 			g.Go(func() error {
-				n, err := readSegment(gctx, st, seg)
+				res, err := readSegment(gctx, st, seg)
+				if err != nil {
+					return err
+				}
 				mu.Lock()
 				defer mu.Unlock()
-				r.Bytes += n
-				if err != nil {
-					if gctx.Err() != nil {
-						return gctx.Err()
-					}
-					bad[seg.Ref()] = err.Error()
-				}
+				r.Bytes += res.n
+				reads[seg] = res
 				return nil
 			})
 		}
 	}
-	snapProblems := make([][]string, len(snaps.Complete))
-	for i, m := range snaps.Complete {
-		for _, o := range m.Objects {
+	sizes := map[string]int64{}
+	for _, o := range listing {
+		sizes[o.Key] = o.Size
+	}
+	for _, s := range snaps {
+		if s.report.Foreign || s.m == nil {
+			continue
+		}
+		for _, o := range s.m.Objects {
+			key := catalog.SnapshotObjectKey(s.m.ID, o.Name)
+			if issue := sizeIssue(key, sizes, o.StoredSize, "the manifest"); issue != nil {
+				mu.Lock()
+				s.add(*issue)
+				mu.Unlock()
+				continue
+			}
 			g.Go(func() error {
-				n, err := readObject(gctx, st, m.ID, o)
+				n, issue := readObject(gctx, st, s.m.ID, o)
+				if gctx.Err() != nil {
+					return gctx.Err()
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				r.Bytes += n
-				if err != nil {
-					if gctx.Err() != nil {
-						return gctx.Err()
-					}
-					snapProblems[i] = append(snapProblems[i], err.Error())
+				if issue != nil {
+					s.add(*issue)
 				}
 				return nil
 			})
@@ -131,49 +167,71 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		return nil, err
 	}
 
-	// A damaged segment breaks the chain just as a missing one does: judge
-	// restorability on the archive without them.
+	// Judge the chain on the segments that can be used, with the GTIDs their
+	// bytes hold: a damaged segment breaks it just as a missing one does.
 	whole := &catalog.Archive{}
 	for _, tl := range arch.Timelines {
-		tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
 		kept := *tl
 		kept.Segments = nil
 		for _, seg := range tl.Segments {
-			if why, ok := bad[seg.Ref()]; ok {
-				tr.Bad = append(tr.Bad, fmt.Sprintf("%s: %s", seg.Ref().DataKey(), why))
+			res := reads[seg]
+			if res.issue == nil && len(seg.GTIDs) > 0 && !slices.Equal(seg.GTIDs, res.gtids) {
+				res.issue = &catalog.Issue{Key: seg.Ref().RecordKey(), Kind: catalog.IssueBadRecord, Detail: fmt.Sprintf(
+					"the index record lists GTIDs %s, the segment's bytes hold %s", fmtRanges(seg.GTIDs), fmtRanges(res.gtids))}
+			}
+			if res.issue != nil {
+				r.Objects = append(r.Objects, *res.issue)
 				continue
 			}
-			kept.Segments = append(kept.Segments, seg)
+			s := *seg
+			s.GTIDs = res.gtids
+			kept.Segments = append(kept.Segments, &s)
 		}
-		if len(tr.Bad) > 0 || len(tr.Holes) > 0 {
+		whole.Timelines = append(whole.Timelines, &kept)
+	}
+	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	if len(r.Objects) > 0 {
+		r.Damaged = true
+	}
+	for i, tl := range whole.Timelines {
+		tr := TimelineReport{ID: tl.ID, Segments: len(arch.Timelines[i].Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
+		tr.Breaks, tr.GTIDJumps = tl.Breaks()
+		for _, s := range tl.Segments {
+			tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
+		}
+		prefix := catalog.TimelinePrefix(tl.ID)
+		for _, o := range r.Objects {
+			if strings.HasPrefix(o.Key, prefix) && o.Kind != catalog.IssueForeign {
+				tr.Bad = append(tr.Bad, o.String())
+			}
+		}
+		if len(tr.Breaks) > 0 {
 			r.Damaged = true
 		}
 		r.Timelines = append(r.Timelines, tr)
-		whole.Timelines = append(whole.Timelines, &kept)
 	}
+	r.Gaps = whole.Gaps()
+
 	var good []*catalog.Manifest
-	for i, m := range snaps.Complete {
-		sr := SnapshotReport{ID: m.ID, Method: m.Method, Problems: snapProblems[i], Consistent: len(snapProblems[i]) == 0}
+	for _, s := range snaps {
+		sr := s.report
+		sr.Consistent = !sr.Foreign && s.m != nil && len(sr.Problems) == 0
 		if sr.Consistent {
-			good = append(good, m)
-			if _, err := restore.Make(whole, []*catalog.Manifest{m}, restore.Target{Kind: restore.Latest}, time.Now()); err != nil {
+			good = append(good, s.m)
+			if _, err := restore.Make(whole, []*catalog.Manifest{s.m}, restore.Target{Kind: restore.Latest}, time.Now()); err != nil {
 				sr.Problems = append(sr.Problems, strings.TrimPrefix(err.Error(), restore.ErrRefused.Error()+": "))
 			} else {
 				sr.Restorable = true
 			}
-		} else {
-			r.Damaged = true
 		}
 		r.Snapshots = append(r.Snapshots, sr)
 	}
 	r.Windows = catalog.Windows(whole, good)
 	for i := range r.Snapshots {
 		for _, w := range r.Windows {
-			for _, id := range w.Snapshots {
-				if id == r.Snapshots[i].ID && r.Snapshots[i].Restorable {
-					win := w
-					r.Snapshots[i].Window = &win
-				}
+			if r.Snapshots[i].Restorable && slices.Contains(w.Snapshots, r.Snapshots[i].ID) {
+				win := w
+				r.Snapshots[i].Window = &win
 			}
 		}
 	}
@@ -181,51 +239,114 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	return r, nil
 }
 
-// readSegment reads a segment through, which checks its length and SHA-256.
-func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment) (int64, error) {
-	rc, err := binlog.OpenSegment(ctx, st, seg)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotExist) {
-			return 0, errors.New("data object is missing")
-		}
-		return 0, err
-	}
-	defer rc.Close()
-	n, err := io.Copy(io.Discard, rc)
-	return n, err
+// snapshotState is a snapshot being verified.
+type snapshotState struct {
+	m      *catalog.Manifest // nil when the manifest is unusable
+	report SnapshotReport
+	rep    *Report
 }
 
-// readObject reads a snapshot object, decompressing it, and checks its
-// size and SHA-256 against the manifest.
-func readObject(ctx context.Context, st storage.Storage, id catalog.SnapshotID, o catalog.SnapshotObject) (int64, error) {
-	key := catalog.SnapshotObjectKey(id, o.Name)
-	rc, err := st.Open(ctx, key)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotExist) {
-			return 0, fmt.Errorf("%s is missing", key)
-		}
-		return 0, fmt.Errorf("%s: %w", key, err)
+// add records an unusable object of the snapshot. Callers that run
+// concurrently hold the report's lock.
+func (s *snapshotState) add(i catalog.Issue) {
+	s.report.Problems = append(s.report.Problems, i.Key+": "+string(i.Kind)+": "+i.Detail)
+	s.rep.Objects = append(s.rep.Objects, i)
+}
+
+// loadSnapshots reads the manifests and judges whose they are: a manifest
+// naming a timeline of this archive must carry that timeline's UID and its
+// server's UUID, when both are known.
+func loadSnapshots(ctx context.Context, st storage.Storage, arch *catalog.Archive, listing []storage.ObjectInfo, r *Report) ([]*snapshotState, error) {
+	type entry struct {
+		keys     []string
+		manifest bool
 	}
-	defer rc.Close()
-	var src io.Reader = rc
-	if strings.HasSuffix(o.Name, ".zst") {
-		dec, err := zstd.NewReader(rc, zstd.WithDecoderConcurrency(1))
+	byID := map[catalog.SnapshotID]*entry{}
+	var ids []catalog.SnapshotID
+	for _, o := range listing {
+		rest, ok := strings.CutPrefix(o.Key, catalog.SnapshotPrefix)
+		if !ok {
+			continue
+		}
+		idStr, name, ok := strings.Cut(rest, "/")
+		id, err := catalog.ParseSnapshotID(idStr)
+		if !ok || err != nil || name == "" {
+			r.Objects = append(r.Objects, catalog.Issue{Key: o.Key, Kind: catalog.IssueForeign, Detail: "the key does not parse as this archive's layout"})
+			continue
+		}
+		e := byID[id]
+		if e == nil {
+			e = &entry{}
+			byID[id] = e
+			ids = append(ids, id)
+		}
+		e.keys = append(e.keys, o.Key)
+		e.manifest = e.manifest || o.Key == catalog.ManifestKey(id)
+	}
+	slices.Sort(ids)
+	var out []*snapshotState
+	for _, id := range ids {
+		e := byID[id]
+		if !e.manifest {
+			r.Partial = append(r.Partial, id)
+			continue
+		}
+		s := &snapshotState{report: SnapshotReport{ID: id}, rep: r}
+		out = append(out, s)
+		key := catalog.ManifestKey(id)
+		var m catalog.Manifest
+		err := catalog.GetJSON(ctx, st, key, &m)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err == nil {
+			err = m.Validate()
+		}
+		if err == nil && m.ID != id {
+			err = fmt.Errorf("the manifest describes snapshot %s", m.ID)
+		}
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", key, err)
+			s.add(catalog.Issue{Key: key, Kind: catalog.IssueBadRecord, Detail: trimKey(err.Error(), key)})
+			continue
 		}
-		defer dec.Close()
-		src = dec
+		s.report.Method = m.Method
+		if why := arch.ForeignManifest(&m); why != "" {
+			s.report.Foreign = true
+			s.add(catalog.Issue{Key: key, Kind: catalog.IssueForeign, Detail: why})
+			for _, k := range e.keys {
+				if k != key {
+					r.Objects = append(r.Objects, catalog.Issue{Key: k, Kind: catalog.IssueForeign, Detail: "an object of the foreign snapshot " + string(id)})
+				}
+			}
+			continue
+		}
+		s.m = &m
 	}
-	h := sha256.New()
-	n, err := io.Copy(h, src)
-	if err != nil {
-		return n, fmt.Errorf("%s: %w", key, err)
+	return out, nil
+}
+
+// sizeIssue compares a listed object's size with the recorded one
+// (unknown when zero) and names a missing object.
+func sizeIssue(key string, sizes map[string]int64, recorded int64, by string) *catalog.Issue {
+	size, ok := sizes[key]
+	switch {
+	case !ok:
+		return &catalog.Issue{Key: key, Kind: catalog.IssueMissing, Detail: "the object is missing"}
+	case recorded > 0 && size < recorded:
+		return &catalog.Issue{Key: key, Kind: catalog.IssueTruncated, Detail: fmt.Sprintf("holds %d bytes, %s says %d", size, by, recorded)}
+	case recorded > 0 && size > recorded:
+		return &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("holds %d bytes, %s says %d", size, by, recorded)}
 	}
-	if n != o.Size {
-		return n, fmt.Errorf("%s holds %d bytes, the manifest says %d", key, n, o.Size)
+	return nil
+}
+
+func fmtRanges(rs []catalog.GTIDRange) string {
+	if len(rs) == 0 {
+		return "none"
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != o.SHA256 {
-		return n, fmt.Errorf("%s: sha256 %s, the manifest says %s", key, got, o.SHA256)
+	var s []string
+	for _, r := range rs {
+		s = append(s, fmt.Sprintf("%s..%s (%d)", r.First, r.Last, r.Count))
 	}
-	return n, nil
+	return strings.Join(s, ", ")
 }

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/verify"
 )
 
@@ -56,14 +58,21 @@ func printReport(w io.Writer, r *verify.Report) {
 	for _, s := range r.Snapshots {
 		verdict := "consistent, restorable"
 		switch {
+		case s.Foreign:
+			verdict = "FOREIGN (belongs to another archive; not restorable)"
 		case !s.Consistent:
-			verdict = "DAMAGED"
+			verdict = "DAMAGED (not restorable)"
 		case !s.Restorable:
 			verdict = "consistent, NOT restorable"
 		}
-		fmt.Fprintf(w, "snapshot %s (%s): %s", s.ID, s.Method, verdict)
+		method := s.Method
+		if method == "" {
+			method = "unknown method"
+		}
+		fmt.Fprintf(w, "snapshot %s (%s): %s", s.ID, method, verdict)
 		if s.Window != nil {
-			fmt.Fprintf(w, "; recoverable from %s to %s", fmtTime(s.Window.From), fmtTime(s.Window.To))
+			fmt.Fprintf(w, "; recoverable from %s to %s (timeline %d, up to %s)", fmtTime(s.Window.From), fmtTime(s.Window.To),
+				uint32(s.Window.Timeline), s.Window.EndsAt)
 		}
 		fmt.Fprintln(w)
 		for _, p := range s.Problems {
@@ -71,26 +80,48 @@ func printReport(w io.Writer, r *verify.Report) {
 		}
 	}
 	for _, id := range r.Partial {
-		fmt.Fprintf(w, "snapshot %s: no manifest (unfinished or abandoned; not restorable)\n", id)
+		fmt.Fprintf(w, "snapshot %s: partial, no manifest (unfinished or abandoned; not restorable)\n", id)
 	}
 	for _, tl := range r.Timelines {
 		state := "whole"
-		if len(tl.Bad) > 0 || len(tl.Holes) > 0 {
+		if len(tl.Bad) > 0 || len(tl.Breaks) > 0 {
 			state = "DAMAGED"
 		}
-		fmt.Fprintf(w, "timeline %s: %d segments, %s\n", tl.ID, tl.Segments, state)
-		for _, b := range tl.Bad {
-			fmt.Fprintf(w, "  - bad segment %s\n", b)
+		judged := "continuity judged by GTID and position"
+		if !tl.GTIDs {
+			judged = "no GTIDs: continuity judged by position only"
 		}
-		for _, h := range tl.Holes {
-			fmt.Fprintf(w, "  - missing binlog between %s and %s\n", h.After, h.Before)
+		fmt.Fprintf(w, "timeline %d: %d segments, %s (%s)\n", uint32(tl.ID), tl.Segments, state, judged)
+		for _, b := range tl.Bad {
+			fmt.Fprintf(w, "  - bad object %s\n", b)
+		}
+		for _, b := range tl.Breaks {
+			fmt.Fprintf(w, "  - %s\n", b)
+		}
+		for _, j := range tl.GTIDJumps {
+			fmt.Fprintf(w, "  - note: %s holds %d GTIDs from %s to %s: the server skipped numbers inside it (not damage)\n",
+				j.Key, j.Range.Count, j.Range.First, j.Range.Last)
 		}
 		if len(tl.Orphans) > 0 {
 			fmt.Fprintf(w, "  - %d data objects without an index record (interrupted uploads; prune collects them)\n", len(tl.Orphans))
 		}
 	}
-	for _, g := range r.Gaps {
-		fmt.Fprintf(w, "gap between timeline %s and %s: %s\n", g.After, g.Before, g.Reason)
+	// Bad objects are named under their snapshot or timeline above.
+	for _, o := range r.Objects {
+		if o.Kind == catalog.IssueForeign {
+			fmt.Fprintf(w, "foreign object %s: %s\n", o.Key, o.Detail)
+		}
 	}
-	fmt.Fprintf(w, "read %d bytes in %s\n", r.Bytes, r.Duration.Round(1e6))
+	for _, g := range r.Gaps {
+		fmt.Fprintf(w, "gap between timeline %d and %d: %s", uint32(g.After), uint32(g.Before), g.Reason)
+		if len(g.MissingGTIDs) > 0 {
+			fmt.Fprintf(w, "; GTIDs %s missing", strings.Join(g.MissingGTIDs, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	verdict := "the archive is whole"
+	if r.Damaged {
+		verdict = "the archive is DAMAGED"
+	}
+	fmt.Fprintf(w, "%s; read %d bytes in %s\n", verdict, r.Bytes, r.Duration.Round(1e6))
 }

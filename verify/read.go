@@ -1,0 +1,148 @@
+package verify
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+)
+
+// segmentRead is what reading one segment's data found.
+type segmentRead struct {
+	n int64
+	// gtids are the GTID ranges of the GTID events in the bytes.
+	gtids []catalog.GTIDRange
+	// issue is set when the segment cannot be used.
+	issue *catalog.Issue
+}
+
+// readSegment reads a segment's data through: the reader checks its length
+// and SHA-256 against the index record, and every event must sit where its
+// own header says it ends, so that bytes filed at another position (or
+// another file's bytes) are found even when they match their record.
+func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment) (segmentRead, error) {
+	key := seg.Ref().DataKey()
+	rc, err := binlog.OpenSegment(ctx, st, seg)
+	if err != nil {
+		return segmentRead{issue: classify(key, err)}, ctx.Err()
+	}
+	defer rc.Close()
+	src := &firstErr{r: rc}
+	sc := binlog.NewScanner(src, seg.Start)
+	var out segmentRead
+	for {
+		ev, pos, err := sc.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if src.err != nil {
+				err = src.err
+			}
+			out.issue = classify(key, err)
+			return out, ctx.Err()
+		}
+		out.n += int64(len(ev))
+		h, err := binlog.ParseHeader(ev)
+		if err != nil {
+			out.issue = &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("event at %d: %v", pos, err)}
+			return out, nil
+		}
+		// log_pos is 32 bits wide: past 4 GiB it wraps, and so does this check.
+		if h.NextPos != 0 && h.NextPos != uint32(pos+uint64(h.Size)) {
+			out.issue = &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf(
+				"the event at %d of %s ends at %d by its header, not at %d: these bytes are not %s's at this position",
+				pos, seg.File, h.NextPos, pos+uint64(h.Size), seg.File)}
+			return out, nil
+		}
+		if h.Type == binlog.MariaDBGTIDEvent || h.Type == binlog.GTIDEvent {
+			if g, ok, err := binlog.EventGTID(ev); err != nil {
+				out.issue = &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("GTID event at %d: %v", pos, err)}
+				return out, nil
+			} else if ok {
+				out.gtids = catalog.AddGTID(out.gtids, g.Catalog())
+			}
+		}
+	}
+	return out, nil
+}
+
+// classify turns a read error into the issue it shows.
+func classify(key string, err error) *catalog.Issue {
+	switch {
+	case errors.Is(err, storage.ErrNotExist):
+		return &catalog.Issue{Key: key, Kind: catalog.IssueMissing, Detail: "the object is missing"}
+	case errors.Is(err, binlog.ErrCorrupt), errors.Is(err, storage.ErrChecksum), errors.Is(err, binlog.ErrMalformed),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: trimKey(err.Error(), key)}
+	}
+	return &catalog.Issue{Key: key, Kind: catalog.IssueUnreadable, Detail: trimKey(err.Error(), key)}
+}
+
+// trimKey drops the key from an error message that the issue already names.
+func trimKey(msg, key string) string {
+	msg = strings.ReplaceAll(msg, key+": ", "")
+	return strings.ReplaceAll(msg, " "+key, "")
+}
+
+// firstErr remembers the first error other than io.EOF that its reader
+// returned: the scanner reports any failure inside an event as a short
+// read, and the reason (a checksum, a missing object) is this one.
+type firstErr struct {
+	r   io.Reader
+	err error
+}
+
+func (f *firstErr) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && f.err == nil {
+		f.err = err
+	}
+	return n, err
+}
+
+// readObject reads a snapshot object, decompressing it, and checks its
+// size and SHA-256 against the manifest.
+func readObject(ctx context.Context, st storage.Storage, id catalog.SnapshotID, o catalog.SnapshotObject) (int64, *catalog.Issue) {
+	key := catalog.SnapshotObjectKey(id, o.Name)
+	rc, err := st.Open(ctx, key)
+	if err != nil {
+		return 0, classify(key, err)
+	}
+	defer rc.Close()
+	stored := &firstErr{r: rc}
+	var src io.Reader = stored
+	if strings.HasSuffix(o.Name, ".zst") {
+		dec, err := zstd.NewReader(stored, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return 0, classify(key, err)
+		}
+		defer dec.Close()
+		src = dec
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, src)
+	if err != nil {
+		if stored.err != nil {
+			return n, classify(key, stored.err)
+		}
+		// The store returned the bytes it holds; they do not decompress.
+		return n, &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("does not decompress: %v", err)}
+	}
+	if n != o.Size {
+		return n, &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("holds %d bytes, the manifest says %d", n, o.Size)}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != o.SHA256 {
+		return n, &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("sha256 %s, the manifest says %s", got, o.SHA256)}
+	}
+	return n, nil
+}
