@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -101,6 +102,12 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 		f := t.Segments[0]
 		out = append(out, Break{Timeline: t.ID, After: after, Before: f.Ref().RecordKey(), At: Position{f.File, f.Start}, Hole: &h})
 	}
+	// A source's GTIDs that are missing belong to the first hole after its
+	// last GTID, when there is one: the segment where the sequence picks up
+	// again may come later (one holding only a Rotate has no transaction).
+	type holeAt struct{ seg, idx int }
+	var holeBreaks []holeAt
+	lastSeg := map[string]int{}
 	for i, s := range t.Segments {
 		b := Break{Timeline: t.ID, Before: s.Ref().RecordKey(), At: Position{s.File, s.Start}}
 		if i > 0 {
@@ -110,6 +117,8 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 				b.Hole = &Hole{After: Position{p.File, p.End}, Before: Position{s.File, s.Start}}
 			}
 		}
+		var pending []string // missing GTIDs that belong to an earlier hole, by break index
+		var pendingAt []int
 		for _, r := range s.GTIDs {
 			brk, inner, err := seq.Range(r)
 			if err != nil {
@@ -119,16 +128,33 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 			if inner {
 				jumps = append(jumps, GTIDJump{Key: s.Ref().RecordKey(), Range: r})
 			}
+			first, _ := ParseGTID(r.First)
+			src := first.Source()
+			prevSeg, seen := lastSeg[src]
+			lastSeg[src] = i
 			if brk == nil {
 				continue
 			}
-			if m, ok := brk.Missing(); ok {
-				b.Missing = append(b.Missing, m.String())
-			} else {
+			m, ok := brk.Missing()
+			if !ok {
 				b.Disorder = append(b.Disorder, brk.String())
+				continue
 			}
+			if seen {
+				if j := slices.IndexFunc(holeBreaks, func(h holeAt) bool { return h.seg > prevSeg && h.seg < i }); j >= 0 {
+					pending, pendingAt = append(pending, m.String()), append(pendingAt, holeBreaks[j].idx)
+					continue
+				}
+			}
+			b.Missing = append(b.Missing, m.String())
+		}
+		for k, m := range pending {
+			out[pendingAt[k]].Missing = append(out[pendingAt[k]].Missing, m)
 		}
 		if i > 0 && (b.Hole != nil || len(b.Missing) > 0 || len(b.Disorder) > 0) {
+			if b.Hole != nil {
+				holeBreaks = append(holeBreaks, holeAt{seg: i, idx: len(out)})
+			}
 			out = append(out, b)
 		}
 	}

@@ -197,6 +197,12 @@ func TestBreaks(t *testing.T) {
 			testSeg(file1, 300, 400).withGTIDs(t, "0-1-1201"),
 		}, want: []string{"gap on timeline 1: GTIDs 0-1-1041..0-1-1200 missing; binlog mysql-bin.000001:100..mysql-bin.000001:300 missing " +
 			"between binlog/000001/0000000001/000000000004-000000000100.json and binlog/000001/0000000001/000000000300-000000000400.json"}},
+		{name: "a hole before a segment without transactions", segs: []*Segment{
+			testSeg(file1, 4, 100).withGTIDs(t, "0-1-1", "0-1-2"),
+			testSeg(file1, 200, 250), // the Rotate
+			testSeg(file2, 4, 50).withPrev(file1, 250).withGTIDs(t, "0-1-9"),
+		}, want: []string{"gap on timeline 1: GTIDs 0-1-3..0-1-8 missing; binlog mysql-bin.000001:100..mysql-bin.000001:200 missing " +
+			"between binlog/000001/0000000001/000000000004-000000000100.json and binlog/000001/0000000001/000000000200-000000000250.json"}},
 		{name: "positions meet but GTIDs do not", segs: []*Segment{
 			testSeg(file1, 4, 100).withGTIDs(t, uuidA+":1", uuidA+":2"),
 			testSeg(file1, 100, 200).withGTIDs(t, uuidA+":9"),

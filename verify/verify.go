@@ -58,8 +58,9 @@ type SnapshotReport struct {
 
 // TimelineReport is one timeline's verdict.
 type TimelineReport struct {
-	ID       catalog.TimelineID `json:"timeline"`
-	Segments int                `json:"segments"`
+	ID catalog.TimelineID `json:"timeline"`
+	// Segments counts the usable segments (unusable ones are in Bad).
+	Segments int `json:"segments"`
 	// Bad lists the timeline's unusable segment objects, as "KEY: kind: what".
 	Bad []string `json:"bad_segments,omitempty"`
 	// Holes are where the byte positions of the usable segments break;
@@ -100,7 +101,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Objects: arch.Issues}
+	r := &Report{Objects: arch.Issues, Snapshots: []SnapshotReport{}, Timelines: []TimelineReport{}}
 	snaps, err := loadSnapshots(ctx, st, arch, listing, r)
 	if err != nil {
 		return nil, err
@@ -193,8 +194,8 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	if len(r.Objects) > 0 {
 		r.Damaged = true
 	}
-	for i, tl := range whole.Timelines {
-		tr := TimelineReport{ID: tl.ID, Segments: len(arch.Timelines[i].Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
+	for _, tl := range whole.Timelines {
+		tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
 		tr.Breaks, tr.GTIDJumps = tl.Breaks()
 		for _, s := range tl.Segments {
 			tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
@@ -211,6 +212,9 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		r.Timelines = append(r.Timelines, tr)
 	}
 	r.Gaps = whole.Gaps()
+	if r.Gaps == nil {
+		r.Gaps = []catalog.Gap{}
+	}
 
 	var good []*catalog.Manifest
 	for _, s := range snaps {
@@ -227,6 +231,9 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		r.Snapshots = append(r.Snapshots, sr)
 	}
 	r.Windows = catalog.Windows(whole, good)
+	if r.Windows == nil {
+		r.Windows = []catalog.Window{}
+	}
 	for i := range r.Snapshots {
 		for _, w := range r.Windows {
 			if r.Snapshots[i].Restorable && slices.Contains(w.Snapshots, r.Snapshots[i].ID) {

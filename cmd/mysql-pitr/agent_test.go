@@ -8,6 +8,8 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -181,8 +183,14 @@ func TestAgentRecordsPurgedBinlogAsGap(t *testing.T) {
 
 	// A recorded gap is history the archive says it lacks, not damage.
 	out, stderr, code := runCLI(t, t.Context(), "verify", "--storage", storageURL)
-	if code != 0 || !strings.Contains(out, "gap between timeline 000001 and 000002: purged") {
+	if code != 0 || !strings.Contains(out, "gap between timeline 1 and 2: purged") {
 		t.Fatalf("verify: exit %d\n%s%s", code, out, stderr)
+	}
+	// It names the transactions lost with the purged files: INSERT 2 and 3.
+	if m := regexp.MustCompile(`GTIDs 0-1-(\d+)\.\.0-1-(\d+) missing`).FindStringSubmatch(out); m == nil {
+		t.Errorf("verify does not name the GTIDs the gap lacks:\n%s", out)
+	} else if lo, _ := strconv.Atoi(m[1]); lo < 1 || m[2] != strconv.Itoa(lo+1) {
+		t.Errorf("verify names GTIDs %s..%s as missing, want the two purged inserts:\n%s", m[1], m[2], out)
 	}
 	// A damaged object is.
 	segs, _ := filepath.Glob(filepath.Join(strings.TrimPrefix(storageURL, "file://"), "binlog", "000002", "*", "*.zst"))
@@ -193,7 +201,7 @@ func TestAgentRecordsPurgedBinlogAsGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, stderr, code = runCLI(t, t.Context(), "verify", "--storage", storageURL)
-	if code != 1 || !strings.Contains(out, "bad segment binlog/000002/") || !strings.Contains(stderr, "damaged") {
+	if code != 1 || !strings.Contains(out, "bad object binlog/000002/") || !strings.Contains(out, ": truncated: ") || !strings.Contains(stderr, "damaged") {
 		t.Fatalf("verify of a truncated segment: exit %d\n%s%s", code, out, stderr)
 	}
 }

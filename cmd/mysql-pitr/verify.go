@@ -91,7 +91,7 @@ func printReport(w io.Writer, r *verify.Report) {
 		if !tl.GTIDs {
 			judged = "no GTIDs: continuity judged by position only"
 		}
-		fmt.Fprintf(w, "timeline %d: %d segments, %s (%s)\n", uint32(tl.ID), tl.Segments, state, judged)
+		fmt.Fprintf(w, "timeline %d: %d usable segments, %s (%s)\n", uint32(tl.ID), tl.Segments, state, judged)
 		for _, b := range tl.Bad {
 			fmt.Fprintf(w, "  - bad object %s\n", b)
 		}
