@@ -242,8 +242,8 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 					mu.Lock()
 					foreign[ref] = true
 					mu.Unlock()
-					issue(ref.RecordKey(), IssueForeign, "index record of timeline uid %s filed under timeline %s (uid %s): it belongs to another archive",
-						s.TimelineUID, id, ts.UID)
+					issue(ref.RecordKey(), IssueForeign, "index record of timeline uid %s filed under timeline %d (uid %s): it belongs to another archive",
+						s.TimelineUID, uint32(id), ts.UID)
 					return nil
 				}
 				size, ok := k.sizes[ref]

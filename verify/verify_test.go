@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
@@ -198,6 +200,9 @@ func TestVerify(t *testing.T) {
 		objects []wantObject // exactly these objects are named
 		breaks  []string
 		check   func(t *testing.T, r *Report)
+		// prune: what prune --keep-snapshots 1 does on the damaged copy:
+		// "refuses" (ErrDamaged, nothing deleted) or "runs".
+		prune string
 	}{
 		{name: "whole archive", damage: func(*testing.T, string, storage.Storage) {},
 			check: func(t *testing.T, r *Report) {
@@ -211,7 +216,7 @@ func TestVerify(t *testing.T) {
 				if !r.Timelines[0].GTIDs {
 					t.Error("timeline reported without GTIDs: continuity was not judged by GTID")
 				}
-			}},
+			}, prune: "runs"},
 		{name: "a flipped byte in a segment", damage: func(t *testing.T, dir string, _ storage.Storage) {
 			flipByte(t, filepath.Join(dir, filepath.FromSlash(flipped.Ref().DataKey())))
 		}, objects: []wantObject{{flipped.Ref().DataKey(), catalog.IssueCorrupt}},
@@ -223,7 +228,7 @@ func TestVerify(t *testing.T) {
 			}
 		}, objects: []wantObject{{deleted.Ref().DataKey(), catalog.IssueMissing}},
 			breaks: []string{gapString(segs, deletedAt)},
-			check:  notRestorable},
+			check:  notRestorable, prune: "refuses"},
 		{name: "the newest object truncated", damage: func(t *testing.T, dir string, _ storage.Storage) {
 			path := filepath.Join(dir, filepath.FromSlash(newest.Ref().DataKey()))
 			fi, err := os.Stat(path)
@@ -233,7 +238,7 @@ func TestVerify(t *testing.T) {
 			if err := os.Truncate(path, fi.Size()/2); err != nil {
 				t.Fatal(err)
 			}
-		}, objects: []wantObject{{newest.Ref().DataKey(), catalog.IssueTruncated}},
+		}, objects: []wantObject{{newest.Ref().DataKey(), catalog.IssueTruncated}}, prune: "refuses",
 			check: func(t *testing.T, r *Report) {
 				// The snapshot still restores, to the end of what is left.
 				s := r.Snapshots[0]
@@ -246,6 +251,7 @@ func TestVerify(t *testing.T) {
 			copyObject(t, otherStore, st, foreign.Ref().DataKey())
 			copyObject(t, otherStore, st, foreign.Ref().RecordKey())
 		}, objects: []wantObject{{foreign.Ref().DataKey(), catalog.IssueForeign}, {foreign.Ref().RecordKey(), catalog.IssueForeign}},
+			prune: "refuses",
 			check: func(t *testing.T, r *Report) {
 				if s := r.Snapshots[0]; !s.Restorable || s.Window == nil {
 					t.Fatalf("our snapshot %+v, want it still restorable", s)
@@ -253,7 +259,7 @@ func TestVerify(t *testing.T) {
 			}},
 		{name: "a manifest copied in from another archive", damage: func(t *testing.T, _ string, st storage.Storage) {
 			copyObject(t, otherStore, st, catalog.ManifestKey(snapB.ID))
-		}, objects: []wantObject{{catalog.ManifestKey(snapB.ID), catalog.IssueForeign}},
+		}, objects: []wantObject{{catalog.ManifestKey(snapB.ID), catalog.IssueForeign}}, prune: "refuses",
 			check: func(t *testing.T, r *Report) {
 				for _, s := range r.Snapshots {
 					switch s.ID {
@@ -295,6 +301,9 @@ func TestVerify(t *testing.T) {
 			checkReport(t, r, tc.objects, tc.breaks)
 			if tc.check != nil {
 				tc.check(t, r)
+			}
+			if tc.prune != "" {
+				checkPrune(t, st, tc.prune == "refuses")
 			}
 		})
 	}
@@ -345,6 +354,32 @@ func verifyOnS3(t *testing.T, pristine, other storage.Storage, flipped, foreign 
 			{foreign.Ref().DataKey(), catalog.IssueForeign}, {foreign.Ref().RecordKey(), catalog.IssueForeign}}, []string{flippedGap})
 		notRestorable(t, r)
 	})
+}
+
+// checkPrune runs a prune that keeps one snapshot and checks that it
+// refuses, deleting nothing, or runs.
+func checkPrune(t *testing.T, st storage.Storage, refuses bool) {
+	t.Helper()
+	before, err := st.List(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = retention.Prune(t.Context(), retention.Options{Store: st, Policy: retention.Policy{KeepSnapshots: 1}})
+	after, lerr := st.List(t.Context(), "")
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	switch {
+	case refuses && !errors.Is(err, retention.ErrDamaged):
+		t.Errorf("prune on the damaged archive: %v, want it refused", err)
+	case refuses && len(after) != len(before):
+		t.Errorf("prune refused but changed storage: %d objects before, %d after", len(before), len(after))
+	case !refuses && err != nil:
+		t.Errorf("prune: %v", err)
+	}
+	if err != nil {
+		t.Logf("prune: %v", err)
+	}
 }
 
 // gapString is the break verify reports when segment i of segs is lost.
