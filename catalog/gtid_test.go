@@ -265,3 +265,39 @@ func TestGapsNameMissingGTIDs(t *testing.T) {
 		t.Fatalf("gaps %+v, want one naming 0-1-41..0-1-60", gaps)
 	}
 }
+
+// FuzzParseGTID checks that what parses formats back to the same GTID.
+func FuzzParseGTID(f *testing.F) {
+	for _, s := range []string{"0-1-1041", uuidA + ":23", uuidA + ":tag:5", "1-2", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		g, err := ParseGTID(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseGTID(g.String())
+		if err != nil || back != g {
+			t.Fatalf("%q parsed as %+v, which formats as %q and parses as %+v, %v", s, g, g.String(), back, err)
+		}
+	})
+}
+
+// FuzzParseGTIDSet checks that any GTID state a server or a manifest holds
+// parses or is refused, and what parses formats as GTIDs that parse.
+func FuzzParseGTIDSet(f *testing.F) {
+	for _, s := range []string{"0-1-1041,1-2-7", uuidA + ":1-10:12-20," + uuidB + ":5", uuidA + ":1-10:t:1-3", ",", ":"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		set, err := ParseGTIDSet(s)
+		if err != nil {
+			return
+		}
+		for _, g := range set {
+			if _, err := ParseGTID(g.String()); err != nil {
+				t.Fatalf("%q gave %+v, which formats as %q that does not parse: %v", s, g, g.String(), err)
+			}
+		}
+	})
+}
