@@ -204,6 +204,24 @@ func TestAgentRecordsPurgedBinlogAsGap(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "bad object binlog/000002/") || !strings.Contains(out, ": truncated: ") || !strings.Contains(stderr, "damaged") {
 		t.Fatalf("verify of a truncated segment: exit %d\n%s%s", code, out, stderr)
 	}
+	out, stderr, code = runCLI(t, t.Context(), "verify", "--storage", storageURL, "--json")
+	var report struct {
+		Damaged bool `json:"damaged"`
+		Objects []struct {
+			Key  string `json:"key"`
+			Kind string `json:"kind"`
+		} `json:"objects"`
+		Gaps []struct {
+			MissingGTIDs []string `json:"missing_gtids"`
+		} `json:"gaps"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil || code != 1 {
+		t.Fatalf("verify --json: exit %d, %v\n%s%s", code, err, out, stderr)
+	}
+	rel, _ := filepath.Rel(strings.TrimPrefix(storageURL, "file://"), segs[0])
+	if !report.Damaged || len(report.Objects) != 1 || report.Objects[0].Key != filepath.ToSlash(rel) || report.Objects[0].Kind != "truncated" {
+		t.Errorf("verify --json names %+v, want %s truncated", report, rel)
+	}
 }
 
 // purgeAll purges every binlog but the current one. MariaDB keeps files a
