@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -23,13 +24,18 @@ type segmentRead struct {
 	gtids []catalog.GTIDRange
 	// issue is set when the segment cannot be used.
 	issue *catalog.Issue
+	// at holds, for each position asked for inside the segment that is the
+	// start of an event, the GTID ranges of the bytes before it.
+	at map[uint64][]catalog.GTIDRange
 }
 
 // readSegment reads a segment's data through: the reader checks its length
 // and SHA-256 against the index record, and every event must sit where its
 // own header says it ends, so that bytes filed at another position (or
 // another file's bytes) are found even when they match their record.
-func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment) (segmentRead, error) {
+// For each position in points (inside the segment) it also keeps the GTIDs
+// before it, when an event starts there.
+func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, points []uint64) (segmentRead, error) {
 	key := seg.Ref().DataKey()
 	rc, err := binlog.OpenSegment(ctx, st, seg)
 	if err != nil {
@@ -52,6 +58,12 @@ func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment) 
 			return out, ctx.Err()
 		}
 		out.n += int64(len(ev))
+		if slices.Contains(points, pos) {
+			if out.at == nil {
+				out.at = map[uint64][]catalog.GTIDRange{}
+			}
+			out.at[pos] = slices.Clone(out.gtids)
+		}
 		h, err := binlog.ParseHeader(ev)
 		if err != nil {
 			out.issue = &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("event at %d: %v", pos, err)}

@@ -92,7 +92,7 @@ func TestReadSegmentGTIDs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seg := putSegment(t, st, tc.file, tc.start, tc.bytes)
-			res, err := readSegment(t.Context(), st, seg)
+			res, err := readSegment(t.Context(), st, seg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

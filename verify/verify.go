@@ -118,10 +118,19 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
 	reads := map[*catalog.Segment]segmentRead{}
+	points := map[*catalog.Segment][]uint64{}
+	for _, s := range snaps {
+		if s.m == nil {
+			continue
+		}
+		if _, seg := place(arch, s.m); seg != nil && seg.Start < s.m.Binlog.Pos && s.m.Binlog.Pos < seg.End {
+			points[seg] = append(points[seg], s.m.Binlog.Pos)
+		}
+	}
 	for _, tl := range arch.Timelines {
 		for _, seg := range tl.Segments {
 			g.Go(func() error {
-				res, err := readSegment(gctx, st, seg)
+				res, err := readSegment(gctx, st, seg, points[seg])
 				if err != nil {
 					return err
 				}
@@ -191,9 +200,6 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		whole.Timelines = append(whole.Timelines, &kept)
 	}
 	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
-	if len(r.Objects) > 0 {
-		r.Damaged = true
-	}
 	for _, tl := range whole.Timelines {
 		tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
 		tr.Breaks, tr.GTIDJumps = tl.Breaks()
@@ -216,6 +222,13 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		r.Gaps = []catalog.Gap{}
 	}
 
+	for _, s := range snaps {
+		if s.m != nil {
+			if why := gtidStateMismatch(arch, whole, reads, s.m); why != "" {
+				s.add(catalog.Issue{Key: catalog.ManifestKey(s.m.ID), Kind: catalog.IssueBadRecord, Detail: why})
+			}
+		}
+	}
 	var good []*catalog.Manifest
 	for _, s := range snaps {
 		sr := s.report
@@ -241,6 +254,10 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 				r.Snapshots[i].Window = &win
 			}
 		}
+	}
+	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	if len(r.Objects) > 0 {
+		r.Damaged = true
 	}
 	r.Duration = time.Since(begin)
 	return r, nil
@@ -330,6 +347,90 @@ func loadSnapshots(ctx context.Context, st storage.Storage, arch *catalog.Archiv
 		s.m = &m
 	}
 	return out, nil
+}
+
+// place finds the timeline a snapshot replays on and the segment that holds
+// its position (nil when the archive does not hold it).
+func place(arch *catalog.Archive, m *catalog.Manifest) (int, *catalog.Segment) {
+	n, err := catalog.FileNumber(m.Binlog.File)
+	if err != nil {
+		return -1, nil
+	}
+	for i, tl := range arch.Timelines {
+		if m.Timeline != 0 && tl.ID != m.Timeline {
+			continue
+		}
+		for _, seg := range tl.Segments {
+			if seg.FileNum == n && seg.File == m.Binlog.File && seg.Start <= m.Binlog.Pos && m.Binlog.Pos <= seg.End {
+				return i, seg
+			}
+		}
+	}
+	return -1, nil
+}
+
+// gtidStateMismatch compares the GTID state a manifest records with the
+// archive's at the manifest's position: the last GTID of each source before
+// it. A snapshot is only as good as its position, and a manifest from
+// another history (another archive's, written before manifests carried a
+// timeline UID) does not fit. It says why they differ, or "" when they
+// agree or cannot be compared (no GTIDs, the segment holding the position
+// unusable).
+func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]segmentRead, m *catalog.Manifest) string {
+	if strings.TrimSpace(m.GTIDSet) == "" {
+		return ""
+	}
+	want, err := catalog.ParseGTIDSet(m.GTIDSet)
+	if err != nil {
+		return fmt.Sprintf("gtid_set %q: %v", m.GTIDSet, err)
+	}
+	i, seg := place(arch, m)
+	if seg == nil {
+		return ""
+	}
+	res := reads[seg]
+	if res.issue != nil {
+		return ""
+	}
+	var before []catalog.GTIDRange
+	switch p := m.Binlog.Pos; {
+	case p == seg.End:
+		before = res.gtids
+	case p > seg.Start:
+		var ok bool
+		if before, ok = res.at[p]; !ok {
+			return fmt.Sprintf("position %s is not the start of an event in the archive's %s", m.Binlog, seg.Ref().DataKey())
+		}
+	}
+	// The state before the segment, from the usable segments before it
+	// (a break on the way is reported on its own), then the segment's part.
+	var seq catalog.GTIDSequence
+	for _, s := range whole.Timelines[i].Segments {
+		if s.Ref() == seg.Ref() {
+			break
+		}
+		for _, r := range s.GTIDs {
+			_, _, _ = seq.Range(r)
+		}
+	}
+	for _, r := range before {
+		_, _, _ = seq.Range(r)
+	}
+	have := map[string]catalog.GTID{}
+	for _, g := range seq.Last() {
+		have[g.Source()] = g
+	}
+	var diff []string
+	for _, g := range want {
+		if h, ok := have[g.Source()]; ok && h != g {
+			diff = append(diff, fmt.Sprintf("%s where the archive has %s", g, h))
+		}
+	}
+	if len(diff) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the manifest's GTID state at %s says %s: the snapshot is not of this archive's history at that position",
+		m.Binlog, strings.Join(diff, ", "))
 }
 
 // sizeIssue compares a listed object's size with the recorded one

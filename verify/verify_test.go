@@ -26,8 +26,9 @@ import (
 // buildArchive archives a fresh MariaDB's binlog into st across four
 // binlog files, with one logical snapshot in the second, and returns that
 // snapshot. Rows go in batches of five transactions, each batch archived
-// before the next starts, so that most segments hold whole batches.
-func buildArchive(t *testing.T, st storage.Storage, serverID uint32) *catalog.Manifest {
+// before the next starts, so that most segments hold whole batches; pad
+// lengthens each row, so that two archives' positions differ.
+func buildArchive(t *testing.T, st storage.Storage, serverID uint32, pad int) *catalog.Manifest {
 	t.Helper()
 	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: serverID})
 	streamer := archivetest.Stream(t, db, st, 50*time.Millisecond)
@@ -41,7 +42,7 @@ func buildArchive(t *testing.T, st storage.Storage, serverID uint32) *catalog.Ma
 	for f := 0; f < 4; f++ {
 		for batch := 0; batch < 3; batch++ {
 			for i := 0; i < 5; i++ {
-				db.Exec(t, "INSERT INTO app.t (v) VALUES (?)", fmt.Sprintf("file %d batch %d row %d", f, batch, i))
+				db.Exec(t, "INSERT INTO app.t (v) VALUES (?)", fmt.Sprintf("file %d batch %d row %d%s", f, batch, i, strings.Repeat(".", pad)))
 			}
 			archivetest.WaitArchived(t, streamer, db)
 		}
@@ -155,8 +156,8 @@ func TestVerify(t *testing.T) {
 	pristine, other := t.TempDir(), t.TempDir()
 	var snapA, snapB *catalog.Manifest
 	t.Run("build", func(t *testing.T) {
-		snapA = buildArchive(t, fileStore(t, pristine), 0)
-		snapB = buildArchive(t, fileStore(t, other), 2)
+		snapA = buildArchive(t, fileStore(t, pristine), 0, 20)
+		snapB = buildArchive(t, fileStore(t, other), 2, 0)
 	})
 	if snapA == nil || snapB == nil {
 		t.Fatal("archives not built")
@@ -274,6 +275,38 @@ func TestVerify(t *testing.T) {
 					}
 				}
 			}},
+		{name: "a manifest whose GTID state is not the archive's", damage: func(t *testing.T, _ string, st storage.Storage) {
+			m := *snapA
+			set, err := catalog.ParseGTIDSet(m.GTIDSet)
+			if err != nil || len(set) != 1 {
+				t.Fatalf("snapshot GTID state %q: %v", m.GTIDSet, err)
+			}
+			set[0].Seq += 3
+			m.GTIDSet = set[0].String()
+			if err := catalog.PutJSON(t.Context(), st, catalog.ManifestKey(m.ID), &m, false); err != nil {
+				t.Fatal(err)
+			}
+		}, objects: []wantObject{{catalog.ManifestKey(snapA.ID), catalog.IssueBadRecord}},
+			check: func(t *testing.T, r *Report) {
+				if s := r.Snapshots[0]; s.Consistent || s.Restorable || !strings.Contains(strings.Join(s.Problems, "\n"), "GTID state") {
+					t.Fatalf("snapshot %+v, want it refused for its GTID state", s)
+				}
+			}},
+		{name: "a manifest copied in from an archive without timeline UIDs", damage: func(t *testing.T, _ string, st storage.Storage) {
+			// Written before manifests carried a UID: only its GTIDs tell.
+			m := *snapB
+			m.TimelineUID = ""
+			if err := catalog.PutJSON(t.Context(), st, catalog.ManifestKey(m.ID), &m, true); err != nil {
+				t.Fatal(err)
+			}
+		}, objects: append([]wantObject{{catalog.ManifestKey(snapB.ID), catalog.IssueBadRecord}}, missingObjects(snapB)...),
+			check: func(t *testing.T, r *Report) {
+				for _, s := range r.Snapshots {
+					if s.ID == snapB.ID && (s.Consistent || s.Restorable) {
+						t.Errorf("the other archive's snapshot %+v, want it refused", s)
+					}
+				}
+			}},
 		{name: "a key not of the layout", damage: func(t *testing.T, _ string, st storage.Storage) {
 			if _, err := st.Put(t.Context(), "backups/dump.sql", strings.NewReader("--"), storage.PutOptions{}); err != nil {
 				t.Fatal(err)
@@ -354,6 +387,15 @@ func verifyOnS3(t *testing.T, pristine, other storage.Storage, flipped, foreign 
 			{foreign.Ref().DataKey(), catalog.IssueForeign}, {foreign.Ref().RecordKey(), catalog.IssueForeign}}, []string{flippedGap})
 		notRestorable(t, r)
 	})
+}
+
+// missingObjects are the objects of a snapshot whose manifest alone was copied.
+func missingObjects(m *catalog.Manifest) []wantObject {
+	var out []wantObject
+	for _, o := range m.Objects {
+		out = append(out, wantObject{catalog.SnapshotObjectKey(m.ID, o.Name), catalog.IssueMissing})
+	}
+	return out
 }
 
 // checkPrune runs a prune that keeps one snapshot and checks that it
