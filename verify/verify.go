@@ -107,7 +107,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		return nil, err
 	}
 	for _, o := range listing {
-		if o.Key != catalog.LeaseKey && !strings.HasPrefix(o.Key, catalog.BinlogPrefix) && !strings.HasPrefix(o.Key, catalog.SnapshotPrefix) {
+		if !ourKey(o.Key) {
 			r.Objects = append(r.Objects, catalog.Issue{Key: o.Key, Kind: catalog.IssueForeign, Detail: "the key does not parse as this archive's layout"})
 		}
 	}
@@ -347,6 +347,17 @@ func loadSnapshots(ctx context.Context, st storage.Storage, arch *catalog.Archiv
 		s.m = &m
 	}
 	return out, nil
+}
+
+// ourKey reports whether a key outside binlog/ and snapshots/ (which Load
+// and loadSnapshots judge) is of the archive's layout: the lease and the
+// drill records.
+func ourKey(key string) bool {
+	if key == catalog.LeaseKey || strings.HasPrefix(key, catalog.BinlogPrefix) || strings.HasPrefix(key, catalog.SnapshotPrefix) {
+		return true
+	}
+	_, err := catalog.ParseDrillKey(key)
+	return err == nil
 }
 
 // place finds the timeline a snapshot replays on and the segment that holds

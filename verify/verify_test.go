@@ -311,6 +311,10 @@ func TestVerify(t *testing.T) {
 			if _, err := st.Put(t.Context(), "backups/dump.sql", strings.NewReader("--"), storage.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
+			// A drill's record is the archive's own.
+			if err := catalog.PutJSON(t.Context(), st, catalog.DrillKey(time.Now()), &catalog.Drill{Target: "latest"}, true); err != nil {
+				t.Fatal(err)
+			}
 		}, objects: []wantObject{{"backups/dump.sql", catalog.IssueForeign}}},
 		{name: "a manifest deleted", damage: func(t *testing.T, _ string, st storage.Storage) {
 			if err := st.Delete(t.Context(), catalog.ManifestKey(snapA.ID)); err != nil {
