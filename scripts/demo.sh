@@ -47,7 +47,9 @@ sql -e "SET sql_log_bin=0; CREATE USER pitr@localhost IDENTIFIED BY '$PASSWORD';
 PORT=19097
 while (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
 step "start the agent: stream the binlog to file://$DIR/archive, flushing every second"
-run "$BIN" agent --dsn "pitr@unix($SOCK)/" --password-file "$DIR/password" --storage "file://$DIR/archive" \
+# Not through run(): $! must be the agent itself, for cleanup to stop it.
+printf '$ %s\n' "$BIN agent --dsn pitr@unix($SOCK)/ --password-file $DIR/password --storage file://$DIR/archive --spool-dir $DIR/spool --listen 127.0.0.1:$PORT --log-format text"
+"$BIN" agent --dsn "pitr@unix($SOCK)/" --password-file "$DIR/password" --storage "file://$DIR/archive" \
   --spool-dir "$DIR/spool" --listen "127.0.0.1:$PORT" --log-format text >"$DIR/agent.log" 2>&1 &
 AGENT_PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
