@@ -135,7 +135,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}
 	res := &Result{}
 	var err error
-	if _, err := datadirEntries(opts.Datadir, opts.Force); err != nil {
+	if _, err := datadirEntries(opts.Datadir, opts.Force, ""); err != nil {
 		return nil, err
 	}
 
@@ -150,9 +150,19 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.MovedAside, err = prepareDatadir(opts.Datadir, opts.Force, opts.DiscardExisting); err != nil {
+	// The new datadir is built out of place and moved in only when the
+	// restore has succeeded: until then, and after any failure, the
+	// target directory holds exactly what it held before.
+	staging, err := snapshot.Staging(opts.Datadir)
+	if err != nil {
 		return nil, err
 	}
+	moved := false
+	defer func() {
+		if !moved {
+			os.RemoveAll(staging)
+		}
+	}()
 	log.Info("replay range", "from", p.From.String(), "stop", stop.Position.String(), "transactions", stop.Transactions)
 
 	flavor := mysqld.MariaDB
@@ -162,13 +172,13 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	switch p.Snapshot.Method {
 	case catalog.MethodPhysical:
 		log.Info("restoring physical snapshot", "snapshot", string(p.Snapshot.ID))
-		if _, err := snapshot.RestorePhysical(ctx, opts.Store, p.Snapshot, opts.Datadir, snapshot.RestorePhysicalOptions{Logger: log,
+		if _, err := snapshot.RestorePhysical(ctx, opts.Store, p.Snapshot, staging, snapshot.RestorePhysicalOptions{Logger: log,
 			Progress: func(done int64) { reporter(opts.Progress).report(PhaseSnapshot, done, p.Snapshot.Bytes) }}); err != nil {
 			return nil, err
 		}
 	case catalog.MethodLogical:
 		log.Info("initializing datadir for logical snapshot", "snapshot", string(p.Snapshot.ID))
-		if err := mysqld.Init(ctx, flavor, opts.Datadir); err != nil {
+		if err := mysqld.Init(ctx, flavor, staging); err != nil {
 			return nil, err
 		}
 	default:
@@ -178,7 +188,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	if pool == 0 {
 		pool = DefaultBufferPool
 	}
-	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: opts.Datadir, RunDir: filepath.Join(work, "run"), BufferPool: max(pool, 0),
+	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: staging, RunDir: filepath.Join(work, "run"), BufferPool: max(pool, 0),
 		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical, Logger: log})
 	if err != nil {
 		return nil, err
@@ -239,9 +249,16 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	res.Marker = Marker{ID: hex.EncodeToString(idb[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: p.Timeline,
 		Stop: stop.Position, Transactions: stop.Transactions, LastCommit: stop.LastCommit, GTIDState: gtid, Finished: time.Now().UTC()}
 	b, _ := json.MarshalIndent(res.Marker, "", "  ")
-	if err := os.WriteFile(filepath.Join(opts.Datadir, MarkerFile), append(b, '\n'), 0o640); err != nil {
+	if err := os.WriteFile(filepath.Join(staging, MarkerFile), append(b, '\n'), 0o640); err != nil {
 		return nil, fmt.Errorf("write restore marker: %w", err)
 	}
+	if res.MovedAside, err = prepareDatadir(opts.Datadir, opts.Force, opts.DiscardExisting, staging); err != nil {
+		return nil, err
+	}
+	if err := snapshot.MoveInto(staging, opts.Datadir); err != nil {
+		return nil, err
+	}
+	moved = true
 	res.Duration = time.Since(begin)
 	return res, nil
 }
@@ -378,7 +395,7 @@ func replayServerID(source uint32) uint32 {
 
 // datadirEntries returns what dir holds (nil when it does not exist),
 // refusing a non-empty dir without force. It changes nothing.
-func datadirEntries(dir string, force bool) ([]os.DirEntry, error) {
+func datadirEntries(dir string, force bool, staging string) ([]os.DirEntry, error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -388,7 +405,7 @@ func datadirEntries(dir string, force bool) ([]os.DirEntry, error) {
 	}
 	var used []os.DirEntry
 	for _, e := range ents {
-		if e.Name() != "lost+found" {
+		if e.Name() != "lost+found" && filepath.Join(dir, e.Name()) != filepath.Clean(staging) {
 			used = append(used, e)
 		}
 	}
@@ -398,14 +415,12 @@ func datadirEntries(dir string, force bool) ([]os.DirEntry, error) {
 	return used, nil
 }
 
-// prepareDatadir checks that dir is empty, or empties it as asked, and
-// creates it if needed. It returns where old contents were moved.
-func prepareDatadir(dir string, force, discard bool) (string, error) {
-	used, err := datadirEntries(dir, force)
+// prepareDatadir checks that dir is empty, or empties it as asked. It
+// returns where old contents were moved. The staging directory, which may
+// lie inside dir, is left where it is.
+func prepareDatadir(dir string, force, discard bool, staging string) (string, error) {
+	used, err := datadirEntries(dir, force, staging)
 	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", err
 	}
 	if len(used) == 0 {

@@ -163,6 +163,59 @@ func TestRestoreEdges(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a restore that fails while loading leaves the datadir as it was", func(t *testing.T) {
+		// Truncate the snapshot's largest data object: the load finds it out
+		// only when it reaches the object's end, well after it began.
+		var victim string
+		var size int64
+		filepath.WalkDir(filepath.Join(root, "snapshots"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && !strings.HasSuffix(p, ".json") {
+				if fi, err := d.Info(); err == nil && fi.Size() > size {
+					victim, size = p, fi.Size()
+				}
+			}
+			return nil
+		})
+		if victim == "" {
+			t.Fatal("no snapshot data object")
+		}
+		saved, _ := os.ReadFile(victim)
+		t.Cleanup(func() { os.WriteFile(victim, saved, 0o644) })
+		if err := os.Truncate(victim, size/2); err != nil {
+			t.Fatal(err)
+		}
+		arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps, err := catalog.LoadSnapshots(t.Context(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Make(arch, snaps.Complete, Target{Kind: AtTime, Time: afterCommit}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		data := filepath.Join(dir, "data")
+		os.Mkdir(data, 0o750)
+		os.WriteFile(filepath.Join(data, "ibdata1"), []byte("the old server's"), 0o640)
+		_, err = Apply(t.Context(), p, Options{Store: st, Datadir: data, WorkDir: filepath.Join(dir, "w"), Force: true})
+		if err == nil {
+			t.Fatal("restored from a truncated snapshot object")
+		}
+		t.Logf("refused: %v", err)
+		ents, _ := os.ReadDir(data)
+		if len(ents) != 1 || ents[0].Name() != "ibdata1" {
+			t.Errorf("the datadir holds %v, want only the old ibdata1", ents)
+		}
+		if b, _ := os.ReadFile(filepath.Join(data, "ibdata1")); string(b) != "the old server's" {
+			t.Errorf("the old ibdata1 was changed: %q", b)
+		}
+		if side, _ := os.ReadDir(dir); len(side) != 2 {
+			t.Errorf("beside the datadir: %v; want only data and the work directory (no staging, nothing moved aside)", side)
+		}
+	})
 	t.Run("a flipped byte is refused before the datadir is touched", func(t *testing.T) {
 		var segs []string
 		filepath.WalkDir(filepath.Join(root, "binlog"), func(p string, d os.DirEntry, err error) error {

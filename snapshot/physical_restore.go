@@ -82,8 +82,7 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("datadir %s: %w", datadir, err)
 	}
-	exists, err := physCheckEmptyDir(datadir)
-	if err != nil {
+	if _, err := physCheckEmptyDir(datadir); err != nil {
 		return catalog.Position{}, err
 	}
 	pt := physToolFor(binlog.Flavor(m.Flavor))
@@ -103,9 +102,9 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 
-	staging, err := os.MkdirTemp(filepath.Dir(datadir), "."+filepath.Base(datadir)+".restore-")
+	staging, err := Staging(datadir)
 	if err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: staging directory beside %s: %w", m.ID, datadir, err)
+		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	moved := false
 	defer func() {
@@ -132,7 +131,7 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 	if err := ctx.Err(); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	if err := physMoveInto(staging, datadir, exists); err != nil {
+	if err := MoveInto(staging, datadir); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	moved = true
@@ -326,50 +325,6 @@ func physChown(dir, name string) error {
 	})
 }
 
-// physMoveInto moves the prepared files into datadir. A missing datadir is
-// the staging directory renamed; an existing (empty) one keeps its inode,
-// mode and owner, which matters when it is a mount point, and receives the
-// entries one by one.
-func physMoveInto(staging, datadir string, exists bool) error {
-	if err := os.Chmod(staging, 0o750); err != nil {
-		return fmt.Errorf("chmod %s: %w", staging, err)
-	}
-	if !exists {
-		if err := os.Rename(staging, datadir); err != nil {
-			return fmt.Errorf("move %s to %s: %w", staging, datadir, err)
-		}
-		return physSyncDir(filepath.Dir(datadir))
-	}
-	entries, err := os.ReadDir(staging)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", staging, err)
-	}
-	for _, e := range entries {
-		from, to := filepath.Join(staging, e.Name()), filepath.Join(datadir, e.Name())
-		if err := os.Rename(from, to); err != nil {
-			return fmt.Errorf("move %s to %s: %w", from, to, err)
-		}
-	}
-	if err := physSyncDir(datadir); err != nil {
-		return err
-	}
-	if err := os.Remove(staging); err != nil {
-		return fmt.Errorf("remove %s: %w", staging, err)
-	}
-	return nil
-}
-
-func physSyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
 
 // countingWriter reports the bytes written through it.
 type countingWriter struct {
