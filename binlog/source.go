@@ -14,6 +14,8 @@ import (
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 )
 
 // Flavor is the server family. Every difference between MySQL and MariaDB
@@ -69,10 +71,10 @@ func (f Flavor) syncerFlavor() string {
 
 // Source is the MySQL or MariaDB server whose binlog is archived.
 type Source struct {
-	// Config is the connection configuration, password included.
+	// Config is the connection configuration, password included. Its TLS
+	// (see mysqltls.Settings.Apply) applies to the replication connection
+	// too.
 	Config *mysql.Config
-	// TLS, when set, is used for the replication connection too.
-	TLS *tls.Config
 
 	db *sql.DB
 }
@@ -215,13 +217,17 @@ func (s *Source) BinaryLogs(ctx context.Context) ([]BinaryLog, error) {
 }
 
 // syncerConfig builds the replication client's configuration.
-func (s *Source) syncerConfig(f Flavor, serverID uint32, readTimeout, heartbeat time.Duration) (replication.BinlogSyncerConfig, error) {
+func (s *Source) syncerConfig(ctx context.Context, f Flavor, serverID uint32, readTimeout, heartbeat time.Duration) (replication.BinlogSyncerConfig, error) {
+	tlsCfg, err := s.replicationTLS(ctx)
+	if err != nil {
+		return replication.BinlogSyncerConfig{}, err
+	}
 	cfg := replication.BinlogSyncerConfig{
 		ServerID:         serverID,
 		Flavor:           f.syncerFlavor(),
 		User:             s.Config.User,
 		Password:         s.Config.Passwd,
-		TLSConfig:        s.TLS,
+		TLSConfig:        tlsCfg,
 		RawModeEnabled:   true,
 		DisableRetrySync: true,
 		ReadTimeout:      readTimeout,
@@ -249,4 +255,28 @@ func (s *Source) syncerConfig(f Flavor, serverID uint32, readTimeout, heartbeat 
 		cfg.Host, cfg.Port = host, uint16(p)
 	}
 	return cfg, nil
+}
+
+// replicationTLS returns the replication connection's TLS config: the
+// pool's. The replication client has no plaintext fallback: a TLS config
+// makes it refuse a server without TLS. So with a fallback allowed
+// (mysqltls.Preferred) it asks the pool whether the server speaks TLS and
+// goes without only when it does not; a certificate that fails
+// verification is never a reason to go without.
+func (s *Source) replicationTLS(ctx context.Context) (*tls.Config, error) {
+	if s.Config.TLS == nil {
+		return nil, nil
+	}
+	if s.Config.AllowFallbackToPlaintext {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		cipher, err := mysqltls.Cipher(ctx, s.db)
+		if err != nil {
+			return nil, s.classify(err)
+		}
+		if cipher == "" {
+			return nil, nil
+		}
+	}
+	return s.Config.TLS.Clone(), nil
 }

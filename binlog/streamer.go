@@ -15,6 +15,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -77,6 +78,7 @@ type Streamer struct {
 	timelinesBegun int // timelines begun by this streamer
 	pauses         int
 	restoreID      string
+	plaintext      bool // the replication connection fell back to plaintext, and said so
 	handlerErr     error
 	lagBytes       int64
 	lagSeconds     float64
@@ -378,15 +380,30 @@ func (s *Streamer) flushLoop(ctx context.Context) {
 	}
 }
 
+// notePlaintext warns when the replication connection goes without TLS
+// although TLS is configured (the server offers none, and the mode allows
+// plaintext then), once per change, and not for a server on this host.
+func (s *Streamer) notePlaintext(plain bool) {
+	fellBack := plain && s.Source.Config.TLS != nil && !mysqltls.Local(s.Source.Config)
+	s.mu.Lock()
+	changed := fellBack != s.plaintext
+	s.plaintext = fellBack
+	s.mu.Unlock()
+	if changed && fellBack {
+		s.Logger.Warn("the server offers no TLS: the replication connection is not encrypted", "server", s.Source.Address())
+	}
+}
+
 // session runs one replication connection until it breaks. progressed
 // reports whether any event arrived.
 func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed bool, err error) {
 	w := s.writer()
 	pos := w.ResumePoint()
-	cfg, err := s.Source.syncerConfig(info.Flavor, s.ServerID, s.ReadTimeout, s.Heartbeat)
+	cfg, err := s.Source.syncerConfig(ctx, info.Flavor, s.ServerID, s.ReadTimeout, s.Heartbeat)
 	if err != nil {
 		return false, err
 	}
+	s.notePlaintext(cfg.TLSConfig == nil)
 	h := &eventHandler{s: s, w: w}
 	cfg.SynchronousEventHandler = h
 	// The replication client logs every connection, its whole configuration

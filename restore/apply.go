@@ -23,6 +23,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
+	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -69,6 +70,10 @@ type Options struct {
 	// Target, when set, restores into this running, empty server instead of
 	// a datadir (logical snapshots only); Datadir is then unused.
 	Target *mysql.Config
+	// TargetTLS are the settings Target.TLS was made with
+	// (mysqltls.Settings.Apply), for the command-line client of the
+	// mysqlbinlog replay.
+	TargetTLS mysqltls.Settings
 	// WorkDir holds fetched binlogs and the temporary server's socket;
 	// empty means a new directory under os.TempDir().
 	WorkDir string
@@ -215,7 +220,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	replayBegin := time.Now()
 	switch opts.Replay {
 	case ReplayMysqlbinlog:
-		err = replayMysqlbinlog(ctx, srv.Config(), stop, work, log, opts.Progress)
+		err = replayMysqlbinlog(ctx, srv.Config(), clientTLS{mysqltls.Settings{Mode: mysqltls.Off}, flavor}, stop, work, log, opts.Progress)
 	default:
 		err = replayServer(ctx, srv.DB(), flavor, stop, opts.Threads, log, opts.Progress)
 	}
@@ -325,7 +330,11 @@ func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begi
 	res := &Result{}
 	replayBegin := time.Now()
 	if replay == ReplayMysqlbinlog {
-		err = replayMysqlbinlog(ctx, opts.Target, stop, work, log, opts.Progress)
+		cipher, cerr := mysqltls.Cipher(ctx, db)
+		if cerr != nil {
+			return nil, fmt.Errorf("target server: %w", cerr)
+		}
+		err = replayMysqlbinlog(ctx, opts.Target, clientTLS{opts.TargetTLS.Effective(cipher != ""), flavor}, stop, work, log, opts.Progress)
 	} else {
 		err = replayServer(ctx, db, flavor, stop, opts.Threads, log, opts.Progress)
 	}
@@ -466,7 +475,7 @@ func fetch(ctx context.Context, st storage.Storage, p *Plan, dir string, progres
 // replayMysqlbinlog pipes mariadb-binlog/mysqlbinlog into the client: the
 // standard tools, with an exact stop position (never a stop time, which can
 // cut a transaction).
-func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, work string, log *slog.Logger, progress reporter) (err error) {
+func replayMysqlbinlog(ctx context.Context, target *mysql.Config, ctls clientTLS, stop *Stop, work string, log *slog.Logger, progress reporter) (err error) {
 	if len(stop.Files) == 0 || stop.Transactions == 0 {
 		log.Info("nothing to replay after the snapshot")
 		return nil
@@ -494,7 +503,11 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, wo
 	args = append(args, "--stop-position="+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
 	// The client reads the connection, password included, from a 0600 file:
 	// never argv or the environment.
-	defaults, err := clientDefaults(work, target)
+	tlsLines, guard, err := ctls.clientOptions(ctx, client, target)
+	if err != nil {
+		return err
+	}
+	defaults, err := clientDefaults(work, target, tlsLines)
 	if err != nil {
 		return err
 	}
@@ -519,6 +532,14 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, wo
 		return fmt.Errorf("start %s: %w", client, err)
 	}
 	pr.Close()
+	if guard != "" {
+		// Before the dump writes anything: the guard is the first statement.
+		if _, err := pw.WriteString(guard); err != nil {
+			pw.Close()
+			clientCmd.Wait()
+			return fmt.Errorf("%s: %w: %s", filepath.Base(client), err, clientErr.String())
+		}
+	}
 	if err := dumpCmd.Start(); err != nil {
 		pw.Close()
 		clientCmd.Wait()
@@ -527,7 +548,13 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, wo
 	pw.Close()
 	cerr := clientCmd.Wait()
 	derr := dumpCmd.Wait()
-	if derr != nil {
+	// The guard's refusal first: the dump then dies of a closed pipe.
+	if cerr != nil && strings.Contains(clientErr.String(), guardMarker) {
+		return fmt.Errorf("%s's connection to %s is not encrypted: the server offered it no TLS, and TLS mode %s requires TLS; nothing was replayed",
+			filepath.Base(client), target.Addr, ctls.settings.Mode)
+	}
+	// A dump killed by a closed pipe only shows that the client died first.
+	if derr != nil && (cerr == nil || !brokenPipe(derr)) {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(dump), derr, dumpErr.String())
 	}
 	if cerr != nil {
@@ -537,8 +564,19 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, stop *Stop, wo
 	return nil
 }
 
-// clientDefaults writes a client option file for target, mode 0600.
-func clientDefaults(dir string, target *mysql.Config) (string, error) {
+// brokenPipe reports whether a child was killed by SIGPIPE.
+func brokenPipe(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGPIPE
+}
+
+// clientDefaults writes a client option file for target, with the extra
+// [client] lines (TLS options), mode 0600.
+func clientDefaults(dir string, target *mysql.Config, extra []string) (string, error) {
 	var b strings.Builder
 	b.WriteString("[client]\n")
 	fmt.Fprintf(&b, "user=%s\n", optionValue(target.User))
@@ -554,6 +592,9 @@ func clientDefaults(dir string, target *mysql.Config) (string, error) {
 			return "", fmt.Errorf("target address %q: %w", target.Addr, err)
 		}
 		fmt.Fprintf(&b, "host=%s\nport=%s\nprotocol=tcp\n", optionValue(host), port)
+	}
+	for _, l := range extra {
+		b.WriteString(l + "\n")
 	}
 	f, err := os.CreateTemp(dir, "client-*.cnf")
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
@@ -42,6 +43,9 @@ type Scheduler struct {
 	Method string
 	// Source is the server to snapshot.
 	Source *mysql.Config
+	// TLS are the settings Source.TLS was made with, for the physical
+	// snapshot tool (see snapshot.PhysicalOptions.TLS).
+	TLS mysqltls.Settings
 	// Threads is the logical snapshot's connections, or the physical tool's
 	// --parallel; 0 means the method's default.
 	Threads int
@@ -383,7 +387,7 @@ func (s *Scheduler) take(ctx context.Context) (*catalog.Manifest, error) {
 			return nil, err
 		}
 		defer src.Close()
-		return snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, Storage: s.Store, Timeline: tl, Agent: s.Agent,
+		return snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: s.TLS, Storage: s.Store, Timeline: tl, Agent: s.Agent,
 			Parallel: s.Threads, Logger: s.Logger})
 	default:
 		return snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: s.Source, Storage: s.Store, Threads: s.Threads,

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -47,6 +48,10 @@ type PhysicalOptions struct {
 	// user and password; it must run on the server's host (or share its
 	// datadir), since it reads the datadir's files.
 	Source *binlog.Source
+	// TLS are the settings the Source's Config.TLS was made with
+	// (mysqltls.Settings.Apply): the tool gets them as options, Preferred
+	// settled by whether the Source's own connection is encrypted.
+	TLS mysqltls.Settings
 	// Storage receives the snapshot.
 	Storage storage.Storage
 	// ID names the snapshot; empty means catalog.NewSnapshotID(start time).
@@ -162,7 +167,11 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
 	}
 	defer os.RemoveAll(work)
-	cnf, err := physDefaultsFile(work, opts.Source.Config.Passwd)
+	tlsLines, err := physTLSOptions(ctx, opts, si.Flavor)
+	if err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+	cnf, err := physDefaultsFile(work, opts.Source.Config.Passwd, tlsLines...)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
@@ -292,6 +301,23 @@ func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []st
 		return parts.objects, se, fmt.Errorf("%s reported no binlog position; its log ends:\n%s", base, se.Tail())
 	}
 	return parts.objects, se, nil
+}
+
+// physTLSOptions returns the option-file lines that make the tool connect
+// with the Source's TLS settings. MariaDB's tool would fall back to
+// plaintext with verify-ca and skip-verify; the Source's own connection,
+// made with those settings just before, has shown that the server offers
+// TLS, and the tool runs on the server's host.
+func physTLSOptions(ctx context.Context, opts PhysicalOptions, f binlog.Flavor) ([]string, error) {
+	cipher, err := mysqltls.Cipher(ctx, opts.Source.DB())
+	if err != nil {
+		return nil, err
+	}
+	client := mysqltls.MariaDBClient
+	if f == binlog.MySQL {
+		client = mysqltls.MySQLClient
+	}
+	return opts.TLS.Effective(cipher != "").OptionLines(client, opts.Source.Config), nil
 }
 
 // physBackupArgs builds the tool's command line. --defaults-extra-file must

@@ -198,16 +198,21 @@ func physOwnGroup(cmd *exec.Cmd) {
 	cmd.WaitDelay = 10 * time.Second
 }
 
-// physDefaultsFile writes the password into an option file in dir, readable
-// only by us, so that it reaches the tool without appearing in its argv or
-// environment. Option-file values are unquoted and unescaped by the client
-// library; quoting keeps '#', ';' and spaces, escaping keeps '\' and quotes.
-func physDefaultsFile(dir, password string) (string, error) {
+// physDefaultsFile writes the password, and the extra [client] lines (TLS
+// options, see mysqltls.Settings.OptionLines), into an option file in dir,
+// readable only by us, so that the password reaches the tool without
+// appearing in its argv or environment. Option-file values are unquoted and
+// unescaped by the client library; quoting keeps '#', ';' and spaces,
+// escaping keeps '\' and quotes.
+func physDefaultsFile(dir, password string, extra ...string) (string, error) {
 	if strings.ContainsAny(password, "\x00") {
 		return "", errors.New("password contains a NUL byte, which an option file cannot hold")
 	}
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
 	content := "[client]\npassword=\"" + r.Replace(password) + "\"\n"
+	for _, l := range extra {
+		content += l + "\n"
+	}
 	f, err := os.CreateTemp(dir, "client-*.cnf")
 	if err != nil {
 		return "", fmt.Errorf("create option file: %w", err)

@@ -134,7 +134,7 @@ func (o *agentOptions) Validate() error {
 	return nil
 }
 
-func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var o agentOptions
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -154,6 +154,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	o.storage.age.role, o.storage.age.log = ageWriter, logger
+	tlsSettings, _ := o.mysql.tls.settings() // checked by config
+	defer func() { err = explainTLS(err, tlsSettings, mcfg) }()
+	// The replication stream says when preferred falls back to plaintext.
+	logTLS(ctx, logger, tlsSettings, mcfg, false)
+	o.storage.tlsLog.logger = logger
 	st, err := o.storage.open(ctx)
 	if err != nil {
 		return err
@@ -201,7 +206,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				"and the agent holds no age identity; run mysql-pitr prune with the identity elsewhere, or give the agent --age-identity")
 			pol = retention.Policy{}
 		}
-		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, Threads: o.snapThreads, Store: st,
+		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, TLS: tlsSettings, Threads: o.snapThreads, Store: st,
 			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
 			Logger: logger}
 	}

@@ -46,6 +46,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// A drill reads the archive and records its outcome in it.
 	sf.age.role, sf.age.log = ageReadWriter, logger
+	sf.tlsLog.logger = logger
 	st, err := sf.open(ctx)
 	if err != nil {
 		return err

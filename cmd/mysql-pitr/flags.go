@@ -139,12 +139,14 @@ func isTerminal(w io.Writer) bool {
 type mysqlFlags struct {
 	dsn          string
 	passwordFile string
+	tls          tlsFlags
 }
 
 func (m *mysqlFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.dsn, "dsn", "", "server to archive, as a Go MySQL DSN: user@tcp(host:3306)/ or user@unix(/run/mysqld/mysqld.sock)/; "+
 		"leave the password out and use --password-file or MYSQL_PITR_PASSWORD")
 	fs.StringVar(&m.passwordFile, "password-file", "", "file holding the MySQL password (first line)")
+	m.tls.register(fs)
 }
 
 // config parses the DSN and fills the password from the file or
@@ -176,6 +178,9 @@ func (m *mysqlFlags) configWithEnv(passwordEnv string) (*mysql.Config, error) {
 	}
 	if cfg.Net == "" {
 		cfg.Net = "tcp"
+	}
+	if err := m.applyTLS(cfg); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }

@@ -120,6 +120,7 @@ func runPrune(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	sf.age.role, sf.age.log = ageReadWriter, logger
+	sf.tlsLog.logger = logger
 	st, err := sf.open(ctx)
 	if err != nil {
 		return err

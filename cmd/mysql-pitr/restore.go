@@ -12,13 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/restore/kube"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
-func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var sf storageFlags
 	var lf logFlags
 	var to, toPos, datadir, replay string
@@ -34,6 +37,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var into mysqlFlags
 	fs.StringVar(&into.dsn, "target-dsn", "", "restore into this running, empty server instead of a datadir (logical snapshots); password from --target-password-file or MYSQL_PITR_TARGET_PASSWORD")
 	fs.StringVar(&into.passwordFile, "target-password-file", "", "file holding the target server's password")
+	into.tls.register(fs)
 	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and stop")
 	fs.BoolVar(&force, "force", false, "move the datadir's current contents aside (to DATADIR.before-restore-TIME)")
 	fs.BoolVar(&discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
@@ -83,10 +87,16 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case bufferPool < 64<<20:
 		return usageError{fmt.Errorf("--buffer-pool-size %d: at least 64MiB", bufferPool)}
 	}
+	if into.dsn != "" {
+		if _, err := into.tls.settings(); err != nil {
+			return err
+		}
+	}
 	logger, err := lf.logger(stderr)
 	if err != nil {
 		return err
 	}
+	sf.tlsLog.logger = logger
 	st, p, err := planRestore(ctx, &sf, target)
 	if err != nil {
 		return err
@@ -102,6 +112,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if opts.Target, err = into.configWithEnv("MYSQL_PITR_TARGET_PASSWORD"); err != nil {
 			return err
 		}
+		opts.TargetTLS, _ = into.tls.settings() // checked by configWithEnv
+		defer func(s mysqltls.Settings, cfg *mysql.Config) { err = explainTLS(err, s, cfg) }(opts.TargetTLS, opts.Target)
+		logTLS(ctx, logger, opts.TargetTLS, opts.Target, true)
 		datadir = "server " + opts.Target.Addr
 		if err := preflightTarget(ctx, opts.Target); err != nil {
 			return err

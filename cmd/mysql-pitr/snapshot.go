@@ -47,7 +47,7 @@ func (o *snapshotOptions) Validate() error {
 	return nil
 }
 
-func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var o snapshotOptions
 	fs := flag.NewFlagSet("snapshot", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -67,6 +67,10 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	o.storage.age.role, o.storage.age.log = ageWriter, logger
+	tlsSettings, _ := o.mysql.tls.settings() // checked by config
+	defer func() { err = explainTLS(err, tlsSettings, mcfg) }()
+	logTLS(ctx, logger, tlsSettings, mcfg, true)
+	o.storage.tlsLog.logger = logger
 	st, err := o.storage.open(ctx)
 	if err != nil {
 		return err
@@ -97,7 +101,7 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		m, err = snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: mcfg, Storage: st, Threads: o.threads,
 			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
 	case catalog.MethodPhysical:
-		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, Storage: st, Timeline: tl, Agent: o.agentID, Logger: logger})
+		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, Storage: st, Timeline: tl, Agent: o.agentID, Logger: logger})
 	}
 	if err != nil {
 		return err

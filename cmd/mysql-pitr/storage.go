@@ -23,6 +23,8 @@ type storageFlags struct {
 	sse       string
 	kmsKey    string
 	age       ageFlags
+	caFile    string
+	tlsLog    storageLog
 }
 
 func (s *storageFlags) register(fs *flag.FlagSet) {
@@ -33,6 +35,7 @@ func (s *storageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.sse, "s3-sse", "", "S3 server-side encryption: AES256 or aws:kms")
 	fs.StringVar(&s.kmsKey, "s3-sse-kms-key-id", "", "KMS key for --s3-sse aws:kms")
 	s.age.register(fs)
+	s.registerTLS(fs)
 }
 
 // open builds the backend the URL names, with the age layer over it.
@@ -90,9 +93,11 @@ func (s *storageFlags) backend(ctx context.Context) (storage.Storage, error) {
 		if s.kmsKey != "" {
 			cfg.SSEKMSKeyID = s.kmsKey
 		}
+		cfg.CAFile = s.caFile
 		if err := cfg.Validate(); err != nil {
 			return nil, usageError{err}
 		}
+		s.warnTLS(cfg)
 		return s3.New(ctx, cfg)
 	}
 	return nil, usageError{fmt.Errorf("--storage %q: unknown scheme %q (file or s3)", s.url, scheme)}

@@ -73,9 +73,22 @@ type MariaDBOptions struct {
 	// MaxBinlogSize is max_binlog_size in bytes; 0 keeps the server default
 	// (1 GiB). MariaDB rounds it to a multiple of 4096, minimum 4096.
 	MaxBinlogSize int64
+	// TLS, when set, gives the server a certificate so that it offers TLS.
+	TLS *ServerTLS
 	// ExtraArgs are appended to mariadbd's command line, after the testbed's
 	// own flags, so they can override them.
 	ExtraArgs []string
+}
+
+// ServerTLS is a test server's TLS configuration (see CA for the files).
+type ServerTLS struct {
+	// CAFile verifies client certificates (ssl_ca); CertFile and KeyFile are
+	// the server's certificate and key (ssl_cert, ssl_key).
+	CAFile, CertFile, KeyFile string
+	// RequireSecureTransport refuses unencrypted TCP connections
+	// (require_secure_transport=ON); the unix socket stays open, so the
+	// testbed's own root connections go through it.
+	RequireSecureTransport bool
 }
 
 func (o MariaDBOptions) withDefaults() MariaDBOptions {
@@ -257,7 +270,7 @@ func (m *MariaDB) bootstrap() error {
 	defer cancel()
 	// A private pool, closed afterwards: sql_log_bin=0 must not survive in
 	// a connection that the shared pool would hand to a test.
-	c, err := mysql.NewConnector(m.config("root", ""))
+	c, err := mysql.NewConnector(m.rootConfig())
 	if err != nil {
 		return fmt.Errorf("mariadb connector: %w", err)
 	}
@@ -337,6 +350,12 @@ func (m *MariaDB) args() []string {
 	if o.MaxBinlogSize > 0 {
 		args = append(args, "--max-binlog-size="+strconv.FormatInt(o.MaxBinlogSize, 10))
 	}
+	if t := o.TLS; t != nil {
+		args = append(args, "--ssl-ca="+t.CAFile, "--ssl-cert="+t.CertFile, "--ssl-key="+t.KeyFile)
+		if t.RequireSecureTransport {
+			args = append(args, "--require-secure-transport=ON")
+		}
+	}
 	if runAsRoot() {
 		args = append(args, "--user=root")
 	}
@@ -383,7 +402,7 @@ func (m *MariaDB) Start() error {
 // half-started server never leaves broken connections in the pool.
 func (m *MariaDB) waitReady(p *process) error {
 	deadline := time.Now().Add(mariaDBStartTimeout)
-	connector, err := mysql.NewConnector(m.config("root", ""))
+	connector, err := mysql.NewConnector(m.rootConfig())
 	if err != nil {
 		return err
 	}
@@ -492,6 +511,17 @@ func (m *MariaDB) config(user, pass string) *mysql.Config {
 	return c
 }
 
+// rootConfig is the testbed's own root connection: over the unix socket
+// for a server with TLS, which may refuse unencrypted TCP, over TCP
+// otherwise as before.
+func (m *MariaDB) rootConfig() *mysql.Config {
+	c := m.config("root", "")
+	if m.opts.TLS != nil {
+		c.Net, c.Addr = "unix", m.Socket()
+	}
+	return c
+}
+
 // DSN is a go-sql-driver/mysql DSN for root, which has no password, over TCP:
 // root@tcp(127.0.0.1:PORT)/.
 func (m *MariaDB) DSN() string { return m.DSNFor("root", "") }
@@ -543,7 +573,7 @@ func (m *MariaDB) pool() (*sql.DB, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.db == nil {
-		c, err := mysql.NewConnector(m.config("root", ""))
+		c, err := mysql.NewConnector(m.rootConfig())
 		if err != nil {
 			return nil, fmt.Errorf("mariadb connector: %w", err)
 		}

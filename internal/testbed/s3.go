@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -30,9 +31,11 @@ const versitygwInstall = "GOBIN=/usr/local/bin go install github.com/versity/ver
 const s3StartTimeout = 20 * time.Second
 
 // S3 is a running versitygw S3 gateway backed by a throwaway directory, with
-// one empty bucket. It listens on loopback only and speaks plain HTTP.
+// one empty bucket. It listens on loopback only and speaks plain HTTP, or
+// HTTPS when started with a certificate (S3Options).
 type S3 struct {
-	// Endpoint is the gateway's base URL, e.g. "http://127.0.0.1:40123".
+	// Endpoint is the gateway's base URL, e.g. "http://127.0.0.1:40123"
+	// (https:// with a certificate).
 	Endpoint string
 	// Bucket is the bucket created for the test.
 	Bucket string
@@ -47,16 +50,30 @@ type S3 struct {
 	bin     string
 	addr    string
 	logPath string
+	opts    S3Options
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
 }
 
+// S3Options configures a test gateway.
+type S3Options struct {
+	// CertFile and KeyFile, when set, make the gateway serve HTTPS with this
+	// certificate (see CA.ServerCert; issue it for 127.0.0.1).
+	CertFile, KeyFile string
+}
+
 // StartS3 starts a versitygw posix gateway on a free loopback port, waits until
 // it answers and creates a bucket. The gateway is stopped when the test ends.
 // A missing versitygw binary skips the test (fails it under CI=true).
 func StartS3(tb testing.TB) *S3 {
+	tb.Helper()
+	return StartS3With(tb, S3Options{})
+}
+
+// StartS3With is StartS3 with options.
+func StartS3With(tb testing.TB, opts S3Options) *S3 {
 	tb.Helper()
 	bin := Binary(tb, "versitygw", versitygwInstall)
 	base := tb.TempDir()
@@ -68,6 +85,7 @@ func StartS3(tb testing.TB) *S3 {
 		DataDir:   filepath.Join(base, "data"),
 		bin:       bin,
 		logPath:   filepath.Join(base, "versitygw.log"),
+		opts:      opts,
 	}
 	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
 		tb.Fatalf("create versitygw data dir: %v", err)
@@ -88,6 +106,9 @@ func StartS3(tb testing.TB) *S3 {
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.Endpoint = "http://" + s.addr
+		if opts.CertFile != "" {
+			s.Endpoint = "https://" + s.addr
+		}
 		if err = s.Start(); err == nil {
 			break
 		}
@@ -116,7 +137,11 @@ func (s *S3) Start() error {
 	}
 	defer logf.Close() // the child holds its own descriptor
 
-	cmd := exec.Command(s.bin, "--port", s.addr, "--region", s.Region, "--quiet", "posix", s.DataDir)
+	args := []string{"--port", s.addr, "--region", s.Region, "--quiet"}
+	if s.opts.CertFile != "" {
+		args = append(args, "--cert", s.opts.CertFile, "--key", s.opts.KeyFile)
+	}
+	cmd := exec.Command(s.bin, append(args, "posix", s.DataDir)...)
 	// Credentials go through the environment so they never show in argv;
 	// versitygw reads either name of each, the _ID ones first.
 	cmd.Env = append(os.Environ(),
@@ -222,6 +247,7 @@ func (s *S3) createBucket() error {
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+		HTTPClient:   selfClient(20 * time.Second),
 	})
 	_, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)})
 	return err
@@ -231,7 +257,7 @@ func (s *S3) createBucket() error {
 // gets 403, which proves the gateway serves), the process exits or the time
 // runs out.
 func waitHTTP(endpoint string, exited <-chan struct{}, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
+	client := selfClient(time.Second)
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := client.Get(endpoint + "/")
@@ -248,6 +274,13 @@ func waitHTTP(endpoint string, exited <-chan struct{}, timeout time.Duration) er
 			return fmt.Errorf("no answer after %s: %w", timeout, err)
 		}
 	}
+}
+
+// selfClient is the HTTP client of the testbed's own requests to its
+// gateway; it does not verify a TLS gateway's certificate, which is the
+// code under test's job.
+func selfClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 }
 
 // logTail returns the end of the gateway's log, for error messages.

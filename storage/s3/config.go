@@ -3,6 +3,7 @@ package s3
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -62,6 +63,10 @@ type Config struct {
 	// PathStyle addresses the bucket in the URL path rather than the host
 	// name, as most S3-compatible servers need.
 	PathStyle bool
+	// CAFile is a PEM bundle of the CAs trusted to sign an https
+	// endpoint's certificate, instead of the system's roots: for a server
+	// with a private CA. It is read when the Store is created.
+	CAFile string
 	// SSE is the server-side encryption of new objects: "", SSES3 or SSEKMS.
 	SSE string
 	// SSEKMSKeyID is the KMS key for SSEKMS; empty means the account's default.
@@ -255,6 +260,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("endpoint %q: no query or fragment allowed", c.Endpoint)
 		}
 	}
+	if c.CAFile != "" && strings.HasPrefix(strings.ToLower(c.Endpoint), "http://") {
+		return fmt.Errorf("a CA file is for an https endpoint; endpoint %q is plain http", c.Endpoint)
+	}
 	switch c.SSE {
 	case "", SSES3, SSEKMS:
 	default:
@@ -270,6 +278,21 @@ func (c Config) Validate() error {
 		return errors.New("max attempts, max backoff and request timeout must not be negative")
 	}
 	return nil
+}
+
+// PlaintextEndpoint reports whether requests go unencrypted across a
+// network: an http:// endpoint on a host other than this one's loopback.
+func (c Config) PlaintextEndpoint() bool {
+	u, err := url.Parse(c.Endpoint)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") {
+		return false
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }
 
 // withDefaults fills the zero fields that have defaults.

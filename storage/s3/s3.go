@@ -41,6 +41,8 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -48,6 +50,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,6 +100,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("s3 config: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		var err error
+		if roots, err = readCAFile(cfg.CAFile); err != nil {
+			return nil, err
+		}
+	}
 
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() aws.Retryer {
@@ -111,6 +121,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}),
 		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 			t.ResponseHeaderTimeout = responseHeaderTimeout
+			if roots != nil {
+				if t.TLSClientConfig == nil {
+					t.TLSClientConfig = &tls.Config{}
+				}
+				t.TLSClientConfig.RootCAs = roots
+			}
 		})),
 	}
 	if cfg.Region != "" {
@@ -158,7 +174,29 @@ func (s *Store) checkBucket(ctx context.Context) error {
 	case http.StatusMovedPermanently:
 		return fmt.Errorf("s3: bucket %s is in another region than %s", s.cfg.Bucket, s.client.Options().Region)
 	}
+	var ua x509.UnknownAuthorityError
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &ua) || errors.As(err, &cv) {
+		trusted := "the system's roots"
+		if s.cfg.CAFile != "" {
+			trusted = "the CA file " + s.cfg.CAFile
+		}
+		return fmt.Errorf("s3: the endpoint's TLS certificate is not trusted by %s (a server with a private CA needs its CA bundle, --s3-ca-file): %w", trusted, err)
+	}
 	return fmt.Errorf("s3: check bucket %s: %w", s.cfg.Bucket, err)
+}
+
+// readCAFile reads a PEM bundle of CA certificates.
+func readCAFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("s3 CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("s3 CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // Config returns the configuration the Store runs with, defaults filled in.

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/mysqltls"
+	"github.com/mysql-pitr/mysql-pitr/storage/s3"
+)
+
+// tlsFlags are the TLS settings of the connections to a MySQL server: the
+// tool's own, the replication stream's, and those of the tools it runs.
+type tlsFlags struct {
+	mode, ca, cert, key string
+}
+
+func (f *tlsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.mode, "mysql-tls", string(mysqltls.DefaultMode), "TLS to the MySQL server: verify-full (TLS required, certificate chain and host name verified), "+
+		"verify-ca (required, chain verified against --mysql-ca, host name not checked), skip-verify (required, nothing verified: insecure), "+
+		"off (never), preferred (TLS verified as verify-full when the server offers it, plaintext with a warning when it offers none)")
+	fs.StringVar(&f.ca, "mysql-ca", "", "PEM file of the CAs that sign the MySQL server's certificate (verify-full: instead of the system's roots; preferred: in addition)")
+	fs.StringVar(&f.cert, "mysql-cert", "", "PEM client certificate for servers that require one (REQUIRE X509); with --mysql-key")
+	fs.StringVar(&f.key, "mysql-key", "", "PEM key of --mysql-cert")
+}
+
+// settings checks the flags and returns them as mysqltls settings.
+func (f *tlsFlags) settings() (mysqltls.Settings, error) {
+	mode, err := mysqltls.ParseMode(f.mode)
+	if err != nil {
+		return mysqltls.Settings{}, usageError{fmt.Errorf("--mysql-tls: %w", err)}
+	}
+	s := mysqltls.Settings{Mode: mode, CAFile: f.ca, CertFile: f.cert, KeyFile: f.key}
+	if err := s.Validate(); err != nil {
+		return s, usageError{fmt.Errorf("--mysql-tls %s: %w", mode, err)}
+	}
+	return s, nil
+}
+
+// applyTLS gives cfg the TLS settings; a DSN with its own tls parameter is
+// refused, so that there is one place to say it.
+func (m *mysqlFlags) applyTLS(cfg *mysql.Config) error {
+	if cfg.TLSConfig != "" {
+		return usageError{errors.New("the DSN's tls parameter is not used: set TLS with --mysql-tls (and --mysql-ca, --mysql-cert, --mysql-key)")}
+	}
+	s, err := m.tls.settings()
+	if err != nil {
+		return err
+	}
+	if err := s.Apply(cfg); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+// logTLS logs the warnings the TLS settings call for at every start, and
+// for Preferred against a server elsewhere, whether it fell back to
+// plaintext: a connection is tried for that, and a failure to connect is
+// left to the command to report.
+func logTLS(ctx context.Context, logger *slog.Logger, s mysqltls.Settings, cfg *mysql.Config, checkFallback bool) {
+	for _, w := range s.Warnings(cfg) {
+		logger.Warn(w)
+	}
+	if !checkFallback || cfg.TLS == nil || !cfg.AllowFallbackToPlaintext || mysqltls.Local(cfg) {
+		return
+	}
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if cipher, err := mysqltls.Cipher(ctx, db); err == nil && cipher == "" {
+		logger.Warn(plaintextWarning, "server", cfg.Addr)
+	}
+}
+
+// plaintextWarning is logged when Preferred found a server without TLS.
+const plaintextWarning = "the server offers no TLS: the connection is not encrypted (--mysql-tls preferred); configure TLS on the server, or say --mysql-tls off to mean it"
+
+// explainTLS adds to a command's error what the TLS settings have to do
+// with it.
+func explainTLS(err error, s mysqltls.Settings, cfg *mysql.Config) error {
+	if err == nil || cfg == nil {
+		return err
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, mysql.ErrNoTLS) || strings.Contains(msg, "does not support TLS"):
+		return fmt.Errorf("%w; the server at %s offers no TLS, and --mysql-tls %s never falls back to plaintext: enable TLS on the server "+
+			"(ssl_cert, ssl_key), or choose --mysql-tls preferred or off", err, cfg.Addr, s.Mode)
+	case strings.Contains(msg, "not valid for the host name"):
+		return fmt.Errorf("%w; connect by a name the certificate holds, or use --mysql-tls verify-ca to check the CA only", err)
+	case strings.Contains(msg, "TLS: the server's certificate"):
+		if s.Mode == mysqltls.Preferred {
+			return fmt.Errorf("%w; give the CA that signs the server's certificate with --mysql-ca (--mysql-tls preferred verifies whenever "+
+				"the server offers TLS, a self-signed certificate included; skip-verify accepts it unverified)", err)
+		}
+		return fmt.Errorf("%w; give the CA that signs the server's certificate with --mysql-ca", err)
+	case s.Mode == mysqltls.Off && cfg.Net != "unix" && strings.Contains(msg, "Access denied"):
+		return fmt.Errorf("%w; the connection was not encrypted (--mysql-tls off): a server with require_secure_transport=ON refuses "+
+			"unencrypted logins, MariaDB with this very error; use --mysql-tls verify-full", err)
+	}
+	return err
+}
+
+// storageLog is where the storage flags' warnings go: the command's logger
+// once it has one, a text line on the flag set's output before that.
+type storageLog struct {
+	logger *slog.Logger
+	out    io.Writer
+}
+
+func (s *storageFlags) registerTLS(fs *flag.FlagSet) {
+	fs.StringVar(&s.caFile, "s3-ca-file", "", "PEM bundle of the CAs that sign an https S3 endpoint's certificate, instead of the system's roots (a private CA)")
+	s.tlsLog.out = fs.Output()
+}
+
+// warnTLS warns, at every start, of an S3 endpoint reached in plaintext
+// across a network.
+func (s *storageFlags) warnTLS(cfg s3.Config) {
+	if !cfg.PlaintextEndpoint() {
+		return
+	}
+	l := s.tlsLog.logger
+	if l == nil {
+		l = slog.New(slog.NewTextHandler(s.tlsLog.out, nil))
+	}
+	l.Warn("the S3 endpoint is plain http: archive data and request signatures cross the network unencrypted; use https", "endpoint", cfg.Endpoint)
+}
