@@ -325,7 +325,6 @@ func physChown(dir, name string) error {
 	})
 }
 
-
 // countingWriter reports the bytes written through it.
 type countingWriter struct {
 	w      io.Writer
