@@ -210,6 +210,9 @@ func timelineOf(arch *catalog.Archive, m *catalog.Manifest) *catalog.TimelineSta
 	if m.Timeline != 0 {
 		for _, tl := range arch.Timelines {
 			if tl.ID == m.Timeline {
+				if m.TimelineUID != "" && tl.UID != "" && m.TimelineUID != tl.UID {
+					return nil // another archive's snapshot, copied into this one
+				}
 				return tl
 			}
 		}

@@ -161,3 +161,24 @@ func TestParseTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestMakeSkipsForeignSnapshot: a manifest naming this archive's timeline
+// but another timeline UID was copied in from another archive; the planner
+// never restores from it.
+func TestMakeSkipsForeignSnapshot(t *testing.T) {
+	arch := testArchive(false)
+	arch.Timelines[1].UID = "uid-ours"
+	snaps := testSnapshots()
+	snaps[1].TimelineUID = "uid-theirs"
+	p, err := Make(arch, snaps, Target{Kind: Latest}, at("10:10:00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Snapshot.ID == snaps[1].ID {
+		t.Fatalf("planned from the foreign snapshot %s", p.Snapshot.ID)
+	}
+	snaps[1].TimelineUID = "uid-ours"
+	if p, err := Make(arch, snaps, Target{Kind: Latest}, at("10:10:00")); err != nil || p.Snapshot.ID != snaps[1].ID {
+		t.Fatalf("with the matching UID: plan %v, err %v; want snapshot %s", p, err, snaps[1].ID)
+	}
+}
