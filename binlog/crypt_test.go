@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -107,4 +109,56 @@ func TestStreamerEncryptedWithoutIdentity(t *testing.T) {
 	}
 	compareWithServer(t, reader, db)
 	t.Logf("%d faults injected", faulty.Injected())
+}
+
+// TestEncryptedRestoreMarkerWithFreshSpool: a restored server whose agent
+// holds no identity and no spool (a recreated pod) starts one unverified
+// timeline that records the restore; restarting with that spool starts no
+// further "restored" timeline for the same marker.
+func TestEncryptedRestoreMarkerWithFreshSpool(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer, err := crypt.New(inner, crypt.Options{Recipients: []age.Recipient{id.Recipient()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := crypt.New(inner, crypt.Options{Identities: []age.Identity{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "mysql-pitr-restore.json")
+	run := func(spool string) {
+		s := newStreamer(t, db, writer, spool)
+		s.RestoreMarker = marker
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		db.Exec(t, "CREATE TABLE IF NOT EXISTS mysql.pitr_probe (id INT PRIMARY KEY AUTO_INCREMENT)")
+		db.Exec(t, "INSERT INTO mysql.pitr_probe VALUES ()")
+		waitDurable(t, s, serverEnd(t, db), 60*time.Second)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t.TempDir())
+	os.WriteFile(marker, []byte(`{"id": "r1", "target": "2026-11-27T10:41:07Z"}`), 0o644)
+	spool := t.TempDir()
+	run(spool)
+	run(spool)
+	arch, err := catalog.Load(t.Context(), reader, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls := arch.Timelines
+	if len(tls) != 2 || tls[1].RestoreID != "r1" {
+		t.Fatalf("want a second timeline recording restore r1 and no third; got %d, the last %+v", len(tls), tls[len(tls)-1].Timeline)
+	}
 }

@@ -48,6 +48,16 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	s.lastTL = lastTL
 	s.mu.Unlock()
 
+	m, err := s.readRestoreMarker()
+	if err != nil {
+		s.Logger.Warn("restore marker", "err", err)
+	}
+	if m != nil {
+		// Any timeline begun from here on holds this server's data, which
+		// that restore produced: recording it keeps a later start from
+		// taking the marker for a restore not yet seen.
+		s.restoreID = m.ID
+	}
 	if lastTL == 0 {
 		return s.startNewTimeline(ctx, info, catalog.ReasonFirst, "the archive was empty")
 	}
@@ -55,12 +65,9 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 		s.Logger.Error("cannot prove the server continues the archive; starting a new timeline", "detail", unverified)
 		return s.startNewTimeline(ctx, info, catalog.ReasonUnverified, unverified)
 	}
-	if m, err := s.readRestoreMarker(); err != nil {
-		s.Logger.Warn("restore marker", "err", err)
-	} else if m != nil && m.ID != tlRec.RestoreID {
+	if m != nil && m.ID != tlRec.RestoreID {
 		// The server's data was put back to an earlier moment: what it writes
 		// from now on is another history than the archive's.
-		s.restoreID = m.ID
 		return s.startNewTimeline(ctx, info, catalog.ReasonRestored,
 			fmt.Sprintf("the server was restored by mysql-pitr (restore %s to %s)", m.ID, m.Target))
 	}
