@@ -179,6 +179,28 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 			[]string{"drill.pods"}},
 		{"misspelt encryption value", map[string]any{"encryption": map[string]any{"identitySecretName": "x"}},
 			[]string{"identitySecretName"}},
+		{"retention CronJob without keep values", map[string]any{"backup": map[string]any{"keepSnapshots": 0},
+			"retention": map[string]any{"cronJob": map[string]any{"enabled": true}}},
+			[]string{"retention.cronJob.enabled", "backup.keepSnapshots"}},
+		{"retention CronJob of an encrypted archive without an identity", map[string]any{
+			"encryption": map[string]any{"ageRecipients": []any{ageRecipient1}},
+			"retention":  map[string]any{"cronJob": map[string]any{"enabled": true}}},
+			[]string{"retention.cronJob.enabled", "encryption.identitySecret"}},
+		{"sidecar-only retention CronJob without pods", map[string]any{"mode": "sidecar-only",
+			"sidecarOnly": map[string]any{"statefulSetName": "db", "podSelector": map[string]any{"app": "db"}},
+			"retention":   map[string]any{"cronJob": map[string]any{"enabled": true}}},
+			[]string{"retention.cronJob.pods"}},
+		{"retention CronJob schedule with a time zone", map[string]any{"retention": map[string]any{"cronJob": map[string]any{"enabled": true, "schedule": "TZ=UTC 0 5 * * *"}}},
+			[]string{"/retention/cronJob/schedule"}},
+		{"misspelt retention value", map[string]any{"retention": map[string]any{"cronJob": map[string]any{"storageCredentialSecret": "x"}}},
+			[]string{"storageCredentialSecret"}},
+		{"retention role not an IAM role", map[string]any{"retention": map[string]any{"cronJob": map[string]any{"webIdentityRoleArn": "pruner"}}},
+			[]string{"/retention/cronJob/webIdentityRoleArn"}},
+		{"spool persistence not a choice", map[string]any{"agent": map[string]any{"spool": map[string]any{"persistent": "yes"}}},
+			[]string{"/agent/spool/persistent", "auto"}},
+		{"persistent spool named like the datadir", map[string]any{"agent": map[string]any{"spool": map[string]any{"persistent": true}},
+			"persistence": map[string]any{"dataSubdir": "mysql-pitr-spool"}},
+			[]string{"persistence.dataSubdir", "agent.spool.persistent"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

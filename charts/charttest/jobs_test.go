@@ -1,12 +1,14 @@
 package chart_test
 
 import (
+	"fmt"
 	"path"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mysql-pitr/mysql-pitr/restore/kube"
@@ -98,11 +100,12 @@ func checkRestoreJob(t *testing.T, r *rendered, pod *corev1.PodSpec, enabled boo
 // scratch emptyDir, never retried, never two at once.
 func checkDrills(t *testing.T, r *rendered, values map[string]any, want []string) []*corev1.PodSpec {
 	t.Helper()
-	if len(r.cronJobs) != len(want) {
-		t.Fatalf("%d drill CronJobs, want %d", len(r.cronJobs), len(want))
+	cronJobs := cronJobsOf(r, "drill")
+	if len(cronJobs) != len(want) {
+		t.Fatalf("%d drill CronJobs, want %d", len(cronJobs), len(want))
 	}
 	var specs []*corev1.PodSpec
-	for i, cj := range r.cronJobs {
+	for i, cj := range cronJobs {
 		if cj.Spec.Schedule == "" || cj.Spec.TimeZone == nil || *cj.Spec.TimeZone != "Etc/UTC" || cj.Spec.ConcurrencyPolicy != "Forbid" {
 			t.Errorf("CronJob %s: schedule %q, time zone %v, concurrency %s; want a schedule in UTC, Forbid", cj.Name, cj.Spec.Schedule, cj.Spec.TimeZone, cj.Spec.ConcurrencyPolicy)
 		}
@@ -146,6 +149,183 @@ func checkDrills(t *testing.T, r *rendered, values map[string]any, want []string
 		specs = append(specs, spec)
 	}
 	return specs
+}
+
+// cronJobsOf returns the rendered CronJobs of a component (drill,
+// retention), in order.
+func cronJobsOf(r *rendered, component string) []*batchv1.CronJob {
+	var out []*batchv1.CronJob
+	for _, cj := range r.cronJobs {
+		if cj.Labels["app.kubernetes.io/component"] == component {
+			out = append(out, cj)
+		}
+	}
+	return out
+}
+
+// checkPrunes checks one retention CronJob per pod in want: mysql-pitr prune
+// in the mysql-pitr image on that pod's archive, with the keep flags of
+// backup.keepSnapshots and backup.keepWithin (which the sidecar then does
+// not get), the archive's recipients, the Job's own storage credentials when
+// given, no data volume, never two at once. It returns the Jobs' pods.
+func checkPrunes(t *testing.T, r *rendered, values map[string]any, agent *corev1.Container, want []string) []*corev1.PodSpec {
+	t.Helper()
+	cronJobs := cronJobsOf(r, "retention")
+	if len(cronJobs) != len(want) {
+		t.Fatalf("%d retention CronJobs, want %d", len(cronJobs), len(want))
+	}
+	if len(r.cronJobs) != len(cronJobsOf(r, "drill"))+len(cronJobs) {
+		t.Errorf("CronJobs of another component than drill and retention: %d in all", len(r.cronJobs))
+	}
+	keep := keepArgs(values)
+	for _, a := range agent.Args {
+		if len(want) > 0 && (strings.HasPrefix(a, "--keep-snapshots=") || strings.HasPrefix(a, "--keep-within=")) {
+			t.Errorf("the sidecar gets %s with retention.cronJob.enabled: retention would run twice, and in the sidecar without an identity or delete permission", a)
+		}
+	}
+	var specs []*corev1.PodSpec
+	for i, cj := range cronJobs {
+		if cj.Spec.Schedule == "" || cj.Spec.TimeZone == nil || *cj.Spec.TimeZone != "Etc/UTC" || cj.Spec.ConcurrencyPolicy != "Forbid" {
+			t.Errorf("CronJob %s: schedule %q, time zone %v, concurrency %s; want a schedule in UTC, Forbid", cj.Name, cj.Spec.Schedule, cj.Spec.TimeZone, cj.Spec.ConcurrencyPolicy)
+		}
+		if l := len(cj.Name); l > 52 {
+			t.Errorf("CronJob name %s is %d characters; Kubernetes allows 52", cj.Name, l)
+		}
+		jt := cj.Spec.JobTemplate.Spec
+		if jt.BackoffLimit == nil || *jt.BackoffLimit != 0 {
+			t.Errorf("CronJob %s retries a failed prune: a failure must stay visible", cj.Name)
+		}
+		spec := &jt.Template.Spec
+		if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 || spec.Containers[0].Name != "pitr-prune" {
+			t.Fatalf("CronJob %s: want one container pitr-prune and no init containers", cj.Name)
+		}
+		c := &spec.Containers[0]
+		if c.Image != agent.Image || len(c.Command) != 0 {
+			t.Errorf("prune runs %q in image %s; want the mysql-pitr image %s and its entrypoint", c.Command, c.Image, agent.Image)
+		}
+		if len(c.Args) == 0 || c.Args[0] != "prune" {
+			t.Fatalf("prune args %q do not start with prune", c.Args)
+		}
+		var gotKeep, recipients []string
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--keep-snapshots=") || strings.HasPrefix(a, "--keep-within=") {
+				gotKeep = append(gotKeep, a)
+			}
+			if strings.HasPrefix(a, "--age-recipient=") {
+				recipients = append(recipients, a)
+			}
+		}
+		if !slices.Equal(gotKeep, keep) {
+			t.Errorf("prune keeps by %q, want %q (backup.keepSnapshots, backup.keepWithin)", gotKeep, keep)
+		}
+		var agentRecipients []string
+		for _, a := range agent.Args {
+			if strings.HasPrefix(a, "--age-recipient=") {
+				agentRecipients = append(agentRecipients, a)
+			}
+		}
+		if !slices.Equal(recipients, agentRecipients) {
+			t.Errorf("prune writes its records for %q, the sidecar encrypts for %q", recipients, agentRecipients)
+		}
+		// The archive is the sidecar's, with the same storage flags.
+		for _, a := range agent.Args {
+			if strings.HasPrefix(a, "--s3-") {
+				if !slices.Contains(c.Args, a) {
+					t.Errorf("prune lacks the sidecar's %s", a)
+				}
+			}
+		}
+		storage := argValue(c.Args, "--storage")
+		if pod := want[i]; pod != "" {
+			if storage != argValue(agent.Args, "--storage") || envValue(c, "POD_NAME") != pod {
+				t.Errorf("prune %d: --storage=%s with POD_NAME=%q, want the archive of %s", i, storage, envValue(c, "POD_NAME"), pod)
+			}
+		} else if storage != "s3://pitr-archive/prod" {
+			t.Errorf("prune --storage=%s, want the one archive s3://pitr-archive/prod", storage)
+		}
+		for _, v := range spec.Volumes {
+			if v.PersistentVolumeClaim != nil || v.HostPath != nil {
+				t.Errorf("prune Job has volume %s on a claim or the host: it needs storage only", v.Name)
+			}
+		}
+		checkPruneCredentials(t, values, spec, c, agent)
+		if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+			t.Error("prune: terminationMessagePolicy is not FallbackToLogsOnError")
+		}
+		checkJobPod(t, r, spec, jt.Template.Labels, "prune "+cj.Name)
+		specs = append(specs, spec)
+	}
+	return specs
+}
+
+// keepArgs are the retention flags the values ask for.
+func keepArgs(values map[string]any) []string {
+	var out []string
+	n := 7 // the chart's default
+	if b, ok := values["backup"].(map[string]any); ok {
+		if v, ok := b["keepSnapshots"].(int); ok {
+			n = v
+		}
+	}
+	if n > 0 {
+		out = append(out, fmt.Sprintf("--keep-snapshots=%d", n))
+	}
+	if w := value(values, "backup.keepWithin"); w != "" {
+		out = append(out, "--keep-within="+w)
+	}
+	return out
+}
+
+// checkPruneCredentials checks the prune Job's storage credentials: with
+// retention.cronJob.storageCredentialsSecret, that Secret's file and nothing
+// of the pods' (no web identity either, which the SDK would prefer); without
+// it, the pods' settings, with retention.cronJob.webIdentityRoleArn as the
+// role when set.
+func checkPruneCredentials(t *testing.T, values map[string]any, spec *corev1.PodSpec, c, agent *corev1.Container) {
+	t.Helper()
+	own := value(values, "retention.cronJob.storageCredentialsSecret")
+	file := envValue(c, "AWS_SHARED_CREDENTIALS_FILE")
+	if own != "" {
+		key := value(values, "retention.cronJob.storageCredentialsKey")
+		if key == "" {
+			key = "credentials"
+		}
+		if src := fileSource(spec, c, file); src != "secret "+own+" "+key {
+			t.Errorf("prune AWS_SHARED_CREDENTIALS_FILE %q comes from %q, want secret %s key %s", file, src, own, key)
+		}
+		for _, name := range []string{"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"} {
+			if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name }) {
+				t.Errorf("prune has %s besides its own credentials file: the SDK would use the web identity", name)
+			}
+		}
+		if got, want := envValue(c, "AWS_PROFILE"), value(values, "retention.cronJob.storageCredentialsProfile"); got != want {
+			t.Errorf("prune AWS_PROFILE = %q, want %q", got, want)
+		}
+		if pods := value(values, "storage.credentials.secretName"); pods != "" {
+			for _, v := range spec.Volumes {
+				if v.Secret != nil && v.Secret.SecretName == pods {
+					t.Errorf("prune Job mounts the pods' credentials Secret %s besides its own", pods)
+				}
+			}
+		}
+		return
+	}
+	for _, e := range agent.Env {
+		if !strings.HasPrefix(e.Name, "AWS_") {
+			continue
+		}
+		want := e
+		if role := value(values, "retention.cronJob.webIdentityRoleArn"); e.Name == "AWS_ROLE_ARN" && role != "" {
+			want.Value = role
+		}
+		i := slices.IndexFunc(c.Env, func(j corev1.EnvVar) bool { return j.Name == e.Name })
+		if i < 0 || !reflect.DeepEqual(c.Env[i], want) {
+			t.Errorf("prune env %s: want %+v", e.Name, want)
+		}
+	}
+	if file != "" && fileSource(spec, c, file) != "secret "+value(values, "storage.credentials.secretName")+" credentials" {
+		t.Errorf("prune AWS_SHARED_CREDENTIALS_FILE %q comes from %q, want the pods' Secret", file, fileSource(spec, c, file))
+	}
 }
 
 // checkRole checks that the restore Role grants exactly what restore --kube
@@ -219,7 +399,7 @@ func checkMounts(t *testing.T, spec *corev1.PodSpec, what string) {
 // init container, the restore Job, the drills), the MySQL CA into the agent,
 // the S3 CA into everything that talks to storage; each flag's file on the
 // right Secret or ConfigMap.
-func checkEncryptionAndTLS(t *testing.T, values map[string]any, pod, job *corev1.PodSpec, drills []*corev1.PodSpec) {
+func checkEncryptionAndTLS(t *testing.T, values map[string]any, pod, job *corev1.PodSpec, drills, prunes []*corev1.PodSpec) {
 	t.Helper()
 	type where struct {
 		spec *corev1.PodSpec
@@ -236,7 +416,7 @@ func checkEncryptionAndTLS(t *testing.T, values map[string]any, pod, job *corev1
 				w := where{spec, c}
 				all = append(all, w)
 				switch c.Name {
-				case "pitr-restore", "pitr-drill":
+				case "pitr-restore", "pitr-drill", "pitr-prune":
 					decrypting = append(decrypting, w)
 					storage = append(storage, w)
 				case "mysql-pitr":
@@ -247,7 +427,7 @@ func checkEncryptionAndTLS(t *testing.T, values map[string]any, pod, job *corev1
 	}
 	add(pod)
 	add(job)
-	for _, d := range drills {
+	for _, d := range append(slices.Clone(drills), prunes...) {
 		add(d)
 	}
 	// fileFlag is a container's file for a flag: in args, or as MYSQL_PITR_*.
@@ -268,7 +448,15 @@ func checkEncryptionAndTLS(t *testing.T, values map[string]any, pod, job *corev1
 		}
 		decrypts := slices.Contains(decrypting, w)
 		if mounted != (decrypts && identity != "") {
-			t.Errorf("container %s mounts the age identity: %v, want %v (only restores and drills decrypt)", w.c.Name, mounted, decrypts && identity != "")
+			t.Errorf("container %s mounts the age identity: %v, want %v (only restores, drills and prunes decrypt)", w.c.Name, mounted, decrypts && identity != "")
+		}
+		// The delete credentials of retention.cronJob are the prune Jobs' alone.
+		if own := value(values, "retention.cronJob.storageCredentialsSecret"); own != "" && w.c.Name != "pitr-prune" {
+			for _, m := range w.c.VolumeMounts {
+				if v := volume(w.spec, m.Name); v != nil && v.Secret != nil && v.Secret.SecretName == own {
+					t.Errorf("container %s mounts retention.cronJob.storageCredentialsSecret %s: only the prune Jobs may delete", w.c.Name, own)
+				}
+			}
 		}
 		if file := fileFlag(w.c, "--age-identity"); file != "" || decrypts && identity != "" {
 			key := value(values, "encryption.identitySecretKey")

@@ -32,8 +32,11 @@ type renderCase struct {
 	restore          bool
 	nativeSidecar    bool
 	// drills are the pods whose archives a drill CronJob tests, in order
-	// ("" for the one archive without storage.perPod).
-	drills []string
+	// ("" for the one archive without storage.perPod); prunes likewise for
+	// the retention CronJobs.
+	drills, prunes []string
+	// persistentSpool: the agent's spool is on the data volume.
+	persistentSpool bool
 }
 
 func renderCases() []renderCase {
@@ -110,7 +113,7 @@ func renderCases() []renderCase {
 			nativeSidecar: true,
 		},
 		{
-			name:   "restore, drills, encryption and TLS",
+			name:   "restore, drills, retention, encryption and TLS",
 			flavor: "mariadb",
 			values: map[string]any{
 				"server":     map[string]any{"flavor": "mariadb", "image": map[string]any{"repository": "mariadb", "tag": "11.4"}, "replicas": 2},
@@ -119,13 +122,45 @@ func renderCases() []renderCase {
 				"encryption": map[string]any{"ageRecipients": []any{ageRecipient1, ageRecipient2}, "identitySecret": "pitr-age"},
 				"mysql":      map[string]any{"tls": map[string]any{"mode": "verify-ca", "caSecret": "db-ca"}},
 				"storage":    map[string]any{"caSecret": "s3-ca", "caKey": "bundle.pem"},
+				"backup":     map[string]any{"keepSnapshots": 14, "keepWithin": "336h"},
+				"retention": map[string]any{"cronJob": map[string]any{"enabled": true, "storageCredentialsSecret": "pitr-s3-prune",
+					"storageCredentialsKey": "prune.ini", "storageCredentialsProfile": "pruner"}},
 			},
 			wantArgs: []string{"--age-recipient=" + ageRecipient1, "--age-recipient=" + ageRecipient2, "--mysql-tls=verify-ca",
-				"--mysql-ca=/var/run/secrets/mysql-pitr/mysql-ca/ca.crt", "--s3-ca-file=/var/run/secrets/mysql-pitr/s3-ca/ca.crt"},
-			noArgs:    []string{"--age-identity"},
-			wantKinds: []string{"CronJob", "Role"},
-			restore:   true,
-			drills:    []string{"db-mysql-pitr-0", "db-mysql-pitr-1"},
+				"--mysql-ca=/var/run/secrets/mysql-pitr/mysql-ca/ca.crt", "--s3-ca-file=/var/run/secrets/mysql-pitr/s3-ca/ca.crt",
+				"--schedule=0 3 * * *"},
+			noArgs:          []string{"--age-identity", "--keep-snapshots", "--keep-within"},
+			wantKinds:       []string{"CronJob", "Role"},
+			restore:         true,
+			drills:          []string{"db-mysql-pitr-0", "db-mysql-pitr-1"},
+			prunes:          []string{"db-mysql-pitr-0", "db-mysql-pitr-1"},
+			persistentSpool: true,
+		},
+		{
+			name:   "retention CronJob without snapshot schedule, web identity, persistent spool without encryption",
+			flavor: "mysql",
+			values: map[string]any{
+				"backup": map[string]any{"schedule": "", "keepSnapshots": 0, "keepWithin": "720h"},
+				"storage": map[string]any{"perPod": false, "credentials": map[string]any{"secretName": "",
+					"webIdentity": map[string]any{"enabled": true, "roleArn": "arn:aws:iam::123456789012:role/pitr-writer"}}},
+				"retention": map[string]any{"cronJob": map[string]any{"enabled": true, "schedule": "@daily",
+					"webIdentityRoleArn": "arn:aws:iam::123456789012:role/pitr-pruner", "extraArgs": []any{"--orphan-grace=2h"}}},
+				"agent": map[string]any{"spool": map[string]any{"persistent": true}},
+			},
+			noArgs:          []string{"--schedule", "--keep-snapshots", "--keep-within", "--age-recipient"},
+			wantKinds:       []string{"CronJob"},
+			prunes:          []string{""},
+			persistentSpool: true,
+		},
+		{
+			name:   "encryption with the spool on an emptyDir",
+			flavor: "mysql",
+			values: map[string]any{
+				"encryption": map[string]any{"ageRecipients": []any{ageRecipient1}},
+				"agent":      map[string]any{"spool": map[string]any{"persistent": false}, "nativeSidecar": true},
+			},
+			wantArgs:      []string{"--age-recipient=" + ageRecipient1, "--keep-snapshots=7"},
+			nativeSidecar: true,
 		},
 		{
 			name:   "one archive, drill, S3 CA from a ConfigMap",
@@ -147,12 +182,16 @@ func renderCases() []renderCase {
 				"restore":     map[string]any{"enabled": true, "rbac": map[string]any{"create": true}},
 				"drill":       map[string]any{"schedule": "@daily", "pods": []any{"orders-db-0"}},
 				"encryption":  map[string]any{"ageRecipients": []any{ageRecipient1}, "identitySecret": "pitr-age", "identitySecretKey": "keys.txt"},
+				"retention":   map[string]any{"cronJob": map[string]any{"enabled": true, "pods": []any{"orders-db-0", "orders-db-1"}}},
 			},
-			wantArgs:  []string{"--age-recipient=" + ageRecipient1},
-			wantKinds: []string{"CronJob", "Role"},
-			noKinds:   []string{"StatefulSet"},
-			restore:   true,
-			drills:    []string{"orders-db-0"},
+			wantArgs:        []string{"--age-recipient=" + ageRecipient1},
+			noArgs:          []string{"--keep-snapshots"},
+			wantKinds:       []string{"CronJob", "Role"},
+			noKinds:         []string{"StatefulSet"},
+			restore:         true,
+			drills:          []string{"orders-db-0"},
+			prunes:          []string{"orders-db-0", "orders-db-1"},
+			persistentSpool: true,
 		},
 		{
 			name: "sidecar-only",
@@ -310,8 +349,10 @@ func TestTemplate(t *testing.T) {
 			values := merge(baseValues(), tc.values)
 			job := checkRestoreJob(t, r, pod, tc.restore)
 			drills := checkDrills(t, r, values, tc.drills)
+			prunes := checkPrunes(t, r, values, agent, tc.prunes)
+			checkSpool(t, pod, agent, tc.persistentSpool, tc.flavor != "")
 			checkRole(t, r)
-			checkEncryptionAndTLS(t, values, pod, job, drills)
+			checkEncryptionAndTLS(t, values, pod, job, drills, prunes)
 			if tc.values["backup"] != nil && tc.values["backup"].(map[string]any)["method"] == "physical" {
 				if got := *agent.SecurityContext.RunAsUser; got != 999 {
 					t.Errorf("physical snapshots: agent runs as uid %d, want the server's 999 (it reads the datadir)", got)
@@ -525,6 +566,52 @@ func checkAgent(t *testing.T, pod *corev1.PodSpec, tc renderCase) *corev1.Contai
 		t.Errorf("AWS_SHARED_CREDENTIALS_FILE %s is not on a mounted Secret", f)
 	}
 	return agent
+}
+
+// spoolSubPath is the persistent spool's directory on the data volume.
+const spoolSubPath = "mysql-pitr-spool"
+
+// checkSpool checks where the agent's --spool-dir is: on the data volume
+// (the one holding the datadir) at spoolSubPath, beside the datadir and
+// writable, or on an emptyDir with a sizeLimit. With the spool on the volume
+// in full mode, the pod's fsGroup is what lets the agent (another uid than
+// the server's) write there: the kubelet creates a subPath directory with
+// the mode of the volume's root, which fsGroup makes group-writable.
+func checkSpool(t *testing.T, pod *corev1.PodSpec, agent *corev1.Container, persistent, full bool) {
+	t.Helper()
+	dir := argValue(agent.Args, "--spool-dir")
+	var m *corev1.VolumeMount
+	for i := range agent.VolumeMounts {
+		if agent.VolumeMounts[i].MountPath == dir {
+			m = &agent.VolumeMounts[i]
+		}
+	}
+	if m == nil {
+		t.Fatalf("agent --spool-dir=%s is not a mount of its own", dir)
+	}
+	datadir := argValue(agent.Args, "--datadir")
+	dataVolume := volumeAt(agent, datadir)
+	if !persistent {
+		if v := volume(pod, m.Name); v == nil || v.EmptyDir == nil || v.EmptyDir.SizeLimit == nil || m.SubPath != "" {
+			t.Errorf("agent spool is on volume %s (subPath %q), want an emptyDir with a sizeLimit", m.Name, m.SubPath)
+		}
+		return
+	}
+	if m.Name != dataVolume || m.SubPath != spoolSubPath || m.ReadOnly {
+		t.Errorf("agent spool is on volume %s subPath %q (read-only %v), want the datadir's volume %s at subPath %s, writable",
+			m.Name, m.SubPath, m.ReadOnly, dataVolume, spoolSubPath)
+	}
+	// Beside the datadir, not in it: the server and a restore own the datadir.
+	volumeMount := mountOf(agent, dataVolume)
+	if rel := strings.TrimPrefix(datadir, volumeMount+"/"); rel == spoolSubPath || strings.HasPrefix(spoolSubPath, rel+"/") {
+		t.Errorf("the spool %s/%s is in the datadir %s", volumeMount, spoolSubPath, datadir)
+	}
+	if volume(pod, "pitr-spool") != nil {
+		t.Error("the spool's emptyDir is rendered although the spool is on the data volume")
+	}
+	if full && (pod.SecurityContext == nil || pod.SecurityContext.FSGroup == nil) {
+		t.Error("no pod fsGroup: the agent could not write its spool on the data volume")
+	}
 }
 
 // secretish matches environment variable names that would carry secrets.

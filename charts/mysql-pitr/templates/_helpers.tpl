@@ -95,6 +95,41 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- if eq .Values.mode "sidecar-only" }}{{ .Values.sidecarOnly.dataVolumeName }}{{ else }}data{{ end }}
 {{- end }}
 
+{{/*
+The pods whose archives a per-archive CronJob (drills, retention) works on,
+as a JSON list: dict root, pods (the value naming them). With
+storage.perPod, pods or else every pod of the chart's StatefulSet; without
+it, [""] for the one archive.
+*/}}
+{{- define "mysql-pitr.archivePods" -}}
+{{- $ := .root }}
+{{- $pods := list "" }}
+{{- if $.Values.storage.perPod }}
+{{- $pods = .pods }}
+{{- if and (not $pods) (eq $.Values.mode "full") }}
+{{- range $i := until (int $.Values.server.replicas) }}
+{{- $pods = append $pods (printf "%s-%d" (include "mysql-pitr.fullname" $) $i) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $pods }}
+{{- end }}
+
+{{/*
+"true" when the agent's spool is on the data volume: agent.spool.persistent
+true, or auto with encryption.ageRecipients (an agent without an identity
+resumes from its spool's copy of the archive's end).
+*/}}
+{{- define "mysql-pitr.persistentSpool" -}}
+{{- $p := .Values.agent.spool.persistent }}
+{{- if eq (toString $p) "auto" }}
+{{- if .Values.encryption.ageRecipients }}true{{ end }}
+{{- else if $p }}true{{ end }}
+{{- end }}
+
+{{/* The spool's directory on the data volume, beside the datadir. */}}
+{{- define "mysql-pitr.spoolSubPath" -}}mysql-pitr-spool{{- end }}
+
 {{/* The archive URL of one pod; $(POD_NAME) is expanded by the kubelet in args and by the restore script from its env. */}}
 {{- define "mysql-pitr.storageURL" -}}
 {{- if .Values.storage.perPod }}
@@ -130,12 +165,22 @@ seccompProfile:
 
 {{/* The uid of the agent: the server's for physical snapshots, which read the datadir's files. */}}
 {{- define "mysql-pitr.agentUID" -}}
-{{- if eq .Values.backup.method "physical" }}{{ .Values.server.uid }}{{ else }}65532{{ end }}
+{{- if eq .Values.backup.method "physical" }}{{ .Values.server.uid }}{{ else }}{{ include "mysql-pitr.imageUID" . }}{{ end }}
 {{- end }}
+
+{{/* The mysql-pitr image's user (distroless nonroot). */}}
+{{- define "mysql-pitr.imageUID" -}}65532{{- end }}
 
 {{/* Storage settings as environment variables, shared by the agent and the restore. */}}
 {{- define "mysql-pitr.awsEnv" -}}
-{{- with .Values.storage.credentials }}
+{{- include "mysql-pitr.awsEnvRole" (dict "root" . "roleArn" .Values.storage.credentials.webIdentity.roleArn) }}
+{{- end }}
+
+{{/* awsEnv with the web identity's role given: dict root, roleArn. */}}
+{{- define "mysql-pitr.awsEnvRole" -}}
+{{- $ := .root }}
+{{- $role := .roleArn }}
+{{- with $.Values.storage.credentials }}
 {{- if .secretName }}
 - name: AWS_SHARED_CREDENTIALS_FILE
   value: {{ include "mysql-pitr.awsCredentialsFile" $ }}
@@ -146,7 +191,7 @@ seccompProfile:
 {{- end }}
 {{- if .webIdentity.enabled }}
 - name: AWS_ROLE_ARN
-  value: {{ .webIdentity.roleArn | quote }}
+  value: {{ $role | quote }}
 - name: AWS_WEB_IDENTITY_TOKEN_FILE
   value: {{ include "mysql-pitr.awsTokenFile" $ }}
 - name: AWS_ROLE_SESSION_NAME
@@ -250,6 +295,10 @@ seccompProfile:
   mountPath: {{ include "mysql-pitr.secretsDir" . }}/aws-token
   readOnly: true
 {{- end }}
+{{- include "mysql-pitr.s3CaMount" . }}
+{{- end }}
+
+{{- define "mysql-pitr.s3CaMount" -}}
 {{- if include "mysql-pitr.s3Ca" . }}
 - name: pitr-s3-ca
   mountPath: {{ include "mysql-pitr.secretsDir" . }}/s3-ca
@@ -278,6 +327,10 @@ seccompProfile:
           expirationSeconds: {{ .Values.storage.credentials.webIdentity.expirationSeconds }}
           path: token
 {{- end }}
+{{- include "mysql-pitr.s3CaVolume" . }}
+{{- end }}
+
+{{- define "mysql-pitr.s3CaVolume" -}}
 {{- if .Values.storage.caSecret }}
 - name: pitr-s3-ca
   secret:
@@ -294,6 +347,65 @@ seccompProfile:
     items:
       - key: {{ .Values.storage.caKey }}
         path: ca.crt
+{{- end }}
+{{- end }}
+
+{{/*
+The storage credentials of the prune Jobs: retention.cronJob's own Secret
+(mounted where storage.credentials' would be) when set, else the pods'
+(with web identity, retention.cronJob.webIdentityRoleArn in place of the
+role when set).
+*/}}
+{{- define "mysql-pitr.pruneAwsEnv" -}}
+{{- with .Values.retention.cronJob }}
+{{- if .storageCredentialsSecret }}
+- name: AWS_SHARED_CREDENTIALS_FILE
+  value: {{ include "mysql-pitr.awsCredentialsFile" $ }}
+{{- with .storageCredentialsProfile }}
+- name: AWS_PROFILE
+  value: {{ . | quote }}
+{{- end }}
+{{- else }}
+{{- include "mysql-pitr.awsEnvRole" (dict "root" $ "roleArn" (.webIdentityRoleArn | default $.Values.storage.credentials.webIdentity.roleArn)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.pruneAwsMounts" -}}
+{{- if .Values.retention.cronJob.storageCredentialsSecret }}
+- name: aws-credentials
+  mountPath: {{ include "mysql-pitr.secretsDir" . }}/aws
+  readOnly: true
+{{- include "mysql-pitr.s3CaMount" . }}
+{{- else }}
+{{- include "mysql-pitr.awsMounts" . }}
+{{- end }}
+{{- end }}
+
+{{- define "mysql-pitr.pruneAwsVolumes" -}}
+{{- with .Values.retention.cronJob }}
+{{- if .storageCredentialsSecret }}
+- name: aws-credentials
+  secret:
+    secretName: {{ .storageCredentialsSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .storageCredentialsKey }}
+        path: credentials
+{{- include "mysql-pitr.s3CaVolume" $ }}
+{{- else }}
+{{- include "mysql-pitr.awsVolumes" $ }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The retention flags of backup.keepSnapshots and backup.keepWithin. */}}
+{{- define "mysql-pitr.keepArgs" -}}
+{{- if .Values.backup.keepSnapshots }}
+- --keep-snapshots={{ .Values.backup.keepSnapshots }}
+{{- end }}
+{{- with .Values.backup.keepWithin }}
+- --keep-within={{ . }}
 {{- end }}
 {{- end }}
 
@@ -344,11 +456,8 @@ secret); the password and the S3 credentials are files.
     {{- if $.Values.backup.threads }}
     - --snapshot-threads={{ $.Values.backup.threads }}
     {{- end }}
-    {{- if $.Values.backup.keepSnapshots }}
-    - --keep-snapshots={{ $.Values.backup.keepSnapshots }}
-    {{- end }}
-    {{- with $.Values.backup.keepWithin }}
-    - --keep-within={{ . }}
+    {{- if not $.Values.retention.cronJob.enabled }}
+    {{- with (include "mysql-pitr.keepArgs" $ | trim) }}{{ . | nindent 4 }}{{ end }}
     {{- end }}
     {{- end }}
     {{- range .Values.agent.extraArgs }}
@@ -390,8 +499,17 @@ secret); the password and the S3 credentials are files.
   securityContext:
     {{- include "mysql-pitr.restrictedSecurityContext" (dict "uid" (include "mysql-pitr.agentUID" .) "readOnly" true) | nindent 4 }}
   volumeMounts:
+    {{- if include "mysql-pitr.persistentSpool" . }}
+    # The spool on the data volume, beside the datadir: a new pod resumes
+    # from it. The kubelet creates the directory with the mode of the
+    # volume's root, which fsGroup makes group-writable.
+    - name: {{ include "mysql-pitr.dataVolume" . }}
+      mountPath: /var/spool/mysql-pitr
+      subPath: {{ include "mysql-pitr.spoolSubPath" . }}
+    {{- else }}
     - name: pitr-spool
       mountPath: /var/spool/mysql-pitr
+    {{- end }}
     - name: pitr-tmp
       mountPath: /tmp
     - name: pitr-password
@@ -527,9 +645,11 @@ tolerations:
 
 {{/* Volumes the agent and the restore need, in both modes. */}}
 {{- define "mysql-pitr.pitrVolumes" -}}
+{{- if not (include "mysql-pitr.persistentSpool" .) }}
 - name: pitr-spool
   emptyDir:
     sizeLimit: {{ .Values.agent.spool.sizeLimit }}
+{{- end }}
 - name: pitr-tmp
   emptyDir: {}
 - name: pitr-password
@@ -575,8 +695,22 @@ tolerations:
 
 {{/* Cross-field checks the schema cannot phrase clearly. */}}
 {{- define "mysql-pitr.validate" -}}
-{{- if and (or .Values.backup.keepSnapshots .Values.backup.keepWithin) (not .Values.backup.schedule) }}
-{{- fail "backup.keepSnapshots and backup.keepWithin apply after scheduled snapshots: set backup.schedule, or set both to 0/\"\"" }}
+{{- $keep := or .Values.backup.keepSnapshots .Values.backup.keepWithin }}
+{{- if .Values.retention.cronJob.enabled }}
+{{- if not $keep }}
+{{- fail "retention.cronJob.enabled prunes by backup.keepSnapshots and backup.keepWithin: set at least one of them" }}
+{{- end }}
+{{- if and .Values.encryption.ageRecipients (not .Values.encryption.identitySecret) }}
+{{- fail "retention.cronJob.enabled with encryption.ageRecipients needs encryption.identitySecret: prune reads the encrypted archive's manifests and records" }}
+{{- end }}
+{{- if and .Values.storage.perPod (eq .Values.mode "sidecar-only") (not .Values.retention.cronJob.pods) }}
+{{- fail "retention.cronJob.pods is required for retention.cronJob in mode sidecar-only with storage.perPod: the names of the pods whose archives to prune" }}
+{{- end }}
+{{- else if and $keep (not .Values.backup.schedule) }}
+{{- fail "backup.keepSnapshots and backup.keepWithin apply after scheduled snapshots: set backup.schedule, enable retention.cronJob, or set both to 0/\"\"" }}
+{{- end }}
+{{- if and (include "mysql-pitr.persistentSpool" .) (eq .Values.persistence.dataSubdir (include "mysql-pitr.spoolSubPath" .)) }}
+{{- fail "persistence.dataSubdir is mysql-pitr-spool, the directory of the agent's persistent spool on the same volume: choose another, or set agent.spool.persistent to false" }}
 {{- end }}
 {{- if and .Values.storage.credentials.webIdentity.enabled (not .Values.storage.credentials.webIdentity.roleArn) }}
 {{- fail "storage.credentials.webIdentity.roleArn is required when storage.credentials.webIdentity.enabled is true" }}
