@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"github.com/go-sql-driver/mysql"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,17 +24,20 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/restore/kube"
 	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 	"github.com/mysql-pitr/mysql-pitr/storage/s3"
 )
 
 const podName = "db-mysql-pitr-0"
 
 // TestPodAsProcesses runs the chart's pod as processes: the sidecar, the
-// restore init containers and the restore Job, each with the command, args
-// and env of the rendered StatefulSet or Job template, against a real
-// MariaDB and a real S3 server (see podRunner for how paths are mapped). It
-// proves that the chart wires the binary right: flags, env names, file
-// paths, scripts.
+// restore init containers, the restore Job and the retention CronJob's Job,
+// each with the command, args and env of the rendered StatefulSet or Job
+// template, against a real MariaDB and a real S3 server (see podRunner for
+// how paths are mapped), with the archive encrypted by age. It proves that
+// the chart wires the binary right: flags, env names, file paths, scripts,
+// the age identity where the archive is read, and the sidecar's spool on
+// the data volume.
 func TestPodAsProcesses(t *testing.T) {
 	helmBinary(t)
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 1000})
@@ -43,15 +48,23 @@ func TestPodAsProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	identity, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	values := merge(baseValues(), map[string]any{
 		"server": map[string]any{"flavor": "mariadb", "image": map[string]any{"repository": "mariadb", "tag": "10.11"},
 			"port": src.Port(), "serverIdBase": 1000},
 		"storage": map[string]any{"url": "s3://" + gw.Bucket + "/pods", "region": gw.Region, "endpoint": gw.Endpoint, "pathStyle": true},
-		"backup":  map[string]any{"schedule": "@every 2s", "keepSnapshots": 0},
-		"binlog":  map[string]any{"flushInterval": "200ms"},
-		"agent":   map[string]any{"metricsPort": metricsPort},
-		"restore": map[string]any{"enabled": true, "threads": 2},
+		// The sidecar takes a snapshot every 2 s and prunes nothing: the
+		// retention CronJob keeps the newest one.
+		"backup":     map[string]any{"schedule": "@every 2s", "keepSnapshots": 1},
+		"retention":  map[string]any{"cronJob": map[string]any{"enabled": true, "storageCredentialsSecret": "pitr-s3-prune"}},
+		"binlog":     map[string]any{"flushInterval": "200ms"},
+		"agent":      map[string]any{"metricsPort": metricsPort},
+		"restore":    map[string]any{"enabled": true, "threads": 2},
+		"encryption": map[string]any{"ageRecipients": []any{identity.Recipient().String()}, "identitySecret": "pitr-age"},
 	})
 	out, err := render(t, values)
 	if err != nil {
@@ -63,12 +76,15 @@ func TestPodAsProcesses(t *testing.T) {
 
 	// The Secrets the user creates before installing, and the ConfigMaps the
 	// chart renders.
+	s3Credentials := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", gw.AccessKey, gw.SecretKey)
 	objects := clusterObjects{
 		configMaps: map[string]map[string]string{},
 		secrets: map[string]map[string]string{
-			"db-pitr": {"pitr-password": src.PitrPassword() + "\n"},
-			"pitr-s3": {"credentials": fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", gw.AccessKey, gw.SecretKey)},
-			"db-root": {"root-password": "not-used-by-these-containers"},
+			"db-pitr":       {"pitr-password": src.PitrPassword() + "\n"},
+			"pitr-s3":       {"credentials": s3Credentials},
+			"pitr-s3-prune": {"credentials": s3Credentials},
+			"pitr-age":      {"identity": identity.String() + "\n"},
+			"db-root":       {"root-password": "not-used-by-these-containers"},
 		},
 	}
 	for name, cm := range r.configMaps {
@@ -89,11 +105,12 @@ func TestPodAsProcesses(t *testing.T) {
 	sqlExec("CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(64))")
 	sqlExec("INSERT INTO shop.orders VALUES (1, 'before the agent'), (2, 'before the agent')")
 
-	archive := openArchive(t, gw, "pods/"+podName)
+	archive := openArchive(t, gw, "pods/"+podName, identity)
 
 	// (a) The sidecar, on the server's volume: it archives the binlog and
 	// takes the scheduled snapshots.
-	live := newPodRunner(t, podName, spec, objects, images, map[string]string{"data": filepath.Dir(src.DataDir())})
+	volume := filepath.Dir(src.DataDir())
+	live := newPodRunner(t, podName, spec, objects, images, map[string]string{"data": volume})
 	agent := live.start("mysql-pitr")
 	// The kubelet's view: the rendered startup and readiness probes pass.
 	for _, pr := range []struct {
@@ -128,6 +145,25 @@ func TestPodAsProcesses(t *testing.T) {
 	}
 	if code, err := agent.stop(30 * time.Second); err != nil || code != 0 {
 		t.Fatalf("the sidecar on SIGTERM: exit %d, %v\n%s", code, err, agent.out.String())
+	}
+	if tails, _ := filepath.Glob(filepath.Join(volume, spoolSubPath, "*", "archive-tail.json")); len(tails) != 1 {
+		t.Fatalf("the sidecar's spool on the data volume holds %d archive-tail.json, want 1", len(tails))
+	}
+
+	// (a2) The pod is recreated: new emptyDirs, the same volume. The sidecar
+	// holds only the public key, so it cannot read the archive's end; it
+	// resumes from the copy in the spool it kept on the volume, on the same
+	// timeline (with the spool lost it would begin an unverified one).
+	timelines := timelineIDs(t, archive)
+	recreated := newPodRunner(t, podName, spec, objects, images, map[string]string{"data": volume})
+	agent = recreated.start("mysql-pitr")
+	sqlExec("INSERT INTO shop.orders VALUES (6, 'after the pod was recreated')")
+	waitArchived(t, agent, src, archive)
+	if code, err := agent.stop(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("the recreated pod's sidecar on SIGTERM: exit %d, %v\n%s", code, err, agent.out.String())
+	}
+	if got := timelineIDs(t, archive); !slices.Equal(got, timelines) || len(got) != 1 {
+		t.Errorf("timelines after the pod was recreated: %v, want %v (one, continued)", got, timelines)
 	}
 
 	// (b) restore --kube records a request for the pod; the restarted pod's
@@ -198,6 +234,60 @@ func TestPodAsProcesses(t *testing.T) {
 	if got, want := orderIDs(t, filepath.Join(newPVC, tmpl.DatadirOnVolume())), []int{1, 2, 3, 4}; !slices.Equal(got, want) {
 		t.Errorf("restore Job: shop.orders ids %v, want %v", got, want)
 	}
+
+	// (e) The retention CronJob's Job prunes the encrypted archive to the
+	// newest snapshot, with the age identity and its own credentials: the
+	// pods' credentials Secret here holds keys S3 refuses, so a Job that
+	// used it would fail.
+	kept, err := catalog.LoadSnapshots(t.Context(), archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept.Complete) < 2 {
+		t.Fatalf("%d complete snapshots: the sidecar took too few for retention to delete any", len(kept.Complete))
+	}
+	newest := kept.Complete[len(kept.Complete)-1].ID
+	cronJobs := cronJobsOf(r, "retention")
+	if len(cronJobs) != 1 {
+		t.Fatalf("%d retention CronJobs, want 1", len(cronJobs))
+	}
+	pruneObjects := clusterObjects{configMaps: objects.configMaps, secrets: maps.Clone(objects.secrets)}
+	pruneObjects.secrets["pitr-s3"] = map[string]string{"credentials": "[default]\naws_access_key_id = refused\naws_secret_access_key = refused\n"}
+	prune := newPodRunner(t, cronJobs[0].Name+"-29000000-x7k2p", &cronJobs[0].Spec.JobTemplate.Spec.Template.Spec, pruneObjects, images, nil)
+	proc, code = prune.run(t.Context(), "pitr-prune", 2*time.Minute)
+	if code != 0 {
+		t.Fatalf("prune Job container exited %d:\n%s", code, proc.out.String())
+	}
+	kept, err = catalog.LoadSnapshots(t.Context(), archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept.Complete) != 1 || kept.Complete[0].ID != newest {
+		var ids []catalog.SnapshotID
+		for _, m := range kept.Complete {
+			ids = append(ids, m.ID)
+		}
+		t.Errorf("after the prune Job: complete snapshots %v, want only the newest %s\n%s", ids, newest, proc.out.String())
+	}
+	// What prune wrote (its records) decrypts with the identity: the archive
+	// still loads whole.
+	if _, err := catalog.Load(t.Context(), archive, catalog.LoadOptions{}); err != nil {
+		t.Errorf("the archive after the prune Job: %v", err)
+	}
+}
+
+// timelineIDs lists the archive's timelines.
+func timelineIDs(t *testing.T, st storage.Storage) []catalog.TimelineID {
+	t.Helper()
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []catalog.TimelineID
+	for _, tl := range arch.Timelines {
+		ids = append(ids, tl.ID)
+	}
+	return ids
 }
 
 // statefulSetPod is the pod spec the StatefulSet controller makes for pod:
@@ -247,8 +337,9 @@ func lastRun(t *testing.T, p *podRunner) *containerProc {
 	return p.last
 }
 
-// openArchive opens the pod's archive in the test server's bucket.
-func openArchive(t *testing.T, gw *testbed.S3, prefix string) storage.Storage {
+// openArchive opens the pod's archive in the test server's bucket,
+// decrypting with identity.
+func openArchive(t *testing.T, gw *testbed.S3, prefix string, identity age.Identity) storage.Storage {
 	t.Helper()
 	cfg, err := s3.ParseURL(gw.URL(prefix))
 	if err != nil {
@@ -258,7 +349,11 @@ func openArchive(t *testing.T, gw *testbed.S3, prefix string) storage.Storage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	dec, err := crypt.New(st, crypt.Options{Identities: []age.Identity{identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dec
 }
 
 // segmentKeys lists the archive's binlog segment objects.

@@ -26,7 +26,8 @@ import (
 // host path. The mapping is built from the rendered pod and nothing else:
 //
 //   - each volumeMount's mountPath maps to a host directory holding that
-//     volume: a PersistentVolumeClaim volume to the directory the test gives
+//     volume (or its subPath, created as the kubelet does when missing):
+//     a PersistentVolumeClaim volume to the directory the test gives
 //     for it (claims), an emptyDir to a fresh directory shared by the pod's
 //     containers, a ConfigMap or Secret volume to a directory filled with the
 //     object's keys (items and modes as rendered) from objects;
@@ -166,7 +167,16 @@ func (p *podRunner) paths(c *corev1.Container) *pathMap {
 	for _, vm := range c.VolumeMounts {
 		host := p.volumeDir(vm.Name)
 		if vm.SubPath != "" {
+			// The kubelet creates a missing subPath directory with the mode
+			// of the volume's root.
+			fi, err := os.Stat(host)
+			if err != nil {
+				p.t.Fatal(err)
+			}
 			host = filepath.Join(host, vm.SubPath)
+			if err := os.Mkdir(host, fi.Mode().Perm()); err != nil && !os.IsExist(err) {
+				p.t.Fatal(err)
+			}
 		}
 		m.entries = append(m.entries, [2]string{strings.TrimSuffix(vm.MountPath, "/"), host})
 	}
