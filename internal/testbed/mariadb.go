@@ -531,10 +531,50 @@ func (m *MariaDB) DSN() string { return m.DSNFor("root", "") }
 func (m *MariaDB) DSNFor(user, pass string) string { return m.config(user, pass).FormatDSN() }
 
 // PitrPassword is the random password of PitrUser on this server.
-func (m *MariaDB) PitrPassword() string { return m.pitrPass }
+func (m *MariaDB) PitrPassword() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pitrPass
+}
+
+// SetPitrPassword changes PitrUser's password on the running server, for
+// tests that plant a known secret (a canary) and look for it everywhere.
+// The change is kept out of the binlog, so neither archives nor replays
+// ever hold the password. pass may hold only ASCII letters, digits, '-'
+// and '_', so that it needs no quoting.
+func (m *MariaDB) SetPitrPassword(tb testing.TB, pass string) {
+	tb.Helper()
+	if pass == "" || strings.Trim(pass, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+		tb.Fatal("SetPitrPassword: the password must be non-empty ASCII letters, digits, '-' and '_'")
+	}
+	// A private pool, as in bootstrap: sql_log_bin=0 must not reach a
+	// connection of the shared pool.
+	c, err := mysql.NewConnector(m.config("root", ""))
+	if err != nil {
+		tb.Fatalf("set pitr password: %v", err)
+	}
+	db := sql.OpenDB(c)
+	defer db.Close()
+	conn, err := db.Conn(tb.Context())
+	if err != nil {
+		tb.Fatalf("set pitr password: %v", err)
+	}
+	defer conn.Close()
+	for _, s := range []string{
+		"SET SESSION sql_log_bin = 0",
+		fmt.Sprintf("ALTER USER '%s'@'%%' IDENTIFIED BY '%s'", PitrUser, pass),
+	} {
+		if _, err := conn.ExecContext(tb.Context(), s); err != nil {
+			tb.Fatalf("set pitr password: %s: %v", firstWords(s), err)
+		}
+	}
+	m.mu.Lock()
+	m.pitrPass = pass
+	m.mu.Unlock()
+}
 
 // PitrDSN is DSNFor(PitrUser, PitrPassword()).
-func (m *MariaDB) PitrDSN() string { return m.DSNFor(PitrUser, m.pitrPass) }
+func (m *MariaDB) PitrDSN() string { return m.DSNFor(PitrUser, m.PitrPassword()) }
 
 // Port is the TCP port on 127.0.0.1; it stays the same across restarts.
 func (m *MariaDB) Port() int { return m.port }

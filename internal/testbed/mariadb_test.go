@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
@@ -242,6 +243,43 @@ func TestMariaDBPitrUser(t *testing.T) {
 	defer wrong.Close()
 	if err := wrong.PingContext(t.Context()); err == nil {
 		t.Error("pitr user accepted a wrong password")
+	}
+}
+
+func TestMariaDBSetPitrPassword(t *testing.T) {
+	m := NewMariaDB(t, MariaDBOptions{})
+	old := m.PitrPassword()
+	m.SetPitrPassword(t, "canary-Set_pw-0123")
+	if got := m.PitrPassword(); got != "canary-Set_pw-0123" {
+		t.Fatalf("PitrPassword() = %q after SetPitrPassword", got)
+	}
+	for _, c := range []struct {
+		pass string
+		ok   bool
+	}{{"canary-Set_pw-0123", true}, {old, false}} {
+		db, err := sql.Open("mysql", m.DSNFor(PitrUser, c.pass))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.PingContext(t.Context())
+		db.Close()
+		if (err == nil) != c.ok {
+			t.Errorf("connect with the password %s: err = %v", map[bool]string{true: "set", false: "replaced"}[c.ok], err)
+		}
+	}
+	// The change stays out of the binlog, so no archive or replay holds it.
+	for _, f := range m.BinlogFiles(t) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "canary-Set_pw") {
+			t.Errorf("%s holds the password", f)
+		}
+	}
+	var logBin int
+	if err := m.DB(t).QueryRowContext(t.Context(), "SELECT @@session.sql_log_bin").Scan(&logBin); err != nil || logBin != 1 {
+		t.Errorf("a pooled connection has sql_log_bin = %d (%v), want 1", logBin, err)
 	}
 }
 
