@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 )
 
 // Flavors.
@@ -85,6 +87,7 @@ func Init(ctx context.Context, flavor, datadir string) error {
 		}
 		cmd = exec.CommandContext(ctx, bin, args...)
 	}
+	cmd.Env = childenv.Environ()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("initialize datadir %s: %w: %s", datadir, err, errorLines(out, 10))
@@ -167,6 +170,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	args = append(args, opts.Args...)
 	cmd := exec.Command(bin, args...)
+	cmd.Env = childenv.Environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

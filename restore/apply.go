@@ -22,6 +22,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
@@ -517,6 +518,7 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, ctls clientTLS
 		"until", stop.Files[len(stop.Files)-1].Name+":"+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
 	dumpCmd := exec.CommandContext(ctx, dump, args...)
 	clientCmd := exec.CommandContext(ctx, client, "--defaults-file="+defaults, "--binary-mode")
+	dumpCmd.Env, clientCmd.Env = childenv.Environ(), childenv.Environ()
 	// A real pipe: if the client dies, the dump gets EPIPE instead of blocking.
 	pr, pw, err := os.Pipe()
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -251,7 +251,8 @@ func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []st
 	cmd := exec.CommandContext(runCtx, tool, args...)
 	physOwnGroup(cmd)
 	cmd.Dir = dir
-	cmd.Env = physChildEnv()
+	// The option file is the only way the password travels.
+	cmd.Env = childenv.Environ()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s stdout: %w", filepath.Base(tool), err)
@@ -352,21 +353,6 @@ func physBackupArgs(cnf, target string, cfg *mysql.Config, parallel int, extra [
 		args = append(args, "--parallel="+strconv.Itoa(parallel))
 	}
 	return append(args, extra...), nil
-}
-
-// physChildEnv is our environment without MYSQL_PWD: a password our caller
-// keeps there must not reach the tool's environment, and the option file is
-// the only way the password travels.
-func physChildEnv() []string {
-	env := os.Environ()
-	out := env[:0:0]
-	for _, kv := range env {
-		if strings.HasPrefix(kv, "MYSQL_PWD=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 // physTablesTimeout bounds the listing of tables for a physical snapshot's

@@ -252,7 +252,10 @@ exit 3
 	if err := os.WriteFile(tool, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Every variable a user may keep the password in: none reaches the tool.
 	t.Setenv("MYSQL_PWD", src.PitrPassword())
+	t.Setenv("MYSQL_PITR_PASSWORD", src.PitrPassword())
+	t.Setenv("MYSQL_PITR_DSN", "pitr:"+src.PitrPassword()+"@tcp(127.0.0.1:1)/")
 	var logs physSyncBuffer
 	_, err := TakePhysical(t.Context(), PhysicalOptions{
 		Source: source, Storage: physEmptyStore(t), ToolPath: tool, TempDir: t.TempDir(), Logger: physTestLogger(t, &logs),

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -165,7 +166,7 @@ func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, e
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, extractor, "-x", "-C", staging)
 	physOwnGroup(cmd)
-	cmd.Env = physChildEnv()
+	cmd.Env = childenv.Environ()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return fmt.Errorf("%s stdin: %w", filepath.Base(extractor), err)
@@ -280,7 +281,7 @@ func physPrepare(ctx context.Context, tool, staging, memory string) error {
 	}
 	cmd := exec.CommandContext(ctx, tool, args...)
 	physOwnGroup(cmd)
-	cmd.Env = physChildEnv()
+	cmd.Env = childenv.Environ()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return fmt.Errorf("%s --prepare: %w", filepath.Base(tool), err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 )
 
 // ErrPhysicalToolMissing is returned (wrapped) when the physical backup tool
@@ -157,6 +158,7 @@ func physRunVersion(ctx context.Context, tool string) (physToolVersion, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tool, "--version")
 	physOwnGroup(cmd)
+	cmd.Env = childenv.Environ()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return physToolVersion{}, fmt.Errorf("%s --version: %w: %s", tool, err, physFirstLine(string(out)))
