@@ -1,0 +1,565 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+)
+
+// secretsRun runs commands under watch with canary secrets and collects
+// what the watch found.
+type secretsRun struct {
+	t     *testing.T
+	scan  *scanner
+	files *dirScan
+	base  []string // environment every command starts from
+	work  string   // where the commands write: TMPDIR, spool, datadirs
+}
+
+// newSecretsRun makes the work directory (short: temporary servers put
+// their sockets below it) and the base environment: this process's
+// without any AWS, MYSQL_PITR or MYSQL_PWD variable, with TMPDIR in the
+// work directory and the machine's AWS configuration hidden.
+func newSecretsRun(t *testing.T, canaries []canary) *secretsRun {
+	t.Helper()
+	work, err := os.MkdirTemp("", "lk-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+	tmp := filepath.Join(work, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var base []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "MYSQL_PITR_") || k == "MYSQL_PWD" || k == "TMPDIR" {
+			continue
+		}
+		base = append(base, kv)
+	}
+	none := filepath.Join(work, "no-aws-config")
+	base = append(base, "TMPDIR="+tmp, "AWS_CONFIG_FILE="+none, "AWS_SHARED_CREDENTIALS_FILE="+none, "AWS_EC2_METADATA_DISABLED=true")
+	s := &scanner{canaries: canaries}
+	return &secretsRun{t: t, scan: s, files: newDirScan(s, work), base: base, work: work}
+}
+
+// start starts argv (mysql-pitr's arguments when argv[0] is not a path).
+func (h *secretsRun) start(spec cmdSpec) *runWatched {
+	h.t.Helper()
+	argv := append([]string{binary}, spec.args...)
+	if strings.HasPrefix(spec.args[0], "/") {
+		argv = spec.args
+	}
+	before := h.tempEntries()
+	r := startWatched(h.t, argv, h.base, spec, h.files)
+	r.strayBefore = before
+	return r
+}
+
+// tempEntries lists the system's temporary directory (this process's
+// TMPDIR, not the commands'), where a program that ignores TMPDIR would
+// write.
+func (h *secretsRun) tempEntries() map[string]bool {
+	entries, _ := os.ReadDir(os.TempDir())
+	out := map[string]bool{}
+	for _, e := range entries {
+		out[e.Name()] = true
+	}
+	return out
+}
+
+// strays scans what appeared in the system's temporary directory since
+// before: files up to 16 MiB (other people's tests share the directory,
+// and none of their files can hold these canaries).
+func (h *secretsRun) strays(before map[string]bool) []leak {
+	var out []leak
+	for name := range h.tempEntries() {
+		if before[name] {
+			continue
+		}
+		filepath.WalkDir(filepath.Join(os.TempDir(), name), func(path string, e fs.DirEntry, err error) error {
+			if err != nil || !e.Type().IsRegular() {
+				return nil
+			}
+			if fi, err := e.Info(); err != nil || fi.Size() > 16<<20 {
+				return nil
+			}
+			leaks, _ := h.scan.findFile(path)
+			for _, l := range leaks {
+				l.where = "stray file " + path
+				out = append(out, l)
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// finish scans what a finished command showed and every file under the
+// work directory, and logs what was watched.
+func (h *secretsRun) finish(spec cmdSpec, res *cmdResult, began time.Time) *cmdResult {
+	h.t.Helper()
+	res.check(h.scan, spec.name)
+	left := h.files.scan(0)
+	res.leaks = append(res.leaks, h.files.leaks[res.fileLeaksFrom:]...)
+	for _, p := range left {
+		if !slices.Contains(res.credentials, p) {
+			res.credentials = append(res.credentials, p)
+		}
+	}
+	h.t.Logf("%s: exit %d in %s; %d /proc rounds, %d samples; programs: %s; credential files seen: %d, left: %d",
+		spec.name, res.code, time.Since(began).Round(10*time.Millisecond), res.polls, len(res.samples),
+		strings.Join(res.names(), " "), len(res.credentials), len(left))
+	for _, p := range left {
+		h.t.Errorf("%s left a credential file behind: %s", spec.name, p)
+	}
+	for _, o := range res.options {
+		var holds []string
+		for _, l := range h.scan.find("", o.content) {
+			holds = append(holds, l.canary)
+		}
+		h.t.Logf("%s: %s was given option file %s, mode %s, holding %q", spec.name, o.program, o.path, o.mode, holds)
+	}
+	res.leaks = append(res.leaks, h.strays(res.strayBefore)...)
+	return res
+}
+
+// run runs a command to its end (at most timeout, then SIGTERM).
+func (h *secretsRun) run(spec cmdSpec, timeout time.Duration) *cmdResult {
+	h.t.Helper()
+	began := time.Now()
+	return h.finish(spec, h.start(spec).wait(h.t, timeout), began)
+}
+
+// expectClean fails the test for every leak and every MYSQL_PWD a command's
+// processes got.
+func expectClean(t *testing.T, name string, res *cmdResult) {
+	t.Helper()
+	for _, l := range res.leaks {
+		t.Errorf("LEAK: %s", l)
+	}
+	for _, p := range res.mysqlPWD {
+		t.Errorf("MYSQL_PWD in the environment of %s", p)
+	}
+	if len(res.leaks)+len(res.mysqlPWD) > 0 {
+		t.Logf("%s stderr:\n%s", name, res.stderr)
+	}
+}
+
+// expectExit fails the test unless the command exited with code.
+func expectExit(t *testing.T, name string, res *cmdResult, code int) {
+	t.Helper()
+	if res.code != code {
+		t.Fatalf("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", name, res.code, code, res.stdout, lastLines(res.stderr, 30))
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func lastLine(s string) string { return lastLines(s, 1) }
+
+// randomCanary is prefix followed by 24 random hex digits.
+func randomCanary(t *testing.T, prefix string) string {
+	t.Helper()
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return prefix + hex.EncodeToString(b)
+}
+
+// writeSecret writes a 0600 file in dir.
+func writeSecret(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestScannerCatchesPlantedCanaries proves the watch of the secrets test
+// is not blind: a canary planted in a grandchild's argv, in a child's
+// environment, on stdout (base64), and in a file (hex) is reported; a
+// child given MYSQL_PWD is named; a 0600 option file holding the canary as
+// its password is a credential file, not a leak; and the command's own
+// environment is not read when it was given secrets there.
+func TestScannerCatchesPlantedCanaries(t *testing.T) {
+	sh := testbed.Binary(t, "sh", "apt-get install dash")
+	value := randomCanary(t, "canarySelf-")
+	h := newSecretsRun(t, []canary{newCanary("self", value)})
+	script := writeSecret(t, t.TempDir(), "plant.sh", `
+sh -c 'sleep 0.5; :' "$C"
+MYSQL_PWD=x sh -c 'sleep 0.5; :'
+printf '%s' "$C" | base64
+printf 'xy%s' "$C" | od -An -tx1 | tr -d ' \n' > "$TMPDIR/hex.txt"
+(umask 077; printf '[client]\npassword="%s"\n' "$C" > "$TMPDIR/client-1.cnf")
+(umask 022; printf '[client]\npassword="%s"\n' "$C" > "$TMPDIR/open.cnf")
+sh -c 'sleep 0.5; :' tool --defaults-file="$TMPDIR/open.cnf"
+rm "$TMPDIR/open.cnf"
+sleep 0.5
+rm "$TMPDIR/client-1.cnf"
+`)
+	spec := cmdSpec{name: "planted", args: []string{sh, "-c", "sh " + script + "; :"}, env: []string{"C=" + value}, secretEnv: true}
+	res := h.run(spec, 30*time.Second)
+	expectExit(t, spec.name, res, 0)
+	var where []string
+	for _, l := range res.leaks {
+		where = append(where, l.String())
+	}
+	t.Logf("found:\n%s", strings.Join(where, "\n"))
+	has := func(what string, ok func(l leak) bool) {
+		t.Helper()
+		if !slices.ContainsFunc(res.leaks, ok) {
+			t.Errorf("the scanner missed the canary %s", what)
+		}
+	}
+	has("in a grandchild's argv", func(l leak) bool {
+		return strings.Contains(l.where, "(depth 2) cmdline") && l.encoding == "raw"
+	})
+	has("in a child's environment", func(l leak) bool {
+		return strings.Contains(l.where, "(depth 1) environ")
+	})
+	has("in base64 on stdout", func(l leak) bool { return strings.HasSuffix(l.where, "stdout") && l.encoding == "base64" })
+	has("in hex in a file", func(l leak) bool { return strings.Contains(l.where, "hex.txt") && l.encoding == "hex" })
+	has("in an option file of mode 0644 given to a child", func(l leak) bool {
+		return strings.Contains(l.where, "option file") && strings.Contains(l.where, "open.cnf")
+	})
+	for _, l := range res.leaks {
+		switch {
+		case strings.Contains(l.where, "(depth 0)"):
+			t.Errorf("the command's own environment was read although it was given secrets: %s", l)
+		case strings.Contains(l.where, "client-1.cnf"):
+			t.Errorf("a 0600 option file was counted as a leak: %s", l)
+		}
+	}
+	if len(res.mysqlPWD) == 0 {
+		t.Error("the scanner missed a child with MYSQL_PWD")
+	}
+	if len(res.credentials) != 1 || filepath.Base(res.credentials[0]) != "client-1.cnf" {
+		t.Errorf("credential files %q, want the planted client-1.cnf", res.credentials)
+	}
+}
+
+// TestNoLeakedSecrets runs the binary through the agent (streaming and a
+// scheduled logical snapshot), a physical snapshot with mariadb-backup,
+// verify, list, restores into datadirs with both replay modes and into a
+// running server, and a drill, with canary secrets passed every way a user
+// can: password file, MYSQL_PITR_* variables, a DSN holding the password,
+// S3 keys in the environment and in a shared credentials file, age
+// identity files. Then it fails MySQL, S3 and age authentication on
+// purpose. No canary may show in any process's command line or environment
+// (the command's own environment aside, when the user put the secret
+// there), in the output at debug level, in the error messages, or in any
+// file the commands leave in their work directories.
+func TestNoLeakedSecrets(t *testing.T) {
+	for _, b := range []string{"mariadb-backup", "mbstream", "mariadb-binlog", "mariadb"} {
+		testbed.Binary(t, b, testbed.MariaDBInstall)
+	}
+	secrets := t.TempDir() // the test's own secret files, not scanned
+	pitrPW := randomCanary(t, "canaryPW-")
+	wrongPW := randomCanary(t, "canaryWrongPW-")
+	targetPW := randomCanary(t, "canaryTargetPW-")
+	wrongTargetPW := randomCanary(t, "canaryWrongTargetPW-")
+	s3Secret := randomCanary(t, "canaryS3-")
+	wrongS3 := randomCanary(t, "canaryWrongS3-")
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongID, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ageFile := writeSecret(t, secrets, "age.key", fmt.Sprintf("# public key: %s\n%s\n", id.Recipient(), id))
+	wrongAgeFile := writeSecret(t, secrets, "wrong-age.key", wrongID.String()+"\n")
+	recipient := id.Recipient().String()
+	h := newSecretsRun(t, []canary{
+		newCanary("mysql password", pitrPW), newCanary("wrong mysql password", wrongPW),
+		newCanary("target password", targetPW), newCanary("wrong target password", wrongTargetPW),
+		newCanary("s3 secret key", s3Secret), newCanary("wrong s3 secret key", wrongS3),
+		newCanary("age identity", id.String()), newCanary("wrong age identity", wrongID.String()),
+	})
+
+	// The servers, with the canaries as their real credentials.
+	s3 := testbed.StartS3(t)
+	if err := s3.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s3.SecretKey = s3Secret
+	if err := s3.Start(); err != nil {
+		t.Fatal(err)
+	}
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	src.SetPitrPassword(t, pitrPW)
+	target := newTarget(t, 2, targetPW)
+
+	storageURL := s3.URL("archive")
+	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, src.Port())
+	passwordFile := writeSecret(t, secrets, "pitr.password", pitrPW+"\n")
+	wrongPasswordFile := writeSecret(t, secrets, "wrong.password", wrongPW+"\n")
+	targetPasswordFile := writeSecret(t, secrets, "target.password", targetPW+"\n")
+	s3File := func(secret string) []string {
+		path := writeSecret(t, secrets, "aws-"+secret[:12], fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", s3.AccessKey, secret))
+		return []string{"AWS_SHARED_CREDENTIALS_FILE=" + path, "AWS_REGION=" + s3.Region}
+	}
+	s3Env := func(secret string) []string {
+		return []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + secret, "AWS_REGION=" + s3.Region}
+	}
+	with := func(envs ...[]string) []string { return slices.Concat(envs...) }
+	manifests := func() []string {
+		m, _ := filepath.Glob(s3.ObjectPath("archive/snapshots/*/manifest.json"))
+		return m
+	}
+
+	src.Exec(t, "CREATE DATABASE app")
+	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40))")
+	src.Exec(t, "INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+
+	// The agent streams and takes a scheduled logical snapshot: password
+	// file, S3 keys in a credentials file, JSON log at debug level.
+	listen := freeListen(t)
+	spec := cmdSpec{name: "agent", env: s3File(s3Secret), args: []string{"agent", "--dsn", dsn, "--password-file", passwordFile,
+		"--storage", storageURL, "--age-recipient", recipient, "--age-identity", ageFile, "--listen", listen,
+		"--spool-dir", filepath.Join(h.work, "spool"), "--flush-interval", "100ms",
+		"--schedule", "@every 4s", "--snapshot-method", "logical", "--snapshot-threads", "2",
+		"--log-level", "debug", "--log-format", "json"}}
+	began := time.Now()
+	r := h.start(spec)
+	waitFor(t, "a scheduled snapshot", 60*time.Second, r, func() bool { return len(manifests()) == 1 })
+	src.Exec(t, "INSERT INTO app.t VALUES (4, 'after the logical snapshot'), (5, 'e')")
+	waitAgentDurable(t, listen, src, r)
+	res := h.finish(spec, r.stop(t), began)
+	expectExit(t, spec.name, res, 0)
+	expectClean(t, spec.name, res)
+	// A restore to t1 uses the logical snapshot and replays rows 4 and 5:
+	// commit times have one-second resolution, so later writes wait for
+	// the next second.
+	t1 := time.Now().UTC()
+	time.Sleep(time.Until(t1.Truncate(time.Second).Add(1100 * time.Millisecond)))
+
+	// A physical snapshot through mariadb-backup: password and S3 keys in
+	// the environment, text log at debug level. MYSQL_PWD, which the
+	// client tools would read, must not reach mariadb-backup either.
+	spec = cmdSpec{name: "snapshot --method physical", secretEnv: true,
+		env: with(s3Env(s3Secret), []string{"MYSQL_PITR_PASSWORD=" + pitrPW, "MYSQL_PWD=" + pitrPW}),
+		args: []string{"snapshot", "--method", "physical", "--dsn", dsn, "--storage", storageURL, "--age-recipient", recipient,
+			"--log-level", "debug", "--log-format", "text"}}
+	res = h.run(spec, 3*time.Minute)
+	expectExit(t, spec.name, res, 0)
+	expectClean(t, spec.name, res)
+	if !res.sawProgram("mariadb-backup") {
+		t.Errorf("%s: the watch never saw mariadb-backup", spec.name)
+	}
+
+	// The agent again, from a DSN holding the password, in the environment
+	// like every other setting; text log.
+	src.Exec(t, "INSERT INTO app.t VALUES (6, 'after the physical snapshot'), (7, 'g')")
+	listen = freeListen(t)
+	spec = cmdSpec{name: "agent (password in MYSQL_PITR_DSN)", secretEnv: true,
+		env: with(s3Env(s3Secret), []string{
+			fmt.Sprintf("MYSQL_PITR_DSN=%s:%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, pitrPW, src.Port()),
+			"MYSQL_PITR_STORAGE=" + storageURL, "MYSQL_PITR_AGE_RECIPIENT=" + recipient}),
+		args: []string{"agent", "--listen", listen, "--spool-dir", filepath.Join(h.work, "spool"), "--flush-interval", "100ms",
+			"--log-level", "debug", "--log-format", "text"}}
+	began = time.Now()
+	r = h.start(spec)
+	waitAgentDurable(t, listen, src, r)
+	res = h.finish(spec, r.stop(t), began)
+	expectExit(t, spec.name, res, 0)
+	expectClean(t, spec.name, res)
+
+	spec = cmdSpec{name: "verify", env: s3File(s3Secret), args: []string{"verify", "--storage", storageURL, "--age-identity", ageFile}}
+	res = h.run(spec, 2*time.Minute)
+	expectExit(t, spec.name, res, 0)
+	expectClean(t, spec.name, res)
+
+	spec = cmdSpec{name: "list", env: s3Env(s3Secret), secretEnv: true,
+		args: []string{"list", "--storage", storageURL, "--age-identity", ageFile, "--json"}}
+	res = h.run(spec, time.Minute)
+	expectExit(t, spec.name, res, 0)
+	expectClean(t, spec.name, res)
+	var listed struct {
+		Snapshots []struct {
+			Method string `json:"method"`
+		} `json:"snapshots"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &listed); err != nil || len(listed.Snapshots) != 2 {
+		t.Fatalf("list --json: %v; want 2 snapshots in:\n%s", err, res.stdout)
+	}
+
+	// Restores into datadirs: the physical snapshot with the built-in
+	// binlog server, the logical one with mariadb-binlog | mariadb.
+	restore := func(name string, env []string, secretEnv bool, args ...string) *cmdResult {
+		t.Helper()
+		spec := cmdSpec{name: name, env: env, secretEnv: secretEnv, args: append([]string{"restore", "--storage", storageURL,
+			"--age-identity", ageFile, "--threads", "2", "--buffer-pool-size", "64MiB", "--log-level", "debug"}, args...)}
+		res := h.run(spec, 3*time.Minute)
+		expectExit(t, spec.name, res, 0)
+		expectClean(t, spec.name, res)
+		if !res.sawProgram("mariadbd") && !strings.Contains(name, "target") {
+			t.Errorf("%s: the watch never saw the temporary server", spec.name)
+		}
+		return res
+	}
+	res = restore("restore --datadir --replay server", s3File(s3Secret), false,
+		"--to", "latest", "--datadir", filepath.Join(h.work, "d1"), "--replay", "server", "--log-format", "json")
+	if !strings.Contains(res.stdout, "(physical,") {
+		t.Errorf("the restore to latest did not use the physical snapshot:\n%s", res.stdout)
+	}
+	res = restore("restore --datadir --replay mysqlbinlog", with(s3Env(s3Secret), []string{"MYSQL_PWD=" + pitrPW}), true,
+		"--to", t1.Format(time.RFC3339Nano), "--datadir", filepath.Join(h.work, "d2"), "--replay", "mysqlbinlog", "--log-format", "text")
+	if !strings.Contains(res.stdout, "(logical,") || !strings.Contains(res.stdout, "+ 1 transactions") {
+		t.Errorf("the restore to %s did not use the logical snapshot and replay one transaction:\n%s", t1.Format(time.RFC3339Nano), res.stdout)
+	}
+	targetDSN := fmt.Sprintf("restorer@tcp(127.0.0.1:%d)/", target.Port())
+	restore("restore --target-dsn --replay mysqlbinlog", s3File(s3Secret), false,
+		"--to", t1.Format(time.RFC3339Nano), "--target-dsn", targetDSN, "--target-password-file", targetPasswordFile,
+		"--replay", "mysqlbinlog", "--log-format", "json")
+	// And with the built-in binlog server, the password in the environment.
+	target2 := newTarget(t, 3, targetPW)
+	restore("restore --target-dsn --replay server", with(s3Env(s3Secret), []string{"MYSQL_PITR_TARGET_PASSWORD=" + targetPW}), true,
+		"--to", t1.Format(time.RFC3339Nano), "--target-dsn", fmt.Sprintf("restorer@tcp(127.0.0.1:%d)/", target2.Port()),
+		"--replay", "server", "--log-format", "text")
+	for _, db := range []*testbed.MariaDB{target, target2} {
+		var n int
+		if err := db.DB(t).QueryRow("SELECT COUNT(*) FROM app.t").Scan(&n); err != nil || n != 5 {
+			t.Errorf("target after the restore: %d rows, %v; want 5", n, err)
+		}
+	}
+
+	spec = cmdSpec{name: "drill", env: s3Env(s3Secret), secretEnv: true,
+		args: []string{"drill", "--storage", storageURL, "--age-identity", ageFile, "--threads", "2", "--log-level", "debug", "--log-format", "text"}}
+	res = h.run(spec, 3*time.Minute)
+	expectExit(t, spec.name, res, 0)
+	expectClean(t, spec.name, res)
+	if !strings.Contains(res.stdout, "PASSED") || !res.sawProgram("mariadbd") {
+		t.Errorf("drill: want a passed drill on a temporary server; programs %q, stdout:\n%s", res.names(), res.stdout)
+	}
+
+	// Failed authentication: each command fails, and its error says why
+	// without the secret it was given or the right one.
+	failing := []struct {
+		name      string
+		env       []string
+		secretEnv bool
+		args      []string
+		timeout   time.Duration
+		want      string // in the error (the last line of stderr)
+	}{
+		{"agent, wrong MySQL password", with(s3File(s3Secret), []string{"MYSQL_PITR_PASSWORD_FILE=" + wrongPasswordFile}), false,
+			[]string{"agent", "--dsn", dsn, "--storage", storageURL, "--age-recipient", recipient, "--listen", "",
+				"--spool-dir", filepath.Join(h.work, "spool"), "--connect-timeout", "3s", "--log-level", "debug", "--log-format", "json"},
+			time.Minute, "Access denied"},
+		{"snapshot, wrong MySQL password", s3File(s3Secret), false,
+			[]string{"snapshot", "--dsn", dsn, "--password-file", wrongPasswordFile, "--storage", storageURL, "--age-recipient", recipient,
+				"--log-level", "debug", "--log-format", "text"},
+			time.Minute, "Access denied"},
+		{"restore --target-dsn, wrong password", with(s3File(s3Secret), []string{"MYSQL_PITR_TARGET_PASSWORD=" + wrongTargetPW}), true,
+			[]string{"restore", "--storage", storageURL, "--age-identity", ageFile, "--to", t1.Format(time.RFC3339Nano), "--target-dsn", targetDSN,
+				"--log-level", "debug", "--log-format", "json"},
+			time.Minute, "Access denied"},
+		{"list, wrong S3 secret key", s3Env(wrongS3), true,
+			[]string{"list", "--storage", storageURL, "--age-identity", ageFile},
+			time.Minute, "access denied to bucket"},
+		{"agent, wrong S3 secret key", with(s3File(wrongS3), []string{"MYSQL_PITR_PASSWORD_FILE=" + passwordFile}), false,
+			[]string{"agent", "--dsn", dsn, "--storage", storageURL, "--age-recipient", recipient, "--listen", "",
+				"--spool-dir", filepath.Join(h.work, "spool"), "--log-level", "debug", "--log-format", "text"},
+			time.Minute, "access denied to bucket"},
+		{"restore, wrong age identity", s3File(s3Secret), false,
+			[]string{"restore", "--storage", storageURL, "--age-identity", wrongAgeFile, "--to", "latest",
+				"--datadir", filepath.Join(h.work, "d3"), "--log-level", "debug", "--log-format", "text"},
+			time.Minute, "no configured age identity can decrypt"},
+	}
+	for _, f := range failing {
+		spec := cmdSpec{name: f.name, env: f.env, secretEnv: f.secretEnv, args: f.args}
+		res := h.run(spec, f.timeout)
+		t.Logf("%s: %s", f.name, lastLine(res.stderr))
+		if res.code == 0 {
+			t.Errorf("%s: exit 0, want a failure", f.name)
+		}
+		if !strings.Contains(lastLine(res.stderr), f.want) {
+			t.Errorf("%s: the error does not say %q:\n%s", f.name, f.want, lastLines(res.stderr, 10))
+		}
+		expectClean(t, f.name, res)
+	}
+	if _, err := os.Stat(filepath.Join(h.work, "d3")); err == nil {
+		t.Error("the restore with the wrong age identity created its datadir")
+	}
+}
+
+// newTarget starts an empty server to restore into, with an account
+// restorer that may do everything.
+func newTarget(t *testing.T, serverID uint32, password string) *testbed.MariaDB {
+	t.Helper()
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: serverID})
+	db.Exec(t, fmt.Sprintf("CREATE USER restorer@'%%' IDENTIFIED BY '%s'", password))
+	db.Exec(t, "GRANT ALL ON *.* TO restorer@'%' WITH GRANT OPTION")
+	return db
+}
+
+// freeListen is a loopback address for an agent's HTTP server.
+func freeListen(t *testing.T) string {
+	t.Helper()
+	port, err := testbed.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// waitFor polls cond until it holds; it fails the test when the command
+// exits first or the time runs out.
+func waitFor(t *testing.T, what string, timeout time.Duration, r *runWatched, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		select {
+		case <-r.exited:
+			t.Fatalf("%s exited waiting for %s: %v\n%s", r.spec.name, what, r.err, lastLines(r.errb.String(), 20))
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %s after %s\n%s", r.spec.name, what, timeout, lastLines(r.errb.String(), 20))
+		}
+	}
+}
+
+// waitAgentDurable waits until the agent on listen reports the archive
+// durable up to the server's current end.
+func waitAgentDurable(t *testing.T, listen string, db *testbed.MariaDB, r *runWatched) {
+	t.Helper()
+	file, pos := masterStatus(t, db)
+	c := http.Client{Timeout: 2 * time.Second}
+	waitFor(t, fmt.Sprintf("archive up to %s:%d", file, pos), time.Minute, r, func() bool {
+		resp, err := c.Get("http://" + listen + "/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st statusDoc
+		if json.NewDecoder(resp.Body).Decode(&st) != nil {
+			return false
+		}
+		d := st.Binlog.Durable
+		return d.File > file || d.File == file && d.Pos >= pos
+	})
+}
