@@ -259,6 +259,50 @@ rm "$TMPDIR/client-1.cnf"
 	}
 }
 
+// TestBadInputHidesSecrets gives secrets in the wrong place or in a
+// malformed value, as a user may by mistake: the error names the problem
+// and never shows the secret.
+func TestBadInputHidesSecrets(t *testing.T) {
+	secret := randomCanary(t, "canaryBad-")
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	identityFile := writeSecret(t, dir, "id.key", id.String()+"\n")
+	garbled := writeSecret(t, dir, "garbled.key", id.String()+"X\n")
+	s := &scanner{canaries: []canary{newCanary("secret", secret), newCanary("age identity", id.String())}}
+	file := "file://" + t.TempDir()
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"S3 URL with credentials", []string{"list", "--storage", "s3://AKIA:" + secret + "@bucket/p"}, 2, "credentials are not accepted"},
+		{"S3 URL with credentials, scheme in capitals", []string{"list", "--storage", "S3://AKIA:" + secret + "@bucket/p"}, 2, "not file or s3"},
+		{"S3 URL with credentials, one slash", []string{"list", "--storage", "s3:/AKIA:" + secret + "@bucket/p"}, 2, "expected file:///path"},
+		{"file URL with credentials", []string{"list", "--storage", "file://u:" + secret + "@host/x"}, 2, "needs an absolute path"},
+		{"endpoint with credentials", []string{"list", "--storage", "s3://bucket/p?endpoint=http://AKIA:" + secret + "@host:9000"}, 2, "without credentials"},
+		{"DSN cut short", []string{"snapshot", "--dsn", "pitr:" + secret + "@tcp(127.0.0.1:3306", "--storage", file}, 2, "not a valid DSN"},
+		{"DSN of an unreachable server", []string{"snapshot", "--dsn", "pitr:" + secret + "@tcp(127.0.0.1:1)/", "--storage", file,
+			"--log-level", "debug"}, 1, "unreachable"},
+		{"secret key as a recipient", []string{"list", "--storage", file, "--age-recipient", id.String()}, 2, "that is a secret key"},
+		{"identity file as recipients file", []string{"list", "--storage", file, "--age-recipients-file", identityFile}, 2, "an identity file goes to --age-identity"},
+		{"garbled identity", []string{"list", "--storage", file, "--age-identity", garbled}, 2, "not an age identity file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stdout, stderr, code := runCLI(t, t.Context(), c.args...)
+			if code != c.code || !strings.Contains(lastLine(stderr), c.want) {
+				t.Errorf("exit %d, %q; want exit %d naming %q", code, lastLine(stderr), c.code, c.want)
+			}
+			for _, l := range append(s.find("stdout", []byte(stdout)), s.find("stderr", []byte(stderr))...) {
+				t.Errorf("LEAK: %s: %s", l, lastLine(stderr))
+			}
+		})
+	}
+}
+
 // TestNoLeakedSecrets runs the binary through the agent (streaming and a
 // scheduled logical snapshot), a physical snapshot with mariadb-backup,
 // verify, list, restores into datadirs with both replay modes and into a

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/mysql-pitr/mysql-pitr/storage"
@@ -54,13 +55,13 @@ func (s *storageFlags) backend(ctx context.Context) (storage.Storage, error) {
 	}
 	scheme, rest, ok := strings.Cut(s.url, "://")
 	if !ok {
-		return nil, usageError{fmt.Errorf("--storage %q: expected file:///path or s3://bucket/prefix", s.url)}
+		return nil, usageError{fmt.Errorf("--storage %s: expected file:///path or s3://bucket/prefix", s.shown())}
 	}
 	switch scheme {
 	case "file":
 		u, err := url.Parse(s.url)
 		if err != nil || u.Host != "" || u.Path == "" || !strings.HasPrefix(rest, "/") {
-			return nil, usageError{fmt.Errorf("--storage %q: a file URL needs an absolute path, as in file:///var/lib/mysql-pitr", s.url)}
+			return nil, usageError{fmt.Errorf("--storage %s: a file URL needs an absolute path, as in file:///var/lib/mysql-pitr", s.shown())}
 		}
 		st, err := file.New(u.Path)
 		if err != nil {
@@ -100,7 +101,23 @@ func (s *storageFlags) backend(ctx context.Context) (storage.Storage, error) {
 		s.warnTLS(cfg)
 		return s3.New(ctx, cfg)
 	}
+	if s.hidden() {
+		return nil, usageError{fmt.Errorf("--storage %s: the scheme is not file or s3", s.shown())}
+	}
 	return nil, usageError{fmt.Errorf("--storage %q: unknown scheme %q (file or s3)", s.url, scheme)}
+}
+
+// hidden reports whether errors must not show the --storage value: with an
+// '@' it may carry credentials (user:secret@host), which would then reach
+// a log. The s3 package keeps them out of its own errors the same way.
+func (s *storageFlags) hidden() bool { return strings.Contains(s.url, "@") }
+
+// shown is the --storage value as an error may show it.
+func (s *storageFlags) shown() string {
+	if s.hidden() {
+		return "(value not shown: it holds an @ and may carry credentials)"
+	}
+	return strconv.Quote(s.url)
 }
 
 // id is a short stable name for the archive location, for the spool's subdirectory.
