@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -312,8 +313,10 @@ func TestBadInputHidesSecrets(t *testing.T) {
 // identity files. Then it fails MySQL, S3 and age authentication on
 // purpose. No canary may show in any process's command line or environment
 // (the command's own environment aside, when the user put the secret
-// there), in the output at debug level, in the error messages, or in any
-// file the commands leave in their work directories.
+// there), in the output at debug level, in the error messages, in what the
+// agent serves on /status and /metrics, in an option file a child gets
+// unless it is 0600, or in any file the commands leave in their work
+// directories or the system's temporary directory.
 func TestNoLeakedSecrets(t *testing.T) {
 	for _, b := range []string{"mariadb-backup", "mbstream", "mariadb-binlog", "mariadb"} {
 		testbed.Binary(t, b, testbed.MariaDBInstall)
@@ -391,7 +394,9 @@ func TestNoLeakedSecrets(t *testing.T) {
 	waitFor(t, "a scheduled snapshot", 60*time.Second, r, func() bool { return len(manifests()) == 1 })
 	src.Exec(t, "INSERT INTO app.t VALUES (4, 'after the logical snapshot'), (5, 'e')")
 	waitAgentDurable(t, listen, src, r)
+	served := agentPages(t, listen)
 	res := h.finish(spec, r.stop(t), began)
+	res.leaks = append(res.leaks, h.scan.find(spec.name+" /status and /metrics", served)...)
 	expectExit(t, spec.name, res, 0)
 	expectClean(t, spec.name, res)
 	// A restore to t1 uses the logical snapshot and replays rows 4 and 5:
@@ -427,7 +432,9 @@ func TestNoLeakedSecrets(t *testing.T) {
 	began = time.Now()
 	r = h.start(spec)
 	waitAgentDurable(t, listen, src, r)
+	served = agentPages(t, listen)
 	res = h.finish(spec, r.stop(t), began)
+	res.leaks = append(res.leaks, h.scan.find(spec.name+" /status and /metrics", served)...)
 	expectExit(t, spec.name, res, 0)
 	expectClean(t, spec.name, res)
 
@@ -585,6 +592,26 @@ func waitFor(t *testing.T, what string, timeout time.Duration, r *runWatched, co
 			t.Fatalf("%s: no %s after %s\n%s", r.spec.name, what, timeout, lastLines(r.errb.String(), 20))
 		}
 	}
+}
+
+// agentPages returns what the agent on listen serves on /status and /metrics.
+func agentPages(t *testing.T, listen string) []byte {
+	t.Helper()
+	var out []byte
+	c := http.Client{Timeout: 5 * time.Second}
+	for _, page := range []string{"/status", "/metrics"} {
+		resp, err := c.Get("http://" + listen + page)
+		if err != nil {
+			t.Fatalf("agent %s: %v", page, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || len(b) == 0 {
+			t.Fatalf("agent %s: %s, %d bytes, %v", page, resp.Status, len(b), err)
+		}
+		out = append(out, b...)
+	}
+	return out
 }
 
 // waitAgentDurable waits until the agent on listen reports the archive
