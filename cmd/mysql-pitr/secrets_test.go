@@ -381,13 +381,15 @@ func TestNoLeakedSecrets(t *testing.T) {
 	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40))")
 	src.Exec(t, "INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
 
-	// The agent streams and takes a scheduled logical snapshot: password
-	// file, S3 keys in a credentials file, JSON log at debug level.
+	// The agent streams and its scheduler takes a logical snapshot: the
+	// archive's first timeline pokes it at once (--snapshot-new-timelines),
+	// and the hourly schedule takes no second one while the test runs.
+	// Password file, S3 keys in a credentials file, JSON log at debug level.
 	listen := freeListen(t)
 	spec := cmdSpec{name: "agent", env: s3File(s3Secret), args: []string{"agent", "--dsn", dsn, "--password-file", passwordFile,
 		"--storage", storageURL, "--age-recipient", recipient, "--age-identity", ageFile, "--listen", listen,
 		"--spool-dir", filepath.Join(h.work, "spool"), "--flush-interval", "100ms",
-		"--schedule", "@every 4s", "--snapshot-method", "logical", "--snapshot-threads", "2",
+		"--schedule", "@every 1h", "--snapshot-new-timelines=true", "--snapshot-method", "logical", "--snapshot-threads", "2",
 		"--log-level", "debug", "--log-format", "json"}}
 	began := time.Now()
 	r := h.start(spec)
