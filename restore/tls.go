@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 )
@@ -42,7 +43,9 @@ func (c clientTLS) clientOptions(ctx context.Context, client string, target *mys
 func clientFamily(ctx context.Context, client string) (mysqltls.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, client, "--version").CombinedOutput()
+	cmd := exec.CommandContext(ctx, client, "--version")
+	cmd.Env = childenv.Environ()
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("%s --version: %w: %s", client, err, strings.TrimSpace(string(out)))
 	}
