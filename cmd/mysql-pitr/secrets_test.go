@@ -135,7 +135,7 @@ func TestNoLeakedSecrets(t *testing.T) {
 	}
 
 	src.Exec(t, "CREATE DATABASE app")
-	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40))")
+	src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v MEDIUMTEXT)")
 	src.Exec(t, "INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
 
 	// The agent streams and its scheduler takes a logical snapshot: the
@@ -151,7 +151,11 @@ func TestNoLeakedSecrets(t *testing.T) {
 	began := time.Now()
 	r := h.start(spec)
 	waitFor(t, "a scheduled snapshot", 60*time.Second, r, func() bool { return len(manifests()) == 1 })
-	src.Exec(t, "INSERT INTO app.t VALUES (4, 'after the logical snapshot'), (5, 'e')")
+	// Enough binlog after the logical snapshot (about 9 MB) that the client
+	// of a mysqlbinlog replay runs long enough for the watch to read it.
+	for i := range replayed {
+		src.Exec(t, "INSERT INTO app.t VALUES (?, REPEAT('after the logical snapshot ', 1100))", 4+i)
+	}
 	waitAgentDurable(t, listen, src, r)
 	served := agentPages(t, listen)
 	res := h.finish(spec, r.stop(t), began)
@@ -180,7 +184,7 @@ func TestNoLeakedSecrets(t *testing.T) {
 
 	// The agent again, from a DSN holding the password, in the environment
 	// like every other setting; text log.
-	src.Exec(t, "INSERT INTO app.t VALUES (6, 'after the physical snapshot'), (7, 'g')")
+	src.Exec(t, "INSERT INTO app.t VALUES (1000, 'after the physical snapshot'), (1001, 'g')")
 	listen = freeListen(t)
 	spec = cmdSpec{name: "agent (password in MYSQL_PITR_DSN)", secretEnv: true,
 		env: with(s3Env(s3Secret), []string{
@@ -237,13 +241,23 @@ func TestNoLeakedSecrets(t *testing.T) {
 	}
 	res = restore("restore --datadir --replay mysqlbinlog", with(s3Env(s3Secret), []string{"MYSQL_PWD=" + pitrPW}), true,
 		"--to", t1.Format(time.RFC3339Nano), "--datadir", filepath.Join(h.work, "d2"), "--replay", "mysqlbinlog", "--log-format", "text")
-	if !strings.Contains(res.stdout, "(logical,") || !strings.Contains(res.stdout, "+ 1 transactions") {
-		t.Errorf("the restore to %s did not use the logical snapshot and replay one transaction:\n%s", t1.Format(time.RFC3339Nano), res.stdout)
+	if want := fmt.Sprintf("+ %d transactions", replayed); !strings.Contains(res.stdout, "(logical,") || !strings.Contains(res.stdout, want) {
+		t.Errorf("the restore to %s did not use the logical snapshot and replay %d transactions:\n%s", t1.Format(time.RFC3339Nano), replayed, res.stdout)
+	}
+	if !res.sawProgram("mariadb") {
+		t.Errorf("the watch never saw the mariadb client of the replay; programs %q", res.names())
 	}
 	targetDSN := fmt.Sprintf("restorer@tcp(127.0.0.1:%d)/", target.Port())
-	restore("restore --target-dsn --replay mysqlbinlog", s3File(s3Secret), false,
+	res = restore("restore --target-dsn --replay mysqlbinlog", s3File(s3Secret), false,
 		"--to", t1.Format(time.RFC3339Nano), "--target-dsn", targetDSN, "--target-password-file", targetPasswordFile,
 		"--replay", "mysqlbinlog", "--log-format", "json")
+	// The client got the target's password, and only through a 0600 file.
+	if !slices.ContainsFunc(res.options, func(o optionFile) bool {
+		return o.program == "mariadb" && o.mode == 0o600 && strings.Contains(string(o.content), targetPW)
+	}) {
+		t.Errorf("the watch saw no 0600 option file holding the target's password given to mariadb; programs %q, option files %d",
+			res.names(), len(res.options))
+	}
 	// And with the built-in binlog server, the password in the environment.
 	target2 := newTarget(t, 3, targetPW)
 	restore("restore --target-dsn --replay server", with(s3Env(s3Secret), []string{"MYSQL_PITR_TARGET_PASSWORD=" + targetPW}), true,
@@ -251,8 +265,8 @@ func TestNoLeakedSecrets(t *testing.T) {
 		"--replay", "server", "--log-format", "text")
 	for _, db := range []*testbed.MariaDB{target, target2} {
 		var n int
-		if err := db.DB(t).QueryRow("SELECT COUNT(*) FROM app.t").Scan(&n); err != nil || n != 5 {
-			t.Errorf("target after the restore: %d rows, %v; want 5", n, err)
+		if err := db.DB(t).QueryRow("SELECT COUNT(*) FROM app.t").Scan(&n); err != nil || n != 3+replayed {
+			t.Errorf("target after the restore: %d rows, %v; want %d", n, err, 3+replayed)
 		}
 	}
 
@@ -325,6 +339,10 @@ func newTarget(t *testing.T, serverID uint32, password string) *testbed.MariaDB 
 	db.Exec(t, "GRANT ALL ON *.* TO restorer@'%' WITH GRANT OPTION")
 	return db
 }
+
+// replayed is how many transactions the secrets test writes between its
+// logical and its physical snapshot.
+const replayed = 300
 
 // freeListen is a loopback address for an agent's HTTP server.
 func freeListen(t *testing.T) string {
