@@ -271,7 +271,10 @@ var tempServerVars = []string{
 // down cleanly.
 func verifyDatadir(ctx context.Context, datadir, runDir string, tables int, want map[string]int64) (settings []setting, err error) {
 	defer os.RemoveAll(runDir)
-	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: mysqld.MariaDB, Datadir: datadir, RunDir: runDir, ServerID: 4242, SkipGrants: true})
+	// The restore's default buffer pool, as the restores ran: the settings
+	// read back are the temporary server's.
+	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: mysqld.MariaDB, Datadir: datadir, RunDir: runDir, ServerID: 4242, SkipGrants: true,
+		BufferPool: restore.DefaultBufferPool})
 	if err != nil {
 		return nil, fmt.Errorf("start a server on the restored datadir: %w", err)
 	}
