@@ -117,8 +117,10 @@ func (a *ageFlags) parse() (recipients []age.Recipient, identities []age.Identit
 		if err != nil {
 			return nil, nil, usageError{fmt.Errorf("--age-identity: %w", err)}
 		}
-		if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			a.logger().Warn("age identity file is readable by other users; it decrypts the whole archive", "file", path, "mode", fi.Mode().Perm().String())
+		// Group access is how a pod reads a mounted Secret (fsGroup);
+		// access for everyone is a mistake.
+		if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			a.logger().Warn("age identity file is accessible to every user; it decrypts the whole archive", "file", path, "mode", fi.Mode().Perm().String())
 		}
 		ids, err := age.ParseIdentities(f)
 		f.Close()

@@ -34,7 +34,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		// The argument itself is not quoted: a password given by mistake
+		// would reach the log.
+		return usageError{fmt.Errorf("unexpected argument after the flags (%d of them, %d characters in the first); every value goes with a --flag", fs.NArg(), len(fs.Arg(0)))}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

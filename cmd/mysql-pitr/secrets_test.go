@@ -48,6 +48,7 @@ func TestBadInputHidesSecrets(t *testing.T) {
 		{"secret key as a recipient", []string{"list", "--storage", file, "--age-recipient", id.String()}, 2, "that is a secret key"},
 		{"identity file as recipients file", []string{"list", "--storage", file, "--age-recipients-file", identityFile}, 2, "an identity file goes to --age-identity"},
 		{"garbled identity", []string{"list", "--storage", file, "--age-identity", garbled}, 2, "not an age identity file"},
+		{"password given as a stray argument", []string{"list", "--storage", file, secret}, 2, "unexpected argument after the flags"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			stdout, stderr, code := runCLI(t, t.Context(), c.args...)
