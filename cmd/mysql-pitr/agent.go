@@ -145,24 +145,13 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	logger, err := o.log.logger(stderr)
-	if err != nil {
-		return err
-	}
-	mcfg, err := o.mysql.config()
-	if err != nil {
-		return err
-	}
-	o.storage.age.role, o.storage.age.log = ageWriter, logger
-	tlsSettings, _ := o.mysql.tls.settings() // checked by config
-	defer func() { err = explainTLS(err, tlsSettings, mcfg) }()
 	// The replication stream says when preferred falls back to plaintext.
-	logTLS(ctx, logger, tlsSettings, mcfg, false)
-	o.storage.tlsLog.logger = logger
-	st, err := o.storage.open(ctx)
+	w, err := openWriter(ctx, &o.mysql, &o.storage, &o.log, stderr, false)
+	defer func() { err = explainTLS(err, w.tls, w.mcfg) }()
 	if err != nil {
 		return err
 	}
+	logger, mcfg, tlsSettings, st := w.logger, w.mcfg, w.tls, w.st
 	src, err := binlog.NewSource(mcfg)
 	if err != nil {
 		return err

@@ -58,23 +58,12 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	logger, err := o.log.logger(stderr)
+	w, err := openWriter(ctx, &o.mysql, &o.storage, &o.log, stderr, true)
+	defer func() { err = explainTLS(err, w.tls, w.mcfg) }()
 	if err != nil {
 		return err
 	}
-	mcfg, err := o.mysql.config()
-	if err != nil {
-		return err
-	}
-	o.storage.age.role, o.storage.age.log = ageWriter, logger
-	tlsSettings, _ := o.mysql.tls.settings() // checked by config
-	defer func() { err = explainTLS(err, tlsSettings, mcfg) }()
-	logTLS(ctx, logger, tlsSettings, mcfg, true)
-	o.storage.tlsLog.logger = logger
-	st, err := o.storage.open(ctx)
-	if err != nil {
-		return err
-	}
+	logger, mcfg, tlsSettings, st := w.logger, w.mcfg, w.tls, w.st
 	// The archive's keys name its newest timeline: a writer holding only
 	// the public recipients of an encrypted archive needs to read nothing.
 	tl, err := catalog.NewestTimeline(ctx, st)

@@ -14,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
+	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/s3"
 )
 
@@ -137,4 +138,32 @@ func (s *storageFlags) warnTLS(cfg s3.Config) {
 		l = slog.New(slog.NewTextHandler(s.tlsLog.out, nil))
 	}
 	l.Warn("the S3 endpoint is plain http: archive data and request signatures cross the network unencrypted; use https", "endpoint", cfg.Endpoint)
+}
+
+// writerSetup is what the commands that read a server and write the
+// archive (agent, snapshot) build alike.
+type writerSetup struct {
+	logger *slog.Logger
+	mcfg   *mysql.Config
+	tls    mysqltls.Settings
+	st     storage.Storage
+}
+
+// openWriter builds the logger, the server's connection settings (logging
+// what the TLS choice calls for; checkFallback tries a connection to see
+// whether preferred went without TLS) and the archive, opened for writing.
+// What it has built is returned with an error too, for explainTLS.
+func openWriter(ctx context.Context, m *mysqlFlags, s *storageFlags, l *logFlags, stderr io.Writer, checkFallback bool) (w writerSetup, err error) {
+	if w.logger, err = l.logger(stderr); err != nil {
+		return w, err
+	}
+	if w.mcfg, err = m.config(); err != nil {
+		return w, err
+	}
+	s.age.role, s.age.log = ageWriter, w.logger
+	w.tls, _ = m.tls.settings() // checked by config
+	logTLS(ctx, w.logger, w.tls, w.mcfg, checkFallback)
+	s.tlsLog.logger = w.logger
+	w.st, err = s.open(ctx)
+	return w, err
 }
