@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
@@ -108,12 +109,12 @@ func (b *bench) runMariaDBBinlog(ctx context.Context, dir string, t captureTarge
 		"--result-file=" + out + "/", t.first}
 	meter := b.startMeter()
 	begin := time.Now()
-	c, err := startChild(toolMariaDBBinlog, argv, nil, filepath.Join(dir, "mariadb-binlog.log"))
+	c, err := benchkit.StartChild(toolMariaDBBinlog, argv, nil, filepath.Join(dir, "mariadb-binlog.log"))
 	if err != nil {
 		r.Err = err
 		return r
 	}
-	defer c.stop(5 * time.Second)
+	defer c.Stop(5 * time.Second)
 	deadline := begin.Add(b.cfg.captureTimeout)
 	for {
 		n, err := dirSize(out)
@@ -126,8 +127,8 @@ func (b *bench) runMariaDBBinlog(ctx context.Context, dir string, t captureTarge
 			r.Bytes = n
 			break
 		}
-		if done, err := c.exited(); done {
-			r.Err = fmt.Errorf("mariadb-binlog exited (%v) after %d of %d bytes:\n%s", err, n, t.bytes, c.logTail(10))
+		if done, err := c.Exited(); done {
+			r.Err = fmt.Errorf("mariadb-binlog exited (%v) after %d of %d bytes:\n%s", err, n, t.bytes, c.LogTail(10))
 			return r
 		}
 		if time.Now().After(deadline) {
@@ -136,7 +137,7 @@ func (b *bench) runMariaDBBinlog(ctx context.Context, dir string, t captureTarge
 		}
 		time.Sleep(b.cfg.poll)
 	}
-	r.Usage, r.Err = readUsage(c.pid())
+	r.Usage, r.Err = readUsage(c.Pid())
 	r.ServerCPU, r.Load = meter.stop(r.Usage.CPU)
 	if r.Bytes != t.bytes {
 		r.Err = fmt.Errorf("mariadb-binlog wrote %d bytes, the server has %d", r.Bytes, t.bytes)
@@ -168,7 +169,7 @@ func dirSize(dir string) (int64, error) {
 
 // agentProc is a running agent and how to reach it.
 type agentProc struct {
-	*child
+	*benchkit.Child
 	status  string // the /status URL
 	storage string // the --storage URL
 	env     []string
@@ -204,7 +205,7 @@ func (b *bench) startAgent(dir, tool string, flushInterval time.Duration) (*agen
 		"--flush-interval", flushInterval.String(),
 		"--log-format", "json",
 	}
-	a.child, err = startChild("agent", argv, a.env, filepath.Join(dir, "agent.log"))
+	a.Child, err = benchkit.StartChild("agent", argv, a.env, filepath.Join(dir, "agent.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -277,9 +278,9 @@ func (b *bench) runAgent(ctx context.Context, dir, tool string, t captureTarget,
 		r.Err = err
 		return r
 	}
-	defer a.stop(10 * time.Second)
+	defer a.Stop(10 * time.Second)
 	if profile != nil {
-		if err := profile(a.pid()); err != nil {
+		if err := profile(a.Pid()); err != nil {
 			r.Err = err
 			return r
 		}
@@ -298,8 +299,8 @@ func (b *bench) runAgent(ctx context.Context, dir, tool string, t captureTarget,
 				break
 			}
 		}
-		if done, err := a.exited(); done {
-			r.Err = fmt.Errorf("agent exited (%v) at durable %s of %s:\n%s", err, last.Binlog.Durable, t.end, a.logTail(10))
+		if done, err := a.Exited(); done {
+			r.Err = fmt.Errorf("agent exited (%v) at durable %s of %s:\n%s", err, last.Binlog.Durable, t.end, a.LogTail(10))
 			return r
 		}
 		if time.Now().After(deadline) {
@@ -309,12 +310,12 @@ func (b *bench) runAgent(ctx context.Context, dir, tool string, t captureTarget,
 		}
 		time.Sleep(b.cfg.poll)
 	}
-	r.Usage, r.Err = readUsage(a.pid())
+	r.Usage, r.Err = readUsage(a.Pid())
 	r.ServerCPU, r.Load = meter.stop(r.Usage.CPU)
 	if profile != nil {
-		r.Err = errors.Join(r.Err, profile(a.pid()))
+		r.Err = errors.Join(r.Err, profile(a.Pid()))
 	}
-	a.stop(10 * time.Second)
+	a.Stop(10 * time.Second)
 	cov, err := b.listArchive(ctx, a)
 	if err != nil {
 		r.Err = errors.Join(r.Err, err)

@@ -247,7 +247,7 @@ func (b *bench) idleTarget(ctx context.Context) (captureTarget, int, error) {
 	if err != nil {
 		return t, 0, err
 	}
-	logs, err := b.srv.binaryLogs(ctx)
+	logs, err := benchkit.BinaryLogs(ctx, b.srv.db)
 	if err != nil {
 		return t, 0, err
 	}

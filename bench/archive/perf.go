@@ -17,7 +17,7 @@ import (
 // pid, its second stops it and writes `perf report` as text.
 type perfRecorder struct {
 	dir  string
-	proc *child
+	proc *benchkit.Child
 }
 
 func (p *perfRecorder) profile(pid int) error {
@@ -27,16 +27,16 @@ func (p *perfRecorder) profile(pid int) error {
 	}
 	data := filepath.Join(p.dir, "perf.data")
 	if p.proc == nil {
-		p.proc, err = startChild("perf", []string{bin, "record", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", data},
+		p.proc, err = benchkit.StartChild("perf", []string{bin, "record", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", data},
 			nil, filepath.Join(p.dir, "perf-record.log"))
 		return err
 	}
 	// perf record writes its data file when interrupted.
-	p.proc.cmd.Process.Signal(syscall.SIGINT)
+	p.proc.Signal(syscall.SIGINT)
 	select {
-	case <-p.proc.done:
+	case <-p.proc.Done():
 	case <-time.After(30 * time.Second):
-		p.proc.stop(time.Second)
+		p.proc.Stop(time.Second)
 	}
 	out, err := exec.Command(bin, "report", "-i", data, "--stdio", "--no-children",
 		"--sort", "symbol", "--percent-limit", "0.5", "-g", "none").CombinedOutput()

@@ -3,94 +3,12 @@ package main
 import (
 	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
-
-// child is a process the benchmark started and must end. Its output goes to
-// a log file so that a failed run can show why.
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed when the process has exited
-	err  error         // written before done is closed
-}
-
-// startChild starts argv with extra environment variables, logging stdout and
-// stderr to logPath. Secrets go in env, never in argv.
-func startChild(name string, argv []string, env []string, logPath string) (*child, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("create %s log: %w", name, err)
-	}
-	defer logFile.Close() // the child holds its own descriptor
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// A benchmark killed with Ctrl-C must not leave an agent or a
-	// mariadb-binlog streaming behind it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	return c, nil
-}
-
-// pid is the child's process id.
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-// exited reports whether the child has ended, and with what.
-func (c *child) exited() (bool, error) {
-	select {
-	case <-c.done:
-		return true, c.err
-	default:
-		return false, nil
-	}
-}
-
-// stop sends SIGTERM, then SIGKILL if the child is still there after grace,
-// and waits for it to end.
-func (c *child) stop(grace time.Duration) {
-	if done, _ := c.exited(); done {
-		return
-	}
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		c.cmd.Process.Kill()
-	}
-	select {
-	case <-c.done:
-	case <-time.After(grace):
-		c.cmd.Process.Kill()
-		<-c.done
-	}
-}
-
-// logTail returns the last lines of the child's log, for error messages.
-func (c *child) logTail(n int) string {
-	b, err := os.ReadFile(c.log)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // procUsage is what /proc says about a live process.
 type procUsage struct {

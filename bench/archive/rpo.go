@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 )
 
@@ -80,7 +81,7 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 			return r
 		}
 	}
-	end, err := masterStatus(ctx, s.db)
+	end, err := benchkit.MasterStatus(ctx, s.db)
 	if err != nil {
 		r.Err = err
 		return r
@@ -91,19 +92,19 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 		r.Err = err
 		return r
 	}
-	defer a.stop(10 * time.Second)
+	defer a.Stop(10 * time.Second)
 	if err := waitDurable(ctx, a, end, b.cfg.captureTimeout); err != nil {
 		r.Err = err
 		return r
 	}
 	r.CatchUp = time.Since(begin)
-	before, err := s.binaryLogs(ctx)
+	before, err := benchkit.BinaryLogs(ctx, s.db)
 	if err != nil {
 		r.Err = err
 		return r
 	}
 
-	load, err := startChild("sysbench", sb.args(
+	load, err := benchkit.StartChild("sysbench", sb.args(
 		"--time="+strconv.Itoa(int(b.cfg.rpoDuration.Seconds())),
 		"--rate="+strconv.Itoa(b.cfg.rate),
 		"--report-interval=10", "run"), nil, filepath.Join(dir, "sysbench-rpo.log"))
@@ -111,9 +112,9 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 		r.Err = err
 		return r
 	}
-	defer load.stop(time.Second)
+	defer load.Stop(time.Second)
 	loadBegin, meter := time.Now(), b.startMeter()
-	agentBefore, err := readUsage(a.pid())
+	agentBefore, err := readUsage(a.Pid())
 	if err != nil {
 		r.Err = err
 		return r
@@ -132,15 +133,14 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 		samples, r.Unresolved, r.MaxLag = watchDurable(ctx, a, probes)
 	})
 	select {
-	case <-load.done:
+	case <-load.Done():
 	case <-ctx.Done():
 	}
 	r.Duration = time.Since(loadBegin)
-	if agentAfter, err := readUsage(a.pid()); err == nil {
+	if agentAfter, err := readUsage(a.Pid()); err == nil {
 		ours := agentAfter.CPU - agentBefore.CPU
-		if done, _ := load.exited(); done {
-			ps := load.cmd.ProcessState
-			ours += ps.UserTime() + ps.SystemTime()
+		if done, _ := load.Exited(); done {
+			ours += load.Usage().CPU
 		}
 		_, r.Load = meter.stop(ours)
 	}
@@ -154,17 +154,17 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 		samples[i].At = samples[i].t0.Sub(loadBegin)
 	}
 	r.Worst = samples[:min(len(samples), 5)]
-	if done, err := a.exited(); done {
-		r.Err = fmt.Errorf("agent exited during the load (%v):\n%s", err, a.logTail(10))
+	if done, err := a.Exited(); done {
+		r.Err = fmt.Errorf("agent exited during the load (%v):\n%s", err, a.LogTail(10))
 		return r
 	}
-	r.Usage, r.Err = readUsage(a.pid())
+	r.Usage, r.Err = readUsage(a.Pid())
 	r.Err = errors.Join(r.Err, probeErr)
-	if load.err != nil {
-		r.Err = errors.Join(r.Err, fmt.Errorf("sysbench run: %w\n%s", load.err, load.logTail(10)))
+	if load.Err() != nil {
+		r.Err = errors.Join(r.Err, fmt.Errorf("sysbench run: %w\n%s", load.Err(), load.LogTail(10)))
 	}
-	r.TPS = sysbenchTPS(load.log)
-	after, err := s.binaryLogs(ctx)
+	r.TPS = sysbenchTPS(load.LogPath())
+	after, err := benchkit.BinaryLogs(ctx, s.db)
 	if err != nil {
 		r.Err = errors.Join(r.Err, err)
 		return r
@@ -185,8 +185,8 @@ func waitDurable(ctx context.Context, a *agentProc, end catalog.Position, timeou
 				return nil
 			}
 		}
-		if done, err := a.exited(); done {
-			return fmt.Errorf("agent exited (%v):\n%s", err, a.logTail(10))
+		if done, err := a.Exited(); done {
+			return fmt.Errorf("agent exited (%v):\n%s", err, a.LogTail(10))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("agent durable at %s, not %s, after %s", last.Binlog.Durable, end, timeout)
@@ -227,7 +227,7 @@ func (b *bench) probeLoop(ctx context.Context, out chan<- probe, stop <-chan str
 		t0 := time.Now()
 		var pos catalog.Position
 		if err == nil {
-			pos, err = masterStatus(qctx, conn)
+			pos, err = benchkit.MasterStatus(qctx, conn)
 		}
 		cancel()
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
@@ -28,7 +29,7 @@ type s3Gateway struct {
 	region    string
 	accessKey string
 	secretKey string
-	proc      *child
+	proc      *benchkit.Child
 }
 
 func startS3(dir string) (*s3Gateway, error) {
@@ -50,7 +51,7 @@ func startS3(dir string) (*s3Gateway, error) {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	g.endpoint = "http://" + addr
-	g.proc, err = startChild("versitygw", []string{bin, "--port", addr, "--region", g.region, "--quiet", "posix", data},
+	g.proc, err = benchkit.StartChild("versitygw", []string{bin, "--port", addr, "--region", g.region, "--quiet", "posix", data},
 		[]string{"ROOT_ACCESS_KEY=" + g.accessKey, "ROOT_SECRET_KEY=" + g.secretKey}, filepath.Join(dir, "versitygw.log"))
 	if err != nil {
 		return nil, err
@@ -84,8 +85,8 @@ func (g *s3Gateway) waitReady(timeout time.Duration) error {
 			resp.Body.Close()
 			return nil
 		}
-		if done, _ := g.proc.exited(); done {
-			return fmt.Errorf("versitygw exited:\n%s", g.proc.logTail(10))
+		if done, _ := g.proc.Exited(); done {
+			return fmt.Errorf("versitygw exited:\n%s", g.proc.LogTail(10))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("versitygw not answering after %s: %w", timeout, err)
@@ -119,6 +120,6 @@ func (g *s3Gateway) env() []string {
 
 func (g *s3Gateway) close() {
 	if g != nil && g.proc != nil {
-		g.proc.stop(5 * time.Second)
+		g.proc.Stop(5 * time.Second)
 	}
 }

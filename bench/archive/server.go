@@ -68,55 +68,7 @@ func (s *server) Close() error {
 	return s.MariaDB.Close()
 }
 
-// masterStatus is SHOW MASTER STATUS: where the next event will be written.
-func masterStatus(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}) (catalog.Position, error) {
-	var p catalog.Position
-	var doDB, ignoreDB sql.NullString
-	err := q.QueryRowContext(ctx, "SHOW MASTER STATUS").Scan(&p.File, &p.Pos, &doDB, &ignoreDB)
-	if err != nil {
-		return p, fmt.Errorf("show master status: %w", err)
-	}
-	return p, nil
-}
-
-// binaryLogs is SHOW BINARY LOGS: the server's files and their sizes.
-type binaryLog struct {
-	Name string
-	Size int64
-}
-
-func (s *server) binaryLogs(ctx context.Context) ([]binaryLog, error) {
-	rows, err := s.db.QueryContext(ctx, "SHOW BINARY LOGS")
-	if err != nil {
-		return nil, fmt.Errorf("show binary logs: %w", err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var logs []binaryLog
-	for rows.Next() {
-		vals := make([]sql.RawBytes, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, fmt.Errorf("show binary logs: %w", err)
-		}
-		size, err := strconv.ParseInt(string(vals[1]), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("show binary logs: size %q: %w", vals[1], err)
-		}
-		logs = append(logs, binaryLog{Name: string(vals[0]), Size: size})
-	}
-	return logs, rows.Err()
-}
-
-func totalSize(logs []binaryLog) int64 {
+func totalSize(logs []benchkit.BinaryLog) int64 {
 	var n int64
 	for _, l := range logs {
 		n += l.Size
@@ -127,7 +79,7 @@ func totalSize(logs []binaryLog) int64 {
 // waitIdle waits until the server's binlog end stops moving for quiet, so a
 // capture run measures a fixed amount of binlog.
 func (s *server) waitIdle(ctx context.Context, quiet time.Duration) (catalog.Position, error) {
-	last, err := masterStatus(ctx, s.db)
+	last, err := benchkit.MasterStatus(ctx, s.db)
 	if err != nil {
 		return last, err
 	}
@@ -138,7 +90,7 @@ func (s *server) waitIdle(ctx context.Context, quiet time.Duration) (catalog.Pos
 			return last, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
-		p, err := masterStatus(ctx, s.db)
+		p, err := benchkit.MasterStatus(ctx, s.db)
 		if err != nil {
 			return last, err
 		}
@@ -197,7 +149,7 @@ type generateResult struct {
 func (b sysbench) generate(ctx context.Context, s *server, target int64, logPath string, progress func(int64)) (generateResult, error) {
 	var r generateResult
 	begin := time.Now()
-	logs, err := s.binaryLogs(ctx)
+	logs, err := benchkit.BinaryLogs(ctx, s.db)
 	if err != nil {
 		return r, err
 	}
@@ -207,14 +159,14 @@ func (b sysbench) generate(ctx context.Context, s *server, target int64, logPath
 	// sysbench stops on its own only by time or event count, neither of
 	// which maps to binlog bytes; it is stopped from here instead, with a
 	// time limit only as a backstop.
-	c, err := startChild("sysbench", b.args("--time=7200", "--report-interval=10", "run"), nil, logPath)
+	c, err := benchkit.StartChild("sysbench", b.args("--time=7200", "--report-interval=10", "run"), nil, logPath)
 	if err != nil {
 		return r, err
 	}
-	defer c.stop(time.Second)
+	defer c.Stop(time.Second)
 	lastReport := time.Now()
 	for {
-		logs, err := s.binaryLogs(ctx)
+		logs, err := benchkit.BinaryLogs(ctx, s.db)
 		if err != nil {
 			return r, err
 		}
@@ -222,8 +174,8 @@ func (b sysbench) generate(ctx context.Context, s *server, target int64, logPath
 		if r.Bytes >= target {
 			break
 		}
-		if done, err := c.exited(); done {
-			return r, fmt.Errorf("sysbench run ended early (%v):\n%s", err, c.logTail(20))
+		if done, err := c.Exited(); done {
+			return r, fmt.Errorf("sysbench run ended early (%v):\n%s", err, c.LogTail(20))
 		}
 		if time.Since(lastReport) >= 10*time.Second {
 			progress(r.Bytes)
@@ -237,9 +189,9 @@ func (b sysbench) generate(ctx context.Context, s *server, target int64, logPath
 	}
 	// sysbench 1.0 prints no totals when stopped; sysbenchTPS falls back
 	// to its interval reports.
-	c.stop(time.Second)
+	c.Stop(time.Second)
 	r.Duration = time.Since(begin)
-	r.TPS = sysbenchTPS(c.log)
+	r.TPS = sysbenchTPS(c.LogPath())
 	return r, nil
 }
 
@@ -278,7 +230,7 @@ func (s *server) purgeOld(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
 		return fmt.Errorf("flush binary logs: %w", err)
 	}
-	p, err := masterStatus(ctx, s.db)
+	p, err := benchkit.MasterStatus(ctx, s.db)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ type bench struct {
 	// archive is the file:// archive the agent writes and the snapshots go
 	// to; physArchive a copy of it without the logical snapshot.
 	archive, physArchive string
-	agent                *child
+	agent                *benchkit.Child
 }
 
 // pitrEnv carries the pitr account's password to mysql-pitr; it never goes
@@ -52,13 +52,13 @@ func (b *bench) startAgent() error {
 		"--log-format", "json",
 	}
 	var err error
-	b.agent, err = startChild("agent", argv, b.pitrEnv(), filepath.Join(b.cfg.workDir, "agent.log"))
+	b.agent, err = benchkit.StartChild("agent", argv, b.pitrEnv(), filepath.Join(b.cfg.workDir, "agent.log"))
 	return err
 }
 
 func (b *bench) stopAgent() {
 	if b.agent != nil {
-		b.agent.stop(30 * time.Second)
+		b.agent.Stop(30 * time.Second)
 	}
 }
 
@@ -104,7 +104,7 @@ const archiveTimeout = 15 * time.Minute
 
 // waitArchived waits until the archive reaches the source's binlog end.
 func (b *bench) waitArchived(ctx context.Context) error {
-	end, err := b.src.masterStatus(ctx)
+	end, err := benchkit.MasterStatus(ctx, b.src.db)
 	if err != nil {
 		return err
 	}
@@ -117,11 +117,11 @@ func (b *bench) waitArchived(ctx context.Context) error {
 		if posAtLeast(last, end) {
 			return nil
 		}
-		if done, err := b.agent.exited(); done {
-			return fmt.Errorf("the agent exited (%v) with the archive at %s of %s:\n%s", err, last, end, b.agent.logTail(15))
+		if done, err := b.agent.Exited(); done {
+			return fmt.Errorf("the agent exited (%v) with the archive at %s of %s:\n%s", err, last, end, b.agent.LogTail(15))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the archive is at %s, not %s, after %s:\n%s", last, end, archiveTimeout, b.agent.logTail(15))
+			return fmt.Errorf("the archive is at %s, not %s, after %s:\n%s", last, end, archiveTimeout, b.agent.LogTail(15))
 		}
 		select {
 		case <-ctx.Done():
@@ -159,14 +159,14 @@ func (b *bench) takeSnapshot(ctx context.Context, method string) (snapshotInfo, 
 		"--log-format", "json",
 	}
 	begin := time.Now()
-	c, err := startChild("snapshot", argv, b.pitrEnv(), filepath.Join(b.cfg.workDir, "snapshot-"+method+".log"))
+	c, err := benchkit.StartChild("snapshot", argv, b.pitrEnv(), filepath.Join(b.cfg.workDir, "snapshot-"+method+".log"))
 	if err != nil {
 		return info, err
 	}
-	<-c.done
+	<-c.Done()
 	info.Took = time.Since(begin)
-	if c.err != nil {
-		return info, fmt.Errorf("mysql-pitr snapshot --method %s: %w:\n%s", method, c.err, c.logTail(15))
+	if c.Err() != nil {
+		return info, fmt.Errorf("mysql-pitr snapshot --method %s: %w:\n%s", method, c.Err(), c.LogTail(15))
 	}
 	st, err := file.New(b.archive)
 	if err != nil {
@@ -239,17 +239,17 @@ func (b *bench) generate(ctx context.Context, sb sysbench, from catalog.Position
 		}
 		lastReport := time.Now()
 		for {
-			logs, err := b.src.binaryLogs(ctx)
+			logs, err := benchkit.BinaryLogs(ctx, b.src.db)
 			if err != nil {
-				c.stop(time.Second)
+				c.Stop(time.Second)
 				return g, err
 			}
 			n := bytesAfter(logs, from)
 			if n >= goal {
 				break
 			}
-			if done, err := c.exited(); done {
-				return g, fmt.Errorf("sysbench run ended early (%v):\n%s", err, c.logTail(20))
+			if done, err := c.Exited(); done {
+				return g, fmt.Errorf("sysbench run ended early (%v):\n%s", err, c.LogTail(20))
 			}
 			if time.Since(lastReport) >= 10*time.Second {
 				benchkit.Logf("  binlog after the snapshot: %s of %s", mb(float64(n)), mb(float64(goal)))
@@ -257,12 +257,12 @@ func (b *bench) generate(ctx context.Context, sb sysbench, from catalog.Position
 			}
 			select {
 			case <-ctx.Done():
-				c.stop(time.Second)
+				c.Stop(time.Second)
 				return g, ctx.Err()
 			case <-time.After(250 * time.Millisecond):
 			}
 		}
-		c.stop(time.Second)
+		c.Stop(time.Second)
 		g.Duration += time.Since(begin)
 		if _, err := b.src.waitIdle(ctx, time.Second); err != nil {
 			return g, err

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 )
@@ -89,7 +90,7 @@ mariadb-install-db: a line that is not JSON
 }
 
 func TestBytesAfter(t *testing.T) {
-	logs := []binaryLog{{"mysql-bin.000001", 1000}, {"mysql-bin.000002", 5000}, {"mysql-bin.000003", 700}}
+	logs := []benchkit.BinaryLog{{Name: "mysql-bin.000001", Size: 1000}, {Name: "mysql-bin.000002", Size: 5000}, {Name: "mysql-bin.000003", Size: 700}}
 	tests := []struct {
 		from catalog.Position
 		want int64

@@ -4,115 +4,13 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
-
-// child is a process the benchmark started and must end. Its output goes to
-// files so that a failed run can show why.
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	log  string        // stderr
-	done chan struct{} // closed when the process has exited
-	err  error         // written before done is closed
-	// usage is what the process and the children it waited for used,
-	// from wait4; written before done is closed.
-	usage usage
-}
-
-// usage is a process tree's CPU time and largest resident set.
-type usage struct {
-	CPU     time.Duration
-	PeakRSS int64 // bytes
-}
-
-// startChild starts argv with extra environment variables, logging stdout
-// and stderr to logPath. Secrets go in env, never in argv.
-func startChild(name string, argv, env []string, logPath string) (*child, error) {
-	return startChildOut(name, argv, env, logPath, logPath)
-}
-
-// startChildOut is startChild with stdout to its own file.
-func startChildOut(name string, argv, env []string, outPath, logPath string) (*child, error) {
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("create %s log: %w", name, err)
-	}
-	defer logFile.Close() // the child holds its own descriptors
-	outFile := logFile
-	if outPath != logPath {
-		if outFile, err = os.Create(outPath); err != nil {
-			return nil, fmt.Errorf("create %s output: %w", name, err)
-		}
-		defer outFile.Close()
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = outFile
-	cmd.Stderr = logFile
-	// A benchmark killed with Ctrl-C must not leave an agent, a load or a
-	// restore running behind it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			c.usage = usage{CPU: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), PeakRSS: ru.Maxrss << 10} // KiB on Linux
-		}
-		close(c.done)
-	}()
-	return c, nil
-}
-
-// pid is the child's process id.
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-// exited reports whether the child has ended, and with what.
-func (c *child) exited() (bool, error) {
-	select {
-	case <-c.done:
-		return true, c.err
-	default:
-		return false, nil
-	}
-}
-
-// stop sends SIGTERM, then SIGKILL if the child is still there after grace,
-// and waits for it to end.
-func (c *child) stop(grace time.Duration) {
-	if done, _ := c.exited(); done {
-		return
-	}
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		c.cmd.Process.Kill()
-	}
-	select {
-	case <-c.done:
-	case <-time.After(grace):
-		c.cmd.Process.Kill()
-		<-c.done
-	}
-}
-
-// logTail returns the last lines of the child's log, for error messages.
-func (c *child) logTail(n int) string {
-	b, err := os.ReadFile(c.log)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	return benchkit.LastLines(string(b), n)
-}
 
 // parseStatusKB returns a "Name:   123 kB" line of /proc/PID/status in bytes.
 func parseStatusKB(status, name string) (int64, error) {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 )
@@ -104,29 +105,29 @@ func (b *bench) runRestore(ctx context.Context, dir, mode string) restoreRun {
 	begin := time.Now()
 	// The fetched binlog and the temporary server's socket go below the
 	// work directory.
-	c, err := startChildOut("restore", argv, []string{"TMPDIR=" + tmp}, out, logPath)
+	c, err := benchkit.StartChildOut("restore", argv, []string{"TMPDIR=" + tmp}, out, logPath)
 	if err != nil {
 		r.Err = err
 		return r
 	}
-	sampler := newTreeSampler(c.pid(), samplePeriod)
+	sampler := newTreeSampler(c.Pid(), samplePeriod)
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { sampler.run(sctx) })
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-ctx.Done():
-		c.stop(30 * time.Second)
+		c.Stop(30 * time.Second)
 	}
 	end := time.Now()
 	cancel()
 	wg.Wait()
 	r.Total = end.Sub(begin)
-	r.CPU = c.usage.CPU
+	r.CPU = c.Usage().CPU
 	r.Load = meter.stop(r.CPU)
 	r.PeakRSS = sampler.peakRSS()
-	if c.err != nil {
-		r.Err = fmt.Errorf("mysql-pitr restore --replay %s: %w:\n%s", replay, c.err, c.logTail(15))
+	if c.Err() != nil {
+		r.Err = fmt.Errorf("mysql-pitr restore --replay %s: %w:\n%s", replay, c.Err(), c.LogTail(15))
 		return r
 	}
 	stdout, err := os.ReadFile(out)

@@ -49,55 +49,9 @@ func (s *server) Close() error {
 	return s.MariaDB.Close()
 }
 
-// masterStatus is SHOW MASTER STATUS: where the next event will be written.
-func (s *server) masterStatus(ctx context.Context) (catalog.Position, error) {
-	var p catalog.Position
-	var doDB, ignoreDB sql.NullString
-	err := s.db.QueryRowContext(ctx, "SHOW MASTER STATUS").Scan(&p.File, &p.Pos, &doDB, &ignoreDB)
-	if err != nil {
-		return p, fmt.Errorf("show master status: %w", err)
-	}
-	return p, nil
-}
-
-// binaryLog is a row of SHOW BINARY LOGS.
-type binaryLog struct {
-	Name string
-	Size int64
-}
-
-func (s *server) binaryLogs(ctx context.Context) ([]binaryLog, error) {
-	rows, err := s.db.QueryContext(ctx, "SHOW BINARY LOGS")
-	if err != nil {
-		return nil, fmt.Errorf("show binary logs: %w", err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var logs []binaryLog
-	for rows.Next() {
-		vals := make([]sql.RawBytes, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, fmt.Errorf("show binary logs: %w", err)
-		}
-		size, err := strconv.ParseInt(string(vals[1]), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("show binary logs: size %q: %w", vals[1], err)
-		}
-		logs = append(logs, binaryLog{Name: string(vals[0]), Size: size})
-	}
-	return logs, rows.Err()
-}
-
 // bytesAfter is how many binlog bytes the server holds after from: the rest
 // of from's file and every later file.
-func bytesAfter(logs []binaryLog, from catalog.Position) int64 {
+func bytesAfter(logs []benchkit.BinaryLog, from catalog.Position) int64 {
 	fromNum, err := catalog.FileNumber(from.File)
 	if err != nil {
 		return 0
@@ -202,13 +156,13 @@ func (b sysbench) prepare(ctx context.Context, s *server, logPath string) error 
 // start starts an unthrottled run that the caller stops; sysbench stops on
 // its own only by time or event count, neither of which maps to binlog
 // bytes, so the time limit is only a backstop.
-func (b sysbench) start(logPath string) (*child, error) {
-	return startChild("sysbench", b.args("--time=36000", "--report-interval=10", "run"), nil, logPath)
+func (b sysbench) start(logPath string) (*benchkit.Child, error) {
+	return benchkit.StartChild("sysbench", b.args("--time=36000", "--report-interval=10", "run"), nil, logPath)
 }
 
 // waitIdle waits until the server's binlog end stops moving for quiet.
 func (s *server) waitIdle(ctx context.Context, quiet time.Duration) (catalog.Position, error) {
-	last, err := s.masterStatus(ctx)
+	last, err := benchkit.MasterStatus(ctx, s.db)
 	if err != nil {
 		return last, err
 	}
@@ -219,7 +173,7 @@ func (s *server) waitIdle(ctx context.Context, quiet time.Duration) (catalog.Pos
 			return last, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
-		p, err := s.masterStatus(ctx)
+		p, err := benchkit.MasterStatus(ctx, s.db)
 		if err != nil {
 			return last, err
 		}
