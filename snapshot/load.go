@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -13,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,29 +314,35 @@ func loadStatement(t *tableDef, reader string) string {
 
 // loadData loads every chunk, in parallel.
 func (l *loader) loadData(ctx context.Context, first *sql.Conn, lay *layout) error {
-	type job struct {
-		t int
-		c int
-	}
+	tableBytes := make([]int64, len(lay.Tables))
 	for i, t := range lay.Tables {
 		l.progress.TablesTotal++
 		l.progress.ChunksTotal += len(t.Chunks)
 		for _, ch := range t.Chunks {
-			l.progress.BytesTotal += l.objs[ch.Object].Size
+			tableBytes[i] += l.objs[ch.Object].Size
 		}
+		l.progress.BytesTotal += tableBytes[i]
 		l.tableDue[i] = len(t.Chunks)
 	}
-	jobs := make(chan job)
+	// A worker loads a whole table, its chunks in key order; the workers
+	// take different tables, largest first. InnoDB loads two chunks of one
+	// table at once slower than one after the other (both append at the
+	// primary key's right edge and contend for its pages), while different
+	// tables load side by side.
+	order := make([]int, len(lay.Tables))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(tableBytes[b], tableBytes[a]) })
+	jobs := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(jobs)
-		for i, t := range lay.Tables {
-			for j := range t.Chunks {
-				select {
-				case jobs <- job{i, j}:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
+		for _, i := range order {
+			select {
+			case jobs <- i:
+			case <-gctx.Done():
+				return gctx.Err()
 			}
 		}
 		return nil
@@ -349,12 +357,14 @@ func (l *loader) loadData(ctx context.Context, first *sql.Conn, lay *layout) err
 				}
 				defer c.Close()
 			}
-			for j := range jobs {
-				t := &lay.Tables[j.t]
-				if err := l.loadChunk(gctx, c, t, t.Chunks[j.c]); err != nil {
-					return fmt.Errorf("load %s.%s chunk %d: %w", t.Schema, t.Name, j.c+1, err)
+			for ti := range jobs {
+				t := &lay.Tables[ti]
+				for ci, ch := range t.Chunks {
+					if err := l.loadChunk(gctx, c, t, ch); err != nil {
+						return fmt.Errorf("load %s.%s chunk %d: %w", t.Schema, t.Name, ci+1, err)
+					}
+					l.chunkDone(ti, ch)
 				}
-				l.chunkDone(j.t, t.Chunks[j.c])
 			}
 			return nil
 		})
