@@ -248,23 +248,6 @@ func readStatus(ctx context.Context, url string) (agentStatus, error) {
 	return st, nil
 }
 
-// posAtLeast reports whether a is at or after b. Positions in different
-// files compare by the file's number; an empty position is before all.
-func posAtLeast(a, b catalog.Position) bool {
-	if a.File == "" {
-		return b.File == ""
-	}
-	if a.File != b.File {
-		na, errA := catalog.FileNumber(a.File)
-		nb, errB := catalog.FileNumber(b.File)
-		if errA != nil || errB != nil {
-			return false
-		}
-		return na > nb
-	}
-	return a.Pos >= b.Pos
-}
-
 // runAgent times a fresh agent archiving the whole binlog: done when /status
 // says the archive is durable up to the server's end.
 // A non-nil profile is called with the agent's pid once it has started and
@@ -291,10 +274,10 @@ func (b *bench) runAgent(ctx context.Context, dir, tool string, t captureTarget,
 		st, err := readStatus(ctx, a.status)
 		if err == nil {
 			last = st
-			if r.Received == 0 && posAtLeast(st.Binlog.Received, t.end) {
+			if r.Received == 0 && benchkit.PosAtLeast(st.Binlog.Received, t.end) {
 				r.Received = time.Since(begin)
 			}
-			if posAtLeast(st.Binlog.Durable, t.end) {
+			if benchkit.PosAtLeast(st.Binlog.Durable, t.end) {
 				r.Time = time.Since(begin)
 				break
 			}

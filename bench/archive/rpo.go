@@ -181,7 +181,7 @@ func waitDurable(ctx context.Context, a *agentProc, end catalog.Position, timeou
 		st, err := readStatus(ctx, a.status)
 		if err == nil {
 			last = st
-			if posAtLeast(st.Binlog.Durable, end) {
+			if benchkit.PosAtLeast(st.Binlog.Durable, end) {
 				return nil
 			}
 		}
@@ -283,7 +283,7 @@ func watchDurable(ctx context.Context, a *agentProc, probes <-chan probe) (sampl
 			continue
 		}
 		maxLag = max(maxLag, st.Binlog.LagBytes)
-		for len(pending) > 0 && posAtLeast(st.Binlog.Durable, pending[0].pos) {
+		for len(pending) > 0 && benchkit.PosAtLeast(st.Binlog.Durable, pending[0].pos) {
 			p := pending[0]
 			samples = append(samples, probeSample{t0: p.t0, RPO: t1.Sub(p.t0), Commit: p.commit})
 			pending = pending[1:]

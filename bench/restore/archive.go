@@ -81,23 +81,6 @@ func archiveEnd(ctx context.Context, dir string) (catalog.Position, error) {
 	return end, nil
 }
 
-// posAtLeast reports whether a is at or after b. Positions in different
-// files compare by the file's number; an empty position is before all.
-func posAtLeast(a, b catalog.Position) bool {
-	if a.File == "" {
-		return b.File == ""
-	}
-	if a.File != b.File {
-		na, errA := catalog.FileNumber(a.File)
-		nb, errB := catalog.FileNumber(b.File)
-		if errA != nil || errB != nil {
-			return false
-		}
-		return na > nb
-	}
-	return a.Pos >= b.Pos
-}
-
 // archiveTimeout bounds the wait for the agent to archive what the source
 // has written.
 const archiveTimeout = 15 * time.Minute
@@ -114,7 +97,7 @@ func (b *bench) waitArchived(ctx context.Context) error {
 		if last, err = archiveEnd(ctx, b.archive); err != nil {
 			return err
 		}
-		if posAtLeast(last, end) {
+		if benchkit.PosAtLeast(last, end) {
 			return nil
 		}
 		if done, err := b.agent.Exited(); done {

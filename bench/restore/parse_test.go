@@ -146,28 +146,6 @@ func TestReplayed(t *testing.T) {
 	}
 }
 
-func TestPosAtLeast(t *testing.T) {
-	pos := func(f string, p uint64) catalog.Position { return catalog.Position{File: f, Pos: p} }
-	tests := []struct {
-		name string
-		a, b catalog.Position
-		want bool
-	}{
-		{"same", pos("mysql-bin.000002", 100), pos("mysql-bin.000002", 100), true},
-		{"behind in file", pos("mysql-bin.000002", 99), pos("mysql-bin.000002", 100), false},
-		{"later file", pos("mysql-bin.000003", 4), pos("mysql-bin.000002", 900), true},
-		{"earlier file", pos("mysql-bin.000002", 900), pos("mysql-bin.000010", 4), false},
-		{"nothing archived yet", catalog.Position{}, pos("mysql-bin.000001", 4), false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := posAtLeast(tt.a, tt.b); got != tt.want {
-				t.Errorf("posAtLeast(%s, %s) = %v, want %v", tt.a, tt.b, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestProcParsing(t *testing.T) {
 	if got := parseComm("4242 (mariadb-binlog) S 1 4242"); got != "mariadb-binlog" {
 		t.Errorf("parseComm = %q", got)

@@ -57,3 +57,20 @@ func BinaryLogs(ctx context.Context, db *sql.DB) ([]BinaryLog, error) {
 	}
 	return logs, rows.Err()
 }
+
+// PosAtLeast reports whether a is at or after b. Positions in different
+// files compare by file number; an empty a is at b only when b is empty.
+func PosAtLeast(a, b catalog.Position) bool {
+	if a.File == "" {
+		return b.File == ""
+	}
+	if a.File != b.File {
+		na, errA := catalog.FileNumber(a.File)
+		nb, errB := catalog.FileNumber(b.File)
+		if errA != nil || errB != nil {
+			return false
+		}
+		return na > nb
+	}
+	return a.Pos >= b.Pos
+}
