@@ -262,7 +262,7 @@ func describeMachine(mariadbVersion string) machine {
 	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), MariaDB: mariadbVersion}
 	m.CPUModel = benchkit.ProcField("/proc/cpuinfo", "model name")
 	m.MemTotal = benchkit.ProcField("/proc/meminfo", "MemTotal")
-	if kb, err := parseStatusKB("MemTotal: "+m.MemTotal, "MemTotal"); err == nil {
+	if kb, err := benchkit.ParseStatusKB("MemTotal: "+m.MemTotal, "MemTotal"); err == nil {
 		m.MemTotal = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<30))
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {

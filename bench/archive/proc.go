@@ -5,8 +5,6 @@ import (
 
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -33,30 +31,10 @@ func readUsage(pid int) (procUsage, error) {
 	if err != nil {
 		return u, fmt.Errorf("read status of %d: %w", pid, err)
 	}
-	if u.PeakRSS, err = parseStatusKB(string(status), "VmHWM"); err != nil {
+	if u.PeakRSS, err = benchkit.ParseStatusKB(string(status), "VmHWM"); err != nil {
 		return u, fmt.Errorf("status of %d: %w", pid, err)
 	}
 	return u, nil
-}
-
-// parseStatusKB returns a "Name:   123 kB" line of /proc/PID/status in bytes.
-func parseStatusKB(status, name string) (int64, error) {
-	for line := range strings.SplitSeq(status, "\n") {
-		rest, ok := strings.CutPrefix(line, name+":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("%s: unexpected %q", name, line)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("no %s line", name)
 }
 
 // machineLoad is how busy the machine was during a run, as fractions of

@@ -153,13 +153,6 @@ func TestProcParsing(t *testing.T) {
 	if got := parseComm("7 (a (b) c) R 1"); got != "a (b) c" {
 		t.Errorf("parseComm with parentheses = %q", got)
 	}
-	status := "Name:\tmysql-pitr\nVmPeak:\t 1300000 kB\nVmHWM:\t   40960 kB\n"
-	if got, err := parseStatusKB(status, "VmHWM"); err != nil || got != 40960<<10 {
-		t.Errorf("parseStatusKB = %d, %v", got, err)
-	}
-	if _, err := parseStatusKB(status, "VmSwap"); err == nil {
-		t.Error("no error for a missing line")
-	}
 }
 
 // TestSamplerAccounting checks how a run's CPU is split between log lines

@@ -12,26 +12,6 @@ import (
 	"time"
 )
 
-// parseStatusKB returns a "Name:   123 kB" line of /proc/PID/status in bytes.
-func parseStatusKB(status, name string) (int64, error) {
-	for line := range strings.SplitSeq(status, "\n") {
-		rest, ok := strings.CutPrefix(line, name+":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("%s: unexpected %q", name, line)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("no %s line", name)
-}
-
 // parseComm returns the command name, field 2 of /proc/PID/stat, which may
 // hold spaces and parentheses.
 func parseComm(stat string) string {
@@ -111,7 +91,7 @@ func (s *treeSampler) sample(now time.Time) {
 			continue
 		}
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		hwm, _ := parseStatusKB(string(status), "VmHWM")
+		hwm, _ := benchkit.ParseStatusKB(string(status), "VmHWM")
 		s.mu.Lock()
 		ps := s.series[pid]
 		if ps == nil {

@@ -198,3 +198,23 @@ func Binary(ctx context.Context, given, dir, flag string) (string, error) {
 	Logf("built %s", bin)
 	return bin, nil
 }
+
+// ParseStatusKB returns a "Name:   123 kB" line of /proc/PID/status in bytes.
+func ParseStatusKB(status, name string) (int64, error) {
+	for line := range strings.SplitSeq(status, "\n") {
+		rest, ok := strings.CutPrefix(line, name+":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("%s: unexpected %q", name, line)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("no %s line", name)
+}

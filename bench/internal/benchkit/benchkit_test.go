@@ -143,3 +143,17 @@ func TestParseSizeMore(t *testing.T) {
 		})
 	}
 }
+
+func TestParseStatusKB(t *testing.T) {
+	status := "Name:\tmysql-pitr\nVmPeak:\t 1300000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30000 kB\n"
+	got, err := ParseStatusKB(status, "VmHWM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(40960 << 10); got != want {
+		t.Errorf("got %d, want %d", got, want)
+	}
+	if _, err := ParseStatusKB(status, "VmSwap"); err == nil {
+		t.Error("no error for a missing line")
+	}
+}
