@@ -42,6 +42,10 @@ type LoadOptions struct {
 	// Progress, when set, is called after each chunk is loaded, from one
 	// goroutine at a time.
 	Progress func(Progress)
+
+	// chunked loads a transaction per chunk even where the target would
+	// load each table in one statement (bulkLoadsTables).
+	chunked bool
 }
 
 // ErrNotLogical is returned by LoadLogical for a manifest of another method.
@@ -62,6 +66,11 @@ type loader struct {
 	log  *slog.Logger
 	db   *sql.DB
 
+	// wholeTables loads each table with one LOAD DATA statement reading
+	// all its chunks (bulkLoadsTables); otherwise each chunk is a
+	// transaction of its own.
+	wholeTables bool
+
 	mu       sync.Mutex
 	progress Progress
 	tableDue map[int]int
@@ -74,10 +83,12 @@ type loader struct {
 // databases: existing ones are an error.
 //
 // Integrity: every object's SHA-256 and size are checked against the
-// manifest while it streams. A chunk is loaded in its own transaction,
-// committed only once its whole object has been read and verified and the
-// server reported no warning and exactly the rows the snapshot holds, so a
-// corrupt chunk is rolled back, not applied (for transactional engines).
+// manifest while it streams. A table (on MariaDB releases that bulk-load
+// it, see bulkLoadsTables) or else each chunk is loaded in a transaction of
+// its own, committed only once all its objects have been read and verified
+// and the server reported no warning and exactly the rows the snapshot
+// holds, so a corrupt chunk is rolled back, not applied (for transactional
+// engines).
 //
 // The account needs to create and alter everything the snapshot holds
 // (root, in practice), and the server must allow LOAD DATA LOCAL
@@ -134,6 +145,11 @@ func LoadLogical(ctx context.Context, st storage.Storage, m *catalog.Manifest, t
 		return err
 	}
 	defer ddl.Close()
+	var version string
+	if err := ddl.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return fmt.Errorf("read target version: %w", err)
+	}
+	l.wholeTables = bulkLoadsTables(version) && !opts.chunked
 	if err := l.createTables(ctx, ddl, &lay); err != nil {
 		return err
 	}
@@ -359,6 +375,12 @@ func (l *loader) loadData(ctx context.Context, first *sql.Conn, lay *layout) err
 			}
 			for ti := range jobs {
 				t := &lay.Tables[ti]
+				if l.wholeTables {
+					if err := l.loadTable(gctx, c, ti, t); err != nil {
+						return fmt.Errorf("load %s.%s: %w", t.Schema, t.Name, err)
+					}
+					continue
+				}
 				for ci, ch := range t.Chunks {
 					if err := l.loadChunk(gctx, c, t, ch); err != nil {
 						return fmt.Errorf("load %s.%s chunk %d: %w", t.Schema, t.Name, ci+1, err)
@@ -374,14 +396,35 @@ func (l *loader) loadData(ctx context.Context, first *sql.Conn, lay *layout) err
 
 // loadChunk loads one chunk in a transaction that commits only if the
 // object verified and the server took every row without a warning.
-func (l *loader) loadChunk(ctx context.Context, c *sql.Conn, t *tableDef, ch chunkDef) (err error) {
+func (l *loader) loadChunk(ctx context.Context, c *sql.Conn, t *tableDef, ch chunkDef) error {
 	v, err := l.open(ctx, ch.Object)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
+	return l.loadFrom(ctx, c, t, v, ch.Rows)
+}
+
+// loadTable loads all chunks of table ti with one statement, in a
+// transaction that commits only if every object verified and the server
+// took every row without a warning.
+func (l *loader) loadTable(ctx context.Context, c *sql.Conn, ti int, t *tableDef) error {
+	r := &tableReader{l: l, ctx: ctx, ti: ti, t: t}
+	defer r.Close()
+	var rows int64
+	for _, ch := range t.Chunks {
+		rows += ch.Rows
+	}
+	return l.loadFrom(ctx, c, t, r, rows)
+}
+
+// loadFrom runs LOAD DATA of table t from r in a transaction, and commits
+// it only if r ended without an error (an object that fails verification
+// ends it with one) and the server loaded exactly rows rows without a
+// warning.
+func (l *loader) loadFrom(ctx context.Context, c *sql.Conn, t *tableDef, r io.Reader, rows int64) (err error) {
 	name := fmt.Sprintf("mysql-pitr-%s-%d", l.m.ID, loadSeq.Add(1))
-	mysql.RegisterReaderHandler(name, func() io.Reader { return v })
+	mysql.RegisterReaderHandler(name, func() io.Reader { return r })
 	defer mysql.DeregisterReaderHandler(name)
 
 	if _, err := c.ExecContext(ctx, "START TRANSACTION"); err != nil {
@@ -411,11 +454,61 @@ func (l *loader) loadChunk(ctx context.Context, c *sql.Conn, t *tableDef, ch chu
 	if warnings > 0 {
 		return fmt.Errorf("server reported %d warnings: %s", warnings, firstWarnings(ctx, c))
 	}
-	if n != ch.Rows {
-		return fmt.Errorf("server loaded %d rows, the snapshot holds %d", n, ch.Rows)
+	if n != rows {
+		return fmt.Errorf("server loaded %d rows, the snapshot holds %d", n, rows)
 	}
 	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// tableReader reads a table's chunks one after the other, each verified,
+// and counts a chunk as done when its last byte has been read.
+type tableReader struct {
+	l   *loader
+	ctx context.Context
+	ti  int
+	t   *tableDef
+
+	next int
+	cur  *verifier
+}
+
+func (r *tableReader) Read(p []byte) (int, error) {
+	for {
+		if r.cur == nil {
+			if r.next == len(r.t.Chunks) {
+				return 0, io.EOF
+			}
+			v, err := r.l.open(r.ctx, r.t.Chunks[r.next].Object)
+			if err != nil {
+				return 0, err
+			}
+			r.cur = v
+		}
+		n, err := r.cur.Read(p)
+		if err == io.EOF {
+			r.cur.Close()
+			r.cur = nil
+			r.l.chunkDone(r.ti, r.t.Chunks[r.next])
+			r.next++
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("chunk %d: %w", r.next+1, err)
+		}
+		return n, nil
+	}
+}
+
+func (r *tableReader) Close() error {
+	if r.cur != nil {
+		r.cur.Close()
+		r.cur = nil
 	}
 	return nil
 }

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -15,8 +17,8 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 )
 
-// Every difference between MySQL and MariaDB in taking a logical snapshot
-// is decided in this file.
+// Every difference between MySQL and MariaDB in taking and loading a
+// logical snapshot is decided in this file.
 
 // flavorSessionSettings are extra session settings of dumping connections.
 func flavorSessionSettings(f binlog.Flavor) []string {
@@ -305,3 +307,40 @@ func builtinAccount(user, host string) bool {
 	}
 	return false
 }
+
+// bulkLoadsTables reports whether a server of this version (SELECT
+// VERSION()) loads a table fastest from one LOAD DATA statement of all its
+// chunks. MariaDB's InnoDB loads an empty table with unique_checks and
+// foreign_key_checks off in bulk: one undo record for the statement and
+// secondary indexes built by sorting, about a quarter faster than a
+// transaction per chunk, where only the first finds the table empty. Its
+// LOAD DATA path is sound from 10.11.11, 11.4.5 and 11.7.2 (MDEV-34703:
+// earlier releases could abort when the sort files filled tmpdir). MySQL
+// and other releases load a transaction per chunk, which bounds the undo
+// log a load writes.
+func bulkLoadsTables(version string) bool {
+	if !strings.Contains(version, "MariaDB") {
+		return false
+	}
+	v := strings.TrimPrefix(version, "5.5.5-")
+	m := bulkVersionRe.FindStringSubmatch(v)
+	if m == nil {
+		return false
+	}
+	var n [3]int
+	for i := range n {
+		n[i], _ = strconv.Atoi(m[i+1])
+	}
+	at := func(major, minor, patch int) bool {
+		return n[0] == major && n[1] == minor && n[2] >= patch
+	}
+	switch {
+	case n[0] > 11 || (n[0] == 11 && n[1] > 7):
+		return true
+	case at(11, 7, 2), at(11, 4, 5), at(10, 11, 11):
+		return true
+	}
+	return false
+}
+
+var bulkVersionRe = regexp.MustCompile(`^(\d+)\.(\d+)\.(\d+)`)

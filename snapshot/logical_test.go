@@ -422,25 +422,71 @@ func TestLogicalChunking(t *testing.T) {
 	if _, err := st.Put(t.Context(), key, bytes.NewReader(forged.Bytes()), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err = LoadLogical(t.Context(), st, m, logicalConfig(t, dst.DSN()), LoadOptions{Threads: 1})
-	if !errors.Is(err, storage.ErrChecksum) {
-		t.Fatalf("LoadLogical of a forged chunk = %v, want ErrChecksum", err)
+	// This server loads each table with one statement (bulkLoadsTables);
+	// chunked loads a transaction per chunk, as MySQL and older MariaDB
+	// releases do. Either way the forged chunk is refused and none of its
+	// rows stay; loading the whole table, nothing of it stays.
+	if !bulkLoadsTables(dst.Version()) {
+		t.Fatalf("server %s does not load tables in one statement: the test would not cover both paths", dst.Version())
 	}
-	var n int
-	if err := dst.DB(t).QueryRowContext(t.Context(), "SELECT COUNT(*) FROM ch.ints WHERE id = 999999").Scan(&n); err != nil || n != 0 {
-		t.Errorf("forged row count = %d, %v; want 0 (rolled back)", n, err)
+	for _, chunked := range []bool{false, true} {
+		err = LoadLogical(t.Context(), st, m, logicalConfig(t, dst.DSN()), LoadOptions{Threads: 1, chunked: chunked})
+		if !errors.Is(err, storage.ErrChecksum) {
+			t.Fatalf("chunked=%v: LoadLogical of a forged chunk = %v, want ErrChecksum", chunked, err)
+		}
+		var forgedRows, rows int
+		if err := dst.DB(t).QueryRowContext(t.Context(), "SELECT COALESCE(SUM(id = 999999), 0), COUNT(*) FROM ch.ints").Scan(&forgedRows, &rows); err != nil {
+			t.Fatal(err)
+		}
+		if forgedRows != 0 || (!chunked && rows != 0) {
+			t.Errorf("chunked=%v: forged rows %d, rows %d after the refused load; want no forged row (and no row when the table loads as one)", chunked, forgedRows, rows)
+		}
+		logicalExec(t, dst, "DROP DATABASE ch")
 	}
 	if _, err := st.Put(t.Context(), key, bytes.NewReader(saved.Bytes()), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	logicalExec(t, dst, "DROP DATABASE ch")
 
-	start = time.Now()
-	if err := LoadLogical(t.Context(), st, m, logicalConfig(t, dst.DSN()), LoadOptions{Logger: logicalLogger(t)}); err != nil {
-		t.Fatalf("LoadLogical: %v", err)
+	for _, chunked := range []bool{false, true} {
+		start = time.Now()
+		if err := LoadLogical(t.Context(), st, m, logicalConfig(t, dst.DSN()), LoadOptions{Logger: logicalLogger(t), chunked: chunked}); err != nil {
+			t.Fatalf("chunked=%v: LoadLogical: %v", chunked, err)
+		}
+		t.Logf("chunked=%v: load of 110000 rows: %s", chunked, time.Since(start))
+		logicalCompareChecksums(t, src.DB(t), dst.DB(t))
+		if !chunked {
+			logicalExec(t, dst, "DROP DATABASE ch")
+		}
 	}
-	t.Logf("load of 110000 rows: %s", time.Since(start))
-	logicalCompareChecksums(t, src.DB(t), dst.DB(t))
+}
+
+func TestBulkLoadsTables(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		want    bool
+	}{
+		{"10.11.19-MariaDB-0+deb12u1-log", true},
+		{"10.11.11-MariaDB", true},
+		{"10.11.10-MariaDB", false},
+		{"5.5.5-10.11.19-MariaDB", true},
+		{"11.4.5-MariaDB", true},
+		{"11.4.4-MariaDB", false},
+		{"11.7.2-MariaDB", true},
+		{"11.7.1-MariaDB", false},
+		{"11.6.2-MariaDB", false},
+		{"11.8.1-MariaDB-log", true},
+		{"12.0.2-MariaDB", true},
+		{"10.6.21-MariaDB", false},
+		{"8.0.36", false},
+		{"8.4.3-log", false},
+		{"", false},
+	} {
+		t.Run(tc.version, func(t *testing.T) {
+			if got := bulkLoadsTables(tc.version); got != tc.want {
+				t.Errorf("bulkLoadsTables(%q) = %v, want %v", tc.version, got, tc.want)
+			}
+		})
+	}
 }
 
 // TestLogicalFailures checks that a cancelled snapshot leaves no manifest
