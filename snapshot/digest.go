@@ -151,6 +151,7 @@ var ErrTableMissing = errors.New("table does not exist")
 func DigestTables(ctx context.Context, cfg *mysql.Config, tables []catalog.TableInfo) ([]catalog.TableInfo, error) {
 	c := cfg.Clone()
 	c.InterpolateParams = true
+	withReadBuffer(c)
 	conn, err := mysql.NewConnector(c)
 	if err != nil {
 		return nil, fmt.Errorf("mysql connection settings: %w", err)

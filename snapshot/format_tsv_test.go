@@ -140,3 +140,42 @@ func TestKeyPredicate(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendFieldEveryByte puts every byte value at every offset of fields
+// long enough for the word-at-a-time scan, and checks appendField against
+// escaping byte by byte.
+func TestAppendFieldEveryByte(t *testing.T) {
+	slow := func(v []byte) []byte {
+		var out []byte
+		for _, c := range v {
+			switch c {
+			case '\\':
+				out = append(out, `\\`...)
+			case '\t':
+				out = append(out, `\t`...)
+			case '\n':
+				out = append(out, `\n`...)
+			case '\r':
+				out = append(out, `\r`...)
+			case 0:
+				out = append(out, `\0`...)
+			default:
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	for _, fill := range []byte{'a', 0x0e, 0xff, 0x5b, 0x5d, 0x80} {
+		for n := range 20 {
+			for at := range n {
+				for b := range 256 {
+					v := bytes.Repeat([]byte{fill}, n)
+					v[at] = byte(b)
+					if got, want := appendField(nil, v), slow(v); !bytes.Equal(got, want) {
+						t.Fatalf("appendField(%q) = %q, want %q", v, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -190,6 +190,7 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 	// Arguments are interpolated so that every query uses the text
 	// protocol, whose values are the server's text for every type.
 	cfg.InterpolateParams = true
+	withReadBuffer(cfg)
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("mysql connection settings: %w", err)
