@@ -197,6 +197,14 @@ var logicalRoundTripSchema = []string{
 	"INSERT INTO rt.parts VALUES (1, '2023-05-01', 'a'), (2, '2024-05-01', 'b'), (3, '2030-01-01', 'c')",
 	"CREATE TABLE rt.child (id INT PRIMARY KEY, parent INT, FOREIGN KEY (parent) REFERENCES rt.types (id))",
 	"INSERT INTO rt.child VALUES (1, 1), (2, 3)",
+	// The load turns statistics recalculation off while a table loads and
+	// gives each table its own setting back.
+	"CREATE TABLE rt.stats_on (id INT PRIMARY KEY) ENGINE=InnoDB STATS_AUTO_RECALC=1",
+	"CREATE TABLE rt.stats_off (id INT PRIMARY KEY) ENGINE=InnoDB STATS_AUTO_RECALC=0 STATS_SAMPLE_PAGES=10",
+	"INSERT INTO rt.stats_on SELECT seq FROM rt.seq_1_to_3000",
+	"INSERT INTO rt.stats_off SELECT seq FROM rt.seq_1_to_3000",
+	"CREATE TABLE rt.aria (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=Aria",
+	"INSERT INTO rt.aria VALUES (1, 'a'), (2, 'b')",
 	"CREATE TABLE `we/ird db`.`ta.ble` (`col``q` INT PRIMARY KEY, t VARCHAR(20)) CHARACTER SET latin1",
 	"INSERT INTO `we/ird db`.`ta.ble` VALUES (1, 'déjà vu')",
 	// a_view depends on b_view, which sorts after it.
@@ -244,8 +252,8 @@ func TestLogicalRoundTrip(t *testing.T) {
 	}
 	t.Logf("dump: %s, writes blocked %s, %d objects, %d bytes (%d stored)", time.Since(start), m.WritesBlocked,
 		len(m.Objects), m.Bytes, m.StoredBytes)
-	if last.TablesDone != last.TablesTotal || last.ChunksDone != last.ChunksTotal || last.TablesTotal != 6 {
-		t.Errorf("last progress = %+v, want every one of 6 tables done", last)
+	if last.TablesDone != last.TablesTotal || last.ChunksDone != last.ChunksTotal || last.TablesTotal != 9 {
+		t.Errorf("last progress = %+v, want every one of 9 tables done", last)
 	}
 	if m.Method != catalog.MethodLogical || m.Flavor != "mariadb" || m.ServerID != testbed.DefaultServerID || m.Binlog.Pos < 4 {
 		t.Errorf("manifest = %+v", m)
@@ -301,6 +309,21 @@ func TestLogicalRoundTrip(t *testing.T) {
 		q := "SHOW CREATE TABLE " + tbl
 		if got, want := logicalShow(t, b, q, "create table"), logicalShow(t, a, q, "create table"); got != want {
 			t.Errorf("%s:\n got %s\nwant %s", q, got, want)
+		}
+	}
+	// Statistics were calculated once the tables had loaded, even where
+	// they are never recalculated automatically.
+	for _, tbl := range []string{"types", "stats_on", "stats_off", "nokey"} {
+		var n int64
+		if err := b.QueryRowContext(t.Context(), "SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = 'rt' AND table_name = ?", tbl).Scan(&n); err != nil {
+			t.Fatalf("statistics of rt.%s: %v", tbl, err)
+		}
+		var rows int64
+		if err := b.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM rt."+tbl).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if n != rows {
+			t.Errorf("rt.%s: statistics say %d rows, it holds %d", tbl, n, rows)
 		}
 	}
 	shows := []struct{ q, col string }{
