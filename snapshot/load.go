@@ -47,7 +47,16 @@ type LoadOptions struct {
 	// chunked loads a transaction per chunk even where the target would
 	// load each table in one statement (bulkLoadsTables).
 	chunked bool
+	// pauseStatsFrom replaces defaultPauseStatsFrom when positive.
+	pauseStatsFrom int64
 }
+
+// defaultPauseStatsFrom is the size of a table's data (uncompressed) from
+// which its statistics are not recalculated while it loads: the two ALTER
+// TABLE statements that pause and resume them cost more than the
+// recalculations they save on a small table, and thousands of them would
+// add minutes to a load.
+const defaultPauseStatsFrom = 16 << 20
 
 // ErrNotLogical is returned by LoadLogical for a manifest of another method.
 var ErrNotLogical = errors.New("snapshot is not logical")
@@ -84,9 +93,9 @@ type loader struct {
 // it creates the databases and tables, loads the chunks in parallel with
 // LOAD DATA LOCAL INFILE, then creates views, routines, triggers, events,
 // accounts and grants. The target should be empty of the snapshot's
-// databases: existing ones are an error. InnoDB tables load without
-// automatic statistics recalculation, are analyzed once loaded, and get
-// their own STATS_AUTO_RECALC back.
+// databases: existing ones are an error. InnoDB tables of 16 MiB and more
+// load without automatic statistics recalculation, are analyzed once
+// loaded, and get their own STATS_AUTO_RECALC back.
 //
 // Integrity: every object's SHA-256 and size are checked against the
 // manifest while it streams. A table (on MariaDB releases that bulk-load
@@ -300,6 +309,17 @@ func (l *loader) createTables(ctx context.Context, c *sql.Conn, lay *layout) err
 		if _, err := c.ExecContext(ctx, string(create)); err != nil {
 			return fmt.Errorf("create table %s.%s: %w", t.Schema, t.Name, err)
 		}
+		from := l.opts.pauseStatsFrom
+		if from <= 0 {
+			from = defaultPauseStatsFrom
+		}
+		var size int64
+		for _, ch := range t.Chunks {
+			size += l.objs[ch.Object].Size
+		}
+		if size < from {
+			continue
+		}
 		if err := l.pauseStats(ctx, c, i, t); err != nil {
 			return err
 		}
@@ -311,7 +331,7 @@ func (l *loader) createTables(ctx context.Context, c *sql.Conn, lay *layout) err
 var statsRecalcRe = regexp.MustCompile(`(?i)\bstats_auto_recalc=(\w+)`)
 
 // pauseStats stops InnoDB from recalculating the statistics of table i
-// while it loads. Otherwise its background thread recalculates them
+// while it loads (tables from defaultPauseStatsFrom up). Otherwise its background thread recalculates them
 // again and again as the table grows, which took as much CPU as the
 // load itself (MariaDB 10.11, 8 tables of 1M rows loading two at a time:
 // 64 s of server CPU instead of 39). Partitioned tables and other
