@@ -102,6 +102,10 @@ type Options struct {
 	// RunDir holds the socket, pid file, error log and tmpdir; keep it short
 	// (a socket path is limited to 107 bytes).
 	RunDir string
+	// TmpDir, when set, is the server's tmpdir instead of one in RunDir:
+	// where it sorts what does not fit in memory, such as the secondary
+	// indexes of a table loaded in bulk, which can be as large as they.
+	TmpDir string
 	// ServerID must differ from the server whose binlog is replayed, or the
 	// server would skip those events as its own.
 	ServerID uint32
@@ -140,7 +144,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	tmp := filepath.Join(opts.RunDir, "tmp")
+	tmp := opts.TmpDir
+	if tmp == "" {
+		tmp = filepath.Join(opts.RunDir, "tmp")
+	}
+	if err := os.MkdirAll(opts.RunDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create run directory: %w", err)
+	}
 	if err := os.MkdirAll(tmp, 0o750); err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}

@@ -169,6 +169,14 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 			os.RemoveAll(staging)
 		}
 	}()
+	// The temporary server sorts what does not fit in memory (a bulk
+	// load's secondary indexes) in its tmpdir: beside the new datadir, on
+	// the volume sized for it, rather than in the work directory.
+	tmpdir, err := os.MkdirTemp(filepath.Dir(staging), filepath.Base(staging)+"-tmp-")
+	if err != nil {
+		return nil, fmt.Errorf("temporary server's tmpdir: %w", err)
+	}
+	defer os.RemoveAll(tmpdir)
 	log.Info("replay range", "from", p.From.String(), "stop", stop.Position.String(), "transactions", stop.Transactions)
 
 	flavor := mysqld.MariaDB
@@ -194,7 +202,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	if pool == 0 {
 		pool = DefaultBufferPool
 	}
-	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: staging, RunDir: filepath.Join(work, "run"), BufferPool: max(pool, 0),
+	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: staging, RunDir: filepath.Join(work, "run"), TmpDir: tmpdir, BufferPool: max(pool, 0),
 		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical, Logger: log})
 	if err != nil {
 		return nil, err
@@ -249,6 +257,10 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	stopped = true
 	if err != nil {
 		return nil, err
+	}
+	// Gone before the datadir is checked for being empty, which it may lie in.
+	if err := os.RemoveAll(tmpdir); err != nil {
+		return nil, fmt.Errorf("remove the temporary server's tmpdir: %w", err)
 	}
 	var idb [6]byte
 	_, _ = rand.Read(idb[:])
