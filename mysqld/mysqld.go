@@ -152,7 +152,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}
 	if err := os.MkdirAll(tmp, 0o750); err != nil {
-		return nil, fmt.Errorf("create run directory: %w", err)
+		return nil, fmt.Errorf("create tmpdir: %w", err)
 	}
 	args := []string{
 		"--no-defaults",
