@@ -199,7 +199,7 @@ func run(ctx context.Context, cfg config) (err error) {
 				os.RemoveAll(dir)
 			}
 			// Each run must start from the same idle server.
-			if _, err := b.srv.waitIdle(ctx, time.Second); err != nil {
+			if _, err := b.srv.WaitIdle(ctx, time.Second); err != nil {
 				return err
 			}
 		}
@@ -216,7 +216,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		r := b.runAgent(ctx, dir, toolAgentFile, res.target, pr.profile)
 		printCaptureRun(os.Stdout, r)
 		res.perfReport = filepath.Join(dir, "perf-report.txt")
-		if _, err := b.srv.waitIdle(ctx, time.Second); err != nil {
+		if _, err := b.srv.WaitIdle(ctx, time.Second); err != nil {
 			return err
 		}
 	}
@@ -243,11 +243,11 @@ func run(ctx context.Context, cfg config) (err error) {
 // must copy.
 func (b *bench) idleTarget(ctx context.Context) (captureTarget, int, error) {
 	var t captureTarget
-	end, err := b.srv.waitIdle(ctx, 2*time.Second)
+	end, err := b.srv.WaitIdle(ctx, 2*time.Second)
 	if err != nil {
 		return t, 0, err
 	}
-	logs, err := benchkit.BinaryLogs(ctx, b.srv.db)
+	logs, err := benchkit.BinaryLogs(ctx, b.srv.DB)
 	if err != nil {
 		return t, 0, err
 	}

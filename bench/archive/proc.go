@@ -57,7 +57,7 @@ type cpuMeter struct {
 }
 
 func (b *bench) startMeter() cpuMeter {
-	return cpuMeter{srv: b.srv, machine: benchkit.ReadCPUTimes(), server: b.srv.cpu(), self: benchkit.SelfCPU()}
+	return cpuMeter{srv: b.srv, machine: benchkit.ReadCPUTimes(), server: b.srv.CPU(), self: benchkit.SelfCPU()}
 }
 
 // stop returns the server's CPU time during the run and the machine's load,
@@ -65,7 +65,7 @@ func (b *bench) startMeter() cpuMeter {
 // CPU time of the processes the run started.
 func (m cpuMeter) stop(ours time.Duration) (server time.Duration, load machineLoad) {
 	now := benchkit.ReadCPUTimes()
-	server = m.srv.cpu() - m.server
+	server = m.srv.CPU() - m.server
 	self := benchkit.SelfCPU() - m.self
 	total := float64(now.Total - m.machine.Total)
 	if total <= 0 {

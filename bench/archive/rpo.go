@@ -76,12 +76,12 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 		"CREATE DATABASE IF NOT EXISTS pitr_bench",
 		"CREATE TABLE IF NOT EXISTS pitr_bench.probe (id BIGINT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL)",
 	} {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
+		if _, err := s.DB.ExecContext(ctx, q); err != nil {
 			r.Err = fmt.Errorf("%s: %w", q, err)
 			return r
 		}
 	}
-	end, err := benchkit.MasterStatus(ctx, s.db)
+	end, err := benchkit.MasterStatus(ctx, s.DB)
 	if err != nil {
 		r.Err = err
 		return r
@@ -98,7 +98,7 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 		return r
 	}
 	r.CatchUp = time.Since(begin)
-	before, err := benchkit.BinaryLogs(ctx, s.db)
+	before, err := benchkit.BinaryLogs(ctx, s.DB)
 	if err != nil {
 		r.Err = err
 		return r
@@ -164,7 +164,7 @@ func (b *bench) runRPO(ctx context.Context, dir string, sb sysbench) rpoResult {
 		r.Err = errors.Join(r.Err, fmt.Errorf("sysbench run: %w\n%s", load.Err(), load.LogTail(10)))
 	}
 	r.TPS = sysbenchTPS(load.LogPath())
-	after, err := benchkit.BinaryLogs(ctx, s.db)
+	after, err := benchkit.BinaryLogs(ctx, s.DB)
 	if err != nil {
 		r.Err = errors.Join(r.Err, err)
 		return r
@@ -204,7 +204,7 @@ func waitDurable(ctx context.Context, a *agentProc, end catalog.Position, timeou
 // A probe that fails is counted, not fatal: on a saturated machine a commit
 // may time out, and that is worth reporting rather than aborting the run.
 func (b *bench) probeLoop(ctx context.Context, out chan<- probe, stop <-chan struct{}) (sent, failed int, commits []time.Duration, err error) {
-	conn, err := b.srv.db.Conn(ctx)
+	conn, err := b.srv.DB.Conn(ctx)
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("probe connection: %w", err)
 	}

@@ -4,31 +4,23 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/bench/internal/benchkit"
 
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 
-	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
-// server is the MariaDB under test with a root pool for the benchmark's own
-// queries.
-type server struct {
-	*testbed.MariaDB
-	db *sql.DB
-}
+// server is the MariaDB under test.
+type server struct{ *benchkit.Server }
 
 func startServer(cfg config) (*server, error) {
-	m, err := testbed.StartMariaDB(testbed.MariaDBOptions{
+	s, err := benchkit.StartServer(testbed.MariaDBOptions{
 		MaxBinlogSize: cfg.maxBinlogSize,
 		// sysbench's 8×100k-row tables fit in memory, so generating the
 		// binlog is bound by the server's CPU, not by reads from disk.
@@ -37,35 +29,7 @@ func startServer(cfg config) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("mysql", m.DSN())
-	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("open root pool: %w", err)
-	}
-	return &server{MariaDB: m, db: db}, nil
-}
-
-// cpu is the CPU time mariadbd has used so far; 0 if it cannot be read.
-func (s *server) cpu() time.Duration {
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(s.DataDir()), "mysqld.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	d, _ := benchkit.ParseStatCPU(string(stat))
-	return d
-}
-
-func (s *server) Close() error {
-	s.db.Close()
-	return s.MariaDB.Close()
+	return &server{s}, nil
 }
 
 func totalSize(logs []benchkit.BinaryLog) int64 {
@@ -74,31 +38,6 @@ func totalSize(logs []benchkit.BinaryLog) int64 {
 		n += l.Size
 	}
 	return n
-}
-
-// waitIdle waits until the server's binlog end stops moving for quiet, so a
-// capture run measures a fixed amount of binlog.
-func (s *server) waitIdle(ctx context.Context, quiet time.Duration) (catalog.Position, error) {
-	last, err := benchkit.MasterStatus(ctx, s.db)
-	if err != nil {
-		return last, err
-	}
-	since := time.Now()
-	for time.Since(since) < quiet {
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-		p, err := benchkit.MasterStatus(ctx, s.db)
-		if err != nil {
-			return last, err
-		}
-		if p != last {
-			last, since = p, time.Now()
-		}
-	}
-	return last, nil
 }
 
 // sysbench runs sysbench's oltp_write_only against the server's sbtest
@@ -123,7 +62,7 @@ func (b sysbench) args(extra ...string) []string {
 
 // prepare creates and fills the tables; it writes to the binlog too.
 func (b sysbench) prepare(ctx context.Context, s *server, logPath string) error {
-	if _, err := s.db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS sbtest"); err != nil {
+	if _, err := s.DB.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS sbtest"); err != nil {
 		return fmt.Errorf("create sbtest: %w", err)
 	}
 	a := b.args("prepare")
@@ -149,7 +88,7 @@ type generateResult struct {
 func (b sysbench) generate(ctx context.Context, s *server, target int64, logPath string, progress func(int64)) (generateResult, error) {
 	var r generateResult
 	begin := time.Now()
-	logs, err := benchkit.BinaryLogs(ctx, s.db)
+	logs, err := benchkit.BinaryLogs(ctx, s.DB)
 	if err != nil {
 		return r, err
 	}
@@ -166,7 +105,7 @@ func (b sysbench) generate(ctx context.Context, s *server, target int64, logPath
 	defer c.Stop(time.Second)
 	lastReport := time.Now()
 	for {
-		logs, err := benchkit.BinaryLogs(ctx, s.db)
+		logs, err := benchkit.BinaryLogs(ctx, s.DB)
 		if err != nil {
 			return r, err
 		}
@@ -227,14 +166,14 @@ func sysbenchTPS(logPath string) float64 {
 // purgeOld rotates the binlog and purges every older file, so that an agent
 // started afterwards on an empty archive has almost nothing to catch up.
 func (s *server) purgeOld(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+	if _, err := s.DB.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
 		return fmt.Errorf("flush binary logs: %w", err)
 	}
-	p, err := benchkit.MasterStatus(ctx, s.db)
+	p, err := benchkit.MasterStatus(ctx, s.DB)
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, "PURGE BINARY LOGS TO '"+p.File+"'"); err != nil {
+	if _, err := s.DB.ExecContext(ctx, "PURGE BINARY LOGS TO '"+p.File+"'"); err != nil {
 		return fmt.Errorf("purge binary logs: %w", err)
 	}
 	return nil

@@ -87,7 +87,7 @@ const archiveTimeout = 15 * time.Minute
 
 // waitArchived waits until the archive reaches the source's binlog end.
 func (b *bench) waitArchived(ctx context.Context) error {
-	end, err := benchkit.MasterStatus(ctx, b.src.db)
+	end, err := benchkit.MasterStatus(ctx, b.src.DB)
 	if err != nil {
 		return err
 	}
@@ -222,7 +222,7 @@ func (b *bench) generate(ctx context.Context, sb sysbench, from catalog.Position
 		}
 		lastReport := time.Now()
 		for {
-			logs, err := benchkit.BinaryLogs(ctx, b.src.db)
+			logs, err := benchkit.BinaryLogs(ctx, b.src.DB)
 			if err != nil {
 				c.Stop(time.Second)
 				return g, err
@@ -247,7 +247,7 @@ func (b *bench) generate(ctx context.Context, sb sysbench, from catalog.Position
 		}
 		c.Stop(time.Second)
 		g.Duration += time.Since(begin)
-		if _, err := b.src.waitIdle(ctx, time.Second); err != nil {
+		if _, err := b.src.WaitIdle(ctx, time.Second); err != nil {
 			return g, err
 		}
 		seq1, err := b.src.gtidSeq(ctx)
@@ -276,7 +276,7 @@ func (b *bench) generate(ctx context.Context, sb sysbench, from catalog.Position
 // grows by one per transaction a server with one domain writes.
 func (s *server) gtidSeq(ctx context.Context) (uint64, error) {
 	var pos string
-	if err := s.db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&pos); err != nil {
+	if err := s.DB.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&pos); err != nil {
 		return 0, fmt.Errorf("read gtid_binlog_pos: %w", err)
 	}
 	return parseGTIDSeq(pos)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 
@@ -17,36 +16,22 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
-// server is the source MariaDB with a root pool for the benchmark's own
-// queries.
-type server struct {
-	*testbed.MariaDB
-	db *sql.DB
-}
+// server is the source MariaDB.
+type server struct{ *benchkit.Server }
 
 // startServer starts the source with the testbed's settings (ROW binlog,
 // GTID strict mode, innodb_flush_log_at_trx_commit=2, sync_binlog=0) and
 // a buffer pool the tables fit in, so that writing the binlog is bound by
 // CPU.
 func startServer(cfg config) (*server, error) {
-	m, err := testbed.StartMariaDB(testbed.MariaDBOptions{
+	s, err := benchkit.StartServer(testbed.MariaDBOptions{
 		MaxBinlogSize: cfg.maxBinlogSize,
 		ExtraArgs:     []string{"--innodb-buffer-pool-size=" + strconv.FormatInt(cfg.bufferPool, 10), "--max-connections=200"},
 	})
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("mysql", m.DSN())
-	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("open root pool: %w", err)
-	}
-	return &server{MariaDB: m, db: db}, nil
-}
-
-func (s *server) Close() error {
-	s.db.Close()
-	return s.MariaDB.Close()
+	return &server{s}, nil
 }
 
 // bytesAfter is how many binlog bytes the server holds after from: the rest
@@ -81,16 +66,16 @@ func (s *server) measureDataset(ctx context.Context, tables int) (dataset, error
 	var d dataset
 	for i := 1; i <= tables; i++ {
 		t := fmt.Sprintf("sbtest.sbtest%d", i)
-		if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+t); err != nil {
+		if _, err := s.DB.ExecContext(ctx, "ANALYZE TABLE "+t); err != nil {
 			return d, fmt.Errorf("analyze %s: %w", t, err)
 		}
 		var n int64
-		if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+t).Scan(&n); err != nil {
+		if err := s.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+t).Scan(&n); err != nil {
 			return d, fmt.Errorf("count %s: %w", t, err)
 		}
 		d.Rows += n
 	}
-	err := s.db.QueryRowContext(ctx, "SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = 'sbtest'").Scan(&d.Bytes)
+	err := s.DB.QueryRowContext(ctx, "SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = 'sbtest'").Scan(&d.Bytes)
 	if err != nil {
 		return d, fmt.Errorf("size of sbtest: %w", err)
 	}
@@ -116,7 +101,7 @@ func checksums(ctx context.Context, db *sql.DB, tables int) (map[string]int64, e
 }
 
 func (s *server) checksums(ctx context.Context, tables int) (map[string]int64, error) {
-	return checksums(ctx, s.db, tables)
+	return checksums(ctx, s.DB, tables)
 }
 
 // sysbench runs sysbench's oltp_write_only against the server's sbtest
@@ -141,7 +126,7 @@ func (b sysbench) args(extra ...string) []string {
 
 // prepare creates and fills the tables.
 func (b sysbench) prepare(ctx context.Context, s *server, logPath string) error {
-	if _, err := s.db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS sbtest"); err != nil {
+	if _, err := s.DB.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS sbtest"); err != nil {
 		return fmt.Errorf("create sbtest: %w", err)
 	}
 	a := b.args("prepare")
@@ -158,28 +143,4 @@ func (b sysbench) prepare(ctx context.Context, s *server, logPath string) error 
 // bytes, so the time limit is only a backstop.
 func (b sysbench) start(logPath string) (*benchkit.Child, error) {
 	return benchkit.StartChild("sysbench", b.args("--time=36000", "--report-interval=10", "run"), nil, logPath)
-}
-
-// waitIdle waits until the server's binlog end stops moving for quiet.
-func (s *server) waitIdle(ctx context.Context, quiet time.Duration) (catalog.Position, error) {
-	last, err := benchkit.MasterStatus(ctx, s.db)
-	if err != nil {
-		return last, err
-	}
-	since := time.Now()
-	for time.Since(since) < quiet {
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-		p, err := benchkit.MasterStatus(ctx, s.db)
-		if err != nil {
-			return last, err
-		}
-		if p != last {
-			last, since = p, time.Now()
-		}
-	}
-	return last, nil
 }

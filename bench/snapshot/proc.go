@@ -128,16 +128,6 @@ func tail(path string, n int) string {
 	return benchkit.LastLines(string(b), n)
 }
 
-// pidCPU is the CPU time a live process has used; 0 if it cannot be read.
-func pidCPU(pid int) time.Duration {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	d, _ := benchkit.ParseStatCPU(string(stat))
-	return d
-}
-
 // machineLoad is how busy the machine was during a run, as fractions of
 // all CPUs' time: busy with any process, and busy with processes that are
 // not part of the benchmark (another tenant's build, say).
@@ -158,7 +148,7 @@ type cpuMeter struct {
 }
 
 func startMeter(srv *server) cpuMeter {
-	return cpuMeter{srv: srv, machine: benchkit.ReadCPUTimes(), server: srv.cpu(), self: benchkit.SelfCPU()}
+	return cpuMeter{srv: srv, machine: benchkit.ReadCPUTimes(), server: srv.CPU(), self: benchkit.SelfCPU()}
 }
 
 // stop returns the server's CPU time during the run and the machine's load,
@@ -166,7 +156,7 @@ func startMeter(srv *server) cpuMeter {
 // CPU time (ours).
 func (m cpuMeter) stop(ours time.Duration) (server time.Duration, load machineLoad) {
 	now := benchkit.ReadCPUTimes()
-	server = m.srv.cpu() - m.server
+	server = m.srv.CPU() - m.server
 	self := benchkit.SelfCPU() - m.self
 	total := float64(now.Total - m.machine.Total)
 	if total <= 0 {

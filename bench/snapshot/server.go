@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
@@ -19,12 +17,8 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
-// server is a MariaDB under test with a root pool for the benchmark's own
-// queries.
-type server struct {
-	*testbed.MariaDB
-	db *sql.DB
-}
+// server is a MariaDB under test.
+type server struct{ *benchkit.Server }
 
 // serverArgs are the settings of every server, the source and each load
 // target alike: the tables fit in the buffer pool, and durability is a
@@ -40,34 +34,11 @@ func serverArgs(cfg config) []string {
 }
 
 func startServer(cfg config) (*server, error) {
-	m, err := testbed.StartMariaDB(testbed.MariaDBOptions{ExtraArgs: serverArgs(cfg)})
+	s, err := benchkit.StartServer(testbed.MariaDBOptions{ExtraArgs: serverArgs(cfg)})
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("mysql", m.DSN())
-	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("open root pool: %w", err)
-	}
-	return &server{MariaDB: m, db: db}, nil
-}
-
-// cpu is the CPU time mariadbd has used so far; 0 if it cannot be read.
-func (s *server) cpu() time.Duration {
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(s.DataDir()), "mysqld.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0
-	}
-	return pidCPU(pid)
-}
-
-func (s *server) Close() error {
-	s.db.Close()
-	return s.MariaDB.Close()
+	return &server{s}, nil
 }
 
 // sysbenchDB is the database sysbench fills and every tool dumps.
@@ -93,7 +64,7 @@ func (b sysbench) args(script string, extra ...string) []string {
 // prepare creates and fills the tables with oltp_read_write's prepare (the
 // oltp_common schema: id, k, c, pad and a secondary index on k).
 func (b sysbench) prepare(ctx context.Context, s *server, threads int, logPath string) error {
-	if _, err := s.db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+sysbenchDB); err != nil {
+	if _, err := s.DB.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+sysbenchDB); err != nil {
 		return fmt.Errorf("create %s: %w", sysbenchDB, err)
 	}
 	a := b.args("oltp_read_write", "--threads="+strconv.Itoa(threads), "prepare")
@@ -118,7 +89,7 @@ func (s *server) measureDataset(ctx context.Context, tables int) (dataset, error
 	var d dataset
 	for i := 1; i <= tables; i++ {
 		t := fmt.Sprintf("%s.sbtest%d", sysbenchDB, i)
-		if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+t); err != nil {
+		if _, err := s.DB.ExecContext(ctx, "ANALYZE TABLE "+t); err != nil {
 			return d, fmt.Errorf("analyze %s: %w", t, err)
 		}
 	}
@@ -130,7 +101,7 @@ func (s *server) measureDataset(ctx context.Context, tables int) (dataset, error
 	if d.Sums, err = s.checksums(ctx, tables); err != nil {
 		return d, err
 	}
-	err = s.db.QueryRowContext(ctx, "SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = ?",
+	err = s.DB.QueryRowContext(ctx, "SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = ?",
 		sysbenchDB).Scan(&d.Bytes)
 	if err != nil {
 		return d, fmt.Errorf("size of %s: %w", sysbenchDB, err)
@@ -145,7 +116,7 @@ func (s *server) checksums(ctx context.Context, tables int) (map[string]string, 
 		t := fmt.Sprintf("%s.sbtest%d", sysbenchDB, i)
 		var name string
 		var sum sql.NullString
-		if err := s.db.QueryRowContext(ctx, "CHECKSUM TABLE "+t).Scan(&name, &sum); err != nil {
+		if err := s.DB.QueryRowContext(ctx, "CHECKSUM TABLE "+t).Scan(&name, &sum); err != nil {
 			return nil, fmt.Errorf("checksum %s: %w", t, err)
 		}
 		sums[t] = sum.String
@@ -159,7 +130,7 @@ func (s *server) countRows(ctx context.Context, tables int) (int64, error) {
 	for i := 1; i <= tables; i++ {
 		var n int64
 		t := fmt.Sprintf("%s.sbtest%d", sysbenchDB, i)
-		if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+t).Scan(&n); err != nil {
+		if err := s.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+t).Scan(&n); err != nil {
 			return 0, fmt.Errorf("count %s: %w", t, err)
 		}
 		total += n
@@ -175,7 +146,7 @@ func (s *server) countRows(ctx context.Context, tables int) (int64, error) {
 func (s *server) waitFlushed(ctx context.Context, timeout time.Duration) error {
 	var oldPct float64
 	var oldCap, oldCapMax int64
-	err := s.db.QueryRowContext(ctx, "SELECT @@GLOBAL.innodb_max_dirty_pages_pct, @@GLOBAL.innodb_io_capacity, @@GLOBAL.innodb_io_capacity_max").
+	err := s.DB.QueryRowContext(ctx, "SELECT @@GLOBAL.innodb_max_dirty_pages_pct, @@GLOBAL.innodb_io_capacity, @@GLOBAL.innodb_io_capacity_max").
 		Scan(&oldPct, &oldCap, &oldCapMax)
 	if err != nil {
 		return fmt.Errorf("read flushing settings: %w", err)
@@ -185,21 +156,21 @@ func (s *server) waitFlushed(ctx context.Context, timeout time.Duration) error {
 		"SET GLOBAL innodb_io_capacity = 100000",
 		"SET GLOBAL innodb_max_dirty_pages_pct = 0",
 	} {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
+		if _, err := s.DB.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
-		s.db.ExecContext(ctx, "SET GLOBAL innodb_max_dirty_pages_pct = "+strconv.FormatFloat(oldPct, 'f', -1, 64))
-		s.db.ExecContext(ctx, "SET GLOBAL innodb_io_capacity = "+strconv.FormatInt(oldCap, 10))
-		s.db.ExecContext(ctx, "SET GLOBAL innodb_io_capacity_max = "+strconv.FormatInt(oldCapMax, 10))
+		s.DB.ExecContext(ctx, "SET GLOBAL innodb_max_dirty_pages_pct = "+strconv.FormatFloat(oldPct, 'f', -1, 64))
+		s.DB.ExecContext(ctx, "SET GLOBAL innodb_io_capacity = "+strconv.FormatInt(oldCap, 10))
+		s.DB.ExecContext(ctx, "SET GLOBAL innodb_io_capacity_max = "+strconv.FormatInt(oldCapMax, 10))
 	}()
 	deadline := time.Now().Add(timeout)
 	for {
 		var name string
 		var dirty int64
-		err := s.db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'").Scan(&name, &dirty)
+		err := s.DB.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'").Scan(&name, &dirty)
 		if err != nil {
 			return err
 		}
@@ -242,11 +213,11 @@ func (s *server) startProbe(ctx context.Context) (*probe, error) {
 		"CREATE TABLE IF NOT EXISTS pitr_bench.probe (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB",
 		"INSERT IGNORE INTO pitr_bench.probe VALUES (1, 0)",
 	} {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
+		if _, err := s.DB.ExecContext(ctx, q); err != nil {
 			return nil, fmt.Errorf("probe table: %w", err)
 		}
 	}
-	conn, err := s.db.Conn(ctx)
+	conn, err := s.DB.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("probe connection: %w", err)
 	}
