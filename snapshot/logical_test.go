@@ -634,3 +634,63 @@ func TestLogicalFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestLoadPausesStatistics checks that a table loading has no automatic
+// statistics recalculation, and gets its own setting and fresh statistics
+// back once loaded; a partitioned or non-InnoDB table is left as it is.
+func TestLoadPausesStatistics(t *testing.T) {
+	t.Parallel()
+	dst := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	logicalExec(t, dst,
+		"CREATE DATABASE ps",
+		"CREATE TABLE ps.dflt (id INT PRIMARY KEY) ENGINE=InnoDB",
+		"CREATE TABLE ps.on1 (id INT PRIMARY KEY) ENGINE=InnoDB STATS_AUTO_RECALC=1",
+		"CREATE TABLE ps.aria (id INT PRIMARY KEY) ENGINE=Aria",
+		"CREATE TABLE ps.parts (id INT PRIMARY KEY) ENGINE=InnoDB PARTITION BY HASH (id) PARTITIONS 2",
+	)
+	db := dst.DB(t)
+	options := func(table string) string {
+		var o string
+		if err := db.QueryRowContext(t.Context(), "SELECT CREATE_OPTIONS FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ps' AND TABLE_NAME = ?", table).Scan(&o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	c, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l := &loader{statsRecalc: map[int]string{}}
+	tables := []tableDef{{Schema: "ps", Name: "dflt"}, {Schema: "ps", Name: "on1"}, {Schema: "ps", Name: "aria"}, {Schema: "ps", Name: "parts"}}
+	for i := range tables {
+		if err := l.pauseStats(t.Context(), c, i, &tables[i]); err != nil {
+			t.Fatalf("pauseStats %s: %v", tables[i].Name, err)
+		}
+	}
+	for table, want := range map[string]string{"dflt": "stats_auto_recalc=0", "on1": "stats_auto_recalc=0", "aria": "transactional=1", "parts": "partitioned"} {
+		if got := options(table); got != want {
+			t.Errorf("while loading, %s has options %q, want %q", table, got, want)
+		}
+	}
+	logicalExec(t, dst, "INSERT INTO ps.dflt SELECT seq FROM ps.seq_1_to_500", "INSERT INTO ps.on1 SELECT seq FROM ps.seq_1_to_700")
+	for i := range tables {
+		if err := l.resumeStats(t.Context(), c, i, &tables[i]); err != nil {
+			t.Fatalf("resumeStats %s: %v", tables[i].Name, err)
+		}
+	}
+	for table, want := range map[string]string{"dflt": "", "on1": "stats_auto_recalc=1", "aria": "transactional=1", "parts": "partitioned"} {
+		if got := options(table); got != want {
+			t.Errorf("after loading, %s has options %q, want %q", table, got, want)
+		}
+	}
+	for table, want := range map[string]int64{"dflt": 500, "on1": 700} {
+		var n int64
+		if err := db.QueryRowContext(t.Context(), "SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = 'ps' AND table_name = ?", table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("statistics of %s say %d rows, want %d", table, n, want)
+		}
+	}
+}
