@@ -132,6 +132,32 @@ func (s *Storage) Put(ctx context.Context, key string, r io.Reader, opts storage
 	return s.inner.Put(ctx, key, enc, opts)
 }
 
+// Seal returns the bytes Put would store for plaintext under key: what a
+// caller puts into Inner itself when it must recognise its own object
+// later without reading it back, by the stored size and CRC32C (a
+// writer holding only recipients, whose put's answer was lost). Without
+// recipients it returns plaintext.
+func (s *Storage) Seal(key string, plaintext []byte) ([]byte, error) {
+	if len(s.recipients) == 0 {
+		return plaintext, nil
+	}
+	var buf bytes.Buffer
+	w, err := age.Encrypt(&buf, s.recipients...)
+	if err != nil {
+		return nil, fmt.Errorf("seal %s: encrypt: %w", key, err)
+	}
+	if _, err := w.Write(header(key)); err != nil {
+		return nil, fmt.Errorf("seal %s: encrypt: %w", key, err)
+	}
+	if _, err := w.Write(plaintext); err != nil {
+		return nil, fmt.Errorf("seal %s: encrypt: %w", key, err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("seal %s: encrypt: %w", key, err)
+	}
+	return buf.Bytes(), nil
+}
+
 // Open implements storage.Storage. It reads the object's age header and its
 // first chunk before returning, so a wrong or missing identity, an object
 // that is not encrypted or one that belongs to another key is an error from

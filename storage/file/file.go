@@ -85,6 +85,28 @@ func New(root string) (*Store, error) {
 	return s, nil
 }
 
+// Open returns a Store over the existing directory root for reading: it
+// creates nothing, probes nothing and removes nothing, so it works on a
+// read-only mount. A missing root is an error wrapping fs.ErrNotExist.
+// Its Put and Delete work as New's, where the filesystem allows them.
+func Open(root string) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("file store: empty root directory")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("file store root %s: %w", root, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("file store root: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("file store root %s is not a directory", abs)
+	}
+	return &Store{root: abs}, nil
+}
+
 // Root returns the absolute directory the store keeps its objects in.
 func (s *Store) Root() string { return s.root }
 
