@@ -53,8 +53,19 @@ type Agent struct {
 	Registry *prometheus.Registry
 	// Listen is the HTTP address; empty disables the server.
 	Listen string
-	// Holder identifies this agent in the archive's lease (host or pod name).
+	// Holder names this agent in the archive's lease (host or pod name).
+	// It need not be unique: the lease belongs to Session.
 	Holder string
+	// Session identifies this run of the agent (default: a new random one).
+	Session string
+	// SpoolLock is the spool directory, locked by this process. Run opens
+	// it for the Streamer only once it holds the archive's lease, so an
+	// agent that is refused touches nothing in it; and the lease of the
+	// spool's previous owner, provably dead since this process holds the
+	// lock, is taken over at once.
+	SpoolLock *binlog.SpoolLock
+	// SpoolMax bounds the spool opened from SpoolLock.
+	SpoolMax int64
 	// Check, if set, runs before anything else starts (the account's
 	// privileges, say); its error stops the agent.
 	Check    func(ctx context.Context) error
@@ -104,6 +115,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if a.Session == "" {
+		a.Session = catalog.NewSession()
+	}
+	a.Streamer.Session = a.Session
 	lease, err := a.acquire(ctx)
 	if err != nil {
 		if ln != nil {
@@ -112,14 +127,26 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.lease.Store(lease)
-	a.Logger.Info("archive lease acquired", "holder", a.Holder)
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := lease.Release(rctx); err != nil {
-			a.Logger.Warn("release lease", "err", err)
+	a.Logger.Info("archive lease acquired", "holder", a.Holder, "session", a.Session)
+	if a.SpoolLock != nil {
+		spool, err := a.SpoolLock.Open(a.SpoolMax, a.Session)
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			a.releaseLease(ctx, lease)
+			return err
 		}
-	}()
+		a.Streamer.Spool = spool
+	}
+	if err := catalog.EnsureArchive(ctx, a.Store, "agent "+a.Holder); err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		a.releaseLease(ctx, lease)
+		return err
+	}
+	defer a.releaseLease(ctx, lease)
 
 	g, gctx := errgroup.WithContext(ctx)
 	if ln != nil {
@@ -189,11 +216,23 @@ func (a *Agent) watchTimelines(ctx context.Context) error {
 	}
 }
 
+func (a *Agent) releaseLease(ctx context.Context, lease *catalog.Lease) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := lease.Release(rctx); err != nil {
+		a.Logger.Warn("release lease", "err", err)
+	}
+}
+
 // acquire takes the lease, retrying while storage is unreachable.
 func (a *Agent) acquire(ctx context.Context) (*catalog.Lease, error) {
+	opts := catalog.LeaseOptions{Session: a.Session}
+	if a.SpoolLock != nil {
+		opts.DeadSession = a.SpoolLock.Previous().Session
+	}
 	backoff := time.Second
 	for {
-		l, err := catalog.AcquireLease(ctx, a.Store, a.Holder, a.LeaseTTL)
+		l, err := catalog.AcquireLease(ctx, a.Store, a.Holder, a.LeaseTTL, opts)
 		if err == nil || errors.Is(err, catalog.ErrLeaseHeld) {
 			return l, err
 		}

@@ -26,12 +26,26 @@ const DefaultCompactInterval = 10 * time.Minute
 // small ones (records, then data); readers prefer the widest segment, so the
 // archive is whole at every moment, and a crash in between leaves covered
 // segments that the next run deletes.
+//
+// The compactor writes under the writer generation of the agent's uploader
+// (Gen), and before it deletes anything it checkpoints (Checkpoint): it
+// claims a new generation fenced at the uploader's exact end, which fails if
+// another writer took the archive over meanwhile. A superseded agent so
+// never deletes what the archive's writer relies on.
 type Compactor struct {
 	Store   storage.Storage
 	Logger  *slog.Logger
 	Metrics *Metrics
 	// Interval between runs (default DefaultCompactInterval).
 	Interval time.Duration
+	// Gen returns the writer generation to store under (0: none yet, and
+	// nothing is compacted).
+	Gen func() catalog.Generation
+	// Checkpoint claims a new writer generation before deletions (see
+	// Uploader.Checkpoint).
+	Checkpoint func(ctx context.Context) error
+
+	checkpointed bool // in this run
 }
 
 // Run compacts every Interval until ctx ends.
@@ -47,7 +61,9 @@ func (c *Compactor) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if n, err := c.Compact(ctx); err != nil && ctx.Err() == nil {
+		if n, err := c.Compact(ctx); errors.Is(err, catalog.ErrFenced) {
+			return err
+		} else if err != nil && ctx.Err() == nil {
 			c.logger().Warn("compaction", "err", err)
 			c.Metrics.error("compact")
 		} else if n > 0 {
@@ -66,12 +82,21 @@ func (c *Compactor) logger() *slog.Logger {
 // Compact merges the segments of every closed file and removes segments a
 // wider one covers. It returns the number of files merged.
 func (c *Compactor) Compact(ctx context.Context) (int, error) {
+	if c.Gen == nil || c.Gen() == 0 || c.Checkpoint == nil {
+		return 0, nil
+	}
+	c.checkpointed = false
 	arch, err := catalog.Load(ctx, c.Store, catalog.LoadOptions{})
 	if err != nil {
 		return 0, err
 	}
 	merged := 0
 	for _, tl := range arch.Timelines {
+		if issues := arch.IssuesOn(tl.ID); len(issues) > 0 {
+			c.logger().Warn("not compacting a timeline with objects that cannot be used (run mysql-pitr verify)",
+				"timeline", tl.ID.String(), "first", issues[0].String(), "issues", len(issues))
+			continue
+		}
 		if err := c.dropCovered(ctx, tl); err != nil {
 			return merged, err
 		}
@@ -131,7 +156,15 @@ func (c *Compactor) dropCovered(ctx context.Context, tl *catalog.TimelineState) 
 	return nil
 }
 
+// remove deletes a segment, after a checkpoint proved in this run that no
+// other writer has taken the archive over.
 func (c *Compactor) remove(ctx context.Context, ref catalog.SegmentRef) error {
+	if !c.checkpointed {
+		if err := c.Checkpoint(ctx); err != nil {
+			return err
+		}
+		c.checkpointed = true
+	}
 	if err := c.Store.Delete(ctx, ref.RecordKey()); err != nil {
 		return err
 	}
@@ -142,7 +175,7 @@ func (c *Compactor) remove(ctx context.Context, ref catalog.SegmentRef) error {
 func (c *Compactor) merge(ctx context.Context, segs []*catalog.Segment) error {
 	first, last := segs[0], segs[len(segs)-1]
 	rec := *last
-	rec.Start, rec.Prev = first.Start, first.Prev
+	rec.Start, rec.Prev, rec.Gen = first.Start, first.Prev, c.Gen()
 	rec.Events, rec.Transactions = 0, 0
 	rec.FirstEventTime, rec.FirstCommitTime, rec.FirstGTID = first.FirstEventTime, time.Time{}, ""
 	rec.LastCommitTime, rec.LastGTID, rec.GTIDs = time.Time{}, "", nil

@@ -98,7 +98,7 @@ func TestStreamerEncryptedWithoutIdentity(t *testing.T) {
 			t.Errorf("%s: encrypted %v, %v", o.Key, enc, err)
 		}
 	}
-	if _, err := catalog.LoadTail(t.Context(), writer); !errors.Is(err, crypt.ErrNoIdentity) {
+	if _, _, err := catalog.LoadTail(t.Context(), writer); !errors.Is(err, crypt.ErrNoIdentity) {
 		t.Errorf("the writer read the archive's tail: %v, want ErrNoIdentity", err)
 	}
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,15 +16,26 @@ import (
 
 // plan decides where streaming starts: after the newest archived or spooled
 // segment when the server still continues it, else on a new timeline from
-// the oldest binlog the server has.
+// the oldest binlog the server has. The first plan takes the archive over:
+// it claims the next writer generation, fenced where the archive ends.
 func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	pend, err := s.Spool.Pending()
 	if err != nil {
 		return err
 	}
-	tail, unverified, err := s.loadTail(ctx, pend)
+	tail, refs, unverified, err := s.loadTail(ctx, pend)
 	if err != nil {
 		return err
+	}
+	if s.up.Generation() == 0 {
+		if err := s.claim(ctx, refs); err != nil {
+			return err
+		}
+	}
+	if unverified == "" {
+		if pend, err = s.dropStale(pend, tail); err != nil {
+			return err
+		}
 	}
 	var lastTL catalog.TimelineID
 	var tlRec *catalog.Timeline
@@ -38,6 +50,9 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	var last *catalog.Segment
 	if tail != nil && tail.ID == lastTL {
 		_, last = tail.End()
+		if last != nil {
+			s.up.initDurable(lastTL, catalog.Position{File: last.File, Pos: last.End}, last.LastCommitTime)
+		}
 	}
 	for _, seg := range pend.Segments {
 		if seg.Timeline == lastTL && (last == nil || seg.FileNum > last.FileNum || (seg.FileNum == last.FileNum && seg.End > last.End)) {
@@ -94,6 +109,100 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	return s.useWriter(lastTL, tlRec.UID, func(w *Writer) error { return w.ResumeAfter(last) })
 }
 
+// claim takes the archive over: it claims the generation after the newest
+// that refs lists, fenced at the archive's end as refs read it. Whatever
+// an earlier writer stores past that end from now on is superseded.
+func (s *Streamer) claim(ctx context.Context, refs catalog.TailRefs) error {
+	c, err := catalog.PrepareClaim(s.Store, catalog.GenerationRecord{Gen: refs.Generations.Newest + 1, Fence: refs.End(),
+		Reason: catalog.GenerationAcquired, Holder: s.Agent, Session: s.Session})
+	if err != nil {
+		return err
+	}
+	backoff := DefaultRetryMin
+	for {
+		err := c.Put(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, catalog.ErrFenced) || ctx.Err() != nil {
+			return err
+		}
+		s.Logger.Warn("cannot claim the archive's writer generation; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.RetryMax)
+	}
+	rec := c.Record()
+	s.up.SetGeneration(rec)
+	if err := s.Spool.addGen(rec.Gen); err != nil {
+		return err
+	}
+	s.Logger.Info("took the archive over", "generation", uint64(rec.Gen), "fence", rec.Fence.String())
+	return nil
+}
+
+// dropStale removes from the spool what no longer continues the archive's
+// end (tail): segments the archive already holds (an upload whose answer
+// was lost), and segments and timelines a later writer went past (another
+// agent took the archive over while this spool waited). Streaming then
+// resumes from the archive's end, and the server still holds those bytes or
+// the gap is recorded.
+func (s *Streamer) dropStale(pend Pending, tail *catalog.TimelineState) (Pending, error) {
+	if tail == nil {
+		return pend, nil
+	}
+	var keep Pending
+	dropped := 0
+	for _, t := range pend.Timelines {
+		if t.ID < tail.ID || (t.ID == tail.ID && tail.Reason != "unknown") {
+			if err := s.Spool.RemoveTimeline(t.ID); err != nil {
+				return pend, err
+			}
+			dropped++
+			continue
+		}
+		keep.Timelines = append(keep.Timelines, t)
+	}
+	end, lastSeg := tail.End()
+	endNum, _ := catalog.FileNumber(end.File)
+	broken := false
+	for _, seg := range pend.Segments {
+		var stale bool
+		switch {
+		case seg.Timeline > tail.ID:
+		case seg.Timeline < tail.ID, broken:
+			stale = true
+		case seg.FileNum < endNum || (seg.FileNum == endNum && seg.End <= end.Pos):
+			stale = true // already archived
+		default:
+			continues := (seg.FileNum == endNum && seg.Start == end.Pos) ||
+				(seg.Start == FirstEventPos && seg.FileNum > endNum && seg.Prev != nil && *seg.Prev == end && (lastSeg == nil || lastSeg.FileEnds))
+			if continues {
+				end, endNum = catalog.Position{File: seg.File, Pos: seg.End}, seg.FileNum
+				lastSeg = seg
+			} else {
+				stale, broken = true, true
+			}
+		}
+		if stale {
+			if err := s.Spool.RemoveSegment(seg); err != nil {
+				return pend, err
+			}
+			dropped++
+			continue
+		}
+		keep.Segments = append(keep.Segments, seg)
+	}
+	if dropped > 0 {
+		s.Logger.Warn("dropped spooled records that the archive already holds or that no longer continue it; streaming resumes from the archive's end",
+			"dropped", dropped, "archive_end", end.String(), "timeline", tail.ID.String())
+	}
+	return keep, nil
+}
+
 // loadTail reads the archive's end, retrying while storage is unreachable.
 //
 // A store that cannot decrypt the archive (an agent given only the public
@@ -101,24 +210,25 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 // uploaded, when the archive's keys show that nothing was added since. When
 // they show otherwise, the returned tail has the newest timeline's id only,
 // and unverified says why the server's continuity cannot be checked.
-func (s *Streamer) loadTail(ctx context.Context, pend Pending) (tail *catalog.TimelineState, unverified string, err error) {
+func (s *Streamer) loadTail(ctx context.Context, pend Pending) (tail *catalog.TimelineState, refs catalog.TailRefs, unverified string, err error) {
 	backoff := time.Second
 	for {
-		tail, err := catalog.LoadTail(ctx, s.Store)
+		tail, refs, err := catalog.LoadTail(ctx, s.Store)
 		if err == nil {
-			return tail, "", nil
+			return tail, refs, "", nil
 		}
 		if errors.Is(err, crypt.ErrNoIdentity) {
-			return s.spoolTail(ctx, pend)
+			tail, unverified, err := s.spoolTail(refs, pend)
+			return tail, refs, unverified, err
 		}
 		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
+			return nil, refs, "", ctx.Err()
 		}
 		s.Logger.Warn("cannot read the archive; retrying", "err", err, "retry_in", backoff)
 		s.Metrics.error("storage")
 		select {
 		case <-ctx.Done():
-			return nil, "", ctx.Err()
+			return nil, refs, "", ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, s.RetryMax)
@@ -127,15 +237,15 @@ func (s *Streamer) loadTail(ctx context.Context, pend Pending) (tail *catalog.Ti
 
 // spoolTail matches the archive's end, known from its keys, with what the
 // spool uploaded last or still holds.
-func (s *Streamer) spoolTail(ctx context.Context, pend Pending) (*catalog.TimelineState, string, error) {
-	refs, err := catalog.LoadTailRefs(ctx, s.Store)
-	if err != nil {
-		return nil, "", err
-	}
+func (s *Streamer) spoolTail(refs catalog.TailRefs, pend Pending) (*catalog.TimelineState, string, error) {
 	if refs.Newest == 0 {
 		return nil, "", nil
 	}
 	local, err := s.Spool.Tail()
+	if err != nil {
+		return nil, "", err
+	}
+	owner, err := s.Spool.Owner()
 	if err != nil {
 		return nil, "", err
 	}
@@ -163,9 +273,15 @@ func (s *Streamer) spoolTail(ctx context.Context, pend Pending) (*catalog.Timeli
 		ts.Segments = []*catalog.Segment{local.Segment}
 		return ts, "", nil
 	}
+	// A segment still in the spool whose upload's answer was lost: its
+	// record is in the archive under a generation this spool wrote under.
 	for _, seg := range pend.Segments {
-		if seg.Ref() == *refs.Last {
-			ts.Segments = []*catalog.Segment{seg}
+		ref := seg.Ref()
+		ref.Gen = refs.Last.Gen
+		if ref == *refs.Last && slices.Contains(owner.Gens, refs.Last.Gen) {
+			stored := *seg
+			stored.Gen = refs.Last.Gen
+			ts.Segments = []*catalog.Segment{&stored}
 			return ts, "", nil
 		}
 	}
@@ -257,7 +373,7 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 	}
 	if old := s.writer(); old != nil {
 		if err := old.Close(); err != nil {
-			return err
+			return err // a broken writer (ErrSpool): streaming restarts from the spool
 		}
 	}
 	s.mu.Lock()
@@ -278,7 +394,7 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 		}
 	}
 	if err := s.Spool.PutTimeline(tl); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrSpool, err)
 	}
 	s.up.Poke()
 	s.mu.Lock()
@@ -347,18 +463,29 @@ func (s *Streamer) lagLoop(ctx context.Context) {
 		num, pos uint64
 	}
 	var samples []sample
+	var lastMark time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		// The server's clock is read before its binlog's end: everything
+		// committed by then lies before that end.
+		var serverNow time.Time
+		wantMark := s.CompleteInterval > 0 && time.Since(lastMark) >= s.CompleteInterval
+		if wantMark {
+			var err error
+			if serverNow, err = s.Source.Now(ctx); err != nil {
+				wantMark = false
+			}
+		}
 		logs, err := s.Source.BinaryLogs(ctx)
 		if err != nil || len(logs) == 0 {
 			continue
 		}
 		now := time.Now()
-		_, dur, _ := s.up.Durable()
+		durTL, dur, _ := s.up.Durable()
 		durNum, _ := catalog.FileNumber(dur.File)
 		var lag uint64
 		found := dur.File == ""
@@ -391,6 +518,18 @@ func (s *Streamer) lagLoop(ctx context.Context) {
 		}
 		if lag == 0 {
 			samples = samples[:0]
+			if wantMark && dur.File != "" && durTL == s.currentTimeline() && durableAt(sample{num: endNum, pos: endLog.Size}) {
+				if err := s.up.PutComplete(ctx, catalog.Position{File: endLog.Name, Pos: endLog.Size}, serverNow); err != nil {
+					if ctx.Err() == nil {
+						s.Logger.Warn("record how far the archive is complete", "err", err)
+					}
+				} else {
+					lastMark = time.Now()
+					s.mu.Lock()
+					s.completeAt = serverNow
+					s.mu.Unlock()
+				}
+			}
 		}
 		s.mu.Lock()
 		s.lagBytes, s.lagSeconds = int64(lag), lagSec

@@ -187,6 +187,21 @@ type BinaryLog struct {
 	Size uint64
 }
 
+// Now returns the server's clock, in UTC.
+func (s *Source) Now(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var v string
+	if err := s.db.QueryRowContext(ctx, "SELECT UTC_TIMESTAMP(6)").Scan(&v); err != nil {
+		return time.Time{}, s.classify(err)
+	}
+	t, err := time.Parse("2006-01-02 15:04:05.999999", v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("server time %q: %w", v, err)
+	}
+	return t.UTC(), nil
+}
+
 // BinaryLogs lists the server's binlog files, oldest first.
 func (s *Source) BinaryLogs(ctx context.Context) ([]BinaryLog, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -9,6 +9,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 )
@@ -24,18 +27,47 @@ import (
 // exists; data files without a record are the remains of a crash and are
 // removed on open.
 type Spool struct {
-	dir string
-	max int64
+	dir  string
+	max  int64
+	lock *SpoolLock
 
 	mu   sync.Mutex
 	used int64
 	// space is signalled when usage drops.
 	space chan struct{}
+
+	// fault, when set (by tests), is called before each file operation
+	// the spool makes; an error it returns is the operation's.
+	fault func(op SpoolOp) error
+}
+
+// SpoolOp names a file operation of the spool, for fault injection.
+type SpoolOp string
+
+// The spool's file operations.
+const (
+	OpCreate SpoolOp = "create" // a segment's file is created
+	OpWrite  SpoolOp = "write"  // bytes are written to a segment's file
+	OpSync   SpoolOp = "fsync"  // a segment's file is fsynced
+	OpRename SpoolOp = "rename" // a sealed segment's file is renamed into place
+	OpRecord SpoolOp = "record" // a record file is written (written, fsynced, renamed, directory fsynced)
+	OpRead   SpoolOp = "read"   // a sealed segment is read for upload
+)
+
+func (s *Spool) check(op SpoolOp) error {
+	if s.fault == nil {
+		return nil
+	}
+	return s.fault(op)
 }
 
 const (
 	// tailName keeps the archive's end as last uploaded from this spool.
-	tailName     = "archive-tail.json"
+	tailName = "archive-tail.json"
+	// lockName is the file the spool's owner holds an flock on; ownerName
+	// says who that is.
+	lockName     = ".lock"
+	ownerName    = "owner.json"
 	spoolSep     = "~"
 	partialGlob  = ".partial-*"
 	partialPfx   = ".partial-"
@@ -48,36 +80,174 @@ func dataName(rec *catalog.Segment) string {
 	return strings.TrimSuffix(spoolName(rec.Ref().RecordKey()), recordSuffix) + dataSuffix
 }
 
-// OpenSpool opens (creating if needed) a spool directory limited to max bytes.
-func OpenSpool(dir string, max int64) (*Spool, error) {
+// ErrSpoolBusy is returned when another agent holds the spool directory.
+var ErrSpoolBusy = errors.New("spool directory is in use by another agent")
+
+// SpoolLock is a spool directory held by this process: an flock on
+// DIR/.lock, which the kernel releases when the process ends, however it
+// ends. Nothing else in the directory is touched until Open.
+type SpoolLock struct {
+	dir  string
+	f    *os.File
+	prev SpoolOwner
+}
+
+// SpoolOwner is who last opened a spool.
+type SpoolOwner struct {
+	Session string    `json:"session"`
+	PID     int       `json:"pid"`
+	Host    string    `json:"host"`
+	Since   time.Time `json:"since"`
+	// Gens are the writer generations the owner claimed, oldest first.
+	Gens []catalog.Generation `json:"gens,omitempty"`
+}
+
+// LockSpool creates the spool directory if needed and locks it. It fails
+// with ErrSpoolBusy, naming the holder, when another process holds it.
+func LockSpool(dir string) (*SpoolLock, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create spool %s: %w", dir, err)
 	}
-	s := &Spool{dir: dir, max: max, space: make(chan struct{}, 1)}
-	ents, err := os.ReadDir(dir)
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("read spool %s: %w", dir, err)
+		return nil, fmt.Errorf("lock spool %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			owner, _ := readOwner(dir)
+			return nil, fmt.Errorf("%w: %s is held by pid %d on %s (session %s, since %s); give each agent its own --spool-dir",
+				ErrSpoolBusy, dir, owner.PID, owner.Host, owner.Session, owner.Since.Format(time.RFC3339))
+		}
+		return nil, fmt.Errorf("lock spool %s: %w", dir, err)
+	}
+	l := &SpoolLock{dir: dir, f: f}
+	l.prev, err = readOwner(dir)
+	if err != nil {
+		l.Release()
+		return nil, err
+	}
+	return l, nil
+}
+
+func readOwner(dir string) (SpoolOwner, error) {
+	var o SpoolOwner
+	b, err := os.ReadFile(filepath.Join(dir, ownerName))
+	if errors.Is(err, os.ErrNotExist) {
+		return o, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &o)
+	}
+	if err != nil {
+		return SpoolOwner{}, fmt.Errorf("read spool owner %s: %w", filepath.Join(dir, ownerName), err)
+	}
+	return o, nil
+}
+
+// Previous is who held the spool before this process: the agent whose
+// lease, if still in storage under the same session, is provably dead.
+func (l *SpoolLock) Previous() SpoolOwner { return l.prev }
+
+// Release unlocks the spool.
+func (l *SpoolLock) Release() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close() // closing the descriptor drops the flock
+	l.f = nil
+	return err
+}
+
+// Open takes the locked spool into use for session, limited to max bytes:
+// it records the owner and removes what a crash left half written.
+func (l *SpoolLock) Open(max int64, session string) (*Spool, error) {
+	s := &Spool{dir: l.dir, max: max, space: make(chan struct{}, 1), lock: l}
+	host, _ := os.Hostname()
+	// The generations this spool wrote under stay: a restarted agent tells
+	// its own segments in the archive by them.
+	if err := s.writeOwner(SpoolOwner{Session: session, PID: os.Getpid(), Host: host, Since: time.Now().UTC(), Gens: l.prev.Gens}); err != nil {
+		return nil, err
+	}
+	if err := s.sweep(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenSpool locks and opens a spool directory (creating it if needed)
+// limited to max bytes, for a new session.
+func OpenSpool(dir string, max int64) (*Spool, error) {
+	l, err := LockSpool(dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := l.Open(max, catalog.NewSession())
+	if err != nil {
+		l.Release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the spool's lock.
+func (s *Spool) Close() error { return s.lock.Release() }
+
+// sweep removes unsealed segments and data whose record was never written,
+// and counts what the spool holds.
+func (s *Spool) sweep() error {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("read spool %s: %w", s.dir, err)
 	}
 	names := map[string]bool{}
 	for _, e := range ents {
 		names[e.Name()] = true
 	}
+	var used int64
 	for _, e := range ents {
 		name := e.Name()
-		p := filepath.Join(dir, name)
+		p := filepath.Join(s.dir, name)
 		switch {
-		case name == tailName:
+		case name == tailName || name == lockName || name == ownerName:
 		case strings.HasPrefix(name, partialPfx):
 			_ = os.Remove(p) // an unsealed segment: the stream resumes before it
 		case strings.HasSuffix(name, dataSuffix) && !names[strings.TrimSuffix(name, dataSuffix)+recordSuffix]:
 			_ = os.Remove(p) // data whose record was never written
 		default:
 			if fi, err := e.Info(); err == nil {
-				s.used += fi.Size()
+				used += fi.Size()
 			}
 		}
 	}
-	return s, nil
+	s.mu.Lock()
+	s.used = used
+	s.mu.Unlock()
+	return nil
+}
+
+// Owner returns who holds the spool.
+func (s *Spool) Owner() (SpoolOwner, error) { return readOwner(s.dir) }
+
+func (s *Spool) writeOwner(o SpoolOwner) error {
+	b, err := json.MarshalIndent(o, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode spool owner: %w", err)
+	}
+	return s.writeAtomic(ownerName, b)
+}
+
+// addGen records a writer generation the owner claimed.
+func (s *Spool) addGen(g catalog.Generation) error {
+	o, err := s.Owner()
+	if err != nil {
+		return err
+	}
+	o.Gens = append(o.Gens, g)
+	if len(o.Gens) > 64 {
+		o.Gens = o.Gens[len(o.Gens)-64:]
+	}
+	return s.writeOwner(o)
 }
 
 // Dir returns the spool's directory.
@@ -125,13 +295,36 @@ func spoolName(key string) string { return strings.ReplaceAll(key, "/", spoolSep
 
 func keyOf(name string) string { return strings.ReplaceAll(name, spoolSep, "/") }
 
-// CreatePartial creates a file for a segment being written.
-func (s *Spool) CreatePartial() (*os.File, error) {
+// spoolFile is a segment's file being written.
+type spoolFile struct {
+	*os.File
+	s *Spool
+}
+
+func (f spoolFile) Write(p []byte) (int, error) {
+	if err := f.s.check(OpWrite); err != nil {
+		return 0, err
+	}
+	return f.File.Write(p)
+}
+
+func (f spoolFile) Sync() error {
+	if err := f.s.check(OpSync); err != nil {
+		return err
+	}
+	return f.File.Sync()
+}
+
+// createPartial creates a file for a segment being written.
+func (s *Spool) createPartial() (spoolFile, error) {
+	if err := s.check(OpCreate); err != nil {
+		return spoolFile{}, fmt.Errorf("create spool file: %w", err)
+	}
 	f, err := os.CreateTemp(s.dir, partialPfx)
 	if err != nil {
-		return nil, fmt.Errorf("create spool file: %w", err)
+		return spoolFile{}, fmt.Errorf("create spool file: %w", err)
 	}
-	return f, nil
+	return spoolFile{File: f, s: s}, nil
 }
 
 // Seal makes the partial file the sealed data of rec and writes rec beside
@@ -140,6 +333,9 @@ func (s *Spool) CreatePartial() (*os.File, error) {
 func (s *Spool) Seal(partial string, rec *catalog.Segment) error {
 	ref := rec.Ref()
 	data := filepath.Join(s.dir, dataName(rec))
+	if err := s.check(OpRename); err != nil {
+		return fmt.Errorf("seal spool segment: %w", err)
+	}
 	if err := os.Rename(partial, data); err != nil {
 		return fmt.Errorf("seal spool segment: %w", err)
 	}
@@ -172,6 +368,9 @@ func (s *Spool) PutTimeline(tl *catalog.Timeline) error {
 }
 
 func (s *Spool) writeAtomic(name string, b []byte) error {
+	if err := s.check(OpRecord); err != nil {
+		return fmt.Errorf("write spool %s: %w", name, err)
+	}
 	f, err := os.CreateTemp(s.dir, partialPfx)
 	if err != nil {
 		return fmt.Errorf("write spool %s: %w", name, err)

@@ -43,12 +43,32 @@ func newSource(t *testing.T, db *testbed.MariaDB) *Source {
 	return src
 }
 
-func newStreamer(t *testing.T, db *testbed.MariaDB, st storage.Storage, spoolDir string) *Streamer {
+// openSpools are the spools tests opened, by directory: a test that starts
+// a streamer again on the same spool stands for a restarted agent, whose
+// predecessor's lock died with it.
+var openSpools sync.Map
+
+func openTestSpool(t *testing.T, dir string) *Spool {
 	t.Helper()
-	sp, err := OpenSpool(spoolDir, 0)
+	if old, ok := openSpools.LoadAndDelete(dir); ok {
+		old.(*Spool).Close()
+	}
+	sp, err := OpenSpool(dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	openSpools.Store(dir, sp)
+	t.Cleanup(func() {
+		if openSpools.CompareAndDelete(dir, sp) {
+			sp.Close()
+		}
+	})
+	return sp
+}
+
+func newStreamer(t *testing.T, db *testbed.MariaDB, st storage.Storage, spoolDir string) *Streamer {
+	t.Helper()
+	sp := openTestSpool(t, spoolDir)
 	return &Streamer{Source: newSource(t, db), Store: st, Spool: sp, ServerID: 999, FlushInterval: 200 * time.Millisecond,
 		Logger: testLogger(t), ConnectTimeout: 10 * time.Second, LagPoll: 200 * time.Millisecond}
 }
@@ -195,6 +215,11 @@ func TestStreamerLosesNothingWhenStorageFails(t *testing.T) {
 		}
 	}
 	write(100)
+	select { // the outage begins once the streamer has taken the archive over
+	case <-s.Started():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the streamer did not start: %+v", s.Status())
+	}
 	faulty.Down(true)
 	write(400) // ~1 MB: more than the spool holds
 	deadline := time.Now().Add(20 * time.Second)
@@ -414,7 +439,7 @@ func TestCompactorMergesClosedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Compactor{Store: st}
+	c := &Compactor{Store: st, Gen: s.Uploader().Generation, Checkpoint: s.Uploader().Checkpoint}
 	n, err := c.Compact(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,10 @@ const (
 	DefaultDrainTimeout   = 15 * time.Second
 	DefaultLagPoll        = 2 * time.Second
 	DefaultServerID       = 0x7069 // "pi": far from the small ids replicas usually take
+	// DefaultCompleteInterval bounds how stale the archive's record of
+	// being complete gets while the server is quiet: one small object
+	// rewritten that often, and only then.
+	DefaultCompleteInterval = 10 * time.Second
 )
 
 var errSpoolFull = errors.New("spool is full")
@@ -43,8 +47,16 @@ type Streamer struct {
 	Store    storage.Storage
 	Spool    *Spool
 	ServerID uint32
-	// Agent names this agent in timeline records.
+	// Agent names this agent in timeline and generation records.
 	Agent string
+	// Session identifies this run of the agent in generation records.
+	Session string
+	// CompleteInterval is how often, while the server is quiet and the
+	// archive has all of its binlog, the streamer records how far the
+	// archive is known complete (catalog.Complete), so that moments after
+	// the last commit can be restored. Zero: DefaultCompleteInterval;
+	// negative: never.
+	CompleteInterval time.Duration
 	// RestoreMarker is the path of the marker a restore writes into the
 	// server's datadir; a marker the archive has not seen starts a new
 	// timeline (reason "restored"). Empty: not checked.
@@ -65,6 +77,9 @@ type Streamer struct {
 	up      *Uploader
 	started chan struct{}
 	once    sync.Once
+	// replan is poked when the writer or the spool failed: the session
+	// ends and streaming starts again from what is durable.
+	replan chan struct{}
 
 	mu             sync.Mutex
 	w              *Writer
@@ -82,6 +97,7 @@ type Streamer struct {
 	handlerErr     error
 	lagBytes       int64
 	lagSeconds     float64
+	completeAt     time.Time // the last completeness record stored
 }
 
 func (s *Streamer) init() {
@@ -110,11 +126,19 @@ func (s *Streamer) init() {
 		if s.ServerID == 0 {
 			s.ServerID = DefaultServerID
 		}
+		if s.CompleteInterval == 0 {
+			s.CompleteInterval = DefaultCompleteInterval
+		}
+		if s.Session == "" {
+			s.Session = catalog.NewSession()
+		}
 		if s.Logger == nil {
 			s.Logger = slog.New(slog.DiscardHandler)
 		}
 		s.started = make(chan struct{})
-		s.up = &Uploader{Spool: s.Spool, Store: s.Store, Logger: s.Logger, Metrics: s.Metrics, RetryMax: s.RetryMax}
+		s.replan = make(chan struct{}, 1)
+		s.up = &Uploader{Spool: s.Spool, Store: s.Store, Logger: s.Logger, Metrics: s.Metrics, RetryMax: s.RetryMax,
+			OnSpoolDamage: func(error) { s.pokeReplan() }}
 	})
 }
 
@@ -147,11 +171,16 @@ type Status struct {
 	// TimelinesStarted counts the timelines this streamer began (the first
 	// of an empty archive, and every gap): each needs a snapshot on it
 	// before restores can reach past its start.
-	TimelinesStarted int      `json:"timelines_started"`
-	SpoolFullPauses  int      `json:"spool_full_pauses"`
-	LastError        string   `json:"last_error,omitempty"`
-	UploadError      string   `json:"upload_error,omitempty"`
-	Warnings         []string `json:"warnings,omitempty"`
+	TimelinesStarted int `json:"timelines_started"`
+	SpoolFullPauses  int `json:"spool_full_pauses"`
+	// Generation is the writer generation this agent stores under.
+	Generation catalog.Generation `json:"generation"`
+	// CompleteAt is the server time up to which the archive was last
+	// recorded complete (see Streamer.CompleteInterval).
+	CompleteAt  time.Time `json:"complete_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	UploadError string    `json:"upload_error,omitempty"`
+	Warnings    []string  `json:"warnings,omitempty"`
 }
 
 // Status returns the current state.
@@ -161,6 +190,7 @@ func (s *Streamer) Status() Status {
 	st := Status{Connected: s.connected, Flavor: s.info.Flavor, ServerVersion: s.info.Version, Timeline: s.timeline,
 		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, TimelinesStarted: s.timelinesBegun, SpoolFullPauses: s.pauses, LagBytes: s.lagBytes}
 	st.LagSeconds = s.lagSeconds
+	st.CompleteAt = s.completeAt
 	w := s.w
 	s.mu.Unlock()
 	if w != nil {
@@ -170,8 +200,18 @@ func (s *Streamer) Status() Status {
 	if err := s.up.LastError(); err != nil {
 		st.UploadError = err.Error()
 	}
-	st.SpoolBytes = s.Spool.Used()
+	if s.Spool != nil {
+		st.SpoolBytes = s.Spool.Used()
+	}
+	st.Generation = s.up.Generation()
 	return st
+}
+
+func (s *Streamer) pokeReplan() {
+	select {
+	case s.replan <- struct{}{}:
+	default:
+	}
 }
 
 // Preflight connects to the server and checks that its binlog can be
@@ -211,10 +251,15 @@ func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
 
 // Run archives until ctx ends. It returns an error only for what retrying
 // cannot fix (the server refuses the account, binary logging is off, the
-// archive is inconsistent); it returns nil when ctx ends, after sealing the
-// open segment and giving the uploader DrainTimeout to store it.
+// archive is inconsistent, another writer took the archive over: an error
+// wrapping catalog.ErrFenced); it returns nil when ctx ends, after sealing
+// the open segment and giving the uploader DrainTimeout to store it.
 func (s *Streamer) Run(ctx context.Context) error {
 	s.init()
+	if s.Spool == nil {
+		return errors.New("streamer: no spool")
+	}
+	s.up.Spool = s.Spool
 	info, err := s.Preflight(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -222,20 +267,34 @@ func (s *Streamer) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	sctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	upCtx, upCancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.up.Run(upCtx)
+		if err := s.up.Run(upCtx); err != nil {
+			stop(err) // fenced: stop streaming
+		}
 	}()
-	err = s.stream(ctx, info)
+	err = s.stream(sctx, info)
 	upCancel()
 	wg.Wait()
+	if cause := context.Cause(sctx); err == nil && ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	if errors.Is(err, catalog.ErrFenced) {
+		s.Logger.Error("another writer has taken the archive over: stopping; what is left in the spool is not uploaded", "err", err)
+		return err
+	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.DrainTimeout)
 	defer cancel()
 	if derr := s.up.UploadPending(dctx); derr != nil {
 		s.Logger.Warn("segments left in the spool for the next start", "err", derr, "spool", s.Spool.Dir())
+		if errors.Is(derr, catalog.ErrFenced) && err == nil {
+			err = derr
+		}
 	}
 	return err
 }
@@ -274,6 +333,18 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 			backoff = 500 * time.Millisecond
 		}
 		switch {
+		case errors.Is(err, errReplan), errors.Is(err, ErrSpool), s.writer().Broken() != nil:
+			// What the writer held is not in the spool: start again from
+			// what is (never after it).
+			s.Metrics.error("spool")
+			s.Logger.Error("the spool failed: streaming again from the last segment it holds", "err", err)
+			if err := s.restart(ctx, info); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			continue
 		case errors.Is(err, errSpoolFull):
 			s.Logger.Warn("spool full: pausing the stream until uploads catch up", "spool_bytes", s.Spool.Used())
 			s.Metrics.error("spool_full")
@@ -281,13 +352,17 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 			s.pauses++
 			s.mu.Unlock()
 			if err := s.writer().Rearm(); err != nil {
-				return err
+				continue // broken: the next round restarts it
 			}
 			s.waitForSpace(ctx)
 			continue
 		case errors.Is(err, ErrDiverged):
 			s.Metrics.error("diverged")
-			if err := s.startNewTimeline(ctx, info, catalog.ReasonDiverged, err.Error()); err != nil {
+			if err := s.startNewTimeline(ctx, info, catalog.ReasonDiverged, err.Error()); errors.Is(err, ErrSpool) {
+				if err := s.restart(ctx, info); err != nil && ctx.Err() == nil {
+					return err
+				}
+			} else if err != nil {
 				return err
 			}
 			continue
@@ -295,7 +370,7 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 		s.Metrics.error("stream")
 		s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", backoff)
 		if err := s.writer().Rearm(); err != nil {
-			return err
+			continue // broken: the next round restarts it
 		}
 		select {
 		case <-ctx.Done():
@@ -313,7 +388,44 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 				return nil
 			}
 			s.Logger.Warn("server check", "err", err)
+			if errors.Is(err, ErrSpool) {
+				s.pokeReplan()
+			}
 		}
+	}
+}
+
+// errReplan ends a session whose writer or spool failed.
+var errReplan = errors.New("the spool failed")
+
+// restart drops the writer and plans streaming again from what the spool
+// and the archive hold, retrying while that fails (a spool that cannot be
+// written to stays broken until it can).
+func (s *Streamer) restart(ctx context.Context, info ServerInfo) error {
+	select {
+	case <-s.replan:
+	default:
+	}
+	if w := s.writer(); w != nil {
+		_ = w.Close() // a writer broken by the spool only drops what it holds
+	}
+	backoff := 500 * time.Millisecond
+	for {
+		if err := s.Spool.sweep(); err == nil {
+			err = s.plan(ctx, info)
+			if err == nil || errors.Is(err, catalog.ErrFenced) || ctx.Err() != nil {
+				return err
+			}
+			s.Logger.Warn("cannot resume streaming; retrying", "err", err, "retry_in", backoff)
+		} else {
+			s.Logger.Warn("cannot read the spool; retrying", "err", err, "retry_in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.RetryMax)
 	}
 }
 
@@ -368,8 +480,7 @@ func (s *Streamer) flushLoop(ctx context.Context) {
 			age, quiet, open := w.Pending()
 			if open && (age >= s.FlushInterval-tick/2 || (quiet >= idleFlush && age >= min(minSegmentAge, s.FlushInterval))) {
 				if err := w.Flush(); err != nil {
-					s.Logger.Error("seal segment", "err", err)
-					s.Metrics.error("spool")
+					s.pokeReplan() // the session ends and streaming starts again from the spool
 				}
 			}
 		}
@@ -432,7 +543,22 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	}
 	wdCtx, stopWatchdog := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
+	go func() {
+		// A failed writer or spool ends the session at once.
+		defer wg.Done()
+		select {
+		case <-wdCtx.Done():
+			return
+		case <-s.replan:
+		}
+		h.replan.Store(true)
+		connMu.Lock()
+		if conn != nil {
+			conn.Close()
+		}
+		connMu.Unlock()
+	}()
 	go func() {
 		defer wg.Done()
 		last, lastChange := h.events.Load(), time.Now()
@@ -467,6 +593,9 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	defer syncer.Close()
 	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
 	if err != nil {
+		if h.replan.Load() {
+			return false, errReplan
+		}
 		if h.stalled.Load() {
 			return false, fmt.Errorf("no answer from the server for %s while connecting", s.ReadTimeout)
 		}
@@ -495,6 +624,8 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 		return progressed, nil
 	case h.err != nil:
 		return progressed, h.err
+	case h.replan.Load():
+		return progressed, errReplan
 	case h.stalled.Load():
 		return progressed, fmt.Errorf("no event or heartbeat from the server for %s: connection torn down", s.ReadTimeout)
 	case err != nil:
@@ -516,6 +647,7 @@ type eventHandler struct {
 	w       *Writer
 	events  atomic.Int64 // events received, heartbeats included
 	stalled atomic.Bool  // the watchdog closed the connection
+	replan  atomic.Bool  // the session was ended for a failed writer or spool
 	err     error
 }
 

@@ -29,6 +29,12 @@ var ErrDiverged = errors.New("server binlog diverged from the archive")
 // ErrStreamHole is returned by Writer.Handle when the stream skips bytes.
 var ErrStreamHole = errors.New("replication stream skipped bytes")
 
+// ErrSpool is wrapped by the errors of a Writer that could not write, seal
+// or record a segment in the spool. The writer is then broken: the bytes it
+// held are lost from the spool, so streaming must start again from what the
+// spool and the archive hold, never go on after them.
+var ErrSpool = errors.New("spool failed")
+
 // Writer turns the raw events of a replication stream into sealed segments
 // in the spool. It writes them uncompressed: compression happens in the
 // uploader, on another core, so that the goroutine reading the stream does
@@ -58,11 +64,13 @@ type Writer struct {
 	// lastFile is the file lastEvent is in: after a Rotate it is not w.file.
 	lastFile string
 	seg      *openSegment
+	// broken is the spool error that broke the writer (see ErrSpool).
+	broken error
 }
 
 type openSegment struct {
 	opened, last time.Time // when the segment got its first and its last event
-	f            *os.File
+	f            spoolFile
 	w            *bufio.Writer
 	sha          hash.Hash
 	rec          catalog.Segment
@@ -151,6 +159,9 @@ func (w *Writer) ResumePoint() catalog.Position {
 func (w *Writer) Rearm() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.broken != nil {
+		return w.broken
+	}
 	if err := w.sealLocked(); err != nil {
 		return err
 	}
@@ -190,6 +201,9 @@ func (w *Writer) Handle(ev []byte) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.broken != nil {
+		return w.broken
+	}
 
 	if h.Artificial() {
 		switch h.Type {
@@ -247,7 +261,7 @@ func (w *Writer) Handle(ev []byte) error {
 	}
 	if w.seg == nil {
 		if err := w.openSegmentLocked(start); err != nil {
-			return err
+			return w.breakLocked(err)
 		}
 	}
 	seg := w.seg
@@ -256,7 +270,7 @@ func (w *Writer) Handle(ev []byte) error {
 		seg.opened = seg.last
 	}
 	if _, err := seg.w.Write(ev); err != nil {
-		return fmt.Errorf("write spool segment: %w", err)
+		return w.breakLocked(fmt.Errorf("write spool segment: %w", err))
 	}
 	seg.sha.Write(ev)
 	end := start + uint64(h.Size)
@@ -338,8 +352,30 @@ func (w *Writer) switchFileLocked(name string, pos uint64) error {
 	return nil
 }
 
+// breakLocked records a spool failure: the open segment is dropped and
+// every later call fails, until the streamer replaces the writer.
+func (w *Writer) breakLocked(err error) error {
+	if seg := w.seg; seg != nil {
+		w.seg = nil
+		seg.f.Close()
+		os.Remove(seg.f.Name())
+	}
+	if !errors.Is(err, ErrSpool) {
+		err = fmt.Errorf("%w: %w", ErrSpool, err)
+	}
+	w.broken = err
+	return err
+}
+
+// Broken returns the spool error that broke the writer, or nil.
+func (w *Writer) Broken() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.broken
+}
+
 func (w *Writer) openSegmentLocked(start uint64) error {
-	f, err := w.spool.CreatePartial()
+	f, err := w.spool.createPartial()
 	if err != nil {
 		return err
 	}
@@ -372,30 +408,37 @@ func (w *Writer) Pending() (age, quiet time.Duration, open bool) {
 func (w *Writer) Flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.broken != nil {
+		return w.broken
+	}
 	return w.sealLocked()
 }
 
-// Close seals the open segment and releases the writer's resources.
+// Close seals the open segment and releases the writer's resources. A
+// broken writer only drops what it holds.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.broken != nil {
+		return w.broken
+	}
 	return w.sealLocked()
 }
 
+// sealLocked seals the open segment into the spool. Any failure breaks the
+// writer (see ErrSpool): the segment's bytes are not in the spool.
 func (w *Writer) sealLocked() error {
 	seg := w.seg
 	if seg == nil {
 		return nil
 	}
-	w.seg = nil
-	cleanup := func(err error) error {
+	if seg.rec.Events == 0 {
+		w.seg = nil
 		seg.f.Close()
 		os.Remove(seg.f.Name())
-		return err
+		return nil
 	}
-	if seg.rec.Events == 0 {
-		return cleanup(nil)
-	}
+	cleanup := func(err error) error { return w.breakLocked(err) }
 	if err := seg.w.Flush(); err != nil {
 		return cleanup(fmt.Errorf("write spool segment: %w", err))
 	}
@@ -419,8 +462,11 @@ func (w *Writer) sealLocked() error {
 		r.ServerVersion = w.format.ServerVersion
 	}
 	if err := w.spool.Seal(seg.f.Name(), r); err != nil {
+		// The data may have been renamed into place without its record.
+		os.Remove(w.spool.DataPath(r))
 		return cleanup(err)
 	}
+	w.seg = nil
 	if w.onSeal != nil {
 		w.onSeal(r)
 	}

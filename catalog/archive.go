@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // TimelineState is a timeline as found in storage: its record and its
@@ -27,14 +30,22 @@ type TimelineState struct {
 	// Pruned is set when retention deleted the timeline's head: segments
 	// before Pruned.Start are gone on purpose, not missing.
 	Pruned *Pruned
+	// Complete is how far the archive of the timeline is known complete,
+	// when its writer recorded it (nil: up to its last commit).
+	Complete *Complete
 }
 
 // Archive is everything the binlog archive holds.
 type Archive struct {
 	Timelines []*TimelineState
-	// Issues are the objects a lenient Load left out of the archive, and why
-	// (always empty after a strict Load, which fails on the first instead).
+	// Issues are the objects Load left out of the archive, and why.
 	Issues []Issue
+	// Generations are the archive's writer generations.
+	Generations Generations
+	// Superseded are the keys of objects a superseded writer generation
+	// stored after another writer took the archive over: not part of the
+	// archive, and not damage either; retention deletes them.
+	Superseded []string
 }
 
 // Last returns the newest timeline, or nil when the archive is empty.
@@ -93,29 +104,35 @@ type LoadOptions struct {
 	Timeline TimelineID
 	// Concurrency bounds parallel reads of index records (default 16).
 	Concurrency int
-	// Lenient makes Load leave out, and report in Archive.Issues, what a
-	// strict Load fails on or takes on trust: unreadable or inconsistent
-	// records, records of another archive (timeline UID), index records
-	// whose data object is missing or of another size than recorded, and
-	// keys under binlog/ that do not parse. Timelines then hold only the
-	// segments that can be used, so Holes shows where the others were.
-	Lenient bool
-	// Listing, when set, is a listing of the storage (of the whole root or
-	// of binlog/) taken by the caller: Load uses it instead of listing again.
+	// Listing, when set, is a listing of the whole store taken by the
+	// caller: Load uses it instead of listing again.
 	Listing []storage.ObjectInfo
 }
 
-// Load lists the binlog archive and reads every timeline and index record.
+// Load lists the binlog archive and reads and checks every timeline and
+// index record. It applies one set of rules for every caller, and leaves out
+// of the timelines, and reports in Archive.Issues, what cannot be used:
+// unreadable or inconsistent records, records of another archive (timeline
+// UID), index records whose data object is missing or of another size than
+// recorded, and keys under binlog/ that do not parse. Timelines then hold
+// only the segments that can be used, so Holes shows where the others were.
+// Objects a superseded writer generation stored are left out too, as
+// TimelineState.Superseded (they are not damage). Each caller decides which
+// issues stop it (IssuesOn). Load returns an error only when it cannot list
+// the store or ctx ends.
 func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, error) {
 	prefix := BinlogPrefix
 	if opts.Timeline != 0 {
 		prefix = TimelinePrefix(opts.Timeline)
 	}
-	var objs []storage.ObjectInfo
+	var objs, genObjs []storage.ObjectInfo
 	if opts.Listing != nil {
 		for _, o := range opts.Listing {
-			if strings.HasPrefix(o.Key, prefix) {
+			switch {
+			case strings.HasPrefix(o.Key, prefix):
 				objs = append(objs, o)
+			case strings.HasPrefix(o.Key, GenerationPrefix):
+				genObjs = append(genObjs, o)
 			}
 		}
 	} else {
@@ -123,15 +140,23 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		if objs, err = st.List(ctx, prefix); err != nil {
 			return nil, fmt.Errorf("list %s: %w", prefix, err)
 		}
-	}
-	type tlKeys struct {
-		hasRecord bool
-		hasPruned bool
-		records   []SegmentRef
-		data      map[SegmentRef]string
-		sizes     map[SegmentRef]int64
+		if genObjs, err = st.List(ctx, GenerationPrefix); err != nil {
+			return nil, fmt.Errorf("list %s: %w", GenerationPrefix, err)
+		}
 	}
 	a := &Archive{}
+	a.Generations, a.Issues = ReadGenerations(genObjs)
+	gens := a.Generations
+
+	type tlKeys struct {
+		records   []Generation // timeline records, by generation
+		hasPruned bool
+		complete  []Generation
+		segs      []SegmentRef
+		data      map[SegmentRef]string
+		sizes     map[SegmentRef]int64
+		stale     []string // superseded keys
+	}
 	byTL := map[TimelineID]*tlKeys{}
 	get := func(id TimelineID) *tlKeys {
 		k := byTL[id]
@@ -142,25 +167,37 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		return k
 	}
 	for _, o := range objs {
-		if id, err := ParseTimelineKey(o.Key); err == nil {
-			get(id).hasRecord = true
+		if id, gen, err := ParseTimelineRecordKey(o.Key); err == nil {
+			k := get(id)
+			if _, _, sup := gens.Superseded(gen, TimelineStartPos(id)); sup {
+				k.stale = append(k.stale, o.Key)
+			} else {
+				k.records = append(k.records, gen)
+			}
 			continue
 		}
 		if id, err := ParsePrunedKey(o.Key); err == nil {
 			get(id).hasPruned = true
 			continue
 		}
+		if id, gen, err := ParseCompleteKey(o.Key); err == nil {
+			get(id).complete = append(get(id).complete, gen)
+			continue
+		}
 		ref, isRecord, err := ParseSegmentKey(o.Key)
 		if err != nil {
-			// Not ours: ignored, never deleted.
-			if opts.Lenient {
-				a.Issues = append(a.Issues, Issue{Key: o.Key, Kind: IssueForeign, Detail: "the key does not parse as this archive's layout"})
-			}
+			// Not ours: reported, never deleted, and filed under no
+			// timeline (it takes nothing from one).
+			a.Issues = append(a.Issues, Issue{Key: o.Key, Kind: IssueForeign, Detail: "the key does not parse as this archive's layout"})
 			continue
 		}
 		k := get(ref.Timeline)
+		if _, _, sup := gens.Superseded(ref.Gen, ref.EndPos()); sup {
+			k.stale = append(k.stale, o.Key)
+			continue
+		}
 		if isRecord {
-			k.records = append(k.records, ref)
+			k.segs = append(k.segs, ref)
 		} else {
 			k.data[ref] = o.Key
 			k.sizes[ref] = o.Size
@@ -173,43 +210,68 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 
 	var mu sync.Mutex
-	issue := func(key string, kind IssueKind, format string, args ...any) {
+	issue := func(tl TimelineID, key string, kind IssueKind, format string, args ...any) {
 		mu.Lock()
 		defer mu.Unlock()
-		a.Issues = append(a.Issues, Issue{Key: key, Kind: kind, Detail: fmt.Sprintf(format, args...)})
+		a.Issues = append(a.Issues, Issue{Timeline: tl, Key: key, Kind: kind, Detail: fmt.Sprintf(format, args...)})
 	}
 	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		k := byTL[id]
+		a.Superseded = append(a.Superseded, k.stale...)
+		if len(k.records) == 0 && len(k.segs) == 0 && len(k.data) == 0 && !k.hasPruned {
+			// Nothing but what a superseded writer left, and maybe its
+			// completeness records: not a timeline of the archive.
+			for _, g := range k.complete {
+				a.Superseded = append(a.Superseded, CompleteKey(id, g))
+			}
+			continue
+		}
 		ts := &TimelineState{}
-		if k.hasRecord {
-			err := GetJSON(ctx, st, TimelineKey(id), &ts.Timeline)
-			if err == nil && ts.ID != id {
-				err = fmt.Errorf("timeline record %s describes timeline %s", TimelineKey(id), ts.ID)
-			}
-			if err != nil && (!opts.Lenient || ctx.Err() != nil) {
-				return nil, err
-			}
-			if err != nil {
-				issue(TimelineKey(id), IssueBadRecord, "%v", err)
-				ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is unreadable"}
-			}
-		} else {
+		switch len(k.records) {
+		case 0:
 			// Segments without a timeline record: the record's upload was lost.
 			// Keep them visible so that nothing is silently ignored.
 			ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is missing"}
+			if len(k.segs) > 0 || len(k.data) > 0 {
+				issue(id, TimelineKey(id), IssueMissing, "timeline %d has segments but no timeline record", uint32(id))
+			}
+		default:
+			slices.Sort(k.records)
+			for _, g := range k.records[1:] {
+				issue(id, TimelineRecordKey(id, g), IssueBadRecord, "a second record for timeline %d (the first is %s)", uint32(id), TimelineRecordKey(id, k.records[0]))
+			}
+			key := TimelineRecordKey(id, k.records[0])
+			err := GetJSON(ctx, st, key, &ts.Timeline)
+			if errors.Is(err, crypt.ErrNoIdentity) {
+				return nil, err // the reader's keys, not the archive, are wrong
+			}
+			kind := kindOf(err)
+			if err == nil && (ts.ID != id || ts.Gen != k.records[0]) {
+				err, kind = fmt.Errorf("timeline record %s describes timeline %d of generation %d", key, uint32(ts.ID), ts.Gen), IssueBadRecord
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if err != nil {
+				issue(id, key, kind, "%v", err)
+				ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is unreadable"}
+			}
 		}
 		if k.hasPruned {
 			var p Pruned
 			if err := GetJSON(ctx, st, PrunedKey(id), &p); err != nil {
-				if !opts.Lenient || ctx.Err() != nil {
-					return nil, err
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
 				}
-				issue(PrunedKey(id), IssueBadRecord, "%v", err)
+				issue(id, PrunedKey(id), kindOf(err), "%v", err)
 			} else {
 				ts.Pruned = &p
 			}
 		}
-		segs := make([]*Segment, len(k.records))
+		segs := make([]*Segment, len(k.segs))
 		g, gctx := errgroup.WithContext(ctx)
 		n := opts.Concurrency
 		if n <= 0 {
@@ -217,45 +279,50 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		}
 		g.SetLimit(n)
 		foreign := map[SegmentRef]bool{}
-		for i, ref := range k.records {
+		for i, ref := range k.segs {
 			g.Go(func() error {
 				var s Segment
 				err := GetJSON(gctx, st, ref.RecordKey(), &s)
-				if err == nil && s.Ref() != ref {
-					err = fmt.Errorf("index record %s describes %s", ref.RecordKey(), s.Ref().RecordKey())
+				if err != nil && gctx.Err() != nil {
+					return gctx.Err()
 				}
-				if !opts.Lenient || err != nil && gctx.Err() != nil {
-					if err != nil {
-						return err
-					}
-					segs[i] = &s
+				if errors.Is(err, crypt.ErrNoIdentity) {
+					// Encrypted for other keys than the timeline's record,
+					// which this reader could decrypt: another archive's.
+					issue(id, ref.RecordKey(), IssueForeign, "%v", err)
 					return nil
 				}
-				if err == nil {
+				if err != nil {
+					issue(id, ref.RecordKey(), kindOf(err), "%v", err)
+					return nil
+				}
+				if s.Ref() != ref {
+					err = fmt.Errorf("index record %s describes %s", ref.RecordKey(), s.Ref().RecordKey())
+				} else {
 					err = s.Validate()
 				}
 				if err != nil {
-					issue(ref.RecordKey(), IssueBadRecord, "%v", err)
+					issue(id, ref.RecordKey(), IssueBadRecord, "%v", err)
 					return nil
 				}
 				if s.TimelineUID != "" && ts.UID != "" && s.TimelineUID != ts.UID {
 					mu.Lock()
 					foreign[ref] = true
 					mu.Unlock()
-					issue(ref.RecordKey(), IssueForeign, "index record of timeline uid %s filed under timeline %d (uid %s): it belongs to another archive",
+					issue(id, ref.RecordKey(), IssueForeign, "index record of timeline uid %s filed under timeline %d (uid %s): it belongs to another archive",
 						s.TimelineUID, uint32(id), ts.UID)
 					return nil
 				}
 				size, ok := k.sizes[ref]
 				switch {
 				case !ok:
-					issue(ref.DataKey(), IssueMissing, "data object is missing (its index record %s exists)", ref.RecordKey())
+					issue(id, ref.DataKey(), IssueMissing, "data object is missing (its index record %s exists)", ref.RecordKey())
 					return nil
 				case s.StoredSize > 0 && size < s.StoredSize:
-					issue(ref.DataKey(), IssueTruncated, "holds %d bytes, its index record says %d", size, s.StoredSize)
+					issue(id, ref.DataKey(), IssueTruncated, "holds %d bytes, its index record says %d", size, s.StoredSize)
 					return nil
 				case s.StoredSize > 0 && size > s.StoredSize:
-					issue(ref.DataKey(), IssueCorrupt, "holds %d bytes, its index record says %d", size, s.StoredSize)
+					issue(id, ref.DataKey(), IssueCorrupt, "holds %d bytes, its index record says %d", size, s.StoredSize)
 					return nil
 				}
 				segs[i] = &s
@@ -270,16 +337,60 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		for ref, key := range k.data {
 			switch {
 			case foreign[ref]:
-				issue(key, IssueForeign, "data of the foreign index record %s", ref.RecordKey())
-			case !hasRecord(k.records, ref):
+				issue(id, key, IssueForeign, "data of the foreign index record %s", ref.RecordKey())
+			case !hasRecord(k.segs, ref):
 				ts.Orphans = append(ts.Orphans, key)
 			}
 		}
 		sort.Strings(ts.Orphans)
+		stale, err := ts.loadComplete(ctx, st, gens, k.complete, issue)
+		if err != nil {
+			return nil, err
+		}
+		a.Superseded = append(a.Superseded, stale...)
 		a.Timelines = append(a.Timelines, ts)
 	}
 	sort.SliceStable(a.Issues, func(i, j int) bool { return a.Issues[i].Key < a.Issues[j].Key })
+	sort.Strings(a.Superseded)
 	return a, nil
+}
+
+// kindOf classifies an error reading a record.
+func kindOf(err error) IssueKind {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, storage.ErrNotExist):
+		return IssueMissing
+	case errors.Is(err, storage.ErrChecksum):
+		return IssueCorrupt
+	case errors.As(err, &syntax), errors.As(err, &typ):
+		return IssueBadRecord
+	}
+	return IssueUnreadable
+}
+
+// IssuesOn returns the issues of the objects of timeline tl.
+func (a *Archive) IssuesOn(tl TimelineID) []Issue {
+	var out []Issue
+	for _, is := range a.Issues {
+		if is.Timeline == tl {
+			out = append(out, is)
+		}
+	}
+	return out
+}
+
+// Timeline returns the timeline with id, or nil.
+func (a *Archive) Timeline(id TimelineID) *TimelineState {
+	for _, t := range a.Timelines {
+		if t.ID == id {
+			return t
+		}
+	}
+	return nil
 }
 
 func hasRecord(refs []SegmentRef, r SegmentRef) bool {
@@ -405,40 +516,68 @@ func (a *Archive) Gaps() []Gap {
 
 // TailRefs is where the archive ends, as its keys tell without reading any
 // object: what a writer that cannot decrypt the archive still knows.
+// Objects of superseded writer generations are left out.
 type TailRefs struct {
 	// Newest is the newest timeline (zero for an empty archive).
 	Newest TimelineID
-	// HasRecord is set when Newest's timeline record exists.
+	// HasRecord is set when Newest's timeline record exists; RecordGen is
+	// the generation that stored it.
 	HasRecord bool
+	RecordGen Generation
 	// Last is the newest timeline's last segment with an index record, or
 	// nil when it has none yet.
 	Last *SegmentRef
+	// Generations are the archive's writer generations.
+	Generations Generations
+}
+
+// End is where the archive ends, in archive order: the fence a writer
+// taking it over records.
+func (t TailRefs) End() ArchivePos {
+	if t.Last != nil {
+		return t.Last.EndPos()
+	}
+	return TimelineStartPos(t.Newest)
 }
 
 // LoadTailRefs lists the binlog archive's keys and returns where it ends.
 func LoadTailRefs(ctx context.Context, st storage.Storage) (TailRefs, error) {
+	gens, err := LoadGenerations(ctx, st)
+	if err != nil {
+		return TailRefs{}, err
+	}
 	objs, err := st.List(ctx, BinlogPrefix)
 	if err != nil {
 		return TailRefs{}, fmt.Errorf("list %s: %w", BinlogPrefix, err)
 	}
-	var t TailRefs
-	hasRecord := map[TimelineID]bool{}
+	t := TailRefs{Generations: gens}
+	recordGen := map[TimelineID]Generation{}
 	var last *SegmentRef
 	for _, o := range objs {
-		if id, err := ParseTimelineKey(o.Key); err == nil {
-			hasRecord[id] = true
+		if id, gen, err := ParseTimelineRecordKey(o.Key); err == nil {
+			if _, _, sup := gens.Superseded(gen, TimelineStartPos(id)); sup {
+				continue
+			}
+			if g, ok := recordGen[id]; !ok || gen < g {
+				recordGen[id] = gen
+			}
 			t.Newest = max(t.Newest, id)
 			continue
 		}
-		if ref, isRecord, err := ParseSegmentKey(o.Key); err == nil {
-			t.Newest = max(t.Newest, ref.Timeline)
-			if isRecord && (last == nil || ref.Timeline > last.Timeline || (ref.Timeline == last.Timeline && refLess(*last, ref))) {
-				r := ref
-				last = &r
-			}
+		ref, isRecord, err := ParseSegmentKey(o.Key)
+		if err != nil {
+			continue
+		}
+		if _, _, sup := gens.Superseded(ref.Gen, ref.EndPos()); sup {
+			continue
+		}
+		t.Newest = max(t.Newest, ref.Timeline)
+		if isRecord && (last == nil || ref.Timeline > last.Timeline || (ref.Timeline == last.Timeline && refLess(*last, ref))) {
+			r := ref
+			last = &r
 		}
 	}
-	t.HasRecord = hasRecord[t.Newest]
+	t.RecordGen, t.HasRecord = recordGen[t.Newest]
 	if last != nil && last.Timeline == t.Newest {
 		t.Last = last
 	}
@@ -454,16 +593,23 @@ func NewestTimeline(ctx context.Context, st storage.Storage) (TimelineID, error)
 }
 
 // LoadTail reads only what a writer needs to continue the archive: the
-// newest timeline's record and its last segment (nil when it has none yet).
-// It lists keys but reads at most two objects, however long the archive.
-func LoadTail(ctx context.Context, st storage.Storage) (*TimelineState, error) {
+// newest timeline's record and its last segment (nil when it has none yet),
+// leaving out what superseded writer generations stored. It lists keys but
+// reads at most two objects, however long the archive. refs is what the
+// keys said.
+func LoadTail(ctx context.Context, st storage.Storage) (*TimelineState, TailRefs, error) {
 	refs, err := LoadTailRefs(ctx, st)
 	if err != nil || refs.Newest == 0 {
-		return nil, err
+		return nil, refs, err
 	}
+	ts, err := refs.read(ctx, st)
+	return ts, refs, err
+}
+
+func (refs TailRefs) read(ctx context.Context, st storage.Storage) (*TimelineState, error) {
 	ts := &TimelineState{}
 	if refs.HasRecord {
-		if err := GetJSON(ctx, st, TimelineKey(refs.Newest), &ts.Timeline); err != nil {
+		if err := GetJSON(ctx, st, TimelineRecordKey(refs.Newest, refs.RecordGen), &ts.Timeline); err != nil {
 			return nil, err
 		}
 	} else {

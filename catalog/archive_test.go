@@ -375,15 +375,24 @@ func TestLoadFindsWhatIsMissing(t *testing.T) {
 		if err := PutJSON(ctx, st, testSeg(file1, 300, 400).Ref().RecordKey(), s, true); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Load(ctx, st, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "describes") {
-			t.Fatalf("Load = %v, want an error about the record", err)
+		a, err := Load(ctx, st, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if is := a.IssuesOn(1); len(is) != 1 || is[0].Kind != IssueBadRecord || !strings.Contains(is[0].Detail, "describes") {
+			t.Fatalf("issues on timeline 1: %v, want one bad record that describes another segment", is)
 		}
 	})
 	t.Run("corrupted record", func(t *testing.T) {
 		st := testArchive(t)
-		st.Corrupt(testSeg(file1, 100, 200).Ref().RecordKey())
-		if _, err := Load(ctx, st, LoadOptions{}); err == nil {
-			t.Fatal("Load read a corrupted record without error")
+		key := testSeg(file1, 100, 200).Ref().RecordKey()
+		st.Corrupt(key)
+		a, err := Load(ctx, st, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if is := a.IssuesOn(1); len(is) != 1 || is[0].Kind != IssueCorrupt || is[0].Key != key {
+			t.Fatalf("issues on timeline 1: %v, want %s corrupt", is, key)
 		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
@@ -427,16 +436,18 @@ func TestLoadLenient(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := Load(ctx, st, LoadOptions{}); err == nil {
-		t.Fatal("a strict Load read the unreadable record without error")
-	}
-	a, err := Load(ctx, st, LoadOptions{Lenient: true})
+	a, err := Load(ctx, st, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	for _, i := range a.Issues {
 		got = append(got, string(i.Kind)+" "+i.Key)
+		if want := TimelineID(1); strings.HasSuffix(i.Key, ".txt") {
+			want = 0
+		} else if i.Timeline != want {
+			t.Errorf("issue %s is filed under timeline %d, want %d", i, i.Timeline, want)
+		}
 	}
 	want := []string{
 		"foreign binlog/000001/0000000001/000000000100-000000000150.json",

@@ -29,9 +29,11 @@ const (
 
 // Issue is one object that cannot be used, and why.
 type Issue struct {
-	Key    string    `json:"key"`
-	Kind   IssueKind `json:"kind"`
-	Detail string    `json:"detail"`
+	// Timeline is the timeline the object belongs to (0: none known).
+	Timeline TimelineID `json:"timeline,omitempty"`
+	Key      string     `json:"key"`
+	Kind     IssueKind  `json:"kind"`
+	Detail   string     `json:"detail"`
 }
 
 // String formats the issue as "KEY: kind: detail".
@@ -94,7 +96,7 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 	var seq GTIDSequence
 	if len(holes) > 0 && len(t.Segments) > 0 && holes[0].Before == (Position{t.Segments[0].File, t.Segments[0].Start}) {
 		// A hole before the first segment: nothing to follow GTIDs from.
-		after := TimelineKey(t.ID)
+		after := t.Key()
 		if t.Pruned != nil {
 			after = PrunedKey(t.ID)
 		}

@@ -4,15 +4,20 @@
 //
 // Layout under the storage root:
 //
-//	lease.json                                          the single writer's lease
-//	binlog/<timeline>/timeline.json                     where the timeline starts and why
-//	binlog/<timeline>/<filenum>/<start>-<end>.zst       archived binlog bytes [start,end) of one file, zstd
-//	binlog/<timeline>/<filenum>/<start>-<end>.json      the segment's index record, written after the data
+//	archive.json                                               what makes the location an archive (ArchiveKey)
+//	lease.json                                                 the single writer's lease
+//	generations/<gen>.json                                     a writer generation's claim (create-only)
+//	generations/<gen>-fence-<timeline>-<filenum>-<pos>.json    where that generation took the archive over
+//	binlog/<timeline>/timeline.g<gen>.json                     where the timeline starts and why
+//	binlog/<timeline>/complete.g<gen>.json                     how far the archive is known complete
+//	binlog/<timeline>/<filenum>/<start>-<end>.g<gen>.zst       archived binlog bytes [start,end) of one file, zstd
+//	binlog/<timeline>/<filenum>/<start>-<end>.g<gen>.json      the segment's index record, written after the data
 //
 // Numbers are zero-padded so that listing order is archive order: timeline
-// (6 digits), binlog file number (10), byte positions (12). A segment exists
-// only once its index record exists; data without one is an orphan of an
-// interrupted upload.
+// (6 digits), binlog file number (10), byte positions (12), generation (10).
+// A segment exists only once its index record exists; data without one is an
+// orphan of an interrupted upload. Keys written before writer generations
+// existed carry no ".g<gen>" part: their generation is 0.
 package catalog
 
 import (
@@ -26,9 +31,13 @@ import (
 const (
 	LeaseKey      = "lease.json"
 	BinlogPrefix  = "binlog/"
-	timelineFile  = "timeline.json"
+	timelineStem  = "timeline"
+	timelineFile  = timelineStem + segmentRecord
 	segmentData   = ".zst"
 	segmentRecord = ".json"
+	// genMark starts the generation part of a key; genWidth is its digits.
+	genMark  = ".g"
+	genWidth = 10
 )
 
 // ErrBadKey is wrapped by errors about keys that do not parse.
@@ -53,19 +62,58 @@ func ParseTimelineID(s string) (TimelineID, error) {
 // TimelinePrefix is the prefix of every key of a timeline.
 func TimelinePrefix(tl TimelineID) string { return BinlogPrefix + tl.String() + "/" }
 
-// TimelineKey is the key of a timeline's record.
+// TimelineKey is the key of a timeline's record as written before writer
+// generations existed (generation 0).
 func TimelineKey(tl TimelineID) string { return TimelinePrefix(tl) + timelineFile }
 
-// SegmentRef locates a segment: timeline, binlog file number and byte range.
+// Key is the key of the timeline's record.
+func (t *Timeline) Key() string { return TimelineRecordKey(t.ID, t.Gen) }
+
+// TimelineRecordKey is the key of a timeline's record as generation gen
+// wrote it; TimelineKey(tl) is TimelineRecordKey(tl, 0).
+func TimelineRecordKey(tl TimelineID, gen Generation) string {
+	return TimelinePrefix(tl) + timelineStem + genSuffix(gen) + segmentRecord
+}
+
+// SegmentRef locates a segment: timeline, binlog file number and byte
+// range, and the writer generation that stored it.
 type SegmentRef struct {
 	Timeline TimelineID
 	FileNum  uint64
 	Start    uint64
 	End      uint64
+	Gen      Generation
 }
 
 func (r SegmentRef) stem() string {
-	return fmt.Sprintf("%s%010d/%012d-%012d", TimelinePrefix(r.Timeline), r.FileNum, r.Start, r.End)
+	return fmt.Sprintf("%s%010d/%012d-%012d%s", TimelinePrefix(r.Timeline), r.FileNum, r.Start, r.End, genSuffix(r.Gen))
+}
+
+// genSuffix is the ".g<gen>" part of a key; generation 0 (keys written
+// before generations existed) has none.
+func genSuffix(g Generation) string {
+	if g == 0 {
+		return ""
+	}
+	return genMark + g.String()
+}
+
+// cutGen splits a trailing ".g<gen>" off s; without one, gen is 0. ok is
+// false when the suffix is there but malformed (or names generation 0).
+func cutGen(s string) (rest string, gen Generation, ok bool) {
+	i := strings.LastIndex(s, genMark)
+	if i < 0 {
+		return s, 0, true
+	}
+	digits := s[i+len(genMark):]
+	if len(digits) != genWidth || !allDigits(digits) {
+		return s, 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || n == 0 {
+		return s, 0, false
+	}
+	return s[:i], Generation(n), true
 }
 
 // DataKey is the key of the segment's zstd-compressed binlog bytes.
@@ -89,6 +137,10 @@ func ParseSegmentKey(key string) (ref SegmentRef, isRecord bool, err error) {
 	default:
 		return bad()
 	}
+	rest, gen, ok := cutGen(rest)
+	if !ok {
+		return bad()
+	}
 	parts := strings.Split(rest, "/")
 	if len(parts) != 3 || len(parts[0]) != 6 || len(parts[1]) != 10 || len(parts[2]) != 25 || parts[2][12] != '-' {
 		return bad()
@@ -104,24 +156,49 @@ func ParseSegmentKey(key string) (ref SegmentRef, isRecord bool, err error) {
 		}
 		nums[i], _ = strconv.ParseUint(s, 10, 64)
 	}
-	ref = SegmentRef{Timeline: tl, FileNum: nums[0], Start: nums[1], End: nums[2]}
+	ref = SegmentRef{Timeline: tl, FileNum: nums[0], Start: nums[1], End: nums[2], Gen: gen}
 	if ref.End <= ref.Start {
 		return bad()
 	}
 	return ref, isRecord, nil
 }
 
-// ParseTimelineKey parses a timeline record key.
+// ParseTimelineKey parses a timeline record key, of any generation.
 func ParseTimelineKey(key string) (TimelineID, error) {
+	id, _, err := ParseTimelineRecordKey(key)
+	return id, err
+}
+
+// ParseTimelineRecordKey parses a timeline record key into its timeline
+// and the generation that wrote it.
+func ParseTimelineRecordKey(key string) (TimelineID, Generation, error) {
+	return parseTimelineFile(key, timelineStem)
+}
+
+// parseTimelineFile parses "binlog/<timeline>/<stem>[.g<gen>].json".
+func parseTimelineFile(key, stem string) (TimelineID, Generation, error) {
+	bad := fmt.Errorf("%w: %q", ErrBadKey, key)
 	rest, ok := strings.CutPrefix(key, BinlogPrefix)
 	if !ok {
-		return 0, fmt.Errorf("%w: %q", ErrBadKey, key)
+		return 0, 0, bad
 	}
 	id, name, ok := strings.Cut(rest, "/")
-	if !ok || name != timelineFile || len(id) != 6 || !allDigits(id) {
-		return 0, fmt.Errorf("%w: %q", ErrBadKey, key)
+	if !ok || len(id) != 6 || !allDigits(id) {
+		return 0, 0, bad
 	}
-	return ParseTimelineID(id)
+	name, ok = strings.CutSuffix(name, segmentRecord)
+	if !ok {
+		return 0, 0, bad
+	}
+	name, gen, ok := cutGen(name)
+	if !ok || name != stem {
+		return 0, 0, bad
+	}
+	tl, err := ParseTimelineID(id)
+	if err != nil {
+		return 0, 0, bad
+	}
+	return tl, gen, nil
 }
 
 // FileNumber returns the numeric suffix of a binlog file name

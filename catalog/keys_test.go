@@ -60,13 +60,15 @@ func TestSegmentKeys(t *testing.T) {
 		ref  SegmentRef
 		stem string
 	}{
-		{SegmentRef{1, 1, 4, 1234}, "binlog/000001/0000000001/000000000004-000000001234"},
-		{SegmentRef{7, 42, 1_000_000, 1_000_001}, "binlog/000007/0000000042/000001000000-000001000001"},
+		{SegmentRef{1, 1, 4, 1234, 0}, "binlog/000001/0000000001/000000000004-000000001234"},
+		{SegmentRef{7, 42, 1_000_000, 1_000_001, 0}, "binlog/000007/0000000042/000001000000-000001000001"},
 		// MySQL and MariaDB go past six digits after mysql-bin.999999.
-		{SegmentRef{2, 1_000_000, 4, 5}, "binlog/000002/0001000000/000000000004-000000000005"},
-		{SegmentRef{2, 2147483647, 4, 4294967295}, "binlog/000002/2147483647/000000000004-004294967295"},
-		{SegmentRef{maxKeyTimeline, maxKeyFileNum, maxKeyPos - 1, maxKeyPos},
+		{SegmentRef{2, 1_000_000, 4, 5, 0}, "binlog/000002/0001000000/000000000004-000000000005"},
+		{SegmentRef{2, 2147483647, 4, 4294967295, 0}, "binlog/000002/2147483647/000000000004-004294967295"},
+		{SegmentRef{maxKeyTimeline, maxKeyFileNum, maxKeyPos - 1, maxKeyPos, 0},
 			"binlog/999999/9999999999/999999999998-999999999999"},
+		{SegmentRef{1, 1, 4, 1234, 7}, "binlog/000001/0000000001/000000000004-000000001234.g0000000007"},
+		{SegmentRef{1, 1, 4, 1234, maxGeneration}, "binlog/000001/0000000001/000000000004-000000001234.g9999999999"},
 	} {
 		t.Run(tc.stem, func(t *testing.T) {
 			if got, want := tc.ref.DataKey(), tc.stem+".zst"; got != want {
@@ -101,27 +103,34 @@ func TestParseSegmentKeyRejects(t *testing.T) {
 		"binlog/000001/0000000001/000000000004-000000001234.json.tmp",
 		"/binlog/000001/0000000001/000000000004-000000001234.zst",
 		"snapshots/000001/0000000001/000000000004-000000001234.zst",
-		"binlog/000000/0000000001/000000000004-000000001234.zst",     // timeline 0
-		"binlog/00001/0000000001/000000000004-000000001234.zst",      // narrow timeline
-		"binlog/0000001/0000000001/000000000004-000000001234.zst",    // wide timeline
-		"binlog/000001/000000001/000000000004-000000001234.zst",      // narrow file number
-		"binlog/000001/00000000001/000000000004-000000001234.zst",    // wide file number
-		"binlog/000001/0000000001/00000000004-000000001234.zst",      // narrow start
-		"binlog/000001/0000000001/000000000004-0000000001234.zst",    // wide end
-		"binlog/000001/0000000001/000000000004_000000001234.zst",     // separator
-		"binlog/000001/0000000001/000000001234-000000001234.zst",     // empty range
-		"binlog/000001/0000000001/000000001234-000000000004.zst",     // reversed range
-		"binlog/000001/000000000x/000000000004-000000001234.zst",     // not a digit
-		"binlog/000001/0000000001/+00000000004-000000001234.zst",     // sign
-		"binlog/000001/0000000001/-00000000004-000000001234.zst",     // sign
-		"binlog/00000x/0000000001/000000000004-000000001234.zst",     // timeline not a digit
-		"binlog/000001/0000000001/000000000004-000000001234/.zst",    // extra part
-		"binlog/000001/0000000001/x/000000000004-000000001234.zst",   // extra part
-		"binlog/000001/000000000004-000000001234.zst",                // missing part
-		"binlog/000001/timeline.json",                                // a timeline record
-		"binlog/000001/0000000001/000000000004-00000000123٤.zst",     // a non-ASCII digit
-		"binlog/000001/0000000001/000000000004-000000001234.ZST",     // case
-		"binlog/000001/0000000001/000000000004-000000001234.zst.zst", // doubled suffix
+		"binlog/000000/0000000001/000000000004-000000001234.zst",              // timeline 0
+		"binlog/00001/0000000001/000000000004-000000001234.zst",               // narrow timeline
+		"binlog/0000001/0000000001/000000000004-000000001234.zst",             // wide timeline
+		"binlog/000001/000000001/000000000004-000000001234.zst",               // narrow file number
+		"binlog/000001/00000000001/000000000004-000000001234.zst",             // wide file number
+		"binlog/000001/0000000001/00000000004-000000001234.zst",               // narrow start
+		"binlog/000001/0000000001/000000000004-0000000001234.zst",             // wide end
+		"binlog/000001/0000000001/000000000004_000000001234.zst",              // separator
+		"binlog/000001/0000000001/000000001234-000000001234.zst",              // empty range
+		"binlog/000001/0000000001/000000001234-000000000004.zst",              // reversed range
+		"binlog/000001/000000000x/000000000004-000000001234.zst",              // not a digit
+		"binlog/000001/0000000001/+00000000004-000000001234.zst",              // sign
+		"binlog/000001/0000000001/-00000000004-000000001234.zst",              // sign
+		"binlog/00000x/0000000001/000000000004-000000001234.zst",              // timeline not a digit
+		"binlog/000001/0000000001/000000000004-000000001234/.zst",             // extra part
+		"binlog/000001/0000000001/x/000000000004-000000001234.zst",            // extra part
+		"binlog/000001/000000000004-000000001234.zst",                         // missing part
+		"binlog/000001/timeline.json",                                         // a timeline record
+		"binlog/000001/0000000001/000000000004-00000000123٤.zst",              // a non-ASCII digit
+		"binlog/000001/0000000001/000000000004-000000001234.ZST",              // case
+		"binlog/000001/0000000001/000000000004-000000001234.zst.zst",          // doubled suffix
+		"binlog/000001/0000000001/000000000004-000000001234.g0000000000.zst",  // generation 0 is written without
+		"binlog/000001/0000000001/000000000004-000000001234.g000000007.zst",   // narrow generation
+		"binlog/000001/0000000001/000000000004-000000001234.g00000000007.zst", // wide generation
+		"binlog/000001/0000000001/000000000004-000000001234.g000000000x.zst",  // not a digit
+		"binlog/000001/0000000001/000000000004-000000001234.G0000000007.zst",  // case
+		"binlog/000001/0000000001/000000000004-000000001234.g0000000007.g0000000007.zst",
+		"binlog/000001/0000000001/000000000004-000000001234g0000000007.zst",
 	} {
 		t.Run(key, func(t *testing.T) {
 			ref, rec, err := ParseSegmentKey(key)
@@ -172,19 +181,19 @@ func TestParseTimelineKey(t *testing.T) {
 // where a number gains a digit.
 func TestKeysSortInArchiveOrder(t *testing.T) {
 	refs := []SegmentRef{ // in archive order
-		{1, 1, 4, 999},
-		{1, 1, 4, 1000}, // a compacted segment sorts after the first one it covers
-		{1, 1, 999, 1000},
-		{1, 1, 1000, 1_000_000_000},
-		{1, 1, 1_000_000_000, 4_294_967_295},
-		{1, 9, 4, 100},
-		{1, 10, 4, 100},
-		{1, 999_999, 4, 100},
-		{1, 1_000_000, 4, 100},
-		{1, 1_000_001, 4, 100},
-		{9, 1, 4, 100},
-		{10, 1, 4, 100},
-		{100_000, 1, 4, 100},
+		{1, 1, 4, 999, 0},
+		{1, 1, 4, 1000, 0}, // a compacted segment sorts after the first one it covers
+		{1, 1, 999, 1000, 0},
+		{1, 1, 1000, 1_000_000_000, 0},
+		{1, 1, 1_000_000_000, 4_294_967_295, 0},
+		{1, 9, 4, 100, 0},
+		{1, 10, 4, 100, 0},
+		{1, 999_999, 4, 100, 0},
+		{1, 1_000_000, 4, 100, 0},
+		{1, 1_000_001, 4, 100, 0},
+		{9, 1, 4, 100, 0},
+		{10, 1, 4, 100, 0},
+		{100_000, 1, 4, 100, 0},
 	}
 	var keys []string
 	for _, r := range refs {
@@ -204,7 +213,7 @@ func TestKeysSortInArchiveOrder(t *testing.T) {
 		}
 	}
 	// Every key of a timeline sorts after those of earlier timelines.
-	if a, b := TimelineKey(1), (SegmentRef{2, 1, 4, 5}).DataKey(); a >= b {
+	if a, b := TimelineKey(1), (SegmentRef{2, 1, 4, 5, 0}).DataKey(); a >= b {
 		t.Errorf("%q sorts after %q", a, b)
 	}
 }

@@ -21,10 +21,10 @@ var ErrLeaseLost = errors.New("archive lease was taken by another agent")
 
 // LeaseRecord is the content of lease.json: which agent writes the archive.
 type LeaseRecord struct {
-	// Holder is the agent's stable identity (by default the host or pod name):
-	// the same holder restarting takes its lease back at once.
+	// Holder is the agent's configured identity (by default the host or
+	// pod name). It is not unique: two agents may be given the same one.
 	Holder string `json:"holder"`
-	// Session is unique to one run of the agent.
+	// Session is unique to one run of the agent: what the lease belongs to.
 	Session  string    `json:"session"`
 	Host     string    `json:"host"`
 	PID      int       `json:"pid"`
@@ -94,32 +94,54 @@ func (l *Lease) ours(ctx context.Context) (bool, error) {
 	return info.Size == l.stored.Size && info.CRC32C == l.stored.CRC32C, nil
 }
 
+// NewSession returns a random id for one run of an agent.
+func NewSession() string {
+	var sid [8]byte
+	_, _ = rand.Read(sid[:])
+	return hex.EncodeToString(sid[:])
+}
+
+// LeaseOptions adjust AcquireLease.
+type LeaseOptions struct {
+	// Session identifies this run (default: a new random one).
+	Session string
+	// DeadSession is a session known to have ended: the previous owner of
+	// the spool directory this agent now holds locked. A lease of that
+	// session is taken over at once.
+	DeadSession string
+}
+
 // AcquireLease takes the archive's lease for holder, valid for ttl unless
 // renewed. It fails with ErrLeaseHeld, naming the holder, when another live
-// agent holds it; an expired lease, or one held by the same holder (a
-// restart), is taken over.
+// agent holds it. An expired lease is taken over, as is at once a lease of
+// opts.DeadSession (this agent restarting on its own spool). A live lease of
+// the same holder name and another session is not: holder names are not
+// unique (two agents with the default, the host name, on one host). The
+// agent waits up to ttl for it to expire and takes it over then, unless it
+// is renewed meanwhile, which proves another live agent holds it.
 //
 // A lease this store cannot decrypt (the agent holds only recipients) names
 // no holder: it is taken over once it is older than twice ttl, or after ttl
 // passes without it being renewed; if it is renewed meanwhile, another live
 // agent holds it. A restarted agent without identity so waits up to ttl.
-func AcquireLease(ctx context.Context, st storage.Storage, holder string, ttl time.Duration) (*Lease, error) {
-	l := newLease(st, holder, ttl)
-	if err := l.acquire(ctx); err != nil {
+func AcquireLease(ctx context.Context, st storage.Storage, holder string, ttl time.Duration, opts LeaseOptions) (*Lease, error) {
+	l := newLease(st, holder, ttl, opts.Session)
+	if err := l.acquire(ctx, opts.DeadSession); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-func newLease(st storage.Storage, holder string, ttl time.Duration) *Lease {
+func newLease(st storage.Storage, holder string, ttl time.Duration, session string) *Lease {
 	host, _ := os.Hostname()
-	var sid [8]byte
-	_, _ = rand.Read(sid[:])
+	if session == "" {
+		session = NewSession()
+	}
 	return &Lease{st: st, ttl: ttl, now: time.Now, sleep: sleepCtx,
-		rec: LeaseRecord{Holder: holder, Session: hex.EncodeToString(sid[:]), Host: host, PID: os.Getpid()}}
+		rec: LeaseRecord{Holder: holder, Session: session, Host: host, PID: os.Getpid()}}
 }
 
-func (l *Lease) acquire(ctx context.Context) error {
+func (l *Lease) acquire(ctx context.Context, deadSession string) error {
 	for attempt := 0; attempt < 3; attempt++ {
 		now := l.now().UTC()
 		l.rec.Acquired, l.rec.Renewed, l.rec.Expires = now, now, now.Add(l.ttl)
@@ -144,12 +166,23 @@ func (l *Lease) acquire(ctx context.Context) error {
 				}
 				return err
 			}
-		} else if cur.Holder != l.rec.Holder && now.Before(cur.Expires) {
-			return fmt.Errorf("%w: %s (host %s, pid %d) holds it since %s, renewed %s, expires %s unless renewed",
-				ErrLeaseHeld, cur.Holder, cur.Host, cur.PID, cur.Acquired.Format(time.RFC3339),
+		} else if now.Before(cur.Expires) && (deadSession == "" || cur.Session != deadSession) {
+			held := fmt.Errorf("%w: %s (host %s, pid %d, session %s) holds it since %s, renewed %s, expires %s unless renewed",
+				ErrLeaseHeld, cur.Holder, cur.Host, cur.PID, cur.Session, cur.Acquired.Format(time.RFC3339),
 				cur.Renewed.Format(time.RFC3339), cur.Expires.Format(time.RFC3339))
+			if cur.Holder != l.rec.Holder {
+				return held
+			}
+			// The same name, maybe this agent restarting without its
+			// spool, maybe a twin: wait for the lease to lapse.
+			if err := l.waitExpiry(ctx, cur, held); err != nil {
+				if errors.Is(err, storage.ErrNotExist) {
+					continue
+				}
+				return err
+			}
 		}
-		// Our own lease from an earlier run, or an expired one: take it over.
+		// The dead session's lease, or an expired one: take it over.
 		if err := l.st.Delete(ctx, LeaseKey); err != nil {
 			return fmt.Errorf("take over lease: %w", err)
 		}
@@ -181,6 +214,27 @@ func (l *Lease) waitUnreadable(ctx context.Context) error {
 			ErrLeaseHeld, again.ModTime.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// waitExpiry waits until the lease cur expires. It returns held when the
+// lease is renewed or taken meanwhile.
+func (l *Lease) waitExpiry(ctx context.Context, cur *LeaseRecord, held error) error {
+	for {
+		wait := cur.Expires.Sub(l.now())
+		if wait <= 0 {
+			return nil
+		}
+		if err := l.sleep(ctx, min(wait, l.ttl)+10*time.Millisecond); err != nil {
+			return err
+		}
+		again, err := l.read(ctx)
+		if err != nil {
+			return err
+		}
+		if again == nil || again.Session != cur.Session || !again.Renewed.Equal(cur.Renewed) {
+			return held
+		}
+	}
 }
 
 // Record returns what the lease says.

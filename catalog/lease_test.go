@@ -18,7 +18,7 @@ const testTTL = time.Minute
 
 func acquireLease(t *testing.T, st storage.Storage, holder string) *Lease {
 	t.Helper()
-	l, err := AcquireLease(t.Context(), st, holder, testTTL)
+	l, err := AcquireLease(t.Context(), st, holder, testTTL, LeaseOptions{})
 	if err != nil {
 		t.Fatalf("AcquireLease(%s): %v", holder, err)
 	}
@@ -64,7 +64,7 @@ func TestLeaseAcquireOnEmptyStorage(t *testing.T) {
 func TestLeaseHeldByAnotherAgent(t *testing.T) {
 	st := storagetest.NewMemory()
 	a := acquireLease(t, st, "agent-a")
-	_, err := AcquireLease(t.Context(), st, "agent-b", testTTL)
+	_, err := AcquireLease(t.Context(), st, "agent-b", testTTL, LeaseOptions{})
 	if !errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("second holder: %v, want ErrLeaseHeld", err)
 	}
@@ -82,8 +82,12 @@ func TestLeaseHeldByAnotherAgent(t *testing.T) {
 func TestLeaseSameHolderRestarts(t *testing.T) {
 	st := storagetest.NewMemory()
 	old := acquireLease(t, st, "agent-a")
-	// The same agent restarted: it takes its lease back at once, before expiry.
-	restarted := acquireLease(t, st, "agent-a")
+	// The same agent restarted on its own spool, whose lock proves the old
+	// run dead: it takes its lease back at once, before expiry.
+	restarted, err := AcquireLease(t.Context(), st, "agent-a", testTTL, LeaseOptions{DeadSession: old.Record().Session})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if restarted.Record().Session == old.Record().Session {
 		t.Fatal("restarted agent has the old session")
 	}
@@ -97,6 +101,61 @@ func TestLeaseSameHolderRestarts(t *testing.T) {
 	if err := restarted.Renew(t.Context()); err != nil {
 		t.Errorf("Renew: %v", err)
 	}
+}
+
+// TestLeaseSameHolderName: holder names are not unique. A second agent
+// with the same name and nothing proving the first dead waits for the
+// lease to lapse: it is refused if the lease is renewed meanwhile, and
+// takes it over if not (the first crashed without its spool).
+func TestLeaseSameHolderName(t *testing.T) {
+	t.Run("a live twin keeps the lease", func(t *testing.T) {
+		st := storagetest.NewMemory()
+		a := acquireLease(t, st, "host-1")
+		b := newLease(st, "host-1", testTTL, "")
+		waited := false
+		b.sleep = func(ctx context.Context, d time.Duration) error {
+			waited = true
+			return a.Renew(ctx) // the first agent is alive
+		}
+		err := b.acquire(t.Context(), "")
+		if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), a.Record().Session) {
+			t.Fatalf("acquire against a live lease of the same name: %v, want ErrLeaseHeld naming the session", err)
+		}
+		if !waited {
+			t.Error("did not wait for the lease to lapse")
+		}
+		if got := storedLease(t, st); got.Session != a.Record().Session {
+			t.Errorf("the refused twin changed the lease: %+v", got)
+		}
+		if err := a.Renew(t.Context()); err != nil {
+			t.Errorf("the first agent lost its lease: %v", err)
+		}
+	})
+	t.Run("an unrenewed lease lapses and is taken over", func(t *testing.T) {
+		st := storagetest.NewMemory()
+		a := acquireLease(t, st, "host-1") // then crashed, its spool lost
+		b := newLease(st, "host-1", testTTL, "")
+		clock := time.Now()
+		b.now = func() time.Time { return clock }
+		b.sleep = func(_ context.Context, d time.Duration) error { clock = clock.Add(d); return nil }
+		if err := b.acquire(t.Context(), ""); err != nil {
+			t.Fatalf("acquire after the lease lapsed: %v", err)
+		}
+		if clock.Before(a.Record().Expires) {
+			t.Errorf("took the lease over at %v, before it expired at %v", clock, a.Record().Expires)
+		}
+		if err := a.Renew(t.Context()); !errors.Is(err, ErrLeaseLost) {
+			t.Errorf("old run's Renew: %v, want ErrLeaseLost", err)
+		}
+	})
+	t.Run("a dead session of another name is not taken at once", func(t *testing.T) {
+		st := storagetest.NewMemory()
+		a := acquireLease(t, st, "host-1")
+		_, err := AcquireLease(t.Context(), st, "host-2", testTTL, LeaseOptions{DeadSession: "not-" + a.Record().Session})
+		if !errors.Is(err, ErrLeaseHeld) {
+			t.Fatalf("acquire: %v, want ErrLeaseHeld", err)
+		}
+	})
 }
 
 func TestLeaseExpiredIsTakenOver(t *testing.T) {
@@ -153,7 +212,7 @@ func TestLeaseRenewExtends(t *testing.T) {
 		t.Errorf("renewed lease %+v, want renewed %v expires %v", got, later, later.Add(testTTL))
 	}
 	// Renewed, it is still live for others past the first expiry.
-	if _, err := AcquireLease(t.Context(), st, "agent-b", testTTL); !errors.Is(err, ErrLeaseHeld) {
+	if _, err := AcquireLease(t.Context(), st, "agent-b", testTTL, LeaseOptions{}); !errors.Is(err, ErrLeaseHeld) {
 		t.Errorf("AcquireLease against a renewed lease: %v, want ErrLeaseHeld", err)
 	}
 }
@@ -164,7 +223,7 @@ func TestLeaseUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A lease nobody can read is not taken over blindly.
-	if _, err := AcquireLease(t.Context(), st, "agent-a", testTTL); err == nil || errors.Is(err, ErrLeaseHeld) {
+	if _, err := AcquireLease(t.Context(), st, "agent-a", testTTL, LeaseOptions{}); err == nil || errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("AcquireLease over an unreadable lease: %v, want a decode error", err)
 	}
 }
@@ -211,13 +270,13 @@ func TestLeaseWithoutIdentity(t *testing.T) {
 	t.Run("a renewed lease is held", func(t *testing.T) {
 		w, _ := writerOnly(t, storagetest.NewMemory())
 		a := acquireLease(t, w, "agent-a")
-		b := newLease(w, "agent-b", testTTL)
+		b := newLease(w, "agent-b", testTTL, "")
 		waited := false
 		b.sleep = func(ctx context.Context, d time.Duration) error {
 			waited = d == testTTL
 			return a.Renew(ctx) // the holder is alive
 		}
-		err := b.acquire(t.Context())
+		err := b.acquire(t.Context(), "")
 		if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "no age identity") {
 			t.Fatalf("acquire against a live unreadable lease: %v, want ErrLeaseHeld saying why it cannot name the holder", err)
 		}
@@ -231,9 +290,9 @@ func TestLeaseWithoutIdentity(t *testing.T) {
 	t.Run("a lease not renewed for a TTL is taken over", func(t *testing.T) {
 		w, r := writerOnly(t, storagetest.NewMemory())
 		a := acquireLease(t, w, "agent-a") // then crashed: never renews
-		b := newLease(w, "agent-a", testTTL)
+		b := newLease(w, "agent-a", testTTL, "")
 		b.sleep = func(context.Context, time.Duration) error { return nil }
-		if err := b.acquire(t.Context()); err != nil {
+		if err := b.acquire(t.Context(), ""); err != nil {
 			t.Fatalf("acquire after the holder stopped renewing: %v", err)
 		}
 		if got := storedLease(t, r); got.Session != b.Record().Session {
@@ -252,13 +311,13 @@ func TestLeaseWithoutIdentity(t *testing.T) {
 	t.Run("a long-unrenewed lease is taken over at once", func(t *testing.T) {
 		w, _ := writerOnly(t, storagetest.NewMemory())
 		acquireLease(t, w, "agent-a")
-		b := newLease(w, "agent-b", testTTL)
+		b := newLease(w, "agent-b", testTTL, "")
 		b.now = func() time.Time { return time.Now().Add(3 * testTTL) }
 		b.sleep = func(context.Context, time.Duration) error {
 			t.Error("waited for a lease older than twice its TTL")
 			return nil
 		}
-		if err := b.acquire(t.Context()); err != nil {
+		if err := b.acquire(t.Context(), ""); err != nil {
 			t.Fatalf("acquire: %v", err)
 		}
 	})

@@ -26,6 +26,9 @@ func (p Position) String() string { return fmt.Sprintf("%s:%d", p.File, p.Pos) }
 // binlog file, stored zstd-compressed under Ref.DataKey().
 type Segment struct {
 	Timeline TimelineID `json:"timeline"`
+	// Gen is the writer generation that stored the segment (0: before
+	// generations existed; a segment waiting in the spool has none yet).
+	Gen Generation `json:"gen,omitempty"`
 	// File is the binlog file name on the server; FileNum its numeric suffix.
 	File    string `json:"file"`
 	FileNum uint64 `json:"file_num"`
@@ -91,7 +94,7 @@ type EventRef struct {
 
 // Ref returns the segment's location.
 func (s *Segment) Ref() SegmentRef {
-	return SegmentRef{Timeline: s.Timeline, FileNum: s.FileNum, Start: s.Start, End: s.End}
+	return SegmentRef{Timeline: s.Timeline, FileNum: s.FileNum, Start: s.Start, End: s.End, Gen: s.Gen}
 }
 
 // Size is the number of archived binlog bytes.
@@ -144,6 +147,9 @@ const (
 // timeline's last one, and no recovery window crosses from one to the next.
 type Timeline struct {
 	ID TimelineID `json:"id"`
+	// Gen is the writer generation that stored the record (0: before
+	// generations existed).
+	Gen Generation `json:"gen,omitempty"`
 	// UID is random and unique to this timeline of this archive: segments and
 	// manifests carry it, so that objects copied in from another archive (whose
 	// timelines have the same small numbers) are told apart.

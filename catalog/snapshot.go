@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // SnapshotPrefix is the prefix of every snapshot object:
@@ -170,11 +171,45 @@ func TimelineUIDOf(ctx context.Context, st storage.Storage, id TimelineID) strin
 	if id == 0 {
 		return ""
 	}
+	key, err := TimelineRecordKeyOf(ctx, st, id)
+	if err != nil || key == "" {
+		return ""
+	}
 	var tl Timeline
-	if err := GetJSON(ctx, st, TimelineKey(id), &tl); err != nil {
+	if err := GetJSON(ctx, st, key, &tl); err != nil {
 		return ""
 	}
 	return tl.UID
+}
+
+// TimelineRecordKeyOf returns the key of timeline id's record, leaving out
+// records of superseded writer generations; "" when it has none.
+func TimelineRecordKeyOf(ctx context.Context, st storage.Storage, id TimelineID) (string, error) {
+	gens, err := LoadGenerations(ctx, st)
+	if err != nil {
+		return "", err
+	}
+	objs, err := st.List(ctx, TimelinePrefix(id)+timelineStem)
+	if err != nil {
+		return "", fmt.Errorf("list %s: %w", TimelinePrefix(id), err)
+	}
+	best, found := Generation(0), false
+	for _, o := range objs {
+		tl, gen, err := ParseTimelineRecordKey(o.Key)
+		if err != nil || tl != id {
+			continue
+		}
+		if _, _, sup := gens.Superseded(gen, TimelineStartPos(id)); sup {
+			continue
+		}
+		if !found || gen < best {
+			best, found = gen, true
+		}
+	}
+	if !found {
+		return "", nil
+	}
+	return TimelineRecordKey(id, best), nil
 }
 
 // WriteManifest stores the manifest, create-only: it is the snapshot's commit.
@@ -187,22 +222,46 @@ func WriteManifest(ctx context.Context, st storage.Storage, m *Manifest) error {
 
 // Snapshots is what the archive holds of snapshots.
 type Snapshots struct {
-	// Complete are the snapshots with a manifest, oldest first.
+	// Complete are the snapshots with a valid manifest, oldest first.
 	Complete []*Manifest
 	// Partial are ids with objects but no manifest: unfinished or abandoned
 	// snapshots, invisible to restores, to be collected.
 	Partial []SnapshotID
+	// Invalid are the manifests that cannot be used, and why: unreadable,
+	// missing required fields, describing another snapshot than their key
+	// names, or naming objects that are missing or of another size. Their
+	// snapshots are left out of Complete; restores say they skipped them.
+	Invalid []Issue
 }
 
-// LoadSnapshots lists the snapshots in storage.
+// Skipped returns the invalid manifests of snapshots that started after
+// from (all of them for a zero from): what a restore that chose a snapshot
+// started at from passed over.
+func (s *Snapshots) Skipped(from time.Time) []Issue {
+	var out []Issue
+	for _, is := range s.Invalid {
+		rest := strings.TrimPrefix(is.Key, SnapshotPrefix)
+		idStr, _, _ := strings.Cut(rest, "/")
+		if id, err := ParseSnapshotID(idStr); err == nil && id.Time().After(from) {
+			out = append(out, is)
+		}
+	}
+	return out
+}
+
+// LoadSnapshots lists the snapshots in storage and reads and checks every
+// manifest. It fails only when storage cannot be listed or ctx ends; a
+// manifest that cannot be used is reported in Invalid.
 func LoadSnapshots(ctx context.Context, st storage.Storage) (*Snapshots, error) {
 	objs, err := st.List(ctx, SnapshotPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", SnapshotPrefix, err)
 	}
 	seen := map[SnapshotID]bool{}
+	sizes := map[string]int64{}
 	var ids []SnapshotID
 	for _, o := range objs {
+		sizes[o.Key] = o.Size
 		rest := strings.TrimPrefix(o.Key, SnapshotPrefix)
 		idStr, name, ok := strings.Cut(rest, "/")
 		if !ok {
@@ -222,16 +281,88 @@ func LoadSnapshots(ctx context.Context, st storage.Storage) (*Snapshots, error) 
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	s := &Snapshots{}
+	var undecryptable []error
 	for _, id := range ids {
 		if !seen[id] {
 			s.Partial = append(s.Partial, id)
 			continue
 		}
+		key := ManifestKey(id)
 		var m Manifest
-		if err := GetJSON(ctx, st, ManifestKey(id), &m); err != nil {
-			return nil, err
+		err := GetJSON(ctx, st, key, &m)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		kind := kindOf(err)
+		if errors.Is(err, crypt.ErrNoIdentity) {
+			// Another archive's manifest, or this reader's keys are wrong:
+			// the latter when no manifest can be read at all.
+			undecryptable = append(undecryptable, err)
+			kind = IssueForeign
+		}
+		if err == nil {
+			kind = IssueBadRecord
+			if err = m.Check(id); err == nil {
+				kind, err = IssueMissing, m.checkStored(sizes)
+			}
+		}
+		if err != nil {
+			s.Invalid = append(s.Invalid, Issue{Key: key, Kind: kind, Detail: err.Error()})
+			continue
 		}
 		s.Complete = append(s.Complete, &m)
 	}
+	if len(undecryptable) > 0 && len(undecryptable) == len(s.Invalid) && len(s.Complete) == 0 {
+		return nil, undecryptable[0]
+	}
 	return s, nil
+}
+
+// Check validates a manifest read under snapshot id's key on its own: it
+// must describe that snapshot, carry the required fields, and list well
+// formed objects whose sizes add up to its totals.
+func (m *Manifest) Check(id SnapshotID) error {
+	if m.ID != id {
+		if m.ID == "" {
+			return fmt.Errorf("manifest of %s names no snapshot", id)
+		}
+		return fmt.Errorf("manifest under snapshot %s describes snapshot %s", id, m.ID)
+	}
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if len(m.Objects) == 0 {
+		return fmt.Errorf("manifest %s lists no data object", id)
+	}
+	var bytes, stored int64
+	for _, o := range m.Objects {
+		switch {
+		case o.Name == "" || o.Name == manifestName || strings.Contains(o.Name, ".."):
+			return fmt.Errorf("manifest %s lists an object named %q", id, o.Name)
+		case len(o.SHA256) != 64:
+			return fmt.Errorf("manifest %s records no valid SHA-256 for %s", id, o.Name)
+		}
+		bytes += o.Size
+		stored += o.StoredSize
+	}
+	if (m.Bytes != 0 && m.Bytes != bytes) || (m.StoredBytes != 0 && m.StoredBytes != stored) {
+		return fmt.Errorf("manifest %s totals %d bytes (%d stored), its objects %d (%d stored)", id, m.Bytes, m.StoredBytes, bytes, stored)
+	}
+	return nil
+}
+
+// checkStored checks that every object the manifest lists is in the
+// listing (sizes by key) with the size it records.
+func (m *Manifest) checkStored(sizes map[string]int64) error {
+	for _, o := range m.Objects {
+		key := SnapshotObjectKey(m.ID, o.Name)
+		size, ok := sizes[key]
+		switch {
+		case !ok:
+			return fmt.Errorf("manifest %s lists %s, which is missing", m.ID, key)
+		case o.StoredSize > 0 && size != o.StoredSize:
+			return fmt.Errorf("manifest %s records %d bytes for %s, which holds %d", m.ID, o.StoredSize, key, size)
+		}
+	}
+	return nil
 }

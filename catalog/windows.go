@@ -41,6 +41,9 @@ func Windows(arch *Archive, snaps []*Manifest) []Window {
 			if endTime.Before(from) {
 				endTime = from // nothing committed since: the snapshot's own moment
 			}
+			if tlEnd, _ := tl.End(); end == tlEnd && tl.Complete != nil && tl.Complete.At.After(endTime) {
+				endTime = tl.Complete.At // the writer recorded the archive complete up to then
+			}
 			if n := len(out); n > 0 && out[n-1].Timeline == tl.ID && out[n-1].EndsAt == end {
 				out[n-1].Snapshots = append(out[n-1].Snapshots, m.ID)
 				continue

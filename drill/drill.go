@@ -57,14 +57,18 @@ type Options struct {
 	// Threads loads the snapshot and applies the binlog in parallel (0: the number of CPUs).
 	Threads int
 	// Host is recorded as where the drill ran.
-	Host   string
+	Host string
+	// Record writes the drill's record to storage (under drills/), where
+	// list and the agent's metrics show it. Without it the drill only
+	// reads the archive.
+	Record bool
 	Logger *slog.Logger
 }
 
-// Run performs one drill and writes its record to storage. It returns the
-// record, and an error wrapping ErrFailed when the drill failed (the
-// record is written all the same), or the error of writing the record. A
-// drill cancelled through ctx is not recorded.
+// Run performs one drill and, with Record, writes its record to storage.
+// It returns the record, and an error wrapping ErrFailed when the drill
+// failed (the record is written all the same), or the error of writing the
+// record. A drill cancelled through ctx is not recorded.
 func Run(ctx context.Context, opts Options) (*catalog.Drill, error) {
 	log := opts.Logger
 	if log == nil {
@@ -86,6 +90,12 @@ func Run(ctx context.Context, opts Options) (*catalog.Drill, error) {
 		log.Info("restore drill passed", "snapshot", string(rec.Snapshot), "tables_checked", rec.TablesChecked,
 			"transactions", rec.Transactions, "last_gtid", rec.LastGTID, "restore_duration", rec.RestoreDuration.Round(time.Millisecond).String(),
 			"restored_bytes", rec.RestoredBytes)
+	}
+	if !opts.Record {
+		if failure != nil {
+			return rec, fmt.Errorf("%w: %w", ErrFailed, failure)
+		}
+		return rec, nil
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
@@ -116,6 +126,10 @@ func run(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger
 	p, err := restore.Make(arch, snaps.Complete, opts.Target, time.Now())
 	if err != nil {
 		return err
+	}
+	p.NoteSkipped(snaps)
+	for _, is := range p.Skipped {
+		log.Warn("restore drill skips a snapshot it cannot use", "manifest", is.Key, "why", is.Detail)
 	}
 	rec.Snapshot, rec.Method, rec.FetchedBytes = p.Snapshot.ID, p.Snapshot.Method, p.FetchBytes
 	rec.LastGTID = lastArchivedGTID(p)
@@ -181,5 +195,10 @@ func run(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger
 		return err
 	}
 	rec.Transactions = res.Marker.Transactions
+	if len(p.Skipped) > 0 {
+		// The restore worked, from an older snapshot than it should have.
+		is := p.Skipped[len(p.Skipped)-1]
+		return fmt.Errorf("restored from snapshot %s, but a newer one cannot be used: %s: %s", p.Snapshot.ID, is.Key, is.Detail)
+	}
 	return nil
 }

@@ -138,7 +138,7 @@ func TestDrill(t *testing.T) {
 
 	t.Run("a good archive passes", func(t *testing.T) {
 		scratch := shortDir(t)
-		rec, err := Run(t.Context(), Options{Store: st, Scratch: scratch, Threads: 2, Host: "test"})
+		rec, err := Run(t.Context(), Options{Record: true, Store: st, Scratch: scratch, Threads: 2, Host: "test"})
 		if err != nil {
 			t.Fatalf("Run = %v", err)
 		}
@@ -182,6 +182,11 @@ func TestDrill(t *testing.T) {
 				}
 			}
 		}
+		m.Bytes, m.StoredBytes = 0, 0
+		for _, o := range m.Objects {
+			m.Bytes += o.Size
+			m.StoredBytes += o.StoredSize
+		}
 		var wantDigest string
 		for i, ti := range m.Tables {
 			switch ti.Name {
@@ -195,7 +200,7 @@ func TestDrill(t *testing.T) {
 			t.Fatal(err)
 		}
 		scratch := shortDir(t)
-		rec, err := Run(t.Context(), Options{Store: damaged, Scratch: scratch, Threads: 2})
+		rec, err := Run(t.Context(), Options{Record: true, Store: damaged, Scratch: scratch, Threads: 2})
 		if !errors.Is(err, ErrFailed) {
 			t.Fatalf("Run = %v, want ErrFailed", err)
 		}
@@ -241,7 +246,7 @@ func TestDrill(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		rec, err := Run(t.Context(), Options{Store: damaged, Scratch: shortDir(t)})
+		rec, err := Run(t.Context(), Options{Record: true, Store: damaged, Scratch: shortDir(t)})
 		if !errors.Is(err, ErrFailed) || !errors.Is(err, restore.ErrRefused) {
 			t.Fatalf("Run = %v, want ErrFailed and the plan's refusal", err)
 		}
@@ -274,7 +279,7 @@ func TestDrill(t *testing.T) {
 		if err := catalog.PutJSON(t.Context(), damaged, last.Ref().RecordKey(), &edited, false); err != nil {
 			t.Fatal(err)
 		}
-		rec, err := Run(t.Context(), Options{Store: damaged, Scratch: shortDir(t), Threads: 2})
+		rec, err := Run(t.Context(), Options{Record: true, Store: damaged, Scratch: shortDir(t), Threads: 2})
 		if !errors.Is(err, ErrFailed) {
 			t.Fatalf("Run = %v, want ErrFailed", err)
 		}
@@ -319,7 +324,7 @@ func TestDrillPhysical(t *testing.T) {
 		t.Fatal(err)
 	}
 	scratch := shortDir(t)
-	rec, err := Run(t.Context(), Options{Store: st, Scratch: scratch, Threads: 2})
+	rec, err := Run(t.Context(), Options{Record: true, Store: st, Scratch: scratch, Threads: 2})
 	if err != nil {
 		t.Fatalf("Run = %v", err)
 	}

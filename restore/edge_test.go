@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,8 +165,9 @@ func TestRestoreEdges(t *testing.T) {
 		})
 	}
 	t.Run("a restore that fails while loading leaves the datadir as it was", func(t *testing.T) {
-		// Truncate the snapshot's largest data object: the load finds it out
-		// only when it reaches the object's end, well after it began.
+		// Damage the second half of the snapshot's largest data object,
+		// keeping its size (a shorter object is refused before any work):
+		// the load finds it out only well after it began.
 		var victim string
 		var size int64
 		filepath.WalkDir(filepath.Join(root, "snapshots"), func(p string, d os.DirEntry, err error) error {
@@ -181,7 +183,11 @@ func TestRestoreEdges(t *testing.T) {
 		}
 		saved, _ := os.ReadFile(victim)
 		t.Cleanup(func() { os.WriteFile(victim, saved, 0o644) })
-		if err := os.Truncate(victim, size/2); err != nil {
+		damaged := slices.Clone(saved)
+		for i := len(damaged) / 2; i < len(damaged); i++ {
+			damaged[i] ^= 0x5a
+		}
+		if err := os.WriteFile(victim, damaged, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})

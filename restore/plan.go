@@ -105,6 +105,28 @@ type Plan struct {
 	// ArchiveEnd and ArchiveEndTime are where and when the timeline's archive ends.
 	ArchiveEnd     catalog.Position
 	ArchiveEndTime time.Time
+	// CompleteAt is, when the archive's writer recorded it, the moment up
+	// to which the timeline is known complete (a quiet server commits
+	// nothing after ArchiveEndTime): targets up to it can be restored.
+	CompleteAt time.Time
+	// Skipped are manifests that could have served the target but cannot
+	// be used, and why (see NoteSkipped).
+	Skipped []catalog.Issue
+}
+
+// NoteSkipped records the invalid manifests of snapshots newer than the
+// one the plan uses (and, for a time target, started before it): the
+// restore would have used one of them, and says why it did not.
+func (p *Plan) NoteSkipped(snaps *catalog.Snapshots) {
+	for _, is := range snaps.Skipped(p.Snapshot.ID.Time()) {
+		rest := strings.TrimPrefix(is.Key, catalog.SnapshotPrefix)
+		idStr, _, _ := strings.Cut(rest, "/")
+		id, _ := catalog.ParseSnapshotID(idStr)
+		if p.Target.Kind == AtTime && id.Time().After(p.Target.Time) {
+			continue
+		}
+		p.Skipped = append(p.Skipped, is)
+	}
 }
 
 // Make plans a restore to t from the archive and the complete snapshots.
@@ -145,19 +167,38 @@ func Make(arch *catalog.Archive, snaps []*catalog.Manifest, t Target, now time.T
 		}
 	}
 	tl := best.tl
+	if issues := arch.IssuesOn(tl.ID); len(issues) > 0 {
+		var lines []string
+		for _, is := range issues {
+			lines = append(lines, is.String())
+		}
+		return nil, fmt.Errorf("%w: timeline %s, which the restore would replay, has objects that cannot be used (run mysql-pitr verify): %s",
+			ErrRefused, tl.ID, strings.Join(lines, "; "))
+	}
 	p := &Plan{Target: t, Snapshot: best.m, Timeline: tl.ID, From: best.m.Binlog, FetchBytes: best.m.StoredBytes}
 	end, _ := tl.End()
 	cov := tl.Coverage()
 	p.ArchiveEnd, p.ArchiveEndTime = end, cov.ToTime
+	if tl.Complete != nil && tl.Complete.At.After(cov.ToTime) {
+		p.CompleteAt = tl.Complete.At
+	}
+	reach := cov.ToTime
+	if p.CompleteAt.After(reach) {
+		reach = p.CompleteAt
+	}
 
-	if t.Kind == AtTime && (cov.ToTime.IsZero() || t.Time.After(cov.ToTime)) {
+	if t.Kind == AtTime && (reach.IsZero() || t.Time.After(reach)) {
 		if next := nextTimeline(arch, tl.ID); next != nil {
 			return nil, fmt.Errorf("%w: %s falls in a gap of the archive: timeline %s ends with a transaction committed at %s, "+
 				"timeline %s starts at %s after %s (%s); restore to %s at the latest, or to a snapshot taken on timeline %s",
 				ErrRefused, t, tl.ID, fmtTime(cov.ToTime), next.ID, next.Start, next.Reason, next.Detail, fmtTime(cov.ToTime), next.ID)
 		}
-		return nil, fmt.Errorf("%w: %s is past the end of the archive: its last transaction committed at %s (%s before now, position %s); "+
-			"use --to latest or a time at or before %s", ErrRefused, t, fmtTime(cov.ToTime), now.Sub(cov.ToTime).Round(time.Second), end, fmtTime(cov.ToTime))
+		known := ""
+		if !p.CompleteAt.IsZero() {
+			known = fmt.Sprintf("; the agent recorded it complete up to %s", fmtTime(p.CompleteAt))
+		}
+		return nil, fmt.Errorf("%w: %s is past the end of the archive: its last transaction committed at %s (%s before now, position %s)%s; "+
+			"use --to latest or a time at or before %s", ErrRefused, t, fmtTime(cov.ToTime), now.Sub(cov.ToTime).Round(time.Second), end, known, fmtTime(reach))
 	}
 	if t.Kind == AtPosition && !positionWithin(tl, t.Position) {
 		return nil, fmt.Errorf("%w: position %s is not in timeline %s, which runs from %s to %s", ErrRefused, t.Position, tl.ID, tl.Start, end)

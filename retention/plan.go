@@ -93,7 +93,10 @@ type Plan struct {
 	Timelines []catalog.TimelineID `json:"timelines_deleted,omitempty"`
 	Segments  int                  `json:"segments"`
 	Orphans   int                  `json:"orphans"`
-	Bytes     int64                `json:"bytes"`
+	// Superseded counts the objects deleted that a superseded writer
+	// generation stored (catalog.TimelineState.Superseded).
+	Superseded int   `json:"superseded"`
+	Bytes      int64 `json:"bytes"`
 	// Steps are the writes and deletions in crash-safe order.
 	Steps []Step `json:"steps"`
 }
@@ -134,6 +137,11 @@ func MakePlan(in Input) (*Plan, error) {
 			return nil, fmt.Errorf("%w: %s: %s; nothing was pruned", ErrDamaged, catalog.ManifestKey(m.ID), why)
 		}
 	}
+	// A manifest that cannot be read or checked may be the one whose
+	// binlog a deletion would take: judge nothing until it is sorted out.
+	for _, is := range in.Snapshots.Invalid {
+		return nil, fmt.Errorf("%w: %s; nothing was pruned", ErrDamaged, is)
+	}
 	snapObjs := map[catalog.SnapshotID][]storage.ObjectInfo{}
 	for _, o := range in.SnapshotObjects {
 		idStr, _, ok := strings.Cut(strings.TrimPrefix(o.Key, catalog.SnapshotPrefix), "/")
@@ -172,6 +180,7 @@ func MakePlan(in Input) (*Plan, error) {
 		}
 	}
 	p.Steps = append(steps, p.Steps...)
+	p.planSuperseded(in)
 	for _, s := range p.Steps {
 		p.Bytes += s.Size
 	}
@@ -301,6 +310,9 @@ func (p *Plan) planTimeline(in Input, tl *catalog.TimelineState, objs []storage.
 		if _, err := catalog.ParsePrunedKey(o.Key); err == nil {
 			p.Steps = append(p.Steps, Step{Key: o.Key, What: "prune record of deleted timeline " + tl.ID.String(), Size: o.Size})
 		}
+		if _, _, err := catalog.ParseCompleteKey(o.Key); err == nil {
+			p.Steps = append(p.Steps, Step{Key: o.Key, What: "completeness record of deleted timeline " + tl.ID.String(), Size: o.Size})
+		}
 	}
 	for _, o := range objs {
 		if _, err := catalog.ParseTimelineKey(o.Key); err == nil {
@@ -398,6 +410,26 @@ func (p *Plan) planOrphans(in Input, objs []storage.ObjectInfo, match func(catal
 		p.Orphans++
 	}
 	return young
+}
+
+// planSuperseded deletes what superseded writer generations stored: it is
+// not part of the archive, and no later writer can make it so.
+func (p *Plan) planSuperseded(in Input) {
+	planned := map[string]bool{}
+	for _, s := range p.Steps {
+		planned[s.Key] = true
+	}
+	sizes := map[string]int64{}
+	for _, o := range in.BinlogObjects {
+		sizes[o.Key] = o.Size
+	}
+	for _, key := range in.Archive.Superseded {
+		if planned[key] {
+			continue
+		}
+		p.Steps = append(p.Steps, Step{Key: key, What: "object of a superseded writer generation", Size: sizes[key]})
+		p.Superseded++
+	}
 }
 
 // planOrphansOnly collects orphan segment data everywhere and deletes nothing else of the binlog.

@@ -55,7 +55,7 @@ func Prune(ctx context.Context, o Options) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", catalog.BinlogPrefix, err)
 	}
-	arch, err := catalog.Load(ctx, o.Store, catalog.LoadOptions{Lenient: true})
+	arch, err := catalog.Load(ctx, o.Store, catalog.LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("load binlog archive: %w", err)
 	}
@@ -84,7 +84,7 @@ func Prune(ctx context.Context, o Options) (*Plan, error) {
 	}
 	if len(p.Steps) > 0 {
 		log.Info("pruned", "snapshots_expired", len(p.Expire), "partial_snapshots", len(p.Partial), "segments", p.Segments,
-			"orphans", p.Orphans, "timelines", len(p.Timelines), "bytes", p.Bytes, "snapshots_kept", len(p.Keep))
+			"orphans", p.Orphans, "superseded", p.Superseded, "timelines", len(p.Timelines), "bytes", p.Bytes, "snapshots_kept", len(p.Keep))
 	}
 	return p, nil
 }

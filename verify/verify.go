@@ -30,6 +30,9 @@ type Report struct {
 	Windows   []catalog.Window `json:"windows"`
 	// Partial are snapshots without a manifest.
 	Partial []catalog.SnapshotID `json:"partial_snapshots,omitempty"`
+	// Superseded are objects a superseded writer generation stored after
+	// another writer took the archive over: ignored, not damage.
+	Superseded []string `json:"superseded,omitempty"`
 	// Objects names every object that cannot be used (missing, truncated,
 	// corrupt, unreadable, a bad record) or that is foreign (of another
 	// archive, or a key not of this archive's layout), in key order.
@@ -74,6 +77,8 @@ type TimelineReport struct {
 	// inside them: reported, not damage (see catalog.GTIDJump).
 	GTIDJumps []catalog.GTIDJump `json:"gtid_jumps,omitempty"`
 	Orphans   []string           `json:"orphans,omitempty"`
+	// CompleteAt is how far the timeline's writer recorded it complete.
+	CompleteAt time.Time `json:"complete_at,omitzero"`
 }
 
 // Options adjust Run.
@@ -97,11 +102,11 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("list the archive: %w", err)
 	}
-	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{Lenient: true, Listing: listing, Concurrency: opts.Concurrency * 4})
+	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{Listing: listing, Concurrency: opts.Concurrency * 4})
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Objects: arch.Issues, Snapshots: []SnapshotReport{}, Timelines: []TimelineReport{}}
+	r := &Report{Objects: arch.Issues, Snapshots: []SnapshotReport{}, Timelines: []TimelineReport{}, Superseded: arch.Superseded}
 	snaps, err := loadSnapshots(ctx, st, arch, listing, r)
 	if err != nil {
 		return nil, err
@@ -202,6 +207,9 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
 	for _, tl := range whole.Timelines {
 		tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
+		if tl.Complete != nil {
+			tr.CompleteAt = tl.Complete.At
+		}
 		tr.Breaks, tr.GTIDJumps = tl.Breaks()
 		for _, s := range tl.Segments {
 			tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
@@ -324,10 +332,7 @@ func loadSnapshots(ctx context.Context, st storage.Storage, arch *catalog.Archiv
 			return nil, ctx.Err()
 		}
 		if err == nil {
-			err = m.Validate()
-		}
-		if err == nil && m.ID != id {
-			err = fmt.Errorf("the manifest describes snapshot %s", m.ID)
+			err = m.Check(id)
 		}
 		if err != nil {
 			s.add(catalog.Issue{Key: key, Kind: catalog.IssueBadRecord, Detail: trimKey(err.Error(), key)})
@@ -353,7 +358,10 @@ func loadSnapshots(ctx context.Context, st storage.Storage, arch *catalog.Archiv
 // and loadSnapshots judge) is of the archive's layout: the lease and the
 // drill records.
 func ourKey(key string) bool {
-	if key == catalog.LeaseKey || strings.HasPrefix(key, catalog.BinlogPrefix) || strings.HasPrefix(key, catalog.SnapshotPrefix) {
+	if key == catalog.LeaseKey || key == catalog.ArchiveKey || strings.HasPrefix(key, catalog.BinlogPrefix) || strings.HasPrefix(key, catalog.SnapshotPrefix) {
+		return true
+	}
+	if _, _, err := catalog.ParseGenerationKey(key); err == nil {
 		return true
 	}
 	_, err := catalog.ParseDrillKey(key)

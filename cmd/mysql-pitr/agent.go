@@ -157,17 +157,20 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return err
 	}
 	defer src.Close()
-	spool, err := binlog.OpenSpool(filepath.Join(o.spoolDir, o.storage.id()), int64(o.spoolMax))
+	// The spool is locked first, and opened only once the lease is held:
+	// an agent refused either way leaves another's spool untouched.
+	spoolLock, err := binlog.LockSpool(filepath.Join(o.spoolDir, o.storage.id()))
 	if err != nil {
 		return err
 	}
+	defer spoolLock.Release()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	logger = logger.With("agent", o.agentID)
 	// The MySQL driver logs dropped idle connections on its own; route them to debug.
 	mysql.SetLogger(driverLogger{logger.With("component", "mysql-driver")})
 	s := &binlog.Streamer{
-		Source: src, Store: st, Spool: spool, ServerID: uint32(o.serverID), Agent: o.agentID,
+		Source: src, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID,
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
 		RestoreMarker: restoreMarkerPath(o.datadir),
 		Logger:        logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
@@ -183,7 +186,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	if writeOnly && o.compact > 0 {
 		logger.Info("compaction is off: the archive is encrypted and the agent holds no age identity to read segments back")
 	} else if o.compact > 0 {
-		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics}
+		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics,
+			Gen: s.Uploader().Generation, Checkpoint: s.Uploader().Checkpoint}
 	}
 	// Snapshots and drills take turns.
 	turns := &schedule.Turns{}
@@ -206,10 +210,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	} else if o.drillSchedule != "" {
 		drills = &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
 			Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
-				Threads: o.drillThreads, Host: o.agentID}}
+				Threads: o.drillThreads, Host: o.agentID, Record: true}}
 	}
 	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
-		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent"), SnapshotNewTimelines: o.snapOnTimeline}
+		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent"), SnapshotNewTimelines: o.snapOnTimeline,
+		SpoolLock: spoolLock, SpoolMax: int64(o.spoolMax)}
 	a.Check = agentPreflight(s, o.schedule != "", o.snapMethod)
 	if sched != nil {
 		sched.Check = func(ctx context.Context) error {
@@ -217,7 +222,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 	}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
-		"listen", o.listen, "spool", spool.Dir(), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
+		"listen", o.listen, "spool", filepath.Join(o.spoolDir, o.storage.id()), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
 	err = a.Run(ctx)
 	if err == nil {
 		logger.Info("agent stopped")

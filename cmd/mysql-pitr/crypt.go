@@ -225,7 +225,7 @@ func sampleKey(ctx context.Context, st storage.Storage) (string, error) {
 	}
 	switch {
 	case refs.HasRecord:
-		return catalog.TimelineKey(refs.Newest), nil
+		return catalog.TimelineRecordKey(refs.Newest, refs.RecordGen), nil
 	case refs.Last != nil:
 		return refs.Last.RecordKey(), nil
 	}

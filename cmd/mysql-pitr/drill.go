@@ -20,7 +20,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sf storageFlags
 	var lf logFlags
 	var to, scratch string
-	var keep bool
+	var keep, record bool
 	var threads int
 	fs := flag.NewFlagSet("drill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -29,6 +29,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&to, "to", "latest", "restore to this moment: latest, or an RFC 3339 time with a zone")
 	fs.StringVar(&scratch, "scratch", os.TempDir(), "directory under which the drill restores a datadir (needs room for it; keep the path short)")
 	fs.BoolVar(&keep, "keep-scratch", false, "leave the restored datadir in the scratch directory")
+	fs.BoolVar(&record, "record", false, "record the drill's result in the archive (under drills/), where list and the agent's metrics show it; "+
+		"without it the drill only reads the archive")
 	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -44,16 +46,20 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	// A drill reads the archive and records its outcome in it.
-	sf.age.role, sf.age.log = ageReadWriter, logger
+	// A drill reads the archive, and with --record records its outcome in it.
+	sf.age.role, sf.age.log = ageReader, logger
 	sf.tlsLog.logger = logger
-	st, err := sf.open(ctx)
+	open := sf.openReader
+	if record {
+		sf.age.role, open = ageReadWriter, sf.openExisting
+	}
+	st, err := open(ctx)
 	if err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
 	rec, err := drill.Run(ctx, drill.Options{Store: st, Target: target, Scratch: scratch, KeepScratch: keep, Threads: threads,
-		Host: host, Logger: logger})
+		Host: host, Record: record, Logger: logger})
 	if rec != nil && ctx.Err() == nil {
 		printDrill(stdout, rec)
 	}

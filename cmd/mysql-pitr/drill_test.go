@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
 
 // metric returns the value of an unlabelled metric on the agent's /metrics.
@@ -77,11 +80,28 @@ func drillList(t *testing.T, storageURL string) (drillListDoc, string) {
 // report, for a restorable archive and for one that is not.
 func TestDrillCommandAndSchedule(t *testing.T) {
 	t.Run("an archive without a snapshot fails the drill", func(t *testing.T) {
-		storageURL := "file://" + t.TempDir()
+		dir := t.TempDir()
+		storageURL := "file://" + dir
+		st, err := file.New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := catalog.EnsureArchive(t.Context(), st, "test"); err != nil {
+			t.Fatal(err)
+		}
+		// Without --record the drill only reads.
+		before := treeOf(t, dir)
 		out, stderr, code := runCLI(t, t.Context(), "drill", "--storage", storageURL, "--scratch", shortTempDir(t), "--log-level", "error")
 		if code != 1 || !strings.Contains(stderr, "restore drill failed: restore refused: the archive holds no complete snapshot") ||
 			!strings.Contains(out, "FAILED") {
 			t.Fatalf("drill: exit %d, stdout:\n%s\nstderr: %s; want exit 1 naming the missing snapshot", code, out, stderr)
+		}
+		if after := treeOf(t, dir); !slices.Equal(before, after) {
+			t.Fatalf("drill without --record changed the archive:\n%v\nto\n%v", before, after)
+		}
+		out, stderr, code = runCLI(t, t.Context(), "drill", "--record", "--storage", storageURL, "--scratch", shortTempDir(t), "--log-level", "error")
+		if code != 1 || !strings.Contains(out, "FAILED") {
+			t.Fatalf("drill --record: exit %d, stdout:\n%s\nstderr: %s; want exit 1", code, out, stderr)
 		}
 		d, text := drillList(t, storageURL)
 		if d.LastDrill == nil || d.LastDrill.Success || !strings.Contains(d.LastDrill.Reason, "no complete snapshot") || d.LastSuccessfulDrill != nil {
@@ -166,7 +186,7 @@ func TestDrillCommandAndSchedule(t *testing.T) {
 			t.Errorf("the agent's log has no drill lines")
 		}
 
-		out, stderr, code := runCLI(t, t.Context(), "drill", "--storage", storageURL, "--scratch", shortTempDir(t), "--threads", "1", "--log-level", "warn")
+		out, stderr, code := runCLI(t, t.Context(), "drill", "--record", "--storage", storageURL, "--scratch", shortTempDir(t), "--threads", "1", "--log-level", "warn")
 		if code != 0 || !strings.Contains(out, "drill:        PASSED") || !strings.Contains(out, "1 tables checked") {
 			t.Fatalf("drill: exit %d, stdout:\n%s\nstderr: %s", code, out, stderr)
 		}

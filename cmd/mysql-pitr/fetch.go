@@ -32,7 +32,7 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{fmt.Errorf("--timeline: %w", err)}
 		}
 	}
-	st, err := sf.open(ctx)
+	st, err := sf.openReader(ctx)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,10 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if id != 0 {
 			return fmt.Errorf("timeline %s is not in the archive", id)
 		}
-		return errors.New("the archive is empty")
+		return errors.New("the archive holds no binlog yet")
+	}
+	if issues := arch.IssuesOn(tl.ID); len(issues) > 0 {
+		return fmt.Errorf("timeline %s has objects that cannot be used (run mysql-pitr verify); the first: %s", tl.ID, issues[0])
 	}
 	files, err := binlog.Fetch(ctx, st, tl, out)
 	if err != nil {

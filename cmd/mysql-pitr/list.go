@@ -24,6 +24,10 @@ type listOutput struct {
 	// that passed (the same one when the latest passed).
 	LastDrill           *catalog.Drill `json:"last_drill,omitempty"`
 	LastSuccessfulDrill *catalog.Drill `json:"last_successful_drill,omitempty"`
+	// InvalidSnapshots are manifests that cannot be used, and why; Issues
+	// the binlog archive's objects that cannot be used.
+	InvalidSnapshots []catalog.Issue `json:"invalid_snapshots,omitempty"`
+	Issues           []catalog.Issue `json:"issues,omitempty"`
 }
 
 // snapshotSummary is a snapshot as list shows it.
@@ -51,7 +55,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	st, err := sf.open(ctx)
+	st, err := sf.openReader(ctx)
 	if err != nil {
 		return err
 	}
@@ -64,7 +68,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	out := listOutput{Snapshots: []snapshotSummary{}, Binlogs: []catalog.Coverage{}, Gaps: arch.Gaps(),
-		Windows: catalog.Windows(arch, snaps.Complete), Partial: snaps.Partial}
+		Windows: catalog.Windows(arch, snaps.Complete), Partial: snaps.Partial, InvalidSnapshots: snaps.Invalid, Issues: arch.Issues}
 	if out.Gaps == nil {
 		out.Gaps = []catalog.Gap{}
 	}
@@ -87,8 +91,8 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	if len(out.Binlogs) == 0 && len(out.Snapshots) == 0 {
-		fmt.Fprintln(stdout, "the archive is empty")
+	if len(out.Binlogs) == 0 && len(out.Snapshots) == 0 && len(out.InvalidSnapshots) == 0 && len(out.Issues) == 0 {
+		fmt.Fprintln(stdout, "the archive holds no binlog and no snapshot yet")
 		if out.LastDrill != nil {
 			printLastDrill(stdout, out.LastDrill, out.LastSuccessfulDrill)
 		}
@@ -126,6 +130,12 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if c.Orphans > 0 {
 			fmt.Fprintf(stdout, "note: timeline %s has %d data objects without an index record (interrupted uploads)\n", c.Timeline, c.Orphans)
 		}
+	}
+	for _, is := range out.InvalidSnapshots {
+		fmt.Fprintf(stdout, "DAMAGED: %s: %s: %s; restores skip this snapshot\n", is.Key, is.Kind, is.Detail)
+	}
+	for _, is := range out.Issues {
+		fmt.Fprintf(stdout, "DAMAGED: %s (run mysql-pitr verify)\n", is)
 	}
 	for _, id := range out.Partial {
 		fmt.Fprintf(stdout, "note: snapshot %s has no manifest (unfinished or abandoned); restores ignore it\n", id)

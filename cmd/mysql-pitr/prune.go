@@ -121,7 +121,7 @@ func runPrune(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	sf.age.role, sf.age.log = ageReadWriter, logger
 	sf.tlsLog.logger = logger
-	st, err := sf.open(ctx)
+	st, err := sf.openExisting(ctx)
 	if err != nil {
 		return err
 	}

@@ -145,11 +145,17 @@ func printPlan(w io.Writer, p *restore.Plan) {
 	fmt.Fprintf(w, "replay:    timeline %s from %s, %d segments\n", p.Timeline, p.From, len(p.Segments))
 	fmt.Fprintf(w, "fetch:     %d bytes\n", p.FetchBytes)
 	fmt.Fprintf(w, "archive:   ends at %s, last commit %s\n", p.ArchiveEnd, fmtTime(p.ArchiveEndTime))
+	if !p.CompleteAt.IsZero() {
+		fmt.Fprintf(w, "complete:  up to %s (the server committed nothing after the last commit)\n", fmtTime(p.CompleteAt))
+	}
+	for _, is := range p.Skipped {
+		fmt.Fprintf(w, "skipped:   %s: %s: %s\n", is.Key, is.Kind, is.Detail)
+	}
 }
 
 // planRestore opens the archive and plans the restore to target.
 func planRestore(ctx context.Context, sf *storageFlags, target restore.Target) (storage.Storage, *restore.Plan, error) {
-	st, err := sf.open(ctx)
+	st, err := sf.openReader(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -165,6 +171,7 @@ func planRestore(ctx context.Context, sf *storageFlags, target restore.Target) (
 	if err != nil {
 		return nil, nil, err
 	}
+	p.NoteSkipped(snaps)
 	return st, p, nil
 }
 

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"strconv"
 	"strings"
 
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 	"github.com/mysql-pitr/mysql-pitr/storage/s3"
@@ -39,17 +42,49 @@ func (s *storageFlags) register(fs *flag.FlagSet) {
 	s.registerTLS(fs)
 }
 
-// open builds the backend the URL names, with the age layer over it.
+// open builds the backend the URL names, with the age layer over it, for
+// a command that writes the archive and may start it: a file:// directory
+// is created when missing.
 func (s *storageFlags) open(ctx context.Context) (storage.Storage, error) {
-	st, err := s.backend(ctx)
+	st, err := s.backend(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	return s.age.wrap(ctx, st)
 }
 
-// backend builds the backend the URL names.
-func (s *storageFlags) backend(ctx context.Context) (storage.Storage, error) {
+// openExisting opens an archive that must already exist, for a command that
+// changes it without starting one (prune): it creates nothing, and a
+// location that holds no archive is an error that says so.
+func (s *storageFlags) openExisting(ctx context.Context) (storage.Storage, error) {
+	st, err := s.backend(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if st, err = s.age.wrap(ctx, st); err != nil {
+		return nil, err
+	}
+	if err := catalog.CheckArchive(ctx, st); err != nil {
+		return nil, fmt.Errorf("--storage %s: %w", s.shown(), err)
+	}
+	return st, nil
+}
+
+// openReader opens an archive for a command that only reads it (list,
+// verify, fetch, restore, drill without --record): it creates, sweeps and
+// writes nothing (every write fails), so it works on a read-only mount or
+// with read-only credentials; a location that holds no archive is an error.
+func (s *storageFlags) openReader(ctx context.Context) (storage.Storage, error) {
+	st, err := s.openExisting(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return storage.ReadOnly(st), nil
+}
+
+// backend builds the backend the URL names; with create a missing file://
+// directory is created.
+func (s *storageFlags) backend(ctx context.Context, create bool) (storage.Storage, error) {
 	if s.url == "" {
 		return nil, usageError{fmt.Errorf("--storage is required (file:///path or s3://bucket/prefix)")}
 	}
@@ -62,6 +97,13 @@ func (s *storageFlags) backend(ctx context.Context) (storage.Storage, error) {
 		u, err := url.Parse(s.url)
 		if err != nil || u.Host != "" || u.Path == "" || !strings.HasPrefix(rest, "/") {
 			return nil, usageError{fmt.Errorf("--storage %s: a file URL needs an absolute path, as in file:///var/lib/mysql-pitr", s.shown())}
+		}
+		if !create {
+			st, err := file.Open(u.Path)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("--storage %s: %w: the directory %s does not exist", s.shown(), catalog.ErrNoArchive, u.Path)
+			}
+			return st, err
 		}
 		st, err := file.New(u.Path)
 		if err != nil {

@@ -31,7 +31,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if threads < 1 {
 		return usageError{fmt.Errorf("--threads %d: at least 1", threads)}
 	}
-	st, err := sf.open(ctx)
+	st, err := sf.openReader(ctx)
 	if err != nil {
 		return err
 	}

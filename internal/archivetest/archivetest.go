@@ -41,6 +41,7 @@ func Stream(t *testing.T, src *testbed.MariaDB, st storage.Storage, flush time.D
 			t.Errorf("streamer: %v", err)
 		}
 		source.Close()
+		sp.Close()
 	})
 	return s
 }

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+)
+
+// treeOf lists every file and directory under dir with its size, mode and
+// modification time: equal listings mean nothing was created, removed or
+// written there.
+func treeOf(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out = append(out, fmt.Sprintf("%s %d %s %d", rel, fi.Size(), fi.Mode(), fi.ModTime().UnixNano()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// archiveWithSnapshot runs the agent on a fresh file:// archive, takes a
+// snapshot, writes more, and stops the agent once everything is durable.
+func archiveWithSnapshot(t *testing.T, db *testbed.MariaDB, dir string) {
+	t.Helper()
+	storageURL := "file://" + dir
+	t.Setenv("MYSQL_PITR_PASSWORD", db.PitrPassword())
+	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
+	a := startAgent(t, nil, "--dsn", dsn, "--storage", storageURL, "--spool-dir", t.TempDir(), "--flush-interval", "100ms")
+	a.waitReady(30 * time.Second)
+	db.Exec(t, "CREATE DATABASE IF NOT EXISTS app")
+	db.Exec(t, "CREATE TABLE IF NOT EXISTS app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20))")
+	db.Exec(t, "INSERT INTO app.t (v) VALUES ('before')")
+	if _, stderr, code := runCLI(t, t.Context(), "snapshot", "--dsn", dsn, "--storage", storageURL, "--threads", "1"); code != 0 {
+		t.Fatalf("snapshot: exit %d: %s", code, stderr)
+	}
+	db.Exec(t, "INSERT INTO app.t (v) VALUES ('after')")
+	a.waitDurable(db, 30*time.Second)
+	if err := a.signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+}
+
+// readCommands are the commands that only read an archive, each with the
+// arguments it needs besides --storage.
+func readCommands(t *testing.T) map[string][]string {
+	return map[string][]string{
+		"list":         {"list"},
+		"verify":       {"verify"},
+		"binlog fetch": {"binlog", "fetch", "--out", filepath.Join(t.TempDir(), "fetched")},
+		"restore":      {"restore", "--to", "latest", "--datadir", filepath.Join(t.TempDir(), "restored"), "--log-level", "warn"},
+		"drill":        {"drill", "--scratch", shortTempDir(t), "--threads", "1", "--log-level", "warn"},
+	}
+}
+
+// TestReadOnlyCommandsWriteNothing: list, verify, binlog fetch, restore and
+// drill read an archive on a read-only mount, and leave a writable one
+// exactly as it was: no probe file, no directory, and a temporary file a
+// crashed writer left long ago is not swept.
+func TestReadOnlyCommandsWriteNothing(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	dir := t.TempDir()
+	archiveWithSnapshot(t, db, dir)
+	stale := filepath.Join(dir, "binlog", ".tmp-crashed-put")
+	if err := os.WriteFile(stale, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-3 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("writable", func(t *testing.T) {
+		for name, args := range readCommands(t) {
+			before := treeOf(t, dir)
+			out, stderr, code := runCLI(t, t.Context(), append(args, "--storage", "file://"+dir)...)
+			if code != 0 {
+				t.Fatalf("%s: exit %d: %s%s", name, code, out, stderr)
+			}
+			if after := treeOf(t, dir); !slices.Equal(before, after) {
+				t.Errorf("%s changed the archive:\n%s\nto\n%s", name, strings.Join(before, "\n"), strings.Join(after, "\n"))
+			}
+		}
+	})
+	t.Run("read-only mount", func(t *testing.T) {
+		ro := readOnlyView(t, dir)
+		if err := os.WriteFile(filepath.Join(ro, "probe"), nil, 0o644); err == nil {
+			t.Fatal("the read-only view is writable")
+		}
+		for name, args := range readCommands(t) {
+			out, stderr, code := runCLI(t, t.Context(), append(args, "--storage", "file://"+ro)...)
+			if code != 0 {
+				t.Errorf("%s on a read-only mount: exit %d: %s%s", name, code, out, stderr)
+			}
+		}
+	})
+}
+
+// readOnlyView makes dir readable, not writable, at another path: a
+// read-only bind mount as root (as a volume mounted readOnly in a pod),
+// the permission bits otherwise.
+func readOnlyView(t *testing.T, dir string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if out, err := exec.Command("chmod", "-R", "a-w", dir).CombinedOutput(); err != nil {
+			t.Fatalf("chmod: %v: %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", dir).Run() })
+		return dir
+	}
+	ro := t.TempDir()
+	for _, args := range [][]string{{"--bind", dir, ro}, {"-o", "remount,bind,ro", ro}} {
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", ro).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", ro, err, out)
+		}
+	})
+	return ro
+}
+
+// TestNoArchiveIsAnError: a location holding no archive (a typo in a path
+// or an S3 prefix) is an error naming it, from every command that reads
+// or prunes an archive, and nothing is created there.
+func TestNoArchiveIsAnError(t *testing.T) {
+	s3 := testbed.StartS3(t)
+	s3.SetEnv(t)
+	empty := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir")
+	for _, loc := range []struct{ name, url string }{
+		{"missing directory", "file://" + missing},
+		{"empty directory", "file://" + empty},
+		{"S3 prefix with nothing under it", s3.URL("typo-in-the-prefix")},
+	} {
+		commands := readCommands(t)
+		commands["prune"] = []string{"prune", "--keep-snapshots", "1"}
+		commands["drill --record"] = []string{"drill", "--record", "--scratch", shortTempDir(t)}
+		for name, args := range commands {
+			t.Run(loc.name+"/"+name, func(t *testing.T) {
+				out, stderr, code := runCLI(t, t.Context(), append(args, "--storage", loc.url)...)
+				if code != 1 || !strings.Contains(stderr, "no mysql-pitr archive") {
+					t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1 saying there is no archive", code, out, stderr)
+				}
+			})
+		}
+		if _, err := os.Stat(missing); err == nil {
+			t.Fatalf("%s was created", missing)
+		}
+		if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+			t.Fatalf("%s holds %d entries", empty, len(ents))
+		}
+	}
+	if _, err := os.Stat(s3.ObjectPath("typo-in-the-prefix")); err == nil {
+		t.Fatal("objects were created under the S3 prefix")
+	}
+}
