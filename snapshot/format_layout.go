@@ -1,7 +1,9 @@
 package snapshot
 
-// layoutVersion is the version of the layout format this package writes and reads.
-const layoutVersion = 1
+// layoutVersion is the version of the layout format this package writes.
+// It reads every version from 1 up: version 2 added userDef.Rows, which a
+// loader of version 1 would not restore.
+const layoutVersion = 2
 
 // layout is the logical snapshot's table of contents, stored as
 // layoutObject: everything the loader creates, in the order it creates it.
@@ -94,7 +96,8 @@ type objectDef struct {
 	TimeZone            string `json:"time_zone,omitempty"`
 }
 
-// userDef is an account or role with its CREATE statement and grants.
+// userDef is an account or role with its CREATE statement and grants, or,
+// for an account the server ignores, its rows in the grant tables.
 type userDef struct {
 	User string `json:"user"`
 	Host string `json:"host"`
@@ -104,4 +107,17 @@ type userDef struct {
 	// Grants is SHOW GRANTS FOR the account, role memberships and default
 	// roles included.
 	Grants []string `json:"grants"`
+	// Rows, set instead of Create and Grants for an account the server
+	// has not loaded (accountIgnored), are the account's rows in the
+	// grant tables (grantTables), restored as they are.
+	Rows []grantRow `json:"rows,omitempty"`
+}
+
+// grantRow is one row of a table of the mysql schema: its columns and
+// their values as the server's bytes, nil for NULL (bytes, so that an
+// authentication string that is not UTF-8 survives JSON).
+type grantRow struct {
+	Table   string   `json:"table"`
+	Columns []string `json:"columns"`
+	Values  [][]byte `json:"values"`
 }

@@ -142,8 +142,8 @@ func LoadLogical(ctx context.Context, st storage.Storage, m *catalog.Manifest, t
 	if err := l.readJSON(ctx, layoutObject, &lay); err != nil {
 		return err
 	}
-	if lay.Version != layoutVersion {
-		return fmt.Errorf("snapshot %s: layout version %d is not supported (want %d)", m.ID, lay.Version, layoutVersion)
+	if lay.Version < 1 || lay.Version > layoutVersion {
+		return fmt.Errorf("snapshot %s: layout version %d is not supported (want 1 to %d)", m.ID, lay.Version, layoutVersion)
 	}
 
 	cfg := target.Clone()

@@ -54,6 +54,8 @@ const (
 	erLockWaitTimeout    = 1205
 	erNoSuchTable        = 1146
 	erColumnAccessDenied = 1143
+	erPasswordNoMatch    = 1133
+	erCannotUser         = 1396
 )
 
 func mysqlErrno(err error) uint16 {
@@ -294,6 +296,54 @@ func usersQuery(f binlog.Flavor) string {
 		return "SELECT User, Host, 'N' FROM mysql.user ORDER BY User, Host"
 	}
 	return "SELECT User, Host, is_role FROM mysql.user ORDER BY is_role DESC, User, Host"
+}
+
+// accountIgnored reports whether err is SHOW CREATE USER's answer for an
+// account the grant tables hold but the server has not loaded: on a server
+// running --skip-name-resolve, one whose host is a name (root@<hostname>
+// as mariadb-install-db creates it, 'app'@'web01.example.com'), which the
+// server skips with a warning at every start; or rows written without
+// FLUSH PRIVILEGES. MariaDB answers "Can't find any matching row in the
+// user table", MySQL "Operation SHOW CREATE USER failed".
+func accountIgnored(f binlog.Flavor, err error) bool {
+	if f == binlog.MySQL {
+		return mysqlErrno(err) == erCannotUser
+	}
+	return mysqlErrno(err) == erPasswordNoMatch
+}
+
+// grantTable is a table of the mysql schema that holds rows of accounts,
+// and the columns that name the account a row belongs to (as grantee).
+type grantTable struct{ name, user, host string }
+
+// grantTables are the tables an account's rows are in, its own row first.
+// An account the server ignores is snapshotted as its rows in them.
+// MySQL's are written from its documentation (8.0 to 9.x) and not tested
+// live.
+func grantTables(f binlog.Flavor) []grantTable {
+	if f == binlog.MySQL {
+		return []grantTable{
+			{"user", "User", "Host"},
+			{"db", "User", "Host"},
+			{"tables_priv", "User", "Host"},
+			{"columns_priv", "User", "Host"},
+			{"procs_priv", "User", "Host"},
+			{"proxies_priv", "User", "Host"},
+			{"global_grants", "USER", "HOST"},
+			{"role_edges", "TO_USER", "TO_HOST"},
+			{"default_roles", "USER", "HOST"},
+			{"password_history", "User", "Host"},
+		}
+	}
+	return []grantTable{
+		{"global_priv", "User", "Host"},
+		{"db", "User", "Host"},
+		{"tables_priv", "User", "Host"},
+		{"columns_priv", "User", "Host"},
+		{"procs_priv", "User", "Host"},
+		{"proxies_priv", "User", "Host"},
+		{"roles_mapping", "User", "Host"},
+	}
 }
 
 // builtinAccount reports the accounts a server creates for itself, which

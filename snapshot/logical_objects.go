@@ -151,7 +151,7 @@ func (d *dumper) readUsers(ctx context.Context, c *sql.Conn) ([]userDef, error) 
 		}
 		return nil, fmt.Errorf("list users: %w", err)
 	}
-	var users []userDef
+	var users, ignored []userDef
 	for _, r := range list {
 		u := userDef{User: r[0], Host: r[1], Role: r[2] == "Y"}
 		if builtinAccount(u.User, u.Host) || (!d.opts.IncludeOwnUser && u.User+"@"+u.Host == self) {
@@ -162,7 +162,15 @@ func (d *dumper) readUsers(ctx context.Context, c *sql.Conn) ([]userDef, error) 
 			account = quoteIdent(u.User)
 			u.Create = "CREATE ROLE " + quoteIdent(u.User)
 		} else {
-			if err := c.QueryRowContext(ctx, "SHOW CREATE USER "+account).Scan(&u.Create); err != nil {
+			err := c.QueryRowContext(ctx, "SHOW CREATE USER "+account).Scan(&u.Create)
+			if err != nil && accountIgnored(d.flavor, err) {
+				// The server cannot show it, but its rows are in the grant
+				// tables and come back to life when it runs without
+				// --skip-name-resolve: they are snapshotted as they are.
+				ignored = append(ignored, u)
+				continue
+			}
+			if err != nil {
 				return nil, fmt.Errorf("show create user %s@%s: %w", u.User, u.Host, err)
 			}
 		}
@@ -184,5 +192,63 @@ func (d *dumper) readUsers(ctx context.Context, c *sql.Conn) ([]userDef, error) 
 		}
 		users = append(users, u)
 	}
+	if len(ignored) == 0 {
+		return users, nil
+	}
+	// On a connection of its own that receives values unconverted, as
+	// the bytes they are.
+	raw, err := d.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", d.opts.Source.Addr, err)
+	}
+	defer raw.Close()
+	for _, s := range dataSessionSettings {
+		if _, err := raw.ExecContext(ctx, s); err != nil {
+			return nil, fmt.Errorf("set up session (%s): %w", s, err)
+		}
+	}
+	for _, u := range ignored {
+		if u.Rows, err = d.readGrantRows(ctx, raw, u.User, u.Host); err != nil {
+			return nil, err
+		}
+		if len(u.Rows) == 0 || u.Rows[0].Table != grantTables(d.flavor)[0].name {
+			continue // dropped since it was listed
+		}
+		d.log.Info("account is in the grant tables but not loaded by the server (a host name under --skip-name-resolve?): "+
+			"snapshotting its grant table rows as they are", "user", u.User, "host", u.Host, "rows", len(u.Rows))
+		users = append(users, u)
+	}
 	return users, nil
+}
+
+// readGrantRows reads every row of the grant tables that belongs to
+// user@host, byte for byte.
+func (d *dumper) readGrantRows(ctx context.Context, c *sql.Conn, user, host string) ([]grantRow, error) {
+	var out []grantRow
+	for _, t := range grantTables(d.flavor) {
+		q := fmt.Sprintf("SELECT * FROM mysql.%s WHERE %s = ? AND %s = ?", quoteIdent(t.name), quoteIdent(t.user), quoteIdent(t.host))
+		rows, err := c.QueryContext(ctx, q, user, host)
+		if err != nil {
+			return nil, fmt.Errorf("read mysql.%s rows of %s@%s (needs SELECT on the mysql schema; or set SkipUsers): %w", t.name, user, host, err)
+		}
+		cols, err := rows.Columns()
+		for err == nil && rows.Next() {
+			r := grantRow{Table: t.name, Columns: cols, Values: make([][]byte, len(cols))}
+			ptrs := make([]any, len(cols))
+			for i := range r.Values {
+				ptrs[i] = &r.Values[i]
+			}
+			if err = rows.Scan(ptrs...); err == nil {
+				out = append(out, r)
+			}
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read mysql.%s rows of %s@%s: %w", t.name, user, host, err)
+		}
+	}
+	return out, nil
 }
