@@ -1,8 +1,8 @@
 package snapshot
 
 // layoutVersion is the version of the layout format this package writes.
-// It reads every version from 1 up: version 2 added userDef.Rows, which a
-// loader of version 1 would not restore.
+// It reads every version from 1 up: version 2 added userDef.Rows and
+// Sequences, which a loader of version 1 would not restore.
 const layoutVersion = 2
 
 // layout is the logical snapshot's table of contents, stored as
@@ -11,6 +11,9 @@ const layoutVersion = 2
 type layout struct {
 	Version   int           `json:"version"`
 	Databases []databaseDef `json:"databases"`
+	// Sequences are created after the databases and before the tables,
+	// whose columns may take their default from one.
+	Sequences []sequenceDef `json:"sequences,omitempty"`
 	Tables    []tableDef    `json:"tables"`
 	// Views, Routines, Triggers and Events are created after the data, in
 	// this order; Users last.
@@ -25,6 +28,18 @@ type layout struct {
 type databaseDef struct {
 	Name   string `json:"name"`
 	Create string `json:"create"`
+}
+
+// sequenceDef is a MariaDB sequence: its definition and its state at the
+// snapshot's position (see logical_sequences.go).
+type sequenceDef struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	// Create is SHOW CREATE SEQUENCE.
+	Create string `json:"create"`
+	// State is the sequence's row, column by column, as read while the
+	// snapshot's position held.
+	State map[string]string `json:"state"`
 }
 
 // tableDef is one table: its CREATE TABLE object and data chunks.

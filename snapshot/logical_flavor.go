@@ -76,16 +76,18 @@ func isAccessDenied(err error) bool {
 
 // consistentPoint starts a consistent-snapshot transaction on every worker
 // such that all of them see the database exactly as of one binlog position,
-// and returns that position.
-func (d *dumper) consistentPoint(ctx context.Context, coord *sql.Conn, workers []*sql.Conn) (point, error) {
-	if d.flavor == binlog.MySQL {
+// reads the state of the sequences there, and returns that position.
+func (d *dumper) consistentPoint(ctx context.Context, coord *sql.Conn, workers []*sql.Conn, seqs []sequenceDef) (point, error) {
+	// MySQL has no sequences; were there any, only the read lock would
+	// hold them still.
+	if d.flavor == binlog.MySQL && len(seqs) == 0 {
 		p, err := d.mysqlBackupLockPoint(ctx, coord, workers)
 		if err == nil || !errors.Is(err, errNoBackupLock) {
 			return p, err
 		}
 		d.log.Info("consistent point without the global read lock is not available; using FLUSH TABLES WITH READ LOCK", "reason", err)
 	}
-	return d.readLockPoint(ctx, coord, workers)
+	return d.readLockPoint(ctx, coord, workers, seqs)
 }
 
 // readLockPoint blocks commits with FLUSH TABLES WITH READ LOCK while the
@@ -95,7 +97,7 @@ func (d *dumper) consistentPoint(ctx context.Context, coord *sql.Conn, workers [
 // release the tables it flushes; a long query would keep writes blocked for
 // as long as it runs. A short lock_wait_timeout makes the attempt give up
 // instead, and it is retried with backoff.
-func (d *dumper) readLockPoint(ctx context.Context, coord *sql.Conn, workers []*sql.Conn) (point, error) {
+func (d *dumper) readLockPoint(ctx context.Context, coord *sql.Conn, workers []*sql.Conn, seqs []sequenceDef) (point, error) {
 	var p point
 	timeout := max(1, int(d.opts.LockWaitTimeout.Round(time.Second)/time.Second))
 	if _, err := coord.ExecContext(ctx, "SET SESSION lock_wait_timeout = "+strconv.Itoa(timeout)); err != nil {
@@ -144,6 +146,9 @@ func (d *dumper) readLockPoint(ctx context.Context, coord *sql.Conn, workers []*
 		return p, errors.Join(err, unlock())
 	}
 	if p.at, err = serverNow(ctx, coord); err != nil {
+		return p, errors.Join(err, unlock())
+	}
+	if err := readSequenceStates(ctx, coord, seqs); err != nil {
 		return p, errors.Join(err, unlock())
 	}
 	if err := unlock(); err != nil {
