@@ -15,8 +15,8 @@ type layout struct {
 	// whose columns may take their default from one.
 	Sequences []sequenceDef `json:"sequences,omitempty"`
 	Tables    []tableDef    `json:"tables"`
-	// Views, Routines, Triggers and Events are created after the data, in
-	// this order; Users last.
+	// Views, Routines (packages included), Triggers and Events are created
+	// after the data, in this order; Users last.
 	Views    []objectDef `json:"views,omitempty"`
 	Routines []objectDef `json:"routines,omitempty"`
 	Triggers []objectDef `json:"triggers,omitempty"`
@@ -93,9 +93,12 @@ const (
 	kindFunction  = "FUNCTION"
 	kindTrigger   = "TRIGGER"
 	kindEvent     = "EVENT"
+	// MariaDB's packages (sql_mode=ORACLE), created as routines are.
+	kindPackage     = "PACKAGE"
+	kindPackageBody = "PACKAGE BODY"
 )
 
-// objectDef is a view, routine, trigger or event: its SHOW CREATE statement
+// objectDef is a view, routine, package, trigger or event: its SHOW CREATE statement
 // and the session settings it must be created under.
 type objectDef struct {
 	Kind   string `json:"kind"`
@@ -117,7 +120,8 @@ type userDef struct {
 	User string `json:"user"`
 	Host string `json:"host"`
 	Role bool   `json:"role,omitempty"`
-	// Create is SHOW CREATE USER (password hash included) or CREATE ROLE.
+	// Create is SHOW CREATE USER (password hash included) or CREATE ROLE;
+	// empty for MariaDB's PUBLIC, which every server has.
 	Create string `json:"create"`
 	// Grants is SHOW GRANTS FOR the account, role memberships and default
 	// roles included.

@@ -16,8 +16,8 @@ const (
 )
 
 // createObjects creates views (retrying those that refer to views not yet
-// created), then routines, triggers and events, each under the sql_mode and
-// collation it was created with.
+// created), then routines and packages, triggers and events, each under the
+// sql_mode and collation it was created with.
 func (l *loader) createObjects(ctx context.Context, c *sql.Conn, lay *layout) error {
 	pending := lay.Views
 	for len(pending) > 0 {
@@ -103,8 +103,8 @@ func restoreSession(ctx context.Context, c *sql.Conn) error {
 func (l *loader) createUsers(ctx context.Context, c *sql.Conn, users []userDef) error {
 	for _, role := range []bool{true, false} {
 		for _, u := range users {
-			if u.Role != role || len(u.Rows) > 0 {
-				continue
+			if u.Role != role || len(u.Rows) > 0 || u.Create == "" {
+				continue // written back later, or PUBLIC, which the target has
 			}
 			drop := "DROP USER IF EXISTS " + quoteIdent(u.User) + "@" + quoteIdent(u.Host)
 			if u.Role {

@@ -351,11 +351,18 @@ func grantTables(f binlog.Flavor) []grantTable {
 	}
 }
 
+// publicRole reports MariaDB's PUBLIC (10.11+), the role every account
+// has: a server cannot create or drop it, but its grants are the
+// database's. MySQL has none (an account named PUBLIC is an account).
+func publicRole(f binlog.Flavor, user, host string) bool {
+	return f != binlog.MySQL && user == "PUBLIC" && host == ""
+}
+
 // builtinAccount reports the accounts a server creates for itself, which
 // are never dumped: the restored server has its own.
 func builtinAccount(user, host string) bool {
 	switch user {
-	case "mariadb.sys", "mysql.sys", "mysql.session", "mysql.infoschema", "PUBLIC", "":
+	case "mariadb.sys", "mysql.sys", "mysql.session", "mysql.infoschema", "":
 		return true
 	case "root":
 		return host == "localhost" || host == "127.0.0.1" || host == "::1"

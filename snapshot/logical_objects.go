@@ -67,10 +67,19 @@ func (d *dumper) readObjects(ctx context.Context, c *sql.Conn, p *plan, schemas 
 		return fmt.Errorf("list views: %w", err)
 	}
 	where, args = schemaFilter("ROUTINE_SCHEMA", schemas)
+	// By type, a package before its body.
 	routines, err := listNames(ctx, c, "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE "+
-		where+" AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_SCHEMA, ROUTINE_TYPE, ROUTINE_NAME", args...)
+		where+" ORDER BY ROUTINE_SCHEMA, ROUTINE_TYPE, ROUTINE_NAME", args...)
 	if err != nil {
 		return fmt.Errorf("list routines: %w", err)
+	}
+	for _, r := range routines {
+		switch r[2] {
+		case kindProcedure, kindFunction, kindPackage, kindPackageBody:
+		default:
+			// A snapshot holds everything a restore needs, or fails.
+			return fmt.Errorf("routine %s.%s: type %q is not supported by logical snapshots", r[0], r[1], r[2])
+		}
 	}
 	// ACTION_ORDER: triggers created in this order keep their order.
 	where, args = schemaFilter("TRIGGER_SCHEMA", schemas)
@@ -119,11 +128,13 @@ func showCreate(ctx context.Context, c *sql.Conn, kind, schema, name string) (ob
 		return o, fmt.Errorf("show create %s %s.%s%s: %w", strings.ToLower(kind), schema, name, hint, err)
 	}
 	col := map[string]string{
-		kindView:      "create view",
-		kindProcedure: "create procedure",
-		kindFunction:  "create function",
-		kindTrigger:   "sql original statement",
-		kindEvent:     "create event",
+		kindView:        "create view",
+		kindProcedure:   "create procedure",
+		kindFunction:    "create function",
+		kindTrigger:     "sql original statement",
+		kindEvent:       "create event",
+		kindPackage:     "create package",
+		kindPackageBody: "create package body",
 	}[kind]
 	o.Create = m[col]
 	if o.Create == "" {
@@ -158,10 +169,15 @@ func (d *dumper) readUsers(ctx context.Context, c *sql.Conn) ([]userDef, error) 
 			continue
 		}
 		account := quoteIdent(u.User) + "@" + quoteIdent(u.Host)
-		if u.Role {
+		switch {
+		case publicRole(d.flavor, u.User, u.Host):
+			// Every server has it: only its grants are dumped, and none
+			// when it holds none.
+			account = "PUBLIC"
+		case u.Role:
 			account = quoteIdent(u.User)
 			u.Create = "CREATE ROLE " + quoteIdent(u.User)
-		} else {
+		default:
 			err := c.QueryRowContext(ctx, "SHOW CREATE USER "+account).Scan(&u.Create)
 			if err != nil && accountIgnored(d.flavor, err) {
 				// The server cannot show it, but its rows are in the grant
