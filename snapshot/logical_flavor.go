@@ -304,12 +304,15 @@ func usersQuery(f binlog.Flavor) string {
 }
 
 // accountIgnored reports whether err is SHOW CREATE USER's answer for an
-// account the grant tables hold but the server has not loaded: on a server
-// running --skip-name-resolve, one whose host is a name (root@<hostname>
-// as mariadb-install-db creates it, 'app'@'web01.example.com'), which the
-// server skips with a warning at every start; or rows written without
-// FLUSH PRIVILEGES. MariaDB answers "Can't find any matching row in the
-// user table", MySQL "Operation SHOW CREATE USER failed".
+// account the grant tables hold but the server has not loaded: on a
+// MariaDB server running --skip-name-resolve, one whose host is a name
+// (root@<hostname> as mariadb-install-db creates it,
+// 'app'@'web01.example.com'), which the server skips with a warning at
+// every start; or, on either flavor, rows written without FLUSH
+// PRIVILEGES. (MySQL 8.0's source, as read, only warns about such a host
+// and loads the account, so SHOW CREATE USER shows it there.) MariaDB
+// answers "Can't find any matching row in the user table", MySQL
+// "Operation SHOW CREATE USER failed".
 func accountIgnored(f binlog.Flavor, err error) bool {
 	if f == binlog.MySQL {
 		return mysqlErrno(err) == erCannotUser
