@@ -152,7 +152,7 @@ var mariadbRequirements = map[Role][]Requirement{
 	},
 	Restore: {
 		{Privilege: "CREATE", On: Global, Why: "create the databases and tables"},
-		{Privilege: "INSERT", On: Global, Why: "load the rows (LOAD DATA LOCAL INFILE)"},
+		{Privilege: "INSERT", On: Global, Why: "load the rows (LOAD DATA LOCAL INFILE), and write back the grant table rows of accounts the source ignored"},
 		{Privilege: "CREATE VIEW", On: Global, Why: "create views"},
 		{Privilege: "CREATE ROUTINE", On: Global, Why: "create procedures and functions"},
 		{Privilege: "SUPER", On: Global, When: UntrustedFunctionCreators, Why: "create stored functions"},
@@ -170,7 +170,7 @@ var mariadbRequirements = map[Role][]Requirement{
 		{Privilege: "BINLOG REPLAY", On: Global, Why: "apply the binlog's row events with --replay mysqlbinlog (BINLOG statements)"},
 		{Privilege: "REPLICATION SLAVE ADMIN", On: Global, Why: "replay the binlog by replication (CHANGE MASTER, START SLAVE) and set gtid_slave_pos"},
 		{Privilege: "SLAVE MONITOR", On: Global, Why: "follow the replay (SHOW SLAVE STATUS)"},
-		{Privilege: "RELOAD", On: Global, Why: "remove the replay's replication settings afterwards (RESET SLAVE ALL)"},
+		{Privilege: "RELOAD", On: Global, Why: "remove the replay's replication settings afterwards (RESET SLAVE ALL), and reload the grant tables after writing back the rows of accounts the source ignored (FLUSH PRIVILEGES)"},
 	},
 }
 
@@ -200,7 +200,7 @@ var mysqlRequirements = map[Role][]Requirement{
 	Restore: {
 		{Privilege: "CREATE", On: Global, Why: "create the databases and tables"},
 		{Privilege: "REFERENCES", On: Global, Why: "create tables with foreign keys"},
-		{Privilege: "INSERT", On: Global, Why: "load the rows (LOAD DATA LOCAL INFILE; the server also needs local_infile=ON)"},
+		{Privilege: "INSERT", On: Global, Why: "load the rows (LOAD DATA LOCAL INFILE; the server also needs local_infile=ON), and write back the grant table rows of accounts the source ignored"},
 		{Privilege: "CREATE VIEW", On: Global, Why: "create views"},
 		{Privilege: "CREATE ROUTINE", On: Global, Why: "create procedures and functions"},
 		{Privilege: "SUPER", On: Global, When: UntrustedFunctionCreators, Why: "create stored functions"},
@@ -219,6 +219,7 @@ var mysqlRequirements = map[Role][]Requirement{
 		{Privilege: "REPLICATION_SLAVE_ADMIN", Also: []string{"SUPER"}, On: Global, Why: "replay the binlog by replication (CHANGE REPLICATION SOURCE, START REPLICA, RESET REPLICA ALL)"},
 		{Privilege: "REPLICATION CLIENT", Also: []string{"SUPER"}, On: Global, Why: "follow the replay (SHOW REPLICA STATUS)"},
 		{Privilege: "SYSTEM_VARIABLES_ADMIN", Also: []string{"SUPER"}, On: Global, Why: "set replica_parallel_workers for a parallel replay"},
+		{Privilege: "RELOAD", Also: []string{"FLUSH_PRIVILEGES"}, On: Global, Why: "reload the grant tables after writing back the rows of accounts the source ignored (FLUSH PRIVILEGES)"},
 	},
 }
 

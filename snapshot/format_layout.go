@@ -1,7 +1,9 @@
 package snapshot
 
-// layoutVersion is the version of the layout format this package writes and reads.
-const layoutVersion = 1
+// layoutVersion is the version of the layout format this package writes.
+// It reads every version from 1 up: version 2 added userDef.Rows and
+// Sequences, which a loader of version 1 would not restore.
+const layoutVersion = 2
 
 // layout is the logical snapshot's table of contents, stored as
 // layoutObject: everything the loader creates, in the order it creates it.
@@ -9,9 +11,12 @@ const layoutVersion = 1
 type layout struct {
 	Version   int           `json:"version"`
 	Databases []databaseDef `json:"databases"`
+	// Sequences are created after the databases and before the tables,
+	// whose columns may take their default from one.
+	Sequences []sequenceDef `json:"sequences,omitempty"`
 	Tables    []tableDef    `json:"tables"`
-	// Views, Routines, Triggers and Events are created after the data, in
-	// this order; Users last.
+	// Views, Routines (packages included), Triggers and Events are created
+	// after the data, in this order; Users last.
 	Views    []objectDef `json:"views,omitempty"`
 	Routines []objectDef `json:"routines,omitempty"`
 	Triggers []objectDef `json:"triggers,omitempty"`
@@ -23,6 +28,18 @@ type layout struct {
 type databaseDef struct {
 	Name   string `json:"name"`
 	Create string `json:"create"`
+}
+
+// sequenceDef is a MariaDB sequence: its definition and its state at the
+// snapshot's position (see logical_sequences.go).
+type sequenceDef struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	// Create is SHOW CREATE SEQUENCE.
+	Create string `json:"create"`
+	// State is the sequence's row, column by column, as read while the
+	// snapshot's position held.
+	State map[string]string `json:"state"`
 }
 
 // tableDef is one table: its CREATE TABLE object and data chunks.
@@ -76,9 +93,12 @@ const (
 	kindFunction  = "FUNCTION"
 	kindTrigger   = "TRIGGER"
 	kindEvent     = "EVENT"
+	// MariaDB's packages (sql_mode=ORACLE), created as routines are.
+	kindPackage     = "PACKAGE"
+	kindPackageBody = "PACKAGE BODY"
 )
 
-// objectDef is a view, routine, trigger or event: its SHOW CREATE statement
+// objectDef is a view, routine, package, trigger or event: its SHOW CREATE statement
 // and the session settings it must be created under.
 type objectDef struct {
 	Kind   string `json:"kind"`
@@ -94,14 +114,29 @@ type objectDef struct {
 	TimeZone            string `json:"time_zone,omitempty"`
 }
 
-// userDef is an account or role with its CREATE statement and grants.
+// userDef is an account or role with its CREATE statement and grants, or,
+// for an account the server ignores, its rows in the grant tables.
 type userDef struct {
 	User string `json:"user"`
 	Host string `json:"host"`
 	Role bool   `json:"role,omitempty"`
-	// Create is SHOW CREATE USER (password hash included) or CREATE ROLE.
+	// Create is SHOW CREATE USER (password hash included) or CREATE ROLE;
+	// empty for MariaDB's PUBLIC, which every server has.
 	Create string `json:"create"`
 	// Grants is SHOW GRANTS FOR the account, role memberships and default
 	// roles included.
 	Grants []string `json:"grants"`
+	// Rows, set instead of Create and Grants for an account the server
+	// has not loaded (accountIgnored), are the account's rows in the
+	// grant tables (grantTables), restored as they are.
+	Rows []grantRow `json:"rows,omitempty"`
+}
+
+// grantRow is one row of a table of the mysql schema: its columns and
+// their values as the server's bytes, nil for NULL (bytes, so that an
+// authentication string that is not UTF-8 survives JSON).
+type grantRow struct {
+	Table   string   `json:"table"`
+	Columns []string `json:"columns"`
+	Values  [][]byte `json:"values"`
 }

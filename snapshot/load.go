@@ -142,8 +142,8 @@ func LoadLogical(ctx context.Context, st storage.Storage, m *catalog.Manifest, t
 	if err := l.readJSON(ctx, layoutObject, &lay); err != nil {
 		return err
 	}
-	if lay.Version != layoutVersion {
-		return fmt.Errorf("snapshot %s: layout version %d is not supported (want %d)", m.ID, lay.Version, layoutVersion)
+	if lay.Version < 1 || lay.Version > layoutVersion {
+		return fmt.Errorf("snapshot %s: layout version %d is not supported (want 1 to %d)", m.ID, lay.Version, layoutVersion)
 	}
 
 	cfg := target.Clone()
@@ -290,11 +290,17 @@ func (l *loader) readJSON(ctx context.Context, name string, dst any) error {
 	return nil
 }
 
-// createTables creates the databases and tables.
+// createTables creates the databases, the sequences, and the tables,
+// whose columns may take their default from a sequence.
 func (l *loader) createTables(ctx context.Context, c *sql.Conn, lay *layout) error {
 	for _, db := range lay.Databases {
 		if _, err := c.ExecContext(ctx, db.Create); err != nil {
 			return fmt.Errorf("create database %s: %w", db.Name, err)
+		}
+	}
+	for _, s := range lay.Sequences {
+		if err := createSequence(ctx, c, s); err != nil {
+			return err
 		}
 	}
 	for i := range lay.Tables {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+
+	"github.com/mysql-pitr/mysql-pitr/binlog"
 )
 
 // Error numbers that mean a view refers to something not created yet.
@@ -14,8 +16,8 @@ const (
 )
 
 // createObjects creates views (retrying those that refer to views not yet
-// created), then routines, triggers and events, each under the sql_mode and
-// collation it was created with.
+// created), then routines and packages, triggers and events, each under the
+// sql_mode and collation it was created with.
 func (l *loader) createObjects(ctx context.Context, c *sql.Conn, lay *layout) error {
 	pending := lay.Views
 	for len(pending) > 0 {
@@ -96,12 +98,13 @@ func restoreSession(ctx context.Context, c *sql.Conn) error {
 
 // createUsers replaces the target's accounts of the same names with the
 // snapshot's, roles first, then applies the grants (roles' first, so that
-// granting a role finds its privileges in place).
+// granting a role finds its privileges in place). Accounts the source
+// ignored come last, written back into the grant tables as they were.
 func (l *loader) createUsers(ctx context.Context, c *sql.Conn, users []userDef) error {
 	for _, role := range []bool{true, false} {
 		for _, u := range users {
-			if u.Role != role {
-				continue
+			if u.Role != role || len(u.Rows) > 0 || u.Create == "" {
+				continue // written back later, or PUBLIC, which the target has
 			}
 			drop := "DROP USER IF EXISTS " + quoteIdent(u.User) + "@" + quoteIdent(u.Host)
 			if u.Role {
@@ -126,6 +129,71 @@ func (l *loader) createUsers(ctx context.Context, c *sql.Conn, users []userDef) 
 				}
 			}
 		}
+	}
+	return l.writeGrantRows(ctx, c, users)
+}
+
+// writeGrantRows restores the accounts the source ignored (see
+// accountIgnored) as rows of the grant tables, byte for byte, and has the
+// server reload its grant tables. A target that runs --skip-name-resolve
+// ignores them as the source did; one that does not, or the source once it
+// is restarted without it, finds them with their privileges. The rows are
+// written rather than rebuilt as CREATE USER and GRANT statements because
+// the server cannot show them as statements (SHOW CREATE USER and SHOW
+// GRANTS refuse an account it has not loaded), and a copy of the rows is
+// what the account is.
+func (l *loader) writeGrantRows(ctx context.Context, c *sql.Conn, users []userDef) error {
+	tables := map[string]bool{}
+	for _, t := range grantTables(binlog.Flavor(l.m.Flavor)) {
+		tables[t.name] = true
+	}
+	wrote := false
+	for _, u := range users {
+		if len(u.Rows) == 0 {
+			continue
+		}
+		// DROP USER removes the account's rows from every grant table,
+		// whether or not the target has loaded it.
+		if _, err := c.ExecContext(ctx, "DROP USER IF EXISTS "+quoteIdent(u.User)+"@"+quoteIdent(u.Host)); err != nil {
+			return fmt.Errorf("drop existing %s@%s: %w", u.User, u.Host, err)
+		}
+		for _, r := range u.Rows {
+			if !tables[r.Table] || len(r.Columns) != len(r.Values) || len(r.Columns) == 0 {
+				return fmt.Errorf("account %s@%s: a row of mysql.%s with %d columns and %d values is not a grant table row of a %s server",
+					u.User, u.Host, r.Table, len(r.Columns), len(r.Values), l.m.Flavor)
+			}
+			cols := make([]string, len(r.Columns))
+			args := make([]any, len(r.Values))
+			for i, col := range r.Columns {
+				cols[i] = quoteIdent(col)
+				// nil is NULL; the driver sends other bytes as a binary
+				// string, which the column converts to its character set.
+				args[i] = r.Values[i]
+			}
+			q := "INSERT INTO mysql." + quoteIdent(r.Table) + " (" + strings.Join(cols, ", ") + ") VALUES (" +
+				strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+			if _, err := c.ExecContext(ctx, q, args...); err != nil {
+				return fmt.Errorf("restore %s@%s: insert into mysql.%s: %w", u.User, u.Host, r.Table, err)
+			}
+			var warnings int
+			if err := c.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&warnings); err != nil {
+				return fmt.Errorf("read warning count: %w", err)
+			}
+			if warnings > 0 {
+				return fmt.Errorf("restore %s@%s: insert into mysql.%s: server reported %d warnings: %s", u.User, u.Host, r.Table,
+					warnings, firstWarnings(ctx, c))
+			}
+		}
+		wrote = true
+	}
+	if !wrote {
+		return nil
+	}
+	// The server loads rows written to its grant tables only when it reads
+	// them again. (Recent MySQL releases deprecate FLUSH PRIVILEGES but
+	// still run it.)
+	if _, err := c.ExecContext(ctx, "FLUSH PRIVILEGES"); err != nil {
+		return fmt.Errorf("reload grant tables after restoring accounts the source ignored (needs RELOAD): %w", err)
 	}
 	return nil
 }

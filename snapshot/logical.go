@@ -2,9 +2,10 @@
 // archive and loads them back.
 //
 // A logical snapshot (TakeLogical, LoadLogical) is a consistent, parallel,
-// chunked dump: schemas, tables, rows in a LOAD DATA format, views,
-// routines, triggers, events, users and grants, consistent with the binlog
-// position recorded in its manifest.
+// chunked dump: schemas, sequences, tables, rows in a LOAD DATA format,
+// views, routines, triggers, events, users and grants, consistent with the
+// binlog position recorded in its manifest. What a restore would need and
+// the snapshot cannot hold fails the snapshot.
 package snapshot
 
 import (
@@ -154,8 +155,9 @@ type dumper struct {
 // Consistency: with every dumping connection opened, one connection takes
 // FLUSH TABLES WITH READ LOCK, the others start REPEATABLE READ transactions
 // WITH CONSISTENT SNAPSHOT concurrently, the binlog position and GTID state
-// are read, and the lock is released; the manifest's WritesBlocked is how
-// long that took. InnoDB tables are dumped exactly as of that position;
+// are read, as is the state of every sequence (see logical_sequences.go),
+// and the lock is released; the manifest's WritesBlocked is how long that
+// took. InnoDB tables are dumped exactly as of that position;
 // tables of non-transactional engines as they are when read. DDL and
 // account changes while the snapshot plans (before the lock) are not
 // detected.
@@ -225,7 +227,7 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 		}
 		defer workers[i].Close()
 	}
-	point, err := d.consistentPoint(ctx, coord, workers)
+	point, err := d.consistentPoint(ctx, coord, workers, plan.sequences)
 	if err != nil {
 		return nil, err
 	}
@@ -313,6 +315,7 @@ func (d *dumper) dump(ctx context.Context, p *plan, workers []*sql.Conn) (*layou
 	lay := &layout{
 		Version:   layoutVersion,
 		Databases: p.databases,
+		Sequences: p.sequences,
 		Views:     p.views,
 		Routines:  p.routines,
 		Triggers:  p.triggers,

@@ -115,8 +115,11 @@ func TestLogicalConsistencyUnderLoad(t *testing.T) {
 	t.Parallel()
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
 	dst := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	// The ledger's ids come from a sequence whose small cache is refilled
+	// (its row written) again and again while the snapshot runs.
 	logicalExec(t, src, "CREATE DATABASE bank",
-		"CREATE TABLE bank.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, src_t VARCHAR(10) NOT NULL, src_id INT NOT NULL, "+
+		"CREATE SEQUENCE bank.ledger_id CACHE 5",
+		"CREATE TABLE bank.ledger (id BIGINT NOT NULL DEFAULT NEXTVAL(bank.ledger_id) PRIMARY KEY, src_t VARCHAR(10) NOT NULL, src_id INT NOT NULL, "+
 			"dst_t VARCHAR(10) NOT NULL, dst_id INT NOT NULL, amount INT NOT NULL, at DATETIME(6) NOT NULL DEFAULT NOW(6))")
 	for _, tbl := range logicalBankTables {
 		logicalExec(t, src,
@@ -203,6 +206,18 @@ func TestLogicalConsistencyUnderLoad(t *testing.T) {
 		}
 	}
 
+	// The loaded sequence hands out no id the loaded ledger holds.
+	var next, maxID int64
+	if err := b.QueryRowContext(t.Context(), "SELECT next_not_cached_value, (SELECT COALESCE(MAX(id), 0) FROM bank.ledger) FROM bank.ledger_id").Scan(&next, &maxID); err != nil {
+		t.Fatal(err)
+	}
+	if next <= maxID {
+		t.Errorf("loaded sequence's next value %d, the loaded ledger holds id %d", next, maxID)
+	}
+
 	replayBinlog(t, src, m.Binlog, dst.Port())
 	logicalCompareChecksums(t, src.DB(t), b)
+	if got, want := sequenceRow(t, b, "bank.ledger_id"), sequenceRow(t, src.DB(t), "bank.ledger_id"); got != want {
+		t.Errorf("sequence after the replay:\n got %s\nwant %s", got, want)
+	}
 }

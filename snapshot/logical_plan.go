@@ -13,6 +13,7 @@ import (
 // plan is what a snapshot will dump, read before the lock is taken.
 type plan struct {
 	databases []databaseDef
+	sequences []sequenceDef
 	tables    []*tablePlan
 	views     []objectDef
 	routines  []objectDef
@@ -165,6 +166,7 @@ func (d *dumper) planTables(ctx context.Context, c *sql.Conn, p *plan, schemas [
 		return fmt.Errorf("list tables: %w", err)
 	}
 	var tables []tkey
+	var sequences [][2]string
 	stats := map[tkey]tstat{}
 	for rows.Next() {
 		var k tkey
@@ -187,13 +189,21 @@ func (d *dumper) planTables(ctx context.Context, c *sql.Conn, p *plan, schemas [
 			stats[k] = st
 		case "VIEW":
 			// Read with the other objects.
+		case "SEQUENCE":
+			sequences = append(sequences, [2]string{k.schema, k.name})
 		default:
-			d.log.Warn("table type is not supported by logical snapshots: skipped", "schema", k.schema, "table", k.name, "type", typ)
+			// A snapshot holds everything a restore needs, or fails.
+			rows.Close()
+			return fmt.Errorf("table %s.%s: type %q is not supported by logical snapshots (a physical snapshot copies it)",
+				k.schema, k.name, typ)
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("list tables: %w", err)
+	}
+	if p.sequences, err = readSequences(ctx, c, sequences); err != nil {
+		return err
 	}
 
 	cols := map[tkey][]columnInfo{}

@@ -224,6 +224,24 @@ var logicalRoundTripSchema = []string{
 	"SET DEFAULT ROLE reader FOR 'app'@'%'",
 	"CREATE USER 'ro'@'10.0.0.%' IDENTIFIED BY 'ro-secret' WITH MAX_QUERIES_PER_HOUR 100",
 	"GRANT SELECT (id, n) ON rt.types TO 'ro'@'10.0.0.%'",
+	// Every account has these (MariaDB 10.11+).
+	"GRANT SELECT ON rt.nokey TO PUBLIC",
+	"GRANT EXECUTE ON FUNCTION rt.twice TO PUBLIC",
+}
+
+// logicalOracleSchema creates the objects that exist only under
+// sql_mode=ORACLE: a package and its body.
+var logicalOracleSchema = []string{
+	"SET SESSION sql_mode = 'ORACLE'",
+	`CREATE PACKAGE rt.pk AS
+		FUNCTION total RETURN INT;
+		PROCEDURE touch(k INT);
+	END`,
+	`CREATE PACKAGE BODY rt.pk AS
+		FUNCTION total RETURN INT AS BEGIN RETURN (SELECT COUNT(*) FROM rt.types); END;
+		PROCEDURE touch(k INT) AS BEGIN UPDATE rt.types SET n = n + 1 WHERE id = k; END;
+	END`,
+	"SET SESSION sql_mode = DEFAULT",
 }
 
 // TestLogicalRoundTrip dumps a server holding every type and object kind
@@ -234,6 +252,16 @@ func TestLogicalRoundTrip(t *testing.T) {
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
 	dst := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
 	logicalExec(t, src, logicalRoundTripSchema...)
+	oracle, err := src.DB(t).Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range logicalOracleSchema {
+		if _, err := oracle.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	oracle.Close()
 	st, err := file.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -337,6 +365,8 @@ func TestLogicalRoundTrip(t *testing.T) {
 		{"SHOW CREATE PROCEDURE rt.bump", "create procedure"},
 		{"SHOW CREATE FUNCTION rt.twice", "create function"},
 		{"SHOW CREATE EVENT rt.nightly", "create event"},
+		{"SHOW CREATE PACKAGE rt.pk", "create package"},
+		{"SHOW CREATE PACKAGE BODY rt.pk", "create package body"},
 		{"SHOW CREATE USER 'app'@'%'", "create user for app@%"},
 		{"SHOW CREATE USER 'ro'@'10.0.0.%'", "create user for ro@10.0.0.%"},
 	}
@@ -345,7 +375,7 @@ func TestLogicalRoundTrip(t *testing.T) {
 			t.Errorf("%s:\n got %s\nwant %s", s.q, got, want)
 		}
 	}
-	for _, acct := range []string{"'app'@'%'", "'ro'@'10.0.0.%'", "reader"} {
+	for _, acct := range []string{"'app'@'%'", "'ro'@'10.0.0.%'", "reader", "PUBLIC"} {
 		if got, want := logicalGrants(t, b, acct), logicalGrants(t, a, acct); strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("SHOW GRANTS FOR %s:\n got %q\nwant %q", acct, got, want)
 		}

@@ -283,10 +283,9 @@ func (m *MariaDB) bootstrap() error {
 	defer conn.Close()
 	stmts := []string{
 		"SET SESSION sql_log_bin = 0",
-		// install-db creates root@<hostname>, which --skip-name-resolve can
-		// never match; dropping it silences a warning on every start.
-		"DELETE FROM mysql.global_priv WHERE User = 'root' AND Host NOT IN ('localhost', '127.0.0.1', '::1')",
-		"DELETE FROM mysql.proxies_priv WHERE Host NOT IN ('localhost', '127.0.0.1', '::1', '')",
+		// root@<hostname>, which install-db creates and --skip-name-resolve
+		// ignores, is kept, as on a production server: snapshots and
+		// restores must carry it.
 		// The password is hex, so formatting it in is safe; prepared
 		// CREATE USER with placeholders is not portable across versions.
 		fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", PitrUser, m.pitrPass),
