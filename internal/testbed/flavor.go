@@ -164,7 +164,7 @@ func (f Flavor) Program(name string) (string, error) {
 	}
 	p := filepath.Join(f.BinDir(), name)
 	if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("%s: %w", p, exec.ErrNotFound)
+		return "", fmt.Errorf("%s is missing or not executable", p)
 	}
 	return p, nil
 }
@@ -178,7 +178,7 @@ func (f Flavor) Binary(tb testing.TB, name string) string {
 	if err == nil {
 		return p
 	}
-	msg := fmt.Sprintf("%s %s not found (%v): run %s", f, name, err, f.installHint())
+	msg := fmt.Sprintf("%s %s not found: %v; run %s", f, name, err, f.installHint())
 	if InCI() {
 		tb.Fatal(msg)
 	}
