@@ -6,6 +6,16 @@
 #
 # The tests start their own throwaway MariaDB servers, so the system MariaDB
 # service is neither started nor enabled.
+#
+# MySQL 9.7 and MariaDB 11.8, which Debian 12 does not package, come as two
+# server roots that server-roots.sh makes with debootstrap from the machine's
+# own Debian mirror (MySQL from sid, MariaDB from trixie) in
+# $MYSQL_PITR_ROOTS (default /var/cache/mysql-pitr/roots): mysql-9.7 and
+# mariadb-11.8, about a minute each the first time. Each holds .bin/,
+# wrappers that run the root's programs on this host through the root's own
+# loader and libraries (put it first on PATH to use them as if installed). A
+# root appears only once built and checked; delete its directory to rebuild
+# it.
 set -euo pipefail
 
 VERSITYGW_VERSION=v1.8.0
@@ -21,7 +31,8 @@ HELM_BIN=${HELM_BIN:-/usr/local/bin/helm}
 
 # mydumper is the Debian 12 package (0.10.x): old, but enough for the logical
 # snapshot comparisons in bench/. make runs the test target; ca-certificates
-# is for `go install` over HTTPS on a minimal image.
+# is for `go install` over HTTPS on a minimal image; debootstrap builds the
+# server roots (server-roots.sh).
 PACKAGES=(
 	mariadb-server
 	mariadb-backup
@@ -31,6 +42,7 @@ PACKAGES=(
 	mydumper
 	make
 	ca-certificates
+	debootstrap
 )
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -126,4 +138,5 @@ install_go_tool() {
 install_packages
 install_go_tool versitygw "$VERSITYGW_MODULE" "$VERSITYGW_VERSION" "$VERSITYGW_BIN"
 install_go_tool helm "$HELM_MODULE" "$HELM_VERSION" "$HELM_BIN"
+bash "$(dirname "${BASH_SOURCE[0]}")/server-roots.sh"
 log "done"

@@ -60,8 +60,12 @@ const (
 )
 
 // MariaDBOptions configures a test server. The zero value is a ROW-format,
-// CRC32-checksummed, binlog-enabled server with server_id 1.
+// CRC32-checksummed, binlog-enabled MariaDB 10.11 server with server_id 1.
 type MariaDBOptions struct {
+	// Flavor is the server to start: MariaDB 10.11 (the zero value),
+	// MariaDB 11.8 or MySQL 9.7, each started as its official image starts
+	// it (see flavor.go).
+	Flavor Flavor
 	// ServerID is server_id; 0 means DefaultServerID.
 	ServerID uint32
 	// BinlogChecksum is binlog_checksum, "CRC32" or "NONE"; "" means CRC32.
@@ -75,8 +79,8 @@ type MariaDBOptions struct {
 	MaxBinlogSize int64
 	// TLS, when set, gives the server a certificate so that it offers TLS.
 	TLS *ServerTLS
-	// ExtraArgs are appended to mariadbd's command line, after the testbed's
-	// own flags, so they can override them.
+	// ExtraArgs are appended to the server's command line, after the
+	// testbed's own flags, so they can override them.
 	ExtraArgs []string
 }
 
@@ -104,10 +108,11 @@ func (o MariaDBOptions) withDefaults() MariaDBOptions {
 	return o
 }
 
-// MariaDB is a throwaway mariadbd listening on 127.0.0.1, with its datadir,
-// binlogs, socket and error log in one temporary directory. It can be stopped,
-// killed and started again on the same datadir and port. Its methods are safe
-// for concurrent use.
+// MariaDB is a throwaway server listening on 127.0.0.1, with its datadir,
+// binlogs, socket and error log in one temporary directory: mariadbd, or
+// MySQL's mysqld for a MySQL Flavor. It can be stopped, killed and started
+// again on the same datadir and port. Its methods are safe for concurrent
+// use.
 type MariaDB struct {
 	opts      MariaDBOptions
 	dir       string
@@ -140,15 +145,14 @@ func (p *process) exited() bool {
 }
 
 // NewMariaDB starts a server for one test and stops it and removes its
-// directory when the test ends. A missing mariadbd skips the test, or fails it
-// under CI=true.
+// directory when the test ends. A missing server program skips the test, or
+// fails it under CI=true.
 func NewMariaDB(tb testing.TB, opts MariaDBOptions) *MariaDB {
 	tb.Helper()
-	Binary(tb, "mariadbd", MariaDBInstall)
-	Binary(tb, "mariadb-install-db", MariaDBInstall)
+	opts.Flavor.require(tb)
 	m, err := StartMariaDB(opts)
 	if err != nil {
-		tb.Fatalf("start mariadb: %v", err)
+		tb.Fatalf("start %s: %v", opts.Flavor, err)
 	}
 	tb.Cleanup(func() {
 		if tb.Failed() {
@@ -167,13 +171,10 @@ func NewMariaDB(tb testing.TB, opts MariaDBOptions) *MariaDB {
 func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
 	begin := time.Now()
 	opts = opts.withDefaults()
-	mariadbd, err := LookBinary("mariadbd")
+	server := opts.Flavor.ServerProgram()
+	mariadbd, err := opts.Flavor.Program(server)
 	if err != nil {
-		return nil, fmt.Errorf("find mariadbd (%s): %w", MariaDBInstall, err)
-	}
-	installDB, err := LookBinary("mariadb-install-db")
-	if err != nil {
-		return nil, fmt.Errorf("find mariadb-install-db (%s): %w", MariaDBInstall, err)
+		return nil, fmt.Errorf("find %s (%s): %w", server, opts.Flavor.installHint(), err)
 	}
 	// os.MkdirTemp rather than t.TempDir: the socket path must stay under the
 	// 108-byte sun_path limit, which long test names would exceed.
@@ -187,7 +188,7 @@ func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
 		return nil, err
 	}
 	m := &MariaDB{opts: opts, dir: dir, mariadbd: mariadbd, pitrPass: pass}
-	if err := m.install(installDB); err != nil {
+	if err := m.initialize(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := m.bootstrap(); err != nil {
+	if err := m.setUp(); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -324,28 +325,8 @@ func (m *MariaDB) args() []string {
 		"--pid-file=" + filepath.Join(m.dir, "mysqld.pid"),
 		"--log-error=" + m.ErrorLog(),
 		"--server-id=" + strconv.FormatUint(uint64(o.ServerID), 10),
-		"--binlog-format=" + o.BinlogFormat,
-		"--binlog-checksum=" + o.BinlogChecksum,
-		"--gtid-strict-mode=ON",
-		"--innodb-buffer-pool-size=128M",
-		"--innodb-log-file-size=64M",
-		"--skip-name-resolve",
-		"--max-allowed-packet=1G",
-		// Production servers (Debian's config, the official images) default
-		// to utf8mb4; --no-defaults would leave latin1.
-		"--character-set-server=utf8mb4",
-		"--collation-server=utf8mb4_general_ci",
-		// Durability is traded for speed: a test server's crash safety is
-		// tested with Kill, which the OS page cache survives.
-		"--innodb-flush-log-at-trx-commit=2",
-		"--sync-binlog=0",
 	}
-	if !o.NoBinlog {
-		args = append(args,
-			"--log-bin="+filepath.Join(m.BinlogDir(), "mysql-bin"),
-			"--log-slave-updates",
-		)
-	}
+	args = append(args, m.flavorArgs()...)
 	if o.MaxBinlogSize > 0 {
 		args = append(args, "--max-binlog-size="+strconv.FormatInt(o.MaxBinlogSize, 10))
 	}
@@ -446,6 +427,9 @@ func (m *MariaDB) halt(sig syscall.Signal) error {
 		return nil
 	}
 	m.proc = nil
+	// Idle connections are closed before the server goes too, so that
+	// their goodbye does not meet a closed socket and get logged.
+	m.dropIdle()
 	defer m.dropIdle()
 	if p.exited() {
 		if p.err != nil {
@@ -511,11 +495,11 @@ func (m *MariaDB) config(user, pass string) *mysql.Config {
 }
 
 // rootConfig is the testbed's own root connection: over the unix socket
-// for a server with TLS, which may refuse unencrypted TCP, over TCP
-// otherwise as before.
+// for a server with TLS, which may refuse unencrypted TCP, and where the
+// flavor needs it (see rootOverSocket); over TCP otherwise as before.
 func (m *MariaDB) rootConfig() *mysql.Config {
 	c := m.config("root", "")
-	if m.opts.TLS != nil {
+	if m.opts.TLS != nil || m.opts.Flavor.rootOverSocket() {
 		c.Net, c.Addr = "unix", m.Socket()
 	}
 	return c
@@ -584,9 +568,16 @@ func (m *MariaDB) Socket() string { return filepath.Join(m.dir, "mysqld.sock") }
 // DataDir is the server's datadir.
 func (m *MariaDB) DataDir() string { return filepath.Join(m.dir, "data") }
 
-// BinlogDir is the directory that holds the binlog files and their index,
-// kept apart from the datadir as in a typical deployment.
-func (m *MariaDB) BinlogDir() string { return filepath.Join(m.dir, "binlog") }
+// BinlogDir is the directory that holds the binlog files and their index:
+// for MariaDB 10.11 kept apart from the datadir, as in many deployments;
+// for the other flavors the datadir, as the chart and MySQL's defaults
+// have it.
+func (m *MariaDB) BinlogDir() string {
+	if m.opts.Flavor.binlogInDatadir() {
+		return m.DataDir()
+	}
+	return filepath.Join(m.dir, "binlog")
+}
 
 // tmpDir is private to the server because temporary table names are only
 // unique within one server: parallel installs sharing /tmp collide.
@@ -596,7 +587,7 @@ func (m *MariaDB) tmpDir() string { return filepath.Join(m.dir, "tmp") }
 func (m *MariaDB) ErrorLog() string { return filepath.Join(m.dir, "error.log") }
 
 // Version is SELECT VERSION() as read when the server was first started, for
-// example "10.11.19-MariaDB-0+deb12u1-log".
+// example "10.11.19-MariaDB-0+deb12u1-log" or "9.7.4-2".
 func (m *MariaDB) Version() string { return m.version }
 
 // StartupTime is how long StartMariaDB took, from creating the datadir to
@@ -605,6 +596,9 @@ func (m *MariaDB) StartupTime() time.Duration { return m.startTime }
 
 // Options are the options the server runs with, defaults filled in.
 func (m *MariaDB) Options() MariaDBOptions { return m.opts }
+
+// Flavor is the server's flavor.
+func (m *MariaDB) Flavor() Flavor { return m.opts.Flavor }
 
 // pool returns the cached root pool. database/sql drops connections that a
 // Stop or Kill broke, so the pool survives restarts.
@@ -710,18 +704,18 @@ func setParentDeathSignal(cmd *exec.Cmd) {
 	}
 }
 
-// The package server: one MariaDB per test binary, started by the first test
-// that asks for it and stopped after all tests ran.
+// The package servers: one per flavor and test binary, each started by the
+// first test that asks for it and stopped after all tests ran.
 var pkgMariaDB struct {
 	mu      sync.Mutex
 	enabled bool
 	opts    MariaDBOptions
-	m       *MariaDB
-	err     error
+	m       map[Flavor]*MariaDB
+	err     map[Flavor]error
 }
 
 // RunWithMariaDB runs the tests (m.Run) with a package server available via
-// PackageMariaDB and stops it afterwards. Use it as
+// PackageMariaDB (and PackageServer) and stops it afterwards. Use it as
 //
 //	func TestMain(m *testing.M) { os.Exit(testbed.RunWithMariaDB(m, testbed.MariaDBOptions{})) }
 //
@@ -731,18 +725,19 @@ var pkgMariaDB struct {
 func RunWithMariaDB(m interface{ Run() int }, opts MariaDBOptions) int {
 	pkgMariaDB.mu.Lock()
 	pkgMariaDB.enabled, pkgMariaDB.opts = true, opts
+	pkgMariaDB.m, pkgMariaDB.err = map[Flavor]*MariaDB{}, map[Flavor]error{}
 	pkgMariaDB.mu.Unlock()
 
 	code := m.Run()
 
 	pkgMariaDB.mu.Lock()
 	defer pkgMariaDB.mu.Unlock()
-	if pkgMariaDB.m != nil {
-		if err := pkgMariaDB.m.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "testbed: close package mariadb: %v\n", err)
+	for f, srv := range pkgMariaDB.m {
+		if err := srv.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "testbed: close package %s: %v\n", f, err)
 		}
-		pkgMariaDB.m = nil
 	}
+	pkgMariaDB.m, pkgMariaDB.err = nil, nil
 	pkgMariaDB.enabled = false
 	return code
 }
@@ -754,20 +749,32 @@ func RunWithMariaDB(m interface{ Run() int }, opts MariaDBOptions) int {
 // the server.
 func PackageMariaDB(tb testing.TB) *MariaDB {
 	tb.Helper()
-	Binary(tb, "mariadbd", MariaDBInstall)
-	Binary(tb, "mariadb-install-db", MariaDBInstall)
+	pkgMariaDB.mu.Lock()
+	f := pkgMariaDB.opts.Flavor
+	pkgMariaDB.mu.Unlock()
+	return PackageServer(tb, f)
+}
+
+// PackageServer is PackageMariaDB for a flavor: the package's shared server
+// of that flavor, with the options TestMain gave RunWithMariaDB but f's
+// flavor, for tests that run against each of Servers.
+func PackageServer(tb testing.TB, f Flavor) *MariaDB {
+	tb.Helper()
+	f.require(tb)
 	pkgMariaDB.mu.Lock()
 	defer pkgMariaDB.mu.Unlock()
 	if !pkgMariaDB.enabled {
 		tb.Fatal("testbed.PackageMariaDB needs TestMain to call testbed.RunWithMariaDB")
 	}
-	if pkgMariaDB.m == nil && pkgMariaDB.err == nil {
-		pkgMariaDB.m, pkgMariaDB.err = StartMariaDB(pkgMariaDB.opts)
+	if pkgMariaDB.m[f] == nil && pkgMariaDB.err[f] == nil {
+		opts := pkgMariaDB.opts
+		opts.Flavor = f
+		pkgMariaDB.m[f], pkgMariaDB.err[f] = StartMariaDB(opts)
 	}
-	if pkgMariaDB.err != nil {
+	if err := pkgMariaDB.err[f]; err != nil {
 		// Every later test fails with the same cause instead of each paying
 		// for another start that would fail the same way.
-		tb.Fatalf("start package mariadb: %v", pkgMariaDB.err)
+		tb.Fatalf("start package %s: %v", f, err)
 	}
-	return pkgMariaDB.m
+	return pkgMariaDB.m[f]
 }
