@@ -227,10 +227,7 @@ func checksumsOf(t *testing.T, db *sql.DB) string {
 // the file, to the end), and compares the tables with the same file
 // applied by mariadb-binlog | mariadb.
 func TestServerReplicatesRecordedBinlog(t *testing.T) {
-	client, err := exec.LookPath("mariadb")
-	if err != nil {
-		t.Skip("mariadb client not installed")
-	}
+	client := testbed.Binary(t, "mariadb", testbed.MariaDBInstall)
 	const name = "mysql-bin.000002" // the recorded file's name on its server
 	for _, tc := range []struct{ name, path string }{
 		{"crc32", "testdata/mariadb-10.11-crc32.binlog.000001"},
@@ -312,10 +309,7 @@ func TestServerReplicatesRecordedBinlog(t *testing.T) {
 // TestServerRefusesUnknownFile checks that a dump request for a file the
 // server does not hold ends in the error a source would give, not a hang.
 func TestServerRefusesUnknownFile(t *testing.T) {
-	dump, err := exec.LookPath("mariadb-binlog")
-	if err != nil {
-		t.Skip("mariadb-binlog not installed")
-	}
+	dump := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
 	var log syncBuffer
 	path := "testdata/mariadb-10.11-crc32.binlog.000001"
 	port := startBinlogServer(t, []ServedFile{{Name: "mysql-bin.000002", Path: path}}, &log)
