@@ -11,6 +11,32 @@ import (
 	"github.com/go-sql-driver/mysql"
 )
 
+// TestUnknownFlag gives every command a flag it does not have: one line
+// names the flag and where the usage is, and -h still prints the usage.
+func TestUnknownFlag(t *testing.T) {
+	for _, command := range [][]string{{"agent"}, {"snapshot"}, {"list"}, {"prune"}, {"restore"}, {"verify"}, {"drill"},
+		{"binlog", "fetch"}, {"grants"}} {
+		name := strings.Join(command, " ")
+		t.Run(name, func(t *testing.T) {
+			_, stderr, code := runCLI(t, t.Context(), append(command, "--no-such-flag")...)
+			want := "mysql-pitr: " + name + ": flag provided but not defined: -no-such-flag (see 'mysql-pitr " + name + " --help')\n"
+			if code != 2 || stderr != want {
+				t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, stderr, want)
+			}
+			_, stderr, code = runCLI(t, t.Context(), append(command, "--help")...)
+			if code != 0 || !strings.HasPrefix(stderr, "Usage: mysql-pitr "+name+" [flags]\n") || !strings.Contains(stderr, "\n  -") {
+				t.Errorf("--help: exit %d, stderr %q; want exit 0 and the flags", code, lastLines(stderr, 3))
+			}
+		})
+	}
+	t.Run("before the command", func(t *testing.T) {
+		_, stderr, code := runCLI(t, t.Context(), "--no-such-flag")
+		if want := "mysql-pitr: unknown command \"--no-such-flag\" (see 'mysql-pitr --help')\n"; code != 2 || stderr != want {
+			t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, stderr, want)
+		}
+	})
+}
+
 // TestDSNPassword checks where a DSN may hold the password: not on the
 // command line, where every user of the host can read it, but in the
 // DSN's environment variable, and then as the only password given.
