@@ -228,6 +228,7 @@ func checksumsOf(t *testing.T, db *sql.DB) string {
 // applied by mariadb-binlog | mariadb.
 func TestServerReplicatesRecordedBinlog(t *testing.T) {
 	client := testbed.Binary(t, "mariadb", testbed.MariaDBInstall)
+	dumpTool := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
 	const name = "mysql-bin.000002" // the recorded file's name on its server
 	for _, tc := range []struct{ name, path string }{
 		{"crc32", "testdata/mariadb-10.11-crc32.binlog.000001"},
@@ -284,10 +285,11 @@ func TestServerReplicatesRecordedBinlog(t *testing.T) {
 			// The workload's XA transactions reuse a sequence number, which a
 			// client replaying them trips over in strict mode; replication does not.
 			ref := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 3, ExtraArgs: []string{"--gtid-strict-mode=OFF"}})
-			dump := exec.CommandContext(t.Context(), "mariadb-binlog", "--no-defaults", "--stop-position="+strconv.FormatUint(ends[last], 10), tc.path)
+			dump := exec.CommandContext(t.Context(), dumpTool, "--no-defaults", "--stop-position="+strconv.FormatUint(ends[last], 10), tc.path)
 			apply := exec.CommandContext(t.Context(), client, "--no-defaults", "--binary-mode", "--socket="+ref.Socket(), "-uroot")
 			apply.Stdin, _ = dump.StdoutPipe()
-			var stderr bytes.Buffer
+			// Both programs write to it at once.
+			var stderr syncBuffer
 			apply.Stderr, dump.Stderr = &stderr, &stderr
 			if err := apply.Start(); err != nil {
 				t.Fatal(err)
