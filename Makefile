@@ -6,11 +6,17 @@ export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: test build setup demo
 
+# The packages whose code runs goroutines, tested again under the race
+# detector. ./agent has no tests of its own: the agent runs in
+# cmd/mysql-pitr's tests as a separate binary, built without -race.
+RACE_PKGS := ./binlog/... ./agent/... ./schedule/... ./storage/... ./restore/...
+
 # CI=true turns a missing MariaDB or versitygw from a skip into a failure;
 # passing it through explicitly keeps that visible here.
 test:
 	go vet ./...
 	CI=$${CI:-} go test -count=1 -timeout 40m ./...
+	CI=$${CI:-} go test -race -count=1 -timeout 40m $(RACE_PKGS)
 
 build:
 	go build -o bin/mysql-pitr ./cmd/mysql-pitr

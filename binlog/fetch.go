@@ -79,6 +79,12 @@ func (r *segmentReader) Read(p []byte) (int, error) {
 	}
 	if err != nil {
 		if r.src.err == nil {
+			// The decoder stops at damage before the store reaches the end,
+			// where it checks the object's checksum: reading the rest tells
+			// bytes changed in storage from bytes stored as written.
+			_, _ = io.Copy(io.Discard, r.src)
+		}
+		if r.src.err == nil {
 			return n, fmt.Errorf("%w: %s does not decompress: %v", ErrCorrupt, r.seg.Ref().DataKey(), err)
 		}
 		return n, fmt.Errorf("read segment %s: %w", r.seg.Ref().DataKey(), r.src.err)

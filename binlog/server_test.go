@@ -227,10 +227,8 @@ func checksumsOf(t *testing.T, db *sql.DB) string {
 // the file, to the end), and compares the tables with the same file
 // applied by mariadb-binlog | mariadb.
 func TestServerReplicatesRecordedBinlog(t *testing.T) {
-	client, err := exec.LookPath("mariadb")
-	if err != nil {
-		t.Skip("mariadb client not installed")
-	}
+	client := testbed.Binary(t, "mariadb", testbed.MariaDBInstall)
+	dumpTool := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
 	const name = "mysql-bin.000002" // the recorded file's name on its server
 	for _, tc := range []struct{ name, path string }{
 		{"crc32", "testdata/mariadb-10.11-crc32.binlog.000001"},
@@ -287,10 +285,11 @@ func TestServerReplicatesRecordedBinlog(t *testing.T) {
 			// The workload's XA transactions reuse a sequence number, which a
 			// client replaying them trips over in strict mode; replication does not.
 			ref := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 3, ExtraArgs: []string{"--gtid-strict-mode=OFF"}})
-			dump := exec.CommandContext(t.Context(), "mariadb-binlog", "--no-defaults", "--stop-position="+strconv.FormatUint(ends[last], 10), tc.path)
+			dump := exec.CommandContext(t.Context(), dumpTool, "--no-defaults", "--stop-position="+strconv.FormatUint(ends[last], 10), tc.path)
 			apply := exec.CommandContext(t.Context(), client, "--no-defaults", "--binary-mode", "--socket="+ref.Socket(), "-uroot")
 			apply.Stdin, _ = dump.StdoutPipe()
-			var stderr bytes.Buffer
+			// Both programs write to it at once.
+			var stderr syncBuffer
 			apply.Stderr, dump.Stderr = &stderr, &stderr
 			if err := apply.Start(); err != nil {
 				t.Fatal(err)
@@ -312,10 +311,7 @@ func TestServerReplicatesRecordedBinlog(t *testing.T) {
 // TestServerRefusesUnknownFile checks that a dump request for a file the
 // server does not hold ends in the error a source would give, not a hang.
 func TestServerRefusesUnknownFile(t *testing.T) {
-	dump, err := exec.LookPath("mariadb-binlog")
-	if err != nil {
-		t.Skip("mariadb-binlog not installed")
-	}
+	dump := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
 	var log syncBuffer
 	path := "testdata/mariadb-10.11-crc32.binlog.000001"
 	port := startBinlogServer(t, []ServedFile{{Name: "mysql-bin.000002", Path: path}}, &log)

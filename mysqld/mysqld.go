@@ -63,6 +63,14 @@ func Init(ctx context.Context, flavor, datadir string) error {
 	if err := os.MkdirAll(datadir, 0o750); err != nil {
 		return fmt.Errorf("create datadir: %w", err)
 	}
+	// The bootstrap's temporary tables go in a directory of its own: any
+	// server starting with the default tmpdir deletes every #sql file in
+	// /tmp, a running bootstrap's included, which then fails.
+	tmp, err := os.MkdirTemp("", "mysqld-init-")
+	if err != nil {
+		return fmt.Errorf("initialize datadir %s: %w", datadir, err)
+	}
+	defer os.RemoveAll(tmp)
 	var cmd *exec.Cmd
 	switch flavor {
 	case MySQL:
@@ -70,7 +78,7 @@ func Init(ctx context.Context, flavor, datadir string) error {
 		if err != nil {
 			return err
 		}
-		args := []string{"--no-defaults", "--initialize-insecure", "--datadir=" + datadir}
+		args := []string{"--no-defaults", "--initialize-insecure", "--datadir=" + datadir, "--tmpdir=" + tmp}
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}
@@ -81,7 +89,7 @@ func Init(ctx context.Context, flavor, datadir string) error {
 			return err
 		}
 		args := []string{"--no-defaults", "--datadir=" + datadir, "--auth-root-authentication-method=normal",
-			"--skip-test-db", "--skip-name-resolve"}
+			"--skip-test-db", "--skip-name-resolve", "--tmpdir=" + tmp}
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"golang.org/x/sys/unix"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
@@ -94,6 +95,10 @@ type Options struct {
 	// BufferPool is the temporary server's InnoDB buffer pool in bytes;
 	// 0 means DefaultBufferPool, negative the server's own default.
 	BufferPool int64
+	// LeftoverWait bounds how long the restore waits for the programs of a
+	// killed restore into the same datadir to let go of the staging
+	// directory it left; 0 means DefaultLeftoverWait.
+	LeftoverWait time.Duration
 }
 
 // DefaultBufferPool is the temporary server's buffer pool unless
@@ -140,11 +145,29 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 		return applyToServer(ctx, p, opts, work, begin)
 	}
 	res := &Result{}
-	var err error
-	if _, err := datadirEntries(opts.Datadir, opts.Force, ""); err != nil {
+	datadir, err := filepath.Abs(opts.Datadir)
+	if err != nil {
+		return nil, fmt.Errorf("datadir %s: %w", opts.Datadir, err)
+	}
+	wait := opts.LeftoverWait
+	if wait <= 0 {
+		wait = DefaultLeftoverWait
+	}
+	// What a killed restore left goes first: it would make the datadir look
+	// used (when the staging directory is inside it) and hold space.
+	if err := removeLeftovers(ctx, datadir, wait, log); err != nil {
 		return nil, err
 	}
-
+	// Everything that could refuse the restore at its end is checked
+	// before any work: the datadir's emptiness, and with --force whether
+	// its contents can be moved aside or deleted.
+	used, err := datadirEntries(datadir, opts.Force, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEmptying(datadir, used, opts.DiscardExisting); err != nil {
+		return nil, err
+	}
 	// Fetch and verify the binlog first: a damaged archive, or one this
 	// restore holds no key for, stops the restore before the datadir is
 	// created or its contents moved aside.
@@ -159,24 +182,20 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	// The new datadir is built out of place and moved in only when the
 	// restore has succeeded: until then, and after any failure, the
 	// target directory holds exactly what it held before.
-	staging, err := snapshot.Staging(opts.Datadir)
+	stage, err := newStaging(datadir)
 	if err != nil {
 		return nil, err
 	}
 	moved := false
 	defer func() {
 		if !moved {
-			os.RemoveAll(staging)
+			if err := stage.remove(); err != nil {
+				log.Warn("the next restore into this datadir removes what this one left", "err", err)
+			}
 		}
 	}()
-	// The temporary server sorts what does not fit in memory (a bulk
-	// load's secondary indexes) in its tmpdir: beside the new datadir, on
-	// the volume sized for it, rather than in the work directory.
-	tmpdir, err := os.MkdirTemp(filepath.Dir(staging), filepath.Base(staging)+"-tmp-")
-	if err != nil {
-		return nil, fmt.Errorf("temporary server's tmpdir: %w", err)
-	}
-	defer os.RemoveAll(tmpdir)
+	staging, tmpdir := stage.datadir(), stage.tmpdir()
+
 	log.Info("replay range", "from", p.From.String(), "stop", stop.Position.String(), "transactions", stop.Transactions)
 
 	flavor := mysqld.MariaDB
@@ -258,10 +277,6 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Gone before the datadir is checked for being empty, which it may lie in.
-	if err := os.RemoveAll(tmpdir); err != nil {
-		return nil, fmt.Errorf("remove the temporary server's tmpdir: %w", err)
-	}
 	var idb [6]byte
 	_, _ = rand.Read(idb[:])
 	res.Marker = Marker{ID: hex.EncodeToString(idb[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: p.Timeline,
@@ -270,13 +285,16 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	if err := os.WriteFile(filepath.Join(staging, MarkerFile), append(b, '\n'), 0o640); err != nil {
 		return nil, fmt.Errorf("write restore marker: %w", err)
 	}
-	if res.MovedAside, err = prepareDatadir(opts.Datadir, opts.Force, opts.DiscardExisting, staging); err != nil {
+	if res.MovedAside, err = prepareDatadir(datadir, opts.Force, opts.DiscardExisting, stage.root); err != nil {
 		return nil, err
 	}
-	if err := snapshot.MoveInto(staging, opts.Datadir); err != nil {
+	if err := snapshot.MoveInto(staging, datadir); err != nil {
 		return nil, err
 	}
 	moved = true
+	if err := stage.remove(); err != nil {
+		log.Warn("the restore is done; the next restore into this datadir removes what is left of its staging directory", "err", err)
+	}
 	res.Duration = time.Since(begin)
 	return res, nil
 }
@@ -435,6 +453,49 @@ func datadirEntries(dir string, force bool, staging string) ([]os.DirEntry, erro
 		return nil, fmt.Errorf("datadir %s is not empty (%d entries): pass --force to move its contents aside, or --force --discard-existing to delete them", dir, len(used))
 	}
 	return used, nil
+}
+
+// checkEmptying checks, before any work, that the entries used of dir can
+// be moved aside (renamed into a sibling of dir) or, with discard, deleted
+// when the restore ends: neither works across filesystems, so dir must not
+// be a volume's root for a move aside, and no entry may be a mount point.
+func checkEmptying(dir string, used []os.DirEntry, discard bool) error {
+	if len(used) == 0 {
+		return nil
+	}
+	var d syscall.Stat_t
+	if err := syscall.Stat(dir, &d); err != nil {
+		return fmt.Errorf("datadir %s: %w", dir, err)
+	}
+	aside := filepath.Dir(dir)
+	if !discard {
+		var p syscall.Stat_t
+		if err := syscall.Stat(aside, &p); err != nil {
+			return fmt.Errorf("datadir %s: %w", aside, err)
+		}
+		if p.Dev != d.Dev {
+			return fmt.Errorf("--force would move the contents of %s to %s.before-restore-TIME, on another filesystem (%s is a volume's root), "+
+				"which cannot be done by renaming: add --discard-existing to delete them instead, or restore into a directory below the volume's root; nothing was changed",
+				dir, filepath.Clean(dir), dir)
+		}
+		if err := unix.Access(aside, unix.W_OK|unix.X_OK); err != nil {
+			return fmt.Errorf("--force would move the contents of %s into a new directory in %s: %w; nothing was changed", dir, aside, err)
+		}
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("--force would empty %s: %w; nothing was changed", dir, err)
+	}
+	for _, e := range used {
+		var st syscall.Stat_t
+		path := filepath.Join(dir, e.Name())
+		if err := syscall.Lstat(path, &st); err != nil {
+			return fmt.Errorf("datadir %s: %w", dir, err)
+		}
+		if st.Dev != d.Dev {
+			return fmt.Errorf("--force cannot move or delete %s: it is another filesystem's mount point; unmount it first; nothing was changed", path)
+		}
+	}
+	return nil
 }
 
 // prepareDatadir checks that dir is empty, or empties it as asked. It

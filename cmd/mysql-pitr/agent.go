@@ -146,17 +146,30 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return err
 	}
 	// The replication stream says when preferred falls back to plaintext.
-	w, err := openWriter(ctx, &o.mysql, &o.storage, &o.log, stderr, false)
+	w, err := openWriter(ctx, &o.mysql, &o.log, stderr, false)
 	defer func() { err = explainTLS(err, w.tls, w.mcfg) }()
 	if err != nil {
 		return err
 	}
-	logger, mcfg, tlsSettings, st := w.logger, w.mcfg, w.tls, w.st
+	logger, mcfg, tlsSettings := w.logger, w.mcfg, w.tls
 	src, err := binlog.NewSource(mcfg)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	// The server (waited for), the login and the privileges before the
+	// archive or the spool is touched.
+	probe := &binlog.Streamer{Source: src, ConnectTimeout: o.connectTimeout, Logger: logger.With("agent", o.agentID, "component", "binlog")}
+	if err := agentPreflight(probe, o.schedule != "", o.snapMethod)(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if err := w.openArchive(ctx, &o.storage); err != nil {
+		return err
+	}
+	st := w.st
 	// The spool is locked first, and opened only once the lease is held:
 	// an agent refused either way leaves another's spool untouched.
 	spoolLock, err := binlog.LockSpool(filepath.Join(o.spoolDir, o.storage.id()))
@@ -215,7 +228,6 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
 		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent"), SnapshotNewTimelines: o.snapOnTimeline,
 		SpoolLock: spoolLock, SpoolMax: int64(o.spoolMax)}
-	a.Check = agentPreflight(s, o.schedule != "", o.snapMethod)
 	if sched != nil {
 		sched.Check = func(ctx context.Context) error {
 			return preflight.Check(ctx, src.DB(), "", preflight.SnapshotRole(o.snapMethod))

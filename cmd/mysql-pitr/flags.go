@@ -27,11 +27,29 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.VisitAll(func(f *flag.Flag) {
 		f.Usage = fmt.Sprintf("%s (env %s)", f.Usage, envName(f.Name))
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	// The flag package prints a bad flag's error and then every flag's
+	// usage: the error is said once, in one line, by the caller, and the
+	// usage is printed when asked for.
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(out, "Usage: mysql-pitr %s [flags]\n", fs.Name())
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return usageError{fmt.Errorf("%s: %w (see 'mysql-pitr %s --help')", fs.Name(), err, fs.Name())}
+	}
+	var argvErr error
+	fs.Visit(func(f *flag.Flag) {
+		if d, ok := f.Value.(dsnFlag); ok && argvErr == nil {
+			argvErr = d.checkArgv(f.Name)
 		}
-		return usageError{err}
+	})
+	if argvErr != nil {
+		return argvErr
 	}
 	if fs.NArg() > 0 {
 		// The argument itself is not quoted: a password given by mistake
@@ -40,7 +58,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || err != nil {
 			return
@@ -137,6 +154,39 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
+// dsnFlag is a DSN flag's value. On the command line a DSN must not hold a
+// password: any user of the host can read a process's arguments. In the
+// flag's environment variable, which only the process's user can read, it
+// may.
+type dsnFlag struct {
+	dsn *string
+	// passwordFlag and passwordEnv are where the password goes instead.
+	passwordFlag, passwordEnv string
+}
+
+func (d dsnFlag) String() string {
+	if d.dsn == nil {
+		return ""
+	}
+	return *d.dsn
+}
+
+func (d dsnFlag) Set(v string) error {
+	*d.dsn = v
+	return nil
+}
+
+// checkArgv refuses a DSN given as the named flag that holds a password.
+// The DSN itself is never shown.
+func (d dsnFlag) checkArgv(name string) error {
+	cfg, err := mysql.ParseDSN(*d.dsn)
+	if err != nil || cfg.Passwd == "" {
+		return nil // an invalid DSN is reported as such later
+	}
+	return usageError{fmt.Errorf("--%s holds a password, which every user of this host can read in the process list: "+
+		"leave it out and give it with %s or %s (or set the whole DSN in %s)", name, d.passwordFlag, d.passwordEnv, envName(name))}
+}
+
 // mysqlFlags locate the server and its credentials.
 type mysqlFlags struct {
 	dsn          string
@@ -145,8 +195,8 @@ type mysqlFlags struct {
 }
 
 func (m *mysqlFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.dsn, "dsn", "", "server to archive, as a Go MySQL DSN: user@tcp(host:3306)/ or user@unix(/run/mysqld/mysqld.sock)/; "+
-		"leave the password out and use --password-file or MYSQL_PITR_PASSWORD")
+	fs.Var(dsnFlag{&m.dsn, "--password-file", "MYSQL_PITR_PASSWORD"}, "dsn", "server to archive, as a Go MySQL DSN: user@tcp(host:3306)/ or user@unix(/run/mysqld/mysqld.sock)/; "+
+		"without the password (refused here), which comes from --password-file or MYSQL_PITR_PASSWORD")
 	fs.StringVar(&m.passwordFile, "password-file", "", "file holding the MySQL password (first line)")
 	m.tls.register(fs)
 }
@@ -165,6 +215,9 @@ func (m *mysqlFlags) configWithEnv(passwordEnv string) (*mysql.Config, error) {
 	cfg, err := mysql.ParseDSN(m.dsn)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--dsn is not a valid DSN (expected user@tcp(host:port)/): %v", err)}
+	}
+	if cfg.Passwd != "" && (m.passwordFile != "" || os.Getenv(passwordEnv) != "") {
+		return nil, usageError{fmt.Errorf("the DSN holds a password and a password file or %s gives one too: give it once", passwordEnv)}
 	}
 	if cfg.Passwd == "" {
 		switch {

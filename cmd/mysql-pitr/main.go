@@ -86,8 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return usageError{fmt.Errorf("unknown command %q", cmd)}
+	return usageError{fmt.Errorf("unknown command %q (see 'mysql-pitr --help')", cmd)}
 }
 
 // exitCode prints err as one line and maps it to the documented exit code.

@@ -35,7 +35,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	fs.StringVar(&toPos, "to-position", "", "restore to the end of the transaction that ends at FILE:POS")
 	fs.StringVar(&datadir, "datadir", "", "directory to restore into (must be empty unless --force)")
 	var into mysqlFlags
-	fs.StringVar(&into.dsn, "target-dsn", "", "restore into this running, empty server instead of a datadir (logical snapshots); password from --target-password-file or MYSQL_PITR_TARGET_PASSWORD")
+	fs.Var(dsnFlag{&into.dsn, "--target-password-file", "MYSQL_PITR_TARGET_PASSWORD"}, "target-dsn",
+		"restore into this running, empty server instead of a datadir (logical snapshots); password from --target-password-file or MYSQL_PITR_TARGET_PASSWORD")
 	fs.StringVar(&into.passwordFile, "target-password-file", "", "file holding the target server's password")
 	into.tls.register(fs)
 	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and stop")

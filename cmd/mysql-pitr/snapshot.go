@@ -58,28 +58,33 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	w, err := openWriter(ctx, &o.mysql, &o.storage, &o.log, stderr, true)
+	w, err := openWriter(ctx, &o.mysql, &o.log, stderr, true)
 	defer func() { err = explainTLS(err, w.tls, w.mcfg) }()
 	if err != nil {
 		return err
 	}
-	logger, mcfg, tlsSettings, st := w.logger, w.mcfg, w.tls, w.st
-	// The archive's keys name its newest timeline: a writer holding only
-	// the public recipients of an encrypted archive needs to read nothing.
-	tl, err := catalog.NewestTimeline(ctx, st)
-	if err != nil {
-		return err
-	}
+	logger, mcfg, tlsSettings := w.logger, w.mcfg, w.tls
 	src, err := binlog.NewSource(mcfg)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	// The login and the privileges before the archive is touched.
 	info, err := src.Info(ctx)
 	if err != nil {
 		return err
 	}
 	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method)); err != nil {
+		return err
+	}
+	if err := w.openArchive(ctx, &o.storage); err != nil {
+		return err
+	}
+	st := w.st
+	// The archive's keys name its newest timeline: a writer holding only
+	// the public recipients of an encrypted archive needs to read nothing.
+	tl, err := catalog.NewestTimeline(ctx, st)
+	if err != nil {
 		return err
 	}
 	progress := newProgress(stderr, logger)

@@ -149,21 +149,29 @@ type writerSetup struct {
 	st     storage.Storage
 }
 
-// openWriter builds the logger, the server's connection settings (logging
-// what the TLS choice calls for; checkFallback tries a connection to see
-// whether preferred went without TLS) and the archive, opened for writing.
-// What it has built is returned with an error too, for explainTLS.
-func openWriter(ctx context.Context, m *mysqlFlags, s *storageFlags, l *logFlags, stderr io.Writer, checkFallback bool) (w writerSetup, err error) {
+// openWriter builds the logger and the server's connection settings
+// (logging what the TLS choice calls for; checkFallback tries a connection
+// to see whether preferred went without TLS). What it has built is
+// returned with an error too, for explainTLS. The archive is opened by
+// openArchive, once the server has accepted the login.
+func openWriter(ctx context.Context, m *mysqlFlags, l *logFlags, stderr io.Writer, checkFallback bool) (w writerSetup, err error) {
 	if w.logger, err = l.logger(stderr); err != nil {
 		return w, err
 	}
 	if w.mcfg, err = m.config(); err != nil {
 		return w, err
 	}
-	s.age.role, s.age.log = ageWriter, w.logger
 	w.tls, _ = m.tls.settings() // checked by config
 	logTLS(ctx, w.logger, w.tls, w.mcfg, checkFallback)
+	return w, nil
+}
+
+// openArchive opens the archive for writing. Callers check the server's
+// login first: opening a file:// archive creates its directory, and a
+// command refused by the server should leave nothing behind.
+func (w *writerSetup) openArchive(ctx context.Context, s *storageFlags) (err error) {
+	s.age.role, s.age.log = ageWriter, w.logger
 	s.tlsLog.logger = w.logger
 	w.st, err = s.open(ctx)
-	return w, err
+	return err
 }

@@ -174,6 +174,12 @@ func (s *Storage) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	encrypted, err := hasMagic(br)
 	if err != nil {
 		rc.Close()
+		if len(s.identities) == 0 {
+			// Nothing says the object is encrypted (an object shorter than
+			// the age header is read whole here): the store's error, a
+			// checksum mismatch included, is all there is to say.
+			return nil, err
+		}
 		return nil, s.readErr(key, src, err)
 	}
 	if !encrypted {

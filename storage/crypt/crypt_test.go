@@ -286,6 +286,36 @@ func TestTampering(t *testing.T) {
 
 // TestTamperedHeaderStanza flips a byte of the recipient stanza: no identity
 // can unwrap the file key any more, which age cannot tell from a wrong key.
+// TestPlaintextDamage reads damaged objects of an unencrypted archive
+// through a Storage without keys: whatever the object's size, the error is
+// the store's checksum mismatch, and it says nothing of encryption.
+func TestPlaintextDamage(t *testing.T) {
+	const key = "snapshots/20261127T031500Z-9f2c/tables/app/t/data-000001.tsv.zst"
+	for _, tt := range []struct {
+		name string
+		size int
+	}{
+		{"shorter than the age header", 9},
+		{"a few hundred bytes", 300},
+		{"several age chunks long", 3*64<<10 + 500},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := storagetest.NewMemory()
+			s := keyed(t, m, nil)
+			if _, err := s.Put(t.Context(), key, bytes.NewReader(data(3, tt.size)), storage.PutOptions{}); err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			if !m.Corrupt(key) {
+				t.Fatal("nothing to corrupt")
+			}
+			_, err := readAll(s, t, key)
+			if !errors.Is(err, storage.ErrChecksum) || errors.Is(err, ErrTampered) || strings.Contains(err.Error(), "encrypt") {
+				t.Errorf("error %v; want the store's checksum mismatch, not a word of encryption", err)
+			}
+		})
+	}
+}
+
 func TestTamperedHeaderStanza(t *testing.T) {
 	a := newIdentity(t)
 	m := storagetest.NewMemory()
