@@ -138,7 +138,10 @@ func (s *Streamer) claim(ctx context.Context, refs catalog.TailRefs) error {
 	rec := c.Record()
 	s.up.SetGeneration(rec)
 	if err := s.Spool.addGen(rec.Gen); err != nil {
-		return err
+		// Only an agent without identity relies on it, to recognise its
+		// own uploads after a restart; without it such an agent begins an
+		// unverified timeline rather than guess.
+		s.Logger.Warn("record the writer generation in the spool", "err", err)
 	}
 	s.Logger.Info("took the archive over", "generation", uint64(rec.Gen), "fence", rec.Fence.String())
 	return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -175,5 +176,149 @@ func TestNoArchiveIsAnError(t *testing.T) {
 	}
 	if _, err := os.Stat(s3.ObjectPath("typo-in-the-prefix")); err == nil {
 		t.Fatal("objects were created under the S3 prefix")
+	}
+}
+
+// exited waits up to timeout for the agent to exit and returns its error
+// and whether it exited.
+func (p *agentProc) exited(timeout time.Duration) (error, bool) {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+// verifyWhole runs verify and fails the test unless it finds the archive whole.
+func verifyWhole(t *testing.T, storageURL string) string {
+	t.Helper()
+	out, stderr, code := runCLI(t, t.Context(), "verify", "--storage", storageURL)
+	if code != 0 {
+		t.Fatalf("verify: exit %d:\n%s%s", code, out, stderr)
+	}
+	return out
+}
+
+// TestSplitBrainIsFenced: agent A is cut off from storage (its gateway
+// frozen) for longer than its lease while it keeps receiving the binlog;
+// agent B, a rescheduled pod, takes the lapsed lease through another
+// gateway to the same store and archives on; then A's path heals and its
+// hung and spooled uploads reach storage. A must stop at once, nothing it
+// stores after B took over may count, and the archive must end
+// byte-identical to the server's binlog with verify finding it whole.
+func TestSplitBrainIsFenced(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{MaxBinlogSize: 1 << 20})
+	gw1 := testbed.StartS3(t)
+	gw2 := gw1.Another(t)
+	gw1.SetEnv(t)
+	env := append(gw1.Env(), "MYSQL_PITR_PASSWORD="+db.PitrPassword())
+	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
+	common := []string{"--dsn", dsn, "--flush-interval", "200ms", "--lease-ttl", "3s", "--compact-interval", "0"}
+
+	stop := make(chan struct{})
+	load := writeLoad(t, db, stop)
+	a := startAgent(t, env, append(common, "--storage", gw1.URL("split"), "--agent-id", "pod-a", "--spool-dir", t.TempDir())...)
+	a.waitReady(30 * time.Second)
+	time.Sleep(time.Second)
+
+	if err := gw1.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second) // past A's lease; A keeps spooling
+	b := startAgent(t, env, append(common, "--storage", gw2.URL("split"), "--agent-id", "pod-b", "--spool-dir", t.TempDir())...)
+	b.waitReady(30 * time.Second)
+	time.Sleep(2 * time.Second) // B archives on
+	if err := gw1.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	err, done := a.exited(30 * time.Second)
+	if !done {
+		t.Fatal("agent A went on writing after another agent took the archive over")
+	}
+	if err == nil || !strings.Contains(a.logs(), "taken") {
+		t.Errorf("agent A exited with %v; want a failure saying the archive was taken over", err)
+	}
+	close(stop)
+	<-load
+	b.waitDurable(db, 60*time.Second)
+	if err := b.signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("agent B: %v", err)
+	}
+	storageURL := gw2.URL("split")
+	compareArchive(t, storageURL, db)
+	verifyWhole(t, storageURL)
+	doc := listJSON(t, storageURL)
+	if len(doc.Gaps) != 0 {
+		t.Errorf("gaps %+v: the takeover must not break the archive", doc.Gaps)
+	}
+	out, _, _ := runCLI(t, t.Context(), "verify", "--storage", storageURL, "--json")
+	var report struct {
+		Superseded []string `json:"superseded"`
+	}
+	json.Unmarshal([]byte(out), &report)
+	t.Logf("A stopped: %v; objects A stored after B took over, left out: %d", err, len(report.Superseded))
+}
+
+// TestSecondAgentLeavesTheFirstAlone: an agent refused because another holds
+// the archive touches nothing of the first one's, whether it shares its
+// spool directory (the default --spool-dir) or only its name (the default
+// --agent-id, the host name); the first goes on, and the archive stays
+// whole.
+func TestSecondAgentLeavesTheFirstAlone(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		sameSpool bool
+		agentID   string
+		want      string
+	}{
+		{"another agent id on the same spool", true, "pod-b", "spool directory is in use"},
+		{"the same agent id on another spool", false, "pod-a", "lease"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+			dir := t.TempDir()
+			storageURL := "file://" + dir
+			env := []string{"MYSQL_PITR_PASSWORD=" + db.PitrPassword()}
+			t.Setenv("MYSQL_PITR_PASSWORD", db.PitrPassword())
+			dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
+			spool := t.TempDir()
+			// A long flush interval keeps a segment open in A's spool while B starts.
+			a := startAgent(t, env, "--dsn", dsn, "--storage", storageURL, "--spool-dir", spool, "--agent-id", "pod-a",
+				"--flush-interval", "3s", "--lease-ttl", "3s")
+			a.waitReady(30 * time.Second)
+			db.Exec(t, "CREATE DATABASE app")
+			db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20))")
+			for range 20 {
+				db.Exec(t, "INSERT INTO app.t (v) VALUES ('x')")
+			}
+			bSpool := spool
+			if !tc.sameSpool {
+				bSpool = t.TempDir()
+			}
+			began := time.Now()
+			_, stderr, code := runCLI(t, t.Context(), "agent", "--dsn", dsn, "--storage", storageURL, "--spool-dir", bSpool,
+				"--agent-id", tc.agentID, "--lease-ttl", "3s", "--listen", "")
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("second agent: exit %d, stderr %q; want a refusal about the %s", code, stderr, tc.want)
+			}
+			t.Logf("refused after %s: %s", time.Since(began).Round(time.Millisecond), strings.TrimSpace(stderr))
+			for range 20 {
+				db.Exec(t, "INSERT INTO app.t (v) VALUES ('y')")
+			}
+			a.waitDurable(db, 30*time.Second)
+			if err, done := a.exited(0); done {
+				t.Fatalf("the first agent exited: %v", err)
+			}
+			if err := a.signal(syscall.SIGTERM); err != nil {
+				t.Fatalf("first agent: %v", err)
+			}
+			compareArchive(t, storageURL, db)
+			verifyWhole(t, storageURL)
+			if doc := listJSON(t, storageURL); len(doc.Binlogs) != 1 {
+				t.Errorf("%d timelines, want 1", len(doc.Binlogs))
+			}
+		})
 	}
 }

@@ -180,6 +180,7 @@ func (s *S3) Stop() error {
 	}
 	cmd, done := s.cmd, s.done
 	s.cmd, s.done = nil, nil
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen gateway cannot stop
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
@@ -191,6 +192,53 @@ func (s *S3) Stop() error {
 	}
 	<-done
 	return nil
+}
+
+// Another starts a second gateway serving the same data directory, bucket
+// and credentials on another port: two paths to one store, as two nodes of
+// a cluster have. It is stopped when the test ends.
+func (s *S3) Another(tb testing.TB) *S3 {
+	tb.Helper()
+	o := &S3{Bucket: s.Bucket, Region: s.Region, AccessKey: s.AccessKey, SecretKey: s.SecretKey, DataDir: s.DataDir,
+		bin: s.bin, logPath: filepath.Join(tb.TempDir(), "versitygw.log"), opts: s.opts}
+	tb.Cleanup(func() {
+		if err := o.Stop(); err != nil {
+			tb.Errorf("stop versitygw: %v", err)
+		}
+	})
+	var err error
+	for range 3 {
+		var port int
+		if port, err = FreePort(); err != nil {
+			tb.Fatalf("versitygw port: %v", err)
+		}
+		o.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		o.Endpoint = "http://" + o.addr
+		if o.opts.CertFile != "" {
+			o.Endpoint = "https://" + o.addr
+		}
+		if err = o.Start(); err == nil {
+			return o
+		}
+	}
+	tb.Fatalf("start a second versitygw: %v", err)
+	return nil
+}
+
+// Freeze stops the gateway's process (SIGSTOP) without closing anything:
+// requests through it hang, as across a network partition, until Thaw.
+func (s *S3) Freeze() error { return s.signal(syscall.SIGSTOP) }
+
+// Thaw lets a frozen gateway go on: requests that hung complete.
+func (s *S3) Thaw() error { return s.signal(syscall.SIGCONT) }
+
+func (s *S3) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return errors.New("versitygw is not running")
+	}
+	return s.cmd.Process.Signal(sig)
 }
 
 // URL returns an s3:// URL for the bucket under prefix, with the endpoint,
