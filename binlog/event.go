@@ -64,7 +64,10 @@ type Header struct {
 	ServerID  uint32
 	Size      uint32
 	// NextPos is the position right after this event in its file ("log_pos").
-	// Zero for events the server made up for the stream.
+	// Zero for events the server made up for the stream, and, on MariaDB
+	// 11.4+ with binlog_legacy_event_pos=OFF (its default), for the events
+	// inside a transaction, which are in the file all the same: their
+	// positions follow from the sizes of the events before them.
 	NextPos uint32
 	Flags   uint16
 }
@@ -89,9 +92,17 @@ func ParseHeader(ev []byte) (Header, error) {
 }
 
 // Artificial reports whether the event exists only in the replication stream,
-// not in the binlog file: fake rotates, re-sent format descriptions and heartbeats.
+// not in the binlog file: fake rotates (flagged artificial), the format
+// description re-sent when a stream starts inside a file (a log_pos of 0),
+// and heartbeats. Other events with a log_pos of 0 are real (see NextPos).
 func (h Header) Artificial() bool {
-	return h.NextPos == 0 || h.Flags&artificialFlag != 0 || h.Type == HeartbeatEvent || h.Type == HeartbeatV2Event
+	switch {
+	case h.Flags&artificialFlag != 0, h.Type == HeartbeatEvent, h.Type == HeartbeatV2Event:
+		return true
+	case h.NextPos == 0:
+		return h.Type == FormatDescription || h.Type == RotateEvent
+	}
+	return false
 }
 
 // Time is the event's timestamp (second resolution).

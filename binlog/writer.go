@@ -228,10 +228,20 @@ func (w *Writer) Handle(ev []byte) error {
 		return nil
 	}
 
-	if h.NextPos < h.Size {
+	var start uint64
+	switch {
+	case h.NextPos == 0:
+		// No position in the header (see Header.NextPos): the event starts
+		// where the stream stands. The next event with a position proves it.
+		start = w.pos
+		if w.expect != nil {
+			start = w.expect.Pos
+		}
+	case h.NextPos < h.Size:
 		return fmt.Errorf("%w: event next position %d before its size %d", ErrMalformed, h.NextPos, h.Size)
+	default:
+		start = uint64(h.NextPos - h.Size)
 	}
-	start := uint64(h.NextPos - h.Size)
 	ref := catalog.EventRef{Pos: start, Size: h.Size, CRC32C: crc32.Checksum(ev, castagnoli)}
 	if w.expect != nil {
 		if ref != *w.expect {
