@@ -21,6 +21,7 @@ type Metrics struct {
 	Connected        prometheus.Gauge
 	Timeline         prometheus.Gauge
 	Gaps             prometheus.Counter
+	CompleteAt       prometheus.Gauge
 	Errors           *prometheus.CounterVec
 	DurableLatency   prometheus.Histogram
 	Reconnects       prometheus.Counter
@@ -52,6 +53,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "The timeline being archived."}),
 		Gaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "mysqlpitr_binlog_gaps_total",
 			Help: "Gaps recorded in the archive by this agent (purged or diverged binlog)."}),
+		CompleteAt: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mysqlpitr_binlog_complete_timestamp_seconds",
+			Help: "Server time up to which the archive was last recorded complete while the server was quiet (0: never)."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mysqlpitr_errors_total",
 			Help: "Errors by kind."}, []string{"kind"}),
 		DurableLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mysqlpitr_binlog_seal_to_durable_seconds",
@@ -64,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.ArchivedBytes, m.UploadedBytes, m.UploadedObjects, m.LastCommit, m.LastUpload,
-			m.LagSeconds, m.LagBytes, m.SpoolBytes, m.Connected, m.Timeline, m.Gaps, m.Errors,
+			m.LagSeconds, m.LagBytes, m.SpoolBytes, m.Connected, m.Timeline, m.Gaps, m.CompleteAt, m.Errors,
 			m.DurableLatency, m.Reconnects, m.TransactionsSeen)
 	}
 	return m

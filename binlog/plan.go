@@ -531,6 +531,9 @@ func (s *Streamer) lagLoop(ctx context.Context) {
 					s.mu.Lock()
 					s.completeAt = serverNow
 					s.mu.Unlock()
+					if s.Metrics != nil {
+						s.Metrics.CompleteAt.Set(float64(serverNow.UnixMicro()) / 1e6)
+					}
 				}
 			}
 		}

@@ -41,6 +41,7 @@ type agentOptions struct {
 	agentID        string
 	leaseTTL       time.Duration
 	connectTimeout time.Duration
+	completeEvery  time.Duration
 	datadir        string
 	compact        time.Duration
 	schedule       string
@@ -70,6 +71,8 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
 	fs.DurationVar(&o.compact, "compact-interval", binlog.DefaultCompactInterval, "merge the segments of closed binlog files this often (0 disables)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", binlog.DefaultConnectTimeout, "how long to wait for the server at start")
+	fs.DurationVar(&o.completeEvery, "complete-interval", binlog.DefaultCompleteInterval, "while the server is quiet and the archive holds all of its binlog, "+
+		"record this often that the archive is complete up to now, so that moments after the last commit can be restored (0 disables; one small object rewritten)")
 	fs.StringVar(&o.datadir, "datadir", "", "the server's datadir as this agent sees it (optional): a restore marker there starts a new archive timeline")
 	fs.StringVar(&o.schedule, "schedule", "", `take snapshots on this schedule: a 5-field cron expression ("0 3 * * *") or "@every 6h", `+
 		"in UTC unless prefixed with CRON_TZ=Zone (empty: no scheduled snapshots)")
@@ -103,6 +106,8 @@ func (o *agentOptions) Validate() error {
 		return usageError{fmt.Errorf("--compact-interval %s is negative", o.compact)}
 	case o.connectTimeout < 0:
 		return usageError{fmt.Errorf("--connect-timeout %s is negative", o.connectTimeout)}
+	case o.completeEvery < 0:
+		return usageError{fmt.Errorf("--complete-interval %s is negative", o.completeEvery)}
 	case o.snapMethod != catalog.MethodLogical && o.snapMethod != catalog.MethodPhysical:
 		return usageError{fmt.Errorf("--snapshot-method %q: want logical or physical", o.snapMethod)}
 	case o.snapThreads < 1:
@@ -185,8 +190,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	s := &binlog.Streamer{
 		Source: src, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID,
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
-		RestoreMarker: restoreMarkerPath(o.datadir),
-		Logger:        logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
+		CompleteInterval: completeInterval(o.completeEvery),
+		RestoreMarker:    restoreMarkerPath(o.datadir),
+		Logger:           logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
 	}
 	var compactor *binlog.Compactor
 	// An agent given only the public recipients of an encrypted archive
@@ -240,6 +246,15 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		logger.Info("agent stopped")
 	}
 	return err
+}
+
+// completeInterval maps the flag (0 disables) onto Streamer.CompleteInterval
+// (negative disables).
+func completeInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // agentPreflight waits for the server as the streamer does, then checks

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
 
 // treeOf lists every file and directory under dir with its size, mode and
@@ -318,6 +320,133 @@ func TestSecondAgentLeavesTheFirstAlone(t *testing.T) {
 			verifyWhole(t, storageURL)
 			if doc := listJSON(t, storageURL); len(doc.Binlogs) != 1 {
 				t.Errorf("%d timelines, want 1", len(doc.Binlogs))
+			}
+		})
+	}
+}
+
+// TestQuietPeriodTargets: with the agent connected and caught up and the
+// server quiet, a moment after the last commit ("a few seconds ago") can
+// be restored: the agent records how far the archive is known complete,
+// list shows it as the end of the recoverable window, and the restore
+// holds every row. A moment the agent has not vouched for is refused.
+func TestQuietPeriodTargets(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	dir := t.TempDir()
+	storageURL := "file://" + dir
+	t.Setenv("MYSQL_PITR_PASSWORD", db.PitrPassword())
+	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
+	a := startAgent(t, nil, "--dsn", dsn, "--storage", storageURL, "--spool-dir", t.TempDir(), "--flush-interval", "100ms",
+		"--complete-interval", "1s")
+	a.waitReady(30 * time.Second)
+	db.Exec(t, "CREATE DATABASE app")
+	db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20))")
+	db.Exec(t, "INSERT INTO app.t (v) VALUES ('one'), ('two')")
+	if _, stderr, code := runCLI(t, t.Context(), "snapshot", "--dsn", dsn, "--storage", storageURL, "--threads", "1"); code != 0 {
+		t.Fatalf("snapshot: exit %d: %s", code, stderr)
+	}
+	db.Exec(t, "INSERT INTO app.t (v) VALUES ('last')")
+	lastCommit := time.Now()
+	a.waitDurable(db, 30*time.Second)
+	want := checksums(t, db.DB(t))
+
+	// Quiet: nothing is written from here on.
+	target := lastCommit.Add(3 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	var doc struct {
+		Windows []struct {
+			To time.Time `json:"to"`
+		} `json:"windows"`
+	}
+	for {
+		out, stderr, code := runCLI(t, t.Context(), "list", "--storage", storageURL, "--json")
+		if code != 0 {
+			t.Fatalf("list: exit %d: %s", code, stderr)
+		}
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if len(doc.Windows) == 1 && !doc.Windows[0].To.Before(target) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the recoverable window %+v never reached %v, 3 s after the last commit", doc.Windows, target)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	datadir := filepath.Join(t.TempDir(), "data")
+	to := target.UTC().Format(time.RFC3339Nano)
+	if out, stderr, code := runCLI(t, t.Context(), "restore", "--storage", storageURL, "--to", to, "--datadir", datadir, "--log-level", "warn"); code != 0 {
+		t.Fatalf("restore --to %s (3 s after the last commit, the server quiet since): exit %d: %s%s", to, code, out, stderr)
+	}
+	sameSums(t, "restored 3 s after the last commit", restoredChecksums(t, datadir), want)
+
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	_, stderr, code := runCLI(t, t.Context(), "restore", "--storage", storageURL, "--to", future, "--datadir", filepath.Join(t.TempDir(), "x"), "--dry-run")
+	if code != 1 || !strings.Contains(stderr, "past the end of the archive") || !strings.Contains(stderr, "complete up to") {
+		t.Fatalf("restore to an hour from now: exit %d: %s; want a refusal naming how far the archive is known complete", code, stderr)
+	}
+}
+
+// TestRestoreSaysWhatItSkipped: a newest manifest that is emptied, or
+// replaced by an older snapshot's under the newer key, is not silently
+// passed over: restore names it and why, and uses the older snapshot;
+// list shows it damaged and verify fails on it.
+func TestRestoreSaysWhatItSkipped(t *testing.T) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	dir := t.TempDir()
+	storageURL := "file://" + dir
+	t.Setenv("MYSQL_PITR_PASSWORD", db.PitrPassword())
+	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
+	a := startAgent(t, nil, "--dsn", dsn, "--storage", storageURL, "--spool-dir", t.TempDir(), "--flush-interval", "100ms")
+	a.waitReady(30 * time.Second)
+	db.Exec(t, "CREATE DATABASE app")
+	db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20))")
+	var ids []string
+	for i := range 2 {
+		db.Exec(t, "INSERT INTO app.t (v) VALUES ('x')")
+		if _, stderr, code := runCLI(t, t.Context(), "snapshot", "--dsn", dsn, "--storage", storageURL, "--threads", "1"); code != 0 {
+			t.Fatalf("snapshot: exit %d: %s", code, stderr)
+		}
+		ents, _ := os.ReadDir(filepath.Join(dir, "snapshots"))
+		ids = append(ids, ents[len(ents)-1].Name())
+		if i == 0 {
+			time.Sleep(1100 * time.Millisecond) // snapshot ids are per second
+		}
+	}
+	db.Exec(t, "INSERT INTO app.t (v) VALUES ('after')")
+	a.waitDurable(db, 30*time.Second)
+	if err := a.signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	st, err := file.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older, err := os.ReadFile(filepath.Join(dir, "snapshots", ids[0], "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newerKey := "snapshots/" + ids[1] + "/manifest.json"
+	for _, tc := range []struct {
+		name, content, why string
+	}{
+		{"emptied", "{}", "names no snapshot"},
+		{"an older snapshot's under the newer key", string(older), "describes snapshot " + ids[0]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := st.Put(t.Context(), newerKey, strings.NewReader(tc.content), storage.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			out, stderr, code := runCLI(t, t.Context(), "restore", "--storage", storageURL, "--to", "latest", "--datadir", filepath.Join(t.TempDir(), "d"), "--dry-run")
+			if code != 0 || !strings.Contains(out, "snapshot:  "+ids[0]) || !strings.Contains(out, "skipped:   "+newerKey) || !strings.Contains(out, tc.why) {
+				t.Fatalf("restore --dry-run: exit %d:\n%s%s\nwant the older snapshot used and the newer named as skipped (%s)", code, out, stderr, tc.why)
+			}
+			if text, _, _ := runCLI(t, t.Context(), "list", "--storage", storageURL); !strings.Contains(text, "DAMAGED: "+newerKey) {
+				t.Errorf("list does not show the damaged manifest:\n%s", text)
+			}
+			if out, _, code := runCLI(t, t.Context(), "verify", "--storage", storageURL); code != 1 || !strings.Contains(out, newerKey) {
+				t.Errorf("verify: exit %d:\n%s\nwant 1 naming %s", code, out, newerKey)
 			}
 		})
 	}

@@ -137,6 +137,9 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, is := range out.Issues {
 		fmt.Fprintf(stdout, "DAMAGED: %s (run mysql-pitr verify)\n", is)
 	}
+	if n := len(arch.Superseded); n > 0 {
+		fmt.Fprintf(stdout, "note: %d objects stored by a writer after another had taken the archive over are left out (prune collects them)\n", n)
+	}
 	for _, id := range out.Partial {
 		fmt.Fprintf(stdout, "note: snapshot %s has no manifest (unfinished or abandoned); restores ignore it\n", id)
 	}

@@ -105,6 +105,13 @@ func printReport(w io.Writer, r *verify.Report) {
 		if len(tl.Orphans) > 0 {
 			fmt.Fprintf(w, "  - %d data objects without an index record (interrupted uploads; prune collects them)\n", len(tl.Orphans))
 		}
+		if !tl.CompleteAt.IsZero() {
+			fmt.Fprintf(w, "  - recorded complete up to %s by its writer\n", fmtTime(tl.CompleteAt))
+		}
+	}
+	if len(r.Superseded) > 0 {
+		fmt.Fprintf(w, "%d objects stored by a writer after another had taken the archive over: left out (not damage; prune collects them)\n",
+			len(r.Superseded))
 	}
 	// Bad objects are named under their snapshot or timeline above.
 	for _, o := range r.Objects {
