@@ -169,14 +169,20 @@ func (p *agentProc) signal(sig syscall.Signal) error {
 
 func masterStatus(t *testing.T, db *testbed.MariaDB) (string, uint64) {
 	t.Helper()
-	rows, err := db.DB(t).Query("SHOW MASTER STATUS")
+	// MySQL 8.4 dropped SHOW MASTER STATUS for SHOW BINARY LOG STATUS,
+	// which answers with the same columns.
+	q := "SHOW MASTER STATUS"
+	if db.Flavor().MySQL() {
+		q = "SHOW BINARY LOG STATUS"
+	}
+	rows, err := db.DB(t).Query(q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	cols, _ := rows.Columns()
 	if !rows.Next() {
-		t.Fatal("SHOW MASTER STATUS returned nothing")
+		t.Fatalf("%s returned nothing", q)
 	}
 	vals := make([]any, len(cols))
 	var file string

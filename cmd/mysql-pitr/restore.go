@@ -110,6 +110,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	opts := restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
 		Replay: replay, Threads: threads, Logger: logger, Progress: progress.update, BufferPool: int64(bufferPool)}
 	if into.dsn != "" {
+		into.tls.notice.setLogger(logger)
 		if opts.Target, err = into.configWithEnv("MYSQL_PITR_TARGET_PASSWORD"); err != nil {
 			return err
 		}
