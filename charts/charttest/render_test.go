@@ -169,8 +169,8 @@ func renderCases() []renderCase {
 				"storage": map[string]any{"perPod": false, "caConfigMap": "s3-ca"},
 				"drill":   map[string]any{"schedule": "@weekly", "extraArgs": []any{"--keep-scratch"}},
 			},
-			wantArgs: []string{"--s3-ca-file=/var/run/secrets/mysql-pitr/s3-ca/ca.crt", "--storage=s3://pitr-archive/prod", "--mysql-tls=off"},
-			noArgs:   []string{"--age-recipient", "--mysql-ca"},
+			wantArgs: []string{"--s3-ca-file=/var/run/secrets/mysql-pitr/s3-ca/ca.crt", "--storage=s3://pitr-archive/prod"},
+			noArgs:   []string{"--age-recipient", "--mysql-ca", "--mysql-tls"},
 			drills:   []string{""},
 		},
 		{
