@@ -399,10 +399,11 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 	if strings.TrimSpace(m.GTIDSet) == "" {
 		return ""
 	}
-	want, err := catalog.ParseGTIDSet(m.GTIDSet)
+	set, err := catalog.ParseGTIDSet(m.GTIDSet)
 	if err != nil {
 		return fmt.Sprintf("gtid_set %q: %v", m.GTIDSet, err)
 	}
+	want := set.Last()
 	i, seg := place(arch, m)
 	if seg == nil {
 		return ""
