@@ -267,6 +267,12 @@ func (s *Segment) withGTIDs(t *testing.T, txns ...string) *Segment {
 	return s
 }
 
+// withUnknown gives a test segment n GTID events whose GTIDs could not be read.
+func (s *Segment) withUnknown(n int) *Segment {
+	s.UnknownGTIDs = n
+	return s
+}
+
 // TestBreaks judges timelines by position and GTID together.
 func TestBreaks(t *testing.T) {
 	for _, tc := range []struct {
@@ -332,6 +338,28 @@ func TestBreaks(t *testing.T) {
 			testSeg(file1, 100, 200).withGTIDs(t, uuidA+":t1:3"),
 		}, want: []string{"gap on timeline 1: GTID " + uuidA + ":t1:3 follows " + uuidA + ":t1:9 (the sequence goes back or repeats) between " +
 			"binlog/000001/0000000001/000000000004-000000000100.json and binlog/000001/0000000001/000000000100-000000000200.json"}},
+		{name: "GTIDs that could not be read may be the numbers a sequence skips", segs: []*Segment{
+			testSeg(file1, 4, 100).withGTIDs(t, uuidA+":t1:1", uuidA+":1"),
+			testSeg(file1, 100, 200).withUnknown(2),
+			testSeg(file1, 200, 300).withGTIDs(t, uuidA+":t1:3", uuidA+":2"),
+			testSeg(file1, 300, 400).withUnknown(1).withGTIDs(t, uuidA+":t1:5", uuidA+":3"),
+			testSeg(file1, 400, 500).withGTIDs(t, uuidA+":t1:6", uuidA+":4"),
+		}},
+		{name: "GTIDs that could not be read elsewhere do not excuse a gap", segs: []*Segment{
+			testSeg(file1, 4, 100).withUnknown(1).withGTIDs(t, uuidA+":t1:1"),
+			testSeg(file1, 100, 200).withGTIDs(t, uuidA+":t1:2"),
+			testSeg(file1, 200, 300).withGTIDs(t, uuidA+":t1:5"),
+		}, want: []string{"gap on timeline 1: GTIDs " + uuidA + ":t1:3.." + uuidA + ":t1:4 missing between " +
+			"binlog/000001/0000000001/000000000100-000000000200.json and binlog/000001/0000000001/000000000200-000000000300.json"}},
+		{name: "a hole next to GTIDs that could not be read is judged by position only", segs: []*Segment{
+			testSeg(file1, 4, 100).withGTIDs(t, uuidA+":t1:1"),
+			testSeg(file1, 100, 200).withUnknown(1),
+			testSeg(file1, 300, 400).withGTIDs(t, uuidA+":t1:5"),
+		}, want: []string{"gap on timeline 1: binlog mysql-bin.000001:200..mysql-bin.000001:300 missing " +
+			"between binlog/000001/0000000001/000000000100-000000000200.json and binlog/000001/0000000001/000000000300-000000000400.json"}},
+		{name: "numbers skipped inside a segment with GTIDs that could not be read", segs: []*Segment{
+			testSeg(file1, 4, 100).withUnknown(1).withGTIDs(t, uuidA+":t1:1", uuidA+":t1:3"),
+		}},
 		{name: "missing first segment", segs: []*Segment{
 			testSeg(file1, 100, 200).withGTIDs(t, "0-1-7"),
 		}, want: []string{"gap on timeline 1: binlog mysql-bin.000001:4..mysql-bin.000001:100 missing " +

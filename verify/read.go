@@ -20,8 +20,11 @@ import (
 // segmentRead is what reading one segment's data found.
 type segmentRead struct {
 	n int64
-	// gtids are the GTID ranges of the GTID events in the bytes.
-	gtids []catalog.GTIDRange
+	// gtids are the GTID ranges of the GTID events in the bytes; unknown
+	// counts the GTID events whose GTID could not be read (see
+	// catalog.Segment.UnknownGTIDs).
+	gtids   []catalog.GTIDRange
+	unknown int
 	// issue is set when the segment cannot be used.
 	issue *catalog.Issue
 	// at holds, for each position asked for inside the segment that is the
@@ -76,11 +79,17 @@ func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, 
 				pos, seg.File, h.NextPos, pos+uint64(h.Size), seg.File)}
 			return out, nil
 		}
-		if h.Type == binlog.MariaDBGTIDEvent || h.Type == binlog.GTIDEvent {
-			if g, ok, err := binlog.EventGTID(ev); err != nil {
+		if h.Type == binlog.MariaDBGTIDEvent || h.Type == binlog.GTIDEvent || h.Type == binlog.GTIDTaggedEvent {
+			g, ok, err := binlog.EventGTID(ev)
+			switch {
+			case errors.Is(err, binlog.ErrUnreadableGTID):
+				// The bytes match their checksum: the event is the
+				// server's, in a form this version does not know.
+				out.unknown++
+			case err != nil:
 				out.issue = &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("GTID event at %d: %v", pos, err)}
 				return out, nil
-			} else if ok {
+			case ok:
 				out.gtids = catalog.AddGTID(out.gtids, g.Catalog())
 			}
 		}

@@ -73,6 +73,10 @@ type TimelineReport struct {
 	// GTIDs says whether the timeline's transactions carry GTIDs, so that
 	// continuity was judged by GTID as well as by position.
 	GTIDs bool `json:"gtids"`
+	// UnknownGTIDs counts the GTID events whose GTID could not be read (see
+	// catalog.Segment.UnknownGTIDs): around them, continuity was judged by
+	// position only.
+	UnknownGTIDs int `json:"unknown_gtids,omitempty"`
 	// GTIDJumps are segments whose server-written bytes skip GTID numbers
 	// inside them: reported, not damage (see catalog.GTIDJump).
 	GTIDJumps []catalog.GTIDJump `json:"gtid_jumps,omitempty"`
@@ -199,7 +203,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 				continue
 			}
 			s := *seg
-			s.GTIDs = res.gtids
+			s.GTIDs, s.UnknownGTIDs = res.gtids, res.unknown
 			kept.Segments = append(kept.Segments, &s)
 		}
 		whole.Timelines = append(whole.Timelines, &kept)
@@ -213,6 +217,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		tr.Breaks, tr.GTIDJumps = tl.Breaks()
 		for _, s := range tl.Segments {
 			tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
+			tr.UnknownGTIDs += s.UnknownGTIDs
 		}
 		prefix := catalog.TimelinePrefix(tl.ID)
 		for _, o := range r.Objects {
