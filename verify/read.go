@@ -27,9 +27,10 @@ type segmentRead struct {
 	unknown int
 	// issue is set when the segment cannot be used.
 	issue *catalog.Issue
-	// at holds, for each position asked for inside the segment that is the
-	// start of an event, the GTID ranges of the bytes before it.
-	at map[uint64][]catalog.GTIDRange
+	// at and after hold, for each position asked for inside the segment
+	// that is the start of an event, the GTID ranges of the bytes before it
+	// and of the bytes from it on.
+	at, after map[uint64][]catalog.GTIDRange
 }
 
 // readSegment reads a segment's data through: the reader checks its length
@@ -37,7 +38,7 @@ type segmentRead struct {
 // own header says it ends, so that bytes filed at another position (or
 // another file's bytes) are found even when they match their record.
 // For each position in points (inside the segment) it also keeps the GTIDs
-// before it, when an event starts there.
+// before it and after it, when an event starts there.
 func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, points []uint64) (segmentRead, error) {
 	key := seg.Ref().DataKey()
 	rc, err := binlog.OpenSegment(ctx, st, seg)
@@ -63,9 +64,10 @@ func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, 
 		out.n += int64(len(ev))
 		if slices.Contains(points, pos) {
 			if out.at == nil {
-				out.at = map[uint64][]catalog.GTIDRange{}
+				out.at, out.after = map[uint64][]catalog.GTIDRange{}, map[uint64][]catalog.GTIDRange{}
 			}
 			out.at[pos] = slices.Clone(out.gtids)
+			out.after[pos] = nil
 		}
 		h, err := binlog.ParseHeader(ev)
 		if err != nil {
@@ -91,6 +93,9 @@ func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, 
 				return out, nil
 			case ok:
 				out.gtids = catalog.AddGTID(out.gtids, g.Catalog())
+				for p, rs := range out.after {
+					out.after[p] = catalog.AddGTID(rs, g.Catalog())
+				}
 			}
 		}
 	}
