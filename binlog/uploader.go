@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -66,6 +67,8 @@ type Uploader struct {
 	// putMu serializes what the uploader stores with checkpoints.
 	putMu sync.Mutex
 	gen   catalog.Generation
+	// genNow is gen for readers that must not wait for an upload (/status).
+	genNow atomic.Uint64
 	// fence is where what this generation has stored ends: exact, as this
 	// writer stored it.
 	fence   catalog.ArchivePos
@@ -174,13 +177,13 @@ func (u *Uploader) SetGeneration(rec catalog.GenerationRecord) {
 	u.putMu.Lock()
 	defer u.putMu.Unlock()
 	u.gen, u.fence, u.genInfo = rec.Gen, rec.Fence, rec
+	u.genNow.Store(uint64(rec.Gen))
 }
 
-// Generation returns the generation the uploader stores under.
+// Generation returns the generation the uploader stores under. It does
+// not wait for an upload under way.
 func (u *Uploader) Generation() catalog.Generation {
-	u.putMu.Lock()
-	defer u.putMu.Unlock()
-	return u.gen
+	return catalog.Generation(u.genNow.Load())
 }
 
 // Checkpoint claims the next writer generation, fenced at the exact end of
@@ -214,6 +217,7 @@ func (u *Uploader) Checkpoint(ctx context.Context) error {
 	}
 	rec = c.Record()
 	u.gen, u.genInfo = rec.Gen, rec
+	u.genNow.Store(uint64(rec.Gen))
 	if err := u.Spool.addGen(rec.Gen); err != nil {
 		u.Logger.Warn("record the writer generation in the spool", "err", err)
 	}
