@@ -68,7 +68,7 @@ func TestMysqlbinlogReplayTLS(t *testing.T) {
 		{"verify-full into a server without TLS", mysqltls.Settings{Mode: mysqltls.VerifyFull, CAFile: ca.CertFile}, plain, secure, "does not support it"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := replayMysqlbinlog(t.Context(), target(tt.into), clientTLS{tt.s, mysqld.MariaDB}, stopOf(tt.from), t.TempDir(), slog.New(slog.DiscardHandler), nil)
+			err := replayMysqlbinlog(t.Context(), target(tt.into), clientTLS{tt.s, mysqld.MariaDB}, pipeline{flavor: mysqld.MariaDB}, stopOf(tt.from), t.TempDir(), slog.New(slog.DiscardHandler), nil)
 			applied := hasDB(tt.into, map[*testbed.MariaDB]string{secure: "from_secure", plain: "from_plain"}[tt.from])
 			if tt.want == "" {
 				if err != nil || !applied {
