@@ -75,7 +75,7 @@ func TestMysqlbinlogReplayTLS(t *testing.T) {
 		{"preferred into a server without TLS", mysqltls.Settings{}.Effective(false), plain, other, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := replayMysqlbinlog(t.Context(), target(tt.into), clientTLS{tt.s, mysqld.MariaDB}, stopOf(tt.from), t.TempDir(), slog.New(slog.DiscardHandler), nil)
+			err := replayMysqlbinlog(t.Context(), target(tt.into), clientTLS{tt.s, mysqld.MariaDB}, pipeline{flavor: mysqld.MariaDB}, stopOf(tt.from), t.TempDir(), slog.New(slog.DiscardHandler), nil)
 			applied := hasDB(tt.into, map[*testbed.MariaDB]string{secure: "from_secure", plain: "from_plain", other: "from_other"}[tt.from])
 			if tt.want == "" {
 				if err != nil || !applied {

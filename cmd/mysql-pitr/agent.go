@@ -52,6 +52,7 @@ type agentOptions struct {
 	drillSchedule  string
 	drillScratch   string
 	drillThreads   int
+	bin            binDirFlag
 }
 
 func (o *agentOptions) register(fs *flag.FlagSet) {
@@ -85,6 +86,7 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 		"into a scratch datadir on a temporary server, check it, record the result (empty: no drills)")
 	fs.StringVar(&o.drillScratch, "drill-scratch", filepath.Join(os.TempDir(), "mysql-pitr-drill"), "directory under which drills restore (needs room for a restored datadir)")
 	fs.IntVar(&o.drillThreads, "drill-threads", 2, "parallel connections loading a drill's snapshot and its parallel apply threads")
+	o.bin.register(fs)
 }
 
 // Validate names the first bad setting.
@@ -227,9 +229,13 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		logger.Warn("drills (--drill-schedule) are off: a drill restores the encrypted archive, and the agent holds no age identity; " +
 			"run mysql-pitr drill with the identity elsewhere, or give the agent --age-identity")
 	} else if o.drillSchedule != "" {
+		finder, err := o.bin.finder()
+		if err != nil {
+			return err
+		}
 		drills = &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
 			Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
-				Threads: o.drillThreads, Host: o.agentID, Record: true}}
+				Threads: o.drillThreads, Host: o.agentID, Record: true, Programs: finder}}
 	}
 	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
 		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent"), SnapshotNewTimelines: o.snapOnTimeline,

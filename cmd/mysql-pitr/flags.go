@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // envPrefix: every flag --some-flag can also be set as MYSQL_PITR_SOME_FLAG.
@@ -238,4 +241,34 @@ func (m *mysqlFlags) configWithEnv(passwordEnv string) (*mysql.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// binDirFlag is --server-bindir: the directory of the server release's
+// programs, which every program mysql-pitr runs is taken from.
+type binDirFlag struct{ dir string }
+
+func (b *binDirFlag) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.dir, "server-bindir", "", "directory of the server release's programs, the only place they are taken from "+
+		"(mysqld or mariadbd, mysqlbinlog or mariadb-binlog, mysql or mariadb, mariadb-install-db, mariadb-backup, mbstream); "+
+		"default: PATH, then /usr/sbin, /usr/local/sbin, /usr/local/mysql/bin, passing over programs of the other family")
+}
+
+// finder returns the program finder, refusing a --server-bindir that is
+// not a directory.
+func (b *binDirFlag) finder() (programs.Finder, error) {
+	if b.dir == "" {
+		return programs.Finder{}, nil
+	}
+	fi, err := os.Stat(b.dir)
+	if err != nil || !fi.IsDir() {
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		return programs.Finder{}, usageError{fmt.Errorf("--server-bindir %s: %w", b.dir, err)}
+	}
+	abs, err := filepath.Abs(b.dir)
+	if err != nil {
+		return programs.Finder{}, usageError{fmt.Errorf("--server-bindir %s: %w", b.dir, err)}
+	}
+	return programs.Finder{Dir: abs}, nil
 }

@@ -276,6 +276,7 @@ func TestRestoreDestinationFlags(t *testing.T) {
 		{"--to-new-pvc", "restored", "--datadir", "/x"},
 		{"--kube", "--pod", "mysql-0", "--to-new-pvc", "restored", "--force"},
 		{"--datadir", "/x", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
+		{"--datadir", "/x", "--server-bindir", "/nonexistent/mysql/bin"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			all := append([]string{"restore", "--storage", "file://" + t.TempDir(), "--to", "latest"}, args...)

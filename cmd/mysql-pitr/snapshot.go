@@ -12,6 +12,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 )
@@ -24,6 +25,7 @@ type snapshotOptions struct {
 	method  string
 	threads int
 	agentID string
+	bin     binDirFlag
 }
 
 func (o *snapshotOptions) register(fs *flag.FlagSet) {
@@ -34,6 +36,7 @@ func (o *snapshotOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (mariadb-backup / xtrabackup on the server's host)")
 	fs.IntVar(&o.threads, "threads", runtime.NumCPU(), "parallel connections for a logical snapshot")
 	fs.StringVar(&o.agentID, "agent-id", host, "who takes the snapshot, recorded in its manifest")
+	o.bin.register(fs)
 }
 
 // Validate names the first bad setting.
@@ -56,6 +59,10 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		return err
 	}
 	if err := o.Validate(); err != nil {
+		return err
+	}
+	finder, err := o.bin.finder()
+	if err != nil {
 		return err
 	}
 	w, err := openWriter(ctx, &o.mysql, &o.log, stderr, true)
@@ -95,7 +102,17 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		m, err = snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: mcfg, Storage: st, Threads: o.threads,
 			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
 	case catalog.MethodPhysical:
-		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, Storage: st, Timeline: tl, Agent: o.agentID, Logger: logger})
+		// The backup tool from --server-bindir; without it the snapshot
+		// finds it (on PATH and in the sbin directories) and says how to
+		// install it when it is missing.
+		var tool string
+		if finder.Dir != "" {
+			if tool, err = finder.Look(programs.Names(string(info.Flavor), programs.Backup)...); err != nil {
+				return err
+			}
+		}
+		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, Storage: st, Timeline: tl, Agent: o.agentID,
+			ToolPath: tool, Logger: logger})
 	}
 	if err != nil {
 		return err
