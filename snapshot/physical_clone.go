@@ -88,11 +88,13 @@ func (e *cloneCheckError) Unwrap() []error { return e.errs }
 // space for a copy of the data in the clone directory. It first removes
 // what interrupted clones left there, which would hold that space. The
 // account's privileges are the preflight package's to check. Every problem
-// found is named in one error.
+// found is named in one error. Storage need not be set.
 func CheckPhysical(ctx context.Context, opts PhysicalOptions) error {
-	opts, err := opts.withDefaults()
-	if err != nil {
-		return err
+	if opts.Source == nil || opts.Source.Config == nil {
+		return errors.New("physical snapshot options: Source is not set")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := opts.Logger.With("component", "snapshot", "method", catalog.MethodPhysical)
 	si, err := opts.Source.Info(ctx)

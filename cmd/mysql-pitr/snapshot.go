@@ -18,12 +18,13 @@ import (
 
 // snapshotOptions are the settings of `mysql-pitr snapshot`.
 type snapshotOptions struct {
-	mysql   mysqlFlags
-	storage storageFlags
-	log     logFlags
-	method  string
-	threads int
-	agentID string
+	mysql    mysqlFlags
+	storage  storageFlags
+	log      logFlags
+	method   string
+	threads  int
+	agentID  string
+	cloneDir string
 }
 
 func (o *snapshotOptions) register(fs *flag.FlagSet) {
@@ -31,7 +32,10 @@ func (o *snapshotOptions) register(fs *flag.FlagSet) {
 	o.storage.register(fs)
 	o.log.register(fs)
 	host, _ := os.Hostname()
-	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (mariadb-backup / xtrabackup on the server's host)")
+	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (on the server's host: mariadb-backup on MariaDB, "+
+		"the clone plugin on MySQL, or xtrabackup where it is installed)")
+	fs.StringVar(&o.cloneDir, "clone-dir", "", "physical snapshots of MySQL: where the clone is staged, on the server's host, writable by the server's OS user, "+
+		"with room for a copy of the data (default: beside the server's datadir)")
 	fs.IntVar(&o.threads, "threads", runtime.NumCPU(), "parallel connections for a logical snapshot")
 	fs.StringVar(&o.agentID, "agent-id", host, "who takes the snapshot, recorded in its manifest")
 }
@@ -74,8 +78,16 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	if err != nil {
 		return err
 	}
-	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method)); err != nil {
+	tool := snapshot.PhysicalTool(info.Flavor, "")
+	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method, tool)); err != nil {
 		return err
+	}
+	physOpts := snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, CloneDir: o.cloneDir, Agent: o.agentID, Logger: logger}
+	if o.method == catalog.MethodPhysical {
+		// The tool, the clone's needs and its room, before the archive.
+		if err := snapshot.CheckPhysical(ctx, physOpts); err != nil {
+			return err
+		}
 	}
 	if err := w.openArchive(ctx, &o.storage); err != nil {
 		return err
@@ -95,7 +107,8 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		m, err = snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: mcfg, Storage: st, Threads: o.threads,
 			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
 	case catalog.MethodPhysical:
-		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, Storage: st, Timeline: tl, Agent: o.agentID, Logger: logger})
+		physOpts.Storage, physOpts.Timeline = st, tl
+		m, err = snapshot.TakePhysical(ctx, physOpts)
 	}
 	if err != nil {
 		return err

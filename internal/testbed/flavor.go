@@ -255,7 +255,7 @@ func parseServers(v string) ([]Flavor, error) {
 // mysqlPitrGrants are PitrUser's privileges on MySQL: what `mysql-pitr
 // grants --flavor mysql --role streamer,logical,physical` prints (a test
 // keeps them equal). pitrGrants are MariaDB's.
-const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIEW, TRIGGER, EVENT, BACKUP_ADMIN, RELOAD, LOCK TABLES, PROCESS"
+const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIEW, TRIGGER, EVENT, BACKUP_ADMIN, RELOAD, PROCESS"
 
 // initialize makes the server's datadir as the flavor's official image does.
 func (m *MariaDB) initialize() error {
