@@ -22,13 +22,12 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
 
-// cloneServer starts a MySQL 9.7 server with the bank tables and the clone
-// plugin installed by root, as an operator would (or the chart's
-// plugin-load-add): the pitr account holds the documented privileges only.
+// cloneServer starts a MySQL 9.7 server with the bank tables. The test bed
+// installs the clone plugin as an administrator would (the chart loads it):
+// the pitr account holds the documented privileges only.
 func cloneServer(t *testing.T, fillerMB int) *testbed.MariaDB {
 	t.Helper()
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: testbed.MySQL97})
-	src.Exec(t, "INSTALL PLUGIN clone SONAME 'mysql_clone.so'")
 	physBank(t, src, fillerMB)
 	return src
 }

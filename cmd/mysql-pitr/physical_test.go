@@ -120,6 +120,8 @@ func TestPhysicalMySQLRefusals(t *testing.T) {
 	}
 
 	t.Run("clone plugin not loaded and not installable", func(t *testing.T) {
+		// The test bed installs it, as an administrator would.
+		srv.Exec(t, "UNINSTALL PLUGIN clone")
 		archive := t.TempDir()
 		r := runPhysical(t, srv, srv.DSNFor(testbed.PitrUser, ""), srv.PitrPassword(), "--storage", "file://"+archive)
 		if r.code != 1 || !strings.Contains(r.stderr, "lacks INSERT on `mysql`.`plugin`") || !strings.Contains(r.stderr, "INSTALL PLUGIN clone") {
@@ -211,9 +213,6 @@ func TestPhysicalSnapshotPeakRSS(t *testing.T) {
 				testbed.Binary(t, "mariadb-backup", testbed.MariaDBInstall)
 			}
 			srv := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ExtraArgs: []string{"--innodb-buffer-pool-size=512M"}})
-			if f.MySQL() {
-				srv.Exec(t, "INSTALL PLUGIN clone SONAME 'mysql_clone.so'")
-			}
 			begin := time.Now()
 			physFill(t, srv, 256)
 			filled := time.Since(begin)
