@@ -81,8 +81,8 @@ func TestPhysicalCloneUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TakePhysical: %v", err)
 	}
-	t.Logf("snapshot %s: %d transfers committed during it; position %s gtid %s; %d bytes in %d parts, %d stored; took %s",
-		m.ID, during, m.Binlog, m.GTIDSet, m.Bytes, len(m.Objects), m.StoredBytes, m.Finished.Sub(m.Started))
+	t.Logf("snapshot %s: %d transfers committed during it (longest COMMIT %s); position %s gtid %s; %d bytes in %d parts, %d stored; took %s",
+		m.ID, during, time.Duration(load.maxCommit.Load()), m.Binlog, m.GTIDSet, m.Bytes, len(m.Objects), m.StoredBytes, m.Finished.Sub(m.Started))
 	if during == 0 {
 		t.Errorf("no transfer committed while the snapshot was taken; the test proves nothing about consistency")
 	}
