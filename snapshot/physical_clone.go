@@ -61,9 +61,11 @@ type clonePlan struct {
 	mysqld, version   string
 	// install is set when the clone plugin is not loaded yet.
 	install bool
-	// gtid are the server's GTID settings, for the clone's one start: the
-	// clone records its GTID set only with GTIDs on.
-	gtid []string
+	// settings are the server's options the clone's one start must share:
+	// its GTID settings (the clone records its GTID set only with GTIDs
+	// on), and those fixed when the data was made, which a server started
+	// with others refuses.
+	settings []string
 	// need is the estimated size of the copy; free the filesystem's.
 	need, free uint64
 }
@@ -175,11 +177,13 @@ func cloneCheck(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo,
 		plan.mysqld, plan.version = p, v
 	}
 
-	var gtidMode, enforce string
-	if err := db.QueryRowContext(qctx, "SELECT @@gtid_mode, @@enforce_gtid_consistency").Scan(&gtidMode, &enforce); err != nil {
-		return nil, fmt.Errorf("physical snapshot: read the server's GTID settings: %w", err)
+	var gtidMode, enforce, lowerCase, pageSize, dataFilePath string
+	if err := db.QueryRowContext(qctx, "SELECT @@gtid_mode, @@enforce_gtid_consistency, @@lower_case_table_names, @@innodb_page_size, @@innodb_data_file_path").
+		Scan(&gtidMode, &enforce, &lowerCase, &pageSize, &dataFilePath); err != nil {
+		return nil, fmt.Errorf("physical snapshot: read the server's settings: %w", err)
 	}
-	plan.gtid = []string{"--gtid-mode=" + gtidMode, "--enforce-gtid-consistency=" + enforce}
+	plan.settings = []string{"--gtid-mode=" + gtidMode, "--enforce-gtid-consistency=" + enforce,
+		"--lower-case-table-names=" + lowerCase, "--innodb-page-size=" + pageSize, "--innodb-data-file-path=" + dataFilePath}
 
 	var status string
 	switch err := db.QueryRowContext(qctx, "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'").Scan(&status); {
@@ -422,7 +426,7 @@ func cloneRun(ctx context.Context, db *sql.DB, stage *cloneStaging, plan *cloneP
 	}
 	consistent := time.Now().UTC()
 	log.Info("cloned", "took", time.Since(begin).Round(time.Millisecond))
-	if err := cloneFinish(ctx, plan.mysqld, stage.data(), work, plan.gtid, log); err != nil {
+	if err := cloneFinish(ctx, plan.mysqld, stage.data(), work, plan.settings, log); err != nil {
 		return nil, cloneStatus{}, time.Time{}, err
 	}
 	cs, err := readCloneStatus(stage.data())

@@ -47,8 +47,9 @@ const cloneStatusFile = "#clone/#view_status"
 // consistent with into cloneStatusFile. The server listens on a socket in runDir only, without
 // privilege checks, binlog, events, replication or the performance schema,
 // with a small buffer pool: nothing but the recovery changes the data.
-// When this process runs as root the server runs as the clone's owner.
-func cloneFinish(ctx context.Context, mysqld, datadir, runDir string, gtid []string, log *slog.Logger) error {
+// settings are the source server's options it must share. When this
+// process runs as root the server runs as the clone's owner.
+func cloneFinish(ctx context.Context, mysqld, datadir, runDir string, settings []string, log *slog.Logger) error {
 	socket := filepath.Join(runDir, "mysqld.sock")
 	errLog := filepath.Join(runDir, "error.log")
 	args := []string{
@@ -71,7 +72,7 @@ func cloneFinish(ctx context.Context, mysqld, datadir, runDir string, gtid []str
 		"--innodb-buffer-pool-size=64M",
 		"--max-connections=10",
 	}
-	args = append(args, gtid...)
+	args = append(args, settings...)
 	if os.Geteuid() == 0 {
 		owner, err := ownerName(datadir)
 		if err != nil {

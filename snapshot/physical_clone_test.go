@@ -248,3 +248,20 @@ func TestPhysicalCloneHelper(t *testing.T) {
 		TempDir: t.TempDir(), Logger: physTestLogger(t, nil)})
 	t.Logf("TakePhysical: %v", err)
 }
+
+// TestPhysicalCloneServerSettings clones a server initialised with settings
+// a datadir keeps for life (lower_case_table_names, innodb_page_size): the
+// start that finishes the clone must use the same, or mysqld refuses it.
+func TestPhysicalCloneServerSettings(t *testing.T) {
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: testbed.MySQL97,
+		ExtraArgs: []string{"--lower-case-table-names=1", "--innodb-page-size=8192"}})
+	src.Exec(t, "CREATE DATABASE App")
+	src.Exec(t, "CREATE TABLE App.T (id INT PRIMARY KEY)")
+	src.Exec(t, "INSERT INTO App.T VALUES (1), (2)")
+	st, _ := physStore(t)
+	m, err := TakePhysical(t.Context(), cloneOptions(t, src, st))
+	if err != nil {
+		t.Fatalf("TakePhysical: %v", err)
+	}
+	t.Logf("snapshot %s at %s", m.ID, m.Binlog)
+}
