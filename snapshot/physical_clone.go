@@ -151,6 +151,10 @@ func cloneCheck(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo,
 			"run on that host, or in a container that mounts the server's volume at the same path, and choose the directory with --clone-dir)", plan.location, err))
 	case !fi.IsDir():
 		errs = append(errs, fmt.Errorf("the clone directory %s is not a directory", plan.location))
+	case strings.ContainsAny(plan.location, "'\\\x00"):
+		// CLONE takes the path as a literal, whose escaping sql_mode
+		// changes (NO_BACKSLASH_ESCAPES).
+		errs = append(errs, fmt.Errorf("the clone directory %q holds a quote or a backslash; choose another with --clone-dir", plan.location))
 	default:
 		locationOK = true
 	}
@@ -337,7 +341,10 @@ func takeClone(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo, 
 	}
 	db := opts.Source.DB()
 	if plan.install {
-		if _, err := db.ExecContext(ctx, "INSTALL PLUGIN clone SONAME 'mysql_clone.so'"); err != nil {
+		ictx, cancel := context.WithTimeout(ctx, physTablesTimeout)
+		_, err := db.ExecContext(ictx, "INSTALL PLUGIN clone SONAME 'mysql_clone.so'")
+		cancel()
+		if err != nil {
 			return nil, fmt.Errorf("physical snapshot: install the clone plugin: %w", err)
 		}
 		log.Info("installed the clone plugin (INSTALL PLUGIN clone SONAME 'mysql_clone.so')")
@@ -489,7 +496,6 @@ func cloneLocal(ctx context.Context, db *sql.DB, stage *cloneStaging, log *slog.
 	return ctx.Err()
 }
 
-// sqlString quotes s as an SQL string literal.
-func sqlString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`).Replace(s) + "'"
-}
+// sqlString quotes s, which holds no quote, backslash or NUL (cloneCheck
+// refuses such a clone directory), as an SQL string literal.
+func sqlString(s string) string { return "'" + s + "'" }
