@@ -482,7 +482,8 @@ func cloneLocal(ctx context.Context, db *sql.DB, stage *cloneStaging, log *slog.
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("%s: %w", stmt, err)
+			return fmt.Errorf("%s: %w (the server creates that directory on its host as its OS user: the clone directory must be "+
+				"at the same path there as here, and writable by that user)", stmt, err)
 		}
 		return nil
 	case <-ctx.Done():
