@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,9 +19,9 @@ import (
 type physRun struct {
 	stdout, stderr string
 	code           int
-	// maxRSS is the child's rusage maxrss, which covers the programs it
+	// maxRSS is mysql-pitr's rusage maxrss, which covers the programs it
 	// ran and waited for (mariadb-backup, the mysqld that finishes a
-	// clone); hwm is the child's own VmHWM, sampled until it exits.
+	// clone); hwm is its own VmHWM, sampled until it exits.
 	maxRSS, hwm int64
 	took        time.Duration
 }
@@ -31,8 +30,13 @@ func runPhysical(t *testing.T, srv *testbed.MariaDB, dsn, password string, args 
 	t.Helper()
 	// The servers' self-made certificates name no IP address; the chart
 	// too connects over loopback without TLS.
-	argv := append([]string{"snapshot", "--method", "physical", "--dsn", dsn, "--mysql-tls", "off", "--log-format", "json"}, args...)
-	cmd := exec.Command(binary, argv...)
+	argv := append([]string{binary, "snapshot", "--method", "physical", "--dsn", dsn, "--mysql-tls", "off", "--log-format", "json"}, args...)
+	// GNU time reports the child's rusage maxrss. The test's own: a child
+	// Go starts shares the test's memory until its exec (vfork), and Linux
+	// counts that memory's peak as the child's.
+	timeBin := testbed.Binary(t, "time", "apt-get install time")
+	rusage := filepath.Join(t.TempDir(), "rusage")
+	cmd := exec.Command(timeBin, append([]string{"-o", rusage, "-f", "%M"}, argv...)...)
 	env := append(os.Environ(), "MYSQL_PITR_PASSWORD="+password)
 	if dir := srv.Flavor().BinDir(); dir != "" {
 		// The flavor's own programs first: mysqld finishes a clone.
@@ -50,7 +54,7 @@ func runPhysical(t *testing.T, srv *testbed.MariaDB, dsn, password string, args 
 	go func() {
 		defer close(done)
 		for {
-			if v := procHWM(cmd.Process.Pid); v > hwm {
+			if v := procHWM(childOf(cmd.Process.Pid)); v > hwm {
 				hwm = v
 			}
 			select {
@@ -63,19 +67,40 @@ func runPhysical(t *testing.T, srv *testbed.MariaDB, dsn, password string, args 
 	err := cmd.Wait()
 	close(stop)
 	<-done
-	r := physRun{stdout: out.String(), stderr: errb.String(), took: time.Since(begin), hwm: hwm}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.maxRSS = ru.Maxrss << 10
-	}
-	r.code = cmd.ProcessState.ExitCode()
+	r := physRun{stdout: out.String(), stderr: errb.String(), took: time.Since(begin), hwm: hwm, code: cmd.ProcessState.ExitCode()}
 	if err != nil && r.code < 0 {
 		t.Fatalf("snapshot: %v", err)
+	}
+	if b, err := os.ReadFile(rusage); err == nil {
+		// A failed command's line comes first: the number is last.
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			kb, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+			r.maxRSS = kb << 10
+		}
 	}
 	return r
 }
 
+// childOf is the first child of pid, 0 when it has none.
+func childOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	c, _ := strconv.Atoi(f[0])
+	return c
+}
+
 // procHWM is VmHWM of a process in bytes, 0 once it is gone.
 func procHWM(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0
