@@ -24,6 +24,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
@@ -48,6 +49,7 @@ type agentOptions struct {
 	snapOnTimeline bool
 	snapMethod     string
 	snapThreads    int
+	cloneDir       string
 	retention      retentionFlags
 	drillSchedule  string
 	drillScratch   string
@@ -81,6 +83,8 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 		"instead of leaving the time until the next scheduled one unrecoverable")
 	fs.StringVar(&o.snapMethod, "snapshot-method", catalog.MethodLogical, "method of scheduled snapshots: logical or physical")
 	fs.IntVar(&o.snapThreads, "snapshot-threads", runtime.NumCPU(), "parallel connections of a scheduled logical snapshot (the tool's --parallel for physical)")
+	fs.StringVar(&o.cloneDir, "clone-dir", "", "physical snapshots of MySQL: where the clone is staged, on the server's host, writable by the server's OS user, "+
+		"with room for a copy of the data (default: beside --datadir, else beside the server's datadir)")
 	o.retention.register(fs)
 	fs.StringVar(&o.drillSchedule, "drill-schedule", "", "run restore drills on this schedule (cron or @every, as --schedule): restore the newest snapshot and the archive "+
 		"into a scratch datadir on a temporary server, check it, record the result (empty: no drills)")
@@ -221,6 +225,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			pol = retention.Policy{}
 		}
 		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, TLS: tlsSettings, Threads: o.snapThreads, Store: st,
+			CloneDir: o.cloneDir, Datadir: o.datadir,
 			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
 			Logger: logger}
 	}
@@ -242,7 +247,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		SpoolLock: spoolLock, SpoolMax: int64(o.spoolMax)}
 	if sched != nil {
 		sched.Check = func(ctx context.Context) error {
-			return preflight.Check(ctx, src.DB(), "", preflight.SnapshotRole(o.snapMethod))
+			info, err := src.Info(ctx)
+			if err != nil {
+				return err
+			}
+			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, snapshot.PhysicalTool(info.Flavor, "")))
 		}
 	}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
@@ -269,12 +278,15 @@ func completeInterval(d time.Duration) time.Duration {
 func agentPreflight(s *binlog.Streamer, scheduled bool, method string) func(context.Context) error {
 	roles := []preflight.Role{preflight.Streamer}
 	if scheduled {
-		roles = append(roles, preflight.SnapshotRole(method))
+		roles = append(roles, preflight.SnapshotRole(method, ""))
 	}
 	return func(ctx context.Context) error {
 		info, err := s.Preflight(ctx)
 		if err != nil {
 			return err
+		}
+		if scheduled {
+			roles[1] = preflight.SnapshotRole(method, snapshot.PhysicalTool(info.Flavor, ""))
 		}
 		return preflight.Check(ctx, s.Source.DB(), info.Flavor, roles...)
 	}

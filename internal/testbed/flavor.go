@@ -262,7 +262,7 @@ func parseServers(v string) ([]Flavor, error) {
 // mysqlPitrGrants are PitrUser's privileges on MySQL: what `mysql-pitr
 // grants --flavor mysql --role streamer,logical,physical` prints (a test
 // keeps them equal). pitrGrants are MariaDB's.
-const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIEW, TRIGGER, EVENT, BACKUP_ADMIN, RELOAD, LOCK TABLES, PROCESS"
+const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIEW, TRIGGER, EVENT, BACKUP_ADMIN, RELOAD, PROCESS"
 
 // initialize makes the server's datadir as the flavor's official image does.
 func (m *MariaDB) initialize() error {
@@ -461,6 +461,9 @@ func (m *MariaDB) setUp() error {
 			"CREATE USER 'root'@'%' IDENTIFIED BY ''",
 			"GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION",
 			"DROP DATABASE IF EXISTS test",
+			// Physical snapshots clone with the clone plugin, which the
+			// chart loads for them; an administrator installs it once.
+			"INSTALL PLUGIN clone SONAME 'mysql_clone.so'",
 		)
 		grants = mysqlPitrGrants
 	}
