@@ -21,6 +21,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -230,7 +231,7 @@ func (a *Agent) acquire(ctx context.Context) (*catalog.Lease, error) {
 	if a.SpoolLock != nil {
 		opts.DeadSession = a.SpoolLock.Previous().Session
 	}
-	backoff := time.Second
+	b := backoff.New(time.Second, 30*time.Second)
 	for {
 		l, err := catalog.AcquireLease(ctx, a.Store, a.Holder, a.LeaseTTL, opts)
 		if err == nil || errors.Is(err, catalog.ErrLeaseHeld) {
@@ -239,13 +240,11 @@ func (a *Agent) acquire(ctx context.Context) (*catalog.Lease, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		a.Logger.Warn("cannot take the archive lease; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
+		wait := b.Next()
+		a.Logger.Warn("cannot take the archive lease; retrying", "err", err, "retry_in", wait)
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return nil, err
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 

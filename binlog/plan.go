@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
@@ -118,7 +119,7 @@ func (s *Streamer) claim(ctx context.Context, refs catalog.TailRefs) error {
 	if err != nil {
 		return err
 	}
-	backoff := DefaultRetryMin
+	b := backoff.New(DefaultRetryMin, s.RetryMax)
 	for {
 		err := c.Put(ctx)
 		if err == nil {
@@ -127,13 +128,11 @@ func (s *Streamer) claim(ctx context.Context, refs catalog.TailRefs) error {
 		if errors.Is(err, catalog.ErrFenced) || ctx.Err() != nil {
 			return err
 		}
-		s.Logger.Warn("cannot claim the archive's writer generation; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
+		wait := b.Next()
+		s.Logger.Warn("cannot claim the archive's writer generation; retrying", "err", err, "retry_in", wait)
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
-		backoff = min(backoff*2, s.RetryMax)
 	}
 	rec := c.Record()
 	s.up.SetGeneration(rec)
@@ -214,7 +213,7 @@ func (s *Streamer) dropStale(pend Pending, tail *catalog.TimelineState) (Pending
 // they show otherwise, the returned tail has the newest timeline's id only,
 // and unverified says why the server's continuity cannot be checked.
 func (s *Streamer) loadTail(ctx context.Context, pend Pending) (tail *catalog.TimelineState, refs catalog.TailRefs, unverified string, err error) {
-	backoff := time.Second
+	b := backoff.New(time.Second, s.RetryMax)
 	for {
 		tail, refs, err := catalog.LoadTail(ctx, s.Store)
 		if err == nil {
@@ -227,14 +226,12 @@ func (s *Streamer) loadTail(ctx context.Context, pend Pending) (tail *catalog.Ti
 		if ctx.Err() != nil {
 			return nil, refs, "", ctx.Err()
 		}
-		s.Logger.Warn("cannot read the archive; retrying", "err", err, "retry_in", backoff)
+		wait := b.Next()
+		s.Logger.Warn("cannot read the archive; retrying", "err", err, "retry_in", wait)
 		s.Metrics.error("storage")
-		select {
-		case <-ctx.Done():
-			return nil, refs, "", ctx.Err()
-		case <-time.After(backoff):
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return nil, refs, "", err
 		}
-		backoff = min(backoff*2, s.RetryMax)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -219,7 +220,7 @@ func (s *Streamer) pokeReplan() {
 func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
 	s.init()
 	deadline := time.Now().Add(s.ConnectTimeout)
-	backoff := 500 * time.Millisecond
+	b := backoff.New(500*time.Millisecond, 10*time.Second)
 	for {
 		info, err := s.Source.Info(ctx)
 		if err == nil {
@@ -235,16 +236,14 @@ func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
 			s.mu.Unlock()
 			return info, nil
 		}
-		if !errors.Is(err, ErrUnreachable) || time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
+		wait := b.Next()
+		if !errors.Is(err, ErrUnreachable) || time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
 			return info, err
 		}
 		s.Logger.Info("waiting for the server", "server", s.Source.Address(), "err", err)
-		select {
-		case <-ctx.Done():
-			return info, ctx.Err()
-		case <-time.After(backoff):
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return info, err
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
@@ -321,7 +320,7 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 		}
 	}()
 
-	backoff := 500 * time.Millisecond
+	b := backoff.New(500*time.Millisecond, s.RetryMax)
 	for {
 		progressed, err := s.session(ctx, info)
 		if ctx.Err() != nil {
@@ -329,7 +328,7 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 		}
 		s.setErr(err)
 		if progressed {
-			backoff = 500 * time.Millisecond
+			b.Reset()
 		}
 		switch {
 		case errors.Is(err, errReplan), errors.Is(err, ErrSpool), s.writer().Broken() != nil:
@@ -367,16 +366,14 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 			continue
 		}
 		s.Metrics.error("stream")
-		s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", backoff)
+		wait := b.Next()
+		s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", wait)
 		if err := s.writer().Rearm(); err != nil {
 			continue // broken: the next round restarts it
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, s.RetryMax)
 		if s.Metrics != nil {
 			s.Metrics.Reconnects.Inc()
 		}
@@ -408,23 +405,21 @@ func (s *Streamer) restart(ctx context.Context, info ServerInfo) error {
 	if w := s.writer(); w != nil {
 		_ = w.Close() // a writer broken by the spool only drops what it holds
 	}
-	backoff := 500 * time.Millisecond
+	b := backoff.New(500*time.Millisecond, s.RetryMax)
 	for {
+		wait := b.Next()
 		if err := s.Spool.sweep(); err == nil {
 			err = s.plan(ctx, info)
 			if err == nil || errors.Is(err, catalog.ErrFenced) || ctx.Err() != nil {
 				return err
 			}
-			s.Logger.Warn("cannot resume streaming; retrying", "err", err, "retry_in", backoff)
+			s.Logger.Warn("cannot resume streaming; retrying", "err", err, "retry_in", wait)
 		} else {
-			s.Logger.Warn("cannot read the spool; retrying", "err", err, "retry_in", backoff)
+			s.Logger.Warn("cannot read the spool; retrying", "err", err, "retry_in", wait)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
-		backoff = min(backoff*2, s.RetryMax)
 	}
 }
 

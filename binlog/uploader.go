@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
@@ -139,24 +140,21 @@ func (u *Uploader) LastError() error {
 // over (wrapping catalog.ErrFenced): this writer must stop.
 func (u *Uploader) Run(ctx context.Context) error {
 	u.init()
-	backoff := u.RetryMin
+	b := backoff.New(u.RetryMin, u.RetryMax)
 	t := time.NewTicker(DefaultUploadPoll)
 	defer t.Stop()
 	for {
 		err := u.UploadPending(ctx)
+		wait := DefaultUploadPoll
 		switch {
 		case err == nil:
-			backoff = u.RetryMin
+			b.Reset()
 		case errors.Is(err, catalog.ErrFenced):
 			return err
 		case ctx.Err() != nil:
 		default:
-			u.Logger.Warn("upload failed; segments stay in the spool", "err", err, "retry_in", backoff)
-		}
-		wait := DefaultUploadPoll
-		if err != nil {
-			wait = backoff
-			backoff = min(backoff*2, u.RetryMax)
+			wait = b.Next()
+			u.Logger.Warn("upload failed; segments stay in the spool", "err", err, "retry_in", wait)
 		}
 		timer := time.NewTimer(wait)
 		select {

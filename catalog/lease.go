@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
@@ -49,17 +50,6 @@ type Lease struct {
 	stored storage.ObjectInfo
 	// sleep waits d or until ctx ends.
 	sleep func(ctx context.Context, d time.Duration) error
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func (l *Lease) put(ctx context.Context, create bool) error {
@@ -137,7 +127,7 @@ func newLease(st storage.Storage, holder string, ttl time.Duration, session stri
 	if session == "" {
 		session = NewSession()
 	}
-	return &Lease{st: st, ttl: ttl, now: time.Now, sleep: sleepCtx,
+	return &Lease{st: st, ttl: ttl, now: time.Now, sleep: backoff.Sleep,
 		rec: LeaseRecord{Holder: holder, Session: session, Host: host, PID: os.Getpid()}}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
@@ -261,14 +262,14 @@ func (s *Scheduler) runDue(ctx context.Context, sched cron.Schedule) {
 	if attempts == 0 {
 		attempts = DefaultMaxAttempts
 	}
-	backoff := initial
+	b := backoff.New(initial, maxBackoff)
 	for attempt := 1; ; attempt++ {
 		_, err := s.TakeSnapshot(ctx)
 		if err == nil || ctx.Err() != nil || errors.Is(err, ErrBusy) {
 			return
 		}
-		now := time.Now()
-		retryAt, nextRun := now.Add(backoff), sched.Next(now)
+		now, wait := time.Now(), b.Next()
+		retryAt, nextRun := now.Add(wait), sched.Next(now)
 		switch {
 		case attempt >= attempts:
 			s.log().Error("snapshot failed; giving up until the next scheduled run", "attempts", attempt, "next_run", nextRun)
@@ -277,14 +278,13 @@ func (s *Scheduler) runDue(ctx context.Context, sched cron.Schedule) {
 			s.log().Warn("snapshot failed; the next scheduled run comes before a retry would", "attempts", attempt, "next_run", nextRun)
 			return
 		}
-		s.log().Warn("snapshot failed; retrying", "attempt", attempt, "retry_in", backoff.String())
+		s.log().Warn("snapshot failed; retrying", "attempt", attempt, "retry_in", wait.String())
 		s.update(func(st *Status) { st.NextRetry = retryAt })
 		ok := sleepUntil(ctx, retryAt)
 		s.update(func(st *Status) { st.NextRetry = time.Time{} })
 		if !ok {
 			return
 		}
-		backoff = min(backoff*2, maxBackoff)
 	}
 }
 

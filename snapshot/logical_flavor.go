@@ -15,6 +15,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
 )
 
 // Every difference between MySQL and MariaDB in taking and loading a
@@ -104,7 +105,7 @@ func (d *dumper) readLockPoint(ctx context.Context, coord *sql.Conn, workers []*
 	if _, err := coord.ExecContext(ctx, "SET SESSION lock_wait_timeout = "+strconv.Itoa(timeout)); err != nil {
 		return p, fmt.Errorf("set lock_wait_timeout: %w", err)
 	}
-	backoff := time.Second
+	b := backoff.New(time.Second, 30*time.Second)
 	var locked time.Time
 	for {
 		p.attempts++
@@ -121,14 +122,12 @@ func (d *dumper) readLockPoint(ctx context.Context, coord *sql.Conn, workers []*
 		case mysqlErrno(err) != erLockWaitTimeout || p.attempts >= d.opts.LockAttempts:
 			return p, fmt.Errorf("flush tables with read lock (attempt %d): %w", p.attempts, err)
 		}
+		wait := b.Next()
 		d.log.Warn("global read lock waited too long for running statements; retrying",
-			"attempt", p.attempts, "lock_wait_timeout", timeout, "backoff", backoff)
-		select {
-		case <-ctx.Done():
-			return p, ctx.Err()
-		case <-time.After(backoff):
+			"attempt", p.attempts, "lock_wait_timeout", timeout, "backoff", wait)
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return p, err
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 	unlock := func() error {
 		// The unlock must happen even when ctx ended: until it does, no
