@@ -23,6 +23,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
@@ -332,7 +333,7 @@ func TestServerRefusesUnknownFile(t *testing.T) {
 			out, err := cmd.CombinedOutput()
 			if tc.wantErr == "" {
 				if err != nil {
-					t.Fatalf("mariadb-binlog: %v: %s", err, lastLinesOf(out))
+					t.Fatalf("mariadb-binlog: %v: %s", err, childout.Last(string(out), 5, " | "))
 				}
 				local, err := exec.CommandContext(t.Context(), dump, "--no-defaults", path).Output()
 				if err != nil {
@@ -344,7 +345,7 @@ func TestServerRefusesUnknownFile(t *testing.T) {
 				return
 			}
 			if err == nil || !strings.Contains(string(out), tc.wantErr) {
-				t.Fatalf("got %v: %s; want an error containing %q", err, lastLinesOf(out), tc.wantErr)
+				t.Fatalf("got %v: %s; want an error containing %q", err, childout.Last(string(out), 5, " | "), tc.wantErr)
 			}
 		})
 	}
@@ -357,11 +358,6 @@ func fileSize(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	return uint64(fi.Size())
-}
-
-func lastLinesOf(b []byte) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-5):], " | ")
 }
 
 // TestPacketWriterSplitsLargePayloads checks the framing of payloads around

@@ -25,6 +25,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
@@ -345,7 +346,7 @@ func (s *Server) DB() *sql.DB { return s.db }
 // ErrorLog returns the last n lines of the server's error log.
 func (s *Server) ErrorLog(n int) string {
 	b, _ := os.ReadFile(filepath.Join(s.opts.RunDir, "error.log"))
-	return lastLines(b, n)
+	return childout.Last(string(b), n, " | ")
 }
 
 // Stop shuts the server down cleanly and waits for it to exit.
@@ -430,18 +431,10 @@ func errorLines(b []byte, n int) string {
 		}
 	}
 	if len(keep) == 0 {
-		return lastLines(b, n)
+		return childout.Last(string(b), n, " | ")
 	}
 	if len(keep) > n {
 		keep = keep[len(keep)-n:]
 	}
 	return string(bytes.Join(keep, []byte(" | ")))
-}
-
-func lastLines(b []byte, n int) string {
-	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte(" | ")))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
@@ -111,7 +112,7 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, ctls clientTLS
 	}
 	dumpCmd.Stdout = pw
 	clientCmd.Stdin = pr
-	var dumpErr, clientErr tail
+	var dumpErr, clientErr childout.Tail
 	dumpCmd.Stderr, clientCmd.Stderr = &dumpErr, &clientErr
 	if err := clientCmd.Start(); err != nil {
 		pr.Close()
@@ -201,16 +202,3 @@ func clientDefaults(dir string, target *mysql.Config, extra []string) (string, e
 func optionValue(v string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
 }
-
-// tail keeps the last 4 KiB written to it.
-type tail struct{ b []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > 4096 {
-		t.b = t.b[len(t.b)-4096:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string { return string(t.b) }

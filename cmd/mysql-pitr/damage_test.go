@@ -11,6 +11,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
@@ -89,7 +90,7 @@ func TestPlaintextChecksumMismatch(t *testing.T) {
 				stdout, stderr, code := runCLI(t, t.Context(), command.args...)
 				out := stdout + stderr
 				if code != 1 || !strings.Contains(out, filepath.ToSlash(rel)) || !strings.Contains(out, "checksum mismatch") || strings.Contains(out, "encrypt") {
-					t.Errorf("exit %d; want exit 1 naming %s and a checksum mismatch, not encryption:\n%s", code, rel, lastLines(out, 5))
+					t.Errorf("exit %d; want exit 1 naming %s and a checksum mismatch, not encryption:\n%s", code, rel, childout.Last(out, 5, "\n"))
 				}
 			})
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"io"
 	"os"
 	"path/filepath"
@@ -25,7 +26,7 @@ func TestUnknownFlag(t *testing.T) {
 			}
 			_, stderr, code = runCLI(t, t.Context(), append(command, "--help")...)
 			if code != 0 || !strings.HasPrefix(stderr, "Usage: mysql-pitr "+name+" [flags]\n") || !strings.Contains(stderr, "\n  -") {
-				t.Errorf("--help: exit %d, stderr %q; want exit 0 and the flags", code, lastLines(stderr, 3))
+				t.Errorf("--help: exit %d, stderr %q; want exit 0 and the flags", code, childout.Last(stderr, 3, "\n"))
 			}
 		})
 	}

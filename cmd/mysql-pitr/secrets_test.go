@@ -14,6 +14,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
@@ -324,7 +325,7 @@ func TestNoLeakedSecrets(t *testing.T) {
 			t.Errorf("%s: exit 0, want a failure", f.name)
 		}
 		if !strings.Contains(lastLine(res.stderr), f.want) {
-			t.Errorf("%s: the error does not say %q:\n%s", f.name, f.want, lastLines(res.stderr, 10))
+			t.Errorf("%s: the error does not say %q:\n%s", f.name, f.want, childout.Last(res.stderr, 10, "\n"))
 		}
 		expectClean(t, f.name, res)
 	}
@@ -365,11 +366,11 @@ func waitFor(t *testing.T, what string, timeout time.Duration, r *runWatched, co
 	for !cond() {
 		select {
 		case <-r.exited:
-			t.Fatalf("%s exited waiting for %s: %v\n%s", r.spec.name, what, r.err, lastLines(r.errb.String(), 20))
+			t.Fatalf("%s exited waiting for %s: %v\n%s", r.spec.name, what, r.err, childout.Last(r.errb.String(), 20, "\n"))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: no %s after %s\n%s", r.spec.name, what, timeout, lastLines(r.errb.String(), 20))
+			t.Fatalf("%s: no %s after %s\n%s", r.spec.name, what, timeout, childout.Last(r.errb.String(), 20, "\n"))
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
@@ -160,16 +161,11 @@ func expectClean(t *testing.T, name string, res *cmdResult) {
 func expectExit(t *testing.T, name string, res *cmdResult, code int) {
 	t.Helper()
 	if res.code != code {
-		t.Fatalf("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", name, res.code, code, res.stdout, lastLines(res.stderr, 30))
+		t.Fatalf("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", name, res.code, code, res.stdout, childout.Last(res.stderr, 30, "\n"))
 	}
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-func lastLine(s string) string { return lastLines(s, 1) }
+func lastLine(s string) string { return childout.Last(s, 1, "\n") }
 
 // randomCanary is prefix followed by 24 random hex digits.
 func randomCanary(t *testing.T, prefix string) string {

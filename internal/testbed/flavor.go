@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
@@ -326,7 +327,7 @@ func (m *MariaDB) runInit(name, path string, args []string) error {
 	setParentDeathSignal(cmd)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s: %w\n%s\n%s", name, err, lastLines(out, 30), m.tail(30))
+		return fmt.Errorf("%s: %w\n%s\n%s", name, err, childout.Last(string(out), 30, "\n"), m.tail(30))
 	}
 	return nil
 }

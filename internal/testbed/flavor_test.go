@@ -14,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 )
 
@@ -300,10 +301,10 @@ func testBinlog(t *testing.T, m *MariaDB) {
 	tool := m.Flavor().Binary(t, m.Flavor().BinlogTool())
 	out, err := exec.CommandContext(t.Context(), tool, append([]string{"--no-defaults"}, files...)...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", tool, err, lastLines(out, 20))
+		t.Fatalf("%s: %v\n%s", tool, err, childout.Last(string(out), 20, "\n"))
 	}
 	if !strings.Contains(string(out), "CREATE DATABASE binlog_check") {
-		t.Errorf("%s's output lacks CREATE DATABASE binlog_check:\n%s", tool, lastLines(out, 30))
+		t.Errorf("%s's output lacks CREATE DATABASE binlog_check:\n%s", tool, childout.Last(string(out), 30, "\n"))
 	}
 	if strings.Contains(string(out), m.PitrPassword()) {
 		t.Errorf("the binlog holds the pitr password")

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -241,7 +242,7 @@ func (m *MariaDB) install(installDB string) error {
 	setParentDeathSignal(cmd)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("mariadb-install-db: %w\n%s", err, lastLines(out, 30))
+		return fmt.Errorf("mariadb-install-db: %w\n%s", err, childout.Last(string(out), 30, "\n"))
 	}
 	return nil
 }
@@ -677,17 +678,9 @@ func (m *MariaDB) tail(n int) string {
 		if err != nil || len(bytes.TrimSpace(data)) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "--- %s (last %d lines) ---\n%s\n", name, n, lastLines(data, n))
+		fmt.Fprintf(&b, "--- %s (last %d lines) ---\n%s\n", name, n, childout.Last(string(data), n, "\n"))
 	}
 	return b.String()
-}
-
-func lastLines(data []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // setParentDeathSignal makes Linux kill the server when the test binary dies

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"path"
 	"strings"
 	"time"
@@ -359,7 +360,7 @@ func (w *jobWaiter) failure(c *batchv1.JobCondition) error {
 	logs := ""
 	if t != nil {
 		fmt.Fprintf(&b, ": container %s exited %d (%s)", name, t.ExitCode, t.Reason)
-		logs = lastLines(t.Message, 20)
+		logs = childout.Last(t.Message, 20, "\n")
 	} else {
 		fmt.Fprintf(&b, ": %s: %s", c.Reason, oneLine(c.Message))
 	}
@@ -485,10 +486,3 @@ func reportNewPVC(o Options, res *Result, datadir string) {
 }
 
 // lastLines returns the last n non-empty lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.TrimSpace(strings.Join(lines, "\n"))
-}
