@@ -229,8 +229,9 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 		// The backup tool and its extractor from the programs' directory
 		// when one is named; otherwise the snapshot package finds them (on
 		// PATH and in the sbin directories) and says how to install them.
+		// A MySQL clone's snapshot needs neither.
 		var tool, extractor string
-		if opts.Programs.Dir != "" {
+		if opts.Programs.Dir != "" && snapshot.PhysicalNeedsTool(p.Snapshot) {
 			if tool, err = opts.Programs.Look(programs.Names(flavor, programs.Backup)...); err != nil {
 				return nil, err
 			}
