@@ -179,7 +179,8 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}
 	server := mysqld.Options{Flavor: flavor, RunDir: filepath.Join(work, "run"), BufferPool: max(pool, 0),
 		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical,
-		Release: p.Snapshot.ServerVersion, Programs: opts.Programs, Logger: log}
+		Release: p.Snapshot.ServerVersion, Programs: opts.Programs, Logger: log,
+		LowerCaseTableNames: p.Snapshot.LowerCaseTableNames, PageSize: p.Snapshot.InnoDBPageSize}
 	if err := mysqld.Check(ctx, server, p.Snapshot.Method == catalog.MethodLogical); err != nil {
 		return nil, err
 	}

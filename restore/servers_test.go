@@ -311,9 +311,9 @@ func gtidState(t *testing.T, src *testbed.MariaDB) string {
 	return strings.ReplaceAll(s, "\n", "")
 }
 
-// restoredOn starts a server of the flavor on the restored datadir in dir
-// and reads its tables, GTID state and replication state.
-func restoredOn(t *testing.T, f testbed.Flavor, dir string) restored {
+// restoredOn starts a server of the flavor on the restored datadir in dir,
+// with args, and reads its tables, GTID state and replication state.
+func restoredOn(t *testing.T, f testbed.Flavor, dir string, args ...string) restored {
 	t.Helper()
 	var r restored
 	for _, pat := range []string{"*relay-bin*", "master*.info", "relay-log*.info"} {
@@ -321,7 +321,7 @@ func restoredOn(t *testing.T, f testbed.Flavor, dir string) restored {
 		r.leftovers = append(r.leftovers, m...)
 	}
 	srv, err := mysqld.Start(t.Context(), mysqld.Options{Flavor: f.Family(), Datadir: dir + "/data", RunDir: dir + "/r", SkipGrants: true,
-		Programs: f.Programs()})
+		Programs: f.Programs(), Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,4 +464,66 @@ func planLatest(t *testing.T, st storage.Storage) *Plan {
 // testLogger logs the restore's steps to the test's output.
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}
+
+// TestRestoreKeepsServerSettings restores into new datadirs a logical
+// snapshot and a clone of a MySQL server initialised with settings a
+// datadir keeps for life (lower_case_table_names, innodb_page_size), and
+// replays the binlog written after each: the temporary server, and the
+// datadir a restore initialises, must have the source's settings, or
+// mysqld refuses the clone's datadir at once and the source's
+// configuration the restored one.
+func TestRestoreKeepsServerSettings(t *testing.T) {
+	f := testbed.MySQL97
+	settings := []string{"--lower-case-table-names=1", "--innodb-page-size=8192"}
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ExtraArgs: settings})
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
+	src.Exec(t, "CREATE DATABASE App")
+	src.Exec(t, "CREATE TABLE App.Orders (id INT PRIMARY KEY, note VARCHAR(40))")
+	src.Exec(t, "INSERT INTO App.Orders VALUES (1, 'in the snapshots'), (2, 'also')")
+	pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
+	logical, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Exec(t, "INSERT INTO App.Orders VALUES (3, 'after the logical snapshot')")
+	physical := takePhysical(t, f, src, st)
+	for _, m := range []*catalog.Manifest{logical, physical} {
+		if m.LowerCaseTableNames != 1 || m.InnoDBPageSize != 8192 {
+			t.Fatalf("the %s snapshot's manifest records lower_case_table_names %d and innodb_page_size %d, want 1 and 8192",
+				m.Method, m.LowerCaseTableNames, m.InnoDBPageSize)
+		}
+	}
+	src.Exec(t, "INSERT INTO App.Orders VALUES (4, 'replayed')")
+	src.Exec(t, "UPDATE app.orders SET note = 'changed' WHERE id = 1")
+	src.Exec(t, "CREATE TABLE App.Later (id INT PRIMARY KEY)")
+	src.Exec(t, "INSERT INTO App.Later VALUES (7)")
+	archivetest.WaitArchived(t, streamer, src)
+	want := moment{name: "latest", sums: tableChecksums(t, srcConfig(t, src)), gtid: gtidState(t, src)}
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, snap := range []*catalog.Manifest{logical, physical} {
+		p, err := Make(arch, []*catalog.Manifest{snap}, Target{Kind: Latest}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, replay := range []string{ReplayServer, ReplayMysqlbinlog} {
+			t.Run(snap.Method+"/"+replay, func(t *testing.T) {
+				dir, _ := os.MkdirTemp("", "rst-")
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w",
+					Programs: f.Programs(), BufferPool: 128 << 20, Logger: testLogger(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkRestored(t, want, res, restoredOn(t, f, dir, settings...))
+			})
+		}
+	}
 }
