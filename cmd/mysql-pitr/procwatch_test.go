@@ -24,15 +24,24 @@ type procSample struct {
 	environ    []byte // nil for the command itself when its environment is not checked
 }
 
-// name is the program's name: its executable's, or for a program the
-// dynamic loader runs (a server root's wrapper execs "ld-linux… --library-path
-// DIR PROGRAM ARGS…"), the program's.
+// name is the program's name: its executable's; for a script a shell runs
+// (a server root's wrapper, "bash /ROOT/.bin/mysql ARGS…"), the script's;
+// for a program the dynamic loader runs (which the wrapper execs,
+// "ld-linux… --library-path DIR PROGRAM ARGS…"), the program's. A program
+// run through a wrapper has one name throughout.
 func (p procSample) name() string {
 	base := filepath.Base(p.exe)
+	args := strings.Split(strings.TrimRight(string(p.cmdline), "\x00"), "\x00")
+	switch base {
+	case "bash", "dash", "sh":
+		if len(args) > 1 && filepath.IsAbs(args[1]) {
+			return filepath.Base(args[1])
+		}
+		return base
+	}
 	if !strings.HasPrefix(base, "ld-linux") {
 		return base
 	}
-	args := strings.Split(strings.TrimRight(string(p.cmdline), "\x00"), "\x00")
 	for i := 1; i < len(args); i++ {
 		switch {
 		case args[i] == "--library-path" || args[i] == "--argv0" || args[i] == "--preload" || args[i] == "--audit":
@@ -454,6 +463,8 @@ func TestProcSampleName(t *testing.T) {
 		{"/roots/mysql-9.7/usr/lib64/ld-linux-x86-64.so.2",
 			"/roots/mysql-9.7/usr/lib64/ld-linux-x86-64.so.2\x00--library-path\x00/roots/mysql-9.7/usr/lib\x00/roots/mysql-9.7/usr/sbin/mysqld\x00--no-defaults\x00", "mysqld"},
 		{"/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2\x00", "ld-linux-x86-64.so.2"},
+		{"/usr/bin/bash", "/bin/bash\x00/roots/mysql-9.7/.bin/mysql\x00--defaults-extra-file=/tmp/c.cnf\x00", "mysql"},
+		{"/usr/bin/dash", "sh\x00-c\x00mysqlbinlog x | mysql\x00", "dash"},
 	} {
 		if got := (procSample{exe: tt.exe, cmdline: []byte(tt.cmdline)}).name(); got != tt.want {
 			t.Errorf("name of %s %q = %q, want %q", tt.exe, tt.cmdline, got, tt.want)
