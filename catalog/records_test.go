@@ -163,3 +163,31 @@ func FuzzSegmentJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestManifestValidateServerSettings(t *testing.T) {
+	base := time.Date(2025, 10, 7, 5, 41, 50, 0, time.UTC)
+	for _, tc := range []struct {
+		name      string
+		lowerCase int
+		pageSize  int
+		ok        bool
+	}{
+		{"not recorded", 0, 0, true},
+		{"the defaults", 0, 16384, true},
+		{"lower case names, small pages", 1, 8192, true},
+		{"lower_case_table_names 2", 2, 65536, true},
+		{"lower_case_table_names 3", 3, 16384, false},
+		{"negative lower_case_table_names", -1, 16384, false},
+		{"page size not a power of two", 0, 12288, false},
+		{"page size too small", 0, 2048, false},
+		{"page size too large", 0, 131072, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &Manifest{ID: "20251007T054150Z-0001", Method: MethodPhysical, Binlog: Position{File: "binlog.000001", Pos: 865},
+				Started: base, Finished: base.Add(time.Minute), LowerCaseTableNames: tc.lowerCase, InnoDBPageSize: tc.pageSize}
+			if err := m.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}

@@ -111,6 +111,13 @@ type Manifest struct {
 	StoredBytes int64 `json:"stored_bytes"`
 	// Agent names who took the snapshot.
 	Agent string `json:"agent,omitempty"`
+	// LowerCaseTableNames and InnoDBPageSize are the server's
+	// lower_case_table_names and innodb_page_size, which a datadir keeps
+	// for life: MySQL refuses to start on a datadir with others, so a
+	// restore's temporary server, and the datadir it initialises, get the
+	// same. Zero when not recorded: the server's defaults.
+	LowerCaseTableNames int `json:"lower_case_table_names,omitempty"`
+	InnoDBPageSize      int `json:"innodb_page_size,omitempty"`
 }
 
 // SnapshotObject is one data object of a snapshot.
@@ -157,6 +164,10 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("manifest %s: binlog position %s is invalid", m.ID, m.Binlog)
 	case m.Finished.Before(m.Started):
 		return fmt.Errorf("manifest %s: finished before it started", m.ID)
+	case m.LowerCaseTableNames < 0 || m.LowerCaseTableNames > 2:
+		return fmt.Errorf("manifest %s: lower_case_table_names %d is not 0, 1 or 2", m.ID, m.LowerCaseTableNames)
+	case m.InnoDBPageSize != 0 && (m.InnoDBPageSize < 4096 || m.InnoDBPageSize > 65536 || m.InnoDBPageSize&(m.InnoDBPageSize-1) != 0):
+		return fmt.Errorf("manifest %s: innodb_page_size %d is not a power of two from 4096 to 65536", m.ID, m.InnoDBPageSize)
 	}
 	if _, err := ParseSnapshotID(string(m.ID)); err != nil {
 		return err

@@ -142,6 +142,7 @@ func Init(ctx context.Context, opts Options) error {
 		args := []string{"--no-defaults", "--initialize-insecure", "--datadir=" + datadir, "--tmpdir=" + tmp,
 			"--secure-file-priv=" + files, "--skip-log-bin"}
 		args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
+		args = append(args, datadirArgs(opts)...)
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}
@@ -154,6 +155,7 @@ func Init(ctx context.Context, opts Options) error {
 		args := []string{"--no-defaults", "--datadir=" + datadir, "--auth-root-authentication-method=normal",
 			"--skip-test-db", "--skip-name-resolve", "--tmpdir=" + tmp, "--secure-file-priv=" + files}
 		args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
+		args = append(args, datadirArgs(opts)...)
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}
@@ -193,6 +195,12 @@ type Options struct {
 	// snapshot's server version): a server program of another major.minor
 	// release is refused (ErrRelease).
 	Release string
+	// LowerCaseTableNames and PageSize are lower_case_table_names and
+	// innodb_page_size, which a datadir keeps for life: those of the
+	// server a snapshot was taken of, given to Init and Start alike. Zero
+	// leaves the server's default.
+	LowerCaseTableNames int
+	PageSize            int
 	// Programs finds the server programs.
 	Programs programs.Finder
 	// Args are appended to the server's command line.
@@ -275,6 +283,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		args = append(args, "--skip-grant-tables")
 	}
 	args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
+	args = append(args, datadirArgs(opts)...)
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root")
 	}
@@ -415,6 +424,20 @@ func memoryArgs(flavor string, pool int64) []string {
 	args := []string{"--innodb-buffer-pool-size=" + strconv.FormatInt(pool, 10)}
 	if flavor == MariaDB {
 		args = append(args, "--innodb-log-file-size="+strconv.FormatInt(max(pool/2, 256<<20), 10))
+	}
+	return args
+}
+
+// datadirArgs are the options of the settings a datadir keeps for life
+// (see Options.LowerCaseTableNames), those that differ from the servers'
+// defaults.
+func datadirArgs(opts Options) []string {
+	var args []string
+	if opts.LowerCaseTableNames != 0 {
+		args = append(args, "--lower-case-table-names="+strconv.Itoa(opts.LowerCaseTableNames))
+	}
+	if opts.PageSize != 0 && opts.PageSize != 16384 {
+		args = append(args, "--innodb-page-size="+strconv.Itoa(opts.PageSize))
 	}
 	return args
 }

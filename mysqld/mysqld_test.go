@@ -67,6 +67,46 @@ func TestInitStartStop(t *testing.T) {
 			if _, err := os.Stat(data + "/kept"); err != nil {
 				t.Errorf("data written before a clean stop is gone: %v", err)
 			}
+
+			// A datadir with the settings it keeps for life other than
+			// the defaults, as a snapshot of such a server records them.
+			opts.Datadir, opts.RunDir, opts.SkipGrants = dir+"/data8k", dir+"/run8k", false
+			opts.LowerCaseTableNames, opts.PageSize = 1, 8192
+			if err := Init(t.Context(), opts); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Start(t.Context(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var lowerCase, pageSize int
+			if err := s.DB().QueryRow("SELECT @@lower_case_table_names, @@innodb_page_size").Scan(&lowerCase, &pageSize); err != nil {
+				t.Fatal(err)
+			}
+			if lowerCase != 1 || pageSize != 8192 {
+				t.Errorf("lower_case_table_names %d, innodb_page_size %d; want 1 and 8192", lowerCase, pageSize)
+			}
+			if err := s.Stop(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestDatadirArgs(t *testing.T) {
+	for _, tt := range []struct {
+		name                string
+		lowerCase, pageSize int
+		want                string
+	}{
+		{"not recorded", 0, 0, "[]"},
+		{"the defaults", 0, 16384, "[]"},
+		{"others", 1, 8192, "[--lower-case-table-names=1 --innodb-page-size=8192]"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fmt.Sprint(datadirArgs(Options{LowerCaseTableNames: tt.lowerCase, PageSize: tt.pageSize})); got != tt.want {
+				t.Errorf("datadirArgs = %s, want %s", got, tt.want)
+			}
 		})
 	}
 }

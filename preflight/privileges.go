@@ -232,6 +232,8 @@ var mysqlRequirements = map[Role][]Requirement{
 		{Privilege: "TRIGGER", On: Global, Why: "create triggers"},
 		{Privilege: "EVENT", On: Global, Why: "create events"},
 		{Privilege: "SET_ANY_DEFINER", Also: []string{"SET_USER_ID", "SUPER"}, On: Global, Why: "create views, routines, triggers and events with their original DEFINER (SET_USER_ID before MySQL 8.2)"},
+		{Privilege: "SYSTEM_USER", On: Global, Why: "create views, routines, triggers and events whose DEFINER holds SYSTEM_USER (as root does), and re-create the snapshot's accounts that hold it"},
+		{Privilege: "ALLOW_NONEXISTENT_DEFINER", Also: []string{"SET_USER_ID", "SUPER"}, On: Global, Why: "create views, routines, triggers and events whose DEFINER does not exist yet (the snapshot's accounts are created after its objects) or at all (SET_USER_ID before MySQL 8.2)"},
 		{Privilege: "CREATE USER", On: Global, Why: "create the snapshot's accounts"},
 		{Privilege: "ROLE_ADMIN", On: Global, Why: "grant the snapshot's roles to its accounts"},
 		{Privilege: "SELECT", On: Global, Why: grantWhy},

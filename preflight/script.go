@@ -78,7 +78,7 @@ func scriptNotes(f binlog.Flavor, roles []Role, keyring bool) []string {
 	has := func(r Role) bool { return slices.Contains(roles, r) }
 	if f == binlog.MySQL {
 		if has(Restore) {
-			notes = append(notes, "MySQL 8.0 before 8.2 has SET_USER_ID instead of SET_ANY_DEFINER.",
+			notes = append(notes, "MySQL 8.0 before 8.2 has SET_USER_ID instead of SET_ANY_DEFINER and ALLOW_NONEXISTENT_DEFINER.",
 				"A restore loads rows with LOAD DATA LOCAL INFILE: the server needs local_infile=ON.")
 		}
 		if keyring {

@@ -179,7 +179,8 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}
 	server := mysqld.Options{Flavor: flavor, RunDir: filepath.Join(work, "run"), BufferPool: max(pool, 0),
 		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical,
-		Release: p.Snapshot.ServerVersion, Programs: opts.Programs, Logger: log}
+		Release: p.Snapshot.ServerVersion, Programs: opts.Programs, Logger: log,
+		LowerCaseTableNames: p.Snapshot.LowerCaseTableNames, PageSize: p.Snapshot.InnoDBPageSize}
 	if err := mysqld.Check(ctx, server, p.Snapshot.Method == catalog.MethodLogical); err != nil {
 		return nil, err
 	}
@@ -229,8 +230,9 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 		// The backup tool and its extractor from the programs' directory
 		// when one is named; otherwise the snapshot package finds them (on
 		// PATH and in the sbin directories) and says how to install them.
+		// A MySQL clone's snapshot needs neither.
 		var tool, extractor string
-		if opts.Programs.Dir != "" {
+		if opts.Programs.Dir != "" && snapshot.PhysicalNeedsTool(p.Snapshot) {
 			if tool, err = opts.Programs.Look(programs.Names(flavor, programs.Backup)...); err != nil {
 				return nil, err
 			}

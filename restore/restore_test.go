@@ -109,10 +109,12 @@ func startWorkload(t *testing.T, src *testbed.MariaDB) *workload {
 func (w *workload) checkpoint(t *testing.T, src *testbed.MariaDB, during func()) (time.Time, map[string]string) {
 	w.pause.Lock()
 	defer w.pause.Unlock()
-	start := time.Now()
 	if during != nil {
 		during()
 	}
+	// After what during committed, which may take longer than the quarter
+	// second.
+	start := time.Now()
 	sums := tableChecksums(t, srcConfig(t, src))
 	time.Sleep(time.Until(start.Add(1500 * time.Millisecond)))
 	return start.Add(250 * time.Millisecond), sums

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
@@ -36,12 +37,17 @@ type moment struct {
 
 // TestRestoreOnEachServer restores, on each test server release
 // (MYSQL_PITR_TEST_SERVERS), an archive a real streamer made of a server of
-// that release under a write load with a 10 MB transaction, from a logical
-// snapshot, to a time between two commits, a binlog position, the moment
-// before a DROP TABLE, and the latest archived transaction: each into a new
-// datadir and into a running empty server, with each replay mode. Every
-// restore must reproduce CHECKSUM TABLE of every table, and the source's
-// GTID state, exactly.
+// that release under a write load with a 10 MB transaction. From a logical
+// snapshot it restores to eight moments — a time between two commits, a
+// position and a time just after the 10 MB transaction, the end of a binlog
+// file after FLUSH BINARY LOGS, the moments just before and just after a
+// DROP TABLE, a time inside a quiet period and the latest archived
+// transaction — each into a new datadir and into a running empty server,
+// with each replay mode. From a physical snapshot taken under the load
+// (mariadb-backup, or the clone plugin on MySQL) it restores to every
+// moment after it into a new datadir, with each replay mode. Every restore
+// must reproduce CHECKSUM TABLE of every table, and the source's GTID
+// state, exactly.
 func TestRestoreOnEachServer(t *testing.T) {
 	for _, f := range testbed.Servers(t) {
 		t.Run(f.String(), func(t *testing.T) { restoreOn(t, f) })
@@ -63,16 +69,16 @@ func restoreOn(t *testing.T, f testbed.Flavor) {
 		taggedInsert(t, src, "tagged, in the snapshot")
 	}
 	pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
-	m, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
+	logical, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s: logical snapshot %s at %s (gtid %s)", src.Version(), m.ID, m.Binlog, m.GTIDSet)
+	t.Logf("%s: logical snapshot %s at %s (gtid %s)", src.Version(), logical.ID, logical.Binlog, logical.GTIDSet)
 
 	var moments []moment
 	// checkpoint pauses the workload and reads, inside the pause, the
-	// tables and the GTID state the moment must restore.
-	checkpoint := func(name string, target func(at time.Time) Target, during func()) {
+	// tables and the GTID state the moments it returns must restore.
+	checkpoint := func(during func()) (time.Time, moment) {
 		var gtid string
 		at, sums := w.checkpoint(t, src, func() {
 			if during != nil {
@@ -80,16 +86,26 @@ func restoreOn(t *testing.T, f testbed.Flavor) {
 			}
 			gtid = gtidState(t, src)
 		})
-		moments = append(moments, moment{name: name, target: target(at), sums: sums, gtid: gtid})
+		return at, moment{sums: sums, gtid: gtid}
+	}
+	add := func(name string, target Target, mo moment) {
+		mo.name, mo.target = name, target
+		moments = append(moments, mo)
 	}
 	atTime := func(at time.Time) Target { return Target{Kind: AtTime, Time: at} }
+	atPosition := func(pos catalog.Position) Target { return Target{Kind: AtPosition, Position: pos} }
+
 	time.Sleep(500 * time.Millisecond)
-	checkpoint("between two commits", atTime, nil)
+	at, mo := checkpoint(nil)
+	add("between two commits", atTime(at), mo)
+
+	physical := takePhysical(t, f, src, st)
+	t.Logf("physical snapshot %s (%s) at %s (gtid %s)", physical.ID, physical.Tool, physical.Binlog, physical.GTIDSet)
 
 	big := make([]byte, 10<<20)
 	rand.Read(big)
 	var pos catalog.Position
-	checkpoint("at a position after a 10 MB transaction", func(time.Time) Target { return Target{Kind: AtPosition, Position: pos} }, func() {
+	at, mo = checkpoint(func() {
 		src.Exec(t, "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB)")
 		src.Exec(t, "INSERT INTO app.blobs VALUES (1, ?)", big)
 		if f.MySQL() {
@@ -97,66 +113,138 @@ func restoreOn(t *testing.T, f testbed.Flavor) {
 		}
 		pos = archivetest.BinlogEnd(t, src)
 	})
+	add("at a position just after a 10 MB transaction", atPosition(pos), mo)
+	add("at a time just after a 10 MB transaction", atTime(at), mo)
 
 	time.Sleep(400 * time.Millisecond)
-	checkpoint("just before DROP TABLE", atTime, nil)
-	time.Sleep(1600 * time.Millisecond)
-	src.Exec(t, "DROP TABLE app.doomed")
+	_, mo = checkpoint(func() {
+		src.Exec(t, "FLUSH BINARY LOGS")
+		pos = fileEnd(t, src, 2)
+	})
+	add("at the end of a binlog file, after FLUSH BINARY LOGS", atPosition(pos), mo)
+
+	time.Sleep(400 * time.Millisecond)
+	at, mo = checkpoint(nil)
+	add("just before DROP TABLE", atTime(at), mo)
+	if _, ok := mo.sums["`app`.`doomed`"]; !ok {
+		t.Fatal("the checkpoint before the DROP holds no app.doomed")
+	}
+	time.Sleep(400 * time.Millisecond)
+	at, mo = checkpoint(func() { src.Exec(t, "DROP TABLE app.doomed") })
+	add("just after DROP TABLE", atTime(at), mo)
 	time.Sleep(300 * time.Millisecond)
 	close(w.stop)
 	<-w.done
-	checkpoint("latest", func(time.Time) Target { return Target{Kind: Latest} }, nil)
-	archivetest.WaitArchived(t, streamer, src)
-	if _, ok := moments[2].sums["`app`.`doomed`"]; !ok {
-		t.Fatal("the checkpoint before the DROP holds no app.doomed")
+
+	// Nothing commits for 3 s; the target is in the middle.
+	quiet := time.Now()
+	mo = moment{sums: tableChecksums(t, srcConfig(t, src)), gtid: gtidState(t, src)}
+	time.Sleep(time.Until(quiet.Add(3 * time.Second)))
+	add("inside a quiet period", atTime(quiet.Add(1500*time.Millisecond)), mo)
+	for i := range 5 {
+		src.Exec(t, "INSERT INTO app.log (note, at) VALUES (?, NOW(6))", fmt.Sprint("after the quiet period ", i))
 	}
+	_, mo = checkpoint(nil)
+	add("latest", Target{Kind: Latest}, mo)
+	archivetest.WaitArchived(t, streamer, src)
 	t.Logf("archive written in %s", time.Since(begin).Round(time.Millisecond))
 
 	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	snaps, err := catalog.LoadSnapshots(t.Context(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var took []string
 	for _, mo := range moments {
-		p, err := Make(arch, snaps.Complete, mo.target, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, replay := range []string{ReplayServer, ReplayMysqlbinlog} {
-			t.Run("datadir/"+replay+"/"+mo.name, func(t *testing.T) {
-				start := time.Now()
-				dir, _ := os.MkdirTemp("", "rst-")
-				t.Cleanup(func() { os.RemoveAll(dir) })
-				res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w",
-					Programs: f.Programs(), BufferPool: 128 << 20, Logger: testLogger(t)})
-				if err != nil {
-					t.Fatal(err)
+		for _, snap := range []*catalog.Manifest{logical, physical} {
+			if mo.name == "between two commits" && snap == physical {
+				continue // before the physical snapshot
+			}
+			p, err := Make(arch, []*catalog.Manifest{snap}, mo.target, time.Now())
+			if err != nil {
+				t.Fatalf("plan a restore %s from the %s snapshot: %v", mo.name, snap.Method, err)
+			}
+			if p.Snapshot.ID != snap.ID || p.From != snap.Binlog {
+				t.Fatalf("the plan %s takes snapshot %s from %s, want %s from %s", mo.name, p.Snapshot.ID, p.From, snap.ID, snap.Binlog)
+			}
+			for _, replay := range []string{ReplayServer, ReplayMysqlbinlog} {
+				name := "datadir/" + replay + "/" + mo.name
+				if snap == physical {
+					name = "physical/" + name
 				}
-				got := restoredOn(t, f, dir)
-				checkRestored(t, mo, res, got)
-				took = append(took, fmt.Sprintf("datadir/%s/%s: %d txns, replay %s, all %s", replay, mo.name, res.Marker.Transactions,
-					res.ReplayDuration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)))
-			})
-			t.Run("server/"+replay+"/"+mo.name, func(t *testing.T) {
-				start := time.Now()
-				dst := emptyTarget(t, f)
-				target, _ := mysql.ParseDSN(dst.DSN())
-				res, err := Apply(t.Context(), p, Options{Store: st, Target: target, Replay: replay, WorkDir: t.TempDir(), Programs: f.Programs()})
-				if err != nil {
-					t.Fatal(err)
+				t.Run(name, func(t *testing.T) {
+					start := time.Now()
+					dir, _ := os.MkdirTemp("", "rst-")
+					t.Cleanup(func() { os.RemoveAll(dir) })
+					res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w",
+						Programs: f.Programs(), BufferPool: 128 << 20, Logger: testLogger(t)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := restoredOn(t, f, dir)
+					checkRestored(t, mo, res, got)
+					took = append(took, fmt.Sprintf("%s: %d txns, replay %s, all %s", name, res.Marker.Transactions,
+						res.ReplayDuration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)))
+				})
+				if snap == physical {
+					continue // a running server takes logical snapshots only
 				}
-				got := targetState(t, f, dst)
-				checkRestored(t, mo, res, got)
-				took = append(took, fmt.Sprintf("server/%s/%s: %d txns, replay %s, all %s", replay, mo.name, res.Marker.Transactions,
-					res.ReplayDuration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)))
-			})
+				t.Run("server/"+replay+"/"+mo.name, func(t *testing.T) {
+					start := time.Now()
+					dst := emptyTarget(t, f)
+					target, _ := mysql.ParseDSN(dst.DSN())
+					res, err := Apply(t.Context(), p, Options{Store: st, Target: target, Replay: replay, WorkDir: t.TempDir(), Programs: f.Programs()})
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := targetState(t, f, dst)
+					checkRestored(t, mo, res, got)
+					took = append(took, fmt.Sprintf("server/%s/%s: %d txns, replay %s, all %s", replay, mo.name, res.Marker.Transactions,
+						res.ReplayDuration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)))
+				})
+			}
 		}
 	}
 	t.Logf("%s: %d restores in %s:\n%s", f, len(took), time.Since(begin).Round(time.Second), strings.Join(took, "\n"))
+}
+
+// takePhysical takes a physical snapshot of src with the tool of its
+// release: mariadb-backup, or on MySQL the clone plugin (whose clone the
+// release's mysqld finishes).
+func takePhysical(t *testing.T, f testbed.Flavor, src *testbed.MariaDB, st storage.Storage) *catalog.Manifest {
+	t.Helper()
+	cfg, _ := mysql.ParseDSN(src.PitrDSN())
+	source, err := binlog.NewSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer source.Close()
+	opts := snapshot.PhysicalOptions{Source: source, Storage: st, TempDir: t.TempDir(), Logger: testLogger(t)}
+	switch {
+	case f.MySQL():
+		opts.ServerPath = f.Binary(t, "mysqld")
+	case f.BinDir() != "":
+		opts.ToolPath = f.Binary(t, "mariadb-backup")
+	}
+	m, err := snapshot.TakePhysical(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("physical snapshot: %v", err)
+	}
+	return m
+}
+
+// fileEnd is where the server's binlog file n from the end (1: the
+// current one) ends.
+func fileEnd(t *testing.T, src *testbed.MariaDB, n int) catalog.Position {
+	t.Helper()
+	files := src.BinlogFiles(t)
+	if len(files) < n {
+		t.Fatalf("the server has %d binlog files, not %d", len(files), n)
+	}
+	fi, err := os.Stat(files[len(files)-n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return catalog.Position{File: filepath.Base(files[len(files)-n]), Pos: uint64(fi.Size())}
 }
 
 // taggedInsert commits a row in a transaction with a tagged GTID
@@ -223,9 +311,9 @@ func gtidState(t *testing.T, src *testbed.MariaDB) string {
 	return strings.ReplaceAll(s, "\n", "")
 }
 
-// restoredOn starts a server of the flavor on the restored datadir in dir
-// and reads its tables, GTID state and replication state.
-func restoredOn(t *testing.T, f testbed.Flavor, dir string) restored {
+// restoredOn starts a server of the flavor on the restored datadir in dir,
+// with args, and reads its tables, GTID state and replication state.
+func restoredOn(t *testing.T, f testbed.Flavor, dir string, args ...string) restored {
 	t.Helper()
 	var r restored
 	for _, pat := range []string{"*relay-bin*", "master*.info", "relay-log*.info"} {
@@ -233,7 +321,7 @@ func restoredOn(t *testing.T, f testbed.Flavor, dir string) restored {
 		r.leftovers = append(r.leftovers, m...)
 	}
 	srv, err := mysqld.Start(t.Context(), mysqld.Options{Flavor: f.Family(), Datadir: dir + "/data", RunDir: dir + "/r", SkipGrants: true,
-		Programs: f.Programs()})
+		Programs: f.Programs(), Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,4 +464,66 @@ func planLatest(t *testing.T, st storage.Storage) *Plan {
 // testLogger logs the restore's steps to the test's output.
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}
+
+// TestRestoreKeepsServerSettings restores into new datadirs a logical
+// snapshot and a clone of a MySQL server initialised with settings a
+// datadir keeps for life (lower_case_table_names, innodb_page_size), and
+// replays the binlog written after each: the temporary server, and the
+// datadir a restore initialises, must have the source's settings, or
+// mysqld refuses the clone's datadir at once and the source's
+// configuration the restored one.
+func TestRestoreKeepsServerSettings(t *testing.T) {
+	f := testbed.MySQL97
+	settings := []string{"--lower-case-table-names=1", "--innodb-page-size=8192"}
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ExtraArgs: settings})
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
+	src.Exec(t, "CREATE DATABASE App")
+	src.Exec(t, "CREATE TABLE App.Orders (id INT PRIMARY KEY, note VARCHAR(40))")
+	src.Exec(t, "INSERT INTO App.Orders VALUES (1, 'in the snapshots'), (2, 'also')")
+	pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
+	logical, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Exec(t, "INSERT INTO App.Orders VALUES (3, 'after the logical snapshot')")
+	physical := takePhysical(t, f, src, st)
+	for _, m := range []*catalog.Manifest{logical, physical} {
+		if m.LowerCaseTableNames != 1 || m.InnoDBPageSize != 8192 {
+			t.Fatalf("the %s snapshot's manifest records lower_case_table_names %d and innodb_page_size %d, want 1 and 8192",
+				m.Method, m.LowerCaseTableNames, m.InnoDBPageSize)
+		}
+	}
+	src.Exec(t, "INSERT INTO App.Orders VALUES (4, 'replayed')")
+	src.Exec(t, "UPDATE app.orders SET note = 'changed' WHERE id = 1")
+	src.Exec(t, "CREATE TABLE App.Later (id INT PRIMARY KEY)")
+	src.Exec(t, "INSERT INTO App.Later VALUES (7)")
+	archivetest.WaitArchived(t, streamer, src)
+	want := moment{name: "latest", sums: tableChecksums(t, srcConfig(t, src)), gtid: gtidState(t, src)}
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, snap := range []*catalog.Manifest{logical, physical} {
+		p, err := Make(arch, []*catalog.Manifest{snap}, Target{Kind: Latest}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, replay := range []string{ReplayServer, ReplayMysqlbinlog} {
+			t.Run(snap.Method+"/"+replay, func(t *testing.T) {
+				dir, _ := os.MkdirTemp("", "rst-")
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w",
+					Programs: f.Programs(), BufferPool: 128 << 20, Logger: testLogger(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkRestored(t, want, res, restoredOn(t, f, dir, settings...))
+			})
+		}
+	}
 }

@@ -1,24 +1,49 @@
 #!/usr/bin/env bash
-# The mysql-pitr demo: a throwaway MariaDB, the agent streaming its binlog to
+# The mysql-pitr demo: a throwaway server, the agent streaming its binlog to
 # file:// storage, a snapshot, more writes, an "accidental" DROP TABLE, and a
 # point-in-time restore to the moment before it into a new datadir, started
 # and checked.
-# Run it through `make demo` (which builds bin/mysql-pitr first).
+# Run it through `make demo` (which builds bin/mysql-pitr first). FLAVOR
+# chooses the server: mariadb (the default: MariaDB from the host's
+# packages) or mysql (MySQL 9.7 from the server root scripts/setup.sh builds
+# in $MYSQL_PITR_ROOTS, by default /var/cache/mysql-pitr/roots).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=${BIN:-bin/mysql-pitr}
+FLAVOR=${FLAVOR:-mariadb}
 [ -x "$BIN" ] || { echo "build first: make build" >&2; exit 1; }
-for tool in mariadbd mariadb-install-db mariadb mariadb-binlog curl; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "$tool is missing: run scripts/setup.sh" >&2; exit 1; }
-done
 export PATH="$PATH:/usr/sbin"
+
+case $FLAVOR in
+mariadb)
+  NAME=MariaDB SERVER=mariadbd CLIENT=mariadb BINLOGTOOL=mariadb-binlog
+  for tool in mariadbd mariadb-install-db mariadb mariadb-binlog curl; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: run scripts/setup.sh" >&2; exit 1; }
+  done
+  ;;
+mysql)
+  # The server root's wrappers run MySQL 9.7's programs as if installed;
+  # mysql-pitr takes the restore's from there too (--server-bindir).
+  BINDIR=${MYSQL_PITR_ROOTS:-/var/cache/mysql-pitr/roots}/mysql-9.7/.bin
+  NAME="MySQL 9.7" SERVER=$BINDIR/mysqld CLIENT=$BINDIR/mysql BINLOGTOOL=$BINDIR/mysqlbinlog
+  for tool in "$SERVER" "$CLIENT" "$BINLOGTOOL"; do
+    [ -x "$tool" ] || { echo "$tool is missing: run scripts/setup.sh, which builds the MySQL 9.7 server root" >&2; exit 1; }
+  done
+  command -v curl >/dev/null || { echo "curl is missing: run scripts/setup.sh" >&2; exit 1; }
+  export MYSQL_PITR_SERVER_BINDIR=$BINDIR
+  ;;
+*)
+  echo "FLAVOR must be mariadb or mysql, not $FLAVOR" >&2; exit 2
+  ;;
+esac
 
 DIR=$(mktemp -d /tmp/mysql-pitr-demo.XXXXXX)
 SOCK=$DIR/mysqld.sock
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
-sql() { mariadb --no-defaults -uroot -S "$SOCK" "$@"; }
+sql() { "$CLIENT" --no-defaults -uroot -S "$SOCK" "$@"; }
+asroot() { [ "$(id -u)" = 0 ] && echo --user=root || true; }
 
 cleanup() {
   [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
@@ -27,22 +52,54 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "start a throwaway MariaDB in $DIR (binlog on, ROW format, GTIDs)"
-mkdir -p "$DIR/data" "$DIR/binlog" "$DIR/tmp"
-mariadb-install-db --no-defaults --datadir="$DIR/data" --auth-root-authentication-method=socket \
-  --skip-test-db $( [ "$(id -u)" = 0 ] && echo --user=root ) >"$DIR/install.log" 2>&1
-mariadbd --no-defaults --datadir="$DIR/data" --tmpdir="$DIR/tmp" --socket="$SOCK" --skip-networking \
-  --log-bin="$DIR/binlog/mysql-bin" --binlog-format=ROW --server-id=1 --log-error="$DIR/error.log" \
-  --pid-file="$DIR/mysqld.pid" $( [ "$(id -u)" = 0 ] && echo --user=root ) &
+# serve DATADIR SOCKET NAME [OPTIONS...] starts the server on DATADIR,
+# listening on SOCKET only, in the background.
+serve() {
+  local data=$1 sock=$2 name=$3
+  shift 3
+  local -a args=(--no-defaults --datadir="$data" --tmpdir="$DIR/tmp" --socket="$sock" --skip-networking
+    --log-error="$DIR/$name.log" --pid-file="$DIR/$name.pid")
+  # MySQL wants its secure_file_priv directory to exist, and its X Plugin
+  # would take /tmp/mysqlx.sock.
+  [ "$FLAVOR" = mysql ] && args+=(--secure-file-priv="$DIR/files" --mysqlx=OFF)
+  # shellcheck disable=SC2046
+  "$SERVER" "${args[@]}" $(asroot) "$@" &
+}
+
+step "start a throwaway $NAME in $DIR (binlog on, ROW format, GTIDs)"
+mkdir -p "$DIR/data" "$DIR/binlog" "$DIR/tmp" "$DIR/files"
+if [ "$FLAVOR" = mysql ]; then
+  # As the official image initialises it; the binlog is on by default, as
+  # binlog.NNNNNN in the datadir.
+  # shellcheck disable=SC2046
+  "$SERVER" --no-defaults --initialize-insecure --datadir="$DIR/data" --tmpdir="$DIR/tmp" \
+    --secure-file-priv="$DIR/files" $(asroot) >"$DIR/install.log" 2>&1
+  BINLOG_DIR=$DIR/data
+  serve "$DIR/data" "$SOCK" error --server-id=1 --gtid-mode=ON --enforce-gtid-consistency=ON
+else
+  # shellcheck disable=SC2046
+  mariadb-install-db --no-defaults --datadir="$DIR/data" --auth-root-authentication-method=socket \
+    --skip-test-db $(asroot) >"$DIR/install.log" 2>&1
+  BINLOG_DIR=$DIR/binlog
+  serve "$DIR/data" "$SOCK" error --log-bin="$DIR/binlog/mysql-bin" --binlog-format=ROW --server-id=1
+fi
 DB_PID=$!
-for _ in $(seq 100); do sql -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 300); do sql -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
 sql -e "SELECT VERSION() AS server"
 
 step "create the agent's account (password in a file, never on a command line)"
 PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 printf '%s\n' "$PASSWORD" >"$DIR/password"; chmod 600 "$DIR/password"
-sql -e "SET sql_log_bin=0; CREATE USER pitr@localhost IDENTIFIED BY '$PASSWORD';
-        GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT, RELOAD, LOCK TABLES, SHOW VIEW, TRIGGER, EVENT ON *.* TO pitr@localhost;"
+if [ "$FLAVOR" = mysql ]; then
+  # What `mysql-pitr grants --flavor mysql --role streamer,logical` prints.
+  sql -e "SET sql_log_bin=0; CREATE USER pitr@localhost IDENTIFIED BY '$PASSWORD';
+          GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIEW, TRIGGER, EVENT, BACKUP_ADMIN, RELOAD ON *.* TO pitr@localhost;"
+  STATUS="SHOW BINARY LOG STATUS"
+else
+  sql -e "SET sql_log_bin=0; CREATE USER pitr@localhost IDENTIFIED BY '$PASSWORD';
+          GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT, RELOAD, LOCK TABLES, SHOW VIEW, TRIGGER, EVENT ON *.* TO pitr@localhost;"
+  STATUS="SHOW MASTER STATUS"
+fi
 
 PORT=19097
 while (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
@@ -78,7 +135,7 @@ sleep 1.2
 
 step "$(date -u +%H:%M:%S) — someone drops the orders table"
 run sql -e "DROP TABLE shop.orders"
-read -r FILE POS _ < <(sql -N -e "SHOW MASTER STATUS")
+read -r FILE POS _ < <(sql -N -e "$STATUS")
 T0=$(date +%s.%N)
 durable() { curl -sf "http://127.0.0.1:$PORT/status" | tr -d ' \n' | sed -n 's/.*"durable":{"file":"\([^"]*\)","pos":\([0-9]*\)}.*/\1 \2/p'; }
 until [ "$(durable)" = "$FILE $POS" ]; do sleep 0.02; done
@@ -92,19 +149,19 @@ run curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^mysqlpitr_binlog_(archi
 
 step "fetch the archive back as ordinary binlog files and compare with the server's"
 run "$BIN" binlog fetch --storage "file://$DIR/archive" --out "$DIR/fetched"
-for f in "$DIR"/fetched/mysql-bin.*; do
+for f in "$DIR/fetched/${FILE%.*}".*; do
   name=$(basename "$f")
   if [ "$name" = "$FILE" ]; then
     # The server's active file still carries the in-use flag a replica never sees; compare the rest.
-    cmp <(tail -c +23 "$f") <(tail -c +23 "$DIR/binlog/$name" | head -c $(( $(stat -c %s "$f") - 22 ))) &&
+    cmp <(tail -c +23 "$f") <(tail -c +23 "$BINLOG_DIR/$name" | head -c $(( $(stat -c %s "$f") - 22 ))) &&
       echo "$name: identical to the server's (active) file"
   else
-    cmp "$f" "$DIR/binlog/$name" && echo "$name: identical to the server's file"
+    cmp "$f" "$BINLOG_DIR/$name" && echo "$name: identical to the server's file"
   fi
 done
 
 step "the standard tools read the archive: where exactly was the DROP?"
-mariadb-binlog --no-defaults "$DIR/fetched/$FILE" | grep -B14 -i '^DROP TABLE' | grep -E '^# at |end_log_pos|^DROP TABLE' | tail -3
+"$BINLOGTOOL" --no-defaults "$DIR/fetched/$FILE" | grep -B14 -i '^DROP TABLE' | grep -E '^# at |end_log_pos|^DROP TABLE' | tail -3
 
 step "verify the archive: every object read back and checked, the chain from the snapshot whole"
 run "$BIN" verify --storage "file://$DIR/archive"
@@ -115,11 +172,10 @@ echo
 run "$BIN" restore --storage "file://$DIR/archive" --to "$BEFORE" --datadir "$DIR/restored" --log-format text --log-level warn
 
 step "start a server on the restored datadir: the orders are back"
-mariadbd --no-defaults --datadir="$DIR/restored" --tmpdir="$DIR/tmp" --socket="$DIR/restored.sock" --skip-networking \
-  --log-error="$DIR/restored.log" --pid-file="$DIR/restored.pid" $( [ "$(id -u)" = 0 ] && echo --user=root ) &
+serve "$DIR/restored" "$DIR/restored.sock" restored
 RESTORED_PID=$!
-for _ in $(seq 100); do mariadb --no-defaults -uroot -S "$DIR/restored.sock" -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
-run mariadb --no-defaults -uroot -S "$DIR/restored.sock" -e "SELECT COUNT(*) AS orders, SUM(amount) AS revenue FROM shop.orders"
+for _ in $(seq 300); do "$CLIENT" --no-defaults -uroot -S "$DIR/restored.sock" -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
+run "$CLIENT" --no-defaults -uroot -S "$DIR/restored.sock" -e "SELECT COUNT(*) AS orders, SUM(amount) AS revenue FROM shop.orders"
 kill "$RESTORED_PID"; wait "$RESTORED_PID" 2>/dev/null || true
 echo
 echo "The table is back with all 60 orders: every transaction committed before $BEFORE, none after."

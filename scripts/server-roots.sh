@@ -11,9 +11,9 @@
 # MYSQL_PITR_ROOTS defaults to /var/cache/mysql-pitr/roots. Each root has a
 # directory .bin of wrappers, one per program (mysqld, mysql, mysqlbinlog,
 # mysqldump, mysqladmin; mariadbd, mariadb, mariadb-binlog, mariadb-dump,
-# mariadb-admin, mariadb-backup, mariadb-install-db and their mysql* names),
-# each running the root's program through the root's loader. Servers get
-# --basedir, --lc-messages-dir, --plugin-dir and --character-sets-dir, and
+# mariadb-admin, mariadb-backup, mbstream, mariadb-install-db and their mysql*
+# names), each running the root's program through the root's loader. Servers
+# get --basedir, --lc-messages-dir, --plugin-dir and --character-sets-dir, and
 # clients --plugin-dir and --character-sets-dir, inserted right after the
 # caller's leading --no-defaults / --defaults-file=… options, which must stay
 # first. With .bin first on PATH the programs run as if installed.
@@ -161,7 +161,8 @@ write_wrappers() {
 		clients=(mariadb 'mysql?' mariadb-binlog 'mysqlbinlog?' mariadb-dump 'mysqldump?' mariadb-admin 'mysqladmin?')
 		# mariadb-install-db finds my_print_defaults and resolveip in its
 		# --basedir's bin, so they need wrappers too.
-		tools=(mariadb-backup 'mariabackup?' my_print_defaults resolveip)
+		# mbstream unpacks mariadb-backup's stream in a restore.
+		tools=(mariadb-backup 'mariabackup?' mbstream my_print_defaults resolveip)
 		install=(mariadb-install-db 'mysql_install_db?')
 		client_opts=('--plugin-dir=$root/usr/lib/x86_64-linux-gnu/libmariadb3/plugin' "--character-sets-dir=\$root/$share/charsets")
 		;;

@@ -209,6 +209,10 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 		return nil, err
 	}
 	defer coord.Close()
+	var lowerCase, pageSize int
+	if err := coord.QueryRowContext(ctx, "SELECT @@lower_case_table_names, @@innodb_page_size").Scan(&lowerCase, &pageSize); err != nil {
+		return nil, fmt.Errorf("read the server's lower_case_table_names and innodb_page_size: %w", err)
+	}
 
 	plan, err := d.plan(ctx, coord)
 	if err != nil {
@@ -260,6 +264,9 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 		WritesBlocked: point.blocked,
 		Objects:       d.objects,
 		Agent:         opts.Agent,
+
+		LowerCaseTableNames: lowerCase,
+		InnoDBPageSize:      pageSize,
 	}
 	slices.SortFunc(m.Objects, func(a, b catalog.SnapshotObject) int { return strings.Compare(a.Name, b.Name) })
 	for _, o := range m.Objects {

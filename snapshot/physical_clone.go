@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +67,9 @@ type clonePlan struct {
 	// on), and those fixed when the data was made, which a server started
 	// with others refuses.
 	settings []string
+	// lowerCase and pageSize are lower_case_table_names and
+	// innodb_page_size, for the manifest.
+	lowerCase, pageSize int
 	// need is the estimated size of the copy; free the filesystem's.
 	need, free uint64
 }
@@ -188,6 +192,13 @@ func cloneCheck(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo,
 	}
 	plan.settings = []string{"--gtid-mode=" + gtidMode, "--enforce-gtid-consistency=" + enforce,
 		"--lower-case-table-names=" + lowerCase, "--innodb-page-size=" + pageSize, "--innodb-data-file-path=" + dataFilePath}
+	var err error
+	if plan.lowerCase, err = strconv.Atoi(lowerCase); err != nil {
+		return nil, fmt.Errorf("physical snapshot: lower_case_table_names %q: %w", lowerCase, err)
+	}
+	if plan.pageSize, err = strconv.Atoi(pageSize); err != nil {
+		return nil, fmt.Errorf("physical snapshot: innodb_page_size %q: %w", pageSize, err)
+	}
 
 	var status string
 	switch err := db.QueryRowContext(qctx, "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'").Scan(&status); {
@@ -404,6 +415,9 @@ func takeClone(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo, 
 		Tool:          "mysql clone plugin (mysqld " + plan.version + ")",
 		Objects:       objects,
 		Agent:         opts.Agent,
+
+		LowerCaseTableNames: plan.lowerCase,
+		InnoDBPageSize:      plan.pageSize,
 	}
 	for _, o := range objects {
 		m.Bytes += o.Size

@@ -43,6 +43,16 @@ func (f physFormat) partName(n int) string { return fmt.Sprintf("backup-%06d.%s.
 // physPartName is the name of the n-th part of an xbstream.
 func physPartName(n int) string { return physXbstream.partName(n) }
 
+// PhysicalNeedsTool reports whether restoring the physical snapshot m runs
+// a backup tool and its extractor: mariadb-backup's and xtrabackup's
+// streams need them, a MySQL clone's finished datadir does not. A manifest
+// whose format is not known needs them, so that RestorePhysical is the one
+// to refuse it.
+func PhysicalNeedsTool(m *catalog.Manifest) bool {
+	f, err := physFormatOf(m)
+	return err != nil || f != physTar
+}
+
 // physFormatOf tells a physical snapshot's format by its parts' names.
 func physFormatOf(m *catalog.Manifest) (physFormat, error) {
 	for _, f := range []physFormat{physXbstream, physTar} {

@@ -177,5 +177,9 @@ func TestPhysFormatOf(t *testing.T) {
 		if got != tt.want || (err != nil) != (tt.want == "") {
 			t.Errorf("%v: %q, %v; want %q", tt.m.Objects, got, err, tt.want)
 		}
+		// Only a clone's tar is restored without the backup tool.
+		if need := PhysicalNeedsTool(tt.m); need != (tt.want != physTar) {
+			t.Errorf("%v: PhysicalNeedsTool = %v", tt.m.Objects, need)
+		}
 	}
 }

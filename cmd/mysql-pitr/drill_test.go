@@ -123,80 +123,92 @@ func TestDrillCommandAndSchedule(t *testing.T) {
 		t.Errorf("agent with a bad --drill-schedule: exit %d, %s", code, stderr)
 	}
 
-	t.Run("the agent's schedule and the command pass on a restorable archive", func(t *testing.T) {
-		db := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
-		storageURL := "file://" + t.TempDir()
-		env := []string{"MYSQL_PITR_PASSWORD=" + db.PitrPassword()}
-		dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
-		db.Exec(t, "CREATE DATABASE app")
-		db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
-		db.Exec(t, "INSERT INTO app.t VALUES (1, 'a'), (2, 'b')")
-		a := startAgent(t, env, "--dsn", dsn, "--storage", storageURL, "--spool-dir", t.TempDir(), "--flush-interval", "100ms",
-			"--drill-schedule", "@every 1s", "--drill-scratch", shortTempDir(t), "--drill-threads", "1")
-		a.waitReady(30 * time.Second)
-		t.Setenv("MYSQL_PITR_PASSWORD", db.PitrPassword())
-		if out, stderr, code := runCLI(t, t.Context(), "snapshot", "--dsn", dsn, "--storage", storageURL, "--threads", "1"); code != 0 {
-			t.Fatalf("snapshot: exit %d: %s %s", code, out, stderr)
-		}
-		db.Exec(t, "INSERT INTO app.t VALUES (3, 'after')")
-		a.waitDurable(db, 30*time.Second)
-		since := float64(time.Now().Unix())
+	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+		t.Run("the agent's schedule and the command pass on a restorable archive/"+f.String(), func(t *testing.T) {
+			drillPasses(t, f)
+		})
+	}
+}
 
-		// Scheduled drills before the snapshot failed; one after it passes.
-		var last, restored, duration float64
-		deadline := time.Now().Add(90 * time.Second)
-		for time.Now().Before(deadline) {
-			last, _ = a.metric("mysqlpitr_last_drill_success_timestamp_seconds")
-			if last >= since {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if last < since {
-			t.Fatalf("no drill passed within 90s (mysqlpitr_last_drill_success_timestamp_seconds = %v)", last)
-		}
-		restored, _ = a.metric("mysqlpitr_drill_restored_bytes")
-		duration, _ = a.metric("mysqlpitr_drill_duration_seconds")
-		if restored <= 0 || duration <= 0 {
-			t.Errorf("mysqlpitr_drill_restored_bytes = %v, mysqlpitr_drill_duration_seconds = %v; want both positive", restored, duration)
-		}
-		var st struct {
-			Ready  bool `json:"ready"`
-			Drills *struct {
-				Last *struct {
-					Success      bool `json:"success"`
-					Transactions int  `json:"transactions_replayed"`
-				} `json:"last"`
-				LastSuccess time.Time `json:"last_success"`
-			} `json:"drills"`
-		}
-		resp, err := http.Get("http://" + a.listen + "/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if !st.Ready || st.Drills == nil || st.Drills.LastSuccess.IsZero() {
-			t.Errorf("/status: ready %v, drills %+v; want ready with a successful drill", st.Ready, st.Drills)
-		}
-		if err := a.signal(syscall.SIGTERM); err != nil {
-			t.Fatalf("agent exit: %v", err)
-		}
-		if !strings.Contains(a.logs(), `"component":"drill"`) {
-			t.Errorf("the agent's log has no drill lines")
-		}
+// drillPasses runs scheduled drills and the drill command against an
+// archive of a server of release f, which they restore with f's programs.
+func drillPasses(t *testing.T, f testbed.Flavor) {
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
+	storageURL := "file://" + t.TempDir()
+	env := []string{"MYSQL_PITR_PASSWORD=" + db.PitrPassword()}
+	if dir := f.BinDir(); dir != "" {
+		env = append(env, "MYSQL_PITR_SERVER_BINDIR="+dir)
+		t.Setenv("MYSQL_PITR_SERVER_BINDIR", dir)
+	}
+	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
+	db.Exec(t, "CREATE DATABASE app")
+	db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+	db.Exec(t, "INSERT INTO app.t VALUES (1, 'a'), (2, 'b')")
+	a := startAgent(t, env, "--dsn", dsn, "--storage", storageURL, "--spool-dir", t.TempDir(), "--flush-interval", "100ms",
+		"--drill-schedule", "@every 1s", "--drill-scratch", shortTempDir(t), "--drill-threads", "1")
+	a.waitReady(30 * time.Second)
+	t.Setenv("MYSQL_PITR_PASSWORD", db.PitrPassword())
+	if out, stderr, code := runCLI(t, t.Context(), "snapshot", "--dsn", dsn, "--storage", storageURL, "--threads", "1"); code != 0 {
+		t.Fatalf("snapshot: exit %d: %s %s", code, out, stderr)
+	}
+	db.Exec(t, "INSERT INTO app.t VALUES (3, 'after')")
+	a.waitDurable(db, 30*time.Second)
+	since := float64(time.Now().Unix())
 
-		out, stderr, code := runCLI(t, t.Context(), "drill", "--record", "--storage", storageURL, "--scratch", shortTempDir(t), "--threads", "1", "--log-level", "warn")
-		if code != 0 || !strings.Contains(out, "drill:        PASSED") || !strings.Contains(out, "1 tables checked") {
-			t.Fatalf("drill: exit %d, stdout:\n%s\nstderr: %s", code, out, stderr)
+	// Scheduled drills before the snapshot failed; one after it passes.
+	var last, restored, duration float64
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		last, _ = a.metric("mysqlpitr_last_drill_success_timestamp_seconds")
+		if last >= since {
+			break
 		}
-		t.Logf("drill:\n%s", out)
-		d, text := drillList(t, storageURL)
-		if d.LastDrill == nil || !d.LastDrill.Success || d.LastSuccessfulDrill == nil || d.LastSuccessfulDrill.Snapshot != d.LastDrill.Snapshot {
-			t.Errorf("list --json: %+v; want the passing drill as last and last successful", d)
-		}
-		if !strings.Contains(text, "last drill: PASSED") {
-			t.Errorf("list:\n%s", text)
-		}
-	})
+		time.Sleep(200 * time.Millisecond)
+	}
+	if last < since {
+		t.Fatalf("no drill passed within 90s (mysqlpitr_last_drill_success_timestamp_seconds = %v)", last)
+	}
+	restored, _ = a.metric("mysqlpitr_drill_restored_bytes")
+	duration, _ = a.metric("mysqlpitr_drill_duration_seconds")
+	if restored <= 0 || duration <= 0 {
+		t.Errorf("mysqlpitr_drill_restored_bytes = %v, mysqlpitr_drill_duration_seconds = %v; want both positive", restored, duration)
+	}
+	var st struct {
+		Ready  bool `json:"ready"`
+		Drills *struct {
+			Last *struct {
+				Success      bool `json:"success"`
+				Transactions int  `json:"transactions_replayed"`
+			} `json:"last"`
+			LastSuccess time.Time `json:"last_success"`
+		} `json:"drills"`
+	}
+	resp, err := http.Get("http://" + a.listen + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if !st.Ready || st.Drills == nil || st.Drills.LastSuccess.IsZero() {
+		t.Errorf("/status: ready %v, drills %+v; want ready with a successful drill", st.Ready, st.Drills)
+	}
+	if err := a.signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("agent exit: %v", err)
+	}
+	if !strings.Contains(a.logs(), `"component":"drill"`) {
+		t.Errorf("the agent's log has no drill lines")
+	}
+
+	out, stderr, code := runCLI(t, t.Context(), "drill", "--record", "--storage", storageURL, "--scratch", shortTempDir(t), "--threads", "1", "--log-level", "warn")
+	if code != 0 || !strings.Contains(out, "drill:        PASSED") || !strings.Contains(out, "1 tables checked") {
+		t.Fatalf("drill: exit %d, stdout:\n%s\nstderr: %s", code, out, stderr)
+	}
+	t.Logf("drill:\n%s", out)
+	d, text := drillList(t, storageURL)
+	if d.LastDrill == nil || !d.LastDrill.Success || d.LastSuccessfulDrill == nil || d.LastSuccessfulDrill.Snapshot != d.LastDrill.Snapshot {
+		t.Errorf("list --json: %+v; want the passing drill as last and last successful", d)
+	}
+	if !strings.Contains(text, "last drill: PASSED") {
+		t.Errorf("list:\n%s", text)
+	}
 }

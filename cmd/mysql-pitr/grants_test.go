@@ -70,7 +70,7 @@ func scriptAccount(t *testing.T, srv *testbed.MariaDB, name string, roles ...pre
 	for _, r := range roles {
 		rs = append(rs, string(r))
 	}
-	script := grantsScript(t, "--role", strings.Join(rs, ","), "--flavor", "mariadb", "--user", fmt.Sprintf("'%s'@'%%'", name))
+	script := grantsScript(t, "--role", strings.Join(rs, ","), "--flavor", srv.Flavor().Family(), "--user", fmt.Sprintf("'%s'@'%%'", name))
 	runScript(t, srv, script, "pw-"+name)
 	return newAccountFile(t, srv, name)
 }
@@ -89,7 +89,7 @@ func lackingAccount(t *testing.T, srv *testbed.MariaDB, name string, without str
 	t.Helper()
 	var privs []string
 	for _, r := range roles {
-		for _, req := range preflight.Requirements(binlog.MariaDB, r) {
+		for _, req := range preflight.Requirements(family(srv), r) {
 			if req.When == "" && req.Privilege != without && !slices.Contains(privs, req.Privilege) {
 				privs = append(privs, req.Privilege)
 			}
@@ -104,6 +104,9 @@ func lackingAccount(t *testing.T, srv *testbed.MariaDB, name string, without str
 	srv.Exec(t, fmt.Sprintf("GRANT %s ON *.* TO '%s'@'%%'%s", strings.Join(privs, ", "), name, option))
 	return newAccountFile(t, srv, name)
 }
+
+// family is the server's family as the preflight names it.
+func family(srv *testbed.MariaDB) binlog.Flavor { return binlog.Flavor(srv.Flavor().Family()) }
 
 // lacksRE finds the privileges a preflight error names.
 var lacksRE = regexp.MustCompile(`(?:lacks |, | and )([A-Z][A-Z_ ]*[A-Z]) \(needed by `)
@@ -125,33 +128,38 @@ func assertLacks(t *testing.T, code int, stderr, priv, user string) {
 }
 
 func TestGrantsCommand(t *testing.T) {
-	// Stored functions would need SUPER for a restore on a server that does
-	// not trust their creators; the script says so in a comment.
-	srv := testbed.NewMariaDB(t, testbed.MariaDBOptions{ExtraArgs: []string{"--log-bin-trust-function-creators=ON"}})
-	for _, r := range preflight.Roles {
-		t.Run(string(r), func(t *testing.T) {
-			a := scriptAccount(t, srv, "g_"+string(r), r)
-			db, err := sql.Open("mysql", srv.DSNFor(a.name, "pw-"+a.name))
-			if err != nil {
-				t.Fatal(err)
+	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+		t.Run(f.String(), func(t *testing.T) {
+			// Stored functions would need SUPER for a restore on a server
+			// that does not trust their creators; the script says so in a
+			// comment.
+			srv := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ExtraArgs: []string{"--log-bin-trust-function-creators=ON"}})
+			for _, r := range preflight.Roles {
+				t.Run(string(r), func(t *testing.T) {
+					a := scriptAccount(t, srv, "g_"+string(r), r)
+					db, err := sql.Open("mysql", srv.DSNFor(a.name, "pw-"+a.name))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer db.Close()
+					if err := preflight.Check(t.Context(), db, family(srv), r); err != nil {
+						t.Fatalf("the account the script creates fails the preflight: %v", err)
+					}
+				})
 			}
-			defer db.Close()
-			if err := preflight.Check(t.Context(), db, binlog.MariaDB, r); err != nil {
-				t.Fatalf("the account the script creates fails the preflight: %v", err)
-			}
+			t.Run("all roles in one account", func(t *testing.T) {
+				a := scriptAccount(t, srv, "g_all", preflight.Roles...)
+				db, err := sql.Open("mysql", srv.DSNFor(a.name, "pw-"+a.name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				if err := preflight.Check(t.Context(), db, family(srv), preflight.Roles...); err != nil {
+					t.Fatal(err)
+				}
+			})
 		})
 	}
-	t.Run("all roles in one account", func(t *testing.T) {
-		a := scriptAccount(t, srv, "g_all", preflight.Roles...)
-		db, err := sql.Open("mysql", srv.DSNFor(a.name, "pw-"+a.name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		if err := preflight.Check(t.Context(), db, binlog.MariaDB, preflight.Roles...); err != nil {
-			t.Fatal(err)
-		}
-	})
 	t.Run("mysql clone", func(t *testing.T) {
 		out := grantsScript(t, "--role", "physical", "--flavor", "mysql", "--user", "bkp@localhost")
 		for _, want := range []string{
@@ -196,6 +204,10 @@ func TestGrantsCommand(t *testing.T) {
 // definer, and accounts with a role.
 func leastPrivilegeSchema(t *testing.T, db *testbed.MariaDB) {
 	t.Helper()
+	defaultRole := "SET DEFAULT ROLE approle FOR appuser@'%'"
+	if db.Flavor().MySQL() {
+		defaultRole = "SET DEFAULT ROLE approle TO appuser@'%'"
+	}
 	for _, q := range []string{
 		"CREATE DATABASE app",
 		"CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))",
@@ -205,7 +217,7 @@ func leastPrivilegeSchema(t *testing.T, db *testbed.MariaDB) {
 		"INSERT INTO app.parent VALUES (1)", "INSERT INTO app.child VALUES (1,1)",
 		"CREATE USER appuser@'%' IDENTIFIED BY 'app-pw'",
 		"GRANT SELECT, INSERT, UPDATE, TRIGGER ON app.* TO appuser@'%'",
-		"CREATE ROLE approle", "GRANT SELECT ON app.* TO approle", "GRANT approle TO appuser@'%'", "SET DEFAULT ROLE approle FOR appuser@'%'",
+		"CREATE ROLE approle", "GRANT SELECT ON app.* TO approle", "GRANT approle TO appuser@'%'", defaultRole,
 		"CREATE DEFINER=`appuser`@`%` VIEW app.v AS SELECT id FROM app.t",
 		"CREATE DEFINER=`appuser`@`%` PROCEDURE app.p() SELECT 1",
 		"CREATE FUNCTION app.f() RETURNS INT DETERMINISTIC RETURN 1",
@@ -287,22 +299,70 @@ func waitArchived(t *testing.T, dir string, src *testbed.MariaDB) {
 // account holding exactly the documented privileges (the streamer's
 // through a default role), then takes one privilege away from a few of
 // them and checks that the operation stops at once, naming it.
+//
+// On MySQL the physical snapshot is a clone, finished with the programs of
+// MYSQL_PITR_SERVER_BINDIR, and the accounts lacking a privilege lack
+// MySQL's own (BACKUP_ADMIN for BINLOG MONITOR, SET_ANY_DEFINER for SET USER).
 func TestLeastPrivilegeAccountsDoTheWork(t *testing.T) {
-	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+		t.Run(f.String(), func(t *testing.T) { leastPrivilegeDoesTheWork(t, f) })
+	}
+}
+
+// restoreTarget starts an empty server of release f to restore into, as
+// the restore's documentation asks: trusting function creators, and on
+// MySQL with local_infile on.
+func restoreTarget(t *testing.T, f testbed.Flavor, serverID uint32) *testbed.MariaDB {
+	t.Helper()
+	target := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: serverID, ExtraArgs: []string{"--log-bin-trust-function-creators=ON"}})
+	if f.MySQL() {
+		target.Exec(t, "SET GLOBAL local_infile = ON")
+	}
+	return target
+}
+
+func leastPrivilegeDoesTheWork(t *testing.T, f testbed.Flavor) {
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
+	if dir := f.BinDir(); dir != "" {
+		t.Setenv("MYSQL_PITR_SERVER_BINDIR", dir)
+	}
+	if f.MySQL() {
+		// MySQL's image makes root@'%' too (MYSQL_ROOT_HOST's default),
+		// with every privilege: a restore that re-creates it must hold
+		// them all. The source runs as the image makes it with
+		// MYSQL_ROOT_HOST=localhost, so that the restorer holds the
+		// documented privileges and those of the accounts the snapshot
+		// holds, not ALL.
+		conn, err := src.DB(t).Conn(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{"SET SESSION sql_log_bin = 0", "DROP USER 'root'@'%'", "SET SESSION sql_log_bin = 1"} {
+			if _, err := conn.ExecContext(t.Context(), q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		conn.Close()
+	}
+	fam := family(src)
 	leastPrivilegeSchema(t, src)
 	dir := t.TempDir()
 	storageURL := "file://" + dir
 
 	// The streamer's privileges come from a default role.
 	var streamPrivs []string
-	for _, req := range preflight.Requirements(binlog.MariaDB, preflight.Streamer) {
+	for _, req := range preflight.Requirements(fam, preflight.Streamer) {
 		streamPrivs = append(streamPrivs, req.Privilege)
+	}
+	setDefault := "SET DEFAULT ROLE pitr_stream FOR stream@'%'"
+	if f.MySQL() {
+		setDefault = "SET DEFAULT ROLE pitr_stream TO stream@'%'"
 	}
 	src.Exec(t, "CREATE ROLE pitr_stream")
 	src.Exec(t, "GRANT "+strings.Join(streamPrivs, ", ")+" ON *.* TO pitr_stream")
 	src.Exec(t, "CREATE USER stream@'%' IDENTIFIED BY 'pw-stream'")
 	src.Exec(t, "GRANT pitr_stream TO stream@'%'")
-	src.Exec(t, "SET DEFAULT ROLE pitr_stream FOR stream@'%'")
+	src.Exec(t, setDefault)
 	streamer := newAccountFile(t, src, "stream")
 	logical := scriptAccount(t, src, "logical", preflight.Logical)
 	physical := scriptAccount(t, src, "physical", preflight.Physical)
@@ -353,18 +413,22 @@ func TestLeastPrivilegeAccountsDoTheWork(t *testing.T) {
 		t.Run("restore, replay "+replay, func(t *testing.T) {
 			// Stored functions need SUPER unless the server trusts their
 			// creators; the documented account relies on the setting.
-			target := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 2, ExtraArgs: []string{"--log-bin-trust-function-creators=ON"}})
+			target := restoreTarget(t, f, 2)
 			restorer := scriptAccount(t, target, "restorer", preflight.Restore)
 			// The snapshot holds the accounts of the streamer and the
 			// snapshots (all but its own): granting them back takes what
 			// they hold.
 			var held []string
 			for _, r := range []preflight.Role{preflight.Streamer, preflight.Logical, preflight.Physical} {
-				for _, req := range preflight.Requirements(binlog.MariaDB, r) {
-					held = append(held, req.Privilege)
+				for _, req := range preflight.Requirements(fam, r) {
+					if req.On == preflight.Global && req.When == "" && !slices.Contains(held, req.Privilege) {
+						held = append(held, req.Privilege)
+					}
 				}
 			}
 			target.Exec(t, "GRANT "+strings.Join(held, ", ")+" ON *.* TO restorer@'%' WITH GRANT OPTION")
+			// And the application's account's (leastPrivilegeSchema).
+			target.Exec(t, "GRANT SELECT, INSERT, UPDATE, TRIGGER ON app.* TO restorer@'%' WITH GRANT OPTION")
 			_, stderr, code := runCLI(t, t.Context(), "restore", "--storage", storageURL, "--to", "latest", "--replay", replay, "--threads", "2",
 				"--target-dsn", restorer.dsn(), "--target-password-file", restorer.passwordFile, "--log-level", "warn")
 			if code != 0 {
@@ -403,18 +467,22 @@ func TestLeastPrivilegeAccountsDoTheWork(t *testing.T) {
 			t.Fatalf("a snapshot was stored: %q", got)
 		}
 	})
-	t.Run("physical snapshot without BINLOG MONITOR", func(t *testing.T) {
-		a := lackingAccount(t, src, "no_binlog_monitor", "BINLOG MONITOR", preflight.Physical)
+	physicalLack, restoreLack := "BINLOG MONITOR", "SET USER"
+	if f.MySQL() {
+		physicalLack, restoreLack = "BACKUP_ADMIN", "SET_ANY_DEFINER"
+	}
+	t.Run("physical snapshot without "+physicalLack, func(t *testing.T) {
+		a := lackingAccount(t, src, "no_physical", physicalLack, preflight.Physical)
 		_, stderr, code := runCLI(t, t.Context(), "snapshot", "--method", "physical", "--dsn", a.dsn(), "--password-file", a.passwordFile,
 			"--storage", "file://"+t.TempDir())
-		assertLacks(t, code, stderr, "BINLOG MONITOR", a.name)
+		assertLacks(t, code, stderr, physicalLack, a.name)
 	})
-	t.Run("restore without SET USER", func(t *testing.T) {
-		target := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 3, ExtraArgs: []string{"--log-bin-trust-function-creators=ON"}})
-		a := lackingAccount(t, target, "no_set_user", "SET USER", preflight.Restore)
+	t.Run("restore without "+restoreLack, func(t *testing.T) {
+		target := restoreTarget(t, f, 3)
+		a := lackingAccount(t, target, "no_set_user", restoreLack, preflight.Restore)
 		_, stderr, code := runCLI(t, t.Context(), "restore", "--storage", storageURL, "--to", "latest",
 			"--target-dsn", a.dsn(), "--target-password-file", a.passwordFile)
-		assertLacks(t, code, stderr, "SET USER", a.name)
+		assertLacks(t, code, stderr, restoreLack, a.name)
 		var n int
 		if err := target.DB(t).QueryRow("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'app'").Scan(&n); err != nil || n != 0 {
 			t.Fatalf("the refused restore loaded something: app databases %d, %v", n, err)

@@ -220,7 +220,7 @@ func TestSplitBrainIsFenced(t *testing.T) {
 	common := []string{"--dsn", dsn, "--flush-interval", "200ms", "--lease-ttl", "3s", "--compact-interval", "0"}
 
 	stop := make(chan struct{})
-	load := writeLoad(t, db, stop)
+	load := writeLoad(t, db, stop, nil)
 	a := startAgent(t, env, append(common, "--storage", gw1.URL("split"), "--agent-id", "pod-a", "--spool-dir", t.TempDir())...)
 	a.waitReady(30 * time.Second)
 	time.Sleep(time.Second)

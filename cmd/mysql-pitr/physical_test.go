@@ -185,6 +185,18 @@ func TestPhysicalMySQLRefusals(t *testing.T) {
 		noWork(t, archive)
 	})
 
+	t.Run("--server-bindir without mysqld", func(t *testing.T) {
+		// The mysqld that finishes the clone comes from --server-bindir
+		// alone, never from PATH.
+		empty := t.TempDir()
+		archive := t.TempDir()
+		r := runPhysical(t, srv, srv.DSNFor(testbed.PitrUser, ""), srv.PitrPassword(), "--storage", "file://"+archive, "--server-bindir", empty)
+		if r.code != 1 || !strings.Contains(r.stderr, filepath.Join(empty, "mysqld")) {
+			t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+		}
+		noWork(t, archive)
+	})
+
 	t.Run("not enough free space", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("mounting a tmpfs needs root")

@@ -24,7 +24,35 @@ type procSample struct {
 	environ    []byte // nil for the command itself when its environment is not checked
 }
 
-func (p procSample) name() string { return filepath.Base(p.exe) }
+// name is the program's name: its executable's; for a script a shell runs
+// (a server root's wrapper, "bash /ROOT/.bin/mysql ARGS…"), the script's;
+// for a program the dynamic loader runs (which the wrapper execs,
+// "ld-linux… --library-path DIR PROGRAM ARGS…"), the program's. A program
+// run through a wrapper has one name throughout.
+func (p procSample) name() string {
+	base := filepath.Base(p.exe)
+	args := strings.Split(strings.TrimRight(string(p.cmdline), "\x00"), "\x00")
+	switch base {
+	case "bash", "dash", "sh":
+		if len(args) > 1 && filepath.IsAbs(args[1]) {
+			return filepath.Base(args[1])
+		}
+		return base
+	}
+	if !strings.HasPrefix(base, "ld-linux") {
+		return base
+	}
+	for i := 1; i < len(args); i++ {
+		switch {
+		case args[i] == "--library-path" || args[i] == "--argv0" || args[i] == "--preload" || args[i] == "--audit":
+			i++ // and its value
+		case strings.HasPrefix(args[i], "--"):
+		default:
+			return filepath.Base(args[i])
+		}
+	}
+	return base
+}
 
 // watcher samples a process and all its descendants every interval: their
 // executable, /proc/PID/cmdline and /proc/PID/environ, keeping every
@@ -423,6 +451,23 @@ func (res *cmdResult) check(s *scanner, name string) {
 			if p.depth > 0 && bytes.Contains(append([]byte{0}, p.environ...), []byte("\x00MYSQL_PWD=")) {
 				res.mysqlPWD = append(res.mysqlPWD, who)
 			}
+		}
+	}
+}
+
+func TestProcSampleName(t *testing.T) {
+	for _, tt := range []struct {
+		exe, cmdline, want string
+	}{
+		{"/usr/sbin/mariadbd", "/usr/sbin/mariadbd\x00--no-defaults\x00", "mariadbd"},
+		{"/roots/mysql-9.7/usr/lib64/ld-linux-x86-64.so.2",
+			"/roots/mysql-9.7/usr/lib64/ld-linux-x86-64.so.2\x00--library-path\x00/roots/mysql-9.7/usr/lib\x00/roots/mysql-9.7/usr/sbin/mysqld\x00--no-defaults\x00", "mysqld"},
+		{"/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2\x00", "ld-linux-x86-64.so.2"},
+		{"/usr/bin/bash", "/bin/bash\x00/roots/mysql-9.7/.bin/mysql\x00--defaults-extra-file=/tmp/c.cnf\x00", "mysql"},
+		{"/usr/bin/dash", "sh\x00-c\x00mysqlbinlog x | mysql\x00", "dash"},
+	} {
+		if got := (procSample{exe: tt.exe, cmdline: []byte(tt.cmdline)}).name(); got != tt.want {
+			t.Errorf("name of %s %q = %q, want %q", tt.exe, tt.cmdline, got, tt.want)
 		}
 	}
 }

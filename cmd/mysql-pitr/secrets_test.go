@@ -77,11 +77,26 @@ func TestBadInputHidesSecrets(t *testing.T) {
 // there), in the output at debug level, in the error messages, in what the
 // agent serves on /status and /metrics, in an option file a child gets
 // unless it is 0600, or in any file the commands leave in their work
-// directories or the system's temporary directory.
+// directories or the system's temporary directory. It runs on MariaDB 10.11
+// and on MySQL 9.7, whose physical snapshot is a clone (finished by the
+// release's mysqld) and whose replay pipes mysqlbinlog into mysql.
 func TestNoLeakedSecrets(t *testing.T) {
-	for _, b := range []string{"mariadb-backup", "mbstream", "mariadb-binlog", "mariadb"} {
-		testbed.Binary(t, b, testbed.MariaDBInstall)
+	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+		t.Run(f.String(), func(t *testing.T) { noLeakedSecrets(t, f) })
 	}
+}
+
+func noLeakedSecrets(t *testing.T, f testbed.Flavor) {
+	if f == testbed.MariaDB1011 {
+		for _, b := range []string{"mariadb-backup", "mbstream", "mariadb-binlog", "mariadb"} {
+			testbed.Binary(t, b, testbed.MariaDBInstall)
+		}
+	} else {
+		for _, b := range []string{f.ServerProgram(), f.BinlogTool(), f.ClientProgram()} {
+			f.Binary(t, b)
+		}
+	}
+	server, client := f.ServerProgram(), f.ClientProgram()
 	secrets := t.TempDir() // the test's own secret files, not scanned
 	pitrPW := randomCanary(t, "canaryPW-")
 	wrongPW := randomCanary(t, "canaryWrongPW-")
@@ -116,9 +131,13 @@ func TestNoLeakedSecrets(t *testing.T) {
 	if err := s3.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
 	src.SetPitrPassword(t, pitrPW)
-	target := newTarget(t, 2, targetPW)
+	target := newTarget(t, f, 2, targetPW)
+	if dir := f.BinDir(); dir != "" {
+		// Every command takes the release's programs from there.
+		h.base = append(h.base, "MYSQL_PITR_SERVER_BINDIR="+dir)
+	}
 
 	storageURL := s3.URL("archive")
 	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, src.Port())
@@ -172,9 +191,10 @@ func TestNoLeakedSecrets(t *testing.T) {
 	t1 := time.Now().UTC()
 	time.Sleep(time.Until(t1.Truncate(time.Second).Add(1100 * time.Millisecond)))
 
-	// A physical snapshot through mariadb-backup: password and S3 keys in
-	// the environment, text log at debug level. MYSQL_PWD, which the
-	// client tools would read, must not reach mariadb-backup either.
+	// A physical snapshot through mariadb-backup (on MySQL a clone, which
+	// mysqld starts once to finish): password and S3 keys in the
+	// environment, text log at debug level. MYSQL_PWD, which the client
+	// tools would read, must not reach mariadb-backup or mysqld either.
 	spec = cmdSpec{name: "snapshot --method physical", secretEnv: true,
 		env: with(s3Env(s3Secret), []string{"MYSQL_PITR_PASSWORD=" + pitrPW, "MYSQL_PWD=" + pitrPW}),
 		args: []string{"snapshot", "--method", "physical", "--dsn", dsn, "--storage", storageURL, "--age-recipient", recipient,
@@ -182,8 +202,12 @@ func TestNoLeakedSecrets(t *testing.T) {
 	res = h.run(spec, 3*time.Minute)
 	expectExit(t, spec.name, res, 0)
 	expectClean(t, spec.name, res)
-	if !res.sawProgram("mariadb-backup") {
-		t.Errorf("%s: the watch never saw mariadb-backup", spec.name)
+	physicalTool := "mariadb-backup"
+	if f.MySQL() {
+		physicalTool = server
+	}
+	if !res.sawProgram(physicalTool) {
+		t.Errorf("%s: the watch never saw %s", spec.name, physicalTool)
 	}
 
 	// The agent again, from a DSN holding the password, in the environment
@@ -225,7 +249,8 @@ func TestNoLeakedSecrets(t *testing.T) {
 	}
 
 	// Restores into datadirs: the physical snapshot with the built-in
-	// binlog server, the logical one with mariadb-binlog | mariadb.
+	// binlog server, the logical one with mariadb-binlog | mariadb (or
+	// mysqlbinlog | mysql).
 	restore := func(name string, env []string, secretEnv bool, args ...string) *cmdResult {
 		t.Helper()
 		spec := cmdSpec{name: name, env: env, secretEnv: secretEnv, args: append([]string{"restore", "--storage", storageURL,
@@ -233,7 +258,7 @@ func TestNoLeakedSecrets(t *testing.T) {
 		res := h.run(spec, 3*time.Minute)
 		expectExit(t, spec.name, res, 0)
 		expectClean(t, spec.name, res)
-		if !res.sawProgram("mariadbd") && !strings.Contains(name, "target") {
+		if !res.sawProgram(server) && !strings.Contains(name, "target") {
 			t.Errorf("%s: the watch never saw the temporary server", spec.name)
 		}
 		return res
@@ -248,8 +273,8 @@ func TestNoLeakedSecrets(t *testing.T) {
 	if want := fmt.Sprintf("+ %d transactions", replayed); !strings.Contains(res.stdout, "(logical,") || !strings.Contains(res.stdout, want) {
 		t.Errorf("the restore to %s did not use the logical snapshot and replay %d transactions:\n%s", t1.Format(time.RFC3339Nano), replayed, res.stdout)
 	}
-	if !res.sawProgram("mariadb") {
-		t.Errorf("the watch never saw the mariadb client of the replay; programs %q", res.names())
+	if !res.sawProgram(client) {
+		t.Errorf("the watch never saw the %s client of the replay; programs %q", client, res.names())
 	}
 	targetDSN := fmt.Sprintf("restorer@tcp(127.0.0.1:%d)/", target.Port())
 	res = restore("restore --target-dsn --replay mysqlbinlog", s3File(s3Secret), false,
@@ -257,13 +282,13 @@ func TestNoLeakedSecrets(t *testing.T) {
 		"--replay", "mysqlbinlog", "--log-format", "json")
 	// The client got the target's password, and only through a 0600 file.
 	if !slices.ContainsFunc(res.options, func(o optionFile) bool {
-		return o.program == "mariadb" && o.mode == 0o600 && strings.Contains(string(o.content), targetPW)
+		return o.program == client && o.mode == 0o600 && strings.Contains(string(o.content), targetPW)
 	}) {
-		t.Errorf("the watch saw no 0600 option file holding the target's password given to mariadb; programs %q, option files %d",
-			res.names(), len(res.options))
+		t.Errorf("the watch saw no 0600 option file holding the target's password given to %s; programs %q, option files %d",
+			client, res.names(), len(res.options))
 	}
 	// And with the built-in binlog server, the password in the environment.
-	target2 := newTarget(t, 3, targetPW)
+	target2 := newTarget(t, f, 3, targetPW)
 	restore("restore --target-dsn --replay server", with(s3Env(s3Secret), []string{"MYSQL_PITR_TARGET_PASSWORD=" + targetPW}), true,
 		"--to", t1.Format(time.RFC3339Nano), "--target-dsn", fmt.Sprintf("restorer@tcp(127.0.0.1:%d)/", target2.Port()),
 		"--replay", "server", "--log-format", "text")
@@ -279,7 +304,7 @@ func TestNoLeakedSecrets(t *testing.T) {
 	res = h.run(spec, 3*time.Minute)
 	expectExit(t, spec.name, res, 0)
 	expectClean(t, spec.name, res)
-	if !strings.Contains(res.stdout, "PASSED") || !res.sawProgram("mariadbd") {
+	if !strings.Contains(res.stdout, "PASSED") || !res.sawProgram(server) {
 		t.Errorf("drill: want a passed drill on a temporary server; programs %q, stdout:\n%s", res.names(), res.stdout)
 	}
 
@@ -334,11 +359,14 @@ func TestNoLeakedSecrets(t *testing.T) {
 	}
 }
 
-// newTarget starts an empty server to restore into, with an account
-// restorer that may do everything.
-func newTarget(t *testing.T, serverID uint32, password string) *testbed.MariaDB {
+// newTarget starts an empty server of release f to restore into, with an
+// account restorer that may do everything (and on MySQL local_infile on).
+func newTarget(t *testing.T, f testbed.Flavor, serverID uint32, password string) *testbed.MariaDB {
 	t.Helper()
-	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: serverID})
+	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: serverID})
+	if f.MySQL() {
+		db.Exec(t, "SET GLOBAL local_infile = ON")
+	}
 	db.Exec(t, fmt.Sprintf("CREATE USER restorer@'%%' IDENTIFIED BY '%s'", password))
 	db.Exec(t, "GRANT ALL ON *.* TO restorer@'%' WITH GRANT OPTION")
 	return db

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
@@ -87,16 +88,22 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	}
 	// The backup tool from --server-bindir when it holds one; otherwise the
 	// snapshot finds it (on PATH and in the sbin directories), or takes the
-	// clone plugin on MySQL, and says how to install what is missing.
-	var toolPath string
+	// clone plugin on MySQL, and says how to install what is missing. The
+	// mysqld that finishes a clone comes from --server-bindir alone.
+	var toolPath, serverPath string
 	if o.method == catalog.MethodPhysical && finder.Dir != "" {
 		toolPath, _ = finder.Look(programs.Names(string(info.Flavor), programs.Backup)...)
+		names := programs.Names(string(info.Flavor), programs.Server)
+		if serverPath, err = finder.Look(names...); err != nil {
+			serverPath = filepath.Join(finder.Dir, names[0])
+		}
 	}
 	tool := snapshot.PhysicalTool(info.Flavor, toolPath)
 	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method, tool)); err != nil {
 		return err
 	}
-	physOpts := snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, CloneDir: o.cloneDir, Agent: o.agentID, ToolPath: toolPath, Logger: logger}
+	physOpts := snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, CloneDir: o.cloneDir, Agent: o.agentID, ToolPath: toolPath,
+		ServerPath: serverPath, Logger: logger}
 	if o.method == catalog.MethodPhysical {
 		// The tool, the clone's needs and its room, before the archive.
 		if err := snapshot.CheckPhysical(ctx, physOpts); err != nil {

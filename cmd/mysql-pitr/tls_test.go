@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,30 +12,80 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
-// secureMariaDB starts a server with a certificate from ca for hosts that
-// refuses unencrypted TCP connections (require_secure_transport=ON).
+// secureMariaDB starts a MariaDB 10.11 server with a certificate from ca
+// for hosts that refuses unencrypted TCP connections
+// (require_secure_transport=ON).
 func secureMariaDB(t *testing.T, ca *testbed.CA, serverID uint32, hosts ...string) *testbed.MariaDB {
 	t.Helper()
+	return secureServer(t, testbed.MariaDB1011, ca, serverID, hosts...)
+}
+
+// secureServer is secureMariaDB for a server of release f.
+func secureServer(t *testing.T, f testbed.Flavor, ca *testbed.CA, serverID uint32, hosts ...string) *testbed.MariaDB {
+	t.Helper()
 	cert, key := ca.ServerCert(t, hosts...)
-	return testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: serverID,
+	return testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: serverID,
 		TLS: &testbed.ServerTLS{CAFile: ca.CertFile, CertFile: cert, KeyFile: key, RequireSecureTransport: true}})
+}
+
+// plainServer starts a server of release f that offers no TLS: MariaDB
+// 10.11 as it comes, MySQL with TLS turned off (tls_version empty).
+func plainServer(t *testing.T, f testbed.Flavor, serverID uint32) *testbed.MariaDB {
+	t.Helper()
+	opts := testbed.MariaDBOptions{Flavor: f, ServerID: serverID}
+	if f.MySQL() {
+		opts.ExtraArgs = []string{"--tls-version="}
+	}
+	return testbed.NewMariaDB(t, opts)
+}
+
+// serverCA copies the CA of a MySQL server's self-generated certificate
+// (ca.pem in its datadir), as an operator would, into a file of the test's.
+func serverCA(t *testing.T, db *testbed.MariaDB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(db.DataDir(), "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return caFile
 }
 
 func pitrDSN(db *testbed.MariaDB) string {
 	return fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
 }
 
-// TestMySQLTLSModes takes a logical snapshot with each --mysql-tls mode
-// against a server that requires TLS, one whose certificate names another
-// host, and one without TLS: what connects, what is refused, and what the
-// user is told.
+// TestMySQLTLSModes takes a logical snapshot with each --mysql-tls mode,
+// on MariaDB 10.11 and MySQL 9.7, against a server that requires TLS with
+// a certificate from a CA, one whose certificate names another host, and
+// one without TLS, and on MySQL against a server with its self-generated
+// certificate: what connects, what is refused, and what the user is told.
 func TestMySQLTLSModes(t *testing.T) {
+	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+		t.Run(f.String(), func(t *testing.T) { tlsModes(t, f) })
+	}
+}
+
+func tlsModes(t *testing.T, f testbed.Flavor) {
 	ca := testbed.NewCA(t, "database CA")
 	wrongCA := testbed.NewCA(t, "another CA")
-	secure := secureMariaDB(t, ca, 21, "localhost", "127.0.0.1")
-	otherHost := secureMariaDB(t, ca, 22, "db.other.example")
-	plain := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 23})
-	for _, db := range []*testbed.MariaDB{secure, otherHost, plain} {
+	secure := secureServer(t, f, ca, 21, "localhost", "127.0.0.1")
+	otherHost := secureServer(t, f, ca, 22, "db.other.example")
+	plain := plainServer(t, f, 23)
+	servers := []*testbed.MariaDB{secure, otherHost, plain}
+	// MySQL's own certificate, as it generates it: its CA is ca.pem in its
+	// datadir, and it names no host.
+	var own *testbed.MariaDB
+	var ownCA string
+	if f.MySQL() {
+		own = testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: 24})
+		ownCA = serverCA(t, own)
+		servers = append(servers, own)
+	}
+	for _, db := range servers {
 		db.Exec(t, "CREATE DATABASE app")
 		db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
 		db.Exec(t, "INSERT INTO app.t VALUES (1, 'one'), (2, 'two')")
@@ -45,7 +97,13 @@ func TestMySQLTLSModes(t *testing.T) {
 	clientCert, clientKey := ca.ClientCert(t, "certuser")
 
 	full := []string{"--mysql-tls", "verify-full", "--mysql-ca", ca.CertFile}
-	for _, tt := range []struct {
+	// Refused unencrypted: MariaDB says Access denied, which mysql-pitr
+	// explains; MySQL says why itself.
+	offRefused := []string{"Access denied", "not encrypted (--mysql-tls off)", "require_secure_transport=ON"}
+	if f.MySQL() {
+		offRefused = []string{"Connections using insecure transport are prohibited while --require_secure_transport=ON"}
+	}
+	type tlsCase struct {
 		name     string
 		db       *testbed.MariaDB
 		dsn      string // default: the pitr account
@@ -53,7 +111,25 @@ func TestMySQLTLSModes(t *testing.T) {
 		args     []string
 		code     int
 		want     []string // in stderr
-	}{
+	}
+	var ownCases []tlsCase
+	if own != nil {
+		ownCases = []tlsCase{
+			{name: "own certificate: verify-ca with its ca.pem", db: own, args: []string{"--mysql-tls", "verify-ca", "--mysql-ca", ownCA}},
+			{name: "own certificate: verify-ca with a wrong CA", db: own, args: []string{"--mysql-tls", "verify-ca", "--mysql-ca", wrongCA.CertFile},
+				code: 1, want: []string{"not signed by the CA in " + wrongCA.CertFile}},
+			{name: "own certificate: verify-full with its ca.pem names no host", db: own, args: []string{"--mysql-tls", "verify-full", "--mysql-ca", ownCA},
+				code: 1, want: []string{"TLS: the server's certificate", "verify-ca"}},
+			{name: "own certificate: skip-verify works and warns", db: own, args: []string{"--mysql-tls", "skip-verify"},
+				want: []string{"level=WARN", "TLS mode skip-verify", "not verified"}},
+			{name: "own certificate: preferred by default encrypts without verifying, and says so", db: own,
+				want: []string{"level=INFO", unverifiedMarker, "Auto_Generated_CA_Certificate"}},
+			{name: "own certificate: preferred with its ca.pem verifies as verify-full", db: own, args: []string{"--mysql-tls", "preferred", "--mysql-ca", ownCA},
+				code: 1, want: []string{"TLS: the server's certificate"}},
+			{name: "own certificate: off connects unencrypted", db: own, args: []string{"--mysql-tls", "off"}},
+		}
+	}
+	for _, tt := range append([]tlsCase{
 		{name: "verify-full with the right CA", db: secure, args: full},
 		{name: "verify-full with a wrong CA", db: secure, args: []string{"--mysql-tls", "verify-full", "--mysql-ca", wrongCA.CertFile},
 			code: 1, want: []string{"not signed by the CA in " + wrongCA.CertFile, "--mysql-ca"}},
@@ -67,7 +143,7 @@ func TestMySQLTLSModes(t *testing.T) {
 		{name: "skip-verify works and warns", db: otherHost, args: []string{"--mysql-tls", "skip-verify"},
 			want: []string{"level=WARN", "TLS mode skip-verify", "not verified"}},
 		{name: "off against require_secure_transport", db: secure, args: []string{"--mysql-tls", "off"},
-			code: 1, want: []string{"Access denied", "not encrypted (--mysql-tls off)", "require_secure_transport=ON"}},
+			code: 1, want: offRefused},
 		{name: "preferred verifies", db: secure, args: []string{"--mysql-tls", "preferred", "--mysql-ca", ca.CertFile}},
 		{name: "preferred with a wrong CA is refused, not downgraded", db: secure, args: []string{"--mysql-tls", "preferred", "--mysql-ca", wrongCA.CertFile},
 			code: 1, want: []string{"not signed by"}},
@@ -84,7 +160,7 @@ func TestMySQLTLSModes(t *testing.T) {
 			args: append([]string{"--mysql-cert", clientCert, "--mysql-key", clientKey}, full...)},
 		{name: "client certificate missing", db: secure, dsn: fmt.Sprintf("certuser@tcp(127.0.0.1:%d)/", secure.Port()), password: "certpass",
 			args: full, code: 1, want: []string{"Access denied"}},
-	} {
+	}, ownCases...) {
 		t.Run(tt.name, func(t *testing.T) {
 			dsn, password := tt.dsn, tt.password
 			if dsn == "" {
@@ -116,17 +192,31 @@ func TestMySQLTLSModes(t *testing.T) {
 	}
 }
 
-// TestTLSEverywhere runs the whole chain with verify-full against servers
-// that refuse unencrypted connections and an HTTPS S3 endpoint with its own
-// private CA: the agent archives (replication stream and pool), physical
-// (mariadb-backup) and logical snapshots are taken, and a restore into a
-// running server replays through the mariadb client; the archive matches
+// TestTLSEverywhere runs the whole chain with verify-full, on MariaDB 10.11
+// and MySQL 9.7, against servers that refuse unencrypted connections and an
+// HTTPS S3 endpoint with its own private CA: the agent archives
+// (replication stream and pool), physical (mariadb-backup, or the clone
+// plugin) and logical snapshots are taken, and a restore into a running
+// server replays through the mariadb or mysql client; the archive matches
 // the server byte for byte and the restored tables match the source's.
 func TestTLSEverywhere(t *testing.T) {
+	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+		t.Run(f.String(), func(t *testing.T) { tlsEverywhere(t, f) })
+	}
+}
+
+func tlsEverywhere(t *testing.T, f testbed.Flavor) {
 	dbCA := testbed.NewCA(t, "database CA")
 	s3CA := testbed.NewCA(t, "storage CA")
-	src := secureMariaDB(t, dbCA, 31, "localhost", "127.0.0.1")
-	dst := secureMariaDB(t, dbCA, 32, "localhost", "127.0.0.1")
+	src := secureServer(t, f, dbCA, 31, "localhost", "127.0.0.1")
+	dst := secureServer(t, f, dbCA, 32, "localhost", "127.0.0.1")
+	if f.MySQL() {
+		dst.Exec(t, "SET GLOBAL local_infile = ON")
+	}
+	if dir := f.BinDir(); dir != "" {
+		// The clone is finished by the release's mysqld.
+		t.Setenv("MYSQL_PITR_SERVER_BINDIR", dir)
+	}
 	s3cert, s3key := s3CA.ServerCert(t, "127.0.0.1")
 	gw := testbed.StartS3With(t, testbed.S3Options{CertFile: s3cert, KeyFile: s3key})
 	gw.SetEnv(t)

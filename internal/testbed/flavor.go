@@ -239,6 +239,37 @@ func Servers(tb testing.TB) []Flavor {
 	return fs
 }
 
+// ServersAmong is Servers limited to among, in Servers' order: for a suite
+// that runs on some releases only, because on the others it would cost
+// more time than it proves. When none of among is selected the test is
+// skipped, naming them.
+//
+//	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+//		t.Run(f.String(), func(t *testing.T) { … })
+//	}
+func ServersAmong(tb testing.TB, among ...Flavor) []Flavor {
+	tb.Helper()
+	fs := selectAmong(Servers(tb), among)
+	if len(fs) == 0 {
+		names := make([]string, len(among))
+		for i, f := range among {
+			names[i] = f.String()
+		}
+		tb.Skipf("runs on %s only, and %s=%q selects none of them", strings.Join(names, ", "), ServersEnv, os.Getenv(ServersEnv))
+	}
+	return fs
+}
+
+func selectAmong(selected, among []Flavor) []Flavor {
+	var fs []Flavor
+	for _, f := range selected {
+		if slices.Contains(among, f) {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
 func parseServers(v string) ([]Flavor, error) {
 	v = strings.TrimSpace(v)
 	switch v {

@@ -44,6 +44,24 @@ func TestParseServers(t *testing.T) {
 	}
 }
 
+func TestSelectAmong(t *testing.T) {
+	for _, tt := range []struct {
+		name            string
+		selected, among []Flavor
+		want            []Flavor
+	}{
+		{"all, two of them", Flavors, []Flavor{MySQL97, MariaDB1011}, []Flavor{MariaDB1011, MySQL97}},
+		{"the default", []Flavor{MariaDB1011}, []Flavor{MariaDB1011, MySQL97}, []Flavor{MariaDB1011}},
+		{"none of them", []Flavor{MariaDB118}, []Flavor{MariaDB1011, MySQL97}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := selectAmong(tt.selected, tt.among); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("selectAmong(%v, %v) = %v, want %v", tt.selected, tt.among, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestFlavorNames(t *testing.T) {
 	for _, f := range Flavors {
 		got, err := ParseFlavor(f.String())
