@@ -346,8 +346,9 @@ func dirLayer(root string, skip ...string) layer {
 }
 
 // mysqlUser rewrites an /etc/passwd or /etc/group so that the mysql user
-// and group have id uid, as in the official images (999); other lines stay.
-func mysqlUser(text string, uid int) []byte {
+// and group have id uid, as in the official images (999), adding them when
+// the packages made none; other lines stay.
+func mysqlUser(text string, uid int, passwd bool) []byte {
 	var out []string
 	found := false
 	for line := range strings.Lines(text) {
@@ -363,8 +364,10 @@ func mysqlUser(text string, uid int) []byte {
 		}
 		out = append(out, line)
 	}
-	if !found {
-		return nil
+	if !found && passwd {
+		out = append(out, fmt.Sprintf("mysql:x:%d:%d:MySQL Server:/nonexistent:/bin/false", uid, uid))
+	} else if !found {
+		out = append(out, fmt.Sprintf("mysql:x:%d:", uid))
 	}
 	return []byte(strings.Join(out, "\n") + "\n")
 }
@@ -380,11 +383,7 @@ func serverImage(name, root, server string) (image, error) {
 		if err != nil {
 			return image{}, err
 		}
-		data := mysqlUser(string(b), uid)
-		if data == nil {
-			return image{}, fmt.Errorf("%s has no mysql entry", filepath.Join(root, p))
-		}
-		files = append(files, file{name: p, mode: 0o644, data: data})
+		files = append(files, file{name: p, mode: 0o644, data: mysqlUser(string(b), uid, p == "etc/passwd")})
 	}
 	files = append(files,
 		file{name: "usr/local/bin/docker-entrypoint.sh", mode: 0o755, data: serverEntrypoint},

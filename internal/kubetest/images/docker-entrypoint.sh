@@ -13,7 +13,8 @@
 #    options; a temporary server without networking sets root@localhost's
 #    password and creates root@'%' (MYSQL_ROOT_HOST) from MYSQL_ROOT_PASSWORD
 #    or MARIADB_ROOT_PASSWORD, each also read from a file named by the same
-#    variable with _FILE; then /docker-entrypoint-initdb.d/ is run in name
+#    variable with _FILE (MariaDB's other root accounts are dropped; the time
+#    zone tables are not loaded); then /docker-entrypoint-initdb.d/ is run in name
 #    order: an executable *.sh is run, any other *.sh is sourced (with
 #    docker_process_sql defined), a *.sql is fed to the client as root;
 #  - then it execs SERVER OPTION....
@@ -119,14 +120,30 @@ if [ ! -d "$DATADIR/mysql" ]; then
 		done
 	fi
 	password=$(sql_string "$ROOT_PASSWORD")
-	docker_process_sql --dont-use-mysql-root-password --database=mysql <<-EOSQL
-		SET autocommit = 1;
-		SET @@SESSION.SQL_LOG_BIN = 0;
-		ALTER USER 'root'@'localhost' IDENTIFIED BY '$password';
-		CREATE USER 'root'@'$ROOT_HOST' IDENTIFIED BY '$password';
-		GRANT ALL ON *.* TO 'root'@'$ROOT_HOST' WITH GRANT OPTION;
-		DROP DATABASE IF EXISTS test;
-	EOSQL
+	if [ "$FAMILY" = mysql ]; then
+		docker_process_sql --dont-use-mysql-root-password --database=mysql <<-EOSQL
+			SET autocommit = 1;
+			SET @@SESSION.SQL_LOG_BIN = 0;
+			ALTER USER 'root'@'localhost' IDENTIFIED BY '$password';
+			GRANT ALL ON *.* TO 'root'@'localhost' WITH GRANT OPTION;
+			FLUSH PRIVILEGES;
+			CREATE USER 'root'@'$ROOT_HOST' IDENTIFIED BY '$password';
+			GRANT ALL ON *.* TO 'root'@'$ROOT_HOST' WITH GRANT OPTION;
+			DROP DATABASE IF EXISTS test;
+		EOSQL
+	else
+		# mariadb-install-db also makes root@127.0.0.1, root@::1 and
+		# root@<hostname> without a password; the image drops them.
+		docker_process_sql --dont-use-mysql-root-password --database=mysql <<-EOSQL
+			SET @@SESSION.SQL_LOG_BIN = 0;
+			DROP USER IF EXISTS root@'127.0.0.1', root@'::1';
+			EXECUTE IMMEDIATE CONCAT('DROP USER IF EXISTS root@\'', @@hostname, '\'');
+			SET PASSWORD FOR 'root'@'localhost' = PASSWORD('$password');
+			CREATE USER 'root'@'$ROOT_HOST' IDENTIFIED BY '$password';
+			GRANT ALL ON *.* TO 'root'@'$ROOT_HOST' WITH GRANT OPTION;
+			GRANT PROXY ON ''@'%' TO 'root'@'$ROOT_HOST' WITH GRANT OPTION;
+		EOSQL
+	fi
 	unset password
 	for f in /docker-entrypoint-initdb.d/*; do
 		case $f in
