@@ -210,3 +210,81 @@ func (b *fileBuilder) file() []byte {
 	}
 	return out
 }
+
+// encodeTaggedGTID serializes g as MySQL writes a Gtid_tagged_log_event's
+// body: each integer in the fewest bytes, and the optional fields left out
+// when they say nothing (an original commit timestamp or server version
+// equal to the immediate one, an unset commit group ticket).
+func encodeTaggedGTID(g taggedGTID) []byte {
+	var fields []byte
+	field := func(id int, data ...byte) {
+		fields = appendUvarint(fields, uint64(id))
+		fields = append(fields, data...)
+	}
+	u := func(v uint64) []byte { return appendUvarint(nil, v) }
+	s := func(v int64) []byte { return appendUvarint(nil, uint64(v<<1)^uint64(v>>63)) }
+	field(tgFlags, u(uint64(g.Flags))...)
+	var uuid []byte
+	for _, c := range g.UUID {
+		uuid = appendUvarint(uuid, uint64(c))
+	}
+	field(tgUUID, uuid...)
+	field(tgGNO, s(g.GNO)...)
+	field(tgTag, append(u(uint64(len(g.Tag))), g.Tag...)...)
+	field(tgLastCommitted, s(g.LastCommitted)...)
+	field(tgSequenceNumber, s(g.SequenceNumber)...)
+	field(tgImmediateCommit, u(g.ImmediateCommit)...)
+	if g.OriginalCommit != g.ImmediateCommit {
+		field(tgOriginalCommit, u(g.OriginalCommit)...)
+	}
+	field(tgTransactionLength, u(g.TransactionLength)...)
+	field(tgImmediateServerVersion, u(uint64(g.ImmediateServerVersion))...)
+	if g.OriginalServerVersion != g.ImmediateServerVersion {
+		field(tgOriginalServerVersion, u(uint64(g.OriginalServerVersion))...)
+	}
+	if g.CommitGroupTicket != 0 {
+		field(tgCommitGroupTicket, u(g.CommitGroupTicket)...)
+	}
+	return encodeMessage(0, fields)
+}
+
+// encodeMessage wraps fields in a serialized message's head: the format
+// version, the message's size (which counts itself) and the last field a
+// reader must know.
+func encodeMessage(last uint64, fields []byte) []byte {
+	tail := appendUvarint(nil, last)
+	tail = append(tail, fields...)
+	for n := 1; n <= 9; n++ {
+		size := uint64(1 + n + len(tail))
+		if enc := appendUvarint(nil, size); len(enc) == n {
+			out := appendUvarint([]byte(nil), 1)
+			out = append(out, enc...)
+			return append(out, tail...)
+		}
+	}
+	panic("message too long")
+}
+
+// appendUvarint appends v as a variable-length integer of the
+// mysql::serialization format: n-1 trailing one bits in the first byte
+// for n bytes, then the value, little endian.
+func appendUvarint(b []byte, v uint64) []byte {
+	n := 1
+	for n < 9 && v >= 1<<(7*n) {
+		n++
+	}
+	if n == 9 {
+		b = append(b, 0xff)
+		return binary.LittleEndian.AppendUint64(b, v)
+	}
+	x := v<<n | (1<<(n-1) - 1)
+	for i := range n {
+		b = append(b, byte(x>>(8*i)))
+	}
+	return b
+}
+
+// taggedGTIDEvent appends a Gtid_tagged_log_event.
+func (b *fileBuilder) taggedGTIDEvent(g taggedGTID) int {
+	return b.add(GTIDTaggedEvent, encodeTaggedGTID(g))
+}

@@ -178,9 +178,10 @@ func (c *Compactor) merge(ctx context.Context, segs []*catalog.Segment) error {
 	rec.Start, rec.Prev, rec.Gen = first.Start, first.Prev, c.Gen()
 	rec.Events, rec.Transactions = 0, 0
 	rec.FirstEventTime, rec.FirstCommitTime, rec.FirstGTID = first.FirstEventTime, time.Time{}, ""
-	rec.LastCommitTime, rec.LastGTID, rec.GTIDs = time.Time{}, "", nil
+	rec.LastCommitTime, rec.LastGTID, rec.GTIDs, rec.UnknownGTIDs = time.Time{}, "", nil, 0
 	for _, s := range segs {
 		rec.GTIDs = catalog.MergeGTIDRanges(rec.GTIDs, s.GTIDs)
+		rec.UnknownGTIDs += s.UnknownGTIDs
 		rec.Events += s.Events
 		rec.Transactions += s.Transactions
 		if rec.FirstCommitTime.IsZero() {

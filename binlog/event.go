@@ -239,10 +239,12 @@ func (g GTID) Catalog() catalog.GTID {
 }
 
 // EventGTID returns the GTID that the event (header included) opens a
-// transaction with: a MariaDB GTID event or a MySQL Gtid event. ok is false
-// for every other event, and for MySQL's anonymous and tagged GTIDs, which
-// carry no number to follow. It needs no format description: the fields it
-// reads come first in the event's body.
+// transaction with: a MariaDB GTID event, a MySQL Gtid event or a MySQL
+// Gtid_tagged event (uuid:tag:gno). ok is false for every other event, and
+// for MySQL's anonymous GTIDs, which carry no number to follow. A tagged
+// event whose body it cannot read is an error wrapping ErrUnreadableGTID.
+// It needs no format description: the fields it reads come first in the
+// event's body, and a tagged event's body says its own size.
 func EventGTID(ev []byte) (g GTID, ok bool, err error) {
 	h, err := ParseHeader(ev)
 	if err != nil {
@@ -255,6 +257,9 @@ func EventGTID(ev []byte) (g GTID, ok bool, err error) {
 		return gi.GTID, err == nil, err
 	case GTIDEvent:
 		gi, err := f.parseMySQLGTID(h, ev)
+		return gi.GTID, err == nil, err
+	case GTIDTaggedEvent:
+		gi, err := taggedEventGTID(ev)
 		return gi.GTID, err == nil, err
 	}
 	return GTID{}, false, nil
@@ -304,14 +309,6 @@ func (f Format) parseMySQLGTID(h Header, ev []byte) (gtidInfo, error) {
 		}
 	}
 	return gi, nil
-}
-
-// parseTaggedGTID decodes a MySQL 8.4 Gtid_tagged_log_event. Its body is a
-// self-describing serialization; only what indexing needs is read, and a body
-// this package cannot read is reported as an anonymous transaction rather than
-// an error, so archiving never stops on it.
-func (f Format) parseTaggedGTID(ev []byte) gtidInfo {
-	return gtidInfo{GTID: GTID{MySQL: true, Anonymous: true}}
 }
 
 func le56(b []byte) uint64 {

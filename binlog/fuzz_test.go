@@ -43,7 +43,8 @@ func seedFiles(tb testing.TB) [][]byte {
 func recordedFiles(tb testing.TB) [][]byte {
 	tb.Helper()
 	var files [][]byte
-	for _, name := range append([]string{"mysql-8.0.11.binlog.000001", "mysql-9.4.0.binlog.000001"}, mariadbFixtures...) {
+	names := []string{"mysql-8.0.11.binlog.000001", "mysql-9.4.0.binlog.000001", taggedFixtures["CRC32"], taggedFixtures["NONE"]}
+	for _, name := range append(names, mariadbFixtures...) {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			tb.Fatal(err)
@@ -264,7 +265,11 @@ func FuzzEventBodies(f *testing.F) {
 			if gi, err := fm.parseMariaDBGTID(h, ev); err == nil {
 				_ = gi.GTID.String()
 			}
-			_ = fm.parseTaggedGTID(ev).GTID.String()
+			if gi, err := fm.parseTaggedGTID(ev); err == nil {
+				_ = gi.GTID.String()
+			} else if !errors.Is(err, ErrUnreadableGTID) {
+				t.Fatalf("tagged GTID error %v does not wrap ErrUnreadableGTID", err)
+			}
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -37,6 +38,16 @@ type ServedFile struct {
 type ServerOptions struct {
 	// User and Password are the only account the server accepts.
 	User, Password string
+	// TLS, when set, is offered to replicas (see NewServerTLS), and a
+	// replica that does not take it is refused; nil serves in plaintext.
+	TLS *tls.Config
+	// GTIDMode is the gtid_mode the server reports to MySQL replicas; ""
+	// reports OFF. A MySQL replica refuses a source whose mode is more than
+	// one step from its own (OFF, OFF_PERMISSIVE, ON_PERMISSIVE, ON) before
+	// it reads anything; given the replica's own mode, that check passes
+	// and each served transaction is judged by the replica as it comes,
+	// with a GTID or without.
+	GTIDMode string
 	// WriteTimeout bounds each write to a replica; 0 means DefaultServerWriteTimeout.
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
@@ -152,17 +163,31 @@ type session struct {
 	vars map[string]string
 }
 
-func (s *Server) serveConn(ctx context.Context, conn net.Conn, log *slog.Logger) error {
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	auth := server.NewInMemoryAuthenticationHandler(mysql.AUTH_NATIVE_PASSWORD)
+// authMethod is the authentication the server asks of replicas: MySQL's
+// default, caching_sha2_password, for a MySQL source when the server offers
+// TLS (over which the replica sends the password itself; MySQL 9 has no
+// mysql_native_password any more), mysql_native_password otherwise.
+func (s *Server) authMethod() string {
+	if s.opts.TLS != nil && !strings.Contains(strings.ToLower(s.version), "mariadb") {
+		return mysql.AUTH_CACHING_SHA2_PASSWORD
+	}
+	return mysql.AUTH_NATIVE_PASSWORD
+}
+
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, log *slog.Logger) error {
+	_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
+	method := s.authMethod()
+	auth := accounts{InMemoryAuthenticationHandler: server.NewInMemoryAuthenticationHandler(method), requireTLS: s.opts.TLS != nil}
 	if err := auth.AddUser(s.opts.User, s.opts.Password); err != nil {
 		return fmt.Errorf("add user: %w", err)
 	}
-	cfg := server.NewServer(s.handshakeVersion(), mysql.DEFAULT_COLLATION_ID, mysql.AUTH_NATIVE_PASSWORD, nil, nil)
-	c, err := cfg.NewCustomizedConn(conn, auth, server.EmptyHandler{})
+	cfg := server.NewServerWithAuth(s.handshakeVersion(), mysql.DEFAULT_COLLATION_ID, method, nil, s.opts.TLS, &server.DefaultAuthenticationProvider{})
+	c, err := cfg.NewCustomizedConn(raw, auth, server.EmptyHandler{})
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
+	// The connection from here on: TLS over raw, when the replica took it.
+	conn := c.Conn.Conn
 	_ = conn.SetDeadline(time.Time{})
 	sess := &session{vars: map[string]string{}}
 	for {
@@ -329,6 +354,9 @@ func (s *Server) variable(name string) string {
 	case "server_uuid":
 		return s.uuid
 	case "gtid_mode":
+		if s.opts.GTIDMode != "" {
+			return s.opts.GTIDMode
+		}
 		return "OFF"
 	case "gtid_domain_id":
 		return "0"

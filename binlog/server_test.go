@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -18,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
@@ -406,6 +410,79 @@ func TestPacketWriterSplitsLargePayloads(t *testing.T) {
 			}
 			if payload[0] != 0 || !bytes.Equal(payload[1:], ev) {
 				t.Errorf("payload is not an OK byte and the event")
+			}
+		})
+	}
+}
+
+// TestServerTLS connects to a binlog server that offers TLS: a client that
+// verifies its certificate against the one NewServerTLS returned logs in,
+// with MySQL's caching_sha2_password for a MySQL source; one that does not
+// take TLS is refused before it can ask for anything;
+// one that trusts other roots fails verification.
+func TestServerTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+	}{
+		{"mariadb source", "testdata/mariadb-10.11-crc32.binlog.000001"},
+		{"mysql source", "testdata/mysql-8.0.11.binlog.000001"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := os.Stat(tc.file); err != nil {
+				t.Skipf("no %s: %v", tc.file, err)
+			}
+			cfg, cert, err := NewServerTLS("127.0.0.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := NewServer([]ServedFile{{Name: "mysql-bin.000001", Path: tc.file}}, ServerOptions{User: "repl", Password: "secret-pw", TLS: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(ctx, ln) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			})
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(cert) {
+				t.Fatal("the certificate is not PEM")
+			}
+			connect := func(tlsCfg *tls.Config) error {
+				c := gomysql.NewConfig()
+				c.User, c.Passwd, c.Net, c.Addr = "repl", "secret-pw", "tcp", ln.Addr().String()
+				c.AllowNativePasswords = true
+				c.TLS = tlsCfg
+				conn, err := gomysql.NewConnector(c)
+				if err != nil {
+					return err
+				}
+				db := sql.OpenDB(conn)
+				defer db.Close()
+				var v sql.NullString
+				return db.QueryRowContext(t.Context(), "SELECT @@GLOBAL.server_id").Scan(&v)
+			}
+			if err := connect(&tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}); err != nil {
+				t.Errorf("a client verifying the server's certificate: %v", err)
+			}
+			// With mysql_native_password the refusal comes once the client
+			// has authenticated; caching_sha2_password already refuses to
+			// take the password in plaintext without an RSA key.
+			if err := connect(nil); err == nil {
+				t.Error("a client without TLS connected")
+			} else {
+				t.Logf("a client without TLS: %v", err)
+			}
+			if err := connect(&tls.Config{RootCAs: x509.NewCertPool(), ServerName: "127.0.0.1"}); err == nil {
+				t.Error("a client trusting other roots connected")
 			}
 		})
 	}

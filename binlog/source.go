@@ -273,8 +273,10 @@ func (s *Source) syncerConfig(ctx context.Context, f Flavor, serverID uint32, re
 }
 
 // replicationTLS returns the replication connection's TLS config: the
-// pool's. The replication client has no plaintext fallback: a TLS config
-// makes it refuse a server without TLS. So with a fallback allowed
+// pool's, so it verifies (or, for mysqltls.Preferred without a CA file,
+// accepts and reports) the certificate exactly as the pool does. The
+// replication client has no plaintext fallback: a TLS config makes it
+// refuse a server without TLS. So with a fallback allowed
 // (mysqltls.Preferred) it asks the pool whether the server speaks TLS and
 // goes without only when it does not; a certificate that fails
 // verification is never a reason to go without.

@@ -94,7 +94,6 @@ type Streamer struct {
 	pauses         int
 	restoreID      string
 	plaintext      bool // the replication connection fell back to plaintext, and said so
-	handlerErr     error
 	lagBytes       int64
 	lagSeconds     float64
 	completeAt     time.Time // the last completeness record stored

@@ -21,7 +21,7 @@ import (
 // require_secure_transport=ON (where a connection that works is encrypted).
 // The replication client has no plaintext fallback of its own: the modes
 // that require TLS must fail on the plain server, preferred must go without
-// TLS there and with verified TLS on the secure one.
+// TLS there and with TLS on the secure one (verified with a CA file).
 func TestReplicationConnectionTLS(t *testing.T) {
 	ca := testbed.NewCA(t, "test CA")
 	wrongCA := testbed.NewCA(t, "another CA")
@@ -48,6 +48,8 @@ func TestReplicationConnectionTLS(t *testing.T) {
 		{"secure server, verify-ca", secure, mysqltls.Settings{Mode: mysqltls.VerifyCA, CAFile: ca.CertFile}, true, ""},
 		{"secure server, skip-verify", secure, mysqltls.Settings{Mode: mysqltls.SkipVerify}, true, ""},
 		{"secure server, preferred verifies", secure, mysqltls.Settings{Mode: mysqltls.Preferred, CAFile: ca.CertFile}, true, ""},
+		{"secure server, preferred without CA encrypts", secure, mysqltls.Settings{}, true, ""},
+		{"plain server, preferred without CA goes without", plain, mysqltls.Settings{}, false, ""},
 		{"secure server, verify-full wrong CA", secure, mysqltls.Settings{Mode: mysqltls.VerifyFull, CAFile: wrongCA.CertFile}, true, "not signed by the CA in"},
 		{"secure server, off", secure, mysqltls.Settings{Mode: mysqltls.Off}, false, "Access denied"},
 	} {

@@ -82,7 +82,15 @@ func (t *Tracker) Feed(ev []byte, pos uint64) (*Txn, error) {
 		}
 		t.begin(pos, gi)
 	case GTIDTaggedEvent:
-		t.begin(pos, t.format.parseTaggedGTID(ev))
+		gi, err := t.format.parseTaggedGTID(ev)
+		if err == nil {
+			t.begin(pos, gi)
+			break
+		}
+		// The bytes are archived whatever they mean; the transaction is one
+		// without a GTID rather than one with a wrong one.
+		t.begin(pos, gtidInfo{GTID: GTID{MySQL: true}})
+		t.haveGTID = false
 	case MariaDBGTIDEvent:
 		gi, err := t.format.parseMariaDBGTID(h, ev)
 		if err != nil {

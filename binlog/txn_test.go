@@ -294,10 +294,48 @@ var mysqlCases = []trackerCase{
 		x := b.xid(99)
 		return []txnSpan{{first: g, last: x, commit: microTime(ts)}}, noneOpen
 	}},
-	{"tagged GTID", func(b *fileBuilder) ([]txnSpan, int) {
-		g := b.add(GTIDTaggedEvent, []byte("\x02\x76\x00\x00\x02\x02\x01\x3e\x11"))
+	{"tagged GTIDs", func(b *fileBuilder) ([]txnSpan, int) {
+		tg := sampleTagged
+		g1 := b.taggedGTIDEvent(tg)
+		b.query("BEGIN")
+		b.tableMap()
+		b.writeRows()
+		x := b.xid(99)
+		tg.GNO, tg.Tag, tg.ImmediateCommit = 1<<32+1, "abcdefghijklmnopqrstuvwxyz_01234", mysqlMicros(5, 1)
+		g2 := b.taggedGTIDEvent(tg)
 		q := b.query("CREATE TABLE t (id INT)")
-		return []txnSpan{{first: g, last: q}}, noneOpen
+		return []txnSpan{
+			{first: g1, last: x, gtid: mysqlUUID + ":orders:5", commit: microTime(sampleTagged.OriginalCommit)},
+			{first: g2, last: q, gtid: mysqlUUID + ":abcdefghijklmnopqrstuvwxyz_01234:4294967297", commit: microTime(tg.OriginalCommit)},
+		}, noneOpen
+	}},
+	{"a tagged GTID after untagged ones, with an original commit time", func(b *fileBuilder) ([]txnSpan, int) {
+		ts := mysqlMicros(1, 1)
+		g := b.mysqlGTIDEvent(mysqlGTID{uuid: mysqlSID, gno: 9, immediate: ts, original: ts})
+		q := b.query("CREATE TABLE t (id INT)")
+		tg := sampleTagged
+		tg.OriginalCommit = mysqlMicros(-50, 3)
+		g2 := b.taggedGTIDEvent(tg)
+		b.query("BEGIN")
+		c := b.query("COMMIT")
+		return []txnSpan{
+			{first: g, last: q, gtid: mysqlUUID + ":9", commit: microTime(ts)},
+			{first: g2, last: c, gtid: mysqlUUID + ":orders:5", commit: microTime(tg.OriginalCommit)},
+		}, noneOpen
+	}},
+	{"a tagged GTID event this package cannot read: no GTID, the commit event's time", func(b *fileBuilder) ([]txnSpan, int) {
+		g := b.add(GTIDTaggedEvent, encodeMessage(tgFields+1, nil))
+		b.query("BEGIN")
+		b.tableMap()
+		b.writeRows()
+		x := b.xid(99)
+		return []txnSpan{{first: g, last: x}}, noneOpen
+	}},
+	{"the file ends inside a tagged transaction", func(b *fileBuilder) ([]txnSpan, int) {
+		g := b.taggedGTIDEvent(sampleTagged)
+		b.query("BEGIN")
+		b.tableMap()
+		return nil, g
 	}},
 	{"server writing no GTID events", func(b *fileBuilder) ([]txnSpan, int) {
 		first := b.query("BEGIN")

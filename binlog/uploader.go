@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -66,6 +67,8 @@ type Uploader struct {
 	// putMu serializes what the uploader stores with checkpoints.
 	putMu sync.Mutex
 	gen   catalog.Generation
+	// genNow is gen for readers that must not wait for an upload (/status).
+	genNow atomic.Uint64
 	// fence is where what this generation has stored ends: exact, as this
 	// writer stored it.
 	fence   catalog.ArchivePos
@@ -174,13 +177,13 @@ func (u *Uploader) SetGeneration(rec catalog.GenerationRecord) {
 	u.putMu.Lock()
 	defer u.putMu.Unlock()
 	u.gen, u.fence, u.genInfo = rec.Gen, rec.Fence, rec
+	u.genNow.Store(uint64(rec.Gen))
 }
 
-// Generation returns the generation the uploader stores under.
+// Generation returns the generation the uploader stores under. It does
+// not wait for an upload under way.
 func (u *Uploader) Generation() catalog.Generation {
-	u.putMu.Lock()
-	defer u.putMu.Unlock()
-	return u.gen
+	return catalog.Generation(u.genNow.Load())
 }
 
 // Checkpoint claims the next writer generation, fenced at the exact end of
@@ -214,6 +217,7 @@ func (u *Uploader) Checkpoint(ctx context.Context) error {
 	}
 	rec = c.Record()
 	u.gen, u.genInfo = rec.Gen, rec
+	u.genNow.Store(uint64(rec.Gen))
 	if err := u.Spool.addGen(rec.Gen); err != nil {
 		u.Logger.Warn("record the writer generation in the spool", "err", err)
 	}
@@ -331,6 +335,16 @@ func (u *Uploader) uploadSegment(ctx context.Context, pending *catalog.Segment) 
 	if err != nil {
 		return err
 	}
+	switch u.follows(pending) {
+	case behind:
+		// Stored already (its upload done, its removal from the spool not).
+		return u.Spool.RemoveSegment(pending)
+	case apart:
+		// A segment sealed after one that was dropped from the spool: the
+		// stream starts again before it.
+		return u.spoolDamaged(pending, fmt.Errorf("%w: %s does not continue what this writer stored (up to %s)",
+			ErrSpoolDamaged, pending.Ref().RecordKey(), u.fence))
+	}
 	seg := *pending
 	seg.Gen = u.gen
 	ref := seg.Ref()
@@ -372,6 +386,39 @@ func (u *Uploader) uploadSegment(ctx context.Context, pending *catalog.Segment) 
 	u.Logger.Debug("segment archived", "key", ref.DataKey(), "bytes", seg.Size(), "stored", seg.StoredSize,
 		"transactions", seg.Transactions)
 	return nil
+}
+
+// How a spooled segment stands to what the uploader stored.
+const (
+	continues = iota
+	behind    // it ends where what was stored ends, or before
+	apart     // it starts elsewhere than where what was stored ends
+)
+
+// follows tells how seg stands to u.fence, the exact end of what this
+// writer stored: only a segment that starts there may be stored next, so
+// that a segment the spool lost is never skipped over.
+func (u *Uploader) follows(seg *catalog.Segment) int {
+	f := u.fence
+	switch {
+	case seg.Timeline > f.Timeline:
+		return continues // its timeline's record goes first, and moves the fence
+	case seg.Timeline < f.Timeline:
+		return behind
+	case f.FileNum == 0 && f.Pos == 0:
+		return continues // the timeline's start: readers check it against its record
+	case seg.FileNum < f.FileNum || (seg.FileNum == f.FileNum && seg.End <= f.Pos):
+		return behind
+	case seg.FileNum == f.FileNum:
+		if seg.Start == f.Pos {
+			return continues
+		}
+	case seg.Start == FirstEventPos && seg.Prev != nil && seg.Prev.Pos == f.Pos:
+		if n, err := catalog.FileNumber(seg.Prev.File); err == nil && n == f.FileNum {
+			return continues
+		}
+	}
+	return apart
 }
 
 // spoolDamaged drops a damaged spooled segment and every later one of its

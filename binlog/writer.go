@@ -295,9 +295,11 @@ func (w *Writer) Handle(ev []byte) error {
 	}
 	r.LastEventTime = t
 	r.LastEvent = ref
-	if h.Type == MariaDBGTIDEvent || h.Type == GTIDEvent {
-		if g, ok, _ := EventGTID(ev); ok {
+	if h.Type == MariaDBGTIDEvent || h.Type == GTIDEvent || h.Type == GTIDTaggedEvent {
+		if g, ok, err := EventGTID(ev); ok {
 			r.GTIDs = catalog.AddGTID(r.GTIDs, g.Catalog())
+		} else if errors.Is(err, ErrUnreadableGTID) {
+			r.UnknownGTIDs++
 		}
 	}
 	if tx != nil {

@@ -87,8 +87,10 @@ type GTIDJump struct {
 // Breaks returns the places where the timeline's segments do not continue
 // one another, by byte position (as Holes) and by GTID: each source's
 // sequence must go on by exactly one from one segment to the next. Segments
-// whose records carry no GTID ranges are judged by position only. It also
-// returns the segments whose GTID ranges skip numbers inside them.
+// whose records carry no GTID ranges are judged by position only, and so is
+// a source's sequence across segments holding GTID events whose GTIDs
+// could not be read (UnknownGTIDs): those may be the numbers it skips. It
+// also returns the segments whose GTID ranges skip numbers inside them.
 func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 	var out []Break
 	var jumps []GTIDJump
@@ -110,6 +112,10 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 	type holeAt struct{ seg, idx int }
 	var holeBreaks []holeAt
 	lastSeg := map[string]int{}
+	// unknownIn reports whether segments from..to hold GTIDs that could not be read.
+	unknownIn := func(from, to int) bool {
+		return slices.ContainsFunc(t.Segments[from:to+1], func(s *Segment) bool { return s.UnknownGTIDs > 0 })
+	}
 	for i, s := range t.Segments {
 		b := Break{Timeline: t.ID, Before: s.Ref().RecordKey(), At: Position{s.File, s.Start}}
 		if i > 0 {
@@ -127,7 +133,7 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 				b.Disorder = append(b.Disorder, fmt.Sprintf("%s: unreadable GTID range: %v", s.Ref().RecordKey(), err))
 				continue
 			}
-			if inner {
+			if inner && s.UnknownGTIDs == 0 {
 				jumps = append(jumps, GTIDJump{Key: s.Ref().RecordKey(), Range: r})
 			}
 			first, _ := ParseGTID(r.First)
@@ -140,6 +146,9 @@ func (t *TimelineState) Breaks() ([]Break, []GTIDJump) {
 			m, ok := brk.Missing()
 			if !ok {
 				b.Disorder = append(b.Disorder, brk.String())
+				continue
+			}
+			if seen && unknownIn(prevSeg, i) {
 				continue
 			}
 			if seen {

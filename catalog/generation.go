@@ -249,11 +249,6 @@ func (gs Generations) Superseded(gen Generation, end ArchivePos) (Generation, Ar
 	return 0, ArchivePos{}, false
 }
 
-// supersededDetail explains why an object is left out.
-func supersededDetail(gen Generation, by Generation, fence ArchivePos) string {
-	return fmt.Sprintf("stored by writer generation %d after generation %d took the archive over at %s: ignored", gen, by, fence)
-}
-
 // Claim is a prepared claim of a writer generation. Its bytes are fixed
 // when it is prepared, so that a retried Put recognises its own earlier
 // attempt (one whose answer was lost) by the stored object's size and

@@ -26,7 +26,8 @@ type GTID struct {
 }
 
 // ParseGTID parses one GTID: "0-1-1041" or "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"
-// (or "…:tag:23").
+// (or "…:tag:23", MySQL 8.4+). A MySQL GNO runs from 1 to 2^63-2; uuid and
+// tag are read in either case and kept in lower case, as MySQL keeps them.
 func ParseGTID(s string) (GTID, error) {
 	bad := func() (GTID, error) { return GTID{}, fmt.Errorf("%w: %q", ErrBadGTID, s) }
 	s = strings.TrimSpace(s)
@@ -36,12 +37,12 @@ func ParseGTID(s string) (GTID, error) {
 			return bad()
 		}
 		seq, err := strconv.ParseUint(parts[len(parts)-1], 10, 64)
-		if err != nil || seq == 0 {
+		if err != nil || seq == 0 || seq > maxGNO {
 			return bad()
 		}
 		g := GTID{MySQL: true, UUID: strings.ToLower(parts[0]), Seq: seq}
 		if len(parts) == 3 {
-			if parts[1] == "" {
+			if !ValidTag(parts[1]) {
 				return bad()
 			}
 			g.Tag = strings.ToLower(parts[1])
@@ -61,6 +62,24 @@ func ParseGTID(s string) (GTID, error) {
 		n[i] = v
 	}
 	return GTID{Domain: uint32(n[0]), Server: uint32(n[1]), Seq: n[2]}, nil
+}
+
+// ValidTag reports whether s is a GTID tag as MySQL 8.4+ accepts one: 1 to
+// 32 letters, digits and underscores, not starting with a digit. MySQL
+// keeps tags in lower case.
+func ValidTag(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func isUUID(s string) bool {
@@ -258,57 +277,4 @@ func (q *GTIDSequence) Range(r GTIDRange) (brk *GTIDBreak, inner bool, err error
 	brk = q.Next(first)
 	q.last[last.Source()] = last
 	return brk, r.Count > 0 && uint64(r.Count) != last.Seq-first.Seq+1, nil
-}
-
-// ParseGTIDSet parses a server's GTID state into the last GTID of each
-// source: MariaDB's gtid_binlog_pos ("0-1-1041,1-2-7") or MySQL's
-// gtid_executed ("uuid:1-1041:1050-1060,uuid2:1-5", where the last number of
-// each uuid's intervals is its last GTID). Empty is an empty set.
-func ParseGTIDSet(s string) ([]GTID, error) {
-	var out []GTID
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		if !strings.Contains(item, ":") {
-			g, err := ParseGTID(item)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, g)
-			continue
-		}
-		parts := strings.Split(item, ":")
-		if !isUUID(parts[0]) || len(parts) < 2 {
-			return nil, fmt.Errorf("%w: %q", ErrBadGTID, item)
-		}
-		g := GTID{MySQL: true, UUID: strings.ToLower(parts[0])}
-		for _, p := range parts[1:] {
-			lo, hi, isRange := strings.Cut(p, "-")
-			n, err := strconv.ParseUint(lo, 10, 64)
-			if err != nil {
-				// A tag: the intervals after it are the tag's.
-				if isRange || p == "" {
-					return nil, fmt.Errorf("%w: %q", ErrBadGTID, item)
-				}
-				if g.Seq != 0 {
-					out = append(out, g)
-				}
-				g = GTID{MySQL: true, UUID: g.UUID, Tag: strings.ToLower(p)}
-				continue
-			}
-			if isRange {
-				if n, err = strconv.ParseUint(hi, 10, 64); err != nil {
-					return nil, fmt.Errorf("%w: %q", ErrBadGTID, item)
-				}
-			}
-			g.Seq = max(g.Seq, n)
-		}
-		if g.Seq == 0 {
-			return nil, fmt.Errorf("%w: %q", ErrBadGTID, item)
-		}
-		out = append(out, g)
-	}
-	return out, nil
 }

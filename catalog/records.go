@@ -64,10 +64,15 @@ type Segment struct {
 	FirstGTID string `json:"first_gtid,omitempty"`
 	LastGTID  string `json:"last_gtid,omitempty"`
 	// GTIDs are the GTIDs of the transactions whose GTID event lies in the
-	// segment's bytes, one range per source (MariaDB domain, MySQL uuid) in
-	// order of first appearance. They let a reader judge the archive's
-	// continuity by transaction, not only by byte position.
+	// segment's bytes, one range per source (MariaDB domain, MySQL uuid or
+	// uuid and tag) in order of first appearance. They let a reader judge
+	// the archive's continuity by transaction, not only by byte position.
 	GTIDs []GTIDRange `json:"gtids,omitempty"`
+	// UnknownGTIDs counts the GTID events in the segment's bytes whose GTID
+	// could not be read (a MySQL tagged GTID event in a form this version
+	// does not know). Their bytes are archived as they are; their GTIDs are
+	// in no range, and continuity across them is judged by position only.
+	UnknownGTIDs int `json:"unknown_gtids,omitempty"`
 	// TimelineUID is the UID of the timeline record the segment was written
 	// under; a record whose UID differs from its timeline's comes from
 	// another archive.

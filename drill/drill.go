@@ -30,6 +30,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -62,7 +63,9 @@ type Options struct {
 	// list and the agent's metrics show it. Without it the drill only
 	// reads the archive.
 	Record bool
-	Logger *slog.Logger
+	// Programs finds the server programs the restore runs.
+	Programs programs.Finder
+	Logger   *slog.Logger
 }
 
 // Run performs one drill and, with Record, writes its record to storage.
@@ -164,7 +167,7 @@ func run(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger
 	var stop *restore.Stop
 	res, err := restore.Apply(ctx, p, restore.Options{
 		Store: opts.Store, Datadir: filepath.Join(dir, "data"), WorkDir: work,
-		Replay: restore.ReplayServer, Threads: opts.Threads, Logger: log,
+		Replay: restore.ReplayServer, Threads: opts.Threads, Logger: log, Programs: opts.Programs,
 		AfterSnapshot: func(ctx context.Context, srv *mysql.Config) error {
 			t := time.Now()
 			defer func() { checking += time.Since(t) }()

@@ -1,8 +1,9 @@
 // Package mysqld runs the temporary servers a restore needs: it initializes
 // a datadir and starts a server on it that listens only on a private Unix
 // socket, then shuts it down cleanly. The flavor differences (MariaDB's
-// mariadbd and mariadb-install-db, MySQL's mysqld --initialize-insecure)
-// are decided here.
+// mariadbd and mariadb-install-db, MySQL's mysqld --initialize-insecure,
+// the options each needs) are decided here; the programs come from the
+// finder in Options.Programs and must be of the datadir's release.
 package mysqld
 
 import (
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // Flavors.
@@ -31,35 +34,92 @@ const (
 	MySQL   = "mysql"
 )
 
-// ErrNotInstalled is returned when the server programs are missing.
-var ErrNotInstalled = errors.New("server programs not installed")
+// ErrNotInstalled is returned (wrapped) when the server programs are
+// missing; the message names what was looked for and where.
+var ErrNotInstalled = programs.ErrNotFound
 
-// Look finds a program on PATH or in the sbin directories.
-func Look(names ...string) (string, error) {
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p, nil
-		}
-		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/usr/local/mysql/bin"} {
-			p := filepath.Join(dir, n)
-			if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-				return p, nil
-			}
-		}
+// ErrRelease is returned (wrapped) when the server program is of another
+// major.minor release than the datadir it would run on.
+var ErrRelease = errors.New("server program of another release")
+
+// ErrDotDatadir is returned (wrapped) for a MySQL datadir whose name starts
+// with a dot: MySQL initialises it but then fails to start on it ("Can't
+// create UNDO tablespace innodb_undo_001 since './undo_001' already
+// exists"), wherever it lies and however it got its name.
+var ErrDotDatadir = errors.New("MySQL cannot run on a datadir whose name starts with a dot")
+
+// server finds the flavor's server program and checks its release.
+func server(ctx context.Context, opts Options) (programs.Program, error) {
+	p, err := opts.Programs.Find(ctx, opts.Flavor, programs.Server)
+	if err != nil {
+		return p, err
 	}
-	return "", fmt.Errorf("%w: none of %v found on PATH", ErrNotInstalled, names)
+	if err := checkRelease(p, opts.Release); err != nil {
+		return p, err
+	}
+	return p, nil
 }
 
-func serverBinary(flavor string) (string, error) {
-	if flavor == MySQL {
-		return Look("mysqld")
+// checkRelease refuses a program of another major.minor release than
+// release, when both are known: a datadir one release made is not for
+// another (MySQL refuses a downgrade outright, and InnoDB's formats change
+// between releases), and a server older than the binlog it replays may not
+// know its events.
+func checkRelease(p programs.Program, release string) error {
+	if release == "" || p.Version == "" {
+		return nil
 	}
-	return Look("mariadbd", "mysqld")
+	wm, wn, ok1 := programs.MajorMinor(release)
+	gm, gn, ok2 := programs.MajorMinor(p.Version)
+	if !ok1 || !ok2 || wm == gm && wn == gn {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is %s, the datadir is for %s %d.%d: name the directory of the %d.%d programs with --server-bindir or %s",
+		ErrRelease, p.Path, p.Version, release, wm, wn, wm, wn, programs.EnvDir)
 }
 
-// Init creates a fresh datadir: root@localhost without a password, reachable
-// only through the socket of a server started by Start.
-func Init(ctx context.Context, flavor, datadir string) error {
+// checkDatadir refuses what the flavor cannot run on ("" is not known yet).
+func checkDatadir(flavor, datadir string) error {
+	if flavor == MySQL && datadir != "" && strings.HasPrefix(filepath.Base(filepath.Clean(datadir)), ".") {
+		return fmt.Errorf("%w: %s", ErrDotDatadir, datadir)
+	}
+	return nil
+}
+
+// Check finds the programs Start, and with init Init, would run, and checks
+// the datadir's name and the server's release (see Options.Release), so
+// that a caller can refuse before it does any work. It runs nothing but the
+// server's --version.
+func Check(ctx context.Context, opts Options, init bool) error {
+	if err := checkDatadir(opts.Flavor, opts.Datadir); err != nil {
+		return err
+	}
+	if _, err := server(ctx, opts); err != nil {
+		return err
+	}
+	if init && opts.Flavor == MariaDB {
+		if _, err := opts.Programs.Find(ctx, MariaDB, programs.Install); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Init creates a fresh datadir at opts.Datadir with the same InnoDB
+// settings Start gives the server: root@localhost without a password,
+// reachable only through the socket of a server started by Start.
+func Init(ctx context.Context, opts Options) error {
+	datadir := opts.Datadir
+	if err := checkDatadir(opts.Flavor, datadir); err != nil {
+		return err
+	}
+	// MariaDB's install script runs the server of its own installation,
+	// which the finder's Dir or PATH puts beside it; its release is checked
+	// through the server the finder gives.
+	bin, err := server(ctx, opts)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(datadir, 0o750); err != nil {
 		return fmt.Errorf("create datadir: %w", err)
 	}
@@ -71,29 +131,32 @@ func Init(ctx context.Context, flavor, datadir string) error {
 		return fmt.Errorf("initialize datadir %s: %w", datadir, err)
 	}
 	defer os.RemoveAll(tmp)
+	files := filepath.Join(tmp, "files")
+	if err := os.Mkdir(files, 0o700); err != nil {
+		return fmt.Errorf("initialize datadir %s: %w", datadir, err)
+	}
 	var cmd *exec.Cmd
-	switch flavor {
+	switch opts.Flavor {
 	case MySQL:
-		bin, err := serverBinary(MySQL)
-		if err != nil {
-			return err
-		}
-		args := []string{"--no-defaults", "--initialize-insecure", "--datadir=" + datadir, "--tmpdir=" + tmp}
+		args := []string{"--no-defaults", "--initialize-insecure", "--datadir=" + datadir, "--tmpdir=" + tmp,
+			"--secure-file-priv=" + files, "--skip-log-bin"}
+		args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}
-		cmd = exec.CommandContext(ctx, bin, args...)
+		cmd = exec.CommandContext(ctx, bin.Path, args...)
 	default:
-		bin, err := Look("mariadb-install-db", "mysql_install_db")
+		install, err := opts.Programs.Find(ctx, MariaDB, programs.Install)
 		if err != nil {
 			return err
 		}
 		args := []string{"--no-defaults", "--datadir=" + datadir, "--auth-root-authentication-method=normal",
-			"--skip-test-db", "--skip-name-resolve", "--tmpdir=" + tmp}
+			"--skip-test-db", "--skip-name-resolve", "--tmpdir=" + tmp, "--secure-file-priv=" + files}
+		args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}
-		cmd = exec.CommandContext(ctx, bin, args...)
+		cmd = exec.CommandContext(ctx, install.Path, args...)
 	}
 	cmd.Env = childenv.Environ()
 	out, err := cmd.CombinedOutput()
@@ -125,6 +188,12 @@ type Options struct {
 	// anything larger than it read and write the same pages again and
 	// again. The redo log is sized with it where the flavor allows.
 	BufferPool int64
+	// Release, when set, is the server release the datadir is for (a
+	// snapshot's server version): a server program of another major.minor
+	// release is refused (ErrRelease).
+	Release string
+	// Programs finds the server programs.
+	Programs programs.Finder
 	// Args are appended to the server's command line.
 	Args   []string
 	Logger *slog.Logger
@@ -142,7 +211,10 @@ type Server struct {
 
 // Start starts the server and waits until it accepts connections on its socket.
 func Start(ctx context.Context, opts Options) (*Server, error) {
-	bin, err := serverBinary(opts.Flavor)
+	if err := checkDatadir(opts.Flavor, opts.Datadir); err != nil {
+		return nil, err
+	}
+	bin, err := server(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +234,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(tmp, 0o750); err != nil {
 		return nil, fmt.Errorf("create tmpdir: %w", err)
 	}
+	// A secure_file_priv directory of its own: nothing the server reads or
+	// writes as files (LOAD DATA LOCAL streams from the client) depends on
+	// what an installation or image happens to have (MySQL's compiled-in
+	// /var/lib/mysql-files, which it refuses to start without).
+	files := filepath.Join(opts.RunDir, "files")
+	if err := os.MkdirAll(files, 0o700); err != nil {
+		return nil, fmt.Errorf("create secure_file_priv directory: %w", err)
+	}
 	args := []string{
 		"--no-defaults",
 		"--datadir=" + opts.Datadir,
@@ -169,15 +249,26 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		"--pid-file=" + filepath.Join(opts.RunDir, "mysqld.pid"),
 		"--log-error=" + filepath.Join(opts.RunDir, "error.log"),
 		"--tmpdir=" + tmp,
+		// Relay logs of a replay stay out of the datadir: MySQL's RESET
+		// REPLICA ALL starts an empty one for the default channel.
+		"--relay-log=" + filepath.Join(opts.RunDir, "relay-bin"),
 		"--skip-networking",
+		"--secure-file-priv=" + files,
+		// A logical snapshot loads with LOAD DATA LOCAL, which MySQL 8.0
+		// and later refuse by default.
+		"--local-infile=ON",
 		"--server-id=" + strconv.FormatUint(uint64(opts.ServerID), 10),
-		"--skip-slave-start",
+		skipReplicaStart(opts.Flavor, bin.Version),
 		"--max-allowed-packet=1G",
 		"--innodb-flush-log-at-trx-commit=2",
 		"--sync-binlog=0",
 	}
 	if opts.Flavor == MySQL {
-		args = append(args, "--skip-log-bin", "--mysqlx=OFF")
+		// ON_PERMISSIVE takes replicated transactions with a GTID or
+		// without, as the replayed source wrote them (and reports
+		// itself compatible with a source in any mode but OFF); the
+		// binlog is off, so it never makes GTIDs of its own.
+		args = append(args, "--skip-log-bin", "--mysqlx=OFF", "--gtid-mode=ON_PERMISSIVE")
 	}
 	if opts.SkipGrants {
 		args = append(args, "--skip-grant-tables")
@@ -187,13 +278,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		args = append(args, "--user=root")
 	}
 	args = append(args, opts.Args...)
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin.Path, args...)
 	cmd.Env = childenv.Environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, fmt.Errorf("start %s: %w", bin.Path, err)
 	}
 	s := &Server{opts: opts, cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -281,6 +372,34 @@ func (s *Server) Stop(ctx context.Context) error {
 func (s *Server) kill() {
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	<-s.done
+}
+
+// skipReplicaStart is the option that keeps replication from starting on
+// its own: --skip-replica-start on MySQL 8.0.26 and later, which deprecated
+// --skip-slave-start, MariaDB's spelling.
+func skipReplicaStart(flavor, version string) string {
+	if flavor != MySQL {
+		return "--skip-slave-start"
+	}
+	major, minor, ok := programs.MajorMinor(version)
+	if ok && (major < 8 || major == 8 && minor == 0 && patchOf(version) < 26) {
+		return "--skip-slave-start"
+	}
+	return "--skip-replica-start"
+}
+
+// patchOf returns 26 of "8.0.26-log"; 0 when there is none.
+func patchOf(version string) int {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 3 {
+		return 0
+	}
+	end := strings.IndexFunc(parts[2], func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(parts[2])
+	}
+	n, _ := strconv.Atoi(parts[2][:end])
+	return n
 }
 
 // memoryArgs size the buffer pool and, on MariaDB, the redo log: half the

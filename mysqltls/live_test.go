@@ -126,3 +126,87 @@ func TestOptionLinesReadBack(t *testing.T) {
 		t.Fatalf("read back\n%s\nwant\n%s", out, want)
 	}
 }
+
+// TestDefaultModeOnStockServers connects with the default settings to
+// servers as they come, each offering a certificate no system trusts
+// (MySQL 9.7's and MariaDB 11.8's self-generated ones, and MariaDB 10.11's
+// from a private CA): every connection of a Go pool is encrypted and
+// reported unverified, and the flavor's command-line client, given the
+// option lines of what the pool did (Effective), is encrypted too.
+func TestDefaultModeOnStockServers(t *testing.T) {
+	ca := testbed.NewCA(t, "test bed CA")
+	cert, key := ca.ServerCert(t, "localhost", "127.0.0.1")
+	for _, tt := range []struct {
+		name string
+		opts testbed.MariaDBOptions
+	}{
+		{"mysql-9.7", testbed.MariaDBOptions{Flavor: testbed.MySQL97}},
+		{"mariadb-11.8", testbed.MariaDBOptions{Flavor: testbed.MariaDB118}},
+		{"mariadb-10.11 with the test bed's CA", testbed.MariaDBOptions{TLS: &testbed.ServerTLS{CAFile: ca.CertFile, CertFile: cert, KeyFile: key}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db := testbed.NewMariaDB(t, tt.opts)
+			client := tt.opts.Flavor.Binary(t, tt.opts.Flavor.ClientProgram())
+			cfg, err := mysql.ParseDSN(db.PitrDSN())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var reported []UnverifiedCert
+			s := Settings{Unverified: func(u UnverifiedCert) { mu.Lock(); reported = append(reported, u); mu.Unlock() }}
+			if err := s.Apply(cfg); err != nil {
+				t.Fatal(err)
+			}
+			conn, err := mysql.NewConnector(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool := sql.OpenDB(conn)
+			defer pool.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			var conns []*sql.Conn
+			for range 3 {
+				c, err := pool.Conn(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				conns = append(conns, c)
+				cipher, err := Cipher(ctx, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cipher == "" {
+					t.Fatal("a connection of the default mode is not encrypted")
+				}
+			}
+			mu.Lock()
+			n := len(reported)
+			mu.Unlock()
+			if n != len(conns) {
+				t.Fatalf("%d connections reported unverified, want %d", n, len(conns))
+			}
+
+			out, err := exec.CommandContext(ctx, client, "--version").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s --version: %v %s", client, err, out)
+			}
+			lines := s.Effective(true).OptionLines(ClientOf(string(out)), cfg)
+			cnf := filepath.Join(t.TempDir(), "client.cnf")
+			content := "[client]\npassword=\"" + db.PitrPassword() + "\"\n" + strings.Join(lines, "\n") + "\n"
+			if err := os.WriteFile(cnf, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err = exec.CommandContext(ctx, client, "--defaults-file="+cnf, "--protocol=TCP", "-h", "127.0.0.1", "-P", strconv.Itoa(db.Port()),
+				"-u", testbed.PitrUser, "-N", "-B", "-e", "SHOW SESSION STATUS LIKE 'Ssl_cipher'").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s with %q: %v\n%s", filepath.Base(client), lines, err, out)
+			}
+			if f := strings.Fields(string(out)); len(f) != 2 || f[0] != "Ssl_cipher" {
+				t.Fatalf("%s with %q: the session is not encrypted: %q", filepath.Base(client), lines, out)
+			}
+			t.Logf("%s with %q: %s", filepath.Base(client), lines, strings.TrimSpace(string(out)))
+		})
+	}
+}

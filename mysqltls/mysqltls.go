@@ -4,6 +4,37 @@
 // replication client) and option-file lines for the command-line clients
 // and backup tools. Every decision about MySQL TLS is made in this package.
 //
+// The default mode, Preferred, is meant to work with every server as it
+// comes, as the mysql client's own default (ssl-mode=PREFERRED) does: MySQL
+// 8.0 and later, and MariaDB 11.4 and later, always offer TLS with a
+// certificate they generated for themselves, which names no host and is
+// signed by no CA a client could know. So Preferred uses TLS whenever the
+// server offers it and, without a CA file, does not verify the
+// certificate; the caller is told each time (Settings.Unverified), to say
+// once how to verify it. It never goes without TLS to a server that offers
+// it, and falls back to plaintext only for a server that offers none.
+//
+// Preferred does not try to verify without a CA file and carry on when
+// verification fails: an impostor presents a certificate that fails, so
+// such a check protects against nothing while suggesting it does.
+// Verification means something only where a failure stops the connection,
+// which needs the user to say what to trust: a CA file makes Preferred
+// verify exactly as VerifyFull does (a failure is an error, never a reason
+// to go without), and VerifyFull and VerifyCA are unchanged.
+//
+// MariaDB 11.4's clients verify a self-generated certificate without any
+// CA ("zero-configuration SSL"): after the login the server sends a hash of
+// the account's password hash, the scramble and the certificate's
+// fingerprint, which only the real server can compute. That is not done
+// here: the hash arrives in the OK packet of the login, which neither Go
+// driver exposes (it would take forks of both), it exists only on MariaDB
+// 11.4 and later and only for accounts with a password and a plugin whose
+// stored hash the client can derive (mysql_native_password, ed25519,
+// parsec), and MySQL, whose default caching_sha2_password has nothing of
+// the kind, would still need a CA file. The tools mysql-pitr starts get the
+// same choice as its own connections (Effective), so a MariaDB 11.4 client
+// is told not to verify where mysql-pitr did not.
+//
 // Files are read again at each connection, so a renewed CA bundle or client
 // certificate is used without a restart; Settings.Config reads them once up
 // front so that a bad file fails at start.
@@ -43,10 +74,12 @@ const (
 	SkipVerify Mode = "skip-verify"
 	// Off never uses TLS.
 	Off Mode = "off"
-	// Preferred uses TLS when the server offers it, verified as VerifyFull
-	// against the system's roots plus the CA file, and plaintext when the
-	// server offers none. A certificate that fails verification is an error,
-	// never a reason to fall back to plaintext.
+	// Preferred uses TLS whenever the server offers it and plaintext only
+	// when it offers none. Without a CA file the server's certificate is
+	// not verified (Settings.Unverified is called instead); with one it is
+	// verified as VerifyFull, against the system's roots plus the CA file,
+	// and a certificate that fails is an error, never a reason to fall back
+	// to plaintext.
 	Preferred Mode = "preferred"
 )
 
@@ -75,11 +108,24 @@ type Settings struct {
 	Mode Mode
 	// CAFile holds the PEM certificates of the CAs trusted to sign the
 	// server's certificate. With VerifyFull it replaces the system's roots;
-	// with Preferred it adds to them.
+	// with Preferred it adds to them, and makes Preferred verify.
 	CAFile string
 	// CertFile and KeyFile are the client's PEM certificate and key, for
 	// servers that authenticate clients by certificate (REQUIRE X509).
 	CertFile, KeyFile string
+	// Unverified, when set, is called at every TLS connection made with
+	// Preferred and no CAFile, whose certificate is accepted unverified:
+	// the caller decides how often to say so. It must not block.
+	Unverified func(UnverifiedCert)
+}
+
+// UnverifiedCert is a server certificate that Preferred accepted without
+// verifying it.
+type UnverifiedCert struct {
+	// Host is the host name or address the server was reached by.
+	Host string
+	// Cert is the certificate the server presented.
+	Cert *x509.Certificate
 }
 
 // mode returns the effective mode.
@@ -120,20 +166,26 @@ func (s Settings) Required() bool {
 	return false
 }
 
-// Verifies reports whether the server's certificate chain is checked.
+// Verifies reports whether the server's certificate chain is checked:
+// Preferred checks it only with a CA file.
 func (s Settings) Verifies() bool {
 	switch s.mode() {
-	case VerifyFull, VerifyCA, Preferred:
+	case VerifyFull, VerifyCA:
 		return true
+	case Preferred:
+		return s.CAFile != ""
 	}
 	return false
 }
 
 // Effective returns the settings a separate client (a command-line tool)
 // should use once it is known whether this process's own connection to the
-// server is encrypted: Preferred becomes VerifyFull on a server that speaks
-// TLS and Off on one that does not, so the tool never falls back where this
-// process did not. Other modes are returned unchanged.
+// server is encrypted. Preferred becomes Off on a server that does not
+// speak TLS; on one that does, VerifyFull with a CA file and SkipVerify
+// without, as this process's own connection: the tool neither falls back
+// to plaintext where this process did not, nor refuses a certificate this
+// process accepted (newer MariaDB clients verify unless told not to). Other
+// modes are returned unchanged.
 func (s Settings) Effective(encrypted bool) Settings {
 	if s.mode() != Preferred {
 		return s
@@ -141,14 +193,18 @@ func (s Settings) Effective(encrypted bool) Settings {
 	if !encrypted {
 		return Settings{Mode: Off}
 	}
+	if s.CAFile == "" {
+		s.Mode = SkipVerify
+		return s
+	}
 	s.Mode = VerifyFull
 	return s
 }
 
 // Config returns the tls.Config for a connection to host (a name or an IP
-// address, checked against the certificate by VerifyFull and Preferred), or
-// nil for Off. It reads the files once to fail early; connections read them
-// again, so renewed files are picked up.
+// address, checked against the certificate by VerifyFull, and by Preferred
+// with a CA file), or nil for Off. It reads the files once to fail early;
+// connections read them again, so renewed files are picked up.
 func (s Settings) Config(host string) (*tls.Config, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -187,9 +243,26 @@ func (s Settings) Config(host string) (*tls.Config, error) {
 	case VerifyCA:
 		cfg.VerifyConnection = verifier(s.roots(false), "", s.CAFile)
 	case Preferred:
-		cfg.VerifyConnection = verifier(s.roots(true), host, s.CAFile)
+		if s.CAFile != "" {
+			cfg.VerifyConnection = verifier(s.roots(true), host, s.CAFile)
+			break
+		}
+		cfg.VerifyConnection = unverified(host, s.Unverified)
 	}
 	return cfg, nil
+}
+
+// unverified accepts any certificate and reports it to notify.
+func unverified(host string, notify func(UnverifiedCert)) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("TLS: the server sent no certificate")
+		}
+		if notify != nil {
+			notify(UnverifiedCert{Host: host, Cert: cs.PeerCertificates[0]})
+		}
+		return nil
+	}
 }
 
 // roots returns a function giving the trusted CAs: the CA file, or the
@@ -359,7 +432,12 @@ func Local(cfg *mysql.Config) bool {
 	if cfg.Net == "unix" {
 		return true
 	}
-	host := Host(cfg)
+	return LocalHost(Host(cfg))
+}
+
+// LocalHost reports whether host (a name or an IP address) is this host's
+// loopback: localhost, 127.0.0.0/8 or ::1.
+func LocalHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -369,8 +447,9 @@ func Local(cfg *mysql.Config) bool {
 
 // Warnings returns what a command should log at every start about the
 // connection to the server at cfg: nothing for settings that protect it.
-// Preferred's fallback to plaintext is known only once connected (see
-// Cipher).
+// What Preferred does is known only once connected: its fallback to
+// plaintext (see Cipher) and its unverified certificate (see
+// Settings.Unverified).
 func (s Settings) Warnings(cfg *mysql.Config) []string {
 	switch m := s.mode(); {
 	case cfg.Net == "unix":

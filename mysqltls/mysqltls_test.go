@@ -157,7 +157,9 @@ func TestModesAgainstTLSServers(t *testing.T) {
 		{"skip-verify anything", Settings{Mode: SkipVerify}, strange, "127.0.0.1", ok},
 		{"preferred right CA", Settings{Mode: Preferred, CAFile: ca.CertFile}, good, "127.0.0.1", ok},
 		{"preferred wrong CA", Settings{Mode: Preferred, CAFile: wrongCA.CertFile}, good, "127.0.0.1", unknownCA},
-		{"preferred without CA", Settings{}, good, "127.0.0.1", unknownCA},
+		{"preferred without CA does not verify", Settings{}, good, "127.0.0.1", ok},
+		{"preferred without CA, another CA's certificate", Settings{}, strange, "127.0.0.1", ok},
+		{"preferred without CA, certificate for another host", Settings{}, otherName, "127.0.0.1", ok},
 		{"preferred wrong host name", Settings{Mode: Preferred, CAFile: ca.CertFile}, otherName, "127.0.0.1", wrongHost},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,6 +179,43 @@ func TestModesAgainstTLSServers(t *testing.T) {
 			case wrongHost:
 				if !errors.As(err, &ve) || !errors.As(err, &he) || !strings.Contains(err.Error(), "not valid for the host name 127.0.0.1") {
 					t.Fatalf("handshake: %v; want a host-name VerifyError", err)
+				}
+			}
+		})
+	}
+}
+
+// TestPreferredReportsUnverified: Preferred without a CA file reports
+// every certificate it accepts unverified, with the host it was reached
+// by; with a CA file, and in the other modes, it reports none.
+func TestPreferredReportsUnverified(t *testing.T) {
+	ca := testbed.NewCA(t, "test CA")
+	cert, key := ca.ServerCert(t, "127.0.0.1")
+	srv := tlsServer(t, cert, key, nil)
+	for _, tt := range []struct {
+		name string
+		s    Settings
+		want int
+	}{
+		{"preferred without CA", Settings{}, 2},
+		{"preferred with CA", Settings{Mode: Preferred, CAFile: ca.CertFile}, 0},
+		{"verify-full", Settings{Mode: VerifyFull, CAFile: ca.CertFile}, 0},
+		{"skip-verify", Settings{Mode: SkipVerify}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []UnverifiedCert
+			tt.s.Unverified = func(u UnverifiedCert) { got = append(got, u) }
+			for range 2 {
+				if err := handshake(t, tt.s, srv, "127.0.0.1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(got) != tt.want {
+				t.Fatalf("reported %d times, want %d", len(got), tt.want)
+			}
+			for _, u := range got {
+				if u.Host != "127.0.0.1" || u.Cert == nil || u.Cert.Issuer.CommonName != "test CA" {
+					t.Fatalf("reported %+v", u)
 				}
 			}
 		})
@@ -340,7 +379,10 @@ func TestEffective(t *testing.T) {
 		want      Mode
 	}{
 		{Settings{Mode: Preferred, CAFile: "ca"}, true, VerifyFull},
+		{Settings{}, true, SkipVerify},
+		{Settings{Mode: Preferred, CertFile: "c", KeyFile: "k"}, true, SkipVerify},
 		{Settings{}, false, Off},
+		{Settings{Mode: Preferred, CAFile: "ca"}, false, Off},
 		{Settings{Mode: VerifyCA, CAFile: "ca"}, false, VerifyCA},
 		{Settings{Mode: SkipVerify}, true, SkipVerify},
 		{Settings{Mode: Off}, true, Off},
@@ -373,6 +415,12 @@ func TestOptionLines(t *testing.T) {
 		{"mariadb off", Settings{Mode: Off}, MariaDBClient, tcp, []string{"skip-ssl"}, false},
 		{"mariadb unresolved preferred verifies", Settings{CAFile: "/ca.pem"}, MariaDBClient, tcp,
 			[]string{"ssl", "ssl-verify-server-cert", `ssl-ca="/ca.pem"`}, false},
+		{"mariadb preferred encrypted without CA", Settings{}.Effective(true), MariaDBClient, tcp,
+			[]string{"ssl", "skip-ssl-verify-server-cert"}, true},
+		{"mariadb preferred without TLS on the server", Settings{}.Effective(false), MariaDBClient, tcp, []string{"skip-ssl"}, false},
+		{"mysql preferred encrypted without CA", Settings{}.Effective(true), MySQLClient, tcp, []string{`ssl-mode="REQUIRED"`}, false},
+		{"mysql preferred encrypted with CA", Settings{CAFile: "/ca.pem"}.Effective(true), MySQLClient, tcp,
+			[]string{`ssl-mode="VERIFY_IDENTITY"`, `ssl-ca="/ca.pem"`}, false},
 		{"mariadb socket", full, MariaDBClient, sock, []string{"skip-ssl"}, false},
 		{"mysql verify-full", full, MySQLClient, tcp,
 			[]string{"ssl-mode=\"VERIFY_IDENTITY\"", `ssl-ca="/etc/ca \"x\".pem"`, `ssl-cert="/c.pem"`, `ssl-key="/k.pem"`}, false},

@@ -29,18 +29,19 @@ func ClientOf(version string) Client {
 
 // OptionLines returns the lines of an option file's [client] group that
 // give a tool of family c, connecting to the server at cfg, these settings.
-// Resolve Preferred with Effective first: a tool's own "preferred" would not
-// verify; OptionLines treats it as VerifyFull. A unix socket gets no TLS,
-// as in Apply.
+// Resolve Preferred with Effective first: a tool's own "preferred" would
+// fall back to plaintext after a failed verification, or (MariaDB 11.4 and
+// later) verify where mysql-pitr did not; OptionLines treats Preferred as
+// Effective(true) does. A unix socket gets no TLS, as in Apply.
 //
 // MariaDB's tools refuse a server without TLS only when they verify the
 // host name: with VerifyCA and SkipVerify they fall back to plaintext
 // silently (ToolMayFallBack), so the caller must check the session.
 func (s Settings) OptionLines(c Client, cfg *mysql.Config) []string {
-	m := s.mode()
-	if m == Preferred {
-		m = VerifyFull
+	if s.mode() == Preferred {
+		s = s.Effective(true)
 	}
+	m := s.mode()
 	if cfg.Net == "unix" {
 		m = Off
 	}

@@ -15,7 +15,8 @@ import (
 // The MariaDB lists are confirmed on MariaDB 10.11: without each privilege
 // the operation fails or, where noted, silently leaves something out. The
 // MySQL lists are written from MySQL's and Percona XtraBackup's
-// documentation and not tested against a live server.
+// documentation; the clone plugin's (Physical on MySQL) is tested against
+// MySQL 9.7.
 
 // Role is a part of mysql-pitr that connects to the server.
 type Role string
@@ -24,34 +25,42 @@ type Role string
 const (
 	Streamer Role = "streamer" // the agent's binlog stream
 	Logical  Role = "logical"  // a logical snapshot
-	Physical Role = "physical" // a physical snapshot (mariadb-backup, xtrabackup)
+	Physical Role = "physical" // a physical snapshot: mariadb-backup on MariaDB, the clone plugin on MySQL
 	Restore  Role = "restore"  // restore --target-dsn into a running server
+	// Xtrabackup is a physical snapshot of MySQL with xtrabackup, taken
+	// instead of a clone where the agent's image has it. It is not among
+	// Roles (and "all"): few need it.
+	Xtrabackup Role = "xtrabackup"
 )
 
 // Roles lists every role in the order they are documented.
 var Roles = []Role{Streamer, Logical, Physical, Restore}
 
-// ParseRole reads a role name, or "all" for every role.
+// ParseRole reads a role name, or "all" for every role in Roles.
 func ParseRole(s string) ([]Role, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
 	if s == "all" {
 		return append([]Role(nil), Roles...), nil
 	}
-	for _, r := range Roles {
+	for _, r := range append(Roles, Xtrabackup) {
 		if string(r) == s {
 			return []Role{r}, nil
 		}
 	}
-	return nil, fmt.Errorf("unknown role %q: want streamer, logical, physical, restore or all", s)
+	return nil, fmt.Errorf("unknown role %q: want streamer, logical, physical, restore, xtrabackup or all", s)
 }
 
 // SnapshotRole is the role of a snapshot method (catalog.MethodLogical or
-// catalog.MethodPhysical).
-func SnapshotRole(method string) Role {
-	if method == catalog.MethodPhysical {
-		return Physical
+// catalog.MethodPhysical) taken with tool, as snapshot.PhysicalTool names
+// it: Xtrabackup for "xtrabackup", Physical for the other physical tools.
+func SnapshotRole(method, tool string) Role {
+	switch {
+	case method != catalog.MethodPhysical:
+		return Logical
+	case tool == "xtrabackup":
+		return Xtrabackup
 	}
-	return Logical
+	return Physical
 }
 
 // title names the role in messages.
@@ -63,6 +72,8 @@ func (r Role) title() string {
 		return "a logical snapshot"
 	case Physical:
 		return "a physical snapshot"
+	case Xtrabackup:
+		return "a physical snapshot with xtrabackup"
 	case Restore:
 		return "a restore into a running server"
 	}
@@ -95,6 +106,9 @@ const (
 	// log_bin_trust_function_creators is off, so creating a stored
 	// function needs SUPER.
 	UntrustedFunctionCreators Condition = "untrusted-function-creators"
+	// ClonePluginMissing: MySQL's clone plugin is not active, so a
+	// physical snapshot installs it.
+	ClonePluginMissing Condition = "clone-plugin-missing"
 )
 
 // conditionQuery returns 1 when the condition holds on the server.
@@ -102,6 +116,8 @@ func conditionQuery(c Condition) string {
 	switch c {
 	case UntrustedFunctionCreators:
 		return "SELECT @@global.log_bin = 1 AND @@global.log_bin_trust_function_creators = 0"
+	case ClonePluginMissing:
+		return "SELECT COUNT(*) = 0 FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone' AND PLUGIN_STATUS = 'ACTIVE'"
 	}
 	return "SELECT 1"
 }
@@ -111,6 +127,8 @@ func conditionNote(c Condition) string {
 	switch c {
 	case UntrustedFunctionCreators:
 		return "the server writes a binlog with log_bin_trust_function_creators=OFF; SET GLOBAL log_bin_trust_function_creators=ON instead avoids it"
+	case ClonePluginMissing:
+		return "the clone plugin is not loaded; loading it at server start (plugin-load-add=mysql_clone.so) or installing it once as an administrator (INSTALL PLUGIN clone SONAME 'mysql_clone.so') instead avoids it"
 	}
 	return ""
 }
@@ -189,6 +207,13 @@ var mysqlRequirements = map[Role][]Requirement{
 		{Privilege: "REPLICATION CLIENT", Also: []string{"SUPER"}, On: Global, Why: "read the binlog position after FLUSH TABLES WITH READ LOCK (SHOW MASTER STATUS)"},
 	},
 	Physical: {
+		{Privilege: "BACKUP_ADMIN", On: Global, Why: "clone the data (CLONE LOCAL DATA DIRECTORY)"},
+		{Privilege: "PROCESS", On: Global, Why: "read the size of the data (information_schema.INNODB_TABLESPACES), to check that the clone directory has room for a copy"},
+		{Privilege: "SELECT", On: Global, Why: "see every table, to refuse a clone that would restore tables of other engines than InnoDB empty; " +
+			"and see whether a clone an interrupted snapshot started still runs (performance_schema.clone_status) before its directory is removed"},
+		{Privilege: "INSERT", On: table("mysql", "plugin"), When: ClonePluginMissing, Why: "install the clone plugin (INSTALL PLUGIN clone SONAME 'mysql_clone.so')"},
+	},
+	Xtrabackup: {
 		{Privilege: "BACKUP_ADMIN", On: Global, Why: "let xtrabackup take backup locks and read performance_schema.log_status"},
 		{Privilege: "RELOAD", On: Global, Why: "let xtrabackup flush tables and engine logs"},
 		{Privilege: "LOCK TABLES", On: Global, Why: "let xtrabackup lock tables while it copies non-InnoDB files"},
@@ -265,7 +290,7 @@ func defaultRoleStatement(f binlog.Flavor, role, account Account) string {
 // flavorTitle names the versions the lists are for.
 func flavorTitle(f binlog.Flavor) string {
 	if f == binlog.MySQL {
-		return "MySQL 8.0/8.4"
+		return "MySQL 8.0/8.4/9.x"
 	}
 	return "MariaDB 10.6+/11"
 }

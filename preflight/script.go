@@ -88,7 +88,11 @@ func scriptNotes(f binlog.Flavor, roles []Role, keyring bool) []string {
 	if has(Restore) {
 		notes = append(notes, "A restore re-creates the snapshot's accounts: it must also hold, WITH GRANT OPTION, every privilege they hold.")
 	}
-	if has(Physical) {
+	switch {
+	case has(Physical) && f == binlog.MySQL:
+		notes = append(notes, "A physical snapshot clones the data into a directory on the server's host and reads it back: run it there "+
+			"(or with the server's volume mounted at the same path) as the server's OS user, with mysqld of the server's release at hand.")
+	case has(Physical), has(Xtrabackup):
 		notes = append(notes, "A physical snapshot also reads the datadir's files: run it on the server's host as a user who can.")
 	}
 	return notes

@@ -3,17 +3,13 @@ package restore
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +19,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
-	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
@@ -99,6 +95,10 @@ type Options struct {
 	// killed restore into the same datadir to let go of the staging
 	// directory it left; 0 means DefaultLeftoverWait.
 	LeftoverWait time.Duration
+	// Programs finds the server programs of the snapshot's family: the
+	// temporary server, and the binlog reader and client of the
+	// mysqlbinlog replay.
+	Programs programs.Finder
 }
 
 // DefaultBufferPool is the temporary server's buffer pool unless
@@ -149,6 +149,10 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("datadir %s: %w", opts.Datadir, err)
 	}
+	flavor := snapshotFlavor(p.Snapshot)
+	if flavor == mysqld.MySQL && strings.HasPrefix(filepath.Base(datadir), ".") {
+		return nil, fmt.Errorf("%w: restore into another directory than %s; nothing was changed", mysqld.ErrDotDatadir, datadir)
+	}
 	wait := opts.LeftoverWait
 	if wait <= 0 {
 		wait = DefaultLeftoverWait
@@ -167,6 +171,23 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	}
 	if err := checkEmptying(datadir, used, opts.DiscardExisting); err != nil {
 		return nil, err
+	}
+	// The programs of the snapshot's release, before anything is fetched.
+	pool := opts.BufferPool
+	if pool == 0 {
+		pool = DefaultBufferPool
+	}
+	server := mysqld.Options{Flavor: flavor, RunDir: filepath.Join(work, "run"), BufferPool: max(pool, 0),
+		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical,
+		Release: p.Snapshot.ServerVersion, Programs: opts.Programs, Logger: log}
+	if err := mysqld.Check(ctx, server, p.Snapshot.Method == catalog.MethodLogical); err != nil {
+		return nil, err
+	}
+	pl := pipeline{programs: opts.Programs, flavor: flavor, release: p.Snapshot.ServerVersion}
+	if opts.Replay == ReplayMysqlbinlog {
+		if _, _, err := pl.tools(ctx); err != nil {
+			return nil, err
+		}
 	}
 	// Fetch and verify the binlog first: a damaged archive, or one this
 	// restore holds no key for, stops the restore before the datadir is
@@ -198,31 +219,39 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 
 	log.Info("replay range", "from", p.From.String(), "stop", stop.Position.String(), "transactions", stop.Transactions)
 
-	flavor := mysqld.MariaDB
-	if p.Snapshot.Flavor == string(binlog.MySQL) {
-		flavor = mysqld.MySQL
-	}
+	// The temporary server is of the snapshot's release, from initialising
+	// its datadir (a logical snapshot) to its last start, with the same
+	// InnoDB settings throughout.
+	server.Datadir, server.TmpDir = staging, tmpdir
 	switch p.Snapshot.Method {
 	case catalog.MethodPhysical:
 		log.Info("restoring physical snapshot", "snapshot", string(p.Snapshot.ID))
+		// The backup tool and its extractor from the programs' directory
+		// when one is named; otherwise the snapshot package finds them (on
+		// PATH and in the sbin directories) and says how to install them.
+		var tool, extractor string
+		if opts.Programs.Dir != "" {
+			if tool, err = opts.Programs.Look(programs.Names(flavor, programs.Backup)...); err != nil {
+				return nil, err
+			}
+			if extractor, err = opts.Programs.Look(programs.Names(flavor, programs.Extractor)...); err != nil {
+				return nil, err
+			}
+		}
 		if _, err := snapshot.RestorePhysical(ctx, opts.Store, p.Snapshot, staging, snapshot.RestorePhysicalOptions{Logger: log,
+			ToolPath: tool, ExtractorPath: extractor,
 			Progress: func(done int64) { reporter(opts.Progress).report(PhaseSnapshot, done, p.Snapshot.Bytes) }}); err != nil {
 			return nil, err
 		}
 	case catalog.MethodLogical:
 		log.Info("initializing datadir for logical snapshot", "snapshot", string(p.Snapshot.ID))
-		if err := mysqld.Init(ctx, flavor, staging); err != nil {
+		if err := mysqld.Init(ctx, server); err != nil {
 			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("snapshot %s has unknown method %q", p.Snapshot.ID, p.Snapshot.Method)
 	}
-	pool := opts.BufferPool
-	if pool == 0 {
-		pool = DefaultBufferPool
-	}
-	srv, err := mysqld.Start(ctx, mysqld.Options{Flavor: flavor, Datadir: staging, RunDir: filepath.Join(work, "run"), TmpDir: tmpdir, BufferPool: max(pool, 0),
-		ServerID: replayServerID(p.Snapshot.ServerID), SkipGrants: p.Snapshot.Method == catalog.MethodPhysical, Logger: log})
+	srv, err := mysqld.Start(ctx, server)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +277,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	replayBegin := time.Now()
 	switch opts.Replay {
 	case ReplayMysqlbinlog:
-		err = replayMysqlbinlog(ctx, srv.Config(), clientTLS{mysqltls.Settings{Mode: mysqltls.Off}, flavor}, stop, work, log, opts.Progress)
+		err = replayMysqlbinlog(ctx, srv.Config(), clientTLS{mysqltls.Settings{Mode: mysqltls.Off}, flavor}, pl, stop, work, log, opts.Progress)
 	default:
 		err = replayServer(ctx, srv.DB(), flavor, stop, opts.Threads, log, opts.Progress)
 	}
@@ -261,14 +290,9 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	gtid := ""
-	if flavor == mysqld.MariaDB {
-		gtid = mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs)
-		if gtid != "" {
-			if _, err := srv.DB().ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", gtid); err != nil {
-				return nil, fmt.Errorf("set gtid_slave_pos: %w", err)
-			}
-		}
+	gtid, err := setGTIDState(ctx, srv.DB(), flavor, p, stop)
+	if err != nil {
+		return nil, err
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 	err = srv.Stop(sctx)
@@ -299,101 +323,6 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 	return res, nil
 }
 
-// applyToServer restores a logical snapshot into a running, empty server
-// and replays the binlog there. Replay through the built-in binlog server
-// needs the target to reach this host's loopback, so a target on another
-// host replays with the mysqlbinlog pipeline.
-func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begin time.Time) (*Result, error) {
-	log := opts.Logger
-	if p.Snapshot.Method != catalog.MethodLogical {
-		return nil, fmt.Errorf("snapshot %s is %s: only a logical snapshot restores into a running server (use --datadir)", p.Snapshot.ID, p.Snapshot.Method)
-	}
-	conn, err := mysql.NewConnector(opts.Target)
-	if err != nil {
-		return nil, fmt.Errorf("target server: %w", err)
-	}
-	db := sql.OpenDB(conn)
-	defer db.Close()
-	var n int
-	err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name NOT IN "+
-		"('mysql', 'information_schema', 'performance_schema', 'sys')").Scan(&n)
-	if err != nil {
-		return nil, fmt.Errorf("target server %s: %w", opts.Target.Addr, err)
-	}
-	if n > 0 {
-		return nil, fmt.Errorf("the target server holds %d databases: restore into an empty server", n)
-	}
-	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"), opts.Progress)
-	if err != nil {
-		return nil, err
-	}
-	stop, err := findStop(p, files)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("loading logical snapshot into the target server", "snapshot", string(p.Snapshot.ID))
-	if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, opts.Target, snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log, opts.Progress)}); err != nil {
-		return nil, err
-	}
-	flavor := mysqld.MariaDB
-	if p.Snapshot.Flavor == string(binlog.MySQL) {
-		flavor = mysqld.MySQL
-	}
-	replay := opts.Replay
-	if replay == ReplayServer && !loopback(opts.Target) {
-		log.Info("the target is on another host: replaying with mysqlbinlog", "target", opts.Target.Addr)
-		replay = ReplayMysqlbinlog
-	}
-	var targetID uint32
-	if err := db.QueryRowContext(ctx, "SELECT @@server_id").Scan(&targetID); err != nil {
-		return nil, fmt.Errorf("target server: %w", err)
-	}
-	if replay == ReplayServer && targetID == p.Snapshot.ServerID {
-		// A replica skips events carrying its own server_id.
-		log.Info("the target has the source's server_id: replaying with mysqlbinlog", "server_id", targetID)
-		replay = ReplayMysqlbinlog
-	}
-	if opts.AfterSnapshot != nil {
-		if err := opts.AfterSnapshot(ctx, opts.Target); err != nil {
-			return nil, err
-		}
-	}
-	res := &Result{}
-	replayBegin := time.Now()
-	if replay == ReplayMysqlbinlog {
-		cipher, cerr := mysqltls.Cipher(ctx, db)
-		if cerr != nil {
-			return nil, fmt.Errorf("target server: %w", cerr)
-		}
-		err = replayMysqlbinlog(ctx, opts.Target, clientTLS{opts.TargetTLS.Effective(cipher != ""), flavor}, stop, work, log, opts.Progress)
-	} else {
-		err = replayServer(ctx, db, flavor, stop, opts.Threads, log, opts.Progress)
-	}
-	if err != nil {
-		return nil, err
-	}
-	res.ReplayDuration = time.Since(replayBegin)
-	if opts.AfterReplay != nil {
-		if err := opts.AfterReplay(ctx, opts.Target, stop); err != nil {
-			return nil, err
-		}
-	}
-	gtid := ""
-	if flavor == mysqld.MariaDB {
-		if gtid = mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs); gtid != "" {
-			if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", gtid); err != nil {
-				return nil, fmt.Errorf("set gtid_slave_pos: %w", err)
-			}
-		}
-	}
-	var idb [6]byte
-	_, _ = rand.Read(idb[:])
-	res.Marker = Marker{ID: hex.EncodeToString(idb[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: p.Timeline,
-		Stop: stop.Position, Transactions: stop.Transactions, LastCommit: stop.LastCommit, GTIDState: gtid, Finished: time.Now().UTC()}
-	res.Duration = time.Since(begin)
-	return res, nil
-}
-
 // loadProgress reports a logical load's progress, and logs it every 10 seconds.
 func loadProgress(log *slog.Logger, progress reporter) func(snapshot.Progress) {
 	begin, last := time.Now(), time.Now()
@@ -408,20 +337,12 @@ func loadProgress(log *slog.Logger, progress reporter) func(snapshot.Progress) {
 	}
 }
 
-// loopback reports whether the server is on this host's loopback or socket.
-func loopback(cfg *mysql.Config) bool {
-	if cfg.Net == "unix" {
-		return true
+// snapshotFlavor is the mysqld flavor of the server a snapshot was taken of.
+func snapshotFlavor(m *catalog.Manifest) string {
+	if m.Flavor == string(binlog.MySQL) {
+		return mysqld.MySQL
 	}
-	host, _, err := net.SplitHostPort(cfg.Addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return mysqld.MariaDB
 }
 
 // replayServerID picks a server_id for the temporary server that differs
@@ -545,160 +466,3 @@ func fetch(ctx context.Context, st storage.Storage, p *Plan, dir string, progres
 	tl := &catalog.TimelineState{Timeline: catalog.Timeline{ID: p.Timeline, Start: catalog.Position{File: segs[0].File, Pos: segs[0].Start}}, Segments: segs}
 	return binlog.FetchProgress(ctx, st, tl, dir, func(done int64) { progress.report(PhaseDownload, done, total) })
 }
-
-// replayMysqlbinlog pipes mariadb-binlog/mysqlbinlog into the client: the
-// standard tools, with an exact stop position (never a stop time, which can
-// cut a transaction).
-func replayMysqlbinlog(ctx context.Context, target *mysql.Config, ctls clientTLS, stop *Stop, work string, log *slog.Logger, progress reporter) (err error) {
-	if len(stop.Files) == 0 || stop.Transactions == 0 {
-		log.Info("nothing to replay after the snapshot")
-		return nil
-	}
-	// The pipeline reports nothing as it goes: the phase starts and ends.
-	total := stop.replayBytes()
-	progress.report(PhaseReplay, 0, total)
-	defer func() {
-		if err == nil {
-			progress.report(PhaseReplay, total, total)
-		}
-	}()
-	dump, err := mysqld.Look("mariadb-binlog", "mysqlbinlog")
-	if err != nil {
-		return err
-	}
-	client, err := mysqld.Look("mariadb", "mysql")
-	if err != nil {
-		return err
-	}
-	args := []string{"--no-defaults", "--start-position=" + strconv.FormatUint(stop.Files[0].From, 10)}
-	for _, f := range stop.Files {
-		args = append(args, f.Path)
-	}
-	args = append(args, "--stop-position="+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
-	// The client reads the connection, password included, from a 0600 file:
-	// never argv or the environment.
-	tlsLines, guard, err := ctls.clientOptions(ctx, client, target)
-	if err != nil {
-		return err
-	}
-	defaults, err := clientDefaults(work, target, tlsLines)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(defaults)
-	begin := time.Now()
-	log.Info("replaying with mysqlbinlog", "from", stop.Files[0].Name+":"+strconv.FormatUint(stop.Files[0].From, 10),
-		"until", stop.Files[len(stop.Files)-1].Name+":"+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
-	dumpCmd := exec.CommandContext(ctx, dump, args...)
-	clientCmd := exec.CommandContext(ctx, client, "--defaults-file="+defaults, "--binary-mode")
-	dumpCmd.Env, clientCmd.Env = childenv.Environ(), childenv.Environ()
-	// A real pipe: if the client dies, the dump gets EPIPE instead of blocking.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	dumpCmd.Stdout = pw
-	clientCmd.Stdin = pr
-	var dumpErr, clientErr tail
-	dumpCmd.Stderr, clientCmd.Stderr = &dumpErr, &clientErr
-	if err := clientCmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return fmt.Errorf("start %s: %w", client, err)
-	}
-	pr.Close()
-	if guard != "" {
-		// Before the dump writes anything: the guard is the first statement.
-		if _, err := pw.WriteString(guard); err != nil {
-			pw.Close()
-			clientCmd.Wait()
-			return fmt.Errorf("%s: %w: %s", filepath.Base(client), err, clientErr.String())
-		}
-	}
-	if err := dumpCmd.Start(); err != nil {
-		pw.Close()
-		clientCmd.Wait()
-		return fmt.Errorf("start %s: %w", dump, err)
-	}
-	pw.Close()
-	cerr := clientCmd.Wait()
-	derr := dumpCmd.Wait()
-	// The guard's refusal first: the dump then dies of a closed pipe.
-	if cerr != nil && strings.Contains(clientErr.String(), guardMarker) {
-		return fmt.Errorf("%s's connection to %s is not encrypted: the server offered it no TLS, and TLS mode %s requires TLS; nothing was replayed",
-			filepath.Base(client), target.Addr, ctls.settings.Mode)
-	}
-	// A dump killed by a closed pipe only shows that the client died first.
-	if derr != nil && (cerr == nil || !brokenPipe(derr)) {
-		return fmt.Errorf("%s: %w: %s", filepath.Base(dump), derr, dumpErr.String())
-	}
-	if cerr != nil {
-		return fmt.Errorf("%s applying the binlog: %w: %s", filepath.Base(client), cerr, clientErr.String())
-	}
-	log.Info("replayed with mysqlbinlog", "took", time.Since(begin).Round(time.Millisecond))
-	return nil
-}
-
-// brokenPipe reports whether a child was killed by SIGPIPE.
-func brokenPipe(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGPIPE
-}
-
-// clientDefaults writes a client option file for target, with the extra
-// [client] lines (TLS options), mode 0600.
-func clientDefaults(dir string, target *mysql.Config, extra []string) (string, error) {
-	var b strings.Builder
-	b.WriteString("[client]\n")
-	fmt.Fprintf(&b, "user=%s\n", optionValue(target.User))
-	if target.Passwd != "" {
-		fmt.Fprintf(&b, "password=%s\n", optionValue(target.Passwd))
-	}
-	switch target.Net {
-	case "unix":
-		fmt.Fprintf(&b, "socket=%s\nprotocol=socket\n", optionValue(target.Addr))
-	default:
-		host, port, err := net.SplitHostPort(target.Addr)
-		if err != nil {
-			return "", fmt.Errorf("target address %q: %w", target.Addr, err)
-		}
-		fmt.Fprintf(&b, "host=%s\nport=%s\nprotocol=tcp\n", optionValue(host), port)
-	}
-	for _, l := range extra {
-		b.WriteString(l + "\n")
-	}
-	f, err := os.CreateTemp(dir, "client-*.cnf")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	if err := f.Chmod(0o600); err != nil {
-		return "", err
-	}
-	if _, err := f.WriteString(b.String()); err != nil {
-		return "", err
-	}
-	return f.Name(), nil
-}
-
-// optionValue quotes a value for an option file.
-func optionValue(v string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
-}
-
-// tail keeps the last 4 KiB written to it.
-type tail struct{ b []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > 4096 {
-		t.b = t.b[len(t.b)-4096:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string { return string(t.b) }

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,50 +24,82 @@ import (
 // replicaPoll is how often replay checks the replica's progress.
 const replicaPoll = 50 * time.Millisecond
 
+// source is what a replica is pointed at: the restore's binlog server,
+// the one-time account, where to start, and the server's certificate, which
+// the replica verifies the server against.
+type source struct {
+	port           int
+	user, password string
+	file           string
+	pos            uint64
+	caFile         string
+}
+
 // replicaSQL is how one flavor points a replica at a source, replicates to a
 // position and forgets the source again.
 type replicaSQL struct {
-	// changeSource sets host, port, account and the start coordinates.
-	changeSource func(port int, user, password, file string, pos uint64) string
+	// changeSource sets host, port, account, TLS and the start coordinates.
+	changeSource func(src source) string
+	// parallelVars are the global variables parallel sets: read before
+	// and set back afterwards, so that a target server keeps its own.
+	parallelVars []string
 	// parallel sets up parallel apply; run while the replica is stopped.
 	parallel func(threads int) []string
 	// startUntil starts replication until file:pos.
 	startUntil func(file string, pos uint64) string
 	status     string
-	// Column names in status.
-	fileCol, posCol, ioRunningCol, sqlRunningCol string
-	stop, reset                                  string
+	// Column names in status: the position applied, the position
+	// received, and the threads.
+	fileCol, posCol, readFileCol, readPosCol, ioRunningCol, sqlRunningCol string
+	stop, reset                                                           string
+	// workerError, when set, is the query for the error of the parallel
+	// worker that failed (MySQL's coordinator reports only that one did).
+	workerError string
 }
 
-// replicaStatements returns the statements for a flavor. MariaDB's are
-// tested against MariaDB 10.11; MySQL's (8.0.26+ syntax) are written from
-// MySQL's documentation and untested against a live server.
+// replicaStatements returns the statements for a flavor: MySQL's in the
+// syntax of 8.0.26 and later, MariaDB's as 10.11 and 11.8 take them. The
+// replica connects with TLS and verifies the binlog server's certificate:
+// MySQL 8.0+ and MariaDB 11.4+ replicas want TLS by default, and whatever
+// answers on the port gets to write into the server.
 func replicaStatements(flavor string) replicaSQL {
 	if flavor == mysqld.MySQL {
+		// A channel of its own: RESET REPLICA ALL FOR CHANNEL removes it
+		// with its relay logs, where the default channel, which always
+		// exists, would be given a new empty relay log; and a target's
+		// own replication configuration is not touched.
+		const channel = " FOR CHANNEL '" + replayChannel + "'"
 		return replicaSQL{
-			changeSource: func(port int, user, password, file string, pos uint64) string {
-				return fmt.Sprintf("CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT=%d, SOURCE_USER='%s', SOURCE_PASSWORD='%s', "+
-					"SOURCE_LOG_FILE='%s', SOURCE_LOG_POS=%d, SOURCE_AUTO_POSITION=0, SOURCE_CONNECT_RETRY=1, GET_SOURCE_PUBLIC_KEY=1",
-					port, user, password, file, pos)
+			changeSource: func(src source) string {
+				return fmt.Sprintf("CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT=%d, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "+
+					"SOURCE_LOG_FILE=%s, SOURCE_LOG_POS=%d, SOURCE_AUTO_POSITION=0, SOURCE_CONNECT_RETRY=1, "+
+					"SOURCE_SSL=1, SOURCE_SSL_CA=%s, SOURCE_SSL_VERIFY_SERVER_CERT=1"+channel,
+					src.port, sqlString(src.user), sqlString(src.password), sqlString(src.file), src.pos, sqlString(src.caFile))
 			},
+			parallelVars: []string{"replica_parallel_workers"},
 			parallel: func(threads int) []string {
 				return []string{fmt.Sprintf("SET GLOBAL replica_parallel_workers = %d", threads)}
 			},
 			startUntil: func(file string, pos uint64) string {
-				return fmt.Sprintf("START REPLICA UNTIL SOURCE_LOG_FILE='%s', SOURCE_LOG_POS=%d", file, pos)
+				return fmt.Sprintf("START REPLICA UNTIL SOURCE_LOG_FILE=%s, SOURCE_LOG_POS=%d"+channel, sqlString(file), pos)
 			},
-			status:  "SHOW REPLICA STATUS",
+			status:  "SHOW REPLICA STATUS" + channel,
 			fileCol: "Relay_Source_Log_File", posCol: "Exec_Source_Log_Pos",
+			readFileCol: "Source_Log_File", readPosCol: "Read_Source_Log_Pos",
 			ioRunningCol: "Replica_IO_Running", sqlRunningCol: "Replica_SQL_Running",
-			stop: "STOP REPLICA", reset: "RESET REPLICA ALL",
+			stop: "STOP REPLICA" + channel, reset: "RESET REPLICA ALL" + channel,
+			workerError: "SELECT LAST_ERROR_NUMBER, LAST_ERROR_MESSAGE FROM performance_schema.replication_applier_status_by_worker " +
+				"WHERE CHANNEL_NAME = '" + replayChannel + "' AND LAST_ERROR_NUMBER <> 0 ORDER BY LAST_ERROR_TIMESTAMP LIMIT 1",
 		}
 	}
 	return replicaSQL{
-		changeSource: func(port int, user, password, file string, pos uint64) string {
-			return fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', "+
-				"MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d, MASTER_USE_GTID=no, MASTER_CONNECT_RETRY=1",
-				port, user, password, file, pos)
+		changeSource: func(src source) string {
+			return fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, "+
+				"MASTER_LOG_FILE=%s, MASTER_LOG_POS=%d, MASTER_USE_GTID=no, MASTER_CONNECT_RETRY=1, "+
+				"MASTER_SSL=1, MASTER_SSL_CA=%s, MASTER_SSL_VERIFY_SERVER_CERT=1",
+				src.port, sqlString(src.user), sqlString(src.password), sqlString(src.file), src.pos, sqlString(src.caFile))
 		},
+		parallelVars: []string{"slave_parallel_threads", "slave_parallel_mode"},
 		parallel: func(threads int) []string {
 			return []string{
 				fmt.Sprintf("SET GLOBAL slave_parallel_threads = %d", threads),
@@ -72,13 +107,22 @@ func replicaStatements(flavor string) replicaSQL {
 			}
 		},
 		startUntil: func(file string, pos uint64) string {
-			return fmt.Sprintf("START SLAVE UNTIL MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d", file, pos)
+			return fmt.Sprintf("START SLAVE UNTIL MASTER_LOG_FILE=%s, MASTER_LOG_POS=%d", sqlString(file), pos)
 		},
 		status:  "SHOW SLAVE STATUS",
 		fileCol: "Relay_Master_Log_File", posCol: "Exec_Master_Log_Pos",
+		readFileCol: "Master_Log_File", readPosCol: "Read_Master_Log_Pos",
 		ioRunningCol: "Slave_IO_Running", sqlRunningCol: "Slave_SQL_Running",
 		stop: "STOP SLAVE", reset: "RESET SLAVE ALL",
 	}
+}
+
+// replayChannel is the MySQL replication channel a replay uses.
+const replayChannel = "mysql_pitr_restore"
+
+// sqlString quotes s as an SQL string literal.
+func sqlString(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
 // replayThreads is the number of parallel apply threads for threads asked.
@@ -89,11 +133,16 @@ func replayThreads(threads int) int {
 	return max(4, runtime.NumCPU())
 }
 
+// errUnreached is returned (wrapped) by replayServer when the replica could
+// not read from the binlog server at all: nothing was replayed.
+var errUnreached = errors.New("the replica could not read from the restore's binlog server")
+
 // replayServer replays the binlog by replication: a binlog.Server serves
 // the fetched files on a loopback port for the length of the replay, with
-// an account made up for it, and the temporary server replicates from it,
-// in parallel, until the stop. Afterwards no replication configuration or
-// relay log is left in the datadir.
+// an account made up for it and TLS with a certificate made for it, and
+// the server replicates from it, in parallel, until the stop. Afterwards no
+// replication configuration or relay log is left in the datadir, and the
+// parallel apply settings are as they were.
 func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, threads int, log *slog.Logger, progress reporter) error {
 	if len(stop.Files) == 0 || stop.Transactions == 0 {
 		log.Info("nothing to replay after the snapshot")
@@ -105,11 +154,50 @@ func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, th
 	}
 	first, last := stop.Files[0], stop.Files[len(stop.Files)-1]
 	files[len(files)-1].End = last.To
-	user, password := "pitr_"+randomHex(4), randomHex(16)
-	bs, err := binlog.NewServer(files, binlog.ServerOptions{User: user, Password: password, Logger: log})
+
+	// One connection: the statements are few, and a session keeps them in order.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to the replaying server: %w", err)
+	}
+	defer conn.Close()
+	q := replicaStatements(flavor)
+	gtidMode := ""
+	if flavor == mysqld.MySQL {
+		if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_mode").Scan(&gtidMode); err != nil {
+			return fmt.Errorf("read gtid_mode of the replaying server: %w", err)
+		}
+	}
+	saved, err := globals(ctx, conn, q.parallelVars)
 	if err != nil {
 		return err
 	}
+
+	tlsConfig, cert, err := binlog.NewServerTLS("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	// The certificate is public; the server, which may run as another user
+	// (a target server on this host), must be able to read it.
+	caDir, err := os.MkdirTemp("", "pitr-binlog-server-")
+	if err != nil {
+		return fmt.Errorf("binlog server certificate: %w", err)
+	}
+	defer os.RemoveAll(caDir)
+	caFile := filepath.Join(caDir, "ca.pem")
+	if err := os.Chmod(caDir, 0o755); err != nil {
+		return fmt.Errorf("binlog server certificate: %w", err)
+	}
+	if err := os.WriteFile(caFile, cert, 0o644); err != nil {
+		return fmt.Errorf("binlog server certificate: %w", err)
+	}
+	user, password := "pitr_"+randomHex(4), randomHex(16)
+	bs, err := binlog.NewServer(files, binlog.ServerOptions{User: user, Password: password, TLS: tlsConfig, GTIDMode: gtidMode, Logger: log})
+	if err != nil {
+		return err
+	}
+	// Loopback only: the replica is on this host, and nothing else may
+	// reach the binlog.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listen for the binlog server: %w", err)
@@ -124,27 +212,21 @@ func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, th
 		wg.Wait()
 	}()
 
-	// One connection: the statements are few, and a session keeps them in order.
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("connect to the replaying server: %w", err)
-	}
-	defer conn.Close()
-	q := replicaStatements(flavor)
 	n := replayThreads(threads)
-	stmts := append([]string{q.changeSource(port, user, password, first.Name, first.From)}, q.parallel(n)...)
+	src := source{port: port, user: user, password: password, file: first.Name, pos: first.From, caFile: caFile}
+	stmts := append([]string{q.changeSource(src)}, q.parallel(n)...)
 	stmts = append(stmts, q.startUntil(last.Name, last.To))
 	for _, s := range stmts {
 		if _, err := conn.ExecContext(ctx, s); err != nil {
 			// The statement is not quoted: it may hold the password.
-			return fmt.Errorf("set up replication from the binlog server: %w", err)
+			return errors.Join(fmt.Errorf("set up replication from the binlog server: %w", err), forgetSource(ctx, conn, q, saved))
 		}
 	}
 	log.Info("replaying by replication", "from", first.Name+":"+strconv.FormatUint(first.From, 10),
 		"until", last.Name+":"+strconv.FormatUint(last.To, 10), "threads", n, "port", port)
 	begin := time.Now()
 	total := stop.replayBytes()
-	werr := waitReplica(ctx, conn, q, last.Name, last.To, log, func(file string, pos uint64) {
+	werr := waitReplica(ctx, conn, q, src, last.Name, last.To, log, func(file string, pos uint64) {
 		progress.report(PhaseReplay, stop.replayed(file, pos), total)
 	})
 	if werr == nil {
@@ -152,12 +234,8 @@ func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, th
 	}
 	// Stop and forget the source even after an error, so that a retry on
 	// the same datadir starts clean; the first error is the one reported.
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer ccancel()
-	for _, s := range []string{q.stop, q.reset} {
-		if _, err := conn.ExecContext(cctx, s); err != nil && werr == nil {
-			werr = fmt.Errorf("%s: %w", s, err)
-		}
+	if err := forgetSource(ctx, conn, q, saved); err != nil && werr == nil {
+		werr = err
 	}
 	if werr != nil {
 		return werr
@@ -171,10 +249,47 @@ func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, th
 	return nil
 }
 
+// forgetSource stops replication, removes its configuration and relay logs,
+// and sets the parallel apply variables back.
+func forgetSource(ctx context.Context, conn *sql.Conn, q replicaSQL, saved map[string]string) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	var errs []error
+	for _, s := range []string{q.stop, q.reset} {
+		if _, err := conn.ExecContext(cctx, s); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s, err))
+		}
+	}
+	for _, v := range q.parallelVars {
+		// A number unquoted: an integer variable refuses a string.
+		val := saved[v]
+		if _, err := strconv.ParseInt(val, 10, 64); err != nil {
+			val = sqlString(val)
+		}
+		if _, err := conn.ExecContext(cctx, "SET GLOBAL "+v+" = "+val); err != nil {
+			errs = append(errs, fmt.Errorf("set %s back to %s: %w", v, saved[v], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// globals reads global variables.
+func globals(ctx context.Context, conn *sql.Conn, names []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, n := range names {
+		var v string
+		if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL."+n).Scan(&v); err != nil {
+			return nil, fmt.Errorf("read %s: %w", n, err)
+		}
+		out[n] = v
+	}
+	return out, nil
+}
+
 // waitReplica polls the replica until its SQL thread has applied exactly up
 // to file:pos, and fails on a replication error or a thread that stopped
 // short.
-func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, file string, pos uint64, log *slog.Logger, at func(file string, pos uint64)) error {
+func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, src source, file string, pos uint64, log *slog.Logger, at func(file string, pos uint64)) error {
 	want := strconv.FormatUint(pos, 10)
 	lastReport := time.Now()
 	t := time.NewTicker(replicaPoll)
@@ -188,9 +303,20 @@ func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, file string,
 			return errors.New("replication is not configured on the temporary server")
 		}
 		if st["Last_SQL_Errno"] != "0" {
-			return fmt.Errorf("replay stopped at %s:%s: error %s: %s", st[q.fileCol], st[q.posCol], st["Last_SQL_Errno"], st["Last_SQL_Error"])
+			errno, msg := st["Last_SQL_Errno"], st["Last_SQL_Error"]
+			if q.workerError != "" {
+				var n int
+				var m string
+				if conn.QueryRowContext(ctx, q.workerError).Scan(&n, &m) == nil {
+					errno, msg = strconv.Itoa(n), m
+				}
+			}
+			return fmt.Errorf("replay stopped at %s:%s: error %s: %s", st[q.fileCol], st[q.posCol], errno, msg)
 		}
 		if st["Last_IO_Errno"] != "0" {
+			if st[q.readFileCol] == src.file && st[q.readPosCol] == strconv.FormatUint(src.pos, 10) && st[q.posCol] == st[q.readPosCol] {
+				return fmt.Errorf("%w: error %s: %s", errUnreached, st["Last_IO_Errno"], st["Last_IO_Error"])
+			}
 			return fmt.Errorf("replica cannot read from the binlog server: error %s: %s", st["Last_IO_Errno"], st["Last_IO_Error"])
 		}
 		applied, _ := strconv.ParseUint(st[q.posCol], 10, 64)

@@ -231,8 +231,8 @@ func TestRestoreToCheckpoints(t *testing.T) {
 					if got.replication != "" {
 						t.Errorf("replication configuration left after restore: %s", got.replication)
 					}
-					if got.gtidSlavePos != res.Marker.GTIDState {
-						t.Errorf("gtid_slave_pos = %q, want the marker's %q", got.gtidSlavePos, res.Marker.GTIDState)
+					if got.gtid != res.Marker.GTIDState {
+						t.Errorf("gtid_slave_pos = %q, want the marker's %q", got.gtid, res.Marker.GTIDState)
 					}
 					if len(got.leftovers) > 0 {
 						t.Errorf("replication files left in the datadir: %v", got.leftovers)
@@ -285,10 +285,10 @@ func (l *progressLog) check(t *testing.T, replay bool) {
 
 // restored is what a restored datadir holds.
 type restored struct {
-	sums         map[string]string
-	replication  string // SHOW SLAVE STATUS, if any row
-	gtidSlavePos string
-	leftovers    []string // relay logs and replication info files
+	sums        map[string]string
+	replication string   // SHOW SLAVE STATUS or SHOW REPLICA STATUS, if any row
+	gtid        string   // MariaDB gtid_slave_pos, MySQL gtid_executed
+	leftovers   []string // relay logs and replication info files
 }
 
 // restoredState starts a server on the restored datadir and reads its
@@ -313,7 +313,7 @@ func restoredState(t *testing.T, dir string) restored {
 		r.replication = "a row"
 	}
 	rows.Close()
-	if err := srv.DB().QueryRow("SELECT @@GLOBAL.gtid_slave_pos").Scan(&r.gtidSlavePos); err != nil {
+	if err := srv.DB().QueryRow("SELECT @@GLOBAL.gtid_slave_pos").Scan(&r.gtid); err != nil {
 		t.Fatal(err)
 	}
 	r.sums = tableChecksums(t, srv.Config())

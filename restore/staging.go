@@ -86,7 +86,9 @@ func newStaging(datadir string) (*staging, error) {
 	return s, nil
 }
 
-// datadir is where the new datadir is built.
+// datadir is where the new datadir is built. Its own name must not start
+// with a dot, as the staging directory's does: MySQL initialises such a
+// datadir and then fails at every start on it (mysqld.ErrDotDatadir).
 func (s *staging) datadir() string { return filepath.Join(s.root, "datadir") }
 
 // tmpdir is the temporary server's tmpdir: beside the new datadir, on the

@@ -24,7 +24,8 @@ type Stop struct {
 	// LastCommit and LastGTID describe the last transaction replayed.
 	LastCommit time.Time
 	LastGTID   string
-	// GTIDs are the last replayed GTID of each MariaDB domain (or MySQL source).
+	// GTIDs are the last replayed GTID of each MariaDB domain (or MySQL
+	// source: a uuid, or a uuid and a tag).
 	GTIDs map[string]string
 	// Files are the local binlog files replay reads, in order, each with
 	// the range to replay.
@@ -136,9 +137,11 @@ func findStop(p *Plan, files []binlog.FetchResult) (*Stop, error) {
 	return st, nil
 }
 
+// gtidDomain names the sequence a GTID belongs to: a MariaDB domain, or a
+// MySQL source (its uuid, and its tag: each tag numbers its own).
 func gtidDomain(g binlog.GTID) string {
 	if g.MySQL {
-		return g.String()[:36]
+		return g.Catalog().Source()
 	}
 	return fmt.Sprint(g.Domain)
 }

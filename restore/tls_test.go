@@ -25,8 +25,10 @@ func TestMysqlbinlogReplayTLS(t *testing.T) {
 	secure := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 11, ExtraArgs: []string{"--gtid-domain-id=11"},
 		TLS: &testbed.ServerTLS{CAFile: ca.CertFile, CertFile: cert, KeyFile: key, RequireSecureTransport: true}})
 	plain := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 12, ExtraArgs: []string{"--gtid-domain-id=12"}})
+	other := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 13, ExtraArgs: []string{"--gtid-domain-id=13"}})
 	secure.Exec(t, "CREATE DATABASE from_secure")
 	plain.Exec(t, "CREATE DATABASE from_plain")
+	other.Exec(t, "CREATE DATABASE from_other")
 
 	// stopOf replays all of db's current binlog file.
 	stopOf := func(db *testbed.MariaDB) *Stop {
@@ -66,10 +68,15 @@ func TestMysqlbinlogReplayTLS(t *testing.T) {
 		{"verify-ca into a server without TLS", mysqltls.Settings{Mode: mysqltls.VerifyCA, CAFile: ca.CertFile}, plain, secure, "is not encrypted"},
 		{"skip-verify into a server without TLS", mysqltls.Settings{Mode: mysqltls.SkipVerify}, plain, secure, "is not encrypted"},
 		{"verify-full into a server without TLS", mysqltls.Settings{Mode: mysqltls.VerifyFull, CAFile: ca.CertFile}, plain, secure, "does not support it"},
+		// The default mode, settled by the restore's own connection: TLS
+		// without verification where that connection was encrypted
+		// without a CA file, plaintext where the server offers no TLS.
+		{"preferred into the TLS server", mysqltls.Settings{}.Effective(true), secure, other, ""},
+		{"preferred into a server without TLS", mysqltls.Settings{}.Effective(false), plain, other, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := replayMysqlbinlog(t.Context(), target(tt.into), clientTLS{tt.s, mysqld.MariaDB}, stopOf(tt.from), t.TempDir(), slog.New(slog.DiscardHandler), nil)
-			applied := hasDB(tt.into, map[*testbed.MariaDB]string{secure: "from_secure", plain: "from_plain"}[tt.from])
+			err := replayMysqlbinlog(t.Context(), target(tt.into), clientTLS{tt.s, mysqld.MariaDB}, pipeline{flavor: mysqld.MariaDB}, stopOf(tt.from), t.TempDir(), slog.New(slog.DiscardHandler), nil)
+			applied := hasDB(tt.into, map[*testbed.MariaDB]string{secure: "from_secure", plain: "from_plain", other: "from_other"}[tt.from])
 			if tt.want == "" {
 				if err != nil || !applied {
 					t.Fatalf("replay: %v, applied %v; want it applied", err, applied)

@@ -49,7 +49,11 @@ type Scheduler struct {
 	// Threads is the logical snapshot's connections, or the physical tool's
 	// --parallel; 0 means the method's default.
 	Threads int
-	Store   storage.Storage
+	// CloneDir and Datadir place a MySQL clone's staging directory (see
+	// snapshot.PhysicalOptions): CloneDir, else beside Datadir, else
+	// beside the server's datadir.
+	CloneDir, Datadir string
+	Store             storage.Storage
 	// Timeline returns the archive timeline being written, recorded in the
 	// manifest. Zero means the archive is not streaming yet: the snapshot
 	// fails (and is retried) rather than record no timeline. A nil Timeline
@@ -388,7 +392,7 @@ func (s *Scheduler) take(ctx context.Context) (*catalog.Manifest, error) {
 		}
 		defer src.Close()
 		return snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: s.TLS, Storage: s.Store, Timeline: tl, Agent: s.Agent,
-			Parallel: s.Threads, Logger: s.Logger})
+			Parallel: s.Threads, CloneDir: s.CloneDir, Datadir: s.Datadir, Logger: s.Logger})
 	default:
 		return snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: s.Source, Storage: s.Store, Threads: s.Threads,
 			Timeline: tl, Agent: s.Agent, Logger: s.Logger})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -232,4 +234,47 @@ func value(m prometheus.Metric) float64 {
 		return d.Gauge.GetValue()
 	}
 	return d.Counter.GetValue()
+}
+
+// TestPhysicalSnapshotPerFlavor takes a scheduled physical snapshot of
+// MariaDB 10.11 and of MySQL 9.7: each with its family's tool, mariadb-backup
+// and the clone plugin, the clone staged beside the datadir Datadir names.
+func TestPhysicalSnapshotPerFlavor(t *testing.T) {
+	for _, tt := range []struct {
+		flavor testbed.Flavor
+		tool   string
+	}{
+		{testbed.MariaDB1011, "mariadb-backup"},
+		{testbed.MySQL97, "mysql clone plugin"},
+	} {
+		t.Run(tt.flavor.String(), func(t *testing.T) {
+			if tt.flavor == testbed.MariaDB1011 {
+				testbed.Binary(t, "mariadb-backup", testbed.MariaDBInstall)
+			}
+			if dir := tt.flavor.BinDir(); dir != "" {
+				t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+			}
+			db := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: tt.flavor})
+			db.Exec(t, "CREATE DATABASE app")
+			db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(100))")
+			db.Exec(t, "INSERT INTO app.t (v) VALUES ('a'), ('b'), ('c')")
+			st, err := file.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, _ := mysql.ParseDSN(db.PitrDSN())
+			s := &Scheduler{Spec: "@daily", Method: catalog.MethodPhysical, Source: cfg, Store: st, Datadir: db.DataDir(),
+				Timeline: func() catalog.TimelineID { return 1 }}
+			m, err := s.TakeSnapshot(t.Context())
+			if err != nil {
+				t.Fatalf("TakeSnapshot: %v", err)
+			}
+			if !strings.HasPrefix(m.Tool, tt.tool) || m.Method != catalog.MethodPhysical || m.Binlog.File == "" {
+				t.Errorf("snapshot by %q at %s; want %s", m.Tool, m.Binlog, tt.tool)
+			}
+			if left, _ := filepath.Glob(filepath.Join(filepath.Dir(db.DataDir()), "mysql-pitr-clone-*")); len(left) > 0 {
+				t.Errorf("clone staging left: %v", left)
+			}
+		})
+	}
 }

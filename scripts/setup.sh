@@ -46,6 +46,8 @@ PACKAGES=(
 	zstd
 	mydumper
 	make
+	# GNU time: a child's peak RSS that a Go test's own does not cloud.
+	time
 	ca-certificates
 	debootstrap
 	containerd

@@ -12,8 +12,15 @@ import (
 // blocks of frameBlock bytes and compressing each into its own zstd frame.
 // Concatenated frames are a valid zstd stream that any decoder reads back
 // as the original bytes. A single zstd stream compresses on one core only;
-// this is what `zstd -T<n>` does too. Memory is bounded: at most 2×workers
-// blocks are in flight.
+// this is what `zstd -T<n>` does too.
+//
+// Memory is fixed: a frame's input and output buffers are made once and
+// reused, and at most workers+frameSlack frames exist, one being filled,
+// the others compressing or waiting to be written; Write waits for a
+// frame to come back rather than make another. Compressing into a reused
+// buffer of the largest size a frame can take also spares the encoder from
+// growing a new output for every frame, which was most of what a snapshot
+// allocated.
 //
 // Write and Close are for one goroutine; Reset starts the next stream once
 // Close has returned.
@@ -21,12 +28,14 @@ type frameEncoder struct {
 	enc     *zstd.Encoder
 	workers int
 	block   int
+	frames  int // how many frames may exist
 
-	buf    []byte      // the block being filled
-	jobs   chan *frame // blocks to compress, in stream order
-	out    chan *frame // the same blocks, in stream order, for the writer
+	cur    *frame      // the frame being filled
+	jobs   chan *frame // frames to compress, in stream order
+	out    chan *frame // the same frames, in stream order, for the writer
 	done   chan error  // the writer's result
-	free   chan []byte // input buffers to reuse
+	free   chan *frame // frames to reuse
+	made   int         // frames made so far
 	wg     sync.WaitGroup
 	err    error                 // sticky: the first error Write or Close returned
 	werr   atomic.Pointer[error] // the writer's error, as soon as it has one
@@ -35,9 +44,13 @@ type frameEncoder struct {
 }
 
 // frameBlock is the uncompressed size of each frame: large enough that
-// cutting the stream costs under 1% of the ratio at zstd's fast levels,
-// whose windows are smaller than this anyway.
-const frameBlock = 4 << 20
+// cutting the stream costs little of the ratio at zstd's fastest level, and
+// small enough that the frames in flight stay a few MiB.
+const frameBlock = 1 << 20
+
+// frameSlack is how many frames exist beyond one per worker: the one being
+// filled and one being written while every worker compresses.
+const frameSlack = 2
 
 type frame struct {
 	src   []byte
@@ -49,22 +62,23 @@ func newFrameEncoder(level zstd.EncoderLevel, workers int) (*frameEncoder, error
 	if workers < 1 {
 		workers = 1
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(workers))
+	// Frames are independent: a window past the frame is never used, and
+	// its history buffer would only cost memory.
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(workers),
+		zstd.WithWindowSize(frameBlock), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return nil, err
 	}
-	return &frameEncoder{enc: enc, workers: workers, block: frameBlock}, nil
+	n := workers + frameSlack
+	return &frameEncoder{enc: enc, workers: workers, block: frameBlock, frames: n, free: make(chan *frame, n)}, nil
 }
 
 // Reset starts a new stream written to w.
 func (f *frameEncoder) Reset(w io.Writer) {
 	f.w, f.err, f.closed = w, nil, false
 	f.jobs = make(chan *frame, f.workers)
-	f.out = make(chan *frame, 2*f.workers)
+	f.out = make(chan *frame, f.frames)
 	f.done = make(chan error, 1)
-	if f.free == nil {
-		f.free = make(chan []byte, 2*f.workers+1)
-	}
 	for range f.workers {
 		f.wg.Go(func() {
 			for fr := range f.jobs {
@@ -84,13 +98,26 @@ func (f *frameEncoder) Reset(w io.Writer) {
 					f.werr.Store(&err)
 				}
 			}
-			select {
-			case f.free <- fr.src[:0]:
-			default:
-			}
+			fr.src = fr.src[:0]
+			f.free <- fr // never blocks: free holds every frame there is
 		}
 		done <- err
 	}()
+}
+
+// next returns a frame to fill: a free one, a new one while fewer than
+// frames exist, else the next one the writer is done with.
+func (f *frameEncoder) next() *frame {
+	select {
+	case fr := <-f.free:
+		return fr
+	default:
+	}
+	if f.made < f.frames {
+		f.made++
+		return &frame{src: make([]byte, 0, f.block), dst: make([]byte, 0, f.enc.MaxEncodedSize(f.block))}
+	}
+	return <-f.free
 }
 
 // Write buffers p, handing each full block to the compressors.
@@ -100,17 +127,13 @@ func (f *frameEncoder) Write(p []byte) (int, error) {
 	}
 	n := len(p)
 	for len(p) > 0 {
-		if f.buf == nil {
-			select {
-			case f.buf = <-f.free:
-			default:
-				f.buf = make([]byte, 0, f.block)
-			}
+		if f.cur == nil {
+			f.cur = f.next()
 		}
-		take := min(f.block-len(f.buf), len(p))
-		f.buf = append(f.buf, p[:take]...)
+		take := min(f.block-len(f.cur.src), len(p))
+		f.cur.src = append(f.cur.src, p[:take]...)
 		p = p[take:]
-		if len(f.buf) == f.block {
+		if len(f.cur.src) == f.block {
 			if err := f.send(); err != nil {
 				return n - len(p), err
 			}
@@ -119,15 +142,16 @@ func (f *frameEncoder) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// send queues the current block; it fails early once the writer has
+// send queues the current frame; it fails early once the writer has
 // failed, so a stream whose store is gone stops compressing.
 func (f *frameEncoder) send() error {
 	if err := f.werr.Load(); err != nil {
 		f.err = *err
 		return f.err
 	}
-	fr := &frame{src: f.buf, ready: make(chan struct{})}
-	f.buf = nil
+	fr := f.cur
+	f.cur = nil
+	fr.ready = make(chan struct{})
 	f.out <- fr
 	f.jobs <- fr
 	return nil
@@ -141,7 +165,7 @@ func (f *frameEncoder) Close() error {
 		return f.err
 	}
 	f.closed = true
-	if f.err == nil && len(f.buf) > 0 {
+	if f.err == nil && f.cur != nil && len(f.cur.src) > 0 {
 		f.err = f.send()
 	}
 	close(f.jobs)
@@ -151,8 +175,8 @@ func (f *frameEncoder) Close() error {
 	if f.err == nil {
 		f.err = err
 	}
-	if f.buf != nil {
-		f.buf = f.buf[:0]
+	if f.cur != nil {
+		f.cur.src = f.cur.src[:0]
 	}
 	return f.err
 }

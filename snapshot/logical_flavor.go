@@ -56,6 +56,7 @@ const (
 	erColumnAccessDenied = 1143
 	erPasswordNoMatch    = 1133
 	erCannotUser         = 1396
+	erParse              = 1064
 )
 
 func mysqlErrno(err error) uint16 {
@@ -189,7 +190,11 @@ func serverNow(ctx context.Context, conn *sql.Conn) (time.Time, error) {
 // readPosition reads the binlog position and GTID state.
 func (d *dumper) readPosition(ctx context.Context, coord *sql.Conn) (catalog.Position, string, error) {
 	var pos catalog.Position
+	// MySQL 8.2 renamed SHOW MASTER STATUS, and 8.4 dropped the old name.
 	rows, err := coord.QueryContext(ctx, "SHOW MASTER STATUS")
+	if d.flavor == binlog.MySQL && mysqlErrno(err) == erParse {
+		rows, err = coord.QueryContext(ctx, "SHOW BINARY LOG STATUS")
+	}
 	if err != nil {
 		if isAccessDenied(err) {
 			return pos, "", fmt.Errorf("show master status (needs BINLOG MONITOR or REPLICATION CLIENT): %w", err)

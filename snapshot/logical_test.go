@@ -724,3 +724,28 @@ func TestLoadPausesStatistics(t *testing.T) {
 		}
 	}
 }
+
+// TestLogicalOnMySQLWithoutGTIDs: a MySQL 9.7 server that has committed
+// nothing with a GTID yet (gtid_executed empty, as a fresh server) cannot
+// take the position from performance_schema.log_status, and the snapshot
+// falls back to the global read lock and the binlog status, whose old name
+// (SHOW MASTER STATUS) MySQL 8.4 dropped.
+func TestLogicalOnMySQLWithoutGTIDs(t *testing.T) {
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: testbed.MySQL97})
+	src.Exec(t, "SET SESSION sql_log_bin = 0")
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gtid string
+	if err := src.DB(t).QueryRow("SELECT @@global.gtid_executed").Scan(&gtid); err != nil || gtid != "" {
+		t.Fatalf("gtid_executed %q, %v: want a server with none", gtid, err)
+	}
+	m, err := TakeLogical(t.Context(), LogicalOptions{Source: logicalConfig(t, src.PitrDSN()), Storage: st, Logger: logicalLogger(t), Threads: 1})
+	if err != nil {
+		t.Fatalf("TakeLogical: %v", err)
+	}
+	if m.Binlog.File == "" || m.Binlog.Pos < 4 {
+		t.Fatalf("manifest position %s", m.Binlog)
+	}
+}

@@ -61,8 +61,22 @@ type PhysicalOptions struct {
 	// Agent names who takes the snapshot, recorded in the manifest.
 	Agent string
 	// ToolPath is the backup tool (mariadb-backup or xtrabackup); empty
-	// means the flavor's tool found on PATH.
+	// means the flavor's tool found on PATH, and on MySQL the clone plugin
+	// when xtrabackup is not there (see PhysicalTool).
 	ToolPath string
+	// CloneDir is where a MySQL clone's staging directory is made: on the
+	// server's host, writable by the server's OS user, seen at the same
+	// path by this process, with room for a copy of the data. Empty means
+	// the parent of Datadir.
+	CloneDir string
+	// Datadir is the server's datadir as this process sees it; empty means
+	// the server's @@datadir. Its owner, the server's OS user, is given the
+	// clone's staging directory when this process runs as root.
+	Datadir string
+	// ServerPath is the mysqld that starts a clone once to finish it; it
+	// must be the server's release. Empty means mysqld on PATH or in the
+	// sbin directories.
+	ServerPath string
 	// TempDir holds the tool's option file and scratch target directory,
 	// which a streaming backup leaves nearly empty; empty means os.TempDir().
 	TempDir string
@@ -120,7 +134,9 @@ func (o PhysicalOptions) withDefaults() (PhysicalOptions, error) {
 // TakePhysical takes a physical snapshot of the server with mariadb-backup
 // (MariaDB) or xtrabackup (MySQL), streaming the tool's xbstream output
 // through zstd into storage without staging it on local disk, and returns its
-// manifest once written. The tool must be built for the server's major.minor
+// manifest once written. On MySQL without xtrabackup it uses the server's
+// clone plugin instead (see PhysicalTool and takeClone), which stages a
+// copy of the data in CloneDir. The tool must be built for the server's major.minor
 // release; its absence or a mismatch is an error wrapping
 // ErrPhysicalToolMissing or ErrPhysicalToolVersion.
 //
@@ -148,6 +164,9 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 	}
 	if _, err := si.Check(); err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
+	}
+	if PhysicalTool(si.Flavor, opts.ToolPath) == ToolClone {
+		return takeClone(ctx, opts, si, log)
 	}
 	pt := physToolFor(si.Flavor)
 	tool, err := pt.find(opts.ToolPath)
@@ -261,7 +280,7 @@ func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []st
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s stderr: %w", filepath.Base(tool), err)
 	}
-	parts, err := newPhysParts(runCtx, opts.Storage, id, opts.PartSize, opts.Level, opts.Concurrency)
+	parts, err := newPhysParts(runCtx, opts.Storage, id, physXbstream, opts.PartSize, opts.Level, opts.Concurrency)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -107,7 +107,12 @@ func physBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
 	}
 	m.Exec(t, "INSERT INTO bank.accounts VALUES "+strings.Join(vals, ","))
 	if fillerMB > 0 {
-		m.Exec(t, "INSERT INTO bank.filler (pad) SELECT REPEAT(MD5(seq), 30) FROM bank.seq_1_to_1000")
+		if m.Flavor().MySQL() {
+			// MySQL has no sequence engine (1000 pairs of accounts instead), and 9.7 no MD5().
+			m.Exec(t, "INSERT INTO bank.filler (pad) SELECT REPEAT(SHA2(a.id * 1000 + b.id, 256), 15) FROM bank.accounts a CROSS JOIN bank.accounts b LIMIT 1000")
+		} else {
+			m.Exec(t, "INSERT INTO bank.filler (pad) SELECT REPEAT(MD5(seq), 30) FROM bank.seq_1_to_1000")
+		}
 		for rows := 1000; rows*1000 < fillerMB<<20; rows *= 2 {
 			m.Exec(t, "INSERT INTO bank.filler (pad) SELECT pad FROM bank.filler")
 		}
@@ -266,7 +271,19 @@ type physServer struct {
 
 func physStartServer(t *testing.T, datadir string) *physServer {
 	t.Helper()
-	mariadbd := testbed.Binary(t, "mariadbd", testbed.MariaDBInstall)
+	return physStartFlavor(t, testbed.MariaDB1011, datadir)
+}
+
+// physStartFlavor is physStartServer for a flavor's server: MySQL's mysqld
+// as its image runs it (GTIDs on), MariaDB's mariadbd as above.
+func physStartFlavor(t *testing.T, f testbed.Flavor, datadir string) *physServer {
+	t.Helper()
+	var mariadbd string
+	if f == testbed.MariaDB1011 {
+		mariadbd = testbed.Binary(t, "mariadbd", testbed.MariaDBInstall)
+	} else {
+		mariadbd = f.Binary(t, f.ServerProgram())
+	}
 	// A short directory: socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "phys-")
 	if err != nil {
@@ -291,9 +308,13 @@ func physStartServer(t *testing.T, datadir string) *physServer {
 		"--skip-name-resolve",
 		"--innodb-buffer-pool-size=128M",
 		"--max-allowed-packet=1G",
-		"--character-set-server=utf8mb4",
-		"--collation-server=utf8mb4_general_ci",
 		"--innodb-flush-log-at-trx-commit=2",
+	}
+	switch {
+	case f.MySQL():
+		args = append(args, "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--mysqlx=OFF", "--secure-file-priv="+dir)
+	case f == testbed.MariaDB1011:
+		args = append(args, "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci")
 	}
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root")
@@ -314,6 +335,11 @@ func physStartServer(t *testing.T, datadir string) *physServer {
 	})
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Net, cfg.Addr = "root", "tcp", "127.0.0.1:"+strconv.Itoa(port)
+	if f == testbed.MariaDB118 {
+		// Its install makes root@localhost only, which TCP never is
+		// under --skip-name-resolve.
+		cfg.Net, cfg.Addr = "unix", filepath.Join(dir, "s.sock")
+	}
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +355,7 @@ func physStartServer(t *testing.T, datadir string) *physServer {
 		select {
 		case <-s.done:
 			b, _ := os.ReadFile(s.log)
-			t.Fatalf("mariadbd on the restored datadir exited:\n%s", b)
+			t.Fatalf("%s on the restored datadir exited:\n%s", f.ServerProgram(), b)
 		default:
 		}
 		if time.Now().After(deadline) {

@@ -289,7 +289,7 @@ func TestPhysicalParts(t *testing.T) {
 			t.Run(fmt.Sprintf("%d workers/%s", workers, tt.name), func(t *testing.T) {
 				st := storagetest.NewMemory()
 				id := catalog.NewSnapshotID(time.Now())
-				p, err := newPhysParts(t.Context(), st, id, part, zstd.SpeedFastest, workers)
+				p, err := newPhysParts(t.Context(), st, id, physXbstream, part, zstd.SpeedFastest, workers)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -350,7 +350,7 @@ func TestPhysicalPartsStoreFailure(t *testing.T) {
 	mem := storagetest.NewMemory()
 	st := &physFailingStore{Storage: mem, failKey: physPartName(2)}
 	id := catalog.NewSnapshotID(time.Now())
-	p, err := newPhysParts(context.Background(), st, id, 1<<20, zstd.SpeedFastest, 1)
+	p, err := newPhysParts(context.Background(), st, id, physXbstream, 1<<20, zstd.SpeedFastest, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

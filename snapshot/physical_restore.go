@@ -56,7 +56,9 @@ type RestorePhysicalOptions struct {
 // empty (but for lost+found) or not exist; its parent must exist. It streams the snapshot's parts
 // through SHA-256 and zstd into the extractor, into a staging directory beside
 // datadir (so the final move is a rename on one filesystem), prepares the
-// files with the tool, and only then moves them into datadir. A part whose
+// files with the tool, and only then moves them into datadir. A MySQL
+// clone's snapshot (a tar of a finished datadir) needs neither extractor
+// nor tool: it is unpacked here and needs no prepare. A part whose
 // checksum, size or decompression fails stops the restore before datadir is
 // touched, with an error wrapping storage.ErrChecksum for a checksum or size
 // mismatch; the staging directory is removed on any error.
@@ -85,6 +87,13 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 	}
 	if _, err := physCheckEmptyDir(datadir); err != nil {
 		return catalog.Position{}, err
+	}
+	format, err := physFormatOf(m)
+	if err != nil {
+		return catalog.Position{}, err
+	}
+	if format == physTar {
+		return restoreTree(ctx, st, m, datadir, opts, log)
 	}
 	pt := physToolFor(binlog.Flavor(m.Flavor))
 	tool, err := pt.find(opts.ToolPath)

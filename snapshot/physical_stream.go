@@ -21,9 +21,48 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
-// physPartName is the name of the n-th (1-based) part of a physical snapshot's
-// stream. Zero padding keeps List order equal to stream order.
-func physPartName(n int) string { return fmt.Sprintf("backup-%06d.xbstream.zst", n) }
+// physFormat is what a physical snapshot's stream holds; it is the middle of
+// its parts' names, so that a restore tells the formats apart by the
+// manifest alone.
+type physFormat string
+
+// Formats.
+const (
+	// physXbstream is mariadb-backup's or xtrabackup's xbstream, which the
+	// tool's extractor (mbstream, xbstream) unpacks and the tool prepares.
+	physXbstream physFormat = "xbstream"
+	// physTar is a POSIX tar of a directory that starts as a datadir as it
+	// is (a finished MySQL clone): any tar unpacks it, nothing prepares it.
+	physTar physFormat = "tar"
+)
+
+// partName is the name of the n-th (1-based) part of a stream of format f.
+// Zero padding keeps List order equal to stream order.
+func (f physFormat) partName(n int) string { return fmt.Sprintf("backup-%06d.%s.zst", n, f) }
+
+// physPartName is the name of the n-th part of an xbstream.
+func physPartName(n int) string { return physXbstream.partName(n) }
+
+// physFormatOf tells a physical snapshot's format by its parts' names.
+func physFormatOf(m *catalog.Manifest) (physFormat, error) {
+	for _, f := range []physFormat{physXbstream, physTar} {
+		ok := true
+		for i, o := range m.Objects {
+			if o.Name != f.partName(i+1) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return f, nil
+		}
+	}
+	first := ""
+	if len(m.Objects) > 0 {
+		first = m.Objects[0].Name
+	}
+	return "", fmt.Errorf("snapshot %s: its parts (%s, …) are neither %s nor %s parts in order", m.ID, first, physXbstream.partName(1), physTar.partName(1))
+}
 
 // physParts cuts the tool's xbstream output into parts of at most partSize
 // uncompressed bytes, compressing each into its own object as it arrives.
@@ -35,6 +74,7 @@ type physParts struct {
 	ctx      context.Context
 	st       storage.Storage
 	id       catalog.SnapshotID
+	format   physFormat
 	partSize int64
 	enc      *frameEncoder
 
@@ -65,12 +105,12 @@ type physPutResult struct {
 	err  error
 }
 
-func newPhysParts(ctx context.Context, st storage.Storage, id catalog.SnapshotID, partSize int64, level zstd.EncoderLevel, concurrency int) (*physParts, error) {
+func newPhysParts(ctx context.Context, st storage.Storage, id catalog.SnapshotID, format physFormat, partSize int64, level zstd.EncoderLevel, concurrency int) (*physParts, error) {
 	enc, err := newFrameEncoder(level, concurrency)
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
-	return &physParts{ctx: ctx, st: st, id: id, partSize: partSize, enc: enc, sum: sha256.New()}, nil
+	return &physParts{ctx: ctx, st: st, id: id, format: format, partSize: partSize, enc: enc, sum: sha256.New()}, nil
 }
 
 // Write implements io.Writer.
@@ -109,7 +149,7 @@ func (p *physParts) open() {
 	p.enc.Reset(pw)
 	result := make(chan physPutResult, 1)
 	p.result = result
-	key := catalog.SnapshotObjectKey(p.id, physPartName(p.n))
+	key := catalog.SnapshotObjectKey(p.id, p.format.partName(p.n))
 	go func() {
 		info, err := p.st.Put(p.ctx, key, pr, storage.PutOptions{IfNotExists: true})
 		// Unblock the encoder if Put stopped reading early.
@@ -132,7 +172,7 @@ func (p *physParts) seal() error {
 		return p.fail(err)
 	}
 	p.sealed = append(p.sealed, physSealed{
-		object: catalog.SnapshotObject{Name: physPartName(p.n), Size: p.size, SHA256: hex.EncodeToString(p.sum.Sum(nil))},
+		object: catalog.SnapshotObject{Name: p.format.partName(p.n), Size: p.size, SHA256: hex.EncodeToString(p.sum.Sum(nil))},
 		result: p.result,
 	})
 	p.pw = nil

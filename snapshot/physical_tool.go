@@ -14,6 +14,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // ErrPhysicalToolMissing is returned (wrapped) when the physical backup tool
@@ -65,12 +66,10 @@ func (pt physTool) find(explicit string) (string, error) {
 		}
 		return p, nil
 	}
-	for _, n := range pt.names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p, nil
-		}
+	if p, err := (programs.Finder{}).Look(pt.names...); err == nil {
+		return p, nil
 	}
-	return "", fmt.Errorf("%w: none of %s is on PATH; %s", ErrPhysicalToolMissing, strings.Join(pt.names, ", "), pt.install)
+	return "", fmt.Errorf("%w: none of %s is on PATH or in the sbin directories; %s", ErrPhysicalToolMissing, strings.Join(pt.names, ", "), pt.install)
 }
 
 // findExtractor returns the extractor: explicit if set, else next to the tool
@@ -87,9 +86,9 @@ func (pt physTool) findExtractor(explicit, tool string) (string, error) {
 	if fi, err := os.Stat(beside); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 		return beside, nil
 	}
-	p, err := exec.LookPath(pt.extractor)
+	p, err := (programs.Finder{}).Look(pt.extractor)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s is not on PATH; %s", ErrPhysicalToolMissing, pt.extractor, pt.install)
+		return "", fmt.Errorf("%w: %s is not on PATH or in the sbin directories; %s", ErrPhysicalToolMissing, pt.extractor, pt.install)
 	}
 	return p, nil
 }

@@ -20,13 +20,17 @@ import (
 // segmentRead is what reading one segment's data found.
 type segmentRead struct {
 	n int64
-	// gtids are the GTID ranges of the GTID events in the bytes.
-	gtids []catalog.GTIDRange
+	// gtids are the GTID ranges of the GTID events in the bytes; unknown
+	// counts the GTID events whose GTID could not be read (see
+	// catalog.Segment.UnknownGTIDs).
+	gtids   []catalog.GTIDRange
+	unknown int
 	// issue is set when the segment cannot be used.
 	issue *catalog.Issue
-	// at holds, for each position asked for inside the segment that is the
-	// start of an event, the GTID ranges of the bytes before it.
-	at map[uint64][]catalog.GTIDRange
+	// at and after hold, for each position asked for inside the segment
+	// that is the start of an event, the GTID ranges of the bytes before it
+	// and of the bytes from it on.
+	at, after map[uint64][]catalog.GTIDRange
 }
 
 // readSegment reads a segment's data through: the reader checks its length
@@ -34,7 +38,7 @@ type segmentRead struct {
 // own header says it ends, so that bytes filed at another position (or
 // another file's bytes) are found even when they match their record.
 // For each position in points (inside the segment) it also keeps the GTIDs
-// before it, when an event starts there.
+// before it and after it, when an event starts there.
 func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, points []uint64) (segmentRead, error) {
 	key := seg.Ref().DataKey()
 	rc, err := binlog.OpenSegment(ctx, st, seg)
@@ -60,9 +64,10 @@ func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, 
 		out.n += int64(len(ev))
 		if slices.Contains(points, pos) {
 			if out.at == nil {
-				out.at = map[uint64][]catalog.GTIDRange{}
+				out.at, out.after = map[uint64][]catalog.GTIDRange{}, map[uint64][]catalog.GTIDRange{}
 			}
 			out.at[pos] = slices.Clone(out.gtids)
+			out.after[pos] = nil
 		}
 		h, err := binlog.ParseHeader(ev)
 		if err != nil {
@@ -76,12 +81,21 @@ func readSegment(ctx context.Context, st storage.Storage, seg *catalog.Segment, 
 				pos, seg.File, h.NextPos, pos+uint64(h.Size), seg.File)}
 			return out, nil
 		}
-		if h.Type == binlog.MariaDBGTIDEvent || h.Type == binlog.GTIDEvent {
-			if g, ok, err := binlog.EventGTID(ev); err != nil {
+		if h.Type == binlog.MariaDBGTIDEvent || h.Type == binlog.GTIDEvent || h.Type == binlog.GTIDTaggedEvent {
+			g, ok, err := binlog.EventGTID(ev)
+			switch {
+			case errors.Is(err, binlog.ErrUnreadableGTID):
+				// The bytes match their checksum: the event is the
+				// server's, in a form this version does not know.
+				out.unknown++
+			case err != nil:
 				out.issue = &catalog.Issue{Key: key, Kind: catalog.IssueCorrupt, Detail: fmt.Sprintf("GTID event at %d: %v", pos, err)}
 				return out, nil
-			} else if ok {
+			case ok:
 				out.gtids = catalog.AddGTID(out.gtids, g.Catalog())
+				for p, rs := range out.after {
+					out.after[p] = catalog.AddGTID(rs, g.Catalog())
+				}
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"strings"
 	"testing"
@@ -76,15 +77,42 @@ func TestReadSegmentGTIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	mariadb = mariadb[4:]
+	// MySQL 9.7 with tagged GTIDs (binlog/testdata/README.md), and the same
+	// with tag1:2's event (at 1126) in a form this version cannot read: a
+	// message that says a reader must know its field 13.
+	tagged, err := os.ReadFile("../binlog/testdata/mysql-9.7-tagged-crc32.binlog.000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged = tagged[4:]
+	unreadable := bytes.Clone(tagged)
+	ev := unreadable[1126-4:]
+	ev = ev[:binary.LittleEndian.Uint32(ev[9:])]
+	if ev[4] != byte(binlog.GTIDTaggedEvent) || ev[binlog.HeaderSize+2] != 0 {
+		t.Fatalf("no tagged event at 1126: % x", ev[:binlog.HeaderSize+3])
+	}
+	ev[binlog.HeaderSize+2] = 13 << 1
+	binary.LittleEndian.PutUint32(ev[len(ev)-4:], crc32.ChecksumIEEE(ev[:len(ev)-4]))
+	const tu, other = "a913b5db-f212-11f1-a0ac-02fc00000001", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	taggedRanges := func(tag1 int) string {
+		return tu + ":1.." + tu + ":5 (6), " + tu + ":tag1:1.." + tu + ":tag1:3 (" + fmt.Sprint(tag1) + "), " +
+			tu + ":tag2:1.." + tu + ":tag2:3 (3), " +
+			tu + ":abcdefghijklmnopqrstuvwxyz_01234:1.." + tu + ":abcdefghijklmnopqrstuvwxyz_01234:1 (1), " +
+			other + ":other:7.." + other + ":other:7 (1), " + other + ":7.." + other + ":7 (1), " +
+			tu + ":empty:1.." + tu + ":empty:1 (1), " + tu + ":t:1.." + tu + ":t:1 (1)"
+	}
 
 	for _, tc := range []struct {
-		name  string
-		file  string
-		start uint64
-		bytes []byte
-		want  string // the ranges, "first..last (count)"
-		issue string // or the issue's detail
+		name    string
+		file    string
+		start   uint64
+		bytes   []byte
+		want    string // the ranges, "first..last (count)"
+		unknown int    // GTID events whose GTID cannot be read
+		issue   string // or the issue's detail
 	}{
+		{name: "mysql tagged and untagged", file: "binlog.000002", start: 4, bytes: tagged, want: taggedRanges(5)},
+		{name: "mysql tagged event that cannot be read", file: "binlog.000002", start: 4, bytes: unreadable, want: taggedRanges(4), unknown: 1},
 		{name: "mysql uuid:gno", file: "binlog.000001", start: 4, bytes: mysqlBytes, want: uuid + ":7.." + uuid + ":9 (3)"},
 		{name: "mariadb domain-server-seq", file: "mysql-bin.000001", start: 4, bytes: mariadb, want: "0-1-1..0-1-88 (88)"},
 		{name: "bytes filed at another position", file: "binlog.000002", start: 104, bytes: mysqlBytes,
@@ -109,8 +137,8 @@ func TestReadSegmentGTIDs(t *testing.T) {
 			for _, r := range res.gtids {
 				got = append(got, fmt.Sprintf("%s..%s (%d)", r.First, r.Last, r.Count))
 			}
-			if strings.Join(got, ", ") != tc.want {
-				t.Fatalf("GTIDs %s, want %s", strings.Join(got, ", "), tc.want)
+			if strings.Join(got, ", ") != tc.want || res.unknown != tc.unknown {
+				t.Fatalf("GTIDs %s and %d unknown, want %s and %d", strings.Join(got, ", "), res.unknown, tc.want, tc.unknown)
 			}
 		})
 	}

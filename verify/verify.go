@@ -73,6 +73,10 @@ type TimelineReport struct {
 	// GTIDs says whether the timeline's transactions carry GTIDs, so that
 	// continuity was judged by GTID as well as by position.
 	GTIDs bool `json:"gtids"`
+	// UnknownGTIDs counts the GTID events whose GTID could not be read (see
+	// catalog.Segment.UnknownGTIDs): around them, continuity was judged by
+	// position only.
+	UnknownGTIDs int `json:"unknown_gtids,omitempty"`
 	// GTIDJumps are segments whose server-written bytes skip GTID numbers
 	// inside them: reported, not damage (see catalog.GTIDJump).
 	GTIDJumps []catalog.GTIDJump `json:"gtid_jumps,omitempty"`
@@ -199,7 +203,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 				continue
 			}
 			s := *seg
-			s.GTIDs = res.gtids
+			s.GTIDs, s.UnknownGTIDs = res.gtids, res.unknown
 			kept.Segments = append(kept.Segments, &s)
 		}
 		whole.Timelines = append(whole.Timelines, &kept)
@@ -213,6 +217,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		tr.Breaks, tr.GTIDJumps = tl.Breaks()
 		for _, s := range tl.Segments {
 			tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
+			tr.UnknownGTIDs += s.UnknownGTIDs
 		}
 		prefix := catalog.TimelinePrefix(tl.ID)
 		for _, o := range r.Objects {
@@ -389,17 +394,21 @@ func place(arch *catalog.Archive, m *catalog.Manifest) (int, *catalog.Segment) {
 }
 
 // gtidStateMismatch compares the GTID state a manifest records with the
-// archive's at the manifest's position: the last GTID of each source before
-// it. A snapshot is only as good as its position, and a manifest from
-// another history (another archive's, written before manifests carried a
-// timeline UID) does not fit. It says why they differ, or "" when they
-// agree or cannot be compared (no GTIDs, the segment holding the position
-// unusable).
+// archive's at the manifest's position. MariaDB's state is the last GTID of
+// each domain, which must be the archive's last before the position.
+// MySQL's is a set, which must hold each source's (uuid, or uuid and tag)
+// last GTID before the position and not its first after it: GNOs given by
+// hand need not follow one another, so the set's largest GNO need not be
+// the archive's last. A snapshot is only as good as its position, and a
+// manifest from another history (another archive's, written before
+// manifests carried a timeline UID) does not fit. It says why they differ,
+// or "" when they agree or cannot be compared (no GTIDs, the segment
+// holding the position unusable).
 func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]segmentRead, m *catalog.Manifest) string {
 	if strings.TrimSpace(m.GTIDSet) == "" {
 		return ""
 	}
-	want, err := catalog.ParseGTIDSet(m.GTIDSet)
+	set, err := catalog.ParseGTIDSet(m.GTIDSet)
 	if err != nil {
 		return fmt.Sprintf("gtid_set %q: %v", m.GTIDSet, err)
 	}
@@ -411,7 +420,7 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 	if res.issue != nil {
 		return ""
 	}
-	var before []catalog.GTIDRange
+	var before, after []catalog.GTIDRange
 	switch p := m.Binlog.Pos; {
 	case p == seg.End:
 		before = res.gtids
@@ -420,14 +429,21 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 		if before, ok = res.at[p]; !ok {
 			return fmt.Sprintf("position %s is not the start of an event in the archive's %s", m.Binlog, seg.Ref().DataKey())
 		}
+		after = res.after[p]
+	default:
+		after = res.gtids
 	}
-	// The state before the segment, from the usable segments before it
-	// (a break on the way is reported on its own), then the segment's part.
+	// The state before the position, from the usable segments before the
+	// segment (a break on the way is reported on its own), then the
+	// segment's part; the first GTIDs after it, from the segment's part,
+	// then the segments after.
+	segs := whole.Timelines[i].Segments
+	k := slices.IndexFunc(segs, func(s *catalog.Segment) bool { return s.Ref() == seg.Ref() })
+	if k < 0 {
+		return ""
+	}
 	var seq catalog.GTIDSequence
-	for _, s := range whole.Timelines[i].Segments {
-		if s.Ref() == seg.Ref() {
-			break
-		}
+	for _, s := range segs[:k] {
 		for _, r := range s.GTIDs {
 			_, _, _ = seq.Range(r)
 		}
@@ -435,21 +451,48 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 	for _, r := range before {
 		_, _, _ = seq.Range(r)
 	}
-	have := map[string]catalog.GTID{}
-	for _, g := range seq.Last() {
-		have[g.Source()] = g
+	var next []catalog.GTID
+	seen := map[string]bool{}
+	for _, rs := range append([][]catalog.GTIDRange{after}, gtidsOf(segs[k+1:])...) {
+		for _, r := range rs {
+			if g, err := catalog.ParseGTID(r.First); err == nil && !seen[g.Source()] {
+				seen[g.Source()] = true
+				next = append(next, g)
+			}
+		}
+	}
+	states := map[string]catalog.GTID{}
+	for _, g := range set.Last() {
+		states[g.Source()] = g
 	}
 	var diff []string
-	for _, g := range want {
-		if h, ok := have[g.Source()]; ok && h != g {
-			diff = append(diff, fmt.Sprintf("%s where the archive has %s", g, h))
+	for _, h := range seq.Last() {
+		switch g, ok := states[h.Source()]; {
+		case !h.MySQL && ok && g != h:
+			diff = append(diff, fmt.Sprintf("says %s where the archive has %s", g, h))
+		case h.MySQL && !set.Contains(h):
+			diff = append(diff, fmt.Sprintf("lacks %s, which the archive has before it", h))
+		}
+	}
+	for _, g := range next {
+		if g.MySQL && set.Contains(g) {
+			diff = append(diff, fmt.Sprintf("holds %s, which the archive has after it", g))
 		}
 	}
 	if len(diff) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("the manifest's GTID state at %s says %s: the snapshot is not of this archive's history at that position",
+	return fmt.Sprintf("the manifest's GTID state at %s %s: the snapshot is not of this archive's history at that position",
 		m.Binlog, strings.Join(diff, ", "))
+}
+
+// gtidsOf returns the GTID ranges of each segment.
+func gtidsOf(segs []*catalog.Segment) [][]catalog.GTIDRange {
+	out := make([][]catalog.GTIDRange, len(segs))
+	for i, s := range segs {
+		out[i] = s.GTIDs
+	}
+	return out
 }
 
 // sizeIssue compares a listed object's size with the recorded one

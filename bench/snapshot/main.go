@@ -47,9 +47,11 @@ type config struct {
 	rateThreads       int
 	mydumperRows      int
 	mydumperCompress  bool
+	logical           bool
 	physical          bool
 	load              bool
 	mpBin             string
+	compareBin        string
 	workDir           string
 	keep              bool
 }
@@ -67,9 +69,11 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.rateThreads, "rate-threads", 4, "sysbench --threads of that load")
 	fs.IntVar(&c.mydumperRows, "mydumper-rows", 0, "mydumper --rows (chunk tables); 0 dumps each table whole")
 	fs.BoolVar(&c.mydumperCompress, "mydumper-compress", true, "mydumper --compress (gzip: mydumper 0.10 has no zstd)")
+	fs.BoolVar(&c.logical, "logical", true, "run the logical phase (mysql-pitr against mariadb-dump | zstd and mydumper); the load phase needs it")
 	fs.BoolVar(&c.physical, "physical", true, "run the physical phase (mysql-pitr --method physical against mariabackup | zstd)")
 	fs.BoolVar(&c.load, "load", true, "run the load phase (loading each logical dump into fresh servers)")
 	fs.StringVar(&c.mpBin, "mysql-pitr", "", "mysql-pitr binary to benchmark (default: build ./cmd/mysql-pitr)")
+	fs.StringVar(&c.compareBin, "compare", "", "another mysql-pitr binary (an earlier build) whose physical snapshots alternate with the others' in the physical phase")
 	fs.StringVar(&c.workDir, "workdir", "", "directory for outputs and logs (default: a new temporary directory)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work directory, every run's output and the logs")
 }
@@ -91,6 +95,8 @@ func (c *config) Validate() error {
 		return errors.New("-rate must not be negative and -rate-threads must be positive")
 	case c.mydumperRows < 0:
 		return errors.New("-mydumper-rows must not be negative")
+	case c.load && !c.logical:
+		return errors.New("-load needs the logical phase's dumps: add -load=false to -logical=false")
 	}
 	return nil
 }
@@ -206,11 +212,13 @@ func run(ctx context.Context, cfg config) (err error) {
 
 	// Phase 1: logical snapshot throughput. The last output of each tool
 	// is kept for the load phase.
-	benchkit.Logf("logical snapshots: %d runs each, %d threads, alternating", cfg.runs, cfg.threads)
-	res.dumpTools = []string{toolOurs, toolDump, toolMydumper}
 	last := map[string]string{}
 	order := 0
-	for i := 1; i <= cfg.runs; i++ {
+	if cfg.logical {
+		benchkit.Logf("logical snapshots: %d runs each, %d threads, alternating", cfg.runs, cfg.threads)
+		res.dumpTools = []string{toolOurs, toolDump, toolMydumper}
+	}
+	for i := 1; cfg.logical && i <= cfg.runs; i++ {
 		for _, tool := range res.dumpTools {
 			order++
 			dir := filepath.Join(cfg.workDir, "dump", fmt.Sprintf("%02d-%s", order, slug(tool)))
@@ -280,6 +288,9 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 		os.RemoveAll(dir)
 		res.physTools = []string{toolOursPhys, toolBackup}
+		if cfg.compareBin != "" {
+			res.physTools = append(res.physTools, toolComparePhys)
+		}
 		order = 0
 		for i := 1; i <= cfg.runs; i++ {
 			for _, tool := range res.physTools {
@@ -289,9 +300,12 @@ func run(ctx context.Context, cfg config) (err error) {
 					return err
 				}
 				var r toolRun
-				if tool == toolOursPhys {
+				switch tool {
+				case toolOursPhys:
 					r = b.runOurs(ctx, dir, catalog.MethodPhysical)
-				} else {
+				case toolComparePhys:
+					r = b.runCompare(ctx, dir)
+				default:
 					r = b.runMariabackup(ctx, dir)
 				}
 				r.Run, r.Order = i, order

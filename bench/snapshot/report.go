@@ -271,6 +271,9 @@ func markdown(res *results, stats map[string]toolStats) string {
 		over := stats[toolOursPhys].Seconds/stats[toolBackup].Seconds - 1
 		fmt.Fprintf(&b, "| Physical overhead, mysql-pitr over mariabackup \\| zstd, wall time | %+.1f%% | ≤ +%.0f%% | %s |\n",
 			over*100, goalPhysOverhead*100, benchkit.Met(over <= goalPhysOverhead))
+		if c, ok := stats[toolComparePhys]; ok && c.Seconds > 0 {
+			fmt.Fprintf(&b, "| Physical, mysql-pitr over the -compare build, wall time | %+.1f%% | | |\n", (stats[toolOursPhys].Seconds/c.Seconds-1)*100)
+		}
 	}
 	if len(res.loadTools) > 0 {
 		for _, t := range res.loadTools {

@@ -22,6 +22,7 @@ const (
 	toolDump        = "mariadb-dump | zstd"
 	toolMydumper    = "mydumper"
 	toolOursPhys    = "mysql-pitr physical"
+	toolComparePhys = "-compare physical"
 	toolBackup      = "mariabackup | zstd"
 	toolLoadOurs    = "mysql-pitr load"
 	toolLoadMariaDB = "mariadb < dump.sql"
@@ -86,7 +87,17 @@ func (b *bench) runOurs(ctx context.Context, dir, method string) toolRun {
 	if method == catalog.MethodPhysical {
 		r.Tool = toolOursPhys
 	}
-	argv := []string{b.mp, "snapshot",
+	return b.runSnapshot(ctx, r, b.mp, dir, method)
+}
+
+// runCompare is runOurs for a physical snapshot by the -compare binary.
+func (b *bench) runCompare(ctx context.Context, dir string) toolRun {
+	r := toolRun{Tool: toolComparePhys, Dir: filepath.Join(dir, "out")}
+	return b.runSnapshot(ctx, r, b.cfg.compareBin, dir, catalog.MethodPhysical)
+}
+
+func (b *bench) runSnapshot(ctx context.Context, r toolRun, bin, dir, method string) toolRun {
+	argv := []string{bin, "snapshot",
 		// The password travels in MYSQL_PITR_PASSWORD, not in argv.
 		"--dsn", b.srv.DSNFor(testbed.PitrUser, ""),
 		"--storage", "file://" + r.Dir,

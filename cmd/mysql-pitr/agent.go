@@ -24,6 +24,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
@@ -48,10 +49,12 @@ type agentOptions struct {
 	snapOnTimeline bool
 	snapMethod     string
 	snapThreads    int
+	cloneDir       string
 	retention      retentionFlags
 	drillSchedule  string
 	drillScratch   string
 	drillThreads   int
+	bin            binDirFlag
 }
 
 func (o *agentOptions) register(fs *flag.FlagSet) {
@@ -80,11 +83,14 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 		"instead of leaving the time until the next scheduled one unrecoverable")
 	fs.StringVar(&o.snapMethod, "snapshot-method", catalog.MethodLogical, "method of scheduled snapshots: logical or physical")
 	fs.IntVar(&o.snapThreads, "snapshot-threads", runtime.NumCPU(), "parallel connections of a scheduled logical snapshot (the tool's --parallel for physical)")
+	fs.StringVar(&o.cloneDir, "clone-dir", "", "physical snapshots of MySQL: where the clone is staged, on the server's host, writable by the server's OS user, "+
+		"with room for a copy of the data (default: beside --datadir, else beside the server's datadir)")
 	o.retention.register(fs)
 	fs.StringVar(&o.drillSchedule, "drill-schedule", "", "run restore drills on this schedule (cron or @every, as --schedule): restore the newest snapshot and the archive "+
 		"into a scratch datadir on a temporary server, check it, record the result (empty: no drills)")
 	fs.StringVar(&o.drillScratch, "drill-scratch", filepath.Join(os.TempDir(), "mysql-pitr-drill"), "directory under which drills restore (needs room for a restored datadir)")
 	fs.IntVar(&o.drillThreads, "drill-threads", 2, "parallel connections loading a drill's snapshot and its parallel apply threads")
+	o.bin.register(fs)
 }
 
 // Validate names the first bad setting.
@@ -219,6 +225,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			pol = retention.Policy{}
 		}
 		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, TLS: tlsSettings, Threads: o.snapThreads, Store: st,
+			CloneDir: o.cloneDir, Datadir: o.datadir,
 			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
 			Logger: logger}
 	}
@@ -227,16 +234,24 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		logger.Warn("drills (--drill-schedule) are off: a drill restores the encrypted archive, and the agent holds no age identity; " +
 			"run mysql-pitr drill with the identity elsewhere, or give the agent --age-identity")
 	} else if o.drillSchedule != "" {
+		finder, err := o.bin.finder()
+		if err != nil {
+			return err
+		}
 		drills = &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
 			Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
-				Threads: o.drillThreads, Host: o.agentID, Record: true}}
+				Threads: o.drillThreads, Host: o.agentID, Record: true, Programs: finder}}
 	}
 	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
 		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent"), SnapshotNewTimelines: o.snapOnTimeline,
 		SpoolLock: spoolLock, SpoolMax: int64(o.spoolMax)}
 	if sched != nil {
 		sched.Check = func(ctx context.Context) error {
-			return preflight.Check(ctx, src.DB(), "", preflight.SnapshotRole(o.snapMethod))
+			info, err := src.Info(ctx)
+			if err != nil {
+				return err
+			}
+			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, snapshot.PhysicalTool(info.Flavor, "")))
 		}
 	}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
@@ -263,12 +278,15 @@ func completeInterval(d time.Duration) time.Duration {
 func agentPreflight(s *binlog.Streamer, scheduled bool, method string) func(context.Context) error {
 	roles := []preflight.Role{preflight.Streamer}
 	if scheduled {
-		roles = append(roles, preflight.SnapshotRole(method))
+		roles = append(roles, preflight.SnapshotRole(method, ""))
 	}
 	return func(ctx context.Context) error {
 		info, err := s.Preflight(ctx)
 		if err != nil {
 			return err
+		}
+		if scheduled {
+			roles[1] = preflight.SnapshotRole(method, snapshot.PhysicalTool(info.Flavor, ""))
 		}
 		return preflight.Check(ctx, s.Source.DB(), info.Flavor, roles...)
 	}

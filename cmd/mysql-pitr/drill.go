@@ -32,7 +32,13 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&record, "record", false, "record the drill's result in the archive (under drills/), where list and the agent's metrics show it; "+
 		"without it the drill only reads the archive")
 	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads")
+	var bin binDirFlag
+	bin.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	finder, err := bin.finder()
+	if err != nil {
 		return err
 	}
 	target, err := restore.ParseTarget(to, "")
@@ -59,7 +65,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	host, _ := os.Hostname()
 	rec, err := drill.Run(ctx, drill.Options{Store: st, Target: target, Scratch: scratch, KeepScratch: keep, Threads: threads,
-		Host: host, Record: record, Logger: logger})
+		Host: host, Record: record, Programs: finder, Logger: logger})
 	if rec != nil && ctx.Err() == nil {
 		printDrill(stdout, rec)
 	}

@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
+	"path/filepath"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/bytesize"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // envPrefix: every flag --some-flag can also be set as MYSQL_PITR_SOME_FLAG.
@@ -80,36 +83,15 @@ func (e usageError) Unwrap() error { return e.err }
 // sizeFlag is a byte size such as 512MiB, 1GB or 1048576.
 type sizeFlag int64
 
-func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
+func (s *sizeFlag) String() string { return bytesize.Format(int64(*s)) }
 
 func (s *sizeFlag) Set(v string) error {
-	n, err := parseSize(v)
+	n, err := bytesize.Parse(v)
 	if err != nil {
 		return err
 	}
 	*s = sizeFlag(n)
 	return nil
-}
-
-func parseSize(v string) (int64, error) {
-	v = strings.TrimSpace(v)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(v, u.suffix) {
-			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q (use e.g. 512MiB)", v)
-	}
-	return n * mult, nil
 }
 
 // logFlags configure logging.
@@ -238,4 +220,34 @@ func (m *mysqlFlags) configWithEnv(passwordEnv string) (*mysql.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// binDirFlag is --server-bindir: the directory of the server release's
+// programs, which every program mysql-pitr runs is taken from.
+type binDirFlag struct{ dir string }
+
+func (b *binDirFlag) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.dir, "server-bindir", "", "directory of the server release's programs, the only place they are taken from "+
+		"(mysqld or mariadbd, mysqlbinlog or mariadb-binlog, mysql or mariadb, mariadb-install-db, mariadb-backup, mbstream); "+
+		"default: PATH, then /usr/sbin, /usr/local/sbin, /usr/local/mysql/bin, passing over programs of the other family")
+}
+
+// finder returns the program finder, refusing a --server-bindir that is
+// not a directory.
+func (b *binDirFlag) finder() (programs.Finder, error) {
+	if b.dir == "" {
+		return programs.Finder{}, nil
+	}
+	fi, err := os.Stat(b.dir)
+	if err != nil || !fi.IsDir() {
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		return programs.Finder{}, usageError{fmt.Errorf("--server-bindir %s: %w", b.dir, err)}
+	}
+	abs, err := filepath.Abs(b.dir)
+	if err != nil {
+		return programs.Finder{}, usageError{fmt.Errorf("--server-bindir %s: %w", b.dir, err)}
+	}
+	return programs.Finder{Dir: abs}, nil
 }

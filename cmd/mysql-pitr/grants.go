@@ -22,7 +22,8 @@ func runGrants(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var role, flavor, user string
 	fs := flag.NewFlagSet("grants", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&role, "role", "all", "what the account is for: streamer, logical, physical, restore, or all (several: streamer,logical)")
+	fs.StringVar(&role, "role", "all", "what the account is for: streamer, logical, physical, restore, xtrabackup (a physical snapshot of MySQL with xtrabackup), "+
+		"or all but xtrabackup (several: streamer,logical)")
 	fs.StringVar(&flavor, "flavor", string(binlog.MariaDB), "server family: mariadb (10.6 and later) or mysql (8.0, 8.4)")
 	fs.StringVar(&user, "user", "'pitr'@'%'", "the account, as 'user'@'host'")
 	if err := parseFlags(fs, args); err != nil {

@@ -152,8 +152,20 @@ func TestGrantsCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	t.Run("mysql", func(t *testing.T) {
+	t.Run("mysql clone", func(t *testing.T) {
 		out := grantsScript(t, "--role", "physical", "--flavor", "mysql", "--user", "bkp@localhost")
+		for _, want := range []string{
+			"CREATE USER IF NOT EXISTS 'bkp'@'localhost' IDENTIFIED BY <password>;",
+			"GRANT BACKUP_ADMIN, PROCESS, SELECT ON *.* TO 'bkp'@'localhost';",
+			"-- GRANT INSERT ON `mysql`.`plugin` TO 'bkp'@'localhost';",
+		} {
+			if !strings.Contains(out, want+"\n") {
+				t.Errorf("missing %q in:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("mysql xtrabackup", func(t *testing.T) {
+		out := grantsScript(t, "--role", "xtrabackup", "--flavor", "mysql", "--user", "bkp@localhost")
 		for _, want := range []string{
 			"CREATE USER IF NOT EXISTS 'bkp'@'localhost' IDENTIFIED BY <password>;",
 			"GRANT BACKUP_ADMIN, RELOAD, LOCK TABLES, PROCESS, REPLICATION CLIENT ON *.* TO 'bkp'@'localhost';",

@@ -169,14 +169,20 @@ func (p *agentProc) signal(sig syscall.Signal) error {
 
 func masterStatus(t *testing.T, db *testbed.MariaDB) (string, uint64) {
 	t.Helper()
-	rows, err := db.DB(t).Query("SHOW MASTER STATUS")
+	// MySQL 8.4 dropped SHOW MASTER STATUS for SHOW BINARY LOG STATUS,
+	// which answers with the same columns.
+	q := "SHOW MASTER STATUS"
+	if db.Flavor().MySQL() {
+		q = "SHOW BINARY LOG STATUS"
+	}
+	rows, err := db.DB(t).Query(q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	cols, _ := rows.Columns()
 	if !rows.Next() {
-		t.Fatal("SHOW MASTER STATUS returned nothing")
+		t.Fatalf("%s returned nothing", q)
 	}
 	vals := make([]any, len(cols))
 	var file string
@@ -270,6 +276,7 @@ func TestRestoreDestinationFlags(t *testing.T) {
 		{"--to-new-pvc", "restored", "--datadir", "/x"},
 		{"--kube", "--pod", "mysql-0", "--to-new-pvc", "restored", "--force"},
 		{"--datadir", "/x", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
+		{"--datadir", "/x", "--server-bindir", "/nonexistent/mysql/bin"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			all := append([]string{"restore", "--storage", "file://" + t.TempDir(), "--to", "latest"}, args...)

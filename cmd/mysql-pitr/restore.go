@@ -46,9 +46,15 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	bufferPool := sizeFlag(restore.DefaultBufferPool)
 	fs.Var(&bufferPool, "buffer-pool-size", "InnoDB buffer pool of the temporary server that loads and replays (a restore into --datadir); its redo log is sized with it")
 	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads with --replay server")
+	var bin binDirFlag
+	bin.register(fs)
 	var kf kubeFlags
 	kf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	finder, err := bin.finder()
+	if err != nil {
 		return err
 	}
 	target, err := restore.ParseTarget(to, toPos)
@@ -108,8 +114,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	}
 	progress := newRestoreProgress(stderr, logger)
 	opts := restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
-		Replay: replay, Threads: threads, Logger: logger, Progress: progress.update, BufferPool: int64(bufferPool)}
+		Replay: replay, Threads: threads, Logger: logger, Progress: progress.update, BufferPool: int64(bufferPool), Programs: finder}
 	if into.dsn != "" {
+		into.tls.notice.setLogger(logger)
 		if opts.Target, err = into.configWithEnv("MYSQL_PITR_TARGET_PASSWORD"); err != nil {
 			return err
 		}

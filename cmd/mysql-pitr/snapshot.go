@@ -12,18 +12,21 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 )
 
 // snapshotOptions are the settings of `mysql-pitr snapshot`.
 type snapshotOptions struct {
-	mysql   mysqlFlags
-	storage storageFlags
-	log     logFlags
-	method  string
-	threads int
-	agentID string
+	mysql    mysqlFlags
+	storage  storageFlags
+	log      logFlags
+	method   string
+	threads  int
+	agentID  string
+	cloneDir string
+	bin      binDirFlag
 }
 
 func (o *snapshotOptions) register(fs *flag.FlagSet) {
@@ -31,9 +34,13 @@ func (o *snapshotOptions) register(fs *flag.FlagSet) {
 	o.storage.register(fs)
 	o.log.register(fs)
 	host, _ := os.Hostname()
-	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (mariadb-backup / xtrabackup on the server's host)")
+	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (on the server's host: mariadb-backup on MariaDB, "+
+		"the clone plugin on MySQL, or xtrabackup where it is installed)")
+	fs.StringVar(&o.cloneDir, "clone-dir", "", "physical snapshots of MySQL: where the clone is staged, on the server's host, writable by the server's OS user, "+
+		"with room for a copy of the data (default: beside the server's datadir)")
 	fs.IntVar(&o.threads, "threads", runtime.NumCPU(), "parallel connections for a logical snapshot")
 	fs.StringVar(&o.agentID, "agent-id", host, "who takes the snapshot, recorded in its manifest")
+	o.bin.register(fs)
 }
 
 // Validate names the first bad setting.
@@ -58,6 +65,10 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	if err := o.Validate(); err != nil {
 		return err
 	}
+	finder, err := o.bin.finder()
+	if err != nil {
+		return err
+	}
 	w, err := openWriter(ctx, &o.mysql, &o.log, stderr, true)
 	defer func() { err = explainTLS(err, w.tls, w.mcfg) }()
 	if err != nil {
@@ -74,8 +85,23 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	if err != nil {
 		return err
 	}
-	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method)); err != nil {
+	// The backup tool from --server-bindir when it holds one; otherwise the
+	// snapshot finds it (on PATH and in the sbin directories), or takes the
+	// clone plugin on MySQL, and says how to install what is missing.
+	var toolPath string
+	if o.method == catalog.MethodPhysical && finder.Dir != "" {
+		toolPath, _ = finder.Look(programs.Names(string(info.Flavor), programs.Backup)...)
+	}
+	tool := snapshot.PhysicalTool(info.Flavor, toolPath)
+	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method, tool)); err != nil {
 		return err
+	}
+	physOpts := snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, CloneDir: o.cloneDir, Agent: o.agentID, ToolPath: toolPath, Logger: logger}
+	if o.method == catalog.MethodPhysical {
+		// The tool, the clone's needs and its room, before the archive.
+		if err := snapshot.CheckPhysical(ctx, physOpts); err != nil {
+			return err
+		}
 	}
 	if err := w.openArchive(ctx, &o.storage); err != nil {
 		return err
@@ -95,7 +121,8 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		m, err = snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: mcfg, Storage: st, Threads: o.threads,
 			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
 	case catalog.MethodPhysical:
-		m, err = snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, Storage: st, Timeline: tl, Agent: o.agentID, Logger: logger})
+		physOpts.Storage, physOpts.Timeline = st, tl
+		m, err = snapshot.TakePhysical(ctx, physOpts)
 	}
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -22,13 +24,18 @@ import (
 // tool's own, the replication stream's, and those of the tools it runs.
 type tlsFlags struct {
 	mode, ca, cert, key string
+	// notice says, once per command run, that preferred accepted a
+	// certificate without verifying it.
+	notice unverifiedNotice
 }
 
 func (f *tlsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.mode, "mysql-tls", string(mysqltls.DefaultMode), "TLS to the MySQL server: verify-full (TLS required, certificate chain and host name verified), "+
 		"verify-ca (required, chain verified against --mysql-ca, host name not checked), skip-verify (required, nothing verified: insecure), "+
-		"off (never), preferred (TLS verified as verify-full when the server offers it, plaintext with a warning when it offers none)")
-	fs.StringVar(&f.ca, "mysql-ca", "", "PEM file of the CAs that sign the MySQL server's certificate (verify-full: instead of the system's roots; preferred: in addition)")
+		"off (never), preferred (TLS whenever the server offers it, plaintext only when it offers none; the certificate is verified "+
+		"as verify-full with --mysql-ca, and without it not verified, which is said once)")
+	fs.StringVar(&f.ca, "mysql-ca", "", "PEM file of the CAs that sign the MySQL server's certificate (verify-full: instead of the system's roots; "+
+		"preferred: in addition, and the certificate must verify)")
 	fs.StringVar(&f.cert, "mysql-cert", "", "PEM client certificate for servers that require one (REQUIRE X509); with --mysql-key")
 	fs.StringVar(&f.key, "mysql-key", "", "PEM key of --mysql-cert")
 }
@@ -56,6 +63,7 @@ func (m *mysqlFlags) applyTLS(cfg *mysql.Config) error {
 	if err != nil {
 		return err
 	}
+	s.Unverified = m.tls.notice.hook(cfg)
 	if err := s.Apply(cfg); err != nil {
 		return usageError{err}
 	}
@@ -89,6 +97,53 @@ func logTLS(ctx context.Context, logger *slog.Logger, s mysqltls.Settings, cfg *
 // plaintextWarning is logged when Preferred found a server without TLS.
 const plaintextWarning = "the server offers no TLS: the connection is not encrypted (--mysql-tls preferred); configure TLS on the server, or say --mysql-tls off to mean it"
 
+// unverifiedWarning and unverifiedNote are said once per command run when
+// Preferred accepted the server's certificate without verifying it: the
+// warning for a server across a network, the note for one on this host's
+// loopback.
+const (
+	unverifiedWarning = unverifiedMessage + ", so an impostor between here and the server could read and change what is sent, " +
+		"the login included; " + howToVerify
+	unverifiedNote = unverifiedMessage + "; the server is on this host's loopback, where nothing crosses a network; " + howToVerify
+
+	unverifiedMessage = "TLS: the connection to the server is encrypted, but the server's certificate was not verified " +
+		"(--mysql-tls preferred without --mysql-ca)"
+	howToVerify = "to verify it, give the CA that signed it with --mysql-ca and choose --mysql-tls verify-full, " +
+		"or verify-ca for a certificate that names no host (as a server's self-generated one; MySQL keeps its CA as ca.pem in its datadir)"
+)
+
+// unverifiedNotice says once that Preferred accepted a certificate without
+// verifying it: as a warning for a server across a network, as a note for
+// one on this host's loopback, where nothing crosses a network (and a
+// server in plaintext is not even mentioned). Its logger is set before the
+// first connection; the hook is called from the drivers' goroutines.
+type unverifiedNotice struct {
+	once   sync.Once
+	logger atomic.Pointer[slog.Logger]
+}
+
+// setLogger gives the notice the command's logger.
+func (n *unverifiedNotice) setLogger(l *slog.Logger) { n.logger.Store(l) }
+
+// hook returns the mysqltls.Settings.Unverified of the connections to the
+// server at cfg.
+func (n *unverifiedNotice) hook(cfg *mysql.Config) func(mysqltls.UnverifiedCert) {
+	addr, level, msg := cfg.Addr, slog.LevelWarn, unverifiedWarning
+	if mysqltls.Local(cfg) {
+		level, msg = slog.LevelInfo, unverifiedNote
+	}
+	return func(u mysqltls.UnverifiedCert) {
+		n.once.Do(func() {
+			l := n.logger.Load()
+			if l == nil {
+				return
+			}
+			l.Log(context.Background(), level, msg, "server", addr,
+				"certificate_subject", u.Cert.Subject.String(), "certificate_issuer", u.Cert.Issuer.String())
+		})
+	}
+}
+
 // explainTLS adds to a command's error what the TLS settings have to do
 // with it.
 func explainTLS(err error, s mysqltls.Settings, cfg *mysql.Config) error {
@@ -104,8 +159,8 @@ func explainTLS(err error, s mysqltls.Settings, cfg *mysql.Config) error {
 		return fmt.Errorf("%w; connect by a name the certificate holds, or use --mysql-tls verify-ca to check the CA only", err)
 	case strings.Contains(msg, "TLS: the server's certificate"):
 		if s.Mode == mysqltls.Preferred {
-			return fmt.Errorf("%w; give the CA that signs the server's certificate with --mysql-ca (--mysql-tls preferred verifies whenever "+
-				"the server offers TLS, a self-signed certificate included; skip-verify accepts it unverified)", err)
+			return fmt.Errorf("%w; give the CA that signs the server's certificate with --mysql-ca (with --mysql-ca, --mysql-tls preferred "+
+				"verifies the certificate as verify-full does, and never goes without TLS when it fails)", err)
 		}
 		return fmt.Errorf("%w; give the CA that signs the server's certificate with --mysql-ca", err)
 	case s.Mode == mysqltls.Off && cfg.Net != "unix" && strings.Contains(msg, "Access denied"):
@@ -158,6 +213,7 @@ func openWriter(ctx context.Context, m *mysqlFlags, l *logFlags, stderr io.Write
 	if w.logger, err = l.logger(stderr); err != nil {
 		return w, err
 	}
+	m.tls.notice.setLogger(w.logger)
 	if w.mcfg, err = m.config(); err != nil {
 		return w, err
 	}

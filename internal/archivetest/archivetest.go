@@ -5,12 +5,15 @@ package archivetest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -49,19 +52,31 @@ func Stream(t *testing.T, src *testbed.MariaDB, st storage.Storage, flush time.D
 // WaitArchived waits until the archive holds everything src's binlog holds now.
 func WaitArchived(t *testing.T, s *binlog.Streamer, src *testbed.MariaDB) {
 	t.Helper()
-	var file string
-	var pos uint64
-	var x, y any
-	if err := src.DB(t).QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &x, &y); err != nil {
-		t.Fatal(err)
-	}
+	end := BinlogEnd(t, src)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		_, d, _ := s.Uploader().Durable()
-		if d.File > file || d.File == file && d.Pos >= pos {
+		if d.File > end.File || d.File == end.File && d.Pos >= end.Pos {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("archive did not reach %s:%d", file, pos)
+	t.Fatalf("archive did not reach %s", end)
+}
+
+// BinlogEnd returns where src's binlog ends now: the end of its last
+// transaction, from SHOW BINARY LOGS, which every server has (MySQL 8.4
+// dropped SHOW MASTER STATUS).
+func BinlogEnd(t *testing.T, src *testbed.MariaDB) catalog.Position {
+	t.Helper()
+	files := src.BinlogFiles(t)
+	if len(files) == 0 {
+		t.Fatal("the server has no binlog")
+	}
+	last := files[len(files)-1]
+	fi, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return catalog.Position{File: filepath.Base(last), Pos: uint64(fi.Size())}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // Every difference between the servers the test bed starts is decided in
@@ -142,6 +144,11 @@ func (f Flavor) BinDir() string {
 	return filepath.Join(RootsDir(), s.root, ".bin")
 }
 
+// Programs is the finder mysql-pitr is given for the flavor's programs, as
+// an operator gives it --server-bindir: BinDir alone, or PATH and the sbin
+// directories for MariaDB1011.
+func (f Flavor) Programs() programs.Finder { return programs.Finder{Dir: f.BinDir()} }
+
 // installHint says how to get the flavor's programs.
 func (f Flavor) installHint() string {
 	s, err := f.spec()
@@ -162,9 +169,9 @@ func (f Flavor) Program(name string) (string, error) {
 	if s.root == "" {
 		return LookBinary(name)
 	}
-	p := filepath.Join(f.BinDir(), name)
-	if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("%s is missing or not executable", p)
+	p, err := f.Programs().Look(name)
+	if err != nil {
+		return "", fmt.Errorf("%s is missing or not executable", filepath.Join(f.BinDir(), name))
 	}
 	return p, nil
 }
@@ -255,7 +262,7 @@ func parseServers(v string) ([]Flavor, error) {
 // mysqlPitrGrants are PitrUser's privileges on MySQL: what `mysql-pitr
 // grants --flavor mysql --role streamer,logical,physical` prints (a test
 // keeps them equal). pitrGrants are MariaDB's.
-const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIEW, TRIGGER, EVENT, BACKUP_ADMIN, RELOAD, LOCK TABLES, PROCESS"
+const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIEW, TRIGGER, EVENT, BACKUP_ADMIN, RELOAD, PROCESS"
 
 // initialize makes the server's datadir as the flavor's official image does.
 func (m *MariaDB) initialize() error {
@@ -454,6 +461,9 @@ func (m *MariaDB) setUp() error {
 			"CREATE USER 'root'@'%' IDENTIFIED BY ''",
 			"GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION",
 			"DROP DATABASE IF EXISTS test",
+			// Physical snapshots clone with the clone plugin, which the
+			// chart loads for them; an administrator installs it once.
+			"INSTALL PLUGIN clone SONAME 'mysql_clone.so'",
 		)
 		grants = mysqlPitrGrants
 	}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // InCI reports whether the tests run under CI (CI=true), where a missing
@@ -34,15 +36,15 @@ func Binary(tb testing.TB, name, install string) string {
 	return ""
 }
 
-// LookBinary finds a program on PATH, then in the usual sbin directories that
-// a non-root PATH often lacks.
+// LookBinary finds a program as mysql-pitr finds the programs it runs (on
+// PATH, then in the sbin directories a non-root PATH often lacks), then in
+// the directories test tools are installed in.
 func LookBinary(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
+	if p, err := (programs.Finder{}).Look(name); err == nil {
 		return p, nil
 	}
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/bin", os.ExpandEnv("$HOME/go/bin")} {
-		p := dir + "/" + name
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+	for _, dir := range []string{"/sbin", "/usr/local/bin", os.ExpandEnv("$HOME/go/bin")} {
+		if p, err := (programs.Finder{Dir: dir}).Look(name); err == nil {
 			return p, nil
 		}
 	}

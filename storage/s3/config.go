@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/bytesize"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -168,7 +169,10 @@ func parseURL(raw string) (Config, error) {
 		}
 	}
 	if v := q.Get("part-size"); v != "" {
-		if c.PartSize, err = parseSize(v); err != nil {
+		if c.PartSize, err = bytesize.Parse(v); err == nil && c.PartSize <= 0 {
+			err = errors.New("want a positive size")
+		}
+		if err != nil {
 			return Config{}, fmt.Errorf("part-size %q: %w", v, err)
 		}
 	}
@@ -207,26 +211,6 @@ func normalizePrefix(p string) (string, error) {
 		return "", fmt.Errorf("prefix: %w", err)
 	}
 	return p + "/", nil
-}
-
-// parseSize parses a byte count: a plain number or one with a binary suffix
-// (KiB, MiB, GiB).
-func parseSize(s string) (int64, error) {
-	num, mult := s, int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, mult = n, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, errors.New("want a positive size in bytes, optionally with KiB, MiB or GiB")
-	}
-	return n * mult, nil
 }
 
 // Validate checks the fields and names the first bad one. Zero values that

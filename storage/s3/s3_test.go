@@ -107,6 +107,9 @@ func TestParseURL(t *testing.T) {
 		},
 		{raw: "s3://bucket?sse=AES256&part-size=5242880", want: Config{Bucket: "bucket", SSE: SSES3, PartSize: 5 << 20}},
 		{raw: "s3://bucket?part-size=1GiB&path-style=false", want: Config{Bucket: "bucket", PartSize: 1 << 30}},
+		// The units the flags take (--max-segment 1G) work here too.
+		{raw: "s3://bucket?part-size=1G", want: Config{Bucket: "bucket", PartSize: 1 << 30}},
+		{raw: "s3://bucket?part-size=64MB", want: Config{Bucket: "bucket", PartSize: 64e6}},
 
 		{raw: "s3://", wantErr: "missing bucket"},
 		{raw: "s3:///prefix", wantErr: "missing bucket"},
@@ -129,6 +132,8 @@ func TestParseURL(t *testing.T) {
 		{raw: "s3://bucket?part-size=6GiB", wantErr: "part-size"},
 		{raw: "s3://bucket?part-size=big", wantErr: "part-size"},
 		{raw: "s3://bucket?part-size=-5MiB", wantErr: "part-size"},
+		{raw: "s3://bucket?part-size=0", wantErr: "part-size"},
+		{raw: "s3://bucket?part-size=99999999999999999999", wantErr: "part-size"},
 		{raw: "s3://bucket?endpoint=ftp://host", wantErr: "http:// or https://"},
 		{raw: "s3://bucket?endpoint=https://", wantErr: "no host"},
 		{raw: "s3://bucket?endpoint=https://user:hunter2@host", wantErr: "without credentials"},

@@ -1,0 +1,379 @@
+package restore
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/archivetest"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/storage"
+	"github.com/mysql-pitr/mysql-pitr/storage/file"
+)
+
+// moment is a point the live test restores to, and what the source held there.
+type moment struct {
+	name   string
+	target Target
+	sums   map[string]string
+	// gtid is the source's GTID state there: MariaDB gtid_binlog_pos,
+	// MySQL gtid_executed.
+	gtid string
+}
+
+// TestRestoreOnEachServer restores, on each test server release
+// (MYSQL_PITR_TEST_SERVERS), an archive a real streamer made of a server of
+// that release under a write load with a 10 MB transaction, from a logical
+// snapshot, to a time between two commits, a binlog position, the moment
+// before a DROP TABLE, and the latest archived transaction: each into a new
+// datadir and into a running empty server, with each replay mode. Every
+// restore must reproduce CHECKSUM TABLE of every table, and the source's
+// GTID state, exactly.
+func TestRestoreOnEachServer(t *testing.T) {
+	for _, f := range testbed.Servers(t) {
+		t.Run(f.String(), func(t *testing.T) { restoreOn(t, f) })
+	}
+}
+
+func restoreOn(t *testing.T, f testbed.Flavor) {
+	begin := time.Now()
+	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
+	w := startWorkload(t, src)
+	time.Sleep(300 * time.Millisecond)
+	if f.MySQL() {
+		// MySQL 8.4+ tagged GTIDs, in the snapshot's GTID set and in the replay.
+		taggedInsert(t, src, "tagged, in the snapshot")
+	}
+	pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
+	m, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: logical snapshot %s at %s (gtid %s)", src.Version(), m.ID, m.Binlog, m.GTIDSet)
+
+	var moments []moment
+	// checkpoint pauses the workload and reads, inside the pause, the
+	// tables and the GTID state the moment must restore.
+	checkpoint := func(name string, target func(at time.Time) Target, during func()) {
+		var gtid string
+		at, sums := w.checkpoint(t, src, func() {
+			if during != nil {
+				during()
+			}
+			gtid = gtidState(t, src)
+		})
+		moments = append(moments, moment{name: name, target: target(at), sums: sums, gtid: gtid})
+	}
+	atTime := func(at time.Time) Target { return Target{Kind: AtTime, Time: at} }
+	time.Sleep(500 * time.Millisecond)
+	checkpoint("between two commits", atTime, nil)
+
+	big := make([]byte, 10<<20)
+	rand.Read(big)
+	var pos catalog.Position
+	checkpoint("at a position after a 10 MB transaction", func(time.Time) Target { return Target{Kind: AtPosition, Position: pos} }, func() {
+		src.Exec(t, "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB)")
+		src.Exec(t, "INSERT INTO app.blobs VALUES (1, ?)", big)
+		if f.MySQL() {
+			taggedInsert(t, src, "tagged, replayed")
+		}
+		pos = archivetest.BinlogEnd(t, src)
+	})
+
+	time.Sleep(400 * time.Millisecond)
+	checkpoint("just before DROP TABLE", atTime, nil)
+	time.Sleep(1600 * time.Millisecond)
+	src.Exec(t, "DROP TABLE app.doomed")
+	time.Sleep(300 * time.Millisecond)
+	close(w.stop)
+	<-w.done
+	checkpoint("latest", func(time.Time) Target { return Target{Kind: Latest} }, nil)
+	archivetest.WaitArchived(t, streamer, src)
+	if _, ok := moments[2].sums["`app`.`doomed`"]; !ok {
+		t.Fatal("the checkpoint before the DROP holds no app.doomed")
+	}
+	t.Logf("archive written in %s", time.Since(begin).Round(time.Millisecond))
+
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := catalog.LoadSnapshots(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var took []string
+	for _, mo := range moments {
+		p, err := Make(arch, snaps.Complete, mo.target, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, replay := range []string{ReplayServer, ReplayMysqlbinlog} {
+			t.Run("datadir/"+replay+"/"+mo.name, func(t *testing.T) {
+				start := time.Now()
+				dir, _ := os.MkdirTemp("", "rst-")
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				res, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", Replay: replay, WorkDir: dir + "/w",
+					Programs: f.Programs(), BufferPool: 128 << 20, Logger: testLogger(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := restoredOn(t, f, dir)
+				checkRestored(t, mo, res, got)
+				took = append(took, fmt.Sprintf("datadir/%s/%s: %d txns, replay %s, all %s", replay, mo.name, res.Marker.Transactions,
+					res.ReplayDuration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)))
+			})
+			t.Run("server/"+replay+"/"+mo.name, func(t *testing.T) {
+				start := time.Now()
+				dst := emptyTarget(t, f)
+				target, _ := mysql.ParseDSN(dst.DSN())
+				res, err := Apply(t.Context(), p, Options{Store: st, Target: target, Replay: replay, WorkDir: t.TempDir(), Programs: f.Programs()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := targetState(t, f, dst)
+				checkRestored(t, mo, res, got)
+				took = append(took, fmt.Sprintf("server/%s/%s: %d txns, replay %s, all %s", replay, mo.name, res.Marker.Transactions,
+					res.ReplayDuration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)))
+			})
+		}
+	}
+	t.Logf("%s: %d restores in %s:\n%s", f, len(took), time.Since(begin).Round(time.Second), strings.Join(took, "\n"))
+}
+
+// taggedInsert commits a row in a transaction with a tagged GTID
+// (uuid:tag:n, MySQL 8.4 and later).
+func taggedInsert(t *testing.T, src *testbed.MariaDB, note string) {
+	t.Helper()
+	conn, err := src.DB(t).Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{"SET SESSION gtid_next = 'AUTOMATIC:pitr_tagged'", "INSERT INTO app.log (note, at) VALUES ('" + note + "', NOW(6))",
+		"SET SESSION gtid_next = 'AUTOMATIC'"} {
+		if _, err := conn.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// emptyTarget starts a server of the flavor, as its image starts it, for a
+// restore into a running server: another server_id than the source's, and
+// on MySQL local_infile turned on, as an operator must (see checkTarget).
+func emptyTarget(t *testing.T, f testbed.Flavor) *testbed.MariaDB {
+	dst := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: 7})
+	if f.MySQL() {
+		dst.Exec(t, "SET GLOBAL local_infile = ON")
+	}
+	return dst
+}
+
+// checkRestored compares a restored server with the moment it was restored to.
+func checkRestored(t *testing.T, mo moment, res *Result, got restored) {
+	t.Helper()
+	if fmt.Sprint(got.sums) != fmt.Sprint(mo.sums) {
+		t.Errorf("restored tables differ from the source's at %s:\n got %v\nwant %v", mo.name, got.sums, mo.sums)
+	}
+	if got.gtid != mo.gtid {
+		t.Errorf("GTID state %q, the source's was %q", got.gtid, mo.gtid)
+	}
+	if got.gtid != res.Marker.GTIDState {
+		t.Errorf("GTID state %q, the marker says %q", got.gtid, res.Marker.GTIDState)
+	}
+	if got.replication != "" {
+		t.Errorf("replication configuration left after the restore: %s", got.replication)
+	}
+	if len(got.leftovers) > 0 {
+		t.Errorf("replication files left in the datadir: %v", got.leftovers)
+	}
+}
+
+// gtidState is a server's GTID state as a restore records it: MariaDB
+// gtid_binlog_pos (which a restored server has as gtid_slave_pos), MySQL
+// gtid_executed.
+func gtidState(t *testing.T, src *testbed.MariaDB) string {
+	t.Helper()
+	q := "SELECT @@GLOBAL.gtid_binlog_pos"
+	if src.Flavor().MySQL() {
+		q = "SELECT @@GLOBAL.gtid_executed"
+	}
+	var s string
+	if err := src.DB(t).QueryRow(q).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return strings.ReplaceAll(s, "\n", "")
+}
+
+// restoredOn starts a server of the flavor on the restored datadir in dir
+// and reads its tables, GTID state and replication state.
+func restoredOn(t *testing.T, f testbed.Flavor, dir string) restored {
+	t.Helper()
+	var r restored
+	for _, pat := range []string{"*relay-bin*", "master*.info", "relay-log*.info"} {
+		m, _ := filepath.Glob(filepath.Join(dir, "data", pat))
+		r.leftovers = append(r.leftovers, m...)
+	}
+	srv, err := mysqld.Start(t.Context(), mysqld.Options{Flavor: f.Family(), Datadir: dir + "/data", RunDir: dir + "/r", SkipGrants: true,
+		Programs: f.Programs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.WithoutCancel(t.Context()))
+	readState(t, f, srv.Config(), &r)
+	return r
+}
+
+// targetState reads a restored running server.
+func targetState(t *testing.T, f testbed.Flavor, dst *testbed.MariaDB) restored {
+	t.Helper()
+	var r restored
+	for _, pat := range []string{"*relay-bin*", "master*.info", "relay-log*.info"} {
+		m, _ := filepath.Glob(filepath.Join(dst.DataDir(), pat))
+		r.leftovers = append(r.leftovers, m...)
+	}
+	cfg, _ := mysql.ParseDSN(dst.DSN())
+	readState(t, f, cfg, &r)
+	return r
+}
+
+func readState(t *testing.T, f testbed.Flavor, cfg *mysql.Config, r *restored) {
+	t.Helper()
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sqlOpen(c)
+	defer db.Close()
+	status, gtid := "SHOW SLAVE STATUS", "SELECT @@GLOBAL.gtid_slave_pos"
+	if f.MySQL() {
+		status, gtid = "SHOW REPLICA STATUS", "SELECT @@GLOBAL.gtid_executed"
+	}
+	rows, err := db.Query(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows.Next() {
+		r.replication = "a row"
+	}
+	rows.Close()
+	if err := db.QueryRow(gtid).Scan(&r.gtid); err != nil {
+		t.Fatal(err)
+	}
+	r.gtid = strings.ReplaceAll(r.gtid, "\n", "")
+	r.sums = tableChecksums(t, cfg)
+}
+
+// TestRestoreRefusalsOnEachServer checks what a restore refuses before it
+// fetches anything — the server programs of another release or family, a
+// running server with local_infile off — and what a failed restore into a
+// running server says the server holds.
+func TestRestoreRefusalsOnEachServer(t *testing.T) {
+	for _, f := range testbed.Servers(t) {
+		t.Run(f.String(), func(t *testing.T) {
+			src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
+			st, err := file.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
+			src.Exec(t, "CREATE DATABASE app")
+			src.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+			pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
+			if _, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 1}); err != nil {
+				t.Fatal(err)
+			}
+			src.Exec(t, "INSERT INTO app.t VALUES (1, 'one')")
+			archivetest.WaitArchived(t, streamer, src)
+			p := planLatest(t, st)
+
+			t.Run("the host's programs", func(t *testing.T) {
+				if f.BinDir() == "" {
+					t.Skip("the host's programs are this release's")
+				}
+				dir := t.TempDir()
+				_, err := Apply(t.Context(), p, Options{Store: st, Datadir: dir + "/data", WorkDir: dir + "/w", Programs: programs.Finder{}})
+				want := mysqld.ErrRelease // MariaDB 10.11's mariadbd
+				if f.MySQL() {
+					want = programs.ErrNotFound // no MySQL mysqld, only MariaDB's link
+				}
+				if !errors.Is(err, want) {
+					t.Fatalf("restore with the host's programs: %v, want %v", err, want)
+				}
+				t.Logf("refused: %v", err)
+				if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+					t.Errorf("the refused restore left %v", ents)
+				}
+			})
+			t.Run("local_infile off", func(t *testing.T) {
+				dst := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: 7})
+				dst.Exec(t, "SET GLOBAL local_infile = OFF")
+				target, _ := mysql.ParseDSN(dst.DSN())
+				_, err := Apply(t.Context(), p, Options{Store: st, Target: target, WorkDir: t.TempDir(), Programs: f.Programs()})
+				if err == nil || !strings.Contains(err.Error(), "local_infile is OFF") || !strings.Contains(err.Error(), "nothing was changed") {
+					t.Fatalf("restore into a server with local_infile=OFF: %v", err)
+				}
+				var n int
+				dst.DB(t).QueryRow("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'app'").Scan(&n)
+				if n != 0 {
+					t.Error("the refused restore created the snapshot's database")
+				}
+			})
+			t.Run("replay fails: the error says what the target holds", func(t *testing.T) {
+				dst := emptyTarget(t, f)
+				target, _ := mysql.ParseDSN(dst.DSN())
+				// The replay's row event finds no table.
+				_, err := Apply(t.Context(), p, Options{Store: st, Target: target, WorkDir: t.TempDir(), Programs: f.Programs(),
+					AfterSnapshot: func(ctx context.Context, _ *mysql.Config) error {
+						_, err := dst.DB(t).ExecContext(ctx, "DROP TABLE app.t")
+						return err
+					}})
+				if !errors.Is(err, ErrTargetChanged) || !strings.Contains(err.Error(), "snapshot loaded, replay not completed: drop databases `app`") {
+					t.Fatalf("failed replay into a server: %v", err)
+				}
+				t.Logf("refused: %v", err)
+			})
+		})
+	}
+}
+
+// planLatest plans a restore of everything archived in st.
+func planLatest(t *testing.T, st storage.Storage) *Plan {
+	t.Helper()
+	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := catalog.LoadSnapshots(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Make(arch, snaps.Complete, Target{Kind: Latest}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testLogger logs the restore's steps to the test's output.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}

@@ -1,0 +1,254 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+)
+
+// Bounds of the one start of mysqld that finishes a clone. Recovery replays
+// only the redo written while the clone ran, and a clean shutdown flushes
+// what it changed; the limits are for a slow disk, not for normal runs.
+const (
+	cloneFinishStart = 30 * time.Minute
+	cloneFinishStop  = 10 * time.Minute
+)
+
+// cloneStatusFile is where the clone plugin keeps, in the cloned datadir,
+// what performance_schema.clone_status shows: once the clone has been
+// started, with the binlog position and GTID set its data is consistent
+// with.
+const cloneStatusFile = "#clone/#view_status"
+
+// cloneFinish starts mysqld once on a clone, with the clone plugin loaded,
+// and shuts it down cleanly. A local clone does not know its binlog
+// position when CLONE returns (clone_status shows none): InnoDB applies the
+// redo the clone copied at the first start, and the clone plugin, once its
+// status is read, writes the binlog position and GTID set the data is
+// consistent with into cloneStatusFile. The server listens on a socket in runDir only, without
+// privilege checks, binlog, events, replication or the performance schema,
+// with a small buffer pool: nothing but the recovery changes the data.
+// settings are the source server's options it must share. When this
+// process runs as root the server runs as the clone's owner.
+func cloneFinish(ctx context.Context, mysqld, datadir, runDir string, settings []string, log *slog.Logger) error {
+	socket := filepath.Join(runDir, "mysqld.sock")
+	errLog := filepath.Join(runDir, "error.log")
+	args := []string{
+		"--no-defaults",
+		"--datadir=" + datadir,
+		"--socket=" + socket,
+		"--pid-file=" + filepath.Join(runDir, "mysqld.pid"),
+		"--log-error=" + errLog,
+		"--tmpdir=" + runDir,
+		"--secure-file-priv=" + runDir,
+		"--skip-networking",
+		"--skip-grant-tables",
+		"--skip-log-bin",
+		"--server-id=4294967001",
+		"--skip-replica-start",
+		"--event-scheduler=OFF",
+		"--mysqlx=OFF",
+		"--performance-schema=OFF",
+		"--plugin-load-add=mysql_clone.so",
+		"--innodb-buffer-pool-size=64M",
+		"--max-connections=10",
+	}
+	args = append(args, settings...)
+	if os.Geteuid() == 0 {
+		owner, err := ownerName(datadir)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--user="+owner)
+	}
+	statusPath := filepath.Join(datadir, filepath.FromSlash(cloneStatusFile))
+	before, err := os.ReadFile(statusPath)
+	if err != nil {
+		return fmt.Errorf("the clone: %w", err)
+	}
+	cmd := exec.Command(mysqld, args...)
+	cmd.Env = childenv.Environ()
+	// Its own group, and killed with this process: a server left running
+	// on the staging directory would keep it from being removed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s on the clone: %w", mysqld, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	kill := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	tail := func() string {
+		b, _ := os.ReadFile(errLog)
+		return lastLogLines(string(b), 15)
+	}
+
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Net, cfg.Addr = "root", "unix", socket
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		kill()
+		return err
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	deadline := time.Now().Add(cloneFinishStart)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := db.PingContext(pctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case werr := <-done:
+			return fmt.Errorf("mysqld exited while it started on the clone (%v); its log ends:\n%s", werr, tail())
+		case <-ctx.Done():
+			kill()
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			kill()
+			return fmt.Errorf("mysqld did not start on the clone in %s; its log ends:\n%s", cloneFinishStart, tail())
+		}
+	}
+	// The clone plugin completes its status, and writes the recovered
+	// position into its status file, when the status is first read (even
+	// with the performance schema off, when the table shows no row).
+	var state string
+	if err := db.QueryRowContext(ctx, "SELECT STATE FROM performance_schema.clone_status").Scan(&state); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		kill()
+		return fmt.Errorf("mysqld on the clone: read the clone's status: %w", err)
+	}
+	db.Close()
+	for {
+		now, err := os.ReadFile(statusPath)
+		if err == nil && !bytes.Equal(now, before) {
+			break
+		}
+		select {
+		case werr := <-done:
+			return fmt.Errorf("mysqld exited while it started on the clone (%v); its log ends:\n%s", werr, tail())
+		case <-ctx.Done():
+			kill()
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			kill()
+			return fmt.Errorf("mysqld started on the clone, but in %s the clone plugin did not record the clone's position in %s; its log ends:\n%s",
+				cloneFinishStart, cloneStatusFile, tail())
+		}
+	}
+	log.Info("the clone started once and recovered; shutting it down", "took", time.Since(begin).Round(time.Millisecond))
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("mysqld on the clone: shutdown: %w; its log ends:\n%s", err, tail())
+		}
+	case <-ctx.Done():
+		kill()
+		return ctx.Err()
+	case <-time.After(cloneFinishStop):
+		kill()
+		return fmt.Errorf("mysqld on the clone did not shut down in %s; its log ends:\n%s", cloneFinishStop, tail())
+	}
+	return nil
+}
+
+// ownerName is the name of the user owning path, or its numeric id when
+// the system knows no name for it (mysqld takes either).
+func ownerName(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", fmt.Errorf("%s: no owner", path)
+	}
+	id := strconv.FormatUint(uint64(st.Uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username, nil
+	}
+	return id, nil
+}
+
+func lastLogLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// cloneStatus is what cloneStatusFile says.
+type cloneStatus struct {
+	Binlog catalog.Position
+	GTID   string
+}
+
+// readCloneStatus reads cloneStatusFile of a started clone: a version
+// line, begin and end times, the source, the error number and message, then
+// the binlog file, position and GTID set (which may run over several lines).
+func readCloneStatus(datadir string) (cloneStatus, error) {
+	b, err := os.ReadFile(filepath.Join(datadir, filepath.FromSlash(cloneStatusFile)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return cloneStatus{}, fmt.Errorf("%s is missing: this is not a clone", cloneStatusFile)
+	}
+	if err != nil {
+		return cloneStatus{}, err
+	}
+	return parseCloneStatus(string(b))
+}
+
+var cloneVersionLine = regexp.MustCompile(`^\d+ \d+$`)
+
+func parseCloneStatus(s string) (cloneStatus, error) {
+	lines := strings.Split(s, "\n")
+	if len(lines) < 7 || !cloneVersionLine.MatchString(lines[0]) {
+		return cloneStatus{}, fmt.Errorf("%s %q is not the clone plugin's status", cloneStatusFile, physFirstLine(s))
+	}
+	if lines[3] != "0" {
+		return cloneStatus{}, fmt.Errorf("the clone failed with error %s: %s", lines[3], lines[4])
+	}
+	// The file is named as the server opened it ("./binlog.000001", or
+	// with log_bin's directory); the archive knows it by its base name.
+	file, posText := strings.TrimSpace(lines[5]), strings.TrimSpace(lines[6])
+	if file != "" {
+		file = path.Base(file)
+	}
+	if file == "" {
+		return cloneStatus{}, errors.New("the clone recorded no binlog position: the server writes no binlog (log_bin is OFF), and a snapshot without one cannot be replayed from")
+	}
+	pos, err := strconv.ParseUint(posText, 10, 64)
+	if err != nil {
+		return cloneStatus{}, fmt.Errorf("%s: binlog position %q: %w", cloneStatusFile, posText, err)
+	}
+	gtid := strings.Join(strings.Fields(strings.Join(lines[7:], "")), "")
+	return cloneStatus{Binlog: catalog.Position{File: file, Pos: pos}, GTID: gtid}, nil
+}
