@@ -25,11 +25,11 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
-// nodeName is the node's name. A node's address may not be a loopback
+// NodeName is the node's name. A node's address may not be a loopback
 // one, and the kubelet listens only on 127.0.0.1: the API server reaches
 // it by the node's Hostname address, which is its name, and localhost
 // resolves to the loopback address.
-const nodeName = "localhost"
+const NodeName = "localhost"
 
 // serviceRange is the range Service cluster IPs are allocated from. Nothing
 // routes them (there is no kube-proxy): it is the documentation range
@@ -251,7 +251,7 @@ func (c *Cluster) startControlPlane() error {
 		{"admin", "kubetest-admin", "system:masters"},
 		{"controller-manager", "system:kube-controller-manager", ""},
 		{"scheduler", "system:kube-scheduler", ""},
-		{"kubelet", "system:node:" + nodeName, "system:nodes"},
+		{"kubelet", "system:node:" + NodeName, "system:nodes"},
 	} {
 		var orgs []string
 		if u.org != "" {
@@ -399,7 +399,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	prov := &provisioner{client: c.client, dir: filepath.Join(d, "volumes"), logf: c.logf}
 	c.wg.Go(func() { prov.run(ctx) })
 
-	servingCert, servingKey, err := c.pki.issue("kubelet-serving", nodeName, nil, nodeName, "127.0.0.1")
+	servingCert, servingKey, err := c.pki.issue("kubelet-serving", NodeName, nil, NodeName, "127.0.0.1")
 	if err != nil {
 		return err
 	}
@@ -457,12 +457,12 @@ serializeImagePulls: false
 		"--kubeconfig="+filepath.Join(d, "kubelet.kubeconfig"),
 		"--root-dir="+filepath.Join(d, "kubelet"),
 		"--cert-dir="+filepath.Join(d, "kubelet", "pki"),
-		"--hostname-override="+nodeName, "--v=2")
+		"--hostname-override="+NodeName, "--v=2")
 	if err != nil {
 		return err
 	}
 	return waitReady(context.Background(), kubelet, "Ready", func(ctx context.Context) error {
-		node, err := c.client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		node, err := c.client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
