@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -388,17 +387,13 @@ func (r *release) cli(args ...string) (string, error) {
 // server-side dry run with strict field validation, in namespace ns: an
 // unknown or duplicate field, a value the API refuses or a warning fails
 // the test. Kinds whose CRDs the cluster lacks (the prometheus-operator's)
-// are listed in skipped.
-func dryRunStrict(t *testing.T, c *kubetest.Cluster, ns, manifests string) (sent []string, skipped []string) {
+// are listed in skipped. Pods go to podNS, where their service account
+// exists (a dry run creates none).
+func dryRunStrict(t *testing.T, c *kubetest.Cluster, ns, podNS, manifests string) (sent []string, skipped []string) {
 	t.Helper()
 	cfg := c.RESTConfig()
-	var mu sync.Mutex
-	var warnings []string
-	cfg.WarningHandler = warningFunc(func(msg string) {
-		mu.Lock()
-		warnings = append(warnings, msg)
-		mu.Unlock()
-	})
+	warned := &warnings{}
+	cfg.WarningHandler = warned
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -428,29 +423,23 @@ func dryRunStrict(t *testing.T, c *kubetest.Cluster, ns, manifests string) (sent
 		}
 		res := dyn.Resource(m.Resource)
 		var ri dynamic.ResourceInterface = res
-		if m.Scope.Name() == "namespace" {
+		switch {
+		case gvk.Kind == "Pod":
+			ri = res.Namespace(podNS)
+		case m.Scope.Name() == "namespace":
 			ri = res.Namespace(ns)
 		}
-		mu.Lock()
-		warnings = nil
-		mu.Unlock()
-		_, err = ri.Create(t.Context(), obj, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"})
-		if err != nil {
+		warned.reset()
+		if _, err := ri.Create(t.Context(), obj, dryRun()); err != nil {
 			t.Errorf("%s %s: the API server refuses it: %v", gvk.Kind, obj.GetName(), err)
 		}
-		mu.Lock()
-		if len(warnings) > 0 {
-			t.Errorf("%s %s: the API server warns: %q", gvk.Kind, obj.GetName(), warnings)
+		if w := warned.take(); len(w) > 0 {
+			t.Errorf("%s %s: the API server warns: %q", gvk.Kind, obj.GetName(), w)
 		}
-		mu.Unlock()
 		sent = append(sent, gvk.Kind+"/"+obj.GetName())
 	}
 	return sent, skipped
 }
-
-type warningFunc func(string)
-
-func (f warningFunc) HandleWarningHeader(code int, agent string, msg string) { f(msg) }
 
 // deletePod deletes a pod, as a user would.
 func (r *release) deletePod(name string) {
