@@ -21,21 +21,26 @@ import (
 // family (MariaDB with an encrypted archive, MySQL without) with the
 // passwords the chart generates, and follows one release through what a
 // user does: the pod runs the server and the sidecar, its probes pass, the
-// sidecar streams and takes its scheduled snapshots; a table is dropped by
-// accident, and mysql-pitr restore --kube, holding only the chart's restore
-// Role, brings the pod back to the moment before (CHECKSUM TABLE equal to
-// the table's at that moment), then restores the same moment into a new
-// PVC through the chart's Job.
+// sidecar streams and takes its scheduled snapshots, and an outage of the
+// storage leaves the pod Ready; a table is dropped by accident, the restore
+// Role is added by an upgrade that restarts no pod, and mysql-pitr restore
+// --kube, holding only that Role, brings the pod back to the moment before
+// (CHECKSUM TABLE equal to the table's at that moment), then restores the
+// same moment into a new PVC through the chart's Job.
 func TestClusterChart(t *testing.T) {
 	helmBinary(t)
 	c := kubetest.Get(t)
 	for _, f := range clusterFlavors(t) {
 		t.Run(f.String(), func(t *testing.T) {
 			start := time.Now()
-			r := installRelease(t, c, f, !f.MySQL(), nil)
+			// Installed without the restore Role: it is added when the
+			// restore is needed, by an upgrade that restarts no pod.
+			r := installRelease(t, c, f, !f.MySQL(), map[string]any{"restore": map[string]any{"rbac": map[string]any{"create": false}}})
 			t.Logf("installed and Ready in %s", time.Since(start).Round(time.Second))
 			r.checkRunning()
+			r.storageOutage()
 			at, sums := r.dropByAccident()
+			r.upgradeKeepsPods("--set", "restore.rbac.create=true")
 			r.restoreInPlace(at, sums)
 			r.restoreToNewPVC(at)
 		})
@@ -218,5 +223,68 @@ func (r *release) restoreToNewPVC(at time.Time) {
 	}
 	if _, err := r.c.Client().BatchV1().Jobs(r.ns).Get(t.Context(), "pitr-restore-orders-before-drop", metav1.GetOptions{}); err == nil {
 		t.Error("the restore Job was not deleted")
+	}
+}
+
+// storageOutage stops the S3 gateway for longer than the readiness probe
+// tolerates a failure: the sidecar's /readyz must not depend on storage
+// (a failing sidecar would take the database out of its Service), so the
+// pod stays Ready and nothing restarts; once the gateway is back the
+// sidecar archives what was written meanwhile.
+func (r *release) storageOutage() {
+	t := r.t
+	db := r.db(clusterPod)
+	mustExec(t, db, "CREATE DATABASE IF NOT EXISTS outage")
+	mustExec(t, db, "CREATE TABLE outage.t (id INT PRIMARY KEY)")
+	if err := r.gw.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	defer r.gw.Thaw()
+	mustExec(t, db, "INSERT INTO outage.t VALUES (1)")
+	// Readiness: every 5 s, 3 failures. 20 s of outage is past that.
+	var p *corev1.Pod
+	eventually(t, time.Minute, func() string { return "20 s of storage outage" }, func() bool {
+		p = r.pod(clusterPod)
+		if !podReady(p) {
+			t.Fatalf("pod %s not Ready %s into a storage outage: %s", clusterPod, time.Since(frozen).Round(time.Second), podSummary(p))
+		}
+		return time.Since(frozen) > 20*time.Second
+	})
+	for _, st := range p.Status.ContainerStatuses {
+		if st.RestartCount != 0 {
+			t.Errorf("container %s restarted during the storage outage", st.Name)
+		}
+	}
+	if err := r.gw.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitArchivedTo(clusterPod, db)
+	t.Logf("the pod stayed Ready through %s without storage, and the archive caught up", time.Since(frozen).Round(time.Second))
+}
+
+// upgradeKeepsPods runs helm upgrade with the release's values and args,
+// and checks that no pod was restarted or is about to be: the pod's UID,
+// the StatefulSet's revision and the generated passwords stay.
+func (r *release) upgradeKeepsPods(args ...string) {
+	t := r.t
+	sts := func() string {
+		s, err := r.c.Client().AppsV1().StatefulSets(r.ns).Get(t.Context(), "db-mysql-pitr", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Status.UpdateRevision + " " + s.Status.CurrentRevision
+	}
+	uid, rev := r.pod(clusterPod).UID, sts()
+	root, pitr := r.secret("db-mysql-pitr-root", "root-password"), r.secret("db-mysql-pitr-pitr", "pitr-password")
+	r.helm(append([]string{"upgrade", "db", chartDir, "-f", writeValues(t, r.values)}, args...)...)
+	if got := r.pod(clusterPod).UID; got != uid {
+		t.Errorf("helm upgrade %v restarted pod %s", args, clusterPod)
+	}
+	if got := sts(); got != rev {
+		t.Errorf("helm upgrade %v changed the StatefulSet's pods (revisions %s, were %s)", args, got, rev)
+	}
+	if r.secret("db-mysql-pitr-root", "root-password") != root || r.secret("db-mysql-pitr-pitr", "pitr-password") != pitr {
+		t.Error("helm upgrade changed a generated password")
 	}
 }
