@@ -65,6 +65,9 @@ type release struct {
 	prefix   string // the archive's prefix in the bucket, without the pod
 	values   map[string]any
 	identity *age.X25519Identity // nil when the archive is not encrypted
+	// rootSecret is the Secret and key of the root password; the zero
+	// value is the one the chart generates.
+	rootSecret [2]string
 }
 
 // clusterValues are the values of a release on the test cluster: the test
@@ -246,7 +249,11 @@ func (r *release) db(name string) *sql.DB {
 	r.t.Helper()
 	p := r.pod(name)
 	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd = "root", r.secret("db-mysql-pitr-root", "root-password")
+	secret := r.rootSecret
+	if secret[0] == "" {
+		secret = [2]string{"db-mysql-pitr-root", "root-password"}
+	}
+	cfg.User, cfg.Passwd = "root", r.secret(secret[0], secret[1])
 	cfg.Net, cfg.Addr = "tcp", net.JoinHostPort(p.Status.PodIP, "3306")
 	// MySQL's caching_sha2_password needs TLS or a key exchange for a full
 	// login; the server made its own certificate at initialisation.
