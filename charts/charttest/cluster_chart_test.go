@@ -191,6 +191,7 @@ func initStatus(p *corev1.Pod, name string) *corev1.ContainerStatus {
 func (r *release) restoreToNewPVC(at time.Time) {
 	t := r.t
 	kc := r.c.KubeconfigFor(t, r.ns, "db-mysql-pitr-restore")
+	uid := r.pod(clusterPod).UID
 	start := time.Now()
 	out, err := r.cli("restore", "--kube", "--kubeconfig", kc, "--pod", clusterPod, "--to-new-pvc", "orders-before-drop",
 		"--storage", r.storageURL(clusterPod), "--to", at.Format(time.RFC3339Nano), "--yes", "--timeout", "8m")
@@ -210,6 +211,15 @@ func (r *release) restoreToNewPVC(at time.Time) {
 	if pvc.Status.Phase != corev1.ClaimBound {
 		t.Fatalf("PVC orders-before-drop is %s", pvc.Status.Phase)
 	}
+	if pvc.Annotations[kube.AnnotationSourcePod] != clusterPod || pvc.Annotations[kube.AnnotationTarget] != at.Format(time.RFC3339Nano) {
+		t.Errorf("new PVC annotations %v, want the source pod and the target", pvc.Annotations)
+	}
+	if sc := pvc.Spec.StorageClassName; sc == nil || *sc != kubetest.StorageClass {
+		t.Errorf("new PVC storage class %v, want the source's %s", sc, kubetest.StorageClass)
+	}
+	if r.pod(clusterPod).UID != uid {
+		t.Errorf("restoring into a new PVC restarted pod %s", clusterPod)
+	}
 	pv, err := r.c.Client().CoreV1().PersistentVolumes().Get(t.Context(), pvc.Spec.VolumeName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -224,6 +234,11 @@ func (r *release) restoreToNewPVC(at time.Time) {
 	if _, err := r.c.Client().BatchV1().Jobs(r.ns).Get(t.Context(), "pitr-restore-orders-before-drop", metav1.GetOptions{}); err == nil {
 		t.Error("the restore Job was not deleted")
 	}
+	// Its pod goes with it.
+	eventually(t, time.Minute, func() string { return "the restore Job's pod deleted" }, func() bool {
+		pods, err := r.c.Client().CoreV1().Pods(r.ns).List(t.Context(), metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=pitr-restore-orders-before-drop"})
+		return err == nil && len(pods.Items) == 0
+	})
 }
 
 // storageOutage stops the S3 gateway for longer than the readiness probe
