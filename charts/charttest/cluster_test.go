@@ -127,7 +127,12 @@ func installRelease(t *testing.T, c *kubetest.Cluster, f testbed.Flavor, encrypt
 	for name, data := range secrets {
 		r.createSecret(name, data)
 	}
-	r.helm("install", "db", chartDir, "-f", writeValues(t, r.values))
+	notes := r.helm("install", "db", chartDir, "-f", writeValues(t, r.values))
+	for _, w := range []string{"mysql-pitr status --url", "helm test db -n " + r.ns, "get secret db-mysql-pitr-root"} {
+		if !strings.Contains(notes, w) {
+			t.Errorf("helm install's NOTES lack %q:\n%s", w, notes)
+		}
+	}
 	r.waitReady(clusterPod, "")
 	return r
 }
