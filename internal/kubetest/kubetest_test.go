@@ -35,11 +35,11 @@ func TestVersionsMatchBuildScript(t *testing.T) {
 	}
 }
 
-// TestPodReachesHostAndIsReached runs the agent in a pod of the mysql-pitr
+// TestClusterPodAddresses runs the agent in a pod of the mysql-pitr
 // image in a restricted namespace. It streams from a server on the host
 // (pod → host), and the kubelet's readiness probe and the test reach its
 // HTTP port at the pod's address (host → pod).
-func TestPodReachesHostAndIsReached(t *testing.T) {
+func TestClusterPodAddresses(t *testing.T) {
 	c := Get(t)
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
 	c.ExposeHostPort(t, src.Port())
