@@ -61,6 +61,9 @@ type podNet struct {
 	mu        sync.Mutex
 	listeners []net.Listener // pod → host
 	hostSide  map[int]net.Listener
+	conns     map[net.Conn]bool // relayed connections, both ends
+	closed    bool
+	relays    sync.WaitGroup // the relays' goroutines
 }
 
 // cniServer answers kubetest-cni.
@@ -211,7 +214,8 @@ func (s *cniServer) add(id string, env map[string]string) (*podNet, error) {
 	}
 
 	args := cniArgs(env["CNI_ARGS"])
-	p := &podNet{id: id, namespace: args["K8S_POD_NAMESPACE"], name: args["K8S_POD_NAME"], addr: addr, hostSide: map[int]net.Listener{}}
+	p := &podNet{id: id, namespace: args["K8S_POD_NAMESPACE"], name: args["K8S_POD_NAME"], addr: addr,
+		hostSide: map[int]net.Listener{}, conns: map[net.Conn]bool{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pod, err := s.c.client.CoreV1().Pods(p.namespace).Get(ctx, p.name, metav1.GetOptions{})
@@ -244,14 +248,14 @@ func (s *cniServer) add(id string, env map[string]string) (*podNet, error) {
 			return nil, fmt.Errorf("expose host port %d in pod %s/%s: %w", port, p.namespace, p.name, err)
 		}
 		p.listeners = append(p.listeners, ln)
-		s.wg.Go(func() {
-			serveRelay(ln, func() (net.Conn, error) { return net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second) })
+		p.relays.Go(func() {
+			p.relay(ln, func() (net.Conn, error) { return net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second) })
 		})
 	}
 	var pctx context.Context
 	pctx, p.cancel = context.WithCancel(context.Background())
 	p.done = make(chan struct{})
-	s.wg.Go(func() { p.followPorts(pctx, &s.wg) })
+	go p.followPorts(pctx)
 
 	s.mu.Lock()
 	s.pods[id] = p
@@ -274,8 +278,9 @@ func (s *cniServer) allocate() (netip.Addr, error) {
 }
 
 // followPorts keeps a host-side listener on the pod's address for each
-// declared port exactly while the pod listens on it.
-func (p *podNet) followPorts(ctx context.Context, wg *sync.WaitGroup) {
+// declared port exactly while the pod listens on it, until ctx ends; close
+// waits for it (p.done).
+func (p *podNet) followPorts(ctx context.Context) {
 	defer close(p.done)
 	t := time.NewTicker(podPortPoll)
 	defer t.Stop()
@@ -293,8 +298,8 @@ func (p *podNet) followPorts(ctx context.Context, wg *sync.WaitGroup) {
 						continue
 					}
 					p.hostSide[port] = ln
-					wg.Go(func() {
-						serveRelay(ln, func() (net.Conn, error) {
+					p.relays.Go(func() {
+						p.relay(ln, func() (net.Conn, error) {
 							return p.dial(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 						})
 					})
@@ -359,34 +364,66 @@ func (p *podNet) dial(addr string) (net.Conn, error) {
 	return conn, err
 }
 
+// close stops the pod's relays: its listeners and the connections they
+// relay, and waits for their goroutines.
 func (p *podNet) close() {
 	if p.cancel != nil {
 		p.cancel()
 		<-p.done
 	}
 	p.mu.Lock()
+	p.closed = true
 	for _, ln := range p.listeners {
 		ln.Close()
 	}
 	for _, ln := range p.hostSide {
 		ln.Close()
 	}
+	for c := range p.conns {
+		c.Close()
+	}
 	p.listeners, p.hostSide = nil, map[int]net.Listener{}
 	p.mu.Unlock()
+	p.relays.Wait()
 	if p.netns != nil {
 		p.netns.Close()
 	}
 }
 
-// serveRelay accepts on ln until it is closed and relays each connection
-// to one from dial.
-func serveRelay(ln net.Listener, dial func() (net.Conn, error)) {
+// track records a relayed connection so close can end it; false when the
+// pod is closed already (the connection is closed then).
+func (p *podNet) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return false
+	}
+	p.conns[c] = true
+	return true
+}
+
+func (p *podNet) untrack(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		delete(p.conns, c)
+	}
+}
+
+// relay accepts on ln until it is closed and relays each connection to
+// one from dial.
+func (p *podNet) relay(ln net.Listener, dial func() (net.Conn, error)) {
 	for {
 		in, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		go func() {
+		if !p.track(in) {
+			return
+		}
+		p.relays.Go(func() {
+			defer p.untrack(in)
 			out, err := dial()
 			if err != nil {
 				if tc, ok := in.(*net.TCPConn); ok {
@@ -395,8 +432,13 @@ func serveRelay(ln net.Listener, dial func() (net.Conn, error)) {
 				in.Close()
 				return
 			}
+			if !p.track(out) {
+				in.Close()
+				return
+			}
+			defer p.untrack(out)
 			pipe(in, out)
-		}()
+		})
 	}
 }
 
