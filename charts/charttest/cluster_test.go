@@ -24,7 +24,6 @@ import (
 	"filippo.io/age"
 	"github.com/go-sql-driver/mysql"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/discovery"
@@ -451,13 +450,4 @@ func dryRunStrict(t *testing.T, c *kubetest.Cluster, ns, podNS, manifests string
 		sent = append(sent, gvk.Kind+"/"+obj.GetName())
 	}
 	return sent, skipped
-}
-
-// deletePod deletes a pod, as a user would.
-func (r *release) deletePod(name string) {
-	r.t.Helper()
-	err := r.c.Client().CoreV1().Pods(r.ns).Delete(r.t.Context(), name, metav1.DeleteOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		r.t.Fatal(err)
-	}
 }
