@@ -11,15 +11,23 @@ export PATH := $(PATH):/usr/local/go/bin
 # cmd/mysql-pitr's tests as a separate binary, built without -race.
 RACE_PKGS := ./binlog/... ./agent/... ./schedule/... ./storage/... ./restore/...
 
-# CI=true turns a missing MariaDB or versitygw from a skip into a failure;
-# passing it through explicitly keeps that visible here.
+# The tests on a real Kubernetes cluster (internal/kubetest; TestCluster*)
+# run on their own, one package at a time, after the rest: the cluster and its
+# pods take both cores for minutes, and the time-bound tests of other
+# packages beside them would be starved.
+KUBE_TESTS := ^TestCluster
+KUBE_PKGS := ./charts/charttest ./internal/kubetest
+
+# CI=true turns a missing MariaDB, MySQL, versitygw or Kubernetes binary from
+# a skip into a failure; passing it through explicitly keeps that visible here.
 # MYSQL_PITR_TEST_SERVERS chooses the servers the suites that run on several
 # take (see internal/testbed's Servers and ServersAmong, and the README's
 # table): all of them in the plain run, unless set; the race run is for the
 # Go code's goroutines, which MariaDB 10.11 alone exercises.
 test:
 	go vet ./...
-	CI=$${CI:-} MYSQL_PITR_TEST_SERVERS=$${MYSQL_PITR_TEST_SERVERS:-all} go test -count=1 -timeout 40m ./...
+	CI=$${CI:-} MYSQL_PITR_TEST_SERVERS=$${MYSQL_PITR_TEST_SERVERS:-all} go test -count=1 -timeout 40m -skip '$(KUBE_TESTS)' ./...
+	CI=$${CI:-} go test -count=1 -timeout 40m -p 1 -run '$(KUBE_TESTS)' $(KUBE_PKGS)
 	CI=$${CI:-} MYSQL_PITR_TEST_SERVERS=mariadb-10.11 go test -race -count=1 -timeout 40m $(RACE_PKGS)
 
 build:

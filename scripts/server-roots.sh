@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # server-roots.sh builds the MySQL 9.7 and MariaDB 11.8 server roots that the
-# tests start servers from (internal/testbed). Debian 12 packages neither, so
-# each is a minimal Debian root made with debootstrap from the machine's own
-# Debian mirror, whose programs run on this host, without chroot, through the
-# root's own loader and libraries:
+# tests start servers from (internal/testbed), and a MariaDB 10.11 one. Debian
+# 12 packages neither of the first two, so each is a minimal Debian root made
+# with debootstrap from the machine's own Debian mirror, whose programs run on
+# this host, without chroot, through the root's own loader and libraries:
 #
 #   $MYSQL_PITR_ROOTS/mysql-9.7     mysql-server-core, mysql-client-core (sid)
 #   $MYSQL_PITR_ROOTS/mariadb-11.8  mariadb-server, mariadb-backup, mariadb-client (trixie)
+#   $MYSQL_PITR_ROOTS/mariadb-10.11 mariadb-server, mariadb-backup, mariadb-client (bookworm)
+#
+# The tests run MariaDB 10.11 from the host's own packages; its root is the
+# MariaDB 10.11 server image of the Kubernetes tests (internal/kubetest makes
+# an image of each root).
 #
 # MYSQL_PITR_ROOTS defaults to /var/cache/mysql-pitr/roots. Each root has a
 # directory .bin of wrappers, one per program (mysqld, mysql, mysqlbinlog,
@@ -36,6 +41,7 @@ ROOTS=${MYSQL_PITR_ROOTS:-/var/cache/mysql-pitr/roots}
 SPECS=(
 	"mysql-9.7 sid mysql-server-core,mysql-client-core 9.7."
 	"mariadb-11.8 trixie mariadb-server,mariadb-backup,mariadb-client 11.8."
+	"mariadb-10.11 bookworm mariadb-server,mariadb-backup,mariadb-client 10.11."
 )
 
 log() { printf 'server-roots: %s\n' "$*"; }

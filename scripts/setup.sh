@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # setup.sh installs what mysql-pitr's tests, benchmarks and demo need on a
 # Debian 12 machine: MariaDB (server, mariadb-backup, client), sysbench, zstd,
-# mydumper, the versitygw S3 gateway and helm (for the chart's tests). It is idempotent and fast to re-run:
-# nothing is downloaded when everything is already there.
+# mydumper, the versitygw S3 gateway and helm (for the chart's tests), and for
+# the tests on a real Kubernetes node (internal/kubetest) containerd, runc, the
+# CNI plugins and the Kubernetes programs (kube-build.sh). It is idempotent
+# and fast to re-run: nothing is downloaded or built when everything is
+# already there.
 #
 # The tests start their own throwaway MariaDB servers, so the system MariaDB
 # service is neither started nor enabled.
@@ -32,7 +35,9 @@ HELM_BIN=${HELM_BIN:-/usr/local/bin/helm}
 # mydumper is the Debian 12 package (0.10.x): old, but enough for the logical
 # snapshot comparisons in bench/. make runs the test target; ca-certificates
 # is for `go install` over HTTPS on a minimal image; debootstrap builds the
-# server roots (server-roots.sh).
+# server roots (server-roots.sh). containerd, runc and
+# containernetworking-plugins (its loopback plugin) make the test cluster's
+# node; the tests run a private containerd, never the system's service.
 PACKAGES=(
 	mariadb-server
 	mariadb-backup
@@ -45,6 +50,9 @@ PACKAGES=(
 	time
 	ca-certificates
 	debootstrap
+	containerd
+	runc
+	containernetworking-plugins
 )
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -101,8 +109,8 @@ install_packages() {
 	# policy-rc.d stops the start but not the enable that postinst does, and
 	# a machine with its own policy may have let the start through.
 	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-		log "stopping and disabling the system mariadb service"
-		"${SUDO[@]}" systemctl disable --now mariadb.service >/dev/null 2>&1 || true
+		log "stopping and disabling the system mariadb and containerd services"
+		"${SUDO[@]}" systemctl disable --now mariadb.service containerd.service >/dev/null 2>&1 || true
 	elif command -v service >/dev/null 2>&1 && service mariadb status >/dev/null 2>&1; then
 		log "stopping the system mariadb service"
 		"${SUDO[@]}" service mariadb stop || true
@@ -141,4 +149,9 @@ install_packages
 install_go_tool versitygw "$VERSITYGW_MODULE" "$VERSITYGW_VERSION" "$VERSITYGW_BIN"
 install_go_tool helm "$HELM_MODULE" "$HELM_VERSION" "$HELM_BIN"
 bash "$(dirname "${BASH_SOURCE[0]}")/server-roots.sh"
+if [ "$(id -u)" -eq 0 ]; then
+	bash "$(dirname "${BASH_SOURCE[0]}")/kube-build.sh"
+else
+	"${SUDO[@]}" env PATH="$PATH" MYSQL_PITR_KUBE_CACHE="${MYSQL_PITR_KUBE_CACHE:-}" bash "$(dirname "${BASH_SOURCE[0]}")/kube-build.sh"
+fi
 log "done"

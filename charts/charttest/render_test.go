@@ -29,8 +29,10 @@ type renderCase struct {
 	wantArgs, noArgs []string
 	wantKinds        []string // kinds that must be rendered
 	noKinds          []string // kinds that must not be rendered
-	restore          bool
-	nativeSidecar    bool
+	// restore: the restore init containers and Job template are
+	// rendered (restore.enabled, on by default).
+	restore       bool
+	nativeSidecar bool
 	// drills are the pods whose archives a drill CronJob tests, in order
 	// ("" for the one archive without storage.perPod); prunes likewise for
 	// the retention CronJobs.
@@ -50,6 +52,7 @@ func renderCases() []renderCase {
 			noArgs:    []string{"--keep-within"},
 			wantKinds: []string{"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceAccount"},
 			noKinds:   []string{"ServiceMonitor", "PrometheusRule", "Role", "RoleBinding"},
+			restore:   true,
 		},
 		{
 			name:   "mariadb with retention by age",
@@ -64,6 +67,7 @@ func renderCases() []renderCase {
 				"--storage=s3://pitr-archive/prod", "--s3-endpoint=https://minio.storage:9000", "--s3-path-style=true"},
 			noArgs:    []string{"--keep-snapshots"},
 			wantKinds: []string{"StatefulSet"},
+			restore:   true,
 		},
 		{
 			name:   "physical snapshots, hard anti-affinity",
@@ -75,11 +79,12 @@ func renderCases() []renderCase {
 				"podAntiAffinity": map[string]any{"type": "hard"},
 			},
 			wantArgs: []string{"--snapshot-method=physical"},
+			restore:  true,
 		},
 		{
 			name:   "no schedule",
 			flavor: "mysql",
-			values: map[string]any{"backup": map[string]any{"schedule": "", "keepSnapshots": 0}},
+			values: map[string]any{"backup": map[string]any{"schedule": "", "keepSnapshots": 0}, "restore": map[string]any{"enabled": false}},
 			noArgs: []string{"--schedule", "--snapshot-method", "--keep-snapshots", "--keep-within"},
 		},
 		{
@@ -87,6 +92,7 @@ func renderCases() []renderCase {
 			flavor:    "mysql",
 			values:    map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}},
 			wantKinds: []string{"ServiceMonitor", "PrometheusRule"},
+			restore:   true,
 		},
 		{
 			name:      "prometheus rule without service monitor",
@@ -94,6 +100,7 @@ func renderCases() []renderCase {
 			values:    map[string]any{"metrics": map[string]any{"prometheusRule": map[string]any{"enabled": true}}},
 			wantKinds: []string{"PrometheusRule"},
 			noKinds:   []string{"ServiceMonitor"},
+			restore:   true,
 		},
 		{
 			name:   "restore enabled with rbac, web identity",
@@ -111,6 +118,7 @@ func renderCases() []renderCase {
 			flavor:        "mysql",
 			values:        map[string]any{"agent": map[string]any{"nativeSidecar": true}},
 			nativeSidecar: true,
+			restore:       true,
 		},
 		{
 			name:   "restore, drills, retention, encryption and TLS",
@@ -151,6 +159,7 @@ func renderCases() []renderCase {
 			wantKinds:       []string{"CronJob"},
 			prunes:          []string{""},
 			persistentSpool: true,
+			restore:         true,
 		},
 		{
 			name:   "encryption with the spool on an emptyDir",
@@ -161,6 +170,7 @@ func renderCases() []renderCase {
 			},
 			wantArgs:      []string{"--age-recipient=" + ageRecipient1, "--keep-snapshots=7"},
 			nativeSidecar: true,
+			restore:       true,
 		},
 		{
 			name:   "one archive, drill, S3 CA from a ConfigMap",
@@ -172,6 +182,7 @@ func renderCases() []renderCase {
 			wantArgs: []string{"--s3-ca-file=/var/run/secrets/mysql-pitr/s3-ca/ca.crt", "--storage=s3://pitr-archive/prod"},
 			noArgs:   []string{"--age-recipient", "--mysql-ca", "--mysql-tls"},
 			drills:   []string{""},
+			restore:  true,
 		},
 		{
 			name: "sidecar-only with drills and encryption",
@@ -200,6 +211,7 @@ func renderCases() []renderCase {
 				"sidecarOnly": map[string]any{"statefulSetName": "orders-db", "podSelector": map[string]any{"app": "orders-db"}, "dataVolumeName": "datadir"},
 				"server":      map[string]any{"rootPassword": map[string]any{"secretName": ""}},
 				"metrics":     map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+				"restore":     map[string]any{"enabled": false},
 			},
 			wantArgs:  []string{"--schedule=0 3 * * *", "--keep-snapshots=7"},
 			wantKinds: []string{"ConfigMap", "Service", "ServiceMonitor"},
@@ -235,6 +247,8 @@ type rendered struct {
 	kinds        map[string]int
 	monitors     []*serviceMonitor
 	rules        []*prometheusRule
+	pods         []*corev1.Pod    // helm test hooks
+	secrets      []*corev1.Secret // generated passwords
 }
 
 // decodeStrict decodes one YAML document into v, failing on unknown fields.
@@ -281,6 +295,12 @@ func decodeAll(t *testing.T, out string) *rendered {
 			r.cronJobs, obj = append(r.cronJobs, c), c
 		case "RoleBinding":
 			obj = &rbacv1.RoleBinding{}
+		case "Pod":
+			p := &corev1.Pod{}
+			r.pods, obj = append(r.pods, p), p
+		case "Secret":
+			sec := &corev1.Secret{}
+			r.secrets, obj = append(r.secrets, sec), sec
 		case "ServiceMonitor":
 			m := &serviceMonitor{}
 			r.monitors, obj = append(r.monitors, m), m
@@ -429,6 +449,7 @@ func checkServer(t *testing.T, r *rendered, sts *appsv1.StatefulSet, flavor stri
 	if path.Dir(path.Clean(datadir[1])) != path.Clean(mount) {
 		t.Errorf("datadir %s is not a direct subdirectory of the volume mount %s: a restore could not move it aside on the same volume", datadir[1], mount)
 	}
+	checkInitScript(t, &sts.Spec.Template.Spec, server)
 	wantBinary := map[string]string{"mysql": "mysqld", "mariadb": "mariadbd"}[flavor]
 	if got := envValue(server, "SERVER_BINARY"); got != wantBinary {
 		t.Errorf("SERVER_BINARY = %q, want %q", got, wantBinary)
@@ -445,6 +466,41 @@ func checkServer(t *testing.T, r *rendered, sts *appsv1.StatefulSet, flavor stri
 	if !headless {
 		t.Errorf("no headless Service named %s", sts.Spec.ServiceName)
 	}
+}
+
+// checkInitScript checks that the agent account's init script reaches the
+// image's entrypoint without an execute bit: the official images source a
+// *.sh of /docker-entrypoint-initdb.d that is not executable, with
+// docker_process_sql defined, and run one that is in a shell of its own,
+// where docker_process_sql is not defined and the script fails.
+func checkInitScript(t *testing.T, pod *corev1.PodSpec, server *corev1.Container) {
+	t.Helper()
+	const path = "/docker-entrypoint-initdb.d/10-mysql-pitr-user.sh"
+	i := slices.IndexFunc(server.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == path })
+	if i < 0 {
+		t.Fatalf("the server container mounts nothing at %s", path)
+	}
+	m := server.VolumeMounts[i]
+	v := volume(pod, m.Name)
+	if v == nil || v.ConfigMap == nil {
+		t.Fatalf("%s is not from a ConfigMap volume", path)
+	}
+	mode := v.ConfigMap.DefaultMode
+	for _, it := range v.ConfigMap.Items {
+		if it.Path == m.SubPath && it.Mode != nil {
+			mode = it.Mode
+		}
+	}
+	if mode == nil || *mode&0o111 != 0 {
+		t.Errorf("%s is mounted executable (mode %o): the images' entrypoint would run it without docker_process_sql", path, ptrValue(mode))
+	}
+}
+
+func ptrValue(p *int32) int32 {
+	if p == nil {
+		return 0o644
+	}
+	return *p
 }
 
 // checkPodSecurity checks the restricted profile: on every container of the

@@ -33,6 +33,8 @@ Usage:
   mysql-pitr drill --storage URL [--to latest|TIME]    restore into scratch space, check it against the archive, record the result;
                    [--scratch DIR] [--keep-scratch]     exit 1 when the archive cannot be restored as it records
   mysql-pitr binlog fetch --storage URL --out DIR      write the archived binlog back out as files
+  mysql-pitr status --url URL [--max-lag 5m]         ask running agents (/readyz, /status); exit 1 unless each is
+                                                       ready, streaming and within --max-lag (the chart's helm test)
   mysql-pitr grants --role ROLE --flavor mariadb|mysql --user "'pitr'@'%'"   print the SQL for an account with
                                                        the least privileges (ROLE: streamer, logical, physical, restore, all)
   mysql-pitr version
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{errors.New("binlog: the subcommand is 'fetch'")}
 	case "grants":
 		return runGrants(ctx, rest, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, stdout, stderr)
 	case "copy-self":
 		return runCopySelf(rest, stdout)
 	case "version", "--version":

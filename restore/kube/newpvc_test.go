@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/restore"
@@ -237,15 +236,19 @@ func exists(t *testing.T, client *fake.Clientset, gvr schema.GroupVersionResourc
 	return err == nil
 }
 
-func TestNewPVCHappyPath(t *testing.T) {
+// TestNewPVCClonesTheClaim checks what the test cluster cannot show (its
+// volumes have exactly the size asked for, of one class): the new claim
+// takes the larger of the source's request and capacity, its class and
+// access modes, and the Job the template with the claim, the pod and the
+// target filled in. The restore itself runs on the cluster
+// (charts/charttest, TestClusterChart).
+func TestNewPVCClonesTheClaim(t *testing.T) {
 	client := newClient(t, newPVCObjects()...)
 	ctl := startJobController(t, client, "ok")
 	var out bytes.Buffer
-	res, err := Run(t.Context(), newPVCOptions(client, &out))
-	if err != nil {
+	if _, err := Run(t.Context(), newPVCOptions(client, &out)); err != nil {
 		t.Fatalf("Run: %v\n%s", err, out.String())
 	}
-
 	obj, err := client.Tracker().Get(pvcsGVR, ns, newPVC)
 	if err != nil {
 		t.Fatalf("the new PVC is not there: %v", err)
@@ -257,10 +260,6 @@ func TestNewPVCHappyPath(t *testing.T) {
 	if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != "fast-ssd" || len(pvc.Spec.AccessModes) != 1 || pvc.Spec.AccessModes[0] != corev1.ReadWriteOnce {
 		t.Errorf("new PVC class %v, access modes %v; want fast-ssd, ReadWriteOnce", pvc.Spec.StorageClassName, pvc.Spec.AccessModes)
 	}
-	if pvc.Annotations[AnnotationSourcePod] != podName || pvc.Annotations[AnnotationTarget] != "2026-11-27T10:41:07Z" {
-		t.Errorf("new PVC annotations %v, want the source pod and the target", pvc.Annotations)
-	}
-
 	job := ctl.created()
 	if job == nil {
 		t.Fatal("no Job was created")
@@ -276,28 +275,8 @@ func TestNewPVCHappyPath(t *testing.T) {
 	if env[EnvPod] != podName || env[EnvTarget] != "2026-11-27T10:41:07Z" || env[EnvRequest] != "req-1" {
 		t.Errorf("job env %v, want POD_NAME, PITR_TO and PITR_REQUEST filled in", env)
 	}
-
-	if res.Termination == nil || res.Termination.Marker.Transactions != 42 || !res.JobDeleted {
-		t.Errorf("result: termination %+v, job deleted %v; want the marker and the job deleted", res.Termination, res.JobDeleted)
-	}
-	if exists(t, client, jobsGVR, JobName(newPVC)) {
-		t.Error("the job is still there")
-	}
-	for _, a := range client.Actions() {
-		if d, ok := a.(k8stesting.DeleteAction); ok && d.GetResource().Resource == "jobs" {
-			if p := d.GetDeleteOptions().PropagationPolicy; p == nil || *p != metav1.DeletePropagationBackground {
-				t.Errorf("job deleted with propagation %v, want Background (its pods go too)", p)
-			}
-		}
-	}
 	if got, want := strings.Join(writes(client), ","), "create persistentvolumeclaims,create jobs,delete jobs"; got != want {
 		t.Errorf("writes = %s, want %s (the pod is not touched)", got, want)
-	}
-	for _, s := range []string{"new PVC orders-at-1041: 30Gi, storage class fast-ssd", "created job pitr-restore-orders-at-1041",
-		"42 transactions", "stopped at binlog.000007:4242", "the datadir is data on the volume", "deleted job", "PVC orders-at-1041 stays"} {
-		if !strings.Contains(out.String(), s) {
-			t.Errorf("output lacks %q:\n%s", s, out.String())
-		}
 	}
 }
 

@@ -77,8 +77,11 @@ func (w *waiter) step(ctx context.Context) (*corev1.Pod, bool, error) {
 	case apierrors.IsForbidden(err):
 		return nil, false, apiError("get", "pods", w.o.Namespace, w.o.Pod, err)
 	case err != nil:
-		// Transient API trouble: keep waiting, and say so on a timeout.
-		w.lastErr = err
+		// Transient API trouble: keep waiting, and say so on a timeout
+		// (not the error of the read the deadline itself cut short).
+		if ctx.Err() == nil {
+			w.lastErr = err
+		}
 		return nil, false, nil
 	}
 	w.last = pod
@@ -96,11 +99,14 @@ func (w *waiter) step(ctx context.Context) (*corev1.Pod, bool, error) {
 	st := initStatus(pod)
 	switch {
 	case st == nil:
-		w.say(phasePending, string(pod.Status.Phase))
+		w.say(phasePending, strings.Join(slices.DeleteFunc([]string{string(pod.Status.Phase), podSummary(pod)}, func(s string) bool { return s == "" }), ", "))
 	case failed(st) != nil:
 		f := failed(st)
+		// The message is the end of the container's log (the chart's
+		// terminationMessagePolicy FallbackToLogsOnError), whose last
+		// lines say why.
 		return nil, false, fmt.Errorf("pod %s (uid %s): %w with exit code %d (%s): %s; see kubectl -n %s logs %s -c %s --previous",
-			w.o.Pod, pod.UID, ErrRestoreFailed, f.ExitCode, f.Reason, oneLine(f.Message), w.o.Namespace, w.o.Pod, RestoreContainer)
+			w.o.Pod, pod.UID, ErrRestoreFailed, f.ExitCode, f.Reason, lastWords(lastLines(f.Message, 3), 600), w.o.Namespace, w.o.Pod, RestoreContainer)
 	case st.State.Terminated != nil && st.State.Terminated.ExitCode == 0:
 		w.say(phaseStarting, containerSummary(pod))
 	case st.State.Running != nil:
@@ -145,7 +151,7 @@ func (w *waiter) timeout(ctx context.Context) error {
 	fmt.Fprintf(&b, "pod %s not Ready after %s, while %s", w.o.Pod, w.o.Timeout, w.phase)
 	if w.last != nil {
 		fmt.Fprintf(&b, "; last status: uid %s, phase %s", w.last.UID, w.last.Status.Phase)
-		if s := containerSummary(w.last); s != "" {
+		if s := podSummary(w.last); s != "" {
 			fmt.Fprintf(&b, ", %s", s)
 		}
 	} else {
@@ -267,6 +273,16 @@ func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > 300 {
 		s = s[:300] + "…"
+	}
+	return s
+}
+
+// lastWords is s on one line, shortened to its last n bytes: the end of a
+// log says why it ended.
+func lastWords(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = "…" + strings.ToValidUTF8(s[len(s)-n:], "")
 	}
 	return s
 }

@@ -71,6 +71,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The Secrets of the root password and the agent's password: the ones the
+values name, or the ones the chart generates (templates/secrets.yaml) when
+they name none.
+*/}}
+{{- define "mysql-pitr.rootPasswordSecret" -}}
+{{- .Values.server.rootPassword.secretName | default (printf "%s-root" (include "mysql-pitr.fullname" .)) }}
+{{- end }}
+
+{{- define "mysql-pitr.pitrPasswordSecret" -}}
+{{- .Values.mysql.pitrUser.secretName | default (printf "%s-pitr" (include "mysql-pitr.fullname" .)) }}
+{{- end }}
+
+{{/*
 Labels of the restore and drill Jobs' pods: the release and the component,
 but not the selector labels, so that no Service, PodDisruptionBudget or
 anti-affinity of the database pods ever selects them.
@@ -541,8 +554,10 @@ has the server binaries the restore's temporary server needs.
   imagePullPolicy: {{ .Values.server.image.pullPolicy }}
   command: ["sh", "/opt/mysql-pitr/scripts/restore.sh"]
   # restore.sh reports the request it served here; restore --kube reads it
-  # from the pod's status.
+  # from the pod's status. On failure the end of the log takes its place,
+  # so restore --kube can say why.
   terminationMessagePath: /dev/termination-log
+  terminationMessagePolicy: FallbackToLogsOnError
   env:
     {{- include "mysql-pitr.podEnv" . | nindent 4 }}
     - name: PITR_BINARY
@@ -654,7 +669,7 @@ tolerations:
   emptyDir: {}
 - name: pitr-password
   secret:
-    secretName: {{ .Values.mysql.pitrUser.secretName }}
+    secretName: {{ include "mysql-pitr.pitrPasswordSecret" . }}
     defaultMode: 0440
     items:
       - key: {{ .Values.mysql.pitrUser.secretKey }}
@@ -691,10 +706,28 @@ tolerations:
     name: {{ include "mysql-pitr.fullname" . }}-scripts
     defaultMode: 0555
 {{- end }}
+{{- if eq .Values.mode "full" }}
+# The init script, not executable: the images' entrypoint sources a *.sh of
+# /docker-entrypoint-initdb.d that is not executable, with docker_process_sql
+# defined, and runs one that is in a shell of its own, without it.
+- name: pitr-initdb
+  configMap:
+    name: {{ include "mysql-pitr.fullname" . }}-scripts
+    items:
+      - key: init-pitr-user.sh
+        path: 10-mysql-pitr-user.sh
+        mode: 0444
+{{- end }}
 {{- end }}
 
-{{/* Cross-field checks the schema cannot phrase clearly. */}}
+{{/* Cross-field checks, and checks whose failure the schema cannot phrase clearly. */}}
 {{- define "mysql-pitr.validate" -}}
+{{- if not .Values.storage.url }}
+{{- fail "storage.url is required: where the archive goes, e.g. --set storage.url=s3://my-bucket/mysql (S3 settings go in storage.region, storage.endpoint and storage.credentials)" }}
+{{- end }}
+{{- if not (regexMatch "^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^?#]*)?|file:///[^?#]*)$" .Values.storage.url) }}
+{{- fail (printf "storage.url %q is not s3://BUCKET/PREFIX or file:///PATH (a bucket name is 3 to 63 lowercase letters, digits, dots and hyphens): put S3 options in storage.region, storage.endpoint and storage.pathStyle, not in the URL, e.g. --set storage.url=s3://my-bucket/mysql" .Values.storage.url) }}
+{{- end }}
 {{- $keep := or .Values.backup.keepSnapshots .Values.backup.keepWithin }}
 {{- if .Values.retention.cronJob.enabled }}
 {{- if not $keep }}
@@ -715,8 +748,8 @@ tolerations:
 {{- if and .Values.storage.credentials.webIdentity.enabled (not .Values.storage.credentials.webIdentity.roleArn) }}
 {{- fail "storage.credentials.webIdentity.roleArn is required when storage.credentials.webIdentity.enabled is true" }}
 {{- end }}
-{{- if and (eq .Values.mode "full") (not .Values.server.rootPassword.secretName) }}
-{{- fail "server.rootPassword.secretName is required in mode full: name an existing Secret holding the root password" }}
+{{- if and (eq .Values.mode "sidecar-only") (not .Values.mysql.pitrUser.secretName) }}
+{{- fail "mysql.pitrUser.secretName is required in mode sidecar-only: the Secret holding the password of the account your server has for the agent, e.g. kubectl create secret generic db-pitr --from-literal=pitr-password=… and --set mysql.pitrUser.secretName=db-pitr" }}
 {{- end }}
 {{- if and (eq .Values.mode "sidecar-only") (not .Values.sidecarOnly.podSelector) }}
 {{- fail "sidecarOnly.podSelector is required in mode sidecar-only: the labels of your StatefulSet's pods" }}
