@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -106,7 +107,7 @@ func (w *waiter) step(ctx context.Context) (*corev1.Pod, bool, error) {
 		// terminationMessagePolicy FallbackToLogsOnError), whose last
 		// lines say why.
 		return nil, false, fmt.Errorf("pod %s (uid %s): %w with exit code %d (%s): %s; see kubectl -n %s logs %s -c %s --previous",
-			w.o.Pod, pod.UID, ErrRestoreFailed, f.ExitCode, f.Reason, lastWords(lastLines(f.Message, 3), 600), w.o.Namespace, w.o.Pod, RestoreContainer)
+			w.o.Pod, pod.UID, ErrRestoreFailed, f.ExitCode, f.Reason, lastWords(childout.Last(f.Message, 3, " "), 600), w.o.Namespace, w.o.Pod, RestoreContainer)
 	case st.State.Terminated != nil && st.State.Terminated.ExitCode == 0:
 		w.say(phaseStarting, containerSummary(pod))
 	case st.State.Running != nil:
