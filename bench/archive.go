@@ -215,11 +215,17 @@ func (a *archive) captureTool(ctx context.Context, dir string, compress bool) ki
 		}
 		zstds = append(zstds, z)
 	}
+	rss := kit.NewTreeSampler(kit.RSSInterval)
+	for _, z := range zstds {
+		rss.Add(z.Pid())
+	}
+	stop := rss.Watch()
 	if r.Err == nil {
 		var c *kit.Child
 		if c, r.Err = kit.Start(append(argv, a.first), nil, filepath.Join(dir, "binlog-tool.log")); r.Err == nil {
+			rss.Add(c.Pid())
 			r.Err = c.Wait()
-			r.Usage = c.Usage()
+			r.Usage.CPU = c.Usage().CPU
 		}
 	}
 	for _, z := range zstds {
@@ -227,8 +233,9 @@ func (a *archive) captureTool(ctx context.Context, dir string, compress bool) ki
 			z.Stop(time.Second) // still waiting for a writer
 		}
 		r.Err = errors.Join(r.Err, z.Wait())
-		r.Usage = r.Usage.Add(z.Usage())
+		r.Usage.CPU += z.Usage().CPU
 	}
+	r.Usage.PeakRSS = stop().MaxRSS()
 	if compress && r.Err == nil {
 		r.Err = kit.SyncTree(out)
 	}

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/bench/internal/kit"
@@ -345,19 +344,18 @@ func (r *restoreBench) restoreOnce(ctx context.Context, b *bench, dir, mode stri
 		return kit.Run{Err: err}, d
 	}
 	f := r.flavor
-	sampler := kit.NewTreeSampler(c.Pid(), 100*time.Millisecond, "mysql-pitr", f.ServerProgram(), f.BinlogTool(), f.ClientProgram())
-	sctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { sampler.Run(sctx) })
+	sampler := kit.NewTreeSampler(100*time.Millisecond, "mysql-pitr", f.ServerProgram(), f.BinlogTool(), f.ClientProgram())
+	sampler.Add(c.Pid())
+	stop := sampler.Watch()
 	select {
 	case <-c.Done():
 	case <-ctx.Done():
 		c.Stop(30 * time.Second)
 	}
 	end := time.Now()
-	cancel()
-	wg.Wait()
-	run.Time, run.Usage, run.Err = end.Sub(begin), c.Usage(), c.Wait()
+	stop()
+	run.Time, run.Err = end.Sub(begin), c.Wait()
+	run.Usage = kit.Usage{CPU: c.Usage().CPU, PeakRSS: sampler.MaxRSS()}
 	_, run.Load = meter.Stop(run.Usage.CPU)
 	d.peakRSS = sampler.PeakRSS()
 	if run.Err != nil {

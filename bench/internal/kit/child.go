@@ -101,8 +101,9 @@ func (c *Child) Done() <-chan struct{} { return c.done }
 // Wait waits for the child to exit and returns how, with the log's end.
 func (c *Child) Wait() error { <-c.done; return c.err }
 
-// Usage is what the child and the children it waited for used; valid once
-// Done is closed.
+// Usage is what the child and the children it waited for used, from
+// rusage; valid once Done is closed. Its PeakRSS is at least this
+// program's own (see TreeSampler).
 func (c *Child) Usage() Usage { return c.usage }
 
 // Exited reports whether the child has ended, and with what.
@@ -148,10 +149,15 @@ type Stage struct {
 	Log       string
 }
 
+// RSSInterval is how often a running tool's peak RSS is read from /proc:
+// the growth of its last moments may be missed, no more.
+const RSSInterval = 50 * time.Millisecond
+
 // Pipeline runs the stages with each one's stdout feeding the next one's
 // stdin, the first reading stdin and the last writing stdout (file paths,
 // "" for none and for its log), and returns when every process has exited,
-// with their summed CPU and largest peak RSS.
+// with their summed CPU (rusage) and the largest VmHWM of them and their
+// children (see TreeSampler).
 func Pipeline(ctx context.Context, stages []Stage, stdin, stdout string) (Usage, error) {
 	var u Usage
 	cmds := make([]*exec.Cmd, len(stages))
@@ -193,6 +199,11 @@ func Pipeline(ctx context.Context, stages []Stage, stdin, stdout string) (Usage,
 	// a reader never sees EOF.
 	closeAll(closers)
 	closers = nil
+	rss := NewTreeSampler(RSSInterval)
+	for _, c := range children {
+		rss.Add(c.Pid())
+	}
+	stop := rss.Watch()
 	for _, c := range children {
 		if errors.Join(errs...) != nil {
 			c.Stop(time.Second)
@@ -203,7 +214,8 @@ func Pipeline(ctx context.Context, stages []Stage, stdin, stdout string) (Usage,
 			c.Stop(time.Second)
 		}
 		errs = append(errs, c.Wait())
-		u = u.Add(c.Usage())
+		u.CPU += c.Usage().CPU
 	}
+	u.PeakRSS = stop().MaxRSS()
 	return u, errors.Join(append(errs, ctx.Err())...)
 }

@@ -106,7 +106,7 @@ func TestTreeSampler(t *testing.T) {
 	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	s := NewTreeSampler(1, time.Second, "mysql-pitr", "mariadbd", "mariadb-binlog")
+	s := NewTreeSampler(time.Second, "mysql-pitr", "mariadbd", "mariadb-binlog")
 	s.series = map[int]*procSeries{
 		1: {prog: "mysql-pitr", samples: []procSample{{at(0), sec(0.1), 30 << 20}, {at(1), sec(0.5), 40 << 20}, {at(5), sec(0.9), 45 << 20}}},
 		2: {prog: "mariadbd", samples: []procSample{{at(0.5), sec(1), 100 << 20}, {at(2), sec(3), 200 << 20}, {at(4), sec(6), 210 << 20}}},
@@ -118,8 +118,8 @@ func TestTreeSampler(t *testing.T) {
 	if len(got) != len(want) || got["mariadbd"] != want["mariadbd"] || got["mariadb-binlog"] != want["mariadb-binlog"] {
 		t.Errorf("CPUBetween = %v, want %v", got, want)
 	}
-	if rss := s.PeakRSS(); rss["mariadbd"] != 210<<20 || rss["mysql-pitr"] != 45<<20 || rss["other"] != 2<<20 {
-		t.Errorf("PeakRSS = %v", rss)
+	if rss := s.PeakRSS(); rss["mariadbd"] != 210<<20 || rss["mysql-pitr"] != 45<<20 || rss["other"] != 2<<20 || s.MaxRSS() != 210<<20 {
+		t.Errorf("PeakRSS = %v, MaxRSS = %d", rss, s.MaxRSS())
 	}
 }
 
@@ -132,8 +132,8 @@ func TestDescendants(t *testing.T) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		s := NewTreeSampler(cmd.Process.Pid, time.Second)
-		s.sample(time.Now())
+		s := NewTreeSampler(time.Second)
+		s.Add(cmd.Process.Pid)
 		var progs []string
 		for _, ps := range s.series {
 			progs = append(progs, ps.prog)
@@ -156,7 +156,7 @@ func TestPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, err := Pipeline(t.Context(), []Stage{
-		{Argv: []string{"tr", "a-z", "A-Z"}, Log: filepath.Join(dir, "tr.log")},
+		{Argv: []string{"sh", "-c", "sleep 0.2; exec tr a-z A-Z"}, Log: filepath.Join(dir, "tr.log")},
 		{Argv: []string{"sed", "s/$/!/"}, Log: filepath.Join(dir, "sed.log")},
 	}, in, out)
 	if got, _ := os.ReadFile(out); err != nil || string(got) != "HELLO!\n" || u.PeakRSS <= 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,24 +196,35 @@ func (s *procSeries) cpuAt(t time.Time) time.Duration {
 	return cpu
 }
 
-// TreeSampler reads the CPU time and VmHWM of a process and all its
+// TreeSampler reads the CPU time and VmHWM of processes and all their
 // descendants every interval, so that the part of a run between two log
-// lines can be costed and each program's memory told apart (wait4's rusage
-// gives only the tree's total CPU and its largest process).
+// lines can be costed and each program's memory told apart. It is also
+// the only true peak RSS of a child: Go starts children with vfork, and
+// Linux carries the parent's high-water mark into the child's rusage
+// maxrss at exec, so rusage reports at least this program's own RSS.
 type TreeSampler struct {
-	root     int
 	interval time.Duration
 	// Programs are the program names reported on their own; any other
 	// counts as "other".
 	Programs []string
 
 	mu     sync.Mutex
+	roots  []int
 	series map[int]*procSeries
 }
 
-// NewTreeSampler samples root's tree every interval once Run is called.
-func NewTreeSampler(root int, interval time.Duration, programs ...string) *TreeSampler {
-	return &TreeSampler{root: root, interval: interval, Programs: programs, series: map[int]*procSeries{}}
+// NewTreeSampler samples the trees of the processes added, every interval
+// once Run is called.
+func NewTreeSampler(interval time.Duration, programs ...string) *TreeSampler {
+	return &TreeSampler{interval: interval, Programs: programs, series: map[int]*procSeries{}}
+}
+
+// Add samples pid's tree too, from now on.
+func (s *TreeSampler) Add(pid int) {
+	s.mu.Lock()
+	s.roots = append(s.roots, pid)
+	s.mu.Unlock()
+	s.sample(time.Now())
 }
 
 // Run samples until ctx ends.
@@ -229,8 +241,23 @@ func (s *TreeSampler) Run(ctx context.Context) {
 	}
 }
 
+// Watch samples until stop is called, which returns the sampler.
+func (s *TreeSampler) Watch() (stop func() *TreeSampler) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { s.Run(ctx) })
+	return func() *TreeSampler { cancel(); wg.Wait(); return s }
+}
+
 func (s *TreeSampler) sample(now time.Time) {
-	for _, pid := range Descendants(s.root) {
+	s.mu.Lock()
+	roots := slices.Clone(s.roots)
+	s.mu.Unlock()
+	var pids []int
+	for _, r := range roots {
+		pids = append(pids, Descendants(r)...)
+	}
+	for _, pid := range pids {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			continue // exited meanwhile
@@ -322,6 +349,15 @@ func (s *TreeSampler) CPUBetween(from, to time.Time) map[string]time.Duration {
 		}
 	}
 	return out
+}
+
+// MaxRSS is the largest VmHWM of any one process.
+func (s *TreeSampler) MaxRSS() int64 {
+	var m int64
+	for _, v := range s.PeakRSS() {
+		m = max(m, v)
+	}
+	return m
 }
 
 // PeakRSS is the largest VmHWM of any one process of each program.
