@@ -75,34 +75,46 @@ func StartS3(tb testing.TB) *S3 {
 // StartS3With is StartS3 with options.
 func StartS3With(tb testing.TB, opts S3Options) *S3 {
 	tb.Helper()
-	bin := Binary(tb, "versitygw", versitygwInstall)
-	base := tb.TempDir()
-	s := &S3{
-		Bucket:    "mysql-pitr-test",
-		Region:    "us-east-1",
-		AccessKey: "testbed-access",
-		SecretKey: "testbed-secret-" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		DataDir:   filepath.Join(base, "data"),
-		bin:       bin,
-		logPath:   filepath.Join(base, "versitygw.log"),
-		opts:      opts,
-	}
-	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
-		tb.Fatalf("create versitygw data dir: %v", err)
+	Binary(tb, "versitygw", versitygwInstall)
+	s, err := NewS3(tb.TempDir(), opts)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			tb.Errorf("stop versitygw: %v", err)
 		}
 	})
+	return s
+}
 
+// NewS3 is StartS3 for a program, which has no testing.TB: the gateway
+// keeps its data and log in dir, and the caller must Stop it. A missing
+// versitygw binary is an error that says how to install it.
+func NewS3(dir string, opts S3Options) (*S3, error) {
+	bin, err := LookBinary("versitygw")
+	if err != nil {
+		return nil, fmt.Errorf("%w (install it with %s, or run scripts/setup.sh)", err, versitygwInstall)
+	}
+	s := &S3{
+		Bucket:    "mysql-pitr-test",
+		Region:    "us-east-1",
+		AccessKey: "testbed-access",
+		SecretKey: "testbed-secret-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		DataDir:   filepath.Join(dir, "data"),
+		bin:       bin,
+		logPath:   filepath.Join(dir, "versitygw.log"),
+		opts:      opts,
+	}
+	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create versitygw data dir: %w", err)
+	}
 	// FreePort can race with another process taking the port before the
 	// gateway binds it, so a gateway that dies at once gets a fresh port.
-	var err error
 	for range 3 {
 		var port int
 		if port, err = FreePort(); err != nil {
-			tb.Fatalf("versitygw port: %v", err)
+			return nil, fmt.Errorf("versitygw port: %w", err)
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.Endpoint = "http://" + s.addr
@@ -114,12 +126,13 @@ func StartS3With(tb testing.TB, opts S3Options) *S3 {
 		}
 	}
 	if err != nil {
-		tb.Fatalf("start versitygw: %v", err)
+		return nil, fmt.Errorf("start versitygw: %w", err)
 	}
 	if err := s.createBucket(); err != nil {
-		tb.Fatalf("create bucket %s: %v", s.Bucket, err)
+		s.Stop()
+		return nil, fmt.Errorf("create bucket %s: %w", s.Bucket, err)
 	}
-	return s
+	return s, nil
 }
 
 // Start (re)starts the gateway on the same address and data directory, and
