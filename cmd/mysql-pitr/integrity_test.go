@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,38 +204,38 @@ func verifyWhole(t *testing.T, storageURL string) string {
 	return out
 }
 
-// TestSplitBrainIsFenced: agent A is cut off from storage (its gateway
-// frozen) for longer than its lease while it keeps receiving the binlog;
-// agent B, a rescheduled pod, takes the lapsed lease through another
-// gateway to the same store and archives on; then A's path heals and its
-// hung and spooled uploads reach storage. A must stop at once, nothing it
-// stores after B took over may count, and the archive must end
-// byte-identical to the server's binlog with verify finding it whole.
+// TestSplitBrainIsFenced: agent A is cut off from storage (the network path
+// to its S3 gateway cut, as a partition cuts a node off) for longer than its
+// lease while it keeps receiving the binlog; agent B, a rescheduled pod,
+// takes the lapsed lease through another gateway to the same store and
+// archives on; then A's path heals and its hung and spooled uploads reach
+// storage. A must stop at once, nothing it stores after B took over may
+// count, and the archive must end byte-identical to the server's binlog with
+// verify finding it whole.
 func TestSplitBrainIsFenced(t *testing.T) {
 	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{MaxBinlogSize: 1 << 20})
 	gw1 := testbed.StartS3(t)
 	gw2 := gw1.Another(t)
 	gw1.SetEnv(t)
+	path := testbed.StartProxy(t, strings.TrimPrefix(gw1.Endpoint, "http://"))
 	env := append(gw1.Env(), "MYSQL_PITR_PASSWORD="+db.PitrPassword())
 	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
-	common := []string{"--dsn", dsn, "--flush-interval", "200ms", "--lease-ttl", "3s", "--compact-interval", "0"}
+	common := []string{"--dsn", dsn, "--flush-interval", "200ms", "--lease-ttl", "3s", "--compact-interval", "0", "--log-level", "debug"}
+	storageURL := gw2.URL("split")
+	throughPath := strings.Replace(gw1.URL("split"), url.QueryEscape(gw1.Endpoint), url.QueryEscape("http://"+path.Addr()), 1)
 
 	stop := make(chan struct{})
 	load := writeLoad(t, db, stop, nil)
-	a := startAgent(t, env, append(common, "--storage", gw1.URL("split"), "--agent-id", "pod-a", "--spool-dir", t.TempDir())...)
+	a := startAgent(t, env, append(common, "--storage", throughPath, "--agent-id", "pod-a", "--spool-dir", t.TempDir())...)
 	a.waitReady(30 * time.Second)
 	time.Sleep(time.Second)
 
-	if err := gw1.Freeze(); err != nil {
-		t.Fatal(err)
-	}
+	path.Cut()
 	time.Sleep(4 * time.Second) // past A's lease; A keeps spooling
-	b := startAgent(t, env, append(common, "--storage", gw2.URL("split"), "--agent-id", "pod-b", "--spool-dir", t.TempDir())...)
+	b := startAgent(t, env, append(common, "--storage", storageURL, "--agent-id", "pod-b", "--spool-dir", t.TempDir())...)
 	b.waitReady(30 * time.Second)
 	time.Sleep(2 * time.Second) // B archives on
-	if err := gw1.Thaw(); err != nil {
-		t.Fatal(err)
-	}
+	path.Heal()
 	err, done := a.exited(30 * time.Second)
 	if !done {
 		t.Fatal("agent A went on writing after another agent took the archive over")
@@ -248,7 +249,6 @@ func TestSplitBrainIsFenced(t *testing.T) {
 	if err := b.signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("agent B: %v", err)
 	}
-	storageURL := gw2.URL("split")
 	compareArchive(t, storageURL, db)
 	verifyWhole(t, storageURL)
 	doc := listJSON(t, storageURL)

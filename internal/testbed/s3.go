@@ -239,7 +239,11 @@ func (s *S3) Another(tb testing.TB) *S3 {
 }
 
 // Freeze stops the gateway's process (SIGSTOP) without closing anything:
-// requests through it hang, as across a network partition, until Thaw.
+// requests through it hang, as across a network partition, until Thaw. A
+// frozen gateway keeps the locks it holds on the data directory (versitygw
+// serialises publishing objects with file locks), so the gateways Another
+// started may hang with it: to cut one client off while others go on, put a
+// Proxy on that client's path instead.
 func (s *S3) Freeze() error { return s.signal(syscall.SIGSTOP) }
 
 // Thaw lets a frozen gateway go on: requests that hung complete.
