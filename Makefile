@@ -21,7 +21,7 @@ KUBE_PKGS := ./charts/charttest ./internal/kubetest
 # CI=true turns a missing MariaDB, MySQL, versitygw or Kubernetes binary from
 # a skip into a failure; passing it through explicitly keeps that visible here.
 # MYSQL_PITR_TEST_SERVERS chooses the servers the suites that run on several
-# take (see internal/testbed's Servers and ServersAmong, and the README's
+# take (see internal/testbed's Servers and ServersAmong, and docs/tested.md's
 # table): all of them in the plain run, unless set; the race run is for the
 # Go code's goroutines, which MariaDB 10.11 alone exercises.
 test:
