@@ -64,7 +64,11 @@ func TestSnapshotsAndDrillsTakeTurns(t *testing.T) {
 		}
 		snapDone <- m
 	}()
-	<-gate.entered
+	select {
+	case <-gate.entered:
+	case m := <-snapDone:
+		t.Fatalf("the snapshot ended before storing anything: %+v", m)
+	}
 	type drillResult struct {
 		rec *catalog.Drill
 		err error

@@ -172,7 +172,11 @@ func TestOverlappingSnapshotIsSkipped(t *testing.T) {
 		_, err := s.TakeSnapshot(t.Context())
 		first <- err
 	}()
-	<-gate.entered
+	select {
+	case <-gate.entered:
+	case err := <-first:
+		t.Fatalf("the first snapshot ended before storing anything: %v", err)
+	}
 	_, errBusy := s.TakeSnapshot(t.Context())
 	gate.release()
 	if err := <-first; err != nil || !errors.Is(errBusy, ErrBusy) {
