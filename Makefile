@@ -6,6 +6,11 @@ export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: test build setup demo
 
+# staticcheck, pinned, run through `go run pkg@version`: it is fetched into
+# the module cache (from the module proxy) on first use and never enters
+# go.mod, so the product's dependencies stay the product's.
+STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 # The packages whose code runs goroutines, tested again under the race
 # detector. ./agent has no tests of its own: the agent runs in
 # cmd/mysql-pitr's tests as a separate binary, built without -race.
@@ -26,6 +31,7 @@ KUBE_PKGS := ./charts/charttest ./internal/kubetest
 # Go code's goroutines, which MariaDB 10.11 alone exercises.
 test:
 	go vet ./...
+	$(STATICCHECK) ./...
 	CI=$${CI:-} MYSQL_PITR_TEST_SERVERS=$${MYSQL_PITR_TEST_SERVERS:-all} go test -count=1 -timeout 40m -skip '$(KUBE_TESTS)' ./...
 	CI=$${CI:-} go test -count=1 -timeout 40m -p 1 -run '$(KUBE_TESTS)' $(KUBE_PKGS)
 	CI=$${CI:-} MYSQL_PITR_TEST_SERVERS=mariadb-10.11 go test -race -count=1 -timeout 40m $(RACE_PKGS)

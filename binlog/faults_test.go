@@ -4,15 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
+	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
@@ -64,12 +68,13 @@ func TestArchivePathFaults(t *testing.T) {
 		spool  *spoolFaults
 		faulty *storagetest.Faulty
 		s      *Streamer
+		write  func(n int) // adds n rows to the load
 	}
 	for _, tc := range []struct {
 		name   string
 		spool  *spoolFaults
 		store  storagetest.Faults
-		during func(t *testing.T, st setup) // while the load runs
+		during func(t *testing.T, st setup) // early in the load
 	}{
 		{name: "spool file create", spool: &spoolFaults{op: OpCreate, first: 5, left: 3}},
 		{name: "spool write", spool: &spoolFaults{op: OpWrite, first: 5, left: 3}},
@@ -77,9 +82,9 @@ func TestArchivePathFaults(t *testing.T) {
 		{name: "spool rename", spool: &spoolFaults{op: OpRename, first: 3, left: 3}},
 		{name: "spool record", spool: &spoolFaults{op: OpRecord, first: 3, left: 4}},
 		{name: "spool read for upload", spool: &spoolFaults{op: OpRead, first: 3, left: 3}},
-		{name: "sealed segment deleted from the spool", during: func(t *testing.T, st setup) { damageSpool(t, st.faulty, st.s, os.Remove) }},
+		{name: "sealed segment deleted from the spool", during: func(t *testing.T, st setup) { damageSpool(t, st.faulty, st.s, st.write, os.Remove) }},
 		{name: "sealed segment altered in the spool", during: func(t *testing.T, st setup) {
-			damageSpool(t, st.faulty, st.s, func(p string) error {
+			damageSpool(t, st.faulty, st.s, st.write, func(p string) error {
 				b, err := os.ReadFile(p)
 				if err == nil {
 					b[len(b)/2] ^= 0x01
@@ -92,7 +97,14 @@ func TestArchivePathFaults(t *testing.T) {
 		{name: "put answers lost", store: storagetest.Faults{PutAckLossRate: 0.3}},
 		{name: "storage down", during: func(t *testing.T, st setup) {
 			st.faulty.Down(true)
-			time.Sleep(2 * time.Second)
+			st.write(20)
+			// Down until the streamer has felt it.
+			testbed.Eventually(t, 20*time.Second, func() error {
+				if got := st.s.Status(); got.UploadError == "" || got.SpoolBytes == 0 {
+					return fmt.Errorf("storage down: upload error %q, spool %d bytes; want an error and a spool", got.UploadError, got.SpoolBytes)
+				}
+				return nil
+			})
 			st.faulty.Down(false)
 		}},
 	} {
@@ -104,6 +116,7 @@ func TestArchivePathFaults(t *testing.T) {
 			}
 			faulty := storagetest.NewFaulty(inner, 3, storagetest.Faults{})
 			s := newStreamer(t, db, faulty, t.TempDir())
+			s.FlushInterval = 50 * time.Millisecond // the load waits for each batch's segment
 			s.RetryMax = 200 * time.Millisecond
 			s.Uploader().RetryMax = 200 * time.Millisecond
 			if tc.spool != nil {
@@ -117,25 +130,28 @@ func TestArchivePathFaults(t *testing.T) {
 
 			db.Exec(t, "CREATE DATABASE app")
 			db.Exec(t, "CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v BLOB)")
-			var wg sync.WaitGroup
-			if tc.during != nil {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					time.Sleep(300 * time.Millisecond)
-					tc.during(t, setup{spool: tc.spool, faulty: faulty, s: s})
-				}()
+			write := func(n int) {
+				for range n {
+					b := make([]byte, 1500)
+					rand.Read(b)
+					db.Exec(t, "INSERT INTO app.t (v) VALUES (?)", b)
+				}
 			}
-			for i := range 120 {
-				b := make([]byte, 1500)
-				rand.Read(b)
-				db.Exec(t, "INSERT INTO app.t (v) VALUES (?)", b)
-				if i == 60 {
+			// 120 rows over two binlog files, archived ten at a time: each
+			// batch is a segment or more, so that the spool's and storage's
+			// steps each run a dozen times and more.
+			for batch := range 12 {
+				write(10)
+				switch batch {
+				case 2:
+					if tc.during != nil {
+						tc.during(t, setup{spool: tc.spool, faulty: faulty, s: s, write: write})
+					}
+				case 6:
 					db.Exec(t, "FLUSH BINARY LOGS")
 				}
-				time.Sleep(10 * time.Millisecond)
+				waitDurable(t, s, serverEnd(t, db), 60*time.Second)
 			}
-			wg.Wait()
 			faulty.SetFaults(storagetest.Faults{})
 			waitDurable(t, s, serverEnd(t, db), 60*time.Second)
 			cancel()
@@ -166,26 +182,26 @@ func TestArchivePathFaults(t *testing.T) {
 	}
 }
 
-// damageSpool stops uploads until a sealed segment waits in the spool,
-// damages its data file with harm, and lets uploads go on.
-func damageSpool(t *testing.T, faulty *storagetest.Faulty, s *Streamer, harm func(string) error) {
+// damageSpool stops uploads, writes until a sealed segment waits in the
+// spool, damages its data file with harm, and lets uploads go on.
+func damageSpool(t *testing.T, faulty *storagetest.Faulty, s *Streamer, write func(n int), harm func(string) error) {
 	faulty.Down(true)
 	defer faulty.Down(false)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	write(10)
+	var sealed string
+	testbed.Eventually(t, 20*time.Second, func() error {
 		matches, _ := filepath.Glob(filepath.Join(s.Spool.Dir(), "*"+dataSuffix))
 		for _, m := range matches {
-			if strings.HasPrefix(filepath.Base(m), ".") {
-				continue
+			if !strings.HasPrefix(filepath.Base(m), ".") {
+				sealed = m
+				return nil
 			}
-			if err := harm(m); err != nil {
-				t.Errorf("damage %s: %v", m, err)
-			}
-			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("no sealed segment waits in the spool, only %v", matches)
+	})
+	if err := harm(sealed); err != nil {
+		t.Errorf("damage %s: %v", sealed, err)
 	}
-	t.Error("no sealed segment waited in the spool")
 }
 
 // TestSupersededWriterIsLeftOut: writer A has checked that it still owns
@@ -201,7 +217,8 @@ func TestSupersededWriterIsLeftOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	slowA := storagetest.NewFaulty(inner, 5, storagetest.Faults{})
-	a := newStreamer(t, db, slowA, t.TempDir())
+	storingA := &segmentPuts{Storage: slowA, started: make(chan string, 1)}
+	a := newStreamer(t, db, storingA, t.TempDir())
 	ctxA, cancelA := context.WithCancel(t.Context())
 	defer cancelA()
 	doneA := make(chan error, 1)
@@ -214,10 +231,15 @@ func TestSupersededWriterIsLeftOut(t *testing.T) {
 	waitDurable(t, a, serverEnd(t, db), 30*time.Second)
 
 	slowA.SetFaults(storagetest.Faults{PutDelay: 3 * time.Second})
+	storingA.watch.Store(true)
 	for range 20 {
 		db.Exec(t, "INSERT INTO app.t (v) VALUES (UUID())")
 	}
-	time.Sleep(time.Second) // A sealed a segment and is storing it
+	select { // A sealed a segment and is storing it
+	case <-storingA.started:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("writer A stored no segment: %+v", a.Status())
+	}
 	b := newStreamer(t, db, inner, t.TempDir())
 	ctxB, cancelB := context.WithCancel(t.Context())
 	doneB := make(chan error, 1)
@@ -254,4 +276,22 @@ func TestSupersededWriterIsLeftOut(t *testing.T) {
 	}
 	compareWithServer(t, inner, db)
 	t.Logf("left out, stored by writer A after B took over: %v", arch.Superseded)
+}
+
+// segmentPuts reports on started the key of the first segment data Put
+// that begins once watch is set.
+type segmentPuts struct {
+	storage.Storage
+	watch   atomic.Bool
+	started chan string
+}
+
+func (p *segmentPuts) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.ObjectInfo, error) {
+	if _, isRecord, err := catalog.ParseSegmentKey(key); err == nil && !isRecord && p.watch.Load() {
+		select {
+		case p.started <- key:
+		default:
+		}
+	}
+	return p.Storage.Put(ctx, key, r, opts)
 }

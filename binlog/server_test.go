@@ -137,9 +137,9 @@ type leg struct {
 	until     uint64
 	reachFile string
 	reachPos  uint64
-	// idle is how long the replica stays connected after reaching the end,
-	// with heartbeats every second.
-	idle time.Duration
+	// heartbeats is how many heartbeats (one a second) the replica must
+	// receive, connected and idle, after reaching the end.
+	heartbeats int
 }
 
 // replicateTo points the replica at the binlog server, replicates the leg
@@ -157,38 +157,31 @@ func replicateTo(t *testing.T, db *sql.DB, port int, file string, l leg) {
 			t.Fatalf("%.60s: %v", q, err)
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	var idleUntil time.Time
-	for {
+	beatsAtEnd := -1 // heartbeats received when the replica reached the end
+	testbed.Eventually(t, 60*time.Second, func() error {
 		st := slaveStatus(t, db)
 		if st["Last_SQL_Errno"] != "0" || st["Last_IO_Errno"] != "0" {
 			t.Fatalf("replication error: io %s %s; sql %s %s", st["Last_IO_Errno"], st["Last_IO_Error"], st["Last_SQL_Errno"], st["Last_SQL_Error"])
 		}
-		reached := st["Relay_Master_Log_File"] == l.reachFile && st["Exec_Master_Log_Pos"] == strconv.FormatUint(l.reachPos, 10)
-		if reached && idleUntil.IsZero() {
-			idleUntil = time.Now().Add(l.idle)
+		if st["Relay_Master_Log_File"] != l.reachFile || st["Exec_Master_Log_Pos"] != strconv.FormatUint(l.reachPos, 10) {
+			return fmt.Errorf("replica did not reach %s:%d: %v", l.reachFile, l.reachPos, st)
 		}
-		if reached && time.Now().After(idleUntil) {
-			if st["Slave_IO_Running"] != "Yes" {
-				t.Fatalf("I/O thread is %q after idling %s", st["Slave_IO_Running"], l.idle)
-			}
-			if l.idle > 0 {
-				var n string
-				var beats int
-				if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Slave_received_heartbeats'").Scan(&n, &beats); err != nil {
-					t.Fatal(err)
-				}
-				if beats == 0 {
-					t.Errorf("no heartbeat received in %s idle", l.idle)
-				}
-			}
-			break
+		if st["Slave_IO_Running"] != "Yes" {
+			t.Fatalf("I/O thread is %q at the end", st["Slave_IO_Running"])
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica did not reach %s:%d: %v", l.reachFile, l.reachPos, st)
+		var n string
+		var beats int
+		if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Slave_received_heartbeats'").Scan(&n, &beats); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if beatsAtEnd < 0 {
+			beatsAtEnd = beats
+		}
+		if got := beats - beatsAtEnd; got < l.heartbeats {
+			return fmt.Errorf("%d heartbeats received idle at the end, want %d", got, l.heartbeats)
+		}
+		return nil
+	})
 	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL"} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -260,7 +253,7 @@ func TestServerReplicatesRecordedBinlog(t *testing.T) {
 				{leg{from: ends[mid], until: ends[last], reachFile: name, reachPos: ends[last]}, ends[last], gtids[last]},
 				// The rest: the Rotate the file ends with moves the replica to
 				// the next file, where heartbeats must find it, idle.
-				{leg{from: ends[last], until: size, reachFile: "mysql-bin.000003", reachPos: 4, idle: 2500 * time.Millisecond}, 0, gtids[last]},
+				{leg{from: ends[last], until: size, reachFile: "mysql-bin.000003", reachPos: 4, heartbeats: 2}, 0, gtids[last]},
 			} {
 				port := startBinlogServer(t, []ServedFile{{Name: name, Path: tc.path, End: l.end}}, &log)
 				replicateTo(t, db, port, name, l.leg)

@@ -91,16 +91,12 @@ func serverEnd(t *testing.T, db *testbed.MariaDB) catalog.Position {
 // waitDurable waits until the uploader reports pos durable.
 func waitDurable(t *testing.T, s *Streamer, pos catalog.Position, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		_, d, _ := s.Uploader().Durable()
-		if d.File == pos.File && d.Pos >= pos.Pos || d.File > pos.File {
-			return
+	testbed.Eventually(t, timeout, func() error {
+		if _, d, _ := s.Uploader().Durable(); d.File < pos.File || d.File == pos.File && d.Pos < pos.Pos {
+			return fmt.Errorf("archive did not reach %s (durable: %s, status %+v)", pos, d, s.Status())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_, d, _ := s.Uploader().Durable()
-	t.Fatalf("archive did not reach %s in %s (durable: %s, status %+v)", pos, timeout, d, s.Status())
+		return nil
+	})
 }
 
 // compareWithServer fetches the archive's newest timeline and checks that
@@ -222,13 +218,12 @@ func TestStreamerLosesNothingWhenStorageFails(t *testing.T) {
 	}
 	faulty.Down(true)
 	write(400) // ~1 MB: more than the spool holds
-	deadline := time.Now().Add(20 * time.Second)
-	for (s.Status().SpoolBytes == 0 || s.Status().UploadError == "") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if got := s.Status(); got.SpoolBytes == 0 || got.UploadError == "" {
-		t.Fatalf("during the outage: spool %d bytes, upload error %q; want a spool and an error", got.SpoolBytes, got.UploadError)
-	}
+	testbed.Eventually(t, 20*time.Second, func() error {
+		if got := s.Status(); got.SpoolBytes == 0 || got.UploadError == "" {
+			return fmt.Errorf("during the outage: spool %d bytes, upload error %q; want a spool and an error", got.SpoolBytes, got.UploadError)
+		}
+		return nil
+	})
 	faulty.Down(false)
 	db.Exec(t, "FLUSH BINARY LOGS")
 	write(100)
@@ -382,7 +377,14 @@ func TestStreamerSurvivesServerRestartsAndNetworkFaults(t *testing.T) {
 		}},
 		{"stuck network", func() {
 			px.freeze(true)
-			time.Sleep(3 * time.Second) // longer than the read timeout
+			// Frozen until the streamer gives the silent connection up
+			// (after its read timeout).
+			testbed.Eventually(t, 30*time.Second, func() error {
+				if st := s.Status(); st.Connected {
+					return fmt.Errorf("still connected through the frozen network; status %+v", st)
+				}
+				return nil
+			})
 			px.freeze(false)
 		}},
 		{"dropped connections", func() { px.cut() }},
@@ -426,7 +428,9 @@ func TestCompactorMergesClosedFiles(t *testing.T) {
 	for f := 0; f < 3; f++ {
 		for i := 0; i < 40; i++ {
 			db.Exec(t, "INSERT INTO app.t (v) VALUES (UUID())")
-			time.Sleep(2 * time.Millisecond)
+			if i%10 == 9 { // each file in several segments
+				waitDurable(t, s, serverEnd(t, db), 30*time.Second)
+			}
 		}
 		db.Exec(t, "FLUSH BINARY LOGS")
 	}

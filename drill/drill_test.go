@@ -123,14 +123,17 @@ func TestDrill(t *testing.T) {
 	// The same number of rows, other values: the older snapshot's chunk of
 	// app.accounts is a valid stand-in for the newer one's.
 	src.Exec(t, "UPDATE app.accounts SET owner = CONCAT(owner, '-renamed') WHERE id <= 10")
-	time.Sleep(1100 * time.Millisecond) // the snapshots' ids are per second
+	testbed.NextSecond(t, older.ID.Time()) // snapshot ids are per second: the newer must sort after
 	newer := take()
-	// Writes after the newest snapshot, several segments long.
+	if newer.ID <= older.ID {
+		t.Fatalf("snapshot ids %s then %s; want the newer to sort after", older.ID, newer.ID)
+	}
+	// Writes after the newest snapshot, several segments long: each is
+	// archived before the next.
 	for i := range 6 {
 		src.Exec(t, "INSERT INTO app.events (what) VALUES (?)", fmt.Sprintf("later-%d", i))
-		time.Sleep(250 * time.Millisecond)
+		archivetest.WaitArchived(t, streamer, src)
 	}
-	archivetest.WaitArchived(t, streamer, src)
 	var lastGTID string
 	if err := src.DB(t).QueryRow("SELECT @@global.gtid_binlog_pos").Scan(&lastGTID); err != nil {
 		t.Fatal(err)

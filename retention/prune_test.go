@@ -46,7 +46,14 @@ func TestPruneKeepsWhatRestoresNeed(t *testing.T) {
 			t.Fatal(err)
 		}
 		snaps = append(snaps, m)
-		time.Sleep(1100 * time.Millisecond) // distinct ids and commit seconds
+		// Snapshot ids and consistent times are per second: the next
+		// round's commits and snapshot come in a later one.
+		testbed.NextSecond(t, m.Finished)
+	}
+	for i := 1; i < len(snaps); i++ {
+		if a, b := snaps[i-1], snaps[i]; b.ID <= a.ID || b.Started.Unix() <= a.Finished.Unix() {
+			t.Fatalf("snapshot %s (started %s) after %s (finished %s): want a later id and second", b.ID, b.Started, a.ID, a.Finished)
+		}
 	}
 	src.Exec(t, "INSERT INTO app.t (v) VALUES ('last')")
 	archivetest.WaitArchived(t, streamer, src)

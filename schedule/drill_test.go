@@ -1,16 +1,16 @@
 package schedule
 
 import (
+	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/drill"
-	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
 
 // TestSnapshotsAndDrillsTakeTurns checks that a snapshot waits while a
@@ -20,9 +20,10 @@ func TestSnapshotsAndDrillsTakeTurns(t *testing.T) {
 	s, faulty, _ := fixture(t)
 	turns := &Turns{}
 	s.Turns = turns
-	log := slog.New(slog.DiscardHandler)
+	waits := make(turnWaits, 4)
+	s.Logger = slog.New(waits)
 
-	release, err := turns.take(t.Context(), log, "a drill")
+	release, err := turns.take(t.Context(), slog.New(slog.DiscardHandler), "a drill")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,10 @@ func TestSnapshotsAndDrillsTakeTurns(t *testing.T) {
 	select {
 	case err := <-done:
 		t.Fatalf("the snapshot ran while a drill held the turn: %v", err)
-	case <-time.After(700 * time.Millisecond):
+	case what := <-waits:
+		if what != "snapshot" {
+			t.Fatalf("%q waits for the turn, want the snapshot", what)
+		}
 	}
 	if n := len(complete(t, s)); n != 0 || s.Status().Running {
 		t.Fatalf("%d snapshots complete, running %v, while the turn was held", n, s.Status().Running)
@@ -46,9 +50,11 @@ func TestSnapshotsAndDrillsTakeTurns(t *testing.T) {
 
 	// A drill falling due during a snapshot starts after it. (The archive
 	// has no binlog, so the drill itself fails, and says so.)
-	faulty.SetFaults(storagetest.Faults{PutDelay: 300 * time.Millisecond})
+	gate := newGatedStore(faulty) // the snapshot runs until the drill waits
+	defer gate.release()
+	s.Store = gate
 	reg := prometheus.NewRegistry()
-	d := &Drills{Spec: "@daily", Turns: turns, Metrics: NewDrillMetrics(reg),
+	d := &Drills{Spec: "@daily", Turns: turns, Metrics: NewDrillMetrics(reg), Logger: slog.New(waits),
 		Options: drill.Options{Store: s.Store, Scratch: t.TempDir()}}
 	snapDone := make(chan *catalog.Manifest, 1)
 	go func() {
@@ -58,9 +64,32 @@ func TestSnapshotsAndDrillsTakeTurns(t *testing.T) {
 		}
 		snapDone <- m
 	}()
-	time.Sleep(100 * time.Millisecond)
-	rec, err := d.RunDrill(t.Context())
+	select {
+	case <-gate.entered:
+	case m := <-snapDone:
+		t.Fatalf("the snapshot ended before storing anything: %+v", m)
+	}
+	type drillResult struct {
+		rec *catalog.Drill
+		err error
+	}
+	drillDone := make(chan drillResult, 1)
+	go func() {
+		rec, err := d.RunDrill(t.Context())
+		drillDone <- drillResult{rec, err}
+	}()
+	select {
+	case r := <-drillDone:
+		t.Fatalf("the drill ran during a snapshot: %+v, %v", r.rec, r.err)
+	case what := <-waits:
+		if what != "drill" {
+			t.Fatalf("%q waits for the turn, want the drill", what)
+		}
+	}
+	gate.release()
 	m := <-snapDone
+	r := <-drillDone
+	rec, err := r.rec, r.err
 	if m == nil {
 		t.FailNow()
 	}
@@ -74,3 +103,26 @@ func TestSnapshotsAndDrillsTakeTurns(t *testing.T) {
 		t.Errorf("last success metric %v after a failed drill, want 0", got)
 	}
 }
+
+// turnWaits is a log handler that reports on the channel what starts
+// waiting for the turn (Turns.take logs it, with "before"), so that a test
+// knows a snapshot or drill is blocked on it.
+type turnWaits chan string
+
+func (w turnWaits) Enabled(context.Context, slog.Level) bool { return true }
+
+func (w turnWaits) Handle(_ context.Context, r slog.Record) error {
+	if !strings.HasPrefix(r.Message, "waiting for the running snapshot or drill") {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "before" {
+			w <- a.Value.String()
+		}
+		return true
+	})
+	return nil
+}
+
+func (w turnWaits) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w turnWaits) WithGroup(string) slog.Handler      { return w }

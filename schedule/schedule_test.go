@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/retention"
+	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
@@ -80,23 +83,49 @@ func fixture(t *testing.T) (*Scheduler, *storagetest.Faulty, *prometheus.Registr
 	return s, st, reg
 }
 
-func runFor(t *testing.T, s *Scheduler, until func() bool, timeout time.Duration) {
+// runFor runs s until cond holds, failing the test if it does not within
+// timeout.
+func runFor(t *testing.T, s *Scheduler, timeout time.Duration, cond func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	deadline := time.Now().Add(timeout)
-	for !until() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if !until() {
-		t.Fatalf("condition not met in %s; status %+v", timeout, s.Status())
-	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	testbed.Eventually(t, timeout, cond)
 }
+
+// gatedStore holds every Put until release is called. The first Put to
+// wait says so on entered: from then on a snapshot is surely running.
+type gatedStore struct {
+	storage.Storage
+	entered chan struct{}
+	open    chan struct{}
+	once    sync.Once
+}
+
+func newGatedStore(st storage.Storage) *gatedStore {
+	return &gatedStore{Storage: st, entered: make(chan struct{}, 1), open: make(chan struct{})}
+}
+
+func (g *gatedStore) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.ObjectInfo, error) {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return storage.ObjectInfo{}, ctx.Err()
+	}
+	return g.Storage.Put(ctx, key, r, opts)
+}
+
+func (g *gatedStore) release() { g.once.Do(func() { close(g.open) }) }
 
 func complete(t *testing.T, s *Scheduler) []*catalog.Manifest {
 	snaps, err := catalog.LoadSnapshots(context.WithoutCancel(t.Context()), s.Store)
@@ -109,7 +138,12 @@ func complete(t *testing.T, s *Scheduler) []*catalog.Manifest {
 func TestScheduledSnapshots(t *testing.T) {
 	s, _, _ := fixture(t)
 	start := time.Now()
-	runFor(t, s, func() bool { return len(complete(t, s)) >= 2 }, 15*time.Second)
+	runFor(t, s, 15*time.Second, func() error {
+		if n := len(complete(t, s)); n < 2 {
+			return fmt.Errorf("%d complete snapshots, want 2; status %+v", n, s.Status())
+		}
+		return nil
+	})
 	snaps := complete(t, s)
 	for _, m := range snaps {
 		if m.Timeline != 1 {
@@ -130,22 +164,23 @@ func TestScheduledSnapshots(t *testing.T) {
 
 func TestOverlappingSnapshotIsSkipped(t *testing.T) {
 	s, faulty, _ := fixture(t)
-	faulty.SetFaults(storagetest.Faults{PutDelay: 300 * time.Millisecond}) // a snapshot takes a while
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if i == 1 {
-				time.Sleep(100 * time.Millisecond)
-			}
-			_, errs[i] = s.TakeSnapshot(t.Context())
-		}()
+	gate := newGatedStore(faulty) // the first snapshot runs until the gate opens
+	defer gate.release()
+	s.Store = gate
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.TakeSnapshot(t.Context())
+		first <- err
+	}()
+	select {
+	case <-gate.entered:
+	case err := <-first:
+		t.Fatalf("the first snapshot ended before storing anything: %v", err)
 	}
-	wg.Wait()
-	if errs[0] != nil || !errors.Is(errs[1], ErrBusy) {
-		t.Fatalf("first snapshot: %v, second: %v; want success and ErrBusy", errs[0], errs[1])
+	_, errBusy := s.TakeSnapshot(t.Context())
+	gate.release()
+	if err := <-first; err != nil || !errors.Is(errBusy, ErrBusy) {
+		t.Fatalf("first snapshot: %v, second: %v; want success and ErrBusy", err, errBusy)
 	}
 	if n := len(complete(t, s)); n != 1 {
 		t.Errorf("%d complete snapshots, want 1", n)
@@ -157,14 +192,24 @@ func TestOverlappingSnapshotIsSkipped(t *testing.T) {
 	// Run with a schedule due every second and snapshots taking longer:
 	// the runs that fall due meanwhile are skipped, never overlapped.
 	faulty.SetFaults(storagetest.Faults{PutDelay: 700 * time.Millisecond})
-	runFor(t, s, func() bool { return s.Status().Skipped >= 2 }, 20*time.Second)
+	runFor(t, s, 20*time.Second, func() error {
+		if st := s.Status(); st.Skipped < 2 {
+			return fmt.Errorf("%d runs skipped in all, want 2; status %+v", st.Skipped, st)
+		}
+		return nil
+	})
 }
 
 func TestFailedSnapshotIsRetriedAndReported(t *testing.T) {
 	s, faulty, _ := fixture(t)
 	s.RetryInitial, s.RetryMax, s.MaxAttempts = 50*time.Millisecond, 100*time.Millisecond, 4
 	faulty.SetFaults(storagetest.Faults{PutErrRate: 1})
-	runFor(t, s, func() bool { return s.Status().Failures >= 3 }, 15*time.Second)
+	runFor(t, s, 15*time.Second, func() error {
+		if st := s.Status(); st.Failures < 3 {
+			return fmt.Errorf("%d failures, want 3; status %+v", st.Failures, st)
+		}
+		return nil
+	})
 	st := s.Status()
 	if got := value(s.Metrics.Failures); got < 3 {
 		t.Errorf("failures metric %v, want >= 3", got)
@@ -176,7 +221,12 @@ func TestFailedSnapshotIsRetriedAndReported(t *testing.T) {
 		t.Errorf("last success metric %v before any success, want 0", got)
 	}
 	faulty.SetFaults(storagetest.Faults{})
-	runFor(t, s, func() bool { return !s.Status().LastSuccess.IsZero() }, 15*time.Second)
+	runFor(t, s, 15*time.Second, func() error {
+		if st := s.Status(); st.LastSuccess.IsZero() {
+			return fmt.Errorf("no success once storage works again; status %+v", st)
+		}
+		return nil
+	})
 	if got := value(s.Metrics.LastSuccess); got == 0 {
 		t.Error("last success metric not set after a success")
 	}
@@ -210,17 +260,25 @@ func TestUnreachableServerFails(t *testing.T) {
 func TestRetentionAfterSnapshot(t *testing.T) {
 	s, _, _ := fixture(t)
 	s.Retention = retention.Policy{KeepSnapshots: 2}
+	var ids []catalog.SnapshotID
 	for i := 0; i < 3; i++ {
-		if _, err := s.TakeSnapshot(t.Context()); err != nil {
+		m, err := s.TakeSnapshot(t.Context())
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(1100 * time.Millisecond) // distinct snapshot ids
+		ids = append(ids, m.ID)
+		// Snapshot ids name their start's second and retention keeps the
+		// newest by id: each snapshot starts in a later second.
+		testbed.NextSecond(t, m.ID.Time())
+	}
+	if !slices.IsSorted(ids) || ids[0].Time().Equal(ids[1].Time()) || ids[1].Time().Equal(ids[2].Time()) {
+		t.Fatalf("snapshot ids %v; want one per second, in order", ids)
 	}
 	if n := len(complete(t, s)); n != 2 {
 		t.Errorf("%d complete snapshots after retention, want 2", n)
 	}
-	if p := s.Status().LastPrune; p == nil || len(p.Expired) != 1 || p.Error != "" {
-		t.Errorf("last prune %+v, want one snapshot expired", p)
+	if p := s.Status().LastPrune; p == nil || len(p.Expired) != 1 || p.Expired[0] != ids[0] || p.Error != "" {
+		t.Errorf("last prune %+v, want the oldest snapshot %s expired", p, ids[0])
 	}
 }
 

@@ -51,20 +51,13 @@ func binlogEnd(t *testing.T, db *testbed.MariaDB) catalog.Position {
 func waitArchived(t *testing.T, s *binlog.Streamer, db *testbed.MariaDB) catalog.Position {
 	t.Helper()
 	end := binlogEnd(t, db)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(30 * time.Second)
-	for {
-		if _, d, _ := s.Uploader().Durable(); d.File > end.File || d.File == end.File && d.Pos >= end.Pos {
-			return end
+	testbed.Eventually(t, 30*time.Second, func() error {
+		if _, d, _ := s.Uploader().Durable(); d.File < end.File || d.File == end.File && d.Pos < end.Pos {
+			return fmt.Errorf("the archive did not reach %s (durable: %s)", end, d)
 		}
-		select {
-		case <-tick.C:
-		case <-deadline:
-			_, d, _ := s.Uploader().Durable()
-			t.Fatalf("the archive did not reach %s (durable: %s)", end, d)
-		}
-	}
+		return nil
+	})
+	return end
 }
 
 // putManifest stores a snapshot of one small object whose manifest says

@@ -139,16 +139,6 @@ func gtidSegments(t *testing.T, tl *catalog.TimelineState) []int {
 	return out
 }
 
-// issue finds the report's entry for key.
-func issue(r *Report, key string) *catalog.Issue {
-	for i := range r.Objects {
-		if r.Objects[i].Key == key {
-			return &r.Objects[i]
-		}
-	}
-	return nil
-}
-
 // TestVerify damages copies of a real archive one way each and checks that
 // verify names the exact object and what is wrong with it, the GTIDs a
 // damaged chain lacks, and each snapshot's verdict.

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/kubetest"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/restore/kube"
 )
 
@@ -73,15 +74,15 @@ func (r *release) checkRunning() {
 	if err != nil || !strings.Contains(out, ": ok: streaming "+r.flavor.Family()) {
 		t.Errorf("mysql-pitr status: %v\n%s", err, out)
 	}
-	var last string
-	eventually(t, 2*time.Minute, func() string { return "a scheduled snapshot; sidecar: " + last }, func() bool {
+	testbed.Eventually(t, 2*time.Minute, func() error {
 		st, err := r.agentStatus(clusterPod)
-		if err != nil || st.Snapshots == nil {
-			last = fmt.Sprint(err)
-			return false
+		switch {
+		case err != nil || st.Snapshots == nil:
+			return fmt.Errorf("a scheduled snapshot; sidecar: %v", err)
+		case st.Snapshots.LastSuccess.IsZero():
+			return fmt.Errorf("a scheduled snapshot; sidecar: %+v", *st.Snapshots)
 		}
-		last = fmt.Sprintf("%+v", *st.Snapshots)
-		return !st.Snapshots.LastSuccess.IsZero()
+		return nil
 	})
 }
 
@@ -105,9 +106,7 @@ func (r *release) dropByAccident() (time.Time, map[string]int64) {
 	// Everything above committed by now; the drop commits in a later
 	// second, so it lies after the moment on MariaDB's one-second clock too.
 	at := time.Now().UTC()
-	eventually(t, 3*time.Second, func() string { return "the next second" }, func() bool {
-		return time.Now().Truncate(time.Second).After(at)
-	})
+	testbed.NextSecond(t, at)
 	mustExec(t, db, "DROP TABLE shop.orders")
 	mustExec(t, db, "INSERT INTO shop.audit VALUES (2, 'after the drop')")
 	r.waitArchivedTo(clusterPod, db)
@@ -235,9 +234,15 @@ func (r *release) restoreToNewPVC(at time.Time) {
 		t.Error("the restore Job was not deleted")
 	}
 	// Its pod goes with it.
-	eventually(t, time.Minute, func() string { return "the restore Job's pod deleted" }, func() bool {
+	testbed.Eventually(t, time.Minute, func() error {
 		pods, err := r.c.Client().CoreV1().Pods(r.ns).List(t.Context(), metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=pitr-restore-orders-before-drop"})
-		return err == nil && len(pods.Items) == 0
+		if err != nil {
+			return fmt.Errorf("the restore Job's pods: %w", err)
+		}
+		if n := len(pods.Items); n != 0 {
+			return fmt.Errorf("the restore Job's pod not deleted: %d left, %s", n, pods.Items[0].Name)
+		}
+		return nil
 	})
 }
 
@@ -259,12 +264,15 @@ func (r *release) storageOutage() {
 	mustExec(t, db, "INSERT INTO outage.t VALUES (1)")
 	// Readiness: every 5 s, 3 failures. 20 s of outage is past that.
 	var p *corev1.Pod
-	eventually(t, time.Minute, func() string { return "20 s of storage outage" }, func() bool {
+	testbed.Eventually(t, time.Minute, func() error {
 		p = r.pod(clusterPod)
 		if !podReady(p) {
 			t.Fatalf("pod %s not Ready %s into a storage outage: %s", clusterPod, time.Since(frozen).Round(time.Second), podSummary(p))
 		}
-		return time.Since(frozen) > 20*time.Second
+		if d := time.Since(frozen); d <= 20*time.Second {
+			return fmt.Errorf("%s of storage outage, want 20 s", d.Round(time.Second))
+		}
+		return nil
 	})
 	for _, st := range p.Status.ContainerStatuses {
 		if st.RestartCount != 0 {

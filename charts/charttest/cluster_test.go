@@ -185,34 +185,20 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// eventually polls cond every 200 ms until it holds; it fails the test
-// with what after timeout.
-func eventually(t *testing.T, timeout time.Duration, what func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", timeout, what())
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
 // waitReady waits until the pod is Ready with another UID than notUID.
 func (r *release) waitReady(name string, notUID string) *corev1.Pod {
 	r.t.Helper()
 	var p *corev1.Pod
-	eventually(r.t, 6*time.Minute, func() string { return fmt.Sprintf("pod %s Ready: %s", name, podSummary(p)) }, func() bool {
+	testbed.Eventually(r.t, 6*time.Minute, func() error {
 		got, err := r.c.Client().CoreV1().Pods(r.ns).Get(r.t.Context(), name, metav1.GetOptions{})
 		if err != nil {
-			return false
+			return fmt.Errorf("pod %s Ready: %w", name, err)
 		}
 		p = got
-		return string(p.UID) != notUID && podReady(p)
+		if string(p.UID) == notUID || !podReady(p) {
+			return fmt.Errorf("pod %s Ready: %s", name, podSummary(p))
+		}
+		return nil
 	})
 	return p
 }
@@ -350,16 +336,15 @@ func binlogPosition(t *testing.T, db *sql.DB, f testbed.Flavor) (string, uint64)
 func (r *release) waitArchivedTo(name string, db *sql.DB) {
 	r.t.Helper()
 	file, pos := binlogPosition(r.t, db, r.flavor)
-	var last string
-	eventually(r.t, 2*time.Minute, func() string { return fmt.Sprintf("archive durable up to %s:%d; sidecar: %s", file, pos, last) }, func() bool {
+	testbed.Eventually(r.t, 2*time.Minute, func() error {
 		st, err := r.agentStatus(name)
 		if err != nil {
-			last = err.Error()
-			return false
+			return fmt.Errorf("archive durable up to %s:%d; sidecar: %w", file, pos, err)
 		}
-		d := st.Binlog.Durable
-		last = fmt.Sprintf("durable %s, received %s, last error %q", d, st.Binlog.Received, st.Binlog.LastError)
-		return d.File > file || d.File == file && d.Pos >= pos
+		if d := st.Binlog.Durable; d.File < file || d.File == file && d.Pos < pos {
+			return fmt.Errorf("archive durable up to %s:%d; sidecar: durable %s, received %s, last error %q", file, pos, d, st.Binlog.Received, st.Binlog.LastError)
+		}
+		return nil
 	})
 }
 

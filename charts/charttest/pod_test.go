@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -120,24 +121,35 @@ func TestPodAsProcesses(t *testing.T) {
 		{"startup", func(c *corev1.Container) *corev1.Probe { return c.StartupProbe }},
 		{"readiness", func(c *corev1.Container) *corev1.Probe { return c.ReadinessProbe }},
 	} {
-		waitFor(t, agent, 60*time.Second, "a passing "+pr.name+" probe", func() bool {
+		testbed.Eventually(t, 60*time.Second, func() error {
+			sidecarRunning(t, agent)
 			ok, err := live.probe("mysql-pitr", pr.probe)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return ok
+			if !ok {
+				return fmt.Errorf("the %s probe does not pass; sidecar output:\n%s", pr.name, agent.out.String())
+			}
+			return nil
 		})
 	}
-	waitFor(t, agent, 90*time.Second, "a complete snapshot", func() bool {
-		snaps, err := catalog.LoadSnapshots(t.Context(), archive)
-		return err == nil && len(snaps.Complete) > 0
+	testbed.Eventually(t, 90*time.Second, func() error {
+		sidecarRunning(t, agent)
+		if snaps, err := catalog.LoadSnapshots(t.Context(), archive); err != nil || len(snaps.Complete) == 0 {
+			return fmt.Errorf("no complete snapshot (%v); sidecar output:\n%s", err, agent.out.String())
+		}
+		return nil
 	})
 	before := segmentKeys(t, archive)
 	sqlExec("INSERT INTO shop.orders VALUES (3, 'kept'), (4, 'kept')")
 	waitArchived(t, agent, src, archive)
-	time.Sleep(1100 * time.Millisecond)
+	// The target lies in a later second than the kept rows' commits and
+	// the snapshots taken with them, the next row in a later one still:
+	// the sidecar snapshots on the wall clock every 2 s, so the seconds
+	// are the clock's, not set on the session.
+	testbed.NextSecond(t, time.Now())
 	target := time.Now().UTC().Truncate(time.Second)
-	time.Sleep(1100 * time.Millisecond)
+	testbed.NextSecond(t, target)
 	sqlExec("INSERT INTO shop.orders VALUES (5, 'after the target')")
 	waitArchived(t, agent, src, archive)
 	if after := segmentKeys(t, archive); len(after) <= len(before) {
@@ -382,29 +394,28 @@ func waitArchived(t *testing.T, agent *containerProc, src *testbed.MariaDB, st s
 	if err := src.DB(t).QueryRowContext(t.Context(), "SHOW MASTER STATUS").Scan(&file, &pos, &x, &y); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, agent, 60*time.Second, fmt.Sprintf("the archive to reach %s:%d", file, pos), func() bool {
+	testbed.Eventually(t, 60*time.Second, func() error {
+		sidecarRunning(t, agent)
 		arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
-		if err != nil || len(arch.Timelines) == 0 {
-			return false
+		if err == nil && len(arch.Timelines) == 0 {
+			err = errors.New("no timeline")
 		}
-		end, _ := arch.Last().End()
-		return end.File > file || end.File == file && end.Pos >= pos
+		if err != nil {
+			return fmt.Errorf("the archive to reach %s:%d: %v; sidecar output:\n%s", file, pos, err, agent.out.String())
+		}
+		if end, _ := arch.Last().End(); end.File < file || end.File == file && end.Pos < pos {
+			return fmt.Errorf("the archive to reach %s:%d, it ends at %s; sidecar output:\n%s", file, pos, end, agent.out.String())
+		}
+		return nil
 	})
 }
 
-// waitFor polls cond until it holds, failing when the agent exits or the
-// time runs out.
-func waitFor(t *testing.T, agent *containerProc, timeout time.Duration, what string, cond func() bool) {
+// sidecarRunning fails the test if the sidecar has exited: the conditions
+// polled while it runs check it first.
+func sidecarRunning(t *testing.T, agent *containerProc) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if agent.exited() {
-			t.Fatalf("the sidecar exited (%v) while waiting for %s:\n%s", agent.err, what, agent.out.String())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s; sidecar output:\n%s", what, timeout, agent.out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	if agent.exited() {
+		t.Fatalf("the sidecar exited (%v):\n%s", agent.err, agent.out.String())
 	}
 }
 

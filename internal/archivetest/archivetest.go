@@ -5,6 +5,7 @@ package archivetest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -53,15 +54,12 @@ func Stream(t *testing.T, src *testbed.MariaDB, st storage.Storage, flush time.D
 func WaitArchived(t *testing.T, s *binlog.Streamer, src *testbed.MariaDB) {
 	t.Helper()
 	end := BinlogEnd(t, src)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		_, d, _ := s.Uploader().Durable()
-		if d.File > end.File || d.File == end.File && d.Pos >= end.Pos {
-			return
+	testbed.Eventually(t, 30*time.Second, func() error {
+		if _, d, _ := s.Uploader().Durable(); d.File < end.File || d.File == end.File && d.Pos < end.Pos {
+			return fmt.Errorf("archive durable up to %s, want %s; streamer %+v", d, end, s.Status())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("archive did not reach %s", end)
+		return nil
+	})
 }
 
 // BinlogEnd returns where src's binlog ends now: the end of its last

@@ -148,7 +148,6 @@ type Cluster struct {
 	mu     sync.Mutex
 	images map[string]error
 	binary string // the static mysql-pitr binary
-	binErr error
 }
 
 // The package's cluster.

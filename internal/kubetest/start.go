@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -117,12 +116,13 @@ func start(bin binaries) (_ *Cluster, err error) {
 	return c, nil
 }
 
-// goBinary finds the go command the tests run with.
+// goBinary finds the go command the tests run with: go test puts its own
+// GOROOT/bin first on the test binary's PATH.
 func goBinary() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "go"
 }
 
 // moduleRoot is the directory of this repository's go.mod, found from the

@@ -28,6 +28,9 @@ func TestOpenTimeout(t *testing.T) {
 			w.WriteHeader(http.StatusOK)
 			w.Write([]byte("01234"))
 			w.(http.Flusher).Flush()
+			// The scenario itself, not a wait for an event: the body takes
+			// longer than RequestTimeout, which the store measures on the
+			// wall clock.
 			time.Sleep(300 * time.Millisecond)
 			w.Write([]byte("56789"))
 		default:

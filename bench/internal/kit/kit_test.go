@@ -1,6 +1,7 @@
 package kit
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
 func TestParseSize(t *testing.T) {
@@ -131,7 +133,7 @@ func TestDescendants(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testbed.Eventually(t, 5*time.Second, func() error {
 		s := NewTreeSampler(time.Second)
 		s.Add(cmd.Process.Pid)
 		var progs []string
@@ -140,13 +142,14 @@ func TestDescendants(t *testing.T) {
 		}
 		slices.Sort(progs)
 		// Between fork and exec the child is still called sh.
-		if slices.Equal(progs, []string{"sh", "sleep"}) && Descendants(os.Getpid())[0] == os.Getpid() {
-			return
+		if !slices.Equal(progs, []string{"sh", "sleep"}) {
+			return fmt.Errorf("sampled %v, want the shell and its sleep", progs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sampled %v, want the shell and its sleep", progs)
+		if d := Descendants(os.Getpid()); d[0] != os.Getpid() {
+			return fmt.Errorf("descendants of this process %v, want it first", d)
 		}
-	}
+		return nil
+	})
 }
 
 func TestPipeline(t *testing.T) {
