@@ -50,22 +50,16 @@ func without(rules []rbacv1.PolicyRule, resource, verb string) []rbacv1.PolicyRu
 }
 
 // actionName is the object an action is about ("" for list and watch).
+// Get, delete and patch actions name it (k8stesting.GetAction's method);
+// create and update actions carry it.
 func actionName(a k8stesting.Action) string {
 	switch a := a.(type) {
 	case k8stesting.GetAction:
-		return a.GetName()
-	case k8stesting.DeleteAction:
 		return a.GetName()
 	case k8stesting.CreateAction:
 		if m, err := meta.Accessor(a.GetObject()); err == nil {
 			return m.GetName()
 		}
-	case k8stesting.UpdateAction:
-		if m, err := meta.Accessor(a.GetObject()); err == nil {
-			return m.GetName()
-		}
-	case k8stesting.PatchAction:
-		return a.GetName()
 	}
 	return ""
 }
