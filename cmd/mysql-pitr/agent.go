@@ -20,6 +20,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/drill"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/retention"
@@ -31,8 +32,8 @@ import (
 // agentOptions are the agent's settings.
 type agentOptions struct {
 	mysql          mysqlFlags
-	storage        storageFlags
-	log            logFlags
+	storage        cli.StorageFlags
+	log            cli.LogFlags
 	serverID       uint
 	flushInterval  time.Duration
 	maxSegment     sizeFlag
@@ -59,8 +60,8 @@ type agentOptions struct {
 
 func (o *agentOptions) register(fs *flag.FlagSet) {
 	o.mysql.register(fs)
-	o.storage.register(fs)
-	o.log.register(fs)
+	o.storage.Register(fs)
+	o.log.Register(fs)
 	host, _ := os.Hostname()
 	o.maxSegment = binlog.DefaultMaxSegment
 	o.spoolMax = 1 << 30
@@ -97,42 +98,42 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 func (o *agentOptions) Validate() error {
 	switch {
 	case o.serverID == 0 || o.serverID > 1<<32-1:
-		return usageError{fmt.Errorf("--server-id must be between 1 and 4294967295")}
+		return cli.Usage(fmt.Errorf("--server-id must be between 1 and 4294967295"))
 	case o.flushInterval < 10*time.Millisecond:
-		return usageError{fmt.Errorf("--flush-interval %s is too short (minimum 10ms)", o.flushInterval)}
+		return cli.Usage(fmt.Errorf("--flush-interval %s is too short (minimum 10ms)", o.flushInterval))
 	case o.maxSegment < 1<<10:
-		return usageError{fmt.Errorf("--max-segment must be at least 1KiB")}
+		return cli.Usage(fmt.Errorf("--max-segment must be at least 1KiB"))
 	case o.spoolDir == "":
-		return usageError{fmt.Errorf("--spool-dir is required")}
+		return cli.Usage(fmt.Errorf("--spool-dir is required"))
 	case o.agentID == "":
-		return usageError{fmt.Errorf("--agent-id is required")}
+		return cli.Usage(fmt.Errorf("--agent-id is required"))
 	case o.leaseTTL < time.Second:
-		return usageError{fmt.Errorf("--lease-ttl must be at least 1s")}
+		return cli.Usage(fmt.Errorf("--lease-ttl must be at least 1s"))
 	case o.compact < 0:
-		return usageError{fmt.Errorf("--compact-interval %s is negative", o.compact)}
+		return cli.Usage(fmt.Errorf("--compact-interval %s is negative", o.compact))
 	case o.connectTimeout < 0:
-		return usageError{fmt.Errorf("--connect-timeout %s is negative", o.connectTimeout)}
+		return cli.Usage(fmt.Errorf("--connect-timeout %s is negative", o.connectTimeout))
 	case o.completeEvery < 0:
-		return usageError{fmt.Errorf("--complete-interval %s is negative", o.completeEvery)}
+		return cli.Usage(fmt.Errorf("--complete-interval %s is negative", o.completeEvery))
 	case o.snapMethod != catalog.MethodLogical && o.snapMethod != catalog.MethodPhysical:
-		return usageError{fmt.Errorf("--snapshot-method %q: want logical or physical", o.snapMethod)}
+		return cli.Usage(fmt.Errorf("--snapshot-method %q: want logical or physical", o.snapMethod))
 	case o.snapThreads < 1:
-		return usageError{fmt.Errorf("--snapshot-threads %d: at least 1", o.snapThreads)}
+		return cli.Usage(fmt.Errorf("--snapshot-threads %d: at least 1", o.snapThreads))
 	}
 	if o.schedule != "" {
 		if _, err := schedule.ParseSpec(o.schedule); err != nil {
-			return usageError{fmt.Errorf("--schedule %q is not a valid schedule: %v", o.schedule, err)}
+			return cli.Usage(fmt.Errorf("--schedule %q is not a valid schedule: %v", o.schedule, err))
 		}
 	}
 	if o.drillSchedule != "" {
 		if _, err := schedule.ParseSpec(o.drillSchedule); err != nil {
-			return usageError{fmt.Errorf("--drill-schedule %q is not a valid schedule: %v", o.drillSchedule, err)}
+			return cli.Usage(fmt.Errorf("--drill-schedule %q is not a valid schedule: %v", o.drillSchedule, err))
 		}
 		switch {
 		case o.drillScratch == "":
-			return usageError{fmt.Errorf("--drill-scratch is required with --drill-schedule")}
+			return cli.Usage(fmt.Errorf("--drill-scratch is required with --drill-schedule"))
 		case o.drillThreads < 1:
-			return usageError{fmt.Errorf("--drill-threads %d: at least 1", o.drillThreads)}
+			return cli.Usage(fmt.Errorf("--drill-threads %d: at least 1", o.drillThreads))
 		}
 	}
 	pol, err := o.retention.policy()
@@ -140,7 +141,7 @@ func (o *agentOptions) Validate() error {
 		return err
 	}
 	if pol.Enabled() && o.schedule == "" {
-		return usageError{fmt.Errorf("--keep-snapshots and --keep-within apply after scheduled snapshots: add --schedule, or run mysql-pitr prune")}
+		return cli.Usage(fmt.Errorf("--keep-snapshots and --keep-within apply after scheduled snapshots: add --schedule, or run mysql-pitr prune"))
 	}
 	return nil
 }
@@ -183,7 +184,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	st := w.st
 	// The spool is locked first, and opened only once the lease is held:
 	// an agent refused either way leaves another's spool untouched.
-	spoolLock, err := binlog.LockSpool(filepath.Join(o.spoolDir, o.storage.id()))
+	spoolLock, err := binlog.LockSpool(filepath.Join(o.spoolDir, o.storage.ID()))
 	if err != nil {
 		return err
 	}
@@ -254,8 +255,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, snapshot.PhysicalTool(info.Flavor, "")))
 		}
 	}
-	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
-		"listen", o.listen, "spool", filepath.Join(o.spoolDir, o.storage.id()), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
+	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.URL(), "flush_interval", o.flushInterval.String(),
+		"listen", o.listen, "spool", filepath.Join(o.spoolDir, o.storage.ID()), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
 	err = a.Run(ctx)
 	if err == nil {
 		logger.Info("agent stopped")

@@ -11,21 +11,22 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/drill"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 )
 
 // runDrill restores the archive into scratch space, checks it and records
 // the outcome; a failed drill exits 1 with the reason.
 func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf storageFlags
-	var lf logFlags
+	var sf cli.StorageFlags
+	var lf cli.LogFlags
 	var to, scratch string
 	var keep, record bool
 	var threads int
 	fs := flag.NewFlagSet("drill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sf.register(fs)
-	lf.register(fs)
+	sf.Register(fs)
+	lf.Register(fs)
 	fs.StringVar(&to, "to", "latest", "restore to this moment: latest, or an RFC 3339 time with a zone")
 	fs.StringVar(&scratch, "scratch", os.TempDir(), "directory under which the drill restores a datadir (needs room for it; keep the path short)")
 	fs.BoolVar(&keep, "keep-scratch", false, "leave the restored datadir in the scratch directory")
@@ -43,23 +44,21 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	target, err := restore.ParseTarget(to, "")
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	if threads < 1 {
-		return usageError{fmt.Errorf("--threads %d: at least 1", threads)}
+		return cli.Usage(fmt.Errorf("--threads %d: at least 1", threads))
 	}
-	logger, err := lf.logger(stderr)
+	logger, err := lf.Logger(stderr)
 	if err != nil {
 		return err
 	}
 	// A drill reads the archive, and with --record records its outcome in it.
-	sf.age.role, sf.age.log = ageReader, logger
-	sf.tlsLog.logger = logger
-	open := sf.openReader
+	access := cli.Read
 	if record {
-		sf.age.role, open = ageReadWriter, sf.openExisting
+		access = cli.Amend
 	}
-	st, err := open(ctx)
+	st, err := sf.Open(ctx, access, logger)
 	if err != nil {
 		return err
 	}
@@ -78,7 +77,7 @@ func printDrill(w io.Writer, d *catalog.Drill) {
 	if !d.Success {
 		result = "FAILED"
 	}
-	fmt.Fprintf(w, "drill:        %s at %s (target %s)\n", result, fmtTime(d.Started), d.Target)
+	fmt.Fprintf(w, "drill:        %s at %s (target %s)\n", result, cli.FormatTime(d.Started), d.Target)
 	if d.Snapshot != "" {
 		fmt.Fprintf(w, "snapshot:     %s (%s), %d tables checked\n", d.Snapshot, d.Method, d.TablesChecked)
 	}

@@ -9,30 +9,37 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 )
 
 func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf storageFlags
+	var sf cli.StorageFlags
+	var lf cli.LogFlags
 	var out, timeline string
 	fs := flag.NewFlagSet("binlog fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sf.register(fs)
+	sf.Register(fs)
+	lf.Register(fs)
 	fs.StringVar(&out, "out", "", "directory to write the binlog files to")
 	fs.StringVar(&timeline, "timeline", "", "timeline to fetch (default: the newest)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if out == "" {
-		return usageError{errors.New("--out is required")}
+		return cli.Usage(errors.New("--out is required"))
 	}
 	var id catalog.TimelineID
 	if timeline != "" {
 		var err error
 		if id, err = catalog.ParseTimelineID(timeline); err != nil {
-			return usageError{fmt.Errorf("--timeline: %w", err)}
+			return cli.Usage(fmt.Errorf("--timeline: %w", err))
 		}
 	}
-	st, err := sf.openReader(ctx)
+	logger, err := lf.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	st, err := sf.Open(ctx, cli.Read, logger)
 	if err != nil {
 		return err
 	}

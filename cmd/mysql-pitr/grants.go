@@ -13,6 +13,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 )
 
@@ -33,7 +34,7 @@ func runGrants(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, r := range strings.Split(role, ",") {
 		rs, err := preflight.ParseRole(r)
 		if err != nil {
-			return usageError{fmt.Errorf("--role: %w", err)}
+			return cli.Usage(fmt.Errorf("--role: %w", err))
 		}
 		for _, r := range rs {
 			if !slices.Contains(roles, r) {
@@ -43,11 +44,11 @@ func runGrants(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	f := binlog.Flavor(strings.ToLower(flavor))
 	if f != binlog.MariaDB && f != binlog.MySQL {
-		return usageError{fmt.Errorf("--flavor %q: want mariadb or mysql", flavor)}
+		return cli.Usage(fmt.Errorf("--flavor %q: want mariadb or mysql", flavor))
 	}
 	account, err := preflight.ParseAccountName(user)
 	if err != nil {
-		return usageError{fmt.Errorf("--user: %w", err)}
+		return cli.Usage(fmt.Errorf("--user: %w", err))
 	}
 	_, err = io.WriteString(stdout, preflight.Script(f, roles, account))
 	return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 )
 
 // listOutput is what `list --json` prints.
@@ -46,16 +47,22 @@ type snapshotSummary struct {
 }
 
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf storageFlags
+	var sf cli.StorageFlags
+	var lf cli.LogFlags
 	var asJSON bool
 	fs := flag.NewFlagSet("list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sf.register(fs)
+	sf.Register(fs)
+	lf.Register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	st, err := sf.openReader(ctx)
+	logger, err := lf.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	st, err := sf.Open(ctx, cli.Read, logger)
 	if err != nil {
 		return err
 	}
@@ -101,7 +108,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RECOVERABLE FROM\tTO\tTIMELINE\tSNAPSHOTS")
 	for _, w := range out.Windows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", fmtTime(w.From), fmtTime(w.To), w.Timeline, len(w.Snapshots))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", cli.FormatTime(w.From), cli.FormatTime(w.To), w.Timeline, len(w.Snapshots))
 	}
 	if len(out.Windows) == 0 {
 		fmt.Fprintln(tw, "(none: no snapshot yet)\t\t\t")
@@ -112,14 +119,14 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SNAPSHOT\tMETHOD\tCONSISTENT AT\tBINLOG\tSTORED\tWRITES BLOCKED")
 	for _, sn := range out.Snapshots {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", sn.ID, sn.Method, fmtTime(sn.ConsistentAt), sn.Binlog, sn.StoredBytes, sn.WritesBlocked)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", sn.ID, sn.Method, cli.FormatTime(sn.ConsistentAt), sn.Binlog, sn.StoredBytes, sn.WritesBlocked)
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIMELINE\tFROM\tTO\tFIRST COMMIT\tLAST COMMIT\tSEGMENTS\tBINLOG BYTES\tSTORED\tSTARTED BECAUSE")
 	for _, c := range out.Binlogs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", c.Timeline, c.From, c.To, fmtTime(c.FromTime), fmtTime(c.ToTime),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", c.Timeline, c.From, c.To, cli.FormatTime(c.FromTime), cli.FormatTime(c.ToTime),
 			c.Segments, c.Bytes, c.Stored, c.Reason)
 	}
 	tw.Flush()
@@ -153,25 +160,18 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-func fmtTime(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
-}
-
 // printLastDrill says when the archive was last restored by a drill, and how it went.
 func printLastDrill(w io.Writer, last, lastOK *catalog.Drill) {
 	switch {
 	case last == nil:
 		fmt.Fprintln(w, "last drill: none recorded (run mysql-pitr drill)")
 	case last.Success:
-		fmt.Fprintf(w, "last drill: PASSED %s, snapshot %s + %d transactions restored in %s\n", fmtTime(last.Finished), last.Snapshot,
+		fmt.Fprintf(w, "last drill: PASSED %s, snapshot %s + %d transactions restored in %s\n", cli.FormatTime(last.Finished), last.Snapshot,
 			last.Transactions, last.RestoreDuration.Round(time.Millisecond))
 	default:
-		fmt.Fprintf(w, "last drill: FAILED %s: %s\n", fmtTime(last.Finished), last.Reason)
+		fmt.Fprintf(w, "last drill: FAILED %s: %s\n", cli.FormatTime(last.Finished), last.Reason)
 		if lastOK != nil {
-			fmt.Fprintf(w, "last passing drill: %s\n", fmtTime(lastOK.Finished))
+			fmt.Fprintf(w, "last passing drill: %s\n", cli.FormatTime(lastOK.Finished))
 		} else {
 			fmt.Fprintln(w, "last passing drill: none")
 		}

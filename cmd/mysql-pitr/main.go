@@ -7,12 +7,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -27,8 +28,8 @@ Usage:
   mysql-pitr list --storage URL [--json]               show snapshots, binlog coverage and recoverable windows
   mysql-pitr prune --storage URL --keep-snapshots N [--keep-within D] [--dry-run]   delete expired snapshots and the binlog no kept snapshot needs
   mysql-pitr restore --storage URL --to TIME --datadir DIR   restore a datadir to a moment [--dry-run] [--force]
-                     (or --target-dsn DSN: into a running empty server; or --kube --pod NAME: a pod of the chart,
-                     in place or --to-new-pvc NAME: into a new PVC through a Job)
+                     (or --target-dsn DSN: into a running empty server; a pod of the chart, in place or into
+                     a new PVC: kubectl mysql-pitr restore --pod NAME, the kubectl-mysql_pitr plugin)
   mysql-pitr verify --storage URL [--json]             read everything, check checksums and continuity; exit 1 on damage
   mysql-pitr drill --storage URL [--to latest|TIME]    restore into scratch space, check it against the archive, record the result;
                    [--scratch DIR] [--keep-scratch]     exit 1 when the archive cannot be restored as it records
@@ -54,7 +55,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return usageError{errors.New("no command given")}
+		return cli.Usage(errors.New("no command given"))
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -76,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(rest) > 0 && rest[0] == "fetch" {
 			return runFetch(ctx, rest[1:], stdout, stderr)
 		}
-		return usageError{errors.New("binlog: the subcommand is 'fetch'")}
+		return cli.Usage(errors.New("binlog: the subcommand is 'fetch'"))
 	case "grants":
 		return runGrants(ctx, rest, stdout, stderr)
 	case "status":
@@ -90,21 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown command %q (see 'mysql-pitr --help')", cmd)}
+	return cli.Usage(fmt.Errorf("unknown command %q (see 'mysql-pitr --help')", cmd))
 }
 
 // exitCode prints err as one line and maps it to the documented exit code.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	fmt.Fprintln(stderr, "mysql-pitr:", err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
-}
+func exitCode(err error, stderr io.Writer) int { return cli.ExitCode(program, err, stderr) }

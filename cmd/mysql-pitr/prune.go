@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 )
 
@@ -33,18 +34,18 @@ func (r *retentionFlags) policy() (retention.Policy, error) {
 	var p retention.Policy
 	if r.keepSnapshots.set {
 		if r.keepSnapshots.v < 1 {
-			return p, usageError{fmt.Errorf("--keep-snapshots %d: keep at least 1 (the newest complete snapshot is never deleted)", r.keepSnapshots.v)}
+			return p, cli.Usage(fmt.Errorf("--keep-snapshots %d: keep at least 1 (the newest complete snapshot is never deleted)", r.keepSnapshots.v))
 		}
 		p.KeepSnapshots = r.keepSnapshots.v
 	}
 	if r.keepWithin.set {
 		if r.keepWithin.v <= 0 {
-			return p, usageError{fmt.Errorf("--keep-within %s: want a positive duration such as 168h", r.keepWithin.v)}
+			return p, cli.Usage(fmt.Errorf("--keep-within %s: want a positive duration such as 168h", r.keepWithin.v))
 		}
 		p.KeepWithin = r.keepWithin.v
 	}
 	if r.grace <= 0 {
-		return p, usageError{fmt.Errorf("--orphan-grace %s: want a positive duration", r.grace)}
+		return p, cli.Usage(fmt.Errorf("--orphan-grace %s: want a positive duration", r.grace))
 	}
 	return p, nil
 }
@@ -94,15 +95,15 @@ func (o *optionalDuration) Set(s string) error {
 }
 
 func runPrune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf storageFlags
+	var sf cli.StorageFlags
 	var rf retentionFlags
-	var lf logFlags
+	var lf cli.LogFlags
 	var dryRun, asJSON bool
 	fs := flag.NewFlagSet("prune", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sf.register(fs)
+	sf.Register(fs)
 	rf.register(fs)
-	lf.register(fs)
+	lf.Register(fs)
 	fs.BoolVar(&dryRun, "dry-run", false, "print what would be deleted, delete nothing")
 	fs.BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -113,15 +114,13 @@ func runPrune(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if !pol.Enabled() {
-		return usageError{errors.New("say what to keep: --keep-snapshots N and/or --keep-within DURATION")}
+		return cli.Usage(errors.New("say what to keep: --keep-snapshots N and/or --keep-within DURATION"))
 	}
-	logger, err := lf.logger(stderr)
+	logger, err := lf.Logger(stderr)
 	if err != nil {
 		return err
 	}
-	sf.age.role, sf.age.log = ageReadWriter, logger
-	sf.tlsLog.logger = logger
-	st, err := sf.openExisting(ctx)
+	st, err := sf.Open(ctx, cli.Amend, logger)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
@@ -21,8 +22,8 @@ import (
 // snapshotOptions are the settings of `mysql-pitr snapshot`.
 type snapshotOptions struct {
 	mysql    mysqlFlags
-	storage  storageFlags
-	log      logFlags
+	storage  cli.StorageFlags
+	log      cli.LogFlags
 	method   string
 	threads  int
 	agentID  string
@@ -32,8 +33,8 @@ type snapshotOptions struct {
 
 func (o *snapshotOptions) register(fs *flag.FlagSet) {
 	o.mysql.register(fs)
-	o.storage.register(fs)
-	o.log.register(fs)
+	o.storage.Register(fs)
+	o.log.Register(fs)
 	host, _ := os.Hostname()
 	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (on the server's host: mariadb-backup on MariaDB, "+
 		"the clone plugin on MySQL, or xtrabackup where it is installed)")
@@ -48,9 +49,9 @@ func (o *snapshotOptions) register(fs *flag.FlagSet) {
 func (o *snapshotOptions) Validate() error {
 	switch {
 	case o.method != catalog.MethodLogical && o.method != catalog.MethodPhysical:
-		return usageError{fmt.Errorf("--method %q: want logical or physical", o.method)}
+		return cli.Usage(fmt.Errorf("--method %q: want logical or physical", o.method))
 	case o.threads < 1:
-		return usageError{fmt.Errorf("--threads %d: at least 1", o.threads)}
+		return cli.Usage(fmt.Errorf("--threads %d: at least 1", o.threads))
 	}
 	return nil
 }
@@ -154,7 +155,7 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, logger interface{ Info(string, ...any) }) *progress {
-	return &progress{w: w, tty: isTerminal(w), logger: logger, start: time.Now()}
+	return &progress{w: w, tty: cli.IsTerminal(w), logger: logger, start: time.Now()}
 }
 
 func (p *progress) update(s snapshot.Progress) {

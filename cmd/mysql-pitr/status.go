@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
 )
 
@@ -32,7 +33,7 @@ type agentStatus struct {
 // /status: one line per agent, and an error unless each is ready, connected
 // to its server and archiving within --max-lag. It is the chart's helm test.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var urls listFlag
+	var urls cli.ListFlag
 	maxLag, timeout := DefaultStatusMaxLag, DefaultStatusTimeout
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -43,7 +44,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if len(urls) == 0 {
-		return usageError{errors.New("status: give at least one --url")}
+		return cli.Usage(errors.New("status: give at least one --url"))
 	}
 	client := &http.Client{Timeout: timeout}
 	failed := 0

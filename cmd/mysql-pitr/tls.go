@@ -15,9 +15,9 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/storage"
-	"github.com/mysql-pitr/mysql-pitr/storage/s3"
 )
 
 // tlsFlags are the TLS settings of the connections to a MySQL server: the
@@ -44,11 +44,11 @@ func (f *tlsFlags) register(fs *flag.FlagSet) {
 func (f *tlsFlags) settings() (mysqltls.Settings, error) {
 	mode, err := mysqltls.ParseMode(f.mode)
 	if err != nil {
-		return mysqltls.Settings{}, usageError{fmt.Errorf("--mysql-tls: %w", err)}
+		return mysqltls.Settings{}, cli.Usage(fmt.Errorf("--mysql-tls: %w", err))
 	}
 	s := mysqltls.Settings{Mode: mode, CAFile: f.ca, CertFile: f.cert, KeyFile: f.key}
 	if err := s.Validate(); err != nil {
-		return s, usageError{fmt.Errorf("--mysql-tls %s: %w", mode, err)}
+		return s, cli.Usage(fmt.Errorf("--mysql-tls %s: %w", mode, err))
 	}
 	return s, nil
 }
@@ -57,7 +57,7 @@ func (f *tlsFlags) settings() (mysqltls.Settings, error) {
 // refused, so that there is one place to say it.
 func (m *mysqlFlags) applyTLS(cfg *mysql.Config) error {
 	if cfg.TLSConfig != "" {
-		return usageError{errors.New("the DSN's tls parameter is not used: set TLS with --mysql-tls (and --mysql-ca, --mysql-cert, --mysql-key)")}
+		return cli.Usage(errors.New("the DSN's tls parameter is not used: set TLS with --mysql-tls (and --mysql-ca, --mysql-cert, --mysql-key)"))
 	}
 	s, err := m.tls.settings()
 	if err != nil {
@@ -65,7 +65,7 @@ func (m *mysqlFlags) applyTLS(cfg *mysql.Config) error {
 	}
 	s.Unverified = m.tls.notice.hook(cfg)
 	if err := s.Apply(cfg); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	return nil
 }
@@ -170,31 +170,6 @@ func explainTLS(err error, s mysqltls.Settings, cfg *mysql.Config) error {
 	return err
 }
 
-// storageLog is where the storage flags' warnings go: the command's logger
-// once it has one, a text line on the flag set's output before that.
-type storageLog struct {
-	logger *slog.Logger
-	out    io.Writer
-}
-
-func (s *storageFlags) registerTLS(fs *flag.FlagSet) {
-	fs.StringVar(&s.caFile, "s3-ca-file", "", "PEM bundle of the CAs that sign an https S3 endpoint's certificate, instead of the system's roots (a private CA)")
-	s.tlsLog.out = fs.Output()
-}
-
-// warnTLS warns, at every start, of an S3 endpoint reached in plaintext
-// across a network.
-func (s *storageFlags) warnTLS(cfg s3.Config) {
-	if !cfg.PlaintextEndpoint() {
-		return
-	}
-	l := s.tlsLog.logger
-	if l == nil {
-		l = slog.New(slog.NewTextHandler(s.tlsLog.out, nil))
-	}
-	l.Warn("the S3 endpoint is plain http: archive data and request signatures cross the network unencrypted; use https", "endpoint", cfg.Endpoint)
-}
-
 // writerSetup is what the commands that read a server and write the
 // archive (agent, snapshot) build alike.
 type writerSetup struct {
@@ -209,8 +184,8 @@ type writerSetup struct {
 // to see whether preferred went without TLS). What it has built is
 // returned with an error too, for explainTLS. The archive is opened by
 // openArchive, once the server has accepted the login.
-func openWriter(ctx context.Context, m *mysqlFlags, l *logFlags, stderr io.Writer, checkFallback bool) (w writerSetup, err error) {
-	if w.logger, err = l.logger(stderr); err != nil {
+func openWriter(ctx context.Context, m *mysqlFlags, l *cli.LogFlags, stderr io.Writer, checkFallback bool) (w writerSetup, err error) {
+	if w.logger, err = l.Logger(stderr); err != nil {
 		return w, err
 	}
 	m.tls.notice.setLogger(w.logger)
@@ -225,9 +200,7 @@ func openWriter(ctx context.Context, m *mysqlFlags, l *logFlags, stderr io.Write
 // openArchive opens the archive for writing. Callers check the server's
 // login first: opening a file:// archive creates its directory, and a
 // command refused by the server should leave nothing behind.
-func (w *writerSetup) openArchive(ctx context.Context, s *storageFlags) (err error) {
-	s.age.role, s.age.log = ageWriter, w.logger
-	s.tlsLog.logger = w.logger
-	w.st, err = s.open(ctx)
+func (w *writerSetup) openArchive(ctx context.Context, s *cli.StorageFlags) (err error) {
+	w.st, err = s.Open(ctx, cli.Write, w.logger)
 	return err
 }

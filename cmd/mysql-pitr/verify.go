@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/verify"
 )
 
@@ -17,21 +18,27 @@ import (
 var errDamaged = errors.New("the archive is damaged (see the report above)")
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf storageFlags
+	var sf cli.StorageFlags
+	var lf cli.LogFlags
 	var asJSON bool
 	var threads int
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sf.register(fs)
+	sf.Register(fs)
+	lf.Register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.IntVar(&threads, "threads", 4, "objects read at once")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if threads < 1 {
-		return usageError{fmt.Errorf("--threads %d: at least 1", threads)}
+		return cli.Usage(fmt.Errorf("--threads %d: at least 1", threads))
 	}
-	st, err := sf.openReader(ctx)
+	logger, err := lf.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	st, err := sf.Open(ctx, cli.Read, logger)
 	if err != nil {
 		return err
 	}
@@ -71,7 +78,7 @@ func printReport(w io.Writer, r *verify.Report) {
 		}
 		fmt.Fprintf(w, "snapshot %s (%s): %s", s.ID, method, verdict)
 		if s.Window != nil {
-			fmt.Fprintf(w, "; recoverable from %s to %s (timeline %d, up to %s)", fmtTime(s.Window.From), fmtTime(s.Window.To),
+			fmt.Fprintf(w, "; recoverable from %s to %s (timeline %d, up to %s)", cli.FormatTime(s.Window.From), cli.FormatTime(s.Window.To),
 				uint32(s.Window.Timeline), s.Window.EndsAt)
 		}
 		fmt.Fprintln(w)
@@ -110,7 +117,7 @@ func printReport(w io.Writer, r *verify.Report) {
 			fmt.Fprintf(w, "  - %d data objects without an index record (interrupted uploads; prune collects them)\n", len(tl.Orphans))
 		}
 		if !tl.CompleteAt.IsZero() {
-			fmt.Fprintf(w, "  - recorded complete up to %s by its writer\n", fmtTime(tl.CompleteAt))
+			fmt.Fprintf(w, "  - recorded complete up to %s by its writer\n", cli.FormatTime(tl.CompleteAt))
 		}
 	}
 	if len(r.Superseded) > 0 {
