@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -66,59 +65,6 @@ func (d dsnFlag) CheckArgv(name string) error {
 	}
 	return cli.Usage(fmt.Errorf("--%s holds a password, which every user of this host can read in the process list: "+
 		"leave it out and give it with %s or %s (or set the whole DSN in %s)", name, d.passwordFlag, d.passwordEnv, cli.EnvName(name)))
-}
-
-// mysqlFlags locate the server and its credentials.
-type mysqlFlags struct {
-	dsn          string
-	passwordFile string
-	tls          tlsFlags
-}
-
-func (m *mysqlFlags) register(fs *flag.FlagSet) {
-	fs.Var(dsnFlag{&m.dsn, "--password-file", "MYSQL_PITR_PASSWORD"}, "dsn", "server to archive, as a Go MySQL DSN: user@tcp(host:3306)/ or user@unix(/run/mysqld/mysqld.sock)/; "+
-		"without the password (refused here), which comes from --password-file or MYSQL_PITR_PASSWORD")
-	fs.StringVar(&m.passwordFile, "password-file", "", "file holding the MySQL password (first line)")
-	m.tls.register(fs)
-}
-
-// config parses the DSN and fills the password from the file or
-// MYSQL_PITR_PASSWORD. Errors never contain the DSN, which may hold a password.
-func (m *mysqlFlags) config() (*mysql.Config, error) {
-	return m.configWithEnv("MYSQL_PITR_PASSWORD")
-}
-
-// configWithEnv is config with the password's environment variable named.
-func (m *mysqlFlags) configWithEnv(passwordEnv string) (*mysql.Config, error) {
-	if m.dsn == "" {
-		return nil, cli.Usage(fmt.Errorf("--dsn is required"))
-	}
-	cfg, err := mysql.ParseDSN(m.dsn)
-	if err != nil {
-		return nil, cli.Usage(fmt.Errorf("--dsn is not a valid DSN (expected user@tcp(host:port)/): %v", err))
-	}
-	if cfg.Passwd != "" && (m.passwordFile != "" || os.Getenv(passwordEnv) != "") {
-		return nil, cli.Usage(fmt.Errorf("the DSN holds a password and a password file or %s gives one too: give it once", passwordEnv))
-	}
-	if cfg.Passwd == "" {
-		switch {
-		case m.passwordFile != "":
-			b, err := os.ReadFile(m.passwordFile)
-			if err != nil {
-				return nil, cli.Usage(fmt.Errorf("--password-file: %w", err))
-			}
-			cfg.Passwd = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
-		default:
-			cfg.Passwd = os.Getenv(passwordEnv)
-		}
-	}
-	if cfg.Net == "" {
-		cfg.Net = "tcp"
-	}
-	if err := m.applyTLS(cfg); err != nil {
-		return nil, err
-	}
-	return cfg, nil
 }
 
 // binDirFlag is --server-bindir: the directory of the server release's

@@ -10,102 +10,110 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/mysql-pitr/mysql-pitr/internal/cli"
-	"github.com/mysql-pitr/mysql-pitr/mysqltls"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 )
 
-func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var sf cli.StorageFlags
-	var lf cli.LogFlags
-	var to cli.ToFlag
-	var toPos, datadir, replay string
-	var dryRun, force, discard bool
-	var threads int
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sf.Register(fs)
-	lf.Register(fs)
-	to.Register(fs)
-	fs.StringVar(&toPos, "to-position", "", "restore to the end of the transaction that ends at FILE:POS")
-	fs.StringVar(&datadir, "datadir", "", "directory to restore into (must be empty unless --force)")
-	var into mysqlFlags
-	fs.Var(dsnFlag{&into.dsn, "--target-password-file", "MYSQL_PITR_TARGET_PASSWORD"}, "target-dsn",
-		"restore into this running, empty server instead of a datadir (logical snapshots); password from --target-password-file or MYSQL_PITR_TARGET_PASSWORD")
-	fs.StringVar(&into.passwordFile, "target-password-file", "", "file holding the target server's password")
-	into.tls.register(fs)
-	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and stop")
-	fs.BoolVar(&force, "force", false, "move the datadir's current contents aside (to DATADIR.before-restore-TIME)")
-	fs.BoolVar(&discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
-	fs.StringVar(&replay, "replay", restore.ReplayServer, "how to replay the binlog: server (the temporary server replicates, in parallel, from a binlog server the restore runs on a loopback port) or mysqlbinlog (mariadb-binlog | mariadb); both stop at an exact position")
-	bufferPool := sizeFlag(restore.DefaultBufferPool)
-	fs.Var(&bufferPool, "buffer-pool-size", "InnoDB buffer pool of the temporary server that loads and replays (a restore into --datadir); its redo log is sized with it")
-	fs.IntVar(&threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads with --replay server")
-	var bin binDirFlag
-	bin.register(fs)
-	if kubeRequested(args) {
-		return errKubeMoved
-	}
-	if err := parseFlags(fs, args); err != nil {
+// restoreOptions are the settings of `mysql-pitr restore`: a datadir, or
+// a running empty server (--target-dsn), restored to a moment.
+type restoreOptions struct {
+	storage    cli.StorageFlags
+	log        cli.LogFlags
+	to         cli.ToFlag
+	toPosition string
+	datadir    string
+	into       mysqlFlags
+	dryRun     bool
+	force      bool
+	discard    bool
+	replay     string
+	bufferPool sizeFlag
+	threads    int
+	bin        binDirFlag
+	output
+
+	// Set by validate.
+	target restore.Target
+	finder programs.Finder
+}
+
+func (o *restoreOptions) register(fs *flag.FlagSet) {
+	o.storage.Register(fs)
+	o.log.Register(fs)
+	o.to.Register(fs)
+	fs.StringVar(&o.toPosition, "to-position", "", "restore to the end of the transaction that ends at FILE:POS")
+	fs.StringVar(&o.datadir, "datadir", "", "directory to restore into (must be empty unless --force)")
+	o.into.registerTarget(fs)
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan and stop")
+	fs.BoolVar(&o.force, "force", false, "move the datadir's current contents aside (to DATADIR.before-restore-TIME)")
+	fs.BoolVar(&o.discard, "discard-existing", false, "with --force: delete the datadir's current contents instead")
+	fs.StringVar(&o.replay, "replay", restore.ReplayServer, "how to replay the binlog: server (the temporary server replicates, in parallel, from a binlog server the restore runs on a loopback port) or mysqlbinlog (mariadb-binlog | mariadb); both stop at an exact position")
+	o.bufferPool = restore.DefaultBufferPool
+	fs.Var(&o.bufferPool, "buffer-pool-size", "InnoDB buffer pool of the temporary server that loads and replays (a restore into --datadir); its redo log is sized with it")
+	fs.IntVar(&o.threads, "threads", runtime.NumCPU(), "parallel connections loading a logical snapshot, and parallel apply threads with --replay server")
+	o.bin.register(fs)
+}
+
+// validate names the first bad setting.
+func (o *restoreOptions) validate() (err error) {
+	if o.finder, err = o.bin.finder(); err != nil {
 		return err
 	}
-	finder, err := bin.finder()
-	if err != nil {
-		return err
-	}
-	target, err := to.Target(toPos)
-	if err != nil {
+	if o.target, err = o.to.Target(o.toPosition); err != nil {
 		return err
 	}
 	switch {
-	case datadir == "" && into.dsn == "" && !dryRun:
+	case o.datadir == "" && o.into.dsn == "" && !o.dryRun:
 		return cli.Usage(errors.New("say where to restore: --datadir DIR or --target-dsn DSN (or --dry-run); a pod of the chart: kubectl mysql-pitr restore --pod NAME"))
-	case datadir != "" && into.dsn != "":
+	case o.datadir != "" && o.into.dsn != "":
 		return cli.Usage(errors.New("give either --datadir or --target-dsn, not both"))
-	case discard && !force:
+	case o.discard && !o.force:
 		return cli.Usage(errors.New("--discard-existing needs --force"))
-	case replay != restore.ReplayServer && replay != restore.ReplayMysqlbinlog:
-		return cli.Usage(fmt.Errorf("--replay %q: use %s or %s", replay, restore.ReplayServer, restore.ReplayMysqlbinlog))
-	case threads < 1:
-		return cli.Usage(fmt.Errorf("--threads %d: at least 1", threads))
-	case bufferPool < 64<<20:
-		return cli.Usage(fmt.Errorf("--buffer-pool-size %d: at least 64MiB", bufferPool))
+	case o.replay != restore.ReplayServer && o.replay != restore.ReplayMysqlbinlog:
+		return cli.Usage(fmt.Errorf("--replay %q: use %s or %s", o.replay, restore.ReplayServer, restore.ReplayMysqlbinlog))
+	case o.threads < 1:
+		return cli.Usage(fmt.Errorf("--threads %d: at least 1", o.threads))
+	case o.bufferPool < 64<<20:
+		return cli.Usage(fmt.Errorf("--buffer-pool-size %d: at least 64MiB", o.bufferPool))
 	}
-	if into.dsn != "" {
-		if _, err := into.tls.settings(); err != nil {
+	if o.into.dsn != "" {
+		if _, err := o.into.tls.settings(); err != nil {
 			return err
 		}
 	}
-	logger, err := lf.Logger(stderr)
+	return nil
+}
+
+// run plans the restore, prints the plan and, unless --dry-run, restores.
+func (o *restoreOptions) run(ctx context.Context) (err error) {
+	logger, err := o.log.Logger(o.stderr)
 	if err != nil {
 		return err
 	}
-	st, err := sf.Open(ctx, cli.Read, logger)
+	st, err := o.storage.Open(ctx, cli.Read, logger)
 	if err != nil {
 		return err
 	}
-	p, err := cli.PlanRestore(ctx, st, target)
+	p, err := cli.PlanRestore(ctx, st, o.target)
 	if err != nil {
 		return err
 	}
-	cli.PrintPlan(stdout, p)
-	if dryRun {
+	cli.PrintPlan(o.stdout, p)
+	if o.dryRun {
 		return nil
 	}
-	progress := newRestoreProgress(stderr, logger)
-	opts := restore.Options{Store: st, Datadir: datadir, Force: force, DiscardExisting: discard,
-		Replay: replay, Threads: threads, Logger: logger, Progress: progress.update, BufferPool: int64(bufferPool), Programs: finder}
-	if into.dsn != "" {
-		into.tls.notice.setLogger(logger)
-		if opts.Target, err = into.configWithEnv("MYSQL_PITR_TARGET_PASSWORD"); err != nil {
+	progress := newRestoreProgress(o.stderr, logger)
+	opts := restore.Options{Store: st, Datadir: o.datadir, Force: o.force, DiscardExisting: o.discard,
+		Replay: o.replay, Threads: o.threads, Logger: logger, Progress: progress.update, BufferPool: int64(o.bufferPool), Programs: o.finder}
+	dest := o.datadir
+	if o.into.dsn != "" {
+		var srv server
+		if srv, err = o.into.server(ctx, logger, true); err != nil {
 			return err
 		}
-		opts.TargetTLS, _ = into.tls.settings() // checked by configWithEnv
-		defer func(s mysqltls.Settings, cfg *mysql.Config) { err = explainTLS(err, s, cfg) }(opts.TargetTLS, opts.Target)
-		logTLS(ctx, logger, opts.TargetTLS, opts.Target, true)
-		datadir = "server " + opts.Target.Addr
+		defer func() { err = srv.explain(err) }()
+		opts.Target, opts.TargetTLS, dest = srv.cfg, srv.tls, "server "+srv.cfg.Addr
 		if err := preflightTarget(ctx, opts.Target); err != nil {
 			return err
 		}
@@ -115,17 +123,22 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	if err != nil {
 		return err
 	}
+	printRestored(o.stdout, dest, p, res)
+	return nil
+}
+
+// printRestored reports a finished restore into dest.
+func printRestored(w io.Writer, dest string, p *restore.Plan, res *restore.Result) {
 	if res.MovedAside != "" {
-		fmt.Fprintf(stdout, "previous datadir contents moved to %s\n", res.MovedAside)
+		fmt.Fprintf(w, "previous datadir contents moved to %s\n", res.MovedAside)
 	}
 	last := "-"
 	if !res.Marker.LastCommit.IsZero() {
 		last = res.Marker.LastCommit.UTC().Format(time.RFC3339Nano)
 	}
-	fmt.Fprintf(stdout, "restored %s to %s: snapshot %s + %d transactions, last committed %s, stopped at %s, in %s (replay %s)\n",
-		datadir, p.Target, p.Snapshot.ID, res.Marker.Transactions, last, res.Marker.Stop, res.Duration.Round(time.Millisecond),
+	fmt.Fprintf(w, "restored %s to %s: snapshot %s + %d transactions, last committed %s, stopped at %s, in %s (replay %s)\n",
+		dest, p.Target, p.Snapshot.ID, res.Marker.Transactions, last, res.Marker.Stop, res.Duration.Round(time.Millisecond),
 		res.ReplayDuration.Round(time.Millisecond))
-	return nil
 }
 
 // errKubeMoved answers restore --kube: restoring a pod of the chart is the

@@ -17,43 +17,53 @@ import (
 // errDamaged makes verify exit 1 after printing its report.
 var errDamaged = errors.New("the archive is damaged (see the report above)")
 
-func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf cli.StorageFlags
-	var lf cli.LogFlags
-	var asJSON bool
-	var threads int
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sf.Register(fs)
-	lf.Register(fs)
-	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	fs.IntVar(&threads, "threads", 4, "objects read at once")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// verifyOptions are the settings of `mysql-pitr verify`.
+type verifyOptions struct {
+	storage cli.StorageFlags
+	log     cli.LogFlags
+	asJSON  bool
+	threads int
+	output
+}
+
+func (o *verifyOptions) register(fs *flag.FlagSet) {
+	o.storage.Register(fs)
+	o.log.Register(fs)
+	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
+	fs.IntVar(&o.threads, "threads", 4, "objects read at once")
+}
+
+// validate names the first bad setting.
+func (o *verifyOptions) validate() error {
+	if o.threads < 1 {
+		return cli.Usage(fmt.Errorf("--threads %d: at least 1", o.threads))
 	}
-	if threads < 1 {
-		return cli.Usage(fmt.Errorf("--threads %d: at least 1", threads))
-	}
-	logger, err := lf.Logger(stderr)
+	return nil
+}
+
+// run reads the whole archive and reports; a damaged archive is
+// errDamaged, after the report.
+func (o *verifyOptions) run(ctx context.Context) error {
+	logger, err := o.log.Logger(o.stderr)
 	if err != nil {
 		return err
 	}
-	st, err := sf.Open(ctx, cli.Read, logger)
+	st, err := o.storage.Open(ctx, cli.Read, logger)
 	if err != nil {
 		return err
 	}
-	r, err := verify.Run(ctx, st, verify.Options{Concurrency: threads})
+	r, err := verify.Run(ctx, st, verify.Options{Concurrency: o.threads})
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
+	if o.asJSON {
+		enc := json.NewEncoder(o.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(r); err != nil {
 			return err
 		}
 	} else {
-		printReport(stdout, r)
+		printReport(o.stdout, r)
 	}
 	if r.Damaged {
 		return errDamaged
@@ -61,7 +71,38 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+// printReport prints verify's report for a person.
 func printReport(w io.Writer, r *verify.Report) {
+	printSnapshotReports(w, r)
+	for _, tl := range r.Timelines {
+		printTimelineReport(w, tl)
+	}
+	if len(r.Superseded) > 0 {
+		fmt.Fprintf(w, "%d objects stored by a writer after another had taken the archive over: left out (not damage; prune collects them)\n",
+			len(r.Superseded))
+	}
+	// Bad objects are named under their snapshot or timeline above.
+	for _, o := range r.Objects {
+		if o.Kind == catalog.IssueForeign {
+			fmt.Fprintf(w, "foreign object %s: %s\n", o.Key, o.Detail)
+		}
+	}
+	for _, g := range r.Gaps {
+		fmt.Fprintf(w, "gap between timeline %d and %d: %s", uint32(g.After), uint32(g.Before), g.Reason)
+		if len(g.MissingGTIDs) > 0 {
+			fmt.Fprintf(w, "; GTIDs %s missing", strings.Join(g.MissingGTIDs, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	verdict := "the archive is whole"
+	if r.Damaged {
+		verdict = "the archive is DAMAGED"
+	}
+	fmt.Fprintf(w, "%s; read %d bytes in %s\n", verdict, r.Bytes, r.Duration.Round(1e6))
+}
+
+// printSnapshotReports prints each snapshot's verdict and problems.
+func printSnapshotReports(w io.Writer, r *verify.Report) {
 	for _, s := range r.Snapshots {
 		verdict := "consistent, restorable"
 		switch {
@@ -89,57 +130,37 @@ func printReport(w io.Writer, r *verify.Report) {
 	for _, id := range r.Partial {
 		fmt.Fprintf(w, "snapshot %s: partial, no manifest (unfinished or abandoned; not restorable)\n", id)
 	}
-	for _, tl := range r.Timelines {
-		state := "whole"
-		if len(tl.Bad) > 0 || len(tl.Breaks) > 0 {
-			state = "DAMAGED"
-		}
-		judged := "continuity judged by GTID and position"
-		if !tl.GTIDs {
-			judged = "no GTIDs: continuity judged by position only"
-		}
-		fmt.Fprintf(w, "timeline %d: %d usable segments, %s (%s)\n", uint32(tl.ID), tl.Segments, state, judged)
-		for _, b := range tl.Bad {
-			fmt.Fprintf(w, "  - bad object %s\n", b)
-		}
-		for _, b := range tl.Breaks {
-			fmt.Fprintf(w, "  - %s\n", b)
-		}
-		if tl.UnknownGTIDs > 0 {
-			fmt.Fprintf(w, "  - note: %d GTID events in a form this version cannot read (archived as they are): around them, continuity judged by position only\n",
-				tl.UnknownGTIDs)
-		}
-		for _, j := range tl.GTIDJumps {
-			fmt.Fprintf(w, "  - note: %s holds %d GTIDs from %s to %s: the server skipped numbers inside it (not damage)\n",
-				j.Key, j.Range.Count, j.Range.First, j.Range.Last)
-		}
-		if len(tl.Orphans) > 0 {
-			fmt.Fprintf(w, "  - %d data objects without an index record (interrupted uploads; prune collects them)\n", len(tl.Orphans))
-		}
-		if !tl.CompleteAt.IsZero() {
-			fmt.Fprintf(w, "  - recorded complete up to %s by its writer\n", cli.FormatTime(tl.CompleteAt))
-		}
+}
+
+// printTimelineReport prints a timeline's state and what is wrong with it.
+func printTimelineReport(w io.Writer, tl verify.TimelineReport) {
+	state := "whole"
+	if len(tl.Bad) > 0 || len(tl.Breaks) > 0 {
+		state = "DAMAGED"
 	}
-	if len(r.Superseded) > 0 {
-		fmt.Fprintf(w, "%d objects stored by a writer after another had taken the archive over: left out (not damage; prune collects them)\n",
-			len(r.Superseded))
+	judged := "continuity judged by GTID and position"
+	if !tl.GTIDs {
+		judged = "no GTIDs: continuity judged by position only"
 	}
-	// Bad objects are named under their snapshot or timeline above.
-	for _, o := range r.Objects {
-		if o.Kind == catalog.IssueForeign {
-			fmt.Fprintf(w, "foreign object %s: %s\n", o.Key, o.Detail)
-		}
+	fmt.Fprintf(w, "timeline %d: %d usable segments, %s (%s)\n", uint32(tl.ID), tl.Segments, state, judged)
+	for _, b := range tl.Bad {
+		fmt.Fprintf(w, "  - bad object %s\n", b)
 	}
-	for _, g := range r.Gaps {
-		fmt.Fprintf(w, "gap between timeline %d and %d: %s", uint32(g.After), uint32(g.Before), g.Reason)
-		if len(g.MissingGTIDs) > 0 {
-			fmt.Fprintf(w, "; GTIDs %s missing", strings.Join(g.MissingGTIDs, ", "))
-		}
-		fmt.Fprintln(w)
+	for _, b := range tl.Breaks {
+		fmt.Fprintf(w, "  - %s\n", b)
 	}
-	verdict := "the archive is whole"
-	if r.Damaged {
-		verdict = "the archive is DAMAGED"
+	if tl.UnknownGTIDs > 0 {
+		fmt.Fprintf(w, "  - note: %d GTID events in a form this version cannot read (archived as they are): around them, continuity judged by position only\n",
+			tl.UnknownGTIDs)
 	}
-	fmt.Fprintf(w, "%s; read %d bytes in %s\n", verdict, r.Bytes, r.Duration.Round(1e6))
+	for _, j := range tl.GTIDJumps {
+		fmt.Fprintf(w, "  - note: %s holds %d GTIDs from %s to %s: the server skipped numbers inside it (not damage)\n",
+			j.Key, j.Range.Count, j.Range.First, j.Range.Last)
+	}
+	if len(tl.Orphans) > 0 {
+		fmt.Fprintf(w, "  - %d data objects without an index record (interrupted uploads; prune collects them)\n", len(tl.Orphans))
+	}
+	if !tl.CompleteAt.IsZero() {
+		fmt.Fprintf(w, "  - recorded complete up to %s by its writer\n", cli.FormatTime(tl.CompleteAt))
+	}
 }

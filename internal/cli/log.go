@@ -19,6 +19,12 @@ func (l *LogFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&l.format, "log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
 }
 
+// Validate refuses a level or format that is not one of the flags'.
+func (l *LogFlags) Validate() error {
+	_, err := l.Logger(io.Discard)
+	return err
+}
+
 // Logger builds the logger writing to w; a bad level or format is a usage
 // error.
 func (l *LogFlags) Logger(w io.Writer) (*slog.Logger, error) {
