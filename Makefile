@@ -36,8 +36,11 @@ test:
 	CI=$${CI:-} go test -count=1 -timeout 40m -p 1 -run '$(KUBE_TESTS)' $(KUBE_PKGS)
 	CI=$${CI:-} MYSQL_PITR_TEST_SERVERS=mariadb-10.11 go test -race -count=1 -timeout 40m $(RACE_PKGS)
 
+# bin/mysql-pitr is the sidecar and the command line; bin/kubectl-mysql_pitr
+# the kubectl plugin (kubectl mysql-pitr restore), which alone carries a
+# Kubernetes client: put it on PATH to use it.
 build:
-	go build -o bin/mysql-pitr ./cmd/mysql-pitr
+	go build -o bin/ ./cmd/mysql-pitr ./cmd/kubectl-mysql_pitr
 
 setup:
 	scripts/setup.sh

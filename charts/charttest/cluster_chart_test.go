@@ -24,8 +24,8 @@ import (
 // user does: the pod runs the server and the sidecar, its probes pass, the
 // sidecar streams and takes its scheduled snapshots, and an outage of the
 // storage leaves the pod Ready; a table is dropped by accident, the restore
-// Role is added by an upgrade that restarts no pod, and mysql-pitr restore
-// --kube, holding only that Role, brings the pod back to the moment before
+// Role is added by an upgrade that restarts no pod, and kubectl mysql-pitr
+// restore, holding only that Role, brings the pod back to the moment before
 // (CHECKSUM TABLE equal to the table's at that moment), then restores the
 // same moment into a new PVC through the chart's Job.
 func TestClusterChart(t *testing.T) {
@@ -114,22 +114,22 @@ func (r *release) dropByAccident() (time.Time, map[string]int64) {
 	return at, sums
 }
 
-// restoreInPlace runs mysql-pitr restore --kube for the pod, as the
+// restoreInPlace runs kubectl mysql-pitr restore for the pod, as the
 // chart's restore service account, and checks the restored server.
 func (r *release) restoreInPlace(at time.Time, sums map[string]int64) {
 	t := r.t
 	before := r.pod(clusterPod)
 	kc := r.c.KubeconfigFor(t, r.ns, "db-mysql-pitr-restore")
 	start := time.Now()
-	out, err := r.cli("restore", "--kube", "--kubeconfig", kc, "--pod", clusterPod,
+	out, err := r.kubectlPlugin("restore", "--kubeconfig", kc, "--pod", clusterPod,
 		"--storage", r.storageURL(clusterPod), "--to", at.Format(time.RFC3339Nano), "--yes", "--timeout", "8m")
 	if err != nil {
-		t.Fatalf("restore --kube: %v", err)
+		t.Fatalf("kubectl mysql-pitr restore: %v", err)
 	}
 	t.Logf("restored in place in %s", time.Since(start).Round(time.Second))
 	for _, w := range []string{"recorded request", "deleted pod " + clusterPod, "is Ready", "restored to " + at.Format(time.RFC3339Nano), "cleared request"} {
 		if !strings.Contains(out, w) {
-			t.Errorf("restore --kube output lacks %q", w)
+			t.Errorf("kubectl mysql-pitr restore output lacks %q", w)
 		}
 	}
 	after := r.pod(clusterPod)
@@ -192,15 +192,15 @@ func (r *release) restoreToNewPVC(at time.Time) {
 	kc := r.c.KubeconfigFor(t, r.ns, "db-mysql-pitr-restore")
 	uid := r.pod(clusterPod).UID
 	start := time.Now()
-	out, err := r.cli("restore", "--kube", "--kubeconfig", kc, "--pod", clusterPod, "--to-new-pvc", "orders-before-drop",
+	out, err := r.kubectlPlugin("restore", "--kubeconfig", kc, "--pod", clusterPod, "--to-new-pvc", "orders-before-drop",
 		"--storage", r.storageURL(clusterPod), "--to", at.Format(time.RFC3339Nano), "--yes", "--timeout", "8m")
 	if err != nil {
-		t.Fatalf("restore --kube --to-new-pvc: %v", err)
+		t.Fatalf("kubectl mysql-pitr restore --to-new-pvc: %v", err)
 	}
 	t.Logf("restored into a new PVC in %s", time.Since(start).Round(time.Second))
 	for _, w := range []string{"created PVC orders-before-drop", "created job pitr-restore-orders-before-drop", "deleted job"} {
 		if !strings.Contains(out, w) {
-			t.Errorf("restore --kube --to-new-pvc output lacks %q", w)
+			t.Errorf("kubectl mysql-pitr restore --to-new-pvc output lacks %q", w)
 		}
 	}
 	pvc, err := r.c.Client().CoreV1().PersistentVolumeClaims(r.ns).Get(t.Context(), "orders-before-drop", metav1.GetOptions{})

@@ -19,7 +19,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/restore/kube"
 )
 
-// TestClusterRestoreFailures runs mysql-pitr restore --kube into what goes
+// TestClusterRestoreFailures runs kubectl mysql-pitr restore into what goes
 // wrong on a real cluster, on MariaDB with an encrypted archive, and checks
 // that each failure says what happened and what to do, changes nothing it
 // should not, and that running the same command again finishes the restore:
@@ -42,7 +42,7 @@ func TestClusterRestoreFailures(t *testing.T) {
 	at, sums := r.dropByAccident()
 	to := at.Format(time.RFC3339Nano)
 	restoreArgs := func(kc string, extra ...string) []string {
-		return append([]string{"restore", "--kube", "--kubeconfig", kc, "--pod", clusterPod,
+		return append([]string{"restore", "--kubeconfig", kc, "--pod", clusterPod,
 			"--storage", r.storageURL(clusterPod), "--yes"}, extra...)
 	}
 	kc := c.KubeconfigFor(t, r.ns, "db-mysql-pitr-restore")
@@ -51,9 +51,9 @@ func TestClusterRestoreFailures(t *testing.T) {
 	// A Role without delete on pods: the request is recorded, the delete is
 	// refused, and the error names the verb and the resource.
 	r.serviceAccountWithout("restore-no-delete", "pods", "delete")
-	out, err := r.cli(restoreArgs(c.KubeconfigFor(t, r.ns, "restore-no-delete"), "--to", to)...)
+	out, err := r.kubectlPlugin(restoreArgs(c.KubeconfigFor(t, r.ns, "restore-no-delete"), "--to", to)...)
 	if err == nil || !strings.Contains(out, `the caller needs verb "delete" on "pods"`) || !strings.Contains(out, "re-run the same command to resume") {
-		t.Fatalf("restore --kube without delete on pods: %v; want the missing verb named", err)
+		t.Fatalf("kubectl mysql-pitr restore without delete on pods: %v; want the missing verb named", err)
 	}
 	if r.pod(clusterPod).UID != uid {
 		t.Fatal("the pod was deleted by a caller without delete on pods")
@@ -65,7 +65,7 @@ func TestClusterRestoreFailures(t *testing.T) {
 
 	// A second request, for another moment, while that one is pending.
 	other := at.Add(-time.Second).Format(time.RFC3339Nano)
-	out, err = r.cli(restoreArgs(kc, "--to", other)...)
+	out, err = r.kubectlPlugin(restoreArgs(kc, "--to", other)...)
 	if err == nil || !strings.Contains(out, "another restore request is pending") || !strings.Contains(out, "re-run with --to "+to) {
 		t.Fatalf("a second request while one is pending: %v; want it refused naming the pending target", err)
 	}
@@ -80,7 +80,7 @@ func TestClusterRestoreFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.setSecret("pitr-age", map[string]string{"identity": wrong.String() + "\n"})
-	out, err = r.cli(restoreArgs(kc, "--to", to, "--timeout", "5m")...)
+	out, err = r.kubectlPlugin(restoreArgs(kc, "--to", to, "--timeout", "5m")...)
 	if err == nil || !strings.Contains(out, "restore init container failed with exit code 1") {
 		t.Fatalf("a restore failing in the init container: %v; want the container's failure", err)
 	}
@@ -99,7 +99,7 @@ func TestClusterRestoreFailures(t *testing.T) {
 
 	// With the right identity back, the same command finishes the restore.
 	r.setSecret("pitr-age", map[string]string{"identity": r.identity.String() + "\n"})
-	out, err = r.cli(restoreArgs(kc, "--to", to, "--timeout", "5m")...)
+	out, err = r.kubectlPlugin(restoreArgs(kc, "--to", to, "--timeout", "5m")...)
 	if err != nil || !strings.Contains(out, "resuming pending request") {
 		t.Fatalf("re-running after the failure: %v", err)
 	}
@@ -114,7 +114,7 @@ func TestClusterRestoreFailures(t *testing.T) {
 	// The node takes no pods: the deleted pod never comes back, and the
 	// command times out naming the phase and the pod's state.
 	r.cordon(true)
-	out, err = r.cli(restoreArgs(kc, "--to", to, "--timeout", "20s")...)
+	out, err = r.kubectlPlugin(restoreArgs(kc, "--to", to, "--timeout", "20s")...)
 	if err == nil || !strings.Contains(out, "not Ready after 20s") || !strings.Contains(out, "stays in configmap") {
 		t.Fatalf("a pod that never comes back: %v; want a timeout that keeps the request", err)
 	}
@@ -122,7 +122,7 @@ func TestClusterRestoreFailures(t *testing.T) {
 		t.Errorf("pod %s is %s while the node is cordoned", clusterPod, p.Status.Phase)
 	}
 	r.cordon(false)
-	out, err = r.cli(restoreArgs(kc, "--to", to, "--timeout", "5m")...)
+	out, err = r.kubectlPlugin(restoreArgs(kc, "--to", to, "--timeout", "5m")...)
 	if err != nil || !strings.Contains(out, "resuming pending request") || !strings.Contains(out, "cleared request") {
 		t.Fatalf("re-running once the node takes pods again: %v", err)
 	}

@@ -2,8 +2,8 @@ package chart_test
 
 // The chart on a real one-node cluster (internal/kubetest): helm installs
 // into a namespace enforcing the restricted Pod Security Standard, the
-// kubelet runs the pods from images built here, and mysql-pitr restore
-// --kube runs as a user holding only the chart's restore Role.
+// kubelet runs the pods from images built here, and kubectl mysql-pitr
+// restore (the plugin) runs as a user holding only the chart's restore Role.
 
 import (
 	"context"
@@ -356,9 +356,23 @@ func (r *release) storageURL(name string) string { return r.gw.URL(r.prefix + "/
 // environment; it returns the combined output and the error.
 func (r *release) cli(args ...string) (string, error) {
 	r.t.Helper()
+	return r.runHost(r.c.Binary(), "mysql-pitr", args)
+}
+
+// kubectlPlugin runs kubectl mysql-pitr (the kubectl-mysql_pitr plugin) on
+// the host as cli runs mysql-pitr.
+func (r *release) kubectlPlugin(args ...string) (string, error) {
+	r.t.Helper()
+	return r.runHost(r.c.Plugin(), "kubectl mysql-pitr", args)
+}
+
+// runHost runs program (named as name in the log) for cli and
+// kubectlPlugin.
+func (r *release) runHost(program, name string, args []string) (string, error) {
+	r.t.Helper()
 	ctx, cancel := context.WithTimeout(r.t.Context(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, r.c.Binary(), args...)
+	cmd := exec.CommandContext(ctx, program, args...)
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "MYSQL_PITR_") || strings.HasPrefix(kv, "KUBECONFIG=")
 	})
@@ -375,7 +389,7 @@ func (r *release) cli(args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err := cmd.Run()
-	r.t.Logf("mysql-pitr %s (%s, %v):\n%s", strings.Join(args, " "), time.Since(start).Round(time.Second), err, out.String())
+	r.t.Logf("%s %s (%s, %v):\n%s", name, strings.Join(args, " "), time.Since(start).Round(time.Second), err, out.String())
 	return out.String(), err
 }
 

@@ -28,7 +28,7 @@ func value(values map[string]any, key string) string {
 	return s
 }
 
-// checkRestoreJob checks the restore Job template that restore --kube
+// checkRestoreJob checks the restore Job template that kubectl mysql-pitr restore
 // --to-new-pvc fills in: restore/kube parses it, the Job it makes restores
 // from the same archive with the same settings as the pod's restore init
 // container, into the pod's data volume layout, under the restricted
@@ -54,7 +54,7 @@ func checkRestoreJob(t *testing.T, r *rendered, pod *corev1.PodSpec, enabled boo
 	}
 	inPod := container(pod.InitContainers, "pitr-restore")
 	if vol := volumeAt(inPod, envValue(inPod, "PITR_VOLUME")); vol != tmpl.DataVolume {
-		t.Errorf("the Job's PVC volume is %q, the pod's data volume %q: restore --kube would clone the wrong claim", tmpl.DataVolume, vol)
+		t.Errorf("the Job's PVC volume is %q, the pod's data volume %q: kubectl mysql-pitr restore would clone the wrong claim", tmpl.DataVolume, vol)
 	}
 	job := tmpl.Job("pitr-restore-x", "databases", "x", "db-mysql-pitr-0", "2026-11-27T10:41:07Z", "req-1")
 	spec := &job.Spec.Template.Spec
@@ -328,7 +328,7 @@ func checkPruneCredentials(t *testing.T, values map[string]any, spec *corev1.Pod
 	}
 }
 
-// checkRole checks that the restore Role grants exactly what restore --kube
+// checkRole checks that the restore Role grants exactly what kubectl mysql-pitr restore
 // uses (restore/kube.RoleRules, which its tests hold every API call to).
 func checkRole(t *testing.T, r *rendered) {
 	t.Helper()
@@ -339,7 +339,7 @@ func checkRole(t *testing.T, r *rendered) {
 		t.Fatalf("%d Roles, want 1", len(r.roles))
 	}
 	if got, want := r.roles[0].Rules, kube.RoleRules("db"); !reflect.DeepEqual(got, want) {
-		t.Errorf("restore Role rules:\n%+v\nwant exactly what restore --kube uses:\n%+v", got, want)
+		t.Errorf("restore Role rules:\n%+v\nwant exactly what kubectl mysql-pitr restore uses:\n%+v", got, want)
 	}
 }
 

@@ -178,7 +178,7 @@ func TestPodAsProcesses(t *testing.T) {
 		t.Errorf("timelines after the pod was recreated: %v, want %v (one, continued)", got, timelines)
 	}
 
-	// (b) restore --kube records a request for the pod; the restarted pod's
+	// (b) kubectl mysql-pitr restore records a request for the pod; the restarted pod's
 	// init containers restore its volume.
 	req := kube.Request{ID: "req-1", To: target.Format(time.RFC3339), Created: time.Now()}
 	objects.configMaps[kube.RequestsConfigMap("db")] = map[string]string{podName: req.Format()}
@@ -225,7 +225,7 @@ func TestPodAsProcesses(t *testing.T) {
 		t.Errorf("second start changed the volume:\nbefore %v\nafter  %v", state, now)
 	}
 
-	// (d) restore --kube --to-new-pvc: the Job made from the chart's
+	// (d) kubectl mysql-pitr restore --to-new-pvc: the Job made from the chart's
 	// template restores the same archive into an empty volume.
 	tmpl, err := kube.ParseJobTemplate(r.configMaps[kube.JobTemplateConfigMap("db")].Data[kube.JobTemplateKey])
 	if err != nil {

@@ -56,7 +56,7 @@ type podRunner struct {
 }
 
 // clusterObjects are the ConfigMaps (rendered, and written by the test as a
-// user or restore --kube would) and Secrets (the user's) a pod can mount.
+// user or kubectl mysql-pitr restore would) and Secrets (the user's) a pod can mount.
 type clusterObjects struct {
 	configMaps map[string]map[string]string
 	secrets    map[string]map[string]string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,19 +19,22 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/drill"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
 // agentOptions are the agent's settings.
 type agentOptions struct {
 	mysql          mysqlFlags
-	storage        storageFlags
-	log            logFlags
+	storage        cli.StorageFlags
+	log            cli.LogFlags
 	serverID       uint
 	flushInterval  time.Duration
 	maxSegment     sizeFlag
@@ -55,12 +57,17 @@ type agentOptions struct {
 	drillScratch   string
 	drillThreads   int
 	bin            binDirFlag
+	output
+
+	// Set by validate.
+	policy retention.Policy
+	finder programs.Finder
 }
 
 func (o *agentOptions) register(fs *flag.FlagSet) {
 	o.mysql.register(fs)
-	o.storage.register(fs)
-	o.log.register(fs)
+	o.storage.Register(fs)
+	o.log.Register(fs)
 	host, _ := os.Hostname()
 	o.maxSegment = binlog.DefaultMaxSegment
 	o.spoolMax = 1 << 30
@@ -93,77 +100,74 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	o.bin.register(fs)
 }
 
-// Validate names the first bad setting.
-func (o *agentOptions) Validate() error {
+// validate names the first bad setting.
+func (o *agentOptions) validate() (err error) {
 	switch {
 	case o.serverID == 0 || o.serverID > 1<<32-1:
-		return usageError{fmt.Errorf("--server-id must be between 1 and 4294967295")}
+		return cli.Usage(fmt.Errorf("--server-id must be between 1 and 4294967295"))
 	case o.flushInterval < 10*time.Millisecond:
-		return usageError{fmt.Errorf("--flush-interval %s is too short (minimum 10ms)", o.flushInterval)}
+		return cli.Usage(fmt.Errorf("--flush-interval %s is too short (minimum 10ms)", o.flushInterval))
 	case o.maxSegment < 1<<10:
-		return usageError{fmt.Errorf("--max-segment must be at least 1KiB")}
+		return cli.Usage(fmt.Errorf("--max-segment must be at least 1KiB"))
 	case o.spoolDir == "":
-		return usageError{fmt.Errorf("--spool-dir is required")}
+		return cli.Usage(fmt.Errorf("--spool-dir is required"))
 	case o.agentID == "":
-		return usageError{fmt.Errorf("--agent-id is required")}
+		return cli.Usage(fmt.Errorf("--agent-id is required"))
 	case o.leaseTTL < time.Second:
-		return usageError{fmt.Errorf("--lease-ttl must be at least 1s")}
+		return cli.Usage(fmt.Errorf("--lease-ttl must be at least 1s"))
 	case o.compact < 0:
-		return usageError{fmt.Errorf("--compact-interval %s is negative", o.compact)}
+		return cli.Usage(fmt.Errorf("--compact-interval %s is negative", o.compact))
 	case o.connectTimeout < 0:
-		return usageError{fmt.Errorf("--connect-timeout %s is negative", o.connectTimeout)}
+		return cli.Usage(fmt.Errorf("--connect-timeout %s is negative", o.connectTimeout))
 	case o.completeEvery < 0:
-		return usageError{fmt.Errorf("--complete-interval %s is negative", o.completeEvery)}
+		return cli.Usage(fmt.Errorf("--complete-interval %s is negative", o.completeEvery))
 	case o.snapMethod != catalog.MethodLogical && o.snapMethod != catalog.MethodPhysical:
-		return usageError{fmt.Errorf("--snapshot-method %q: want logical or physical", o.snapMethod)}
+		return cli.Usage(fmt.Errorf("--snapshot-method %q: want logical or physical", o.snapMethod))
 	case o.snapThreads < 1:
-		return usageError{fmt.Errorf("--snapshot-threads %d: at least 1", o.snapThreads)}
+		return cli.Usage(fmt.Errorf("--snapshot-threads %d: at least 1", o.snapThreads))
 	}
 	if o.schedule != "" {
 		if _, err := schedule.ParseSpec(o.schedule); err != nil {
-			return usageError{fmt.Errorf("--schedule %q is not a valid schedule: %v", o.schedule, err)}
+			return cli.Usage(fmt.Errorf("--schedule %q is not a valid schedule: %v", o.schedule, err))
 		}
 	}
 	if o.drillSchedule != "" {
 		if _, err := schedule.ParseSpec(o.drillSchedule); err != nil {
-			return usageError{fmt.Errorf("--drill-schedule %q is not a valid schedule: %v", o.drillSchedule, err)}
+			return cli.Usage(fmt.Errorf("--drill-schedule %q is not a valid schedule: %v", o.drillSchedule, err))
 		}
 		switch {
 		case o.drillScratch == "":
-			return usageError{fmt.Errorf("--drill-scratch is required with --drill-schedule")}
+			return cli.Usage(fmt.Errorf("--drill-scratch is required with --drill-schedule"))
 		case o.drillThreads < 1:
-			return usageError{fmt.Errorf("--drill-threads %d: at least 1", o.drillThreads)}
+			return cli.Usage(fmt.Errorf("--drill-threads %d: at least 1", o.drillThreads))
+		}
+		if o.finder, err = o.bin.finder(); err != nil {
+			return err
 		}
 	}
-	pol, err := o.retention.policy()
-	if err != nil {
+	if o.policy, err = o.retention.policy(); err != nil {
 		return err
 	}
-	if pol.Enabled() && o.schedule == "" {
-		return usageError{fmt.Errorf("--keep-snapshots and --keep-within apply after scheduled snapshots: add --schedule, or run mysql-pitr prune")}
+	if o.policy.Enabled() && o.schedule == "" {
+		return cli.Usage(fmt.Errorf("--keep-snapshots and --keep-within apply after scheduled snapshots: add --schedule, or run mysql-pitr prune"))
 	}
 	return nil
 }
 
-func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var o agentOptions
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	o.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := o.Validate(); err != nil {
-		return err
-	}
-	// The replication stream says when preferred falls back to plaintext.
-	w, err := openWriter(ctx, &o.mysql, &o.log, stderr, false)
-	defer func() { err = explainTLS(err, w.tls, w.mcfg) }()
+// run streams the server's binlog to the archive, with the parts the flags
+// turn on, until ctx ends.
+func (o *agentOptions) run(ctx context.Context) (err error) {
+	logger, err := o.log.Logger(o.stderr)
 	if err != nil {
 		return err
 	}
-	logger, mcfg, tlsSettings := w.logger, w.mcfg, w.tls
-	src, err := binlog.NewSource(mcfg)
+	// The replication stream says when preferred falls back to plaintext.
+	srv, err := o.mysql.server(ctx, logger, false)
+	defer func() { err = srv.explain(err) }()
+	if err != nil {
+		return err
+	}
+	src, err := binlog.NewSource(srv.cfg)
 	if err != nil {
 		return err
 	}
@@ -177,22 +181,38 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 		return err
 	}
-	if err := w.openArchive(ctx, &o.storage); err != nil {
+	st, err := o.storage.Open(ctx, cli.Write, logger)
+	if err != nil {
 		return err
 	}
-	st := w.st
 	// The spool is locked first, and opened only once the lease is held:
 	// an agent refused either way leaves another's spool untouched.
-	spoolLock, err := binlog.LockSpool(filepath.Join(o.spoolDir, o.storage.id()))
+	spoolLock, err := binlog.LockSpool(filepath.Join(o.spoolDir, o.storage.ID()))
 	if err != nil {
 		return err
 	}
 	defer spoolLock.Release()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	logger = logger.With("agent", o.agentID)
 	// The MySQL driver logs dropped idle connections on its own; route them to debug.
 	mysql.SetLogger(driverLogger{logger.With("component", "mysql-driver")})
+	a, err := o.build(src, srv, st, logger)
+	if err != nil {
+		return err
+	}
+	a.SpoolLock = spoolLock
+	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.URL(), "flush_interval", o.flushInterval.String(),
+		"listen", o.listen, "spool", filepath.Join(o.spoolDir, o.storage.ID()), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
+	if err = a.Run(ctx); err == nil {
+		logger.Info("agent stopped")
+	}
+	return err
+}
+
+// build composes the agent: the streamer, and the compactor, snapshot
+// scheduler and drills the flags turn on.
+func (o *agentOptions) build(src *binlog.Source, srv server, st storage.Storage, logger *slog.Logger) (*agent.Agent, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &binlog.Streamer{
 		Source: src, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID,
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
@@ -200,67 +220,81 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		RestoreMarker:    restoreMarkerPath(o.datadir),
 		Logger:           logger.With("component", "binlog"), Metrics: binlog.NewMetrics(reg),
 	}
-	var compactor *binlog.Compactor
 	// An agent given only the public recipients of an encrypted archive
-	// cannot read anything back: compaction (merging segments) and retention
-	// (reading manifests and records) are left to where the identity is.
+	// cannot read anything back: compaction (merging segments), retention
+	// (reading manifests and records) and drills are left to where the
+	// identity is.
 	writeOnly := false
 	if c, ok := st.(*crypt.Storage); ok && c.Encrypts() && !c.Decrypts() {
 		writeOnly = true
 	}
-	if writeOnly && o.compact > 0 {
-		logger.Info("compaction is off: the archive is encrypted and the agent holds no age identity to read segments back")
-	} else if o.compact > 0 {
-		compactor = &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics,
-			Gen: s.Uploader().Generation, Checkpoint: s.Uploader().Checkpoint}
-	}
+	compactor := o.compactor(s, st, writeOnly, logger)
 	// Snapshots and drills take turns.
 	turns := &schedule.Turns{}
-	var sched *schedule.Scheduler
-	if o.schedule != "" {
-		pol, _ := o.retention.policy() // validated
-		if writeOnly && pol.Enabled() {
-			logger.Warn("retention (--keep-snapshots, --keep-within) is off: it reads the encrypted archive's manifests and records, " +
-				"and the agent holds no age identity; run mysql-pitr prune with the identity elsewhere, or give the agent --age-identity")
-			pol = retention.Policy{}
-		}
-		sched = &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: mcfg, TLS: tlsSettings, Threads: o.snapThreads, Store: st,
-			CloneDir: o.cloneDir, Datadir: o.datadir,
-			Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
-			Logger: logger}
+	sched := o.scheduler(src, srv, st, writeOnly, turns, reg, logger)
+	drills, err := o.drills(st, writeOnly, turns, reg, logger)
+	if err != nil {
+		return nil, err
 	}
-	var drills *schedule.Drills
-	if writeOnly && o.drillSchedule != "" {
-		logger.Warn("drills (--drill-schedule) are off: a drill restores the encrypted archive, and the agent holds no age identity; " +
-			"run mysql-pitr drill with the identity elsewhere, or give the agent --age-identity")
-	} else if o.drillSchedule != "" {
-		finder, err := o.bin.finder()
-		if err != nil {
-			return err
-		}
-		drills = &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
-			Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
-				Threads: o.drillThreads, Host: o.agentID, Record: true, Programs: finder}}
-	}
-	a := &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
+	return &agent.Agent{Streamer: s, Compactor: compactor, Scheduler: sched, Drills: drills, Store: st, Registry: reg, Listen: o.listen,
 		Holder: o.agentID, LeaseTTL: o.leaseTTL, Logger: logger.With("component", "agent"), SnapshotNewTimelines: o.snapOnTimeline,
-		SpoolLock: spoolLock, SpoolMax: int64(o.spoolMax)}
-	if sched != nil {
-		sched.Check = func(ctx context.Context) error {
+		SpoolMax: int64(o.spoolMax)}, nil
+}
+
+// compactor merges the segments of closed binlog files, unless turned off
+// or the agent cannot read the archive back.
+func (o *agentOptions) compactor(s *binlog.Streamer, st storage.Storage, writeOnly bool, logger *slog.Logger) *binlog.Compactor {
+	switch {
+	case o.compact <= 0:
+		return nil
+	case writeOnly:
+		logger.Info("compaction is off: the archive is encrypted and the agent holds no age identity to read segments back")
+		return nil
+	}
+	return &binlog.Compactor{Store: st, Interval: o.compact, Logger: logger.With("component", "compactor"), Metrics: s.Metrics,
+		Gen: s.Uploader().Generation, Checkpoint: s.Uploader().Checkpoint}
+}
+
+// scheduler takes snapshots on --schedule and applies retention after them.
+func (o *agentOptions) scheduler(src *binlog.Source, srv server, st storage.Storage, writeOnly bool, turns *schedule.Turns,
+	reg *prometheus.Registry, logger *slog.Logger) *schedule.Scheduler {
+	if o.schedule == "" {
+		return nil
+	}
+	pol := o.policy
+	if writeOnly && pol.Enabled() {
+		logger.Warn("retention (--keep-snapshots, --keep-within) is off: it reads the encrypted archive's manifests and records, " +
+			"and the agent holds no age identity; run mysql-pitr prune with the identity elsewhere, or give the agent --age-identity")
+		pol = retention.Policy{}
+	}
+	return &schedule.Scheduler{Spec: o.schedule, Method: o.snapMethod, Source: srv.cfg, TLS: srv.tls, Threads: o.snapThreads, Store: st,
+		CloneDir: o.cloneDir, Datadir: o.datadir,
+		Agent: o.agentID, Retention: pol, Grace: o.retention.grace, Turns: turns, Metrics: schedule.NewMetrics(reg),
+		Logger: logger,
+		Check: func(ctx context.Context) error {
 			info, err := src.Info(ctx)
 			if err != nil {
 				return err
 			}
 			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, snapshot.PhysicalTool(info.Flavor, "")))
-		}
+		}}
+}
+
+// drills runs restore drills on --drill-schedule, unless the agent cannot
+// read the archive back.
+func (o *agentOptions) drills(st storage.Storage, writeOnly bool, turns *schedule.Turns, reg *prometheus.Registry,
+	logger *slog.Logger) (*schedule.Drills, error) {
+	switch {
+	case o.drillSchedule == "":
+		return nil, nil
+	case writeOnly:
+		logger.Warn("drills (--drill-schedule) are off: a drill restores the encrypted archive, and the agent holds no age identity; " +
+			"run mysql-pitr drill with the identity elsewhere, or give the agent --age-identity")
+		return nil, nil
 	}
-	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
-		"listen", o.listen, "spool", filepath.Join(o.spoolDir, o.storage.id()), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
-	err = a.Run(ctx)
-	if err == nil {
-		logger.Info("agent stopped")
-	}
-	return err
+	return &schedule.Drills{Spec: o.drillSchedule, Turns: turns, Metrics: schedule.NewDrillMetrics(reg), Logger: logger,
+		Options: drill.Options{Store: st, Target: restore.Target{Kind: restore.Latest}, Scratch: o.drillScratch,
+			Threads: o.drillThreads, Host: o.agentID, Record: true, Programs: o.finder}}, nil
 }
 
 // completeInterval maps the flag (0 disables) onto Streamer.CompleteInterval

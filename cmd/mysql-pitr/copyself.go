@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 )
 
 // runCopySelf copies this binary to a path, for the chart's init container
@@ -13,7 +15,7 @@ import (
 // shell or cp, only this static binary.
 func runCopySelf(args []string, stdout io.Writer) error {
 	if len(args) != 1 || args[0] == "" {
-		return usageError{errors.New("copy-self: give the destination path")}
+		return cli.Usage(errors.New("copy-self: give the destination path"))
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -5,52 +5,67 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 )
 
-func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf storageFlags
-	var out, timeline string
-	fs := flag.NewFlagSet("binlog fetch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sf.register(fs)
-	fs.StringVar(&out, "out", "", "directory to write the binlog files to")
-	fs.StringVar(&timeline, "timeline", "", "timeline to fetch (default: the newest)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// fetchOptions are the settings of `mysql-pitr binlog fetch`.
+type fetchOptions struct {
+	storage  cli.StorageFlags
+	log      cli.LogFlags
+	out      string
+	timeline string
+	id       catalog.TimelineID // --timeline, parsed by validate
+	output
+}
+
+func (o *fetchOptions) register(fs *flag.FlagSet) {
+	o.storage.Register(fs)
+	o.log.Register(fs)
+	fs.StringVar(&o.out, "out", "", "directory to write the binlog files to")
+	fs.StringVar(&o.timeline, "timeline", "", "timeline to fetch (default: the newest)")
+}
+
+// validate names the first bad setting.
+func (o *fetchOptions) validate() (err error) {
+	if o.out == "" {
+		return cli.Usage(errors.New("--out is required"))
 	}
-	if out == "" {
-		return usageError{errors.New("--out is required")}
-	}
-	var id catalog.TimelineID
-	if timeline != "" {
-		var err error
-		if id, err = catalog.ParseTimelineID(timeline); err != nil {
-			return usageError{fmt.Errorf("--timeline: %w", err)}
+	if o.timeline != "" {
+		if o.id, err = catalog.ParseTimelineID(o.timeline); err != nil {
+			return cli.Usage(fmt.Errorf("--timeline: %w", err))
 		}
 	}
-	st, err := sf.openReader(ctx)
+	return nil
+}
+
+// run writes the archived binlog of the timeline back out as files.
+func (o *fetchOptions) run(ctx context.Context) error {
+	logger, err := o.log.Logger(o.stderr)
 	if err != nil {
 		return err
 	}
-	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{Timeline: id})
+	st, err := o.storage.Open(ctx, cli.Read, logger)
+	if err != nil {
+		return err
+	}
+	arch, err := catalog.Load(ctx, st, catalog.LoadOptions{Timeline: o.id})
 	if err != nil {
 		return err
 	}
 	tl := arch.Last()
 	if tl == nil {
-		if id != 0 {
-			return fmt.Errorf("timeline %s is not in the archive", id)
+		if o.id != 0 {
+			return fmt.Errorf("timeline %s is not in the archive", o.id)
 		}
 		return errors.New("the archive holds no binlog yet")
 	}
 	if issues := arch.IssuesOn(tl.ID); len(issues) > 0 {
 		return fmt.Errorf("timeline %s has objects that cannot be used (run mysql-pitr verify); the first: %s", tl.ID, issues[0])
 	}
-	files, err := binlog.Fetch(ctx, st, tl, out)
+	files, err := binlog.Fetch(ctx, st, tl, o.out)
 	if err != nil {
 		return err
 	}
@@ -59,7 +74,7 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if f.Partial {
 			state = "continues"
 		}
-		fmt.Fprintf(stdout, "%s\t%d bytes\t%s\n", f.Path, f.End, state)
+		fmt.Fprintf(o.stdout, "%s\t%d bytes\t%s\n", f.Path, f.End, state)
 	}
 	return nil
 }

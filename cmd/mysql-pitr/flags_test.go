@@ -2,14 +2,16 @@ package main
 
 import (
 	"flag"
-	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 )
 
 // TestUnknownFlag gives every command a flag it does not have: one line
@@ -80,19 +82,15 @@ func TestDSNPassword(t *testing.T) {
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
 			var m mysqlFlags
-			passwordEnv := "MYSQL_PITR_PASSWORD"
 			if tc.target {
-				fs.Var(dsnFlag{&m.dsn, "--target-password-file", "MYSQL_PITR_TARGET_PASSWORD"}, "target-dsn", "")
-				fs.StringVar(&m.passwordFile, "target-password-file", "", "")
-				m.tls.register(fs)
-				passwordEnv = "MYSQL_PITR_TARGET_PASSWORD"
+				m.registerTarget(fs)
 			} else {
 				m.register(fs)
 			}
 			err := parseFlags(fs, tc.args)
 			if err == nil {
 				var cfg *mysql.Config
-				if cfg, err = m.configWithEnv(passwordEnv); err == nil && cfg.Passwd != tc.password {
+				if cfg, err = m.config(slog.New(slog.DiscardHandler)); err == nil && cfg.Passwd != tc.password {
 					t.Errorf("password %q, want %q", cfg.Passwd, tc.password)
 				}
 			}
@@ -104,6 +102,32 @@ func TestDSNPassword(t *testing.T) {
 			}
 			if err != nil && strings.Contains(err.Error(), secret) {
 				t.Errorf("the error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+// TestLogFlags: every command takes --log-level and --log-format, and
+// refuses a level it does not know before it touches a server or the
+// archive.
+func TestLogFlags(t *testing.T) {
+	storage := "file://" + t.TempDir()
+	for _, command := range [][]string{
+		{"agent", "--dsn", "u@tcp(127.0.0.1:1)/", "--storage", storage},
+		{"snapshot", "--dsn", "u@tcp(127.0.0.1:1)/", "--storage", storage},
+		{"list", "--storage", storage},
+		{"prune", "--storage", storage, "--keep-snapshots", "1"},
+		{"restore", "--storage", storage, "--to", "latest", "--dry-run"},
+		{"verify", "--storage", storage},
+		{"drill", "--storage", storage},
+		{"binlog", "fetch", "--storage", storage, "--out", t.TempDir()},
+		{"status", "--url", "http://127.0.0.1:1"},
+		{"grants"},
+	} {
+		t.Run(strings.Join(command[:1], " "), func(t *testing.T) {
+			_, stderr, code := runCLI(t, t.Context(), append(command, "--log-format", "text", "--log-level", "loud")...)
+			if want := `--log-level: "loud" is not one of debug, info, warn, error`; code != 2 || !strings.Contains(stderr, want) {
+				t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, stderr, want)
 			}
 		})
 	}

@@ -13,27 +13,48 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 )
 
-// runGrants prints the SQL that creates an account with the privileges
-// some roles need.
-func runGrants(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var role, flavor, user string
-	fs := flag.NewFlagSet("grants", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&role, "role", "all", "what the account is for: streamer, logical, physical, restore, xtrabackup (a physical snapshot of MySQL with xtrabackup), "+
+// grantsOptions are the settings of `mysql-pitr grants`, which prints the
+// SQL that creates an account with the privileges some roles need.
+type grantsOptions struct {
+	log    cli.LogFlags
+	role   string
+	flavor string
+	user   string
+	output
+
+	// Set by validate.
+	roles   []preflight.Role
+	flavorF binlog.Flavor
+	account preflight.Account
+}
+
+func (o *grantsOptions) register(fs *flag.FlagSet) {
+	o.log.Register(fs)
+	fs.StringVar(&o.role, "role", "all", "what the account is for: streamer, logical, physical, restore, xtrabackup (a physical snapshot of MySQL with xtrabackup), "+
 		"or all but xtrabackup (several: streamer,logical)")
-	fs.StringVar(&flavor, "flavor", string(binlog.MariaDB), "server family: mariadb (10.6 and later) or mysql (8.0, 8.4)")
-	fs.StringVar(&user, "user", "'pitr'@'%'", "the account, as 'user'@'host'")
-	if err := parseFlags(fs, args); err != nil {
+	fs.StringVar(&o.flavor, "flavor", string(binlog.MariaDB), "server family: mariadb (10.6 and later) or mysql (8.0, 8.4)")
+	fs.StringVar(&o.user, "user", "'pitr'@'%'", "the account, as 'user'@'host'")
+}
+
+// validate names the first bad setting.
+func (o *grantsOptions) validate() (err error) {
+	if err := o.log.Validate(); err != nil {
 		return err
 	}
-	var roles []preflight.Role
-	for _, r := range strings.Split(role, ",") {
+	o.roles, o.flavorF, o.account, err = o.parse()
+	return err
+}
+
+// parse returns the roles, the server family and the account the flags name.
+func (o *grantsOptions) parse() (roles []preflight.Role, f binlog.Flavor, account preflight.Account, err error) {
+	for _, r := range strings.Split(o.role, ",") {
 		rs, err := preflight.ParseRole(r)
 		if err != nil {
-			return usageError{fmt.Errorf("--role: %w", err)}
+			return nil, "", account, cli.Usage(fmt.Errorf("--role: %w", err))
 		}
 		for _, r := range rs {
 			if !slices.Contains(roles, r) {
@@ -41,15 +62,19 @@ func runGrants(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 		}
 	}
-	f := binlog.Flavor(strings.ToLower(flavor))
+	f = binlog.Flavor(strings.ToLower(o.flavor))
 	if f != binlog.MariaDB && f != binlog.MySQL {
-		return usageError{fmt.Errorf("--flavor %q: want mariadb or mysql", flavor)}
+		return nil, "", account, cli.Usage(fmt.Errorf("--flavor %q: want mariadb or mysql", o.flavor))
 	}
-	account, err := preflight.ParseAccountName(user)
-	if err != nil {
-		return usageError{fmt.Errorf("--user: %w", err)}
+	if account, err = preflight.ParseAccountName(o.user); err != nil {
+		return nil, "", account, cli.Usage(fmt.Errorf("--user: %w", err))
 	}
-	_, err = io.WriteString(stdout, preflight.Script(f, roles, account))
+	return roles, f, account, nil
+}
+
+// run prints the SQL.
+func (o *grantsOptions) run(context.Context) error {
+	_, err := io.WriteString(o.stdout, preflight.Script(o.flavorF, o.roles, o.account))
 	return err
 }
 

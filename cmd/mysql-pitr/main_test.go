@@ -270,11 +270,8 @@ func TestCopySelf(t *testing.T) {
 
 func TestRestoreDestinationFlags(t *testing.T) {
 	for _, args := range [][]string{
-		{"--kube", "--pod", "mysql-0", "--datadir", "/x"},
-		{"--kube", "--pod", "mysql-0", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
 		{"--pod", "mysql-0", "--datadir", "/x"},
 		{"--to-new-pvc", "restored", "--datadir", "/x"},
-		{"--kube", "--pod", "mysql-0", "--to-new-pvc", "restored", "--force"},
 		{"--datadir", "/x", "--target-dsn", "u@tcp(127.0.0.1:1)/"},
 		{"--datadir", "/x", "--server-bindir", "/nonexistent/mysql/bin"},
 	} {
@@ -284,5 +281,37 @@ func TestRestoreDestinationFlags(t *testing.T) {
 				t.Fatalf("exit %d, want 2 (usage): %s", code, stderr)
 			}
 		})
+	}
+}
+
+// TestRestoreKube: restoring a pod of the chart is the kubectl plugin's;
+// mysql-pitr, which carries no Kubernetes client, says so in one line
+// before it reads any other flag.
+func TestRestoreKube(t *testing.T) {
+	for _, args := range [][]string{
+		{"--kube", "--pod", "mysql-0", "--to", "latest"},
+		{"--storage", "file:///nonexistent", "-kube=true", "--pod", "mysql-0", "--to-new-pvc", "restored"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			_, stderr, code := runCLI(t, t.Context(), append([]string{"restore"}, args...)...)
+			if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "run kubectl mysql-pitr restore --pod NAME") {
+				t.Fatalf("exit %d, stderr %q; want exit 2 and one line naming kubectl mysql-pitr restore", code, stderr)
+			}
+		})
+	}
+}
+
+// TestNoKubernetesClient keeps the sidecar's binary lean: the cluster-facing
+// commands, and the Kubernetes client with them, are the kubectl plugin's
+// (cmd/kubectl-mysql_pitr).
+func TestNoKubernetesClient(t *testing.T) {
+	out, err := exec.CommandContext(t.Context(), "go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if strings.HasPrefix(line, "k8s.io/") || strings.Contains(line, "/restore/kube") {
+			t.Errorf("mysql-pitr depends on %s", line)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 )
 
@@ -29,7 +30,7 @@ type restoreProgress struct {
 }
 
 func newRestoreProgress(w io.Writer, logger interface{ Info(string, ...any) }) *restoreProgress {
-	return &restoreProgress{w: w, tty: isTerminal(w), logger: logger, now: time.Now}
+	return &restoreProgress{w: w, tty: cli.IsTerminal(w), logger: logger, now: time.Now}
 }
 
 // update takes one report; it is restore.Options.Progress.

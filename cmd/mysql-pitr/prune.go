@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 )
 
@@ -33,18 +34,18 @@ func (r *retentionFlags) policy() (retention.Policy, error) {
 	var p retention.Policy
 	if r.keepSnapshots.set {
 		if r.keepSnapshots.v < 1 {
-			return p, usageError{fmt.Errorf("--keep-snapshots %d: keep at least 1 (the newest complete snapshot is never deleted)", r.keepSnapshots.v)}
+			return p, cli.Usage(fmt.Errorf("--keep-snapshots %d: keep at least 1 (the newest complete snapshot is never deleted)", r.keepSnapshots.v))
 		}
 		p.KeepSnapshots = r.keepSnapshots.v
 	}
 	if r.keepWithin.set {
 		if r.keepWithin.v <= 0 {
-			return p, usageError{fmt.Errorf("--keep-within %s: want a positive duration such as 168h", r.keepWithin.v)}
+			return p, cli.Usage(fmt.Errorf("--keep-within %s: want a positive duration such as 168h", r.keepWithin.v))
 		}
 		p.KeepWithin = r.keepWithin.v
 	}
 	if r.grace <= 0 {
-		return p, usageError{fmt.Errorf("--orphan-grace %s: want a positive duration", r.grace)}
+		return p, cli.Usage(fmt.Errorf("--orphan-grace %s: want a positive duration", r.grace))
 	}
 	return p, nil
 }
@@ -93,71 +94,86 @@ func (o *optionalDuration) Set(s string) error {
 	return nil
 }
 
-func runPrune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var sf storageFlags
-	var rf retentionFlags
-	var lf logFlags
-	var dryRun, asJSON bool
-	fs := flag.NewFlagSet("prune", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sf.register(fs)
-	rf.register(fs)
-	lf.register(fs)
-	fs.BoolVar(&dryRun, "dry-run", false, "print what would be deleted, delete nothing")
-	fs.BoolVar(&asJSON, "json", false, "print the plan as JSON")
-	if err := parseFlags(fs, args); err != nil {
+// pruneOptions are the settings of `mysql-pitr prune`.
+type pruneOptions struct {
+	storage   cli.StorageFlags
+	log       cli.LogFlags
+	retention retentionFlags
+	dryRun    bool
+	asJSON    bool
+	output
+
+	policy retention.Policy // set by validate
+}
+
+func (o *pruneOptions) register(fs *flag.FlagSet) {
+	o.storage.Register(fs)
+	o.retention.register(fs)
+	o.log.Register(fs)
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be deleted, delete nothing")
+	fs.BoolVar(&o.asJSON, "json", false, "print the plan as JSON")
+}
+
+// validate names the first bad setting.
+func (o *pruneOptions) validate() (err error) {
+	if o.policy, err = o.retention.policy(); err != nil {
 		return err
 	}
-	pol, err := rf.policy()
+	if !o.policy.Enabled() {
+		return cli.Usage(errors.New("say what to keep: --keep-snapshots N and/or --keep-within DURATION"))
+	}
+	return nil
+}
+
+// run deletes expired snapshots and the binlog no kept snapshot needs, and
+// reports what it deleted (or would delete).
+func (o *pruneOptions) run(ctx context.Context) error {
+	logger, err := o.log.Logger(o.stderr)
 	if err != nil {
 		return err
 	}
-	if !pol.Enabled() {
-		return usageError{errors.New("say what to keep: --keep-snapshots N and/or --keep-within DURATION")}
-	}
-	logger, err := lf.logger(stderr)
+	st, err := o.storage.Open(ctx, cli.Amend, logger)
 	if err != nil {
 		return err
 	}
-	sf.age.role, sf.age.log = ageReadWriter, logger
-	sf.tlsLog.logger = logger
-	st, err := sf.openExisting(ctx)
-	if err != nil {
-		return err
-	}
-	p, err := retention.Prune(ctx, retention.Options{Store: st, Policy: pol, Grace: rf.grace, DryRun: dryRun,
+	p, err := retention.Prune(ctx, retention.Options{Store: st, Policy: o.policy, Grace: o.retention.grace, DryRun: o.dryRun,
 		Logger: logger.With("component", "retention")})
-	if p != nil && asJSON {
-		enc := json.NewEncoder(stdout)
+	if p != nil && o.asJSON {
+		enc := json.NewEncoder(o.stdout)
 		enc.SetIndent("", "  ")
 		if jerr := enc.Encode(struct {
 			DryRun bool `json:"dry_run"`
 			*retention.Plan
-		}{dryRun, p}); jerr != nil && err == nil {
+		}{o.dryRun, p}); jerr != nil && err == nil {
 			err = jerr
 		}
 	} else if p != nil {
-		verb := "deleted"
-		if dryRun {
-			verb = "would delete"
-		}
-		for _, s := range p.Steps {
-			if s.Put != nil {
-				if dryRun {
-					fmt.Fprintf(stdout, "would write %s (timeline now starts at %s)\n", s.Key, s.Put.Start)
-				}
-				continue
-			}
-			fmt.Fprintf(stdout, "%s %s\t%s\n", verb, s.Key, s.What)
-		}
-		if p.BinlogKept != "" {
-			fmt.Fprintf(stdout, "binlog kept: %s\n", p.BinlogKept)
-		}
-		fmt.Fprintf(stdout, "%d snapshots kept, %d expired, %d partial collected; %d segments, %d orphan objects, %d timelines; %d bytes%s\n",
-			len(p.Keep), len(p.Expire), len(p.Partial), p.Segments, p.Orphans, len(p.Timelines), p.Bytes, map[bool]string{true: " (dry run: nothing deleted)"}[dryRun])
+		printPrune(o.stdout, p, o.dryRun)
 	}
 	if err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}
 	return nil
+}
+
+// printPrune prints a prune's plan for a person.
+func printPrune(w io.Writer, p *retention.Plan, dryRun bool) {
+	verb := "deleted"
+	if dryRun {
+		verb = "would delete"
+	}
+	for _, s := range p.Steps {
+		if s.Put != nil {
+			if dryRun {
+				fmt.Fprintf(w, "would write %s (timeline now starts at %s)\n", s.Key, s.Put.Start)
+			}
+			continue
+		}
+		fmt.Fprintf(w, "%s %s\t%s\n", verb, s.Key, s.What)
+	}
+	if p.BinlogKept != "" {
+		fmt.Fprintf(w, "binlog kept: %s\n", p.BinlogKept)
+	}
+	fmt.Fprintf(w, "%d snapshots kept, %d expired, %d partial collected; %d segments, %d orphan objects, %d timelines; %d bytes%s\n",
+		len(p.Keep), len(p.Expire), len(p.Partial), p.Segments, p.Orphans, len(p.Timelines), p.Bytes, map[bool]string{true: " (dry run: nothing deleted)"}[dryRun])
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,27 +14,32 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
 // snapshotOptions are the settings of `mysql-pitr snapshot`.
 type snapshotOptions struct {
 	mysql    mysqlFlags
-	storage  storageFlags
-	log      logFlags
+	storage  cli.StorageFlags
+	log      cli.LogFlags
 	method   string
 	threads  int
 	agentID  string
 	cloneDir string
 	bin      binDirFlag
+	output
+
+	finder programs.Finder // set by validate
 }
 
 func (o *snapshotOptions) register(fs *flag.FlagSet) {
 	o.mysql.register(fs)
-	o.storage.register(fs)
-	o.log.register(fs)
+	o.storage.Register(fs)
+	o.log.Register(fs)
 	host, _ := os.Hostname()
 	fs.StringVar(&o.method, "method", catalog.MethodLogical, "logical (a parallel dump, needs only a connection) or physical (on the server's host: mariadb-backup on MariaDB, "+
 		"the clone plugin on MySQL, or xtrabackup where it is installed)")
@@ -44,39 +50,30 @@ func (o *snapshotOptions) register(fs *flag.FlagSet) {
 	o.bin.register(fs)
 }
 
-// Validate names the first bad setting.
-func (o *snapshotOptions) Validate() error {
+// validate names the first bad setting.
+func (o *snapshotOptions) validate() (err error) {
 	switch {
 	case o.method != catalog.MethodLogical && o.method != catalog.MethodPhysical:
-		return usageError{fmt.Errorf("--method %q: want logical or physical", o.method)}
+		return cli.Usage(fmt.Errorf("--method %q: want logical or physical", o.method))
 	case o.threads < 1:
-		return usageError{fmt.Errorf("--threads %d: at least 1", o.threads)}
+		return cli.Usage(fmt.Errorf("--threads %d: at least 1", o.threads))
 	}
-	return nil
+	o.finder, err = o.bin.finder()
+	return err
 }
 
-func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var o snapshotOptions
-	fs := flag.NewFlagSet("snapshot", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	o.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := o.Validate(); err != nil {
-		return err
-	}
-	finder, err := o.bin.finder()
+// run takes a snapshot of the server into the archive.
+func (o *snapshotOptions) run(ctx context.Context) (err error) {
+	logger, err := o.log.Logger(o.stderr)
 	if err != nil {
 		return err
 	}
-	w, err := openWriter(ctx, &o.mysql, &o.log, stderr, true)
-	defer func() { err = explainTLS(err, w.tls, w.mcfg) }()
+	srv, err := o.mysql.server(ctx, logger, true)
+	defer func() { err = srv.explain(err) }()
 	if err != nil {
 		return err
 	}
-	logger, mcfg, tlsSettings := w.logger, w.mcfg, w.tls
-	src, err := binlog.NewSource(mcfg)
+	src, err := binlog.NewSource(srv.cfg)
 	if err != nil {
 		return err
 	}
@@ -86,58 +83,68 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	if err != nil {
 		return err
 	}
-	// The backup tool from --server-bindir when it holds one; otherwise the
-	// snapshot finds it (on PATH and in the sbin directories), or takes the
-	// clone plugin on MySQL, and says how to install what is missing. The
-	// mysqld that finishes a clone comes from --server-bindir alone.
-	var toolPath, serverPath string
-	if o.method == catalog.MethodPhysical && finder.Dir != "" {
-		toolPath, _ = finder.Look(programs.Names(string(info.Flavor), programs.Backup)...)
-		names := programs.Names(string(info.Flavor), programs.Server)
-		if serverPath, err = finder.Look(names...); err != nil {
-			serverPath = filepath.Join(finder.Dir, names[0])
-		}
-	}
-	tool := snapshot.PhysicalTool(info.Flavor, toolPath)
+	physOpts := o.physicalOptions(info.Flavor)
+	physOpts.Source, physOpts.TLS, physOpts.Logger = src, srv.tls, logger
+	tool := snapshot.PhysicalTool(info.Flavor, physOpts.ToolPath)
 	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method, tool)); err != nil {
 		return err
 	}
-	physOpts := snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, CloneDir: o.cloneDir, Agent: o.agentID, ToolPath: toolPath,
-		ServerPath: serverPath, Logger: logger}
 	if o.method == catalog.MethodPhysical {
 		// The tool, the clone's needs and its room, before the archive.
 		if err := snapshot.CheckPhysical(ctx, physOpts); err != nil {
 			return err
 		}
 	}
-	if err := w.openArchive(ctx, &o.storage); err != nil {
+	st, err := o.storage.Open(ctx, cli.Write, logger)
+	if err != nil {
 		return err
 	}
-	st := w.st
+	m, err := o.take(ctx, st, srv, physOpts, logger)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.stdout, "snapshot %s (%s): consistent with %s, gtid %s; %d bytes stored in %s; writes blocked %s\n",
+		m.ID, m.Method, m.Binlog, m.GTIDSet, m.StoredBytes, m.Finished.Sub(m.Started).Round(time.Millisecond), m.WritesBlocked)
+	return nil
+}
+
+// physicalOptions are a physical snapshot's settings: the backup tool from
+// --server-bindir when it holds one; otherwise the snapshot finds it (on
+// PATH and in the sbin directories), or takes the clone plugin on MySQL,
+// and says how to install what is missing. The mysqld that finishes a
+// clone comes from --server-bindir alone.
+func (o *snapshotOptions) physicalOptions(flavor binlog.Flavor) snapshot.PhysicalOptions {
+	finder := o.finder
+	p := snapshot.PhysicalOptions{CloneDir: o.cloneDir, Agent: o.agentID}
+	if o.method != catalog.MethodPhysical || finder.Dir == "" {
+		return p
+	}
+	p.ToolPath, _ = finder.Look(programs.Names(string(flavor), programs.Backup)...)
+	names := programs.Names(string(flavor), programs.Server)
+	var err error
+	if p.ServerPath, err = finder.Look(names...); err != nil {
+		p.ServerPath = filepath.Join(finder.Dir, names[0])
+	}
+	return p
+}
+
+// take takes the snapshot into st, showing its progress.
+func (o *snapshotOptions) take(ctx context.Context, st storage.Storage, srv server, physOpts snapshot.PhysicalOptions,
+	logger *slog.Logger) (*catalog.Manifest, error) {
 	// The archive's keys name its newest timeline: a writer holding only
 	// the public recipients of an encrypted archive needs to read nothing.
 	tl, err := catalog.NewestTimeline(ctx, st)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	progress := newProgress(stderr, logger)
+	progress := newProgress(o.stderr, logger)
 	defer progress.done()
-	var m *catalog.Manifest
-	switch o.method {
-	case catalog.MethodLogical:
-		m, err = snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: mcfg, Storage: st, Threads: o.threads,
-			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
-	case catalog.MethodPhysical:
+	if o.method == catalog.MethodPhysical {
 		physOpts.Storage, physOpts.Timeline = st, tl
-		m, err = snapshot.TakePhysical(ctx, physOpts)
+		return snapshot.TakePhysical(ctx, physOpts)
 	}
-	if err != nil {
-		return err
-	}
-	progress.done()
-	fmt.Fprintf(stdout, "snapshot %s (%s): consistent with %s, gtid %s; %d bytes stored in %s; writes blocked %s\n",
-		m.ID, m.Method, m.Binlog, m.GTIDSet, m.StoredBytes, m.Finished.Sub(m.Started).Round(time.Millisecond), m.WritesBlocked)
-	return nil
+	return snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: srv.cfg, Storage: st, Threads: o.threads,
+		Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
 }
 
 // progress shows a snapshot's progress: a line redrawn on a terminal, a log
@@ -154,7 +161,7 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, logger interface{ Info(string, ...any) }) *progress {
-	return &progress{w: w, tty: isTerminal(w), logger: logger, start: time.Now()}
+	return &progress{w: w, tty: cli.IsTerminal(w), logger: logger, start: time.Now()}
 }
 
 func (p *progress) update(s snapshot.Progress) {

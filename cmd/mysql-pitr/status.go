@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
 )
 
@@ -28,37 +29,49 @@ type agentStatus struct {
 	Snapshots *schedule.Status `json:"snapshots,omitempty"`
 }
 
-// runStatus asks running agents how they are, through their /readyz and
-// /status: one line per agent, and an error unless each is ready, connected
-// to its server and archiving within --max-lag. It is the chart's helm test.
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var urls listFlag
-	maxLag, timeout := DefaultStatusMaxLag, DefaultStatusTimeout
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Var(&urls, "url", "an agent's HTTP address (its --listen), e.g. http://db-mysql-pitr-0.db-mysql-pitr-headless:9097; repeatable, or comma-separated")
-	fs.DurationVar(&maxLag, "max-lag", maxLag, "an agent whose archive lags its server by more than this fails")
-	fs.DurationVar(&timeout, "timeout", timeout, "deadline of each request")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// statusOptions are the settings of `mysql-pitr status`, which asks
+// running agents how they are, through their /readyz and /status: one line
+// per agent, and an error unless each is ready, connected to its server and
+// archiving within --max-lag. It is the chart's helm test.
+type statusOptions struct {
+	log     cli.LogFlags
+	urls    cli.ListFlag
+	maxLag  time.Duration
+	timeout time.Duration
+	output
+}
+
+func (o *statusOptions) register(fs *flag.FlagSet) {
+	o.log.Register(fs)
+	fs.Var(&o.urls, "url", "an agent's HTTP address (its --listen), e.g. http://db-mysql-pitr-0.db-mysql-pitr-headless:9097; repeatable, or comma-separated")
+	fs.DurationVar(&o.maxLag, "max-lag", DefaultStatusMaxLag, "an agent whose archive lags its server by more than this fails")
+	fs.DurationVar(&o.timeout, "timeout", DefaultStatusTimeout, "deadline of each request")
+}
+
+// validate names the first bad setting.
+func (o *statusOptions) validate() error {
+	if len(o.urls) == 0 {
+		return cli.Usage(errors.New("status: give at least one --url"))
 	}
-	if len(urls) == 0 {
-		return usageError{errors.New("status: give at least one --url")}
-	}
-	client := &http.Client{Timeout: timeout}
+	return o.log.Validate()
+}
+
+// run asks each agent and prints its line.
+func (o *statusOptions) run(ctx context.Context) error {
+	client := &http.Client{Timeout: o.timeout}
 	failed := 0
-	for _, u := range urls {
+	for _, u := range o.urls {
 		u = strings.TrimSuffix(u, "/")
-		line, err := agentLine(ctx, client, u, maxLag)
+		line, err := agentLine(ctx, client, u, o.maxLag)
 		if err != nil {
 			failed++
-			fmt.Fprintf(stdout, "%s: FAIL: %v\n", u, err)
+			fmt.Fprintf(o.stdout, "%s: FAIL: %v\n", u, err)
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: ok: %s\n", u, line)
+		fmt.Fprintf(o.stdout, "%s: ok: %s\n", u, line)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d agents are not ready, not streaming or behind", failed, len(urls))
+		return fmt.Errorf("%d of %d agents are not ready, not streaming or behind", failed, len(o.urls))
 	}
 	return nil
 }

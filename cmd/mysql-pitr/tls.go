@@ -6,27 +6,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/internal/cli"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
-	"github.com/mysql-pitr/mysql-pitr/storage"
-	"github.com/mysql-pitr/mysql-pitr/storage/s3"
 )
 
 // tlsFlags are the TLS settings of the connections to a MySQL server: the
 // tool's own, the replication stream's, and those of the tools it runs.
 type tlsFlags struct {
 	mode, ca, cert, key string
-	// notice says, once per command run, that preferred accepted a
-	// certificate without verifying it.
-	notice unverifiedNotice
 }
 
 func (f *tlsFlags) register(fs *flag.FlagSet) {
@@ -44,30 +38,13 @@ func (f *tlsFlags) register(fs *flag.FlagSet) {
 func (f *tlsFlags) settings() (mysqltls.Settings, error) {
 	mode, err := mysqltls.ParseMode(f.mode)
 	if err != nil {
-		return mysqltls.Settings{}, usageError{fmt.Errorf("--mysql-tls: %w", err)}
+		return mysqltls.Settings{}, cli.Usage(fmt.Errorf("--mysql-tls: %w", err))
 	}
 	s := mysqltls.Settings{Mode: mode, CAFile: f.ca, CertFile: f.cert, KeyFile: f.key}
 	if err := s.Validate(); err != nil {
-		return s, usageError{fmt.Errorf("--mysql-tls %s: %w", mode, err)}
+		return s, cli.Usage(fmt.Errorf("--mysql-tls %s: %w", mode, err))
 	}
 	return s, nil
-}
-
-// applyTLS gives cfg the TLS settings; a DSN with its own tls parameter is
-// refused, so that there is one place to say it.
-func (m *mysqlFlags) applyTLS(cfg *mysql.Config) error {
-	if cfg.TLSConfig != "" {
-		return usageError{errors.New("the DSN's tls parameter is not used: set TLS with --mysql-tls (and --mysql-ca, --mysql-cert, --mysql-key)")}
-	}
-	s, err := m.tls.settings()
-	if err != nil {
-		return err
-	}
-	s.Unverified = m.tls.notice.hook(cfg)
-	if err := s.Apply(cfg); err != nil {
-		return usageError{err}
-	}
-	return nil
 }
 
 // logTLS logs the warnings the TLS settings call for at every start, and
@@ -115,15 +92,16 @@ const (
 // unverifiedNotice says once that Preferred accepted a certificate without
 // verifying it: as a warning for a server across a network, as a note for
 // one on this host's loopback, where nothing crosses a network (and a
-// server in plaintext is not even mentioned). Its logger is set before the
-// first connection; the hook is called from the drivers' goroutines.
+// server in plaintext is not even mentioned). One is made for each
+// command run's server; the hook is called from the drivers' goroutines.
 type unverifiedNotice struct {
 	once   sync.Once
-	logger atomic.Pointer[slog.Logger]
+	logger *slog.Logger
 }
 
-// setLogger gives the notice the command's logger.
-func (n *unverifiedNotice) setLogger(l *slog.Logger) { n.logger.Store(l) }
+func newUnverifiedNotice(logger *slog.Logger) *unverifiedNotice {
+	return &unverifiedNotice{logger: logger}
+}
 
 // hook returns the mysqltls.Settings.Unverified of the connections to the
 // server at cfg.
@@ -134,11 +112,7 @@ func (n *unverifiedNotice) hook(cfg *mysql.Config) func(mysqltls.UnverifiedCert)
 	}
 	return func(u mysqltls.UnverifiedCert) {
 		n.once.Do(func() {
-			l := n.logger.Load()
-			if l == nil {
-				return
-			}
-			l.Log(context.Background(), level, msg, "server", addr,
+			n.logger.Log(context.Background(), level, msg, "server", addr,
 				"certificate_subject", u.Cert.Subject.String(), "certificate_issuer", u.Cert.Issuer.String())
 		})
 	}
@@ -167,67 +141,5 @@ func explainTLS(err error, s mysqltls.Settings, cfg *mysql.Config) error {
 		return fmt.Errorf("%w; the connection was not encrypted (--mysql-tls off): a server with require_secure_transport=ON refuses "+
 			"unencrypted logins, MariaDB with this very error; use --mysql-tls verify-full", err)
 	}
-	return err
-}
-
-// storageLog is where the storage flags' warnings go: the command's logger
-// once it has one, a text line on the flag set's output before that.
-type storageLog struct {
-	logger *slog.Logger
-	out    io.Writer
-}
-
-func (s *storageFlags) registerTLS(fs *flag.FlagSet) {
-	fs.StringVar(&s.caFile, "s3-ca-file", "", "PEM bundle of the CAs that sign an https S3 endpoint's certificate, instead of the system's roots (a private CA)")
-	s.tlsLog.out = fs.Output()
-}
-
-// warnTLS warns, at every start, of an S3 endpoint reached in plaintext
-// across a network.
-func (s *storageFlags) warnTLS(cfg s3.Config) {
-	if !cfg.PlaintextEndpoint() {
-		return
-	}
-	l := s.tlsLog.logger
-	if l == nil {
-		l = slog.New(slog.NewTextHandler(s.tlsLog.out, nil))
-	}
-	l.Warn("the S3 endpoint is plain http: archive data and request signatures cross the network unencrypted; use https", "endpoint", cfg.Endpoint)
-}
-
-// writerSetup is what the commands that read a server and write the
-// archive (agent, snapshot) build alike.
-type writerSetup struct {
-	logger *slog.Logger
-	mcfg   *mysql.Config
-	tls    mysqltls.Settings
-	st     storage.Storage
-}
-
-// openWriter builds the logger and the server's connection settings
-// (logging what the TLS choice calls for; checkFallback tries a connection
-// to see whether preferred went without TLS). What it has built is
-// returned with an error too, for explainTLS. The archive is opened by
-// openArchive, once the server has accepted the login.
-func openWriter(ctx context.Context, m *mysqlFlags, l *logFlags, stderr io.Writer, checkFallback bool) (w writerSetup, err error) {
-	if w.logger, err = l.logger(stderr); err != nil {
-		return w, err
-	}
-	m.tls.notice.setLogger(w.logger)
-	if w.mcfg, err = m.config(); err != nil {
-		return w, err
-	}
-	w.tls, _ = m.tls.settings() // checked by config
-	logTLS(ctx, w.logger, w.tls, w.mcfg, checkFallback)
-	return w, nil
-}
-
-// openArchive opens the archive for writing. Callers check the server's
-// login first: opening a file:// archive creates its directory, and a
-// command refused by the server should leave nothing behind.
-func (w *writerSetup) openArchive(ctx context.Context, s *storageFlags) (err error) {
-	s.age.role, s.age.log = ageWriter, w.logger
-	s.tlsLog.logger = w.logger
-	w.st, err = s.open(ctx)
 	return err
 }

@@ -315,7 +315,7 @@ func TestS3TLSFlags(t *testing.T) {
 	// the warning comes before the first request.
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	_, stderr, _ = runCLI(t, ctx, "list", "--storage", "s3://backups/x?region=us-east-1&path-style=true&endpoint=http://192.0.2.1:9000")
+	_, stderr, _ = runCLI(t, ctx, "list", "--log-format", "text", "--storage", "s3://backups/x?region=us-east-1&path-style=true&endpoint=http://192.0.2.1:9000")
 	if !strings.Contains(stderr, "level=WARN") || !strings.Contains(stderr, "plain http") {
 		t.Fatalf("no warning about a plain http endpoint:\n%s", stderr)
 	}

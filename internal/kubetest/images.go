@@ -439,6 +439,10 @@ func staticImage(name, program string, uid int, user string) (image, error) {
 // builds it, that the mysql-pitr image holds.
 func (c *Cluster) Binary() string { return c.binary }
 
+// Plugin returns the kubectl plugin, kubectl-mysql_pitr, that runs
+// kubectl mysql-pitr restore on the host.
+func (c *Cluster) Plugin() string { return c.plugin }
+
 // AgentImage imports the mysql-pitr image on first use and returns its
 // name.
 func (c *Cluster) AgentImage(tb testing.TB) string {

@@ -148,6 +148,7 @@ type Cluster struct {
 	mu     sync.Mutex
 	images map[string]error
 	binary string // the static mysql-pitr binary
+	plugin string // the kubectl plugin, kubectl-mysql_pitr
 }
 
 // The package's cluster.

@@ -145,7 +145,7 @@ func moduleRoot() (string, error) {
 }
 
 // buildTools builds the static mysql-pitr binary as the Dockerfile does,
-// the CNI plugin and the sandbox program into bin.
+// the kubectl plugin, the CNI plugin and the sandbox program into bin.
 func (c *Cluster) buildTools() error {
 	root, err := moduleRoot()
 	if err != nil {
@@ -153,13 +153,14 @@ func (c *Cluster) buildTools() error {
 	}
 	cmd := exec.Command(goBinary(), "build", "-trimpath", "-ldflags", "-s -w -X main.version=kubetest",
 		"-o", filepath.Join(c.dir, "bin")+"/",
-		"./cmd/mysql-pitr", "./internal/kubetest/cmd/kubetest-cni", "./internal/kubetest/cmd/kubetest-pause")
+		"./cmd/mysql-pitr", "./cmd/kubectl-mysql_pitr", "./internal/kubetest/cmd/kubetest-cni", "./internal/kubetest/cmd/kubetest-pause")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	c.binary = filepath.Join(c.dir, "bin", "mysql-pitr")
+	c.plugin = filepath.Join(c.dir, "bin", "kubectl-mysql_pitr")
 	return nil
 }
 

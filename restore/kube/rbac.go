@@ -2,7 +2,7 @@ package kube
 
 import rbacv1 "k8s.io/api/rbac/v1"
 
-// RoleRules are the permissions mysql-pitr restore --kube uses in the
+// RoleRules are the permissions kubectl mysql-pitr restore uses in the
 // release's namespace, all of them and nothing more: an in-place restore
 // reads and deletes the pod and edits the restore-requests ConfigMap; a
 // restore to a new PVC reads the pod, its PVC and the Job template, creates

@@ -120,7 +120,7 @@ func TestAllows(t *testing.T) {
 // TestRoleRulesAreUsed runs a successful in-place restore and a successful
 // restore to a new PVC under the Role and checks that each of its grants
 // was used: together with newClient refusing everything else, the Role is
-// exactly what mysql-pitr restore --kube needs.
+// exactly what kubectl mysql-pitr restore needs.
 func TestRoleRulesAreUsed(t *testing.T) {
 	var actions []k8stesting.Action
 

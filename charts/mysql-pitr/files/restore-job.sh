@@ -1,5 +1,5 @@
 #!/bin/sh
-# restore-job.sh runs in the Job that mysql-pitr restore --kube --to-new-pvc
+# restore-job.sh runs in the Job that kubectl mysql-pitr restore --to-new-pvc
 # creates: it restores the archive of $POD_NAME (the storage URL in
 # MYSQL_PITR_STORAGE refers to it) to $PITR_TO into $PITR_DATADIR on the new,
 # empty PVC, and reports the restore's marker in the container's termination

@@ -28,7 +28,7 @@ set -eu
 log() { echo "mysql-pitr restore: $*" >&2; }
 
 # report writes the container's termination message, which mysql-pitr
-# restore --kube reads from the pod's status ($PITR_TERMINATION_LOG): the request this datadir now
+# kubectl mysql-pitr restore reads from the pod's status ($PITR_TERMINATION_LOG): the request this datadir now
 # serves, the result ($1: restored or already-restored) and the restore's
 # marker JSON (left out if it might not fit the kubelet's 4096 bytes).
 report() {

@@ -553,9 +553,9 @@ has the server binaries the restore's temporary server needs.
   image: {{ include "mysql-pitr.serverImage" . }}
   imagePullPolicy: {{ .Values.server.image.pullPolicy }}
   command: ["sh", "/opt/mysql-pitr/scripts/restore.sh"]
-  # restore.sh reports the request it served here; restore --kube reads it
+  # restore.sh reports the request it served here; kubectl mysql-pitr restore reads it
   # from the pod's status. On failure the end of the log takes its place,
-  # so restore --kube can say why.
+  # so kubectl mysql-pitr restore can say why.
   terminationMessagePath: /dev/termination-log
   terminationMessagePolicy: FallbackToLogsOnError
   env:
