@@ -132,20 +132,72 @@ func (o *Options) defaults() {
 // return before anything in the cluster is changed.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
-	switch {
-	case o.Client == nil || o.Plan == nil:
-		return nil, errors.New("kube restore: client and planner are required")
-	case o.Pod == "":
-		return nil, errors.New("kube restore: no pod given")
-	case o.Namespace == "":
-		return nil, errors.New("kube restore: no namespace given")
-	case o.Target.Kind == restore.AtPosition:
-		return nil, errors.New("kube restore: the chart's restore.sh restores to a time or latest, not to a binlog position")
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	if o.NewPVC != "" {
 		return runNewPVC(ctx, o)
 	}
 	begin := o.Now()
+	p, err := makePlan(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Plan: p}
+
+	pod, err := restorablePod(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	release, err := releaseOf(o, pod)
+	if err != nil {
+		return nil, err
+	}
+	res.ConfigMap = RequestsConfigMap(release)
+	if err := findPending(ctx, o, release, res); err != nil {
+		return nil, err
+	}
+
+	if err := confirm(o, fmt.Sprintf("restore pod %s/%s", o.Namespace, o.Pod)); err != nil {
+		return nil, err
+	}
+	if err := recordRequest(ctx, o, res); err != nil {
+		return nil, err
+	}
+
+	oldUID, err := restartPod(ctx, o, pod, res)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitRestored(ctx, o, res, waiter{o: o, oldUID: oldUID, begin: begin}); err != nil {
+		return nil, err
+	}
+	res.Elapsed = o.Now().Sub(begin)
+	report(o.Out, o.Pod, res)
+	if err := clearServed(ctx, o, res); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// validate refuses options Run cannot work with.
+func (o *Options) validate() error {
+	switch {
+	case o.Client == nil || o.Plan == nil:
+		return errors.New("kube restore: client and planner are required")
+	case o.Pod == "":
+		return errors.New("kube restore: no pod given")
+	case o.Namespace == "":
+		return errors.New("kube restore: no namespace given")
+	case o.Target.Kind == restore.AtPosition:
+		return errors.New("kube restore: the chart's restore.sh restores to a time or latest, not to a binlog position")
+	}
+	return nil
+}
+
+// makePlan plans the restore and shows the plan; it runs before any call to
+// the cluster.
+func makePlan(ctx context.Context, o Options) (*restore.Plan, error) {
 	p, err := o.Plan(ctx)
 	if err != nil {
 		return nil, err
@@ -153,10 +205,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.PrintPlan != nil {
 		o.PrintPlan(o.Out, p)
 	}
-	res := &Result{Plan: p}
+	return p, nil
+}
 
-	pods := o.Client.CoreV1().Pods(o.Namespace)
-	pod, err := pods.Get(ctx, o.Pod, metav1.GetOptions{})
+// restorablePod reads the pod and refuses one that deleting would not
+// restore (checkPod).
+func restorablePod(ctx context.Context, o Options) (*corev1.Pod, error) {
+	pod, err := o.Client.CoreV1().Pods(o.Namespace).Get(ctx, o.Pod, metav1.GetOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("pod %s not found in namespace %s (if an earlier run deleted it, its StatefulSet recreates it: run again once it exists; kubectl -n %s get pod %s)",
@@ -167,75 +222,84 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := checkPod(pod); err != nil {
 		return nil, err
 	}
-	release, err := releaseOf(o, pod)
-	if err != nil {
-		return nil, err
-	}
-	res.ConfigMap = RequestsConfigMap(release)
-	cms := o.Client.CoreV1().ConfigMaps(o.Namespace)
-	cm, err := cms.Get(ctx, res.ConfigMap, metav1.GetOptions{})
+	return pod, nil
+}
+
+// findPending reads the release's requests ConfigMap (res.ConfigMap) for a
+// request the pod already has: one to the same target is resumed (set in
+// res), one to another target refuses the run.
+func findPending(ctx context.Context, o Options, release string, res *Result) error {
+	cm, err := o.Client.CoreV1().ConfigMaps(o.Namespace).Get(ctx, res.ConfigMap, metav1.GetOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("configmap %s not found in namespace %s: the chart creates it with restore.enabled=true (is the release %q right?)",
+			return fmt.Errorf("configmap %s not found in namespace %s: the chart creates it with restore.enabled=true (is the release %q right?)",
 				res.ConfigMap, o.Namespace, release)
 		}
-		return nil, apiError("get", "configmaps", o.Namespace, res.ConfigMap, err)
+		return apiError("get", "configmaps", o.Namespace, res.ConfigMap, err)
 	}
+	v, ok := cm.Data[o.Pod]
+	if !ok {
+		return nil
+	}
+	old, err := ParseRequest(v)
+	switch {
+	case err == nil && old.To == o.Target.String():
+		res.Request, res.Resumed = old, true
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w for pod %s in configmap %s: id=%s to=%s (written %s); re-run with --to %s to finish it, or remove it: kubectl -n %s patch configmap %s --type json -p '[{\"op\":\"remove\",\"path\":\"/data/%s\"}]'",
+			ErrPending, o.Pod, res.ConfigMap, old.ID, old.To, fmtTime(old.Created), old.To, o.Namespace, res.ConfigMap, o.Pod)
+	default:
+		return fmt.Errorf("configmap %s, key %s: %w; fix or remove the key", res.ConfigMap, o.Pod, err)
+	}
+}
+
+// recordRequest writes a new request for the pod into the ConfigMap, unless
+// a pending one is resumed.
+func recordRequest(ctx context.Context, o Options, res *Result) error {
 	to := o.Target.String()
-	if v, ok := cm.Data[o.Pod]; ok {
-		old, err := ParseRequest(v)
-		switch {
-		case err == nil && old.To == to:
-			res.Request, res.Resumed = old, true
-		case err == nil:
-			return nil, fmt.Errorf("%w for pod %s in configmap %s: id=%s to=%s (written %s); re-run with --to %s to finish it, or remove it: kubectl -n %s patch configmap %s --type json -p '[{\"op\":\"remove\",\"path\":\"/data/%s\"}]'",
-				ErrPending, o.Pod, res.ConfigMap, old.ID, old.To, fmtTime(old.Created), old.To, o.Namespace, res.ConfigMap, o.Pod)
-		default:
-			return nil, fmt.Errorf("configmap %s, key %s: %w; fix or remove the key", res.ConfigMap, o.Pod, err)
-		}
-	}
-
-	if err := confirm(o, fmt.Sprintf("restore pod %s/%s", o.Namespace, o.Pod)); err != nil {
-		return nil, err
-	}
-
 	if res.Resumed {
 		fmt.Fprintf(o.Out, "resuming pending request %s for pod %s (target %s)\n", res.Request.ID, o.Pod, to)
-	} else {
-		res.Request = Request{ID: o.NewID(o.Now()), To: to, Created: o.Now()}
-		if err := writeRequest(ctx, o, res.ConfigMap, res.Request); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(o.Out, "recorded request %s in configmap %s for pod %s\n", res.Request.ID, res.ConfigMap, o.Pod)
+		return nil
 	}
+	res.Request = Request{ID: o.NewID(o.Now()), To: to, Created: o.Now()}
+	if err := writeRequest(ctx, o, res.ConfigMap, res.Request); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "recorded request %s in configmap %s for pod %s\n", res.Request.ID, res.ConfigMap, o.Pod)
+	return nil
+}
 
-	oldUID, err := restartPod(ctx, o, pod, res)
-	if err != nil {
-		return nil, err
-	}
-	w := waiter{o: o, oldUID: oldUID, begin: begin}
+// waitRestored waits for the restarted pod to become Ready and reads its
+// restore init container's report into res. An error leaves the request
+// in the ConfigMap for a re-run to resume.
+func waitRestored(ctx context.Context, o Options, res *Result, w waiter) error {
 	ready, err := w.wait(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w; request %s stays in configmap %s: re-run the same command to resume", err, res.Request.ID, res.ConfigMap)
+		return fmt.Errorf("%w; request %s stays in configmap %s: re-run the same command to resume", err, res.Request.ID, res.ConfigMap)
 	}
 	res.PodUID = ready.UID
 	res.Termination, err = termination(ready, res.Request.ID)
 	if err != nil {
-		return nil, fmt.Errorf("%w; request %s stays in configmap %s: re-run the same command to restart the pod and resume", err, res.Request.ID, res.ConfigMap)
+		return fmt.Errorf("%w; request %s stays in configmap %s: re-run the same command to restart the pod and resume", err, res.Request.ID, res.ConfigMap)
 	}
-	res.Elapsed = o.Now().Sub(begin)
-	report(o.Out, o.Pod, res)
+	return nil
+}
+
+// clearServed removes the served request from the ConfigMap. Without a
+// report from restore.sh the request is left: nothing shows it was served.
+func clearServed(ctx context.Context, o Options, res *Result) error {
 	if res.Termination == nil {
 		fmt.Fprintf(o.Out, "restore.sh reported no result, so request %s stays in configmap %s (harmless once served: check kubectl -n %s logs %s -c %s)\n",
 			res.Request.ID, res.ConfigMap, o.Namespace, o.Pod, RestoreContainer)
-		return res, nil
+		return nil
 	}
 	if err := clearRequest(ctx, o, res.ConfigMap, res.Request.ID); err != nil {
-		return res, fmt.Errorf("pod %s is restored, but %w; the request is served, so it is harmless: a later pod start sees its id in the datadir", o.Pod, err)
+		return fmt.Errorf("pod %s is restored, but %w; the request is served, so it is harmless: a later pod start sees its id in the datadir", o.Pod, err)
 	}
 	res.Cleared = true
 	fmt.Fprintf(o.Out, "cleared request %s from configmap %s\n", res.Request.ID, res.ConfigMap)
-	return res, nil
+	return nil
 }
 
 // releaseOf is the Helm release of the pod: Options.Release, or the pod's
