@@ -169,7 +169,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := waitRestored(ctx, o, res, waiter{o: o, oldUID: oldUID, begin: begin}); err != nil {
+	w := waiter{o: o, oldUID: oldUID, begin: begin}
+	if err := w.waitRestored(ctx, res); err != nil {
 		return nil, err
 	}
 	res.Elapsed = o.Now().Sub(begin)
@@ -273,7 +274,7 @@ func recordRequest(ctx context.Context, o Options, res *Result) error {
 // waitRestored waits for the restarted pod to become Ready and reads its
 // restore init container's report into res. An error leaves the request
 // in the ConfigMap for a re-run to resume.
-func waitRestored(ctx context.Context, o Options, res *Result, w waiter) error {
+func (w *waiter) waitRestored(ctx context.Context, res *Result) error {
 	ready, err := w.wait(ctx)
 	if err != nil {
 		return fmt.Errorf("%w; request %s stays in configmap %s: re-run the same command to resume", err, res.Request.ID, res.ConfigMap)

@@ -34,21 +34,15 @@ const jobNameLabel = "batch.kubernetes.io/job-name"
 // created. The finished Job is deleted; the PVC stays.
 func runNewPVC(ctx context.Context, o Options) (*Result, error) {
 	begin := o.Now()
-	p, err := o.Plan(ctx)
+	p, err := makePlan(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	if o.PrintPlan != nil {
-		o.PrintPlan(o.Out, p)
-	}
 	res := &Result{Plan: p, PVC: o.NewPVC, Job: JobName(o.NewPVC)}
 
-	pod, err := o.Client.CoreV1().Pods(o.Namespace).Get(ctx, o.Pod, metav1.GetOptions{})
+	pod, err := sourcePod(ctx, o)
 	if err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("pod %s not found in namespace %s: give the pod whose archive and volume to restore from", o.Pod, o.Namespace)
-		}
-		return nil, apiError("get", "pods", o.Namespace, o.Pod, err)
+		return nil, err
 	}
 	release, err := releaseOf(o, pod)
 	if err != nil {
@@ -62,72 +56,29 @@ func runNewPVC(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("the plan was made against %s, but the chart's restore Job restores pod %s from %s: give that as --storage",
 			o.Storage, o.Pod, tmpl.Storage(o.Pod))
 	}
-	claim := ""
-	for _, v := range pod.Spec.Volumes {
-		if v.Name == tmpl.DataVolume && v.PersistentVolumeClaim != nil {
-			claim = v.PersistentVolumeClaim.ClaimName
-		}
-	}
-	if claim == "" {
-		return nil, fmt.Errorf("pod %s has no volume %s backed by a PersistentVolumeClaim to clone size and storage class from", o.Pod, tmpl.DataVolume)
-	}
-	pvcs := o.Client.CoreV1().PersistentVolumeClaims(o.Namespace)
-	src, err := pvcs.Get(ctx, claim, metav1.GetOptions{})
+	src, err := dataClaim(ctx, o, pod, tmpl.DataVolume)
 	if err != nil {
-		return nil, apiError("get", "persistentvolumeclaims", o.Namespace, claim, err)
+		return nil, err
 	}
-	switch _, err := pvcs.Get(ctx, o.NewPVC, metav1.GetOptions{}); {
-	case err == nil:
-		return nil, fmt.Errorf("%w: %s in namespace %s; nothing was changed: choose another name, or delete it first if it holds nothing you need (kubectl -n %s delete pvc %s)",
-			ErrPVCExists, o.NewPVC, o.Namespace, o.Namespace, o.NewPVC)
-	case !apierrors.IsNotFound(err):
-		return nil, apiError("get", "persistentvolumeclaims", o.Namespace, o.NewPVC, err)
-	}
-	jobs := o.Client.BatchV1().Jobs(o.Namespace)
-	switch _, err := jobs.Get(ctx, res.Job, metav1.GetOptions{}); {
-	case err == nil:
-		return nil, fmt.Errorf("job %s already exists in namespace %s (an earlier restore to a PVC of this name?); nothing was changed: delete it first (kubectl -n %s delete job %s)",
-			res.Job, o.Namespace, o.Namespace, res.Job)
-	case !apierrors.IsNotFound(err):
-		return nil, apiError("get", "jobs", o.Namespace, res.Job, err)
+	if err := checkNotInTheWay(ctx, o, res.Job); err != nil {
+		return nil, err
 	}
 
 	to := o.Target.String()
-	pvc := clonePVC(src, o.NewPVC, o.Pod, to)
-	size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-	fmt.Fprintf(o.Out, "new PVC %s: %s, storage class %s, cloned from %s; the pod %s is not touched\n",
-		o.NewPVC, size.String(), storageClass(pvc), claim, o.Pod)
-	if err := confirm(o, fmt.Sprintf("create PVC %s/%s and restore into it", o.Namespace, o.NewPVC)); err != nil {
+	if err := createPVC(ctx, o, clonePVC(src, o.NewPVC, o.Pod, to), src.Name); err != nil {
 		return nil, err
 	}
-	if _, err := pvcs.Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
-		if apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("%w: %s was created by someone else meanwhile; nothing was changed", ErrPVCExists, o.NewPVC)
-		}
-		return nil, apiError("create", "persistentvolumeclaims", o.Namespace, o.NewPVC, err)
-	}
-	fmt.Fprintf(o.Out, "created PVC %s\n", o.NewPVC)
 	id := o.NewID(o.Now())
 	job := tmpl.Job(res.Job, o.Namespace, o.NewPVC, o.Pod, to, id)
-	if _, err := jobs.Create(ctx, job, metav1.CreateOptions{}); err != nil {
+	if _, err := o.Client.BatchV1().Jobs(o.Namespace).Create(ctx, job, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("%w; PVC %s was created and is empty: delete it (kubectl -n %s delete pvc %s) before trying again with that name",
 			apiError("create", "jobs", o.Namespace, res.Job, err), o.NewPVC, o.Namespace, o.NewPVC)
 	}
 	fmt.Fprintf(o.Out, "created job %s: restoring pod %s's archive to %s into PVC %s\n", res.Job, o.Pod, to, o.NewPVC)
 
 	w := jobWaiter{o: o, name: res.Job, begin: begin}
-	done, err := w.wait(ctx)
-	if err != nil {
-		if errors.Is(err, ErrJobFailed) {
-			if derr := deleteJob(ctx, o, res.Job); derr != nil {
-				err = fmt.Errorf("%w; deleting the failed job: %w", err, derr)
-			}
-		}
+	if err := w.waitDone(ctx, res, id); err != nil {
 		return res, err
-	}
-	res.PodUID = done.UID
-	if res.Termination, err = jobTermination(done, id); err != nil {
-		return res, fmt.Errorf("%w; job %s is left for inspection (kubectl -n %s delete job %s when done)", err, res.Job, o.Namespace, res.Job)
 	}
 	res.Elapsed = o.Now().Sub(begin)
 	reportNewPVC(o, res, tmpl.DatadirOnVolume())
@@ -137,6 +88,96 @@ func runNewPVC(ctx context.Context, o Options) (*Result, error) {
 	res.JobDeleted = true
 	fmt.Fprintf(o.Out, "deleted job %s; PVC %s stays\n", res.Job, o.NewPVC)
 	return res, nil
+}
+
+// sourcePod reads the pod whose archive and volume the restore starts from.
+func sourcePod(ctx context.Context, o Options) (*corev1.Pod, error) {
+	pod, err := o.Client.CoreV1().Pods(o.Namespace).Get(ctx, o.Pod, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("pod %s not found in namespace %s: give the pod whose archive and volume to restore from", o.Pod, o.Namespace)
+		}
+		return nil, apiError("get", "pods", o.Namespace, o.Pod, err)
+	}
+	return pod, nil
+}
+
+// dataClaim reads the PVC behind the pod's data volume, whose size and
+// storage class the new PVC takes.
+func dataClaim(ctx context.Context, o Options, pod *corev1.Pod, volume string) (*corev1.PersistentVolumeClaim, error) {
+	claim := ""
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volume && v.PersistentVolumeClaim != nil {
+			claim = v.PersistentVolumeClaim.ClaimName
+		}
+	}
+	if claim == "" {
+		return nil, fmt.Errorf("pod %s has no volume %s backed by a PersistentVolumeClaim to clone size and storage class from", o.Pod, volume)
+	}
+	src, err := o.Client.CoreV1().PersistentVolumeClaims(o.Namespace).Get(ctx, claim, metav1.GetOptions{})
+	if err != nil {
+		return nil, apiError("get", "persistentvolumeclaims", o.Namespace, claim, err)
+	}
+	return src, nil
+}
+
+// checkNotInTheWay refuses the restore when the new PVC or the Job already
+// exists.
+func checkNotInTheWay(ctx context.Context, o Options, job string) error {
+	switch _, err := o.Client.CoreV1().PersistentVolumeClaims(o.Namespace).Get(ctx, o.NewPVC, metav1.GetOptions{}); {
+	case err == nil:
+		return fmt.Errorf("%w: %s in namespace %s; nothing was changed: choose another name, or delete it first if it holds nothing you need (kubectl -n %s delete pvc %s)",
+			ErrPVCExists, o.NewPVC, o.Namespace, o.Namespace, o.NewPVC)
+	case !apierrors.IsNotFound(err):
+		return apiError("get", "persistentvolumeclaims", o.Namespace, o.NewPVC, err)
+	}
+	switch _, err := o.Client.BatchV1().Jobs(o.Namespace).Get(ctx, job, metav1.GetOptions{}); {
+	case err == nil:
+		return fmt.Errorf("job %s already exists in namespace %s (an earlier restore to a PVC of this name?); nothing was changed: delete it first (kubectl -n %s delete job %s)",
+			job, o.Namespace, o.Namespace, job)
+	case !apierrors.IsNotFound(err):
+		return apiError("get", "jobs", o.Namespace, job, err)
+	}
+	return nil
+}
+
+// createPVC describes the new PVC, asks for confirmation and creates it;
+// from is the claim it was cloned from.
+func createPVC(ctx context.Context, o Options, pvc *corev1.PersistentVolumeClaim, from string) error {
+	size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	fmt.Fprintf(o.Out, "new PVC %s: %s, storage class %s, cloned from %s; the pod %s is not touched\n",
+		o.NewPVC, size.String(), storageClass(pvc), from, o.Pod)
+	if err := confirm(o, fmt.Sprintf("create PVC %s/%s and restore into it", o.Namespace, o.NewPVC)); err != nil {
+		return err
+	}
+	if _, err := o.Client.CoreV1().PersistentVolumeClaims(o.Namespace).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("%w: %s was created by someone else meanwhile; nothing was changed", ErrPVCExists, o.NewPVC)
+		}
+		return apiError("create", "persistentvolumeclaims", o.Namespace, o.NewPVC, err)
+	}
+	fmt.Fprintf(o.Out, "created PVC %s\n", o.NewPVC)
+	return nil
+}
+
+// waitDone waits for the Job to finish and reads its pod's report of
+// request id into res. A failed Job is deleted (the PVC stays); one whose
+// report cannot be read is left for inspection.
+func (w *jobWaiter) waitDone(ctx context.Context, res *Result, id string) error {
+	done, err := w.wait(ctx)
+	if err != nil {
+		if errors.Is(err, ErrJobFailed) {
+			if derr := deleteJob(ctx, w.o, w.name); derr != nil {
+				err = fmt.Errorf("%w; deleting the failed job: %w", err, derr)
+			}
+		}
+		return err
+	}
+	res.PodUID = done.UID
+	if res.Termination, err = jobTermination(done, id); err != nil {
+		return fmt.Errorf("%w; job %s is left for inspection (kubectl -n %s delete job %s when done)", err, w.name, w.o.Namespace, w.name)
+	}
+	return nil
 }
 
 // jobTemplate reads and parses the release's Job template.
