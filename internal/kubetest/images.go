@@ -92,32 +92,55 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Media types of an OCI image layout.
+const (
+	mtLayer    = "application/vnd.oci.image.layer.v1.tar"
+	mtConfig   = "application/vnd.oci.image.config.v1+json"
+	mtManifest = "application/vnd.oci.image.manifest.v1+json"
+	mtIndex    = "application/vnd.oci.image.index.v1+json"
+)
+
+// descriptor is an OCI content descriptor.
+type descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Platform    map[string]string `json:"platform,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// ociLayout is an image's OCI image layout before it is written: the
+// layers' digests and sizes and the documents that describe them.
+type ociLayout struct {
+	img                     image
+	layers                  []blob
+	config, manifest, index []byte
+}
+
 // writeArchive writes img as an OCI image layout archive to w. The layers
 // are measured first, then written into the archive as blobs.
 func writeArchive(w io.Writer, img image) error {
-	const (
-		mtLayer    = "application/vnd.oci.image.layer.v1.tar"
-		mtConfig   = "application/vnd.oci.image.config.v1+json"
-		mtManifest = "application/vnd.oci.image.manifest.v1+json"
-		mtIndex    = "application/vnd.oci.image.index.v1+json"
-	)
-	type descriptor struct {
-		MediaType   string            `json:"mediaType"`
-		Digest      string            `json:"digest"`
-		Size        int64             `json:"size"`
-		Platform    map[string]string `json:"platform,omitempty"`
-		Annotations map[string]string `json:"annotations,omitempty"`
+	l, err := layoutOf(img)
+	if err != nil {
+		return err
 	}
-	layers := make([]blob, len(img.layers))
+	return l.write(w)
+}
+
+// layoutOf measures img's layers and makes the configuration, manifest
+// and index documents.
+func layoutOf(img image) (*ociLayout, error) {
+	l := &ociLayout{img: img, layers: make([]blob, len(img.layers))}
 	diffIDs := make([]string, len(img.layers))
-	for i, l := range img.layers {
-		b, err := measure(l)
+	for i, layer := range img.layers {
+		b, err := measure(layer)
 		if err != nil {
-			return fmt.Errorf("image %s, layer %d: %w", img.name, i, err)
+			return nil, fmt.Errorf("image %s, layer %d: %w", img.name, i, err)
 		}
-		layers[i], diffIDs[i] = b, b.digest
+		l.layers[i], diffIDs[i] = b, b.digest
 	}
-	config, err := json.Marshal(map[string]any{
+	var err error
+	l.config, err = json.Marshal(map[string]any{
 		"architecture": "amd64",
 		"os":           "linux",
 		"created":      time.Unix(0, 0).UTC(),
@@ -125,77 +148,97 @@ func writeArchive(w io.Writer, img image) error {
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	configBlob := docBlob(config)
+	if l.manifest, err = manifestDoc(docBlob(l.config), l.layers); err != nil {
+		return nil, err
+	}
+	if l.index, err = indexDoc(img.name, docBlob(l.manifest)); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// manifestDoc is the image manifest of a configuration and layers.
+func manifestDoc(config blob, layers []blob) ([]byte, error) {
 	manifestLayers := make([]descriptor, len(layers))
 	for i, b := range layers {
 		manifestLayers[i] = descriptor{MediaType: mtLayer, Digest: b.digest, Size: b.size}
 	}
-	manifest, err := json.Marshal(map[string]any{
+	return json.Marshal(map[string]any{
 		"schemaVersion": 2,
 		"mediaType":     mtManifest,
-		"config":        descriptor{MediaType: mtConfig, Digest: configBlob.digest, Size: configBlob.size},
+		"config":        descriptor{MediaType: mtConfig, Digest: config.digest, Size: config.size},
 		"layers":        manifestLayers,
 	})
-	if err != nil {
-		return err
-	}
-	manifestBlob := docBlob(manifest)
-	_, tag, _ := strings.Cut(img.name[strings.LastIndex(img.name, "/")+1:], ":")
-	index, err := json.Marshal(map[string]any{
+}
+
+// indexDoc is the image index naming the manifest as the image name.
+func indexDoc(name string, manifest blob) ([]byte, error) {
+	_, tag, _ := strings.Cut(name[strings.LastIndex(name, "/")+1:], ":")
+	return json.Marshal(map[string]any{
 		"schemaVersion": 2,
 		"mediaType":     mtIndex,
 		"manifests": []descriptor{{
-			MediaType: mtManifest, Digest: manifestBlob.digest, Size: manifestBlob.size,
+			MediaType: mtManifest, Digest: manifest.digest, Size: manifest.size,
 			Platform: map[string]string{"architecture": "amd64", "os": "linux"},
 			// containerd names the image after io.containerd.image.name.
-			Annotations: map[string]string{"io.containerd.image.name": img.name, "org.opencontainers.image.ref.name": tag},
+			Annotations: map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
 		}},
 	})
-	if err != nil {
-		return err
-	}
+}
 
+// write writes the layout as a tar archive: the layout marker, the layers,
+// the configuration and manifest blobs, and the index.
+func (l *ociLayout) write(w io.Writer) error {
 	tw := tar.NewWriter(w)
-	file := func(name string, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err := tw.Write(data)
+	if err := addFile(tw, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 		return err
 	}
-	if err := file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-		return err
-	}
-	for i, l := range img.layers {
-		if err := tw.WriteHeader(&tar.Header{Name: layers[i].path(), Mode: 0o644, Size: layers[i].size, Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		h := sha256.New()
-		inner := tar.NewWriter(io.MultiWriter(tw, h))
-		if err := l(inner); err != nil {
-			return fmt.Errorf("image %s, layer %d: %w", img.name, i, err)
-		}
-		if err := inner.Close(); err != nil {
-			return err
-		}
-		if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != layers[i].digest {
-			return fmt.Errorf("image %s, layer %d changed while it was written (digest %s, then %s)", img.name, i, layers[i].digest, got)
-		}
-	}
-	for _, d := range []struct {
-		b    blob
-		data []byte
-	}{{configBlob, config}, {manifestBlob, manifest}} {
-		if err := file(d.b.path(), d.data); err != nil {
+	for i := range l.img.layers {
+		if err := l.writeLayer(tw, i); err != nil {
 			return err
 		}
 	}
-	if err := file("index.json", index); err != nil {
+	for _, data := range [][]byte{l.config, l.manifest} {
+		if err := addFile(tw, docBlob(data).path(), data); err != nil {
+			return err
+		}
+	}
+	if err := addFile(tw, "index.json", l.index); err != nil {
 		return err
 	}
 	return tw.Close()
+}
+
+// writeLayer writes layer i as a blob, checking that it has the digest it
+// was measured with.
+func (l *ociLayout) writeLayer(tw *tar.Writer, i int) error {
+	b := l.layers[i]
+	if err := tw.WriteHeader(&tar.Header{Name: b.path(), Mode: 0o644, Size: b.size, Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	h := sha256.New()
+	inner := tar.NewWriter(io.MultiWriter(tw, h))
+	if err := l.img.layers[i](inner); err != nil {
+		return fmt.Errorf("image %s, layer %d: %w", l.img.name, i, err)
+	}
+	if err := inner.Close(); err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != b.digest {
+		return fmt.Errorf("image %s, layer %d changed while it was written (digest %s, then %s)", l.img.name, i, b.digest, got)
+	}
+	return nil
+}
+
+// addFile adds a regular file holding data to the archive.
+func addFile(tw *tar.Writer, name string, data []byte) error {
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	_, err := tw.Write(data)
+	return err
 }
 
 func docBlob(data []byte) blob {
