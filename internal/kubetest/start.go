@@ -183,17 +183,7 @@ func (c *Cluster) startControlPlane() error {
 	if c.pki, err = newPKI(filepath.Join(c.dir, "pki")); err != nil {
 		return err
 	}
-	apiCert, apiKey, err := c.pki.issue("apiserver", "kube-apiserver", nil,
-		"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-		"kubernetes.default.svc.cluster.local", "198.51.100.1")
-	if err != nil {
-		return err
-	}
-	kubeletClientCert, kubeletClientKey, err := c.pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"})
-	if err != nil {
-		return err
-	}
-	saPub, saKey, err := c.pki.serviceAccountKey()
+	certs, err := c.issueControlPlaneCerts()
 	if err != nil {
 		return err
 	}
@@ -203,11 +193,55 @@ func (c *Cluster) startControlPlane() error {
 	}
 	etcdPort, peerPort := ports[0], ports[1]
 	c.apiPort = ports[2]
+	if err := c.startEtcd(etcdPort, peerPort); err != nil {
+		return err
+	}
+	apiserver, err := c.startAPIServer(etcdPort, certs)
+	if err != nil {
+		return err
+	}
+	admin, err := c.writeKubeconfigs()
+	if err != nil {
+		return err
+	}
+	if err := c.connect(apiserver, admin); err != nil {
+		return err
+	}
+	return c.startControllers(certs.saKey)
+}
 
+// controlPlaneCerts are the files of the API server's serving certificate,
+// of its client certificate for the kubelet and of the service account
+// key pair.
+type controlPlaneCerts struct {
+	apiCert, apiKey                     string
+	kubeletClientCert, kubeletClientKey string
+	saPub, saKey                        string
+}
+
+func (c *Cluster) issueControlPlaneCerts() (controlPlaneCerts, error) {
+	var cc controlPlaneCerts
+	var err error
+	cc.apiCert, cc.apiKey, err = c.pki.issue("apiserver", "kube-apiserver", nil,
+		"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+		"kubernetes.default.svc.cluster.local", "198.51.100.1")
+	if err != nil {
+		return cc, err
+	}
+	cc.kubeletClientCert, cc.kubeletClientKey, err = c.pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"})
+	if err != nil {
+		return cc, err
+	}
+	cc.saPub, cc.saKey, err = c.pki.serviceAccountKey()
+	return cc, err
+}
+
+// startEtcd starts etcd and waits for it to be healthy.
+func (c *Cluster) startEtcd(port, peerPort int) error {
 	etcd, err := c.run("etcd", "control", c.bin.etcd,
 		"--name=kubetest", "--data-dir="+filepath.Join(c.dir, "etcd"),
-		fmt.Sprintf("--listen-client-urls=http://127.0.0.1:%d", etcdPort),
-		fmt.Sprintf("--advertise-client-urls=http://127.0.0.1:%d", etcdPort),
+		fmt.Sprintf("--listen-client-urls=http://127.0.0.1:%d", port),
+		fmt.Sprintf("--advertise-client-urls=http://127.0.0.1:%d", port),
 		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", peerPort),
 		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", peerPort),
 		fmt.Sprintf("--initial-cluster=kubetest=http://127.0.0.1:%d", peerPort),
@@ -217,34 +251,36 @@ func (c *Cluster) startControlPlane() error {
 		return err
 	}
 	plain := &http.Client{Timeout: 5 * time.Second}
-	if err := waitReady(context.Background(), etcd, "healthy", func(ctx context.Context) error {
-		return httpOK(ctx, plain, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort))
-	}); err != nil {
-		return err
-	}
+	return waitReady(context.Background(), etcd, "healthy", func(ctx context.Context) error {
+		return httpOK(ctx, plain, fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	})
+}
 
-	apiserver, err := c.run("kube-apiserver", "control", c.bin.apiserver,
+// startAPIServer starts the API server on c.apiPort, storing in etcd on
+// etcdPort; connect waits for it.
+func (c *Cluster) startAPIServer(etcdPort int, certs controlPlaneCerts) (*process, error) {
+	return c.run("kube-apiserver", "control", c.bin.apiserver,
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", etcdPort),
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", c.apiPort),
-		"--tls-cert-file="+apiCert, "--tls-private-key-file="+apiKey,
+		"--tls-cert-file="+certs.apiCert, "--tls-private-key-file="+certs.apiKey,
 		"--client-ca-file="+c.pki.CAFile(),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
+		"--service-account-key-file="+certs.saPub, "--service-account-signing-key-file="+certs.saKey,
 		"--service-cluster-ip-range="+serviceRange,
 		// The advertised address is a loopback one, which an Endpoints
 		// object may not hold.
 		"--endpoint-reconciler-type=none",
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
-		"--kubelet-client-certificate="+kubeletClientCert, "--kubelet-client-key="+kubeletClientKey,
+		"--kubelet-client-certificate="+certs.kubeletClientCert, "--kubelet-client-key="+certs.kubeletClientKey,
 		"--kubelet-preferred-address-types=Hostname",
 		"--allow-privileged=false", "--profiling=false",
 		"--cert-dir="+filepath.Join(c.dir, "pki", "apiserver-generated"))
-	if err != nil {
-		return err
-	}
+}
 
-	// The administrator's kubeconfig and the components'.
+// writeKubeconfigs writes the administrator's kubeconfig and the
+// components', and returns the administrator's certificate and key files.
+func (c *Cluster) writeKubeconfigs() ([2]string, error) {
 	users := map[string][2]string{}
 	for _, u := range []struct{ name, cn, org string }{
 		{"admin", "kubetest-admin", "system:masters"},
@@ -258,16 +294,21 @@ func (c *Cluster) startControlPlane() error {
 		}
 		cert, key, err := c.pki.issue(u.name, u.cn, orgs)
 		if err != nil {
-			return err
+			return [2]string{}, err
 		}
 		users[u.name] = [2]string{cert, key}
 		if err := c.writeKubeconfig(filepath.Join(c.dir, u.name+".kubeconfig"),
 			fmt.Sprintf("client-certificate: %s\nclient-key: %s\n", cert, key), ""); err != nil {
-			return err
+			return [2]string{}, err
 		}
 	}
 	c.kubeconfig = filepath.Join(c.dir, "admin.kubeconfig")
-	admin := users["admin"]
+	return users["admin"], nil
+}
+
+// connect waits, as the administrator, for the API server to be ready and
+// makes the cluster's client.
+func (c *Cluster) connect(apiserver *process, admin [2]string) error {
 	pair, err := tls.LoadX509KeyPair(admin[0], admin[1])
 	if err != nil {
 		return err
@@ -288,7 +329,12 @@ func (c *Cluster) startControlPlane() error {
 		return err
 	}
 	c.logf("API server ready on 127.0.0.1:%d", c.apiPort)
+	return nil
+}
 
+// startControllers starts the controller manager, which signs service
+// account tokens with saKey, and the scheduler.
+func (c *Cluster) startControllers(saKey string) error {
 	if _, err := c.run("kube-controller-manager", "control", c.bin.controllerManager,
 		"--kubeconfig="+filepath.Join(c.dir, "controller-manager.kubeconfig"),
 		"--secure-port=0", "--leader-elect=false",
