@@ -357,8 +357,49 @@ func (c *Cluster) containerdSocket() string { return filepath.Join(c.dir, "conta
 // sandbox image and the storage provisioner, and waits for the node to be
 // Ready.
 func (c *Cluster) startNode() error {
+	if err := c.startContainerd(); err != nil {
+		return err
+	}
+	pause, err := staticImage(pauseImage, filepath.Join(c.dir, "bin", "kubetest-pause"), 65535, "pause")
+	if err != nil {
+		return err
+	}
+	if err := c.importImage(pause); err != nil {
+		return err
+	}
+	if err := c.installCNI(); err != nil {
+		return err
+	}
+	if err := c.startProvisioner(); err != nil {
+		return err
+	}
+	return c.startKubelet()
+}
+
+// startContainerd starts containerd and waits for it to serve.
+func (c *Cluster) startContainerd() error {
 	d := c.dir
-	config := fmt.Sprintf(`version = 2
+	if err := os.WriteFile(filepath.Join(d, "containerd.toml"), []byte(c.containerdConfig()), 0o644); err != nil {
+		return err
+	}
+	containerd, err := c.run("containerd", "runtime", c.bin.containerd, "--config="+filepath.Join(d, "containerd.toml"), "--log-level=warn")
+	if err != nil {
+		return err
+	}
+	return waitReady(context.Background(), containerd, "serving", func(ctx context.Context) error {
+		out, err := exec.CommandContext(ctx, c.bin.ctr, "--address", c.containerdSocket(), "version").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	})
+}
+
+// containerdConfig is containerd's configuration: everything it keeps is
+// below the cluster's directory.
+func (c *Cluster) containerdConfig() string {
+	d := c.dir
+	return fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
 # Snapshotters and tracing the node does not use.
@@ -396,32 +437,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 `, filepath.Join(d, "containerd", "root"), filepath.Join(d, "containerd", "state"), c.containerdSocket(),
 		filepath.Join(d, "containerd", "opt"), pauseImage, filepath.Join(d, "cni", "bin"), filepath.Join(d, "cni", "net.d"),
 		filepath.Join(d, "containerd", "runc"))
-	if err := os.WriteFile(filepath.Join(d, "containerd.toml"), []byte(config), 0o644); err != nil {
-		return err
-	}
-	containerd, err := c.run("containerd", "runtime", c.bin.containerd, "--config="+filepath.Join(d, "containerd.toml"), "--log-level=warn")
-	if err != nil {
-		return err
-	}
-	if err := waitReady(context.Background(), containerd, "serving", func(ctx context.Context) error {
-		out, err := exec.CommandContext(ctx, c.bin.ctr, "--address", c.containerdSocket(), "version").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%w: %s", err, out)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	pause, err := staticImage(pauseImage, filepath.Join(d, "bin", "kubetest-pause"), 65535, "pause")
-	if err != nil {
-		return err
-	}
-	if err := c.importImage(pause); err != nil {
-		return err
-	}
+}
 
-	// The CNI plugin and its configuration; containerd brings up each
-	// pod's lo with the loopback plugin itself.
+// installCNI installs the CNI plugin and its configuration; containerd
+// brings up each pod's lo with the loopback plugin itself.
+func (c *Cluster) installCNI() error {
+	d := c.dir
+	var err error
 	if c.cni, err = newCNIServer(c, filepath.Join(d, "cni.sock")); err != nil {
 		return err
 	}
@@ -432,18 +454,44 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 		return err
 	}
 	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "kubetest", "plugins": [{"type": "kubetest-cni", "socket": %q}]}`, filepath.Join(d, "cni.sock"))
-	if err := os.WriteFile(filepath.Join(d, "cni", "net.d", "10-kubetest.conflist"), []byte(conf), 0o644); err != nil {
-		return err
-	}
+	return os.WriteFile(filepath.Join(d, "cni", "net.d", "10-kubetest.conflist"), []byte(conf), 0o644)
+}
 
+// startProvisioner creates the storage class and starts the provisioner
+// of its volumes, which runs until c.cancel.
+func (c *Cluster) startProvisioner() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	if _, err := c.client.StorageV1().StorageClasses().Create(ctx, storageClass(), metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	prov := &provisioner{client: c.client, dir: filepath.Join(d, "volumes"), logf: c.logf}
+	prov := &provisioner{client: c.client, dir: filepath.Join(c.dir, "volumes"), logf: c.logf}
 	c.wg.Go(func() { prov.run(ctx) })
+	return nil
+}
 
+// startKubelet starts the kubelet and waits for the node to be Ready.
+func (c *Cluster) startKubelet() error {
+	d := c.dir
+	if err := c.writeKubeletConfig(); err != nil {
+		return err
+	}
+	kubelet, err := c.run("kubelet", "kubelet", c.bin.kubelet,
+		"--config="+filepath.Join(d, "kubelet.yaml"),
+		"--kubeconfig="+filepath.Join(d, "kubelet.kubeconfig"),
+		"--root-dir="+filepath.Join(d, "kubelet"),
+		"--cert-dir="+filepath.Join(d, "kubelet", "pki"),
+		"--hostname-override="+NodeName, "--v=2")
+	if err != nil {
+		return err
+	}
+	return waitReady(context.Background(), kubelet, "Ready", c.nodeReady)
+}
+
+// writeKubeletConfig issues the kubelet's serving certificate and writes
+// its configuration, kubelet.yaml.
+func (c *Cluster) writeKubeletConfig() error {
+	d := c.dir
 	servingCert, servingKey, err := c.pki.issue("kubelet-serving", NodeName, nil, NodeName, "127.0.0.1")
 	if err != nil {
 		return err
@@ -494,31 +542,22 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 `, ports[0], ports[1], servingCert, servingKey, c.pki.CAFile(), c.containerdSocket(), c.state.Cgroup,
 		filepath.Join(d, "volume-plugins"), filepath.Join(d, "pod-logs"))
-	if err := os.WriteFile(filepath.Join(d, "kubelet.yaml"), []byte(kubeletConfig), 0o644); err != nil {
-		return err
-	}
-	kubelet, err := c.run("kubelet", "kubelet", c.bin.kubelet,
-		"--config="+filepath.Join(d, "kubelet.yaml"),
-		"--kubeconfig="+filepath.Join(d, "kubelet.kubeconfig"),
-		"--root-dir="+filepath.Join(d, "kubelet"),
-		"--cert-dir="+filepath.Join(d, "kubelet", "pki"),
-		"--hostname-override="+NodeName, "--v=2")
+	return os.WriteFile(filepath.Join(d, "kubelet.yaml"), []byte(kubeletConfig), 0o644)
+}
+
+// nodeReady reports why the node is not Ready yet, if it is not.
+func (c *Cluster) nodeReady(ctx context.Context) error {
+	node, err := c.client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
-	return waitReady(context.Background(), kubelet, "Ready", func(ctx context.Context) error {
-		node, err := c.client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		for _, cond := range node.Status.Conditions {
-			if cond.Type == corev1.NodeReady {
-				if cond.Status == corev1.ConditionTrue {
-					return nil
-				}
-				return fmt.Errorf("node %s: %s", cond.Reason, cond.Message)
+	for _, cond := range node.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			if cond.Status == corev1.ConditionTrue {
+				return nil
 			}
+			return fmt.Errorf("node %s: %s", cond.Reason, cond.Message)
 		}
-		return errors.New("node has no Ready condition yet")
-	})
+	}
+	return errors.New("node has no Ready condition yet")
 }
