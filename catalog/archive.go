@@ -121,47 +121,134 @@ type LoadOptions struct {
 // issues stop it (IssuesOn). Load returns an error only when it cannot list
 // the store or ctx ends.
 func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, error) {
+	objs, genObjs, err := listArchive(ctx, st, opts)
+	if err != nil {
+		return nil, err
+	}
+	a := &Archive{}
+	a.Generations, a.Issues = ReadGenerations(genObjs)
+	l := &loader{st: st, a: a, concurrency: opts.Concurrency}
+	if l.concurrency <= 0 {
+		l.concurrency = 16
+	}
+	byTL := l.keysByTimeline(objs)
+	ids := make([]TimelineID, 0, len(byTL))
+	for id := range byTL {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	// Each step below is one of the rules, in the order they apply; each
+	// reports what it leaves out.
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		k := byTL[id]
+		a.Superseded = append(a.Superseded, k.stale...)
+		if k.onlySuperseded() {
+			for _, g := range k.complete {
+				a.Superseded = append(a.Superseded, CompleteKey(id, g))
+			}
+			continue
+		}
+		ts, err := l.readTimelineRecord(ctx, id, k)
+		if err != nil {
+			return nil, err
+		}
+		if k.hasPruned {
+			if err := l.readPruned(ctx, ts); err != nil {
+				return nil, err
+			}
+		}
+		segs, foreign, err := l.readSegments(ctx, ts, k)
+		if err != nil {
+			return nil, err
+		}
+		ts.Segments = dropCovered(segs)
+		l.judgeDataObjects(ts, k, foreign)
+		stale, err := ts.loadComplete(ctx, st, a.Generations, k.complete, l.issue)
+		if err != nil {
+			return nil, err
+		}
+		a.Superseded = append(a.Superseded, stale...)
+		a.Timelines = append(a.Timelines, ts)
+	}
+	sort.SliceStable(a.Issues, func(i, j int) bool { return a.Issues[i].Key < a.Issues[j].Key })
+	sort.Strings(a.Superseded)
+	return a, nil
+}
+
+// listArchive returns the keys Load judges: those of the binlog archive (of
+// one timeline, when opts names one) and the writer generations' records,
+// from opts.Listing when the caller took one.
+func listArchive(ctx context.Context, st storage.Storage, opts LoadOptions) (objs, genObjs []storage.ObjectInfo, err error) {
 	prefix := BinlogPrefix
 	if opts.Timeline != 0 {
 		prefix = TimelinePrefix(opts.Timeline)
 	}
-	var objs, genObjs []storage.ObjectInfo
-	if opts.Listing != nil {
-		for _, o := range opts.Listing {
-			switch {
-			case strings.HasPrefix(o.Key, prefix):
-				objs = append(objs, o)
-			case strings.HasPrefix(o.Key, GenerationPrefix):
-				genObjs = append(genObjs, o)
-			}
-		}
-	} else {
-		var err error
+	if opts.Listing == nil {
 		if objs, err = st.List(ctx, prefix); err != nil {
-			return nil, fmt.Errorf("list %s: %w", prefix, err)
+			return nil, nil, fmt.Errorf("list %s: %w", prefix, err)
 		}
 		if genObjs, err = st.List(ctx, GenerationPrefix); err != nil {
-			return nil, fmt.Errorf("list %s: %w", GenerationPrefix, err)
+			return nil, nil, fmt.Errorf("list %s: %w", GenerationPrefix, err)
+		}
+		return objs, genObjs, nil
+	}
+	for _, o := range opts.Listing {
+		switch {
+		case strings.HasPrefix(o.Key, prefix):
+			objs = append(objs, o)
+		case strings.HasPrefix(o.Key, GenerationPrefix):
+			genObjs = append(genObjs, o)
 		}
 	}
-	a := &Archive{}
-	a.Generations, a.Issues = ReadGenerations(genObjs)
-	gens := a.Generations
+	return objs, genObjs, nil
+}
 
-	type tlKeys struct {
-		records   []Generation // timeline records, by generation
-		hasPruned bool
-		complete  []Generation
-		segs      []SegmentRef
-		data      map[SegmentRef]string
-		sizes     map[SegmentRef]int64
-		stale     []string // superseded keys
-	}
-	byTL := map[TimelineID]*tlKeys{}
-	get := func(id TimelineID) *tlKeys {
+// loader is what Load's rules share while they judge one archive.
+type loader struct {
+	st          storage.Storage
+	a           *Archive
+	concurrency int // parallel reads of index records
+	mu          sync.Mutex
+}
+
+// issue reports an object Load leaves out. It is safe for concurrent use.
+func (l *loader) issue(tl TimelineID, key string, kind IssueKind, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.a.Issues = append(l.a.Issues, Issue{Timeline: tl, Key: key, Kind: kind, Detail: fmt.Sprintf(format, args...)})
+}
+
+// timelineKeys are one timeline's keys, by what they name.
+type timelineKeys struct {
+	records   []Generation // timeline records, by generation
+	hasPruned bool
+	complete  []Generation
+	segs      []SegmentRef
+	data      map[SegmentRef]string
+	sizes     map[SegmentRef]int64
+	stale     []string // superseded keys
+}
+
+// onlySuperseded reports whether the timeline holds nothing but what a
+// superseded writer left, and maybe its completeness records: then it is
+// not a timeline of the archive.
+func (k *timelineKeys) onlySuperseded() bool {
+	return len(k.records) == 0 && len(k.segs) == 0 && len(k.data) == 0 && !k.hasPruned
+}
+
+// keysByTimeline files each key under the timeline it belongs to, setting
+// aside the keys a superseded writer generation stored. A key that does not
+// parse is reported as foreign and filed under no timeline.
+func (l *loader) keysByTimeline(objs []storage.ObjectInfo) map[TimelineID]*timelineKeys {
+	gens := l.a.Generations
+	byTL := map[TimelineID]*timelineKeys{}
+	get := func(id TimelineID) *timelineKeys {
 		k := byTL[id]
 		if k == nil {
-			k = &tlKeys{data: map[SegmentRef]string{}, sizes: map[SegmentRef]int64{}}
+			k = &timelineKeys{data: map[SegmentRef]string{}, sizes: map[SegmentRef]int64{}}
 			byTL[id] = k
 		}
 		return k
@@ -188,7 +275,7 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 		if err != nil {
 			// Not ours: reported, never deleted, and filed under no
 			// timeline (it takes nothing from one).
-			a.Issues = append(a.Issues, Issue{Key: o.Key, Kind: IssueForeign, Detail: "the key does not parse as this archive's layout"})
+			l.issue(0, o.Key, IssueForeign, "the key does not parse as this archive's layout")
 			continue
 		}
 		k := get(ref.Timeline)
@@ -203,156 +290,168 @@ func Load(ctx context.Context, st storage.Storage, opts LoadOptions) (*Archive, 
 			k.sizes[ref] = o.Size
 		}
 	}
-	ids := make([]TimelineID, 0, len(byTL))
-	for id := range byTL {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return byTL
+}
 
-	var mu sync.Mutex
-	issue := func(tl TimelineID, key string, kind IssueKind, format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		a.Issues = append(a.Issues, Issue{Timeline: tl, Key: key, Kind: kind, Detail: fmt.Sprintf(format, args...)})
+// readTimelineRecord reads the timeline's record: there must be one, of
+// one generation, readable and describing the timeline its key names.
+// Without such a record the timeline is kept all the same, with the reason
+// "unknown", so that its segments are not silently ignored. It returns an
+// error only when the reader's keys cannot decrypt the record or ctx ends.
+func (l *loader) readTimelineRecord(ctx context.Context, id TimelineID, k *timelineKeys) (*TimelineState, error) {
+	ts := &TimelineState{}
+	if len(k.records) == 0 {
+		// Segments without a timeline record: the record's upload was lost.
+		// Keep them visible so that nothing is silently ignored.
+		ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is missing"}
+		if len(k.segs) > 0 || len(k.data) > 0 {
+			l.issue(id, TimelineKey(id), IssueMissing, "timeline %d has segments but no timeline record", uint32(id))
+		}
+		return ts, nil
 	}
-	for _, id := range ids {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	slices.Sort(k.records)
+	for _, g := range k.records[1:] {
+		l.issue(id, TimelineRecordKey(id, g), IssueBadRecord, "a second record for timeline %d (the first is %s)", uint32(id), TimelineRecordKey(id, k.records[0]))
+	}
+	key := TimelineRecordKey(id, k.records[0])
+	err := GetJSON(ctx, l.st, key, &ts.Timeline)
+	if errors.Is(err, crypt.ErrNoIdentity) {
+		return nil, err // the reader's keys, not the archive, are wrong
+	}
+	kind := kindOf(err)
+	if err == nil && (ts.ID != id || ts.Gen != k.records[0]) {
+		err, kind = fmt.Errorf("timeline record %s describes timeline %d of generation %d", key, uint32(ts.ID), ts.Gen), IssueBadRecord
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		l.issue(id, key, kind, "%v", err)
+		ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is unreadable"}
+	}
+	return ts, nil
+}
+
+// readPruned reads the record of how far retention pruned the timeline's
+// head. An unreadable one is reported and the timeline is judged as if it
+// had none.
+func (l *loader) readPruned(ctx context.Context, ts *TimelineState) error {
+	var p Pruned
+	if err := GetJSON(ctx, l.st, PrunedKey(ts.ID), &p); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		k := byTL[id]
-		a.Superseded = append(a.Superseded, k.stale...)
-		if len(k.records) == 0 && len(k.segs) == 0 && len(k.data) == 0 && !k.hasPruned {
-			// Nothing but what a superseded writer left, and maybe its
-			// completeness records: not a timeline of the archive.
-			for _, g := range k.complete {
-				a.Superseded = append(a.Superseded, CompleteKey(id, g))
-			}
-			continue
-		}
-		ts := &TimelineState{}
-		switch len(k.records) {
-		case 0:
-			// Segments without a timeline record: the record's upload was lost.
-			// Keep them visible so that nothing is silently ignored.
-			ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is missing"}
-			if len(k.segs) > 0 || len(k.data) > 0 {
-				issue(id, TimelineKey(id), IssueMissing, "timeline %d has segments but no timeline record", uint32(id))
-			}
-		default:
-			slices.Sort(k.records)
-			for _, g := range k.records[1:] {
-				issue(id, TimelineRecordKey(id, g), IssueBadRecord, "a second record for timeline %d (the first is %s)", uint32(id), TimelineRecordKey(id, k.records[0]))
-			}
-			key := TimelineRecordKey(id, k.records[0])
-			err := GetJSON(ctx, st, key, &ts.Timeline)
-			if errors.Is(err, crypt.ErrNoIdentity) {
-				return nil, err // the reader's keys, not the archive, are wrong
-			}
-			kind := kindOf(err)
-			if err == nil && (ts.ID != id || ts.Gen != k.records[0]) {
-				err, kind = fmt.Errorf("timeline record %s describes timeline %d of generation %d", key, uint32(ts.ID), ts.Gen), IssueBadRecord
-			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
+		l.issue(ts.ID, PrunedKey(ts.ID), kindOf(err), "%v", err)
+		return nil
+	}
+	ts.Pruned = &p
+	return nil
+}
+
+// readSegments reads the timeline's index records in parallel and returns
+// the segments that can be used (readSegment), and the records found to be
+// of another archive. It returns an error only when ctx ends.
+func (l *loader) readSegments(ctx context.Context, ts *TimelineState, k *timelineKeys) ([]*Segment, map[SegmentRef]bool, error) {
+	segs := make([]*Segment, len(k.segs))
+	foreign := map[SegmentRef]bool{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(l.concurrency)
+	for i, ref := range k.segs {
+		g.Go(func() error {
+			s, isForeign, err := l.readSegment(gctx, ts, ref)
 			if err != nil {
-				issue(id, key, kind, "%v", err)
-				ts.Timeline = Timeline{ID: id, Reason: "unknown", Detail: "timeline record is unreadable"}
+				return err
 			}
-		}
-		if k.hasPruned {
-			var p Pruned
-			if err := GetJSON(ctx, st, PrunedKey(id), &p); err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				issue(id, PrunedKey(id), kindOf(err), "%v", err)
-			} else {
-				ts.Pruned = &p
+			if isForeign {
+				l.mu.Lock()
+				foreign[ref] = true
+				l.mu.Unlock()
 			}
-		}
-		segs := make([]*Segment, len(k.segs))
-		g, gctx := errgroup.WithContext(ctx)
-		n := opts.Concurrency
-		if n <= 0 {
-			n = 16
-		}
-		g.SetLimit(n)
-		foreign := map[SegmentRef]bool{}
-		for i, ref := range k.segs {
-			g.Go(func() error {
-				var s Segment
-				err := GetJSON(gctx, st, ref.RecordKey(), &s)
-				if err != nil && gctx.Err() != nil {
-					return gctx.Err()
-				}
-				if errors.Is(err, crypt.ErrNoIdentity) {
-					// Encrypted for other keys than the timeline's record,
-					// which this reader could decrypt: another archive's.
-					issue(id, ref.RecordKey(), IssueForeign, "%v", err)
-					return nil
-				}
-				if err != nil {
-					issue(id, ref.RecordKey(), kindOf(err), "%v", err)
-					return nil
-				}
-				if s.Ref() != ref {
-					err = fmt.Errorf("index record %s describes %s", ref.RecordKey(), s.Ref().RecordKey())
-				} else {
-					err = s.Validate()
-				}
-				if err != nil {
-					issue(id, ref.RecordKey(), IssueBadRecord, "%v", err)
-					return nil
-				}
-				if s.TimelineUID != "" && ts.UID != "" && s.TimelineUID != ts.UID {
-					mu.Lock()
-					foreign[ref] = true
-					mu.Unlock()
-					issue(id, ref.RecordKey(), IssueForeign, "index record of timeline uid %s filed under timeline %d (uid %s): it belongs to another archive",
-						s.TimelineUID, uint32(id), ts.UID)
-					return nil
-				}
-				size, ok := k.sizes[ref]
-				switch {
-				case !ok:
-					issue(id, ref.DataKey(), IssueMissing, "data object is missing (its index record %s exists)", ref.RecordKey())
-					return nil
-				case s.StoredSize > 0 && size < s.StoredSize:
-					issue(id, ref.DataKey(), IssueTruncated, "holds %d bytes, its index record says %d", size, s.StoredSize)
-					return nil
-				case s.StoredSize > 0 && size > s.StoredSize:
-					issue(id, ref.DataKey(), IssueCorrupt, "holds %d bytes, its index record says %d", size, s.StoredSize)
-					return nil
-				}
-				segs[i] = &s
+			if s == nil {
 				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return nil, err
-		}
-		segs = slices.DeleteFunc(segs, func(s *Segment) bool { return s == nil })
-		ts.Segments = dropCovered(segs)
-		for ref, key := range k.data {
-			switch {
-			case foreign[ref]:
-				issue(id, key, IssueForeign, "data of the foreign index record %s", ref.RecordKey())
-			case !hasRecord(k.segs, ref):
-				ts.Orphans = append(ts.Orphans, key)
 			}
-		}
-		sort.Strings(ts.Orphans)
-		stale, err := ts.loadComplete(ctx, st, gens, k.complete, issue)
-		if err != nil {
-			return nil, err
-		}
-		a.Superseded = append(a.Superseded, stale...)
-		a.Timelines = append(a.Timelines, ts)
+			size, ok := k.sizes[ref]
+			if l.dataMatches(ts.ID, s, size, ok) {
+				segs[i] = s
+			}
+			return nil
+		})
 	}
-	sort.SliceStable(a.Issues, func(i, j int) bool { return a.Issues[i].Key < a.Issues[j].Key })
-	sort.Strings(a.Superseded)
-	return a, nil
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	return slices.DeleteFunc(segs, func(s *Segment) bool { return s == nil }), foreign, nil
+}
+
+// readSegment reads an index record and judges it: it must be readable,
+// describe the segment its key names, be valid, and be of this archive
+// (the timeline's UID). It returns nil, having reported why, when the
+// record cannot be used, and sets foreign when it is of another archive.
+func (l *loader) readSegment(ctx context.Context, ts *TimelineState, ref SegmentRef) (seg *Segment, foreign bool, err error) {
+	id, key := ts.ID, ref.RecordKey()
+	var s Segment
+	err = GetJSON(ctx, l.st, key, &s)
+	if err != nil && ctx.Err() != nil {
+		return nil, false, ctx.Err()
+	}
+	if errors.Is(err, crypt.ErrNoIdentity) {
+		// Encrypted for other keys than the timeline's record,
+		// which this reader could decrypt: another archive's.
+		l.issue(id, key, IssueForeign, "%v", err)
+		return nil, false, nil
+	}
+	if err != nil {
+		l.issue(id, key, kindOf(err), "%v", err)
+		return nil, false, nil
+	}
+	if s.Ref() != ref {
+		err = fmt.Errorf("index record %s describes %s", key, s.Ref().RecordKey())
+	} else {
+		err = s.Validate()
+	}
+	if err != nil {
+		l.issue(id, key, IssueBadRecord, "%v", err)
+		return nil, false, nil
+	}
+	if s.TimelineUID != "" && ts.UID != "" && s.TimelineUID != ts.UID {
+		l.issue(id, key, IssueForeign, "index record of timeline uid %s filed under timeline %d (uid %s): it belongs to another archive",
+			s.TimelineUID, uint32(id), ts.UID)
+		return nil, true, nil
+	}
+	return &s, false, nil
+}
+
+// dataMatches reports whether the segment's data object is listed (exists
+// says so) with the size its index record gives, reporting it otherwise.
+func (l *loader) dataMatches(tl TimelineID, s *Segment, size int64, exists bool) bool {
+	ref := s.Ref()
+	switch {
+	case !exists:
+		l.issue(tl, ref.DataKey(), IssueMissing, "data object is missing (its index record %s exists)", ref.RecordKey())
+		return false
+	case s.StoredSize > 0 && size < s.StoredSize:
+		l.issue(tl, ref.DataKey(), IssueTruncated, "holds %d bytes, its index record says %d", size, s.StoredSize)
+		return false
+	case s.StoredSize > 0 && size > s.StoredSize:
+		l.issue(tl, ref.DataKey(), IssueCorrupt, "holds %d bytes, its index record says %d", size, s.StoredSize)
+		return false
+	}
+	return true
+}
+
+// judgeDataObjects files the timeline's data objects without an index
+// record as orphans (an interrupted upload), and reports the data of index
+// records of another archive.
+func (l *loader) judgeDataObjects(ts *TimelineState, k *timelineKeys, foreign map[SegmentRef]bool) {
+	for ref, key := range k.data {
+		switch {
+		case foreign[ref]:
+			l.issue(ts.ID, key, IssueForeign, "data of the foreign index record %s", ref.RecordKey())
+		case !hasRecord(k.segs, ref):
+			ts.Orphans = append(ts.Orphans, key)
+		}
+	}
+	sort.Strings(ts.Orphans)
 }
 
 // kindOf classifies an error reading a record.
