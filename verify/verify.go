@@ -115,18 +115,61 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range listing {
-		if !ourKey(o.Key) {
-			r.Objects = append(r.Objects, catalog.Issue{Key: o.Key, Kind: catalog.IssueForeign, Detail: "the key does not parse as this archive's layout"})
-		}
-	}
+	r.Objects = append(r.Objects, foreignKeys(listing)...)
 	opts.Logger.Info("verifying", "objects", len(listing), "timelines", len(arch.Timelines), "snapshots", len(snaps))
 
 	// Read every usable segment and every object of every snapshot of ours.
-	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
-	reads := map[*catalog.Segment]segmentRead{}
+	d := &dataReads{g: g, st: st, r: r, segments: map[*catalog.Segment]segmentRead{}}
+	d.readSegments(gctx, arch, snapshotPoints(arch, snaps))
+	d.readSnapshotObjects(gctx, snaps, listing)
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	reads := d.segments
+
+	// Judge the chain on the segments that can be used, with the GTIDs their
+	// bytes hold: a damaged segment breaks it just as a missing one does.
+	whole, bad := usableSegments(arch, reads)
+	r.Objects = append(r.Objects, bad...)
+	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	r.judgeTimelines(whole)
+	r.Gaps = whole.Gaps()
+	if r.Gaps == nil {
+		r.Gaps = []catalog.Gap{}
+	}
+
+	checkGTIDStates(arch, whole, reads, snaps)
+	good := r.judgeSnapshots(whole, snaps)
+	r.Windows = catalog.Windows(whole, good)
+	if r.Windows == nil {
+		r.Windows = []catalog.Window{}
+	}
+	r.placeInWindows()
+	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	if len(r.Objects) > 0 {
+		r.Damaged = true
+	}
+	r.Duration = time.Since(begin)
+	return r, nil
+}
+
+// dataReads reads the archive's data in one bounded group of goroutines,
+// adding up in the report the bytes read.
+type dataReads struct {
+	g  *errgroup.Group
+	st storage.Storage
+	mu sync.Mutex // guards r and segments
+	r  *Report
+	// segments is what reading each segment found.
+	segments map[*catalog.Segment]segmentRead
+}
+
+// snapshotPoints returns, for each segment that holds a snapshot's position
+// inside it, those positions: where readSegment notes the GTIDs on either
+// side, for gtidStateMismatch.
+func snapshotPoints(arch *catalog.Archive, snaps []*snapshotState) map[*catalog.Segment][]uint64 {
 	points := map[*catalog.Segment][]uint64{}
 	for _, s := range snaps {
 		if s.m == nil {
@@ -136,21 +179,32 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 			points[seg] = append(points[seg], s.m.Binlog.Pos)
 		}
 	}
+	return points
+}
+
+// readSegments reads every segment Load kept.
+func (d *dataReads) readSegments(ctx context.Context, arch *catalog.Archive, points map[*catalog.Segment][]uint64) {
 	for _, tl := range arch.Timelines {
 		for _, seg := range tl.Segments {
-			g.Go(func() error {
-				res, err := readSegment(gctx, st, seg, points[seg])
+			d.g.Go(func() error {
+				res, err := readSegment(ctx, d.st, seg, points[seg])
 				if err != nil {
 					return err
 				}
-				mu.Lock()
-				defer mu.Unlock()
-				r.Bytes += res.n
-				reads[seg] = res
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				d.r.Bytes += res.n
+				d.segments[seg] = res
 				return nil
 			})
 		}
 	}
+}
+
+// readSnapshotObjects reads every object of every snapshot of ours whose
+// listed size matches its manifest's, and adds an unusable object to its
+// snapshot's problems.
+func (d *dataReads) readSnapshotObjects(ctx context.Context, snaps []*snapshotState, listing []storage.ObjectInfo) {
 	sizes := map[string]int64{}
 	for _, o := range listing {
 		sizes[o.Key] = o.Size
@@ -162,19 +216,19 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		for _, o := range s.m.Objects {
 			key := catalog.SnapshotObjectKey(s.m.ID, o.Name)
 			if issue := sizeIssue(key, sizes, o.StoredSize, "the manifest"); issue != nil {
-				mu.Lock()
+				d.mu.Lock()
 				s.add(*issue)
-				mu.Unlock()
+				d.mu.Unlock()
 				continue
 			}
-			g.Go(func() error {
-				n, issue := readObject(gctx, st, s.m.ID, o)
-				if gctx.Err() != nil {
-					return gctx.Err()
+			d.g.Go(func() error {
+				n, issue := readObject(ctx, d.st, s.m.ID, o)
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
-				mu.Lock()
-				defer mu.Unlock()
-				r.Bytes += n
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				d.r.Bytes += n
 				if issue != nil {
 					s.add(*issue)
 				}
@@ -182,13 +236,15 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 			})
 		}
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
+}
 
-	// Judge the chain on the segments that can be used, with the GTIDs their
-	// bytes hold: a damaged segment breaks it just as a missing one does.
+// usableSegments returns the archive with only the segments whose bytes
+// read through, each with the GTIDs its bytes hold, and the issues of the
+// others. A segment whose bytes hold other GTIDs than its index record
+// lists is not usable.
+func usableSegments(arch *catalog.Archive, reads map[*catalog.Segment]segmentRead) (*catalog.Archive, []catalog.Issue) {
 	whole := &catalog.Archive{}
+	var bad []catalog.Issue
 	for _, tl := range arch.Timelines {
 		kept := *tl
 		kept.Segments = nil
@@ -199,7 +255,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 					"the index record lists GTIDs %s, the segment's bytes hold %s", fmtRanges(seg.GTIDs), fmtRanges(res.gtids))}
 			}
 			if res.issue != nil {
-				r.Objects = append(r.Objects, *res.issue)
+				bad = append(bad, *res.issue)
 				continue
 			}
 			s := *seg
@@ -208,33 +264,46 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		}
 		whole.Timelines = append(whole.Timelines, &kept)
 	}
-	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	return whole, bad
+}
+
+// judgeTimelines adds the verdict on each timeline of usable segments to
+// the report, whose Objects are complete and in key order: a break in one
+// damages the archive.
+func (r *Report) judgeTimelines(whole *catalog.Archive) {
 	for _, tl := range whole.Timelines {
-		tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
-		if tl.Complete != nil {
-			tr.CompleteAt = tl.Complete.At
-		}
-		tr.Breaks, tr.GTIDJumps = tl.Breaks()
-		for _, s := range tl.Segments {
-			tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
-			tr.UnknownGTIDs += s.UnknownGTIDs
-		}
-		prefix := catalog.TimelinePrefix(tl.ID)
-		for _, o := range r.Objects {
-			if strings.HasPrefix(o.Key, prefix) && o.Kind != catalog.IssueForeign {
-				tr.Bad = append(tr.Bad, o.String())
-			}
-		}
+		tr := timelineReport(tl, r.Objects)
 		if len(tr.Breaks) > 0 {
 			r.Damaged = true
 		}
 		r.Timelines = append(r.Timelines, tr)
 	}
-	r.Gaps = whole.Gaps()
-	if r.Gaps == nil {
-		r.Gaps = []catalog.Gap{}
-	}
+}
 
+// timelineReport is the verdict on a timeline of usable segments; objects
+// are the archive's unusable and foreign objects.
+func timelineReport(tl *catalog.TimelineState, objects []catalog.Issue) TimelineReport {
+	tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
+	if tl.Complete != nil {
+		tr.CompleteAt = tl.Complete.At
+	}
+	tr.Breaks, tr.GTIDJumps = tl.Breaks()
+	for _, s := range tl.Segments {
+		tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
+		tr.UnknownGTIDs += s.UnknownGTIDs
+	}
+	prefix := catalog.TimelinePrefix(tl.ID)
+	for _, o := range objects {
+		if strings.HasPrefix(o.Key, prefix) && o.Kind != catalog.IssueForeign {
+			tr.Bad = append(tr.Bad, o.String())
+		}
+	}
+	return tr
+}
+
+// checkGTIDStates adds to each snapshot's problems a GTID state its
+// manifest records that does not fit the archive at its position.
+func checkGTIDStates(arch, whole *catalog.Archive, reads map[*catalog.Segment]segmentRead, snaps []*snapshotState) {
 	for _, s := range snaps {
 		if s.m != nil {
 			if why := gtidStateMismatch(arch, whole, reads, s.m); why != "" {
@@ -242,6 +311,12 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 			}
 		}
 	}
+}
+
+// judgeSnapshots adds each snapshot's verdict to the report: consistent
+// when all its objects are usable, restorable when a restore can be planned
+// from it on the usable segments. It returns the consistent ones' manifests.
+func (r *Report) judgeSnapshots(whole *catalog.Archive, snaps []*snapshotState) []*catalog.Manifest {
 	var good []*catalog.Manifest
 	for _, s := range snaps {
 		sr := s.report
@@ -256,10 +331,11 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		}
 		r.Snapshots = append(r.Snapshots, sr)
 	}
-	r.Windows = catalog.Windows(whole, good)
-	if r.Windows == nil {
-		r.Windows = []catalog.Window{}
-	}
+	return good
+}
+
+// placeInWindows gives each restorable snapshot the window it starts.
+func (r *Report) placeInWindows() {
 	for i := range r.Snapshots {
 		for _, w := range r.Windows {
 			if r.Snapshots[i].Restorable && slices.Contains(w.Snapshots, r.Snapshots[i].ID) {
@@ -268,12 +344,6 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 			}
 		}
 	}
-	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
-	if len(r.Objects) > 0 {
-		r.Damaged = true
-	}
-	r.Duration = time.Since(begin)
-	return r, nil
 }
 
 // snapshotState is a snapshot being verified.
@@ -359,6 +429,18 @@ func loadSnapshots(ctx context.Context, st storage.Storage, arch *catalog.Archiv
 	return out, nil
 }
 
+// foreignKeys reports the listed keys outside binlog/ and snapshots/ that
+// are not of the archive's layout.
+func foreignKeys(listing []storage.ObjectInfo) []catalog.Issue {
+	var out []catalog.Issue
+	for _, o := range listing {
+		if !ourKey(o.Key) {
+			out = append(out, catalog.Issue{Key: o.Key, Kind: catalog.IssueForeign, Detail: "the key does not parse as this archive's layout"})
+		}
+	}
+	return out
+}
+
 // ourKey reports whether a key outside binlog/ and snapshots/ (which Load
 // and loadSnapshots judge) is of the archive's layout: the lease and the
 // drill records.
@@ -420,18 +502,9 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 	if res.issue != nil {
 		return ""
 	}
-	var before, after []catalog.GTIDRange
-	switch p := m.Binlog.Pos; {
-	case p == seg.End:
-		before = res.gtids
-	case p > seg.Start:
-		var ok bool
-		if before, ok = res.at[p]; !ok {
-			return fmt.Sprintf("position %s is not the start of an event in the archive's %s", m.Binlog, seg.Ref().DataKey())
-		}
-		after = res.after[p]
-	default:
-		after = res.gtids
+	before, after, ok := res.split(seg, m.Binlog.Pos)
+	if !ok {
+		return fmt.Sprintf("position %s is not the start of an event in the archive's %s", m.Binlog, seg.Ref().DataKey())
 	}
 	// The state before the position, from the usable segments before the
 	// segment (a break on the way is reported on its own), then the
@@ -442,18 +515,49 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 	if k < 0 {
 		return ""
 	}
+	diff := stateDiff(set, lastGTIDs(segs[:k], before), firstGTIDs(after, segs[k+1:]))
+	if len(diff) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the manifest's GTID state at %s %s: the snapshot is not of this archive's history at that position",
+		m.Binlog, strings.Join(diff, ", "))
+}
+
+// split returns the GTID ranges of the segment's bytes before pos and from
+// pos on; ok is false when pos, inside the segment, is not the start of an
+// event.
+func (res segmentRead) split(seg *catalog.Segment, pos uint64) (before, after []catalog.GTIDRange, ok bool) {
+	switch {
+	case pos == seg.End:
+		return res.gtids, nil, true
+	case pos > seg.Start:
+		if before, ok = res.at[pos]; !ok {
+			return nil, nil, false
+		}
+		return before, res.after[pos], true
+	default:
+		return nil, res.gtids, true
+	}
+}
+
+// lastGTIDs returns the last GTID of each source in the segments' GTIDs
+// and then in tail.
+func lastGTIDs(segs []*catalog.Segment, tail []catalog.GTIDRange) []catalog.GTID {
 	var seq catalog.GTIDSequence
-	for _, s := range segs[:k] {
-		for _, r := range s.GTIDs {
+	for _, rs := range append(gtidsOf(segs), tail) {
+		for _, r := range rs {
 			_, _, _ = seq.Range(r)
 		}
 	}
-	for _, r := range before {
-		_, _, _ = seq.Range(r)
-	}
+	return seq.Last()
+}
+
+// firstGTIDs returns the first GTID of each source in head and then in
+// the segments' GTIDs.
+func firstGTIDs(head []catalog.GTIDRange, segs []*catalog.Segment) []catalog.GTID {
 	var next []catalog.GTID
 	seen := map[string]bool{}
-	for _, rs := range append([][]catalog.GTIDRange{after}, gtidsOf(segs[k+1:])...) {
+	for _, rs := range append([][]catalog.GTIDRange{head}, gtidsOf(segs)...) {
 		for _, r := range rs {
 			if g, err := catalog.ParseGTID(r.First); err == nil && !seen[g.Source()] {
 				seen[g.Source()] = true
@@ -461,12 +565,18 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 			}
 		}
 	}
+	return next
+}
+
+// stateDiff says where a manifest's GTID set disagrees with the archive's
+// last GTIDs before its position and first ones after it.
+func stateDiff(set catalog.GTIDSet, last, next []catalog.GTID) []string {
 	states := map[string]catalog.GTID{}
 	for _, g := range set.Last() {
 		states[g.Source()] = g
 	}
 	var diff []string
-	for _, h := range seq.Last() {
+	for _, h := range last {
 		switch g, ok := states[h.Source()]; {
 		case !h.MySQL && ok && g != h:
 			diff = append(diff, fmt.Sprintf("says %s where the archive has %s", g, h))
@@ -479,11 +589,7 @@ func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]
 			diff = append(diff, fmt.Sprintf("holds %s, which the archive has after it", g))
 		}
 	}
-	if len(diff) == 0 {
-		return ""
-	}
-	return fmt.Sprintf("the manifest's GTID state at %s %s: the snapshot is not of this archive's history at that position",
-		m.Binlog, strings.Join(diff, ", "))
+	return diff
 }
 
 // gtidsOf returns the GTID ranges of each segment.
