@@ -118,82 +118,32 @@ func Run(ctx context.Context, opts Options) (*catalog.Drill, error) {
 // run restores and checks, filling rec; it returns why the drill failed.
 func run(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger) error {
 	begin := time.Now()
-	arch, err := catalog.Load(ctx, opts.Store, catalog.LoadOptions{})
-	if err != nil {
-		return fmt.Errorf("read the archive: %w", err)
-	}
-	snaps, err := catalog.LoadSnapshots(ctx, opts.Store)
-	if err != nil {
-		return fmt.Errorf("read the snapshots: %w", err)
-	}
-	p, err := restore.Make(arch, snaps.Complete, opts.Target, time.Now())
+	p, err := plan(ctx, opts, rec, log)
 	if err != nil {
 		return err
 	}
-	p.NoteSkipped(snaps)
-	for _, is := range p.Skipped {
-		log.Warn("restore drill skips a snapshot it cannot use", "manifest", is.Key, "why", is.Detail)
-	}
-	rec.Snapshot, rec.Method, rec.FetchedBytes = p.Snapshot.ID, p.Snapshot.Method, p.FetchBytes
-	rec.LastGTID = lastArchivedGTID(p)
-	log.Info("restore drill planned", "snapshot", string(p.Snapshot.ID), "method", p.Snapshot.Method,
-		"timeline", p.Timeline, "segments", len(p.Segments), "fetch_bytes", p.FetchBytes, "last_gtid", rec.LastGTID)
-
-	if opts.Scratch != "" {
-		if err := os.MkdirAll(opts.Scratch, 0o750); err != nil {
-			return fmt.Errorf("scratch directory: %w", err)
-		}
-	}
-	dir, err := os.MkdirTemp(opts.Scratch, "drill-")
+	dir, cleanup, err := makeScratch(opts, log)
 	if err != nil {
-		return fmt.Errorf("scratch directory: %w", err)
+		return err
 	}
-	work := filepath.Join(dir, "w")
-	if sock := filepath.Join(work, "run", "mysqld.sock"); len(sock) > maxSocketPath {
-		os.Remove(dir)
-		return fmt.Errorf("scratch directory %s is too deep: the temporary server's socket %s would pass the %d-byte limit; use a shorter path",
-			opts.Scratch, sock, maxSocketPath)
-	}
-	if opts.KeepScratch {
-		log.Info("the restored datadir is kept", "datadir", filepath.Join(dir, "data"))
-	} else {
-		defer func() {
-			if err := os.RemoveAll(dir); err != nil {
-				log.Warn("remove the drill's scratch directory", "dir", dir, "err", err)
-			}
-		}()
-	}
-	var checking time.Duration // spent in checks, not restoring
-	var stop *restore.Stop
+	defer cleanup()
+	c := &checks{snapshot: p.Snapshot, rec: rec}
 	res, err := restore.Apply(ctx, p, restore.Options{
-		Store: opts.Store, Datadir: filepath.Join(dir, "data"), WorkDir: work,
+		Store: opts.Store, Datadir: dir.datadir(), WorkDir: dir.workdir(),
 		Replay: restore.ReplayServer, Threads: opts.Threads, Logger: log, Programs: opts.Programs,
-		AfterSnapshot: func(ctx context.Context, srv *mysql.Config) error {
-			t := time.Now()
-			defer func() { checking += time.Since(t) }()
-			n, err := checkTables(ctx, srv, p.Snapshot)
-			rec.TablesChecked = n
-			return err
-		},
-		AfterReplay: func(ctx context.Context, srv *mysql.Config, s *restore.Stop) error {
-			t := time.Now()
-			defer func() { checking += time.Since(t) }()
-			stop = s
-			state, err := checkGTID(ctx, srv, p.Snapshot, rec.LastGTID)
-			rec.GTIDState = state
-			return err
-		},
+		AfterSnapshot: c.afterSnapshot,
+		AfterReplay:   c.afterReplay,
 	})
-	if stop != nil {
-		rec.Transactions = stop.Transactions
-		pos := stop.Position
+	if c.stop != nil {
+		rec.Transactions = c.stop.Transactions
+		pos := c.stop.Position
 		rec.Stop = &pos
 		rec.RestoredBytes = p.Snapshot.Bytes
-		for _, f := range stop.Files {
+		for _, f := range c.stop.Files {
 			rec.RestoredBytes += int64(f.To - f.From)
 		}
 	}
-	rec.RestoreDuration = time.Since(begin) - checking
+	rec.RestoreDuration = time.Since(begin) - c.took
 	if err != nil {
 		return err
 	}
@@ -204,4 +154,99 @@ func run(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger
 		return fmt.Errorf("restored from snapshot %s, but a newer one cannot be used: %s: %s", p.Snapshot.ID, is.Key, is.Detail)
 	}
 	return nil
+}
+
+// plan reads the archive and plans the drill's restore, recording in rec
+// the snapshot it starts from and the last GTID it must reach.
+func plan(ctx context.Context, opts Options, rec *catalog.Drill, log *slog.Logger) (*restore.Plan, error) {
+	arch, err := catalog.Load(ctx, opts.Store, catalog.LoadOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("read the archive: %w", err)
+	}
+	snaps, err := catalog.LoadSnapshots(ctx, opts.Store)
+	if err != nil {
+		return nil, fmt.Errorf("read the snapshots: %w", err)
+	}
+	p, err := restore.Make(arch, snaps.Complete, opts.Target, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	p.NoteSkipped(snaps)
+	for _, is := range p.Skipped {
+		log.Warn("restore drill skips a snapshot it cannot use", "manifest", is.Key, "why", is.Detail)
+	}
+	rec.Snapshot, rec.Method, rec.FetchedBytes = p.Snapshot.ID, p.Snapshot.Method, p.FetchBytes
+	rec.LastGTID = lastArchivedGTID(p)
+	log.Info("restore drill planned", "snapshot", string(p.Snapshot.ID), "method", p.Snapshot.Method,
+		"timeline", p.Timeline, "segments", len(p.Segments), "fetch_bytes", p.FetchBytes, "last_gtid", rec.LastGTID)
+	return p, nil
+}
+
+// scratch is a drill's own scratch directory: it holds the restored datadir
+// and the restore's work directory, where the temporary server's socket
+// lives.
+type scratch string
+
+func (s scratch) datadir() string { return filepath.Join(string(s), "data") }
+func (s scratch) workdir() string { return filepath.Join(string(s), "w") }
+
+// makeScratch makes the drill's scratch directory under opts.Scratch, so
+// that the temporary server's socket path fits its limit, and returns it
+// with the function that removes it (or, with KeepScratch, leaves it).
+func makeScratch(opts Options, log *slog.Logger) (scratch, func(), error) {
+	if opts.Scratch != "" {
+		if err := os.MkdirAll(opts.Scratch, 0o750); err != nil {
+			return "", nil, fmt.Errorf("scratch directory: %w", err)
+		}
+	}
+	d, err := os.MkdirTemp(opts.Scratch, "drill-")
+	if err != nil {
+		return "", nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	dir := scratch(d)
+	if sock := filepath.Join(dir.workdir(), "run", "mysqld.sock"); len(sock) > maxSocketPath {
+		os.Remove(d)
+		return "", nil, fmt.Errorf("scratch directory %s is too deep: the temporary server's socket %s would pass the %d-byte limit; use a shorter path",
+			opts.Scratch, sock, maxSocketPath)
+	}
+	if opts.KeepScratch {
+		log.Info("the restored datadir is kept", "datadir", dir.datadir())
+		return dir, func() {}, nil
+	}
+	return dir, func() {
+		if err := os.RemoveAll(d); err != nil {
+			log.Warn("remove the drill's scratch directory", "dir", d, "err", err)
+		}
+	}, nil
+}
+
+// checks are the drill's checks, which the restore runs on its temporary
+// server. They fill the record, and time themselves so that the restore's
+// duration leaves them out.
+type checks struct {
+	snapshot *catalog.Manifest
+	rec      *catalog.Drill
+	took     time.Duration
+	// stop is where replay stopped, once it has.
+	stop *restore.Stop
+}
+
+// afterSnapshot checks the tables at the snapshot's position, before any
+// binlog is replayed.
+func (c *checks) afterSnapshot(ctx context.Context, srv *mysql.Config) error {
+	t := time.Now()
+	defer func() { c.took += time.Since(t) }()
+	n, err := checkTables(ctx, srv, c.snapshot)
+	c.rec.TablesChecked = n
+	return err
+}
+
+// afterReplay checks the server's GTID state once the binlog is replayed.
+func (c *checks) afterReplay(ctx context.Context, srv *mysql.Config, s *restore.Stop) error {
+	t := time.Now()
+	defer func() { c.took += time.Since(t) }()
+	c.stop = s
+	state, err := checkGTID(ctx, srv, c.snapshot, c.rec.LastGTID)
+	c.rec.GTIDState = state
+	return err
 }

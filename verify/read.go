@@ -9,13 +9,98 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
+
+// dataReads reads the archive's data in one bounded group of goroutines,
+// adding up in the report the bytes read.
+type dataReads struct {
+	g  *errgroup.Group
+	st storage.Storage
+	mu sync.Mutex // guards r and segments
+	r  *Report
+	// segments is what reading each segment found.
+	segments map[*catalog.Segment]segmentRead
+}
+
+// snapshotPoints returns, for each segment that holds a snapshot's position
+// inside it, those positions: where readSegment notes the GTIDs on either
+// side, for gtidStateMismatch.
+func snapshotPoints(arch *catalog.Archive, snaps []*snapshotState) map[*catalog.Segment][]uint64 {
+	points := map[*catalog.Segment][]uint64{}
+	for _, s := range snaps {
+		if s.m == nil {
+			continue
+		}
+		if _, seg := place(arch, s.m); seg != nil && seg.Start < s.m.Binlog.Pos && s.m.Binlog.Pos < seg.End {
+			points[seg] = append(points[seg], s.m.Binlog.Pos)
+		}
+	}
+	return points
+}
+
+// readSegments reads every segment Load kept.
+func (d *dataReads) readSegments(ctx context.Context, arch *catalog.Archive, points map[*catalog.Segment][]uint64) {
+	for _, tl := range arch.Timelines {
+		for _, seg := range tl.Segments {
+			d.g.Go(func() error {
+				res, err := readSegment(ctx, d.st, seg, points[seg])
+				if err != nil {
+					return err
+				}
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				d.r.Bytes += res.n
+				d.segments[seg] = res
+				return nil
+			})
+		}
+	}
+}
+
+// readSnapshotObjects reads every object of every snapshot of ours whose
+// listed size matches its manifest's, and adds an unusable object to its
+// snapshot's problems.
+func (d *dataReads) readSnapshotObjects(ctx context.Context, snaps []*snapshotState, listing []storage.ObjectInfo) {
+	sizes := map[string]int64{}
+	for _, o := range listing {
+		sizes[o.Key] = o.Size
+	}
+	for _, s := range snaps {
+		if s.report.Foreign || s.m == nil {
+			continue
+		}
+		for _, o := range s.m.Objects {
+			key := catalog.SnapshotObjectKey(s.m.ID, o.Name)
+			if issue := sizeIssue(key, sizes, o.StoredSize, "the manifest"); issue != nil {
+				d.mu.Lock()
+				s.add(*issue)
+				d.mu.Unlock()
+				continue
+			}
+			d.g.Go(func() error {
+				n, issue := readObject(ctx, d.st, s.m.ID, o)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				d.r.Bytes += n
+				if issue != nil {
+					s.add(*issue)
+				}
+				return nil
+			})
+		}
+	}
+}
 
 // segmentRead is what reading one segment's data found.
 type segmentRead struct {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -115,80 +114,53 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range listing {
-		if !ourKey(o.Key) {
-			r.Objects = append(r.Objects, catalog.Issue{Key: o.Key, Kind: catalog.IssueForeign, Detail: "the key does not parse as this archive's layout"})
-		}
-	}
+	r.Objects = append(r.Objects, foreignKeys(listing)...)
 	opts.Logger.Info("verifying", "objects", len(listing), "timelines", len(arch.Timelines), "snapshots", len(snaps))
 
 	// Read every usable segment and every object of every snapshot of ours.
-	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
-	reads := map[*catalog.Segment]segmentRead{}
-	points := map[*catalog.Segment][]uint64{}
-	for _, s := range snaps {
-		if s.m == nil {
-			continue
-		}
-		if _, seg := place(arch, s.m); seg != nil && seg.Start < s.m.Binlog.Pos && s.m.Binlog.Pos < seg.End {
-			points[seg] = append(points[seg], s.m.Binlog.Pos)
-		}
-	}
-	for _, tl := range arch.Timelines {
-		for _, seg := range tl.Segments {
-			g.Go(func() error {
-				res, err := readSegment(gctx, st, seg, points[seg])
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				r.Bytes += res.n
-				reads[seg] = res
-				return nil
-			})
-		}
-	}
-	sizes := map[string]int64{}
-	for _, o := range listing {
-		sizes[o.Key] = o.Size
-	}
-	for _, s := range snaps {
-		if s.report.Foreign || s.m == nil {
-			continue
-		}
-		for _, o := range s.m.Objects {
-			key := catalog.SnapshotObjectKey(s.m.ID, o.Name)
-			if issue := sizeIssue(key, sizes, o.StoredSize, "the manifest"); issue != nil {
-				mu.Lock()
-				s.add(*issue)
-				mu.Unlock()
-				continue
-			}
-			g.Go(func() error {
-				n, issue := readObject(gctx, st, s.m.ID, o)
-				if gctx.Err() != nil {
-					return gctx.Err()
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				r.Bytes += n
-				if issue != nil {
-					s.add(*issue)
-				}
-				return nil
-			})
-		}
-	}
+	d := &dataReads{g: g, st: st, r: r, segments: map[*catalog.Segment]segmentRead{}}
+	d.readSegments(gctx, arch, snapshotPoints(arch, snaps))
+	d.readSnapshotObjects(gctx, snaps, listing)
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	reads := d.segments
 
 	// Judge the chain on the segments that can be used, with the GTIDs their
 	// bytes hold: a damaged segment breaks it just as a missing one does.
+	whole, bad := usableSegments(arch, reads)
+	r.Objects = append(r.Objects, bad...)
+	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	r.judgeTimelines(whole)
+	r.Gaps = whole.Gaps()
+	if r.Gaps == nil {
+		r.Gaps = []catalog.Gap{}
+	}
+
+	checkGTIDStates(arch, whole, reads, snaps)
+	good := r.judgeSnapshots(whole, snaps)
+	r.Windows = catalog.Windows(whole, good)
+	if r.Windows == nil {
+		r.Windows = []catalog.Window{}
+	}
+	r.placeInWindows()
+	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	if len(r.Objects) > 0 {
+		r.Damaged = true
+	}
+	r.Duration = time.Since(begin)
+	return r, nil
+}
+
+// usableSegments returns the archive with only the segments whose bytes
+// read through, each with the GTIDs its bytes hold, and the issues of the
+// others. A segment whose bytes hold other GTIDs than its index record
+// lists is not usable.
+func usableSegments(arch *catalog.Archive, reads map[*catalog.Segment]segmentRead) (*catalog.Archive, []catalog.Issue) {
 	whole := &catalog.Archive{}
+	var bad []catalog.Issue
 	for _, tl := range arch.Timelines {
 		kept := *tl
 		kept.Segments = nil
@@ -199,7 +171,7 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 					"the index record lists GTIDs %s, the segment's bytes hold %s", fmtRanges(seg.GTIDs), fmtRanges(res.gtids))}
 			}
 			if res.issue != nil {
-				r.Objects = append(r.Objects, *res.issue)
+				bad = append(bad, *res.issue)
 				continue
 			}
 			s := *seg
@@ -208,40 +180,47 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		}
 		whole.Timelines = append(whole.Timelines, &kept)
 	}
-	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
+	return whole, bad
+}
+
+// judgeTimelines adds the verdict on each timeline of usable segments to
+// the report, whose Objects are complete and in key order: a break in one
+// damages the archive.
+func (r *Report) judgeTimelines(whole *catalog.Archive) {
 	for _, tl := range whole.Timelines {
-		tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
-		if tl.Complete != nil {
-			tr.CompleteAt = tl.Complete.At
-		}
-		tr.Breaks, tr.GTIDJumps = tl.Breaks()
-		for _, s := range tl.Segments {
-			tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
-			tr.UnknownGTIDs += s.UnknownGTIDs
-		}
-		prefix := catalog.TimelinePrefix(tl.ID)
-		for _, o := range r.Objects {
-			if strings.HasPrefix(o.Key, prefix) && o.Kind != catalog.IssueForeign {
-				tr.Bad = append(tr.Bad, o.String())
-			}
-		}
+		tr := timelineReport(tl, r.Objects)
 		if len(tr.Breaks) > 0 {
 			r.Damaged = true
 		}
 		r.Timelines = append(r.Timelines, tr)
 	}
-	r.Gaps = whole.Gaps()
-	if r.Gaps == nil {
-		r.Gaps = []catalog.Gap{}
-	}
+}
 
-	for _, s := range snaps {
-		if s.m != nil {
-			if why := gtidStateMismatch(arch, whole, reads, s.m); why != "" {
-				s.add(catalog.Issue{Key: catalog.ManifestKey(s.m.ID), Kind: catalog.IssueBadRecord, Detail: why})
-			}
+// timelineReport is the verdict on a timeline of usable segments; objects
+// are the archive's unusable and foreign objects.
+func timelineReport(tl *catalog.TimelineState, objects []catalog.Issue) TimelineReport {
+	tr := TimelineReport{ID: tl.ID, Segments: len(tl.Segments), Holes: tl.Holes(), Orphans: tl.Orphans}
+	if tl.Complete != nil {
+		tr.CompleteAt = tl.Complete.At
+	}
+	tr.Breaks, tr.GTIDJumps = tl.Breaks()
+	for _, s := range tl.Segments {
+		tr.GTIDs = tr.GTIDs || len(s.GTIDs) > 0
+		tr.UnknownGTIDs += s.UnknownGTIDs
+	}
+	prefix := catalog.TimelinePrefix(tl.ID)
+	for _, o := range objects {
+		if strings.HasPrefix(o.Key, prefix) && o.Kind != catalog.IssueForeign {
+			tr.Bad = append(tr.Bad, o.String())
 		}
 	}
+	return tr
+}
+
+// judgeSnapshots adds each snapshot's verdict to the report: consistent
+// when all its objects are usable, restorable when a restore can be planned
+// from it on the usable segments. It returns the consistent ones' manifests.
+func (r *Report) judgeSnapshots(whole *catalog.Archive, snaps []*snapshotState) []*catalog.Manifest {
 	var good []*catalog.Manifest
 	for _, s := range snaps {
 		sr := s.report
@@ -256,10 +235,11 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 		}
 		r.Snapshots = append(r.Snapshots, sr)
 	}
-	r.Windows = catalog.Windows(whole, good)
-	if r.Windows == nil {
-		r.Windows = []catalog.Window{}
-	}
+	return good
+}
+
+// placeInWindows gives each restorable snapshot the window it starts.
+func (r *Report) placeInWindows() {
 	for i := range r.Snapshots {
 		for _, w := range r.Windows {
 			if r.Snapshots[i].Restorable && slices.Contains(w.Snapshots, r.Snapshots[i].ID) {
@@ -268,12 +248,6 @@ func Run(ctx context.Context, st storage.Storage, opts Options) (*Report, error)
 			}
 		}
 	}
-	slices.SortStableFunc(r.Objects, func(a, b catalog.Issue) int { return strings.Compare(a.Key, b.Key) })
-	if len(r.Objects) > 0 {
-		r.Damaged = true
-	}
-	r.Duration = time.Since(begin)
-	return r, nil
 }
 
 // snapshotState is a snapshot being verified.
@@ -359,6 +333,18 @@ func loadSnapshots(ctx context.Context, st storage.Storage, arch *catalog.Archiv
 	return out, nil
 }
 
+// foreignKeys reports the listed keys outside binlog/ and snapshots/ that
+// are not of the archive's layout.
+func foreignKeys(listing []storage.ObjectInfo) []catalog.Issue {
+	var out []catalog.Issue
+	for _, o := range listing {
+		if !ourKey(o.Key) {
+			out = append(out, catalog.Issue{Key: o.Key, Kind: catalog.IssueForeign, Detail: "the key does not parse as this archive's layout"})
+		}
+	}
+	return out
+}
+
 // ourKey reports whether a key outside binlog/ and snapshots/ (which Load
 // and loadSnapshots judge) is of the archive's layout: the lease and the
 // drill records.
@@ -391,108 +377,6 @@ func place(arch *catalog.Archive, m *catalog.Manifest) (int, *catalog.Segment) {
 		}
 	}
 	return -1, nil
-}
-
-// gtidStateMismatch compares the GTID state a manifest records with the
-// archive's at the manifest's position. MariaDB's state is the last GTID of
-// each domain, which must be the archive's last before the position.
-// MySQL's is a set, which must hold each source's (uuid, or uuid and tag)
-// last GTID before the position and not its first after it: GNOs given by
-// hand need not follow one another, so the set's largest GNO need not be
-// the archive's last. A snapshot is only as good as its position, and a
-// manifest from another history (another archive's, written before
-// manifests carried a timeline UID) does not fit. It says why they differ,
-// or "" when they agree or cannot be compared (no GTIDs, the segment
-// holding the position unusable).
-func gtidStateMismatch(arch, whole *catalog.Archive, reads map[*catalog.Segment]segmentRead, m *catalog.Manifest) string {
-	if strings.TrimSpace(m.GTIDSet) == "" {
-		return ""
-	}
-	set, err := catalog.ParseGTIDSet(m.GTIDSet)
-	if err != nil {
-		return fmt.Sprintf("gtid_set %q: %v", m.GTIDSet, err)
-	}
-	i, seg := place(arch, m)
-	if seg == nil {
-		return ""
-	}
-	res := reads[seg]
-	if res.issue != nil {
-		return ""
-	}
-	var before, after []catalog.GTIDRange
-	switch p := m.Binlog.Pos; {
-	case p == seg.End:
-		before = res.gtids
-	case p > seg.Start:
-		var ok bool
-		if before, ok = res.at[p]; !ok {
-			return fmt.Sprintf("position %s is not the start of an event in the archive's %s", m.Binlog, seg.Ref().DataKey())
-		}
-		after = res.after[p]
-	default:
-		after = res.gtids
-	}
-	// The state before the position, from the usable segments before the
-	// segment (a break on the way is reported on its own), then the
-	// segment's part; the first GTIDs after it, from the segment's part,
-	// then the segments after.
-	segs := whole.Timelines[i].Segments
-	k := slices.IndexFunc(segs, func(s *catalog.Segment) bool { return s.Ref() == seg.Ref() })
-	if k < 0 {
-		return ""
-	}
-	var seq catalog.GTIDSequence
-	for _, s := range segs[:k] {
-		for _, r := range s.GTIDs {
-			_, _, _ = seq.Range(r)
-		}
-	}
-	for _, r := range before {
-		_, _, _ = seq.Range(r)
-	}
-	var next []catalog.GTID
-	seen := map[string]bool{}
-	for _, rs := range append([][]catalog.GTIDRange{after}, gtidsOf(segs[k+1:])...) {
-		for _, r := range rs {
-			if g, err := catalog.ParseGTID(r.First); err == nil && !seen[g.Source()] {
-				seen[g.Source()] = true
-				next = append(next, g)
-			}
-		}
-	}
-	states := map[string]catalog.GTID{}
-	for _, g := range set.Last() {
-		states[g.Source()] = g
-	}
-	var diff []string
-	for _, h := range seq.Last() {
-		switch g, ok := states[h.Source()]; {
-		case !h.MySQL && ok && g != h:
-			diff = append(diff, fmt.Sprintf("says %s where the archive has %s", g, h))
-		case h.MySQL && !set.Contains(h):
-			diff = append(diff, fmt.Sprintf("lacks %s, which the archive has before it", h))
-		}
-	}
-	for _, g := range next {
-		if g.MySQL && set.Contains(g) {
-			diff = append(diff, fmt.Sprintf("holds %s, which the archive has after it", g))
-		}
-	}
-	if len(diff) == 0 {
-		return ""
-	}
-	return fmt.Sprintf("the manifest's GTID state at %s %s: the snapshot is not of this archive's history at that position",
-		m.Binlog, strings.Join(diff, ", "))
-}
-
-// gtidsOf returns the GTID ranges of each segment.
-func gtidsOf(segs []*catalog.Segment) [][]catalog.GTIDRange {
-	out := make([][]catalog.GTIDRange, len(segs))
-	for i, s := range segs {
-		out[i] = s.GTIDs
-	}
-	return out
 }
 
 // sizeIssue compares a listed object's size with the recorded one
