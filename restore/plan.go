@@ -1,9 +1,3 @@
-// Package restore plans and applies point-in-time restores: the newest
-// snapshot at or before the target, then the archived binlog from the
-// snapshot's position up to the target, on one timeline, with no gap.
-//
-// Planning is pure (Make): it reads only catalog records and refuses, with
-// the nearest valid alternative, whatever it cannot restore exactly.
 package restore
 
 import (

@@ -49,6 +49,8 @@ const DefaultLeftoverWait = 5 * time.Minute
 type staging struct {
 	root string
 	lock *os.File
+	// moved says the new datadir has been moved into place.
+	moved bool
 }
 
 // newStaging makes datadir's staging directory and its locked marker.
@@ -100,6 +102,27 @@ func (s *staging) tmpdir() string { return filepath.Join(s.root, "tmp") }
 func (s *staging) remove() error {
 	defer s.lock.Close()
 	return removeStaging(s.root)
+}
+
+// discard removes the staging directory of a restore that failed, leaving
+// the target directory exactly as it was; once the new datadir has been
+// moved in it does nothing. It is deferred as soon as the directory exists.
+func (s *staging) discard(log *slog.Logger) {
+	if s.moved {
+		return
+	}
+	if err := s.remove(); err != nil {
+		log.Warn("the next restore into this datadir removes what this one left", "err", err)
+	}
+}
+
+// movedIn removes what is left of the staging directory once the new
+// datadir has been moved into place.
+func (s *staging) movedIn(log *slog.Logger) {
+	s.moved = true
+	if err := s.remove(); err != nil {
+		log.Warn("the restore is done; the next restore into this datadir removes what is left of its staging directory", "err", err)
+	}
 }
 
 // removeStaging deletes a staging directory, its marker last: a removal
