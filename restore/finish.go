@@ -58,8 +58,9 @@ func writeMarker(datadir string, m Marker) error {
 // becomes the snapshot's position advanced by the replay; on MySQL the
 // snapshot's GTID set is added to gtid_purged (the replay's own GTIDs the
 // server recorded as it applied them), and the state is gtid_executed.
-func setGTIDState(ctx context.Context, db *sql.DB, flavor string, p *Plan, stop *Stop) (string, error) {
-	if flavor == mysqld.MariaDB {
+func (r *run) setGTIDState(ctx context.Context, db *sql.DB, stop *Stop) (string, error) {
+	p := r.plan
+	if r.flavor == mysqld.MariaDB {
 		gtid := mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs)
 		if gtid != "" {
 			if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", gtid); err != nil {

@@ -157,24 +157,12 @@ func (b *binlogServerReplay) replay(ctx context.Context, stop *Stop) error {
 	if nothingToReplay(stop, b.log) {
 		return nil
 	}
-	// One connection: the statements are few, and a session keeps them in order.
-	conn, err := b.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("connect to the replaying server: %w", err)
-	}
-	defer conn.Close()
-	q := replicaStatements(b.flavor)
-	gtidMode := ""
-	if b.flavor == mysqld.MySQL {
-		if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_mode").Scan(&gtidMode); err != nil {
-			return fmt.Errorf("read gtid_mode of the replaying server: %w", err)
-		}
-	}
-	saved, err := globals(ctx, conn, q.parallelVars)
+	rp, err := openReplica(ctx, b.db, b.flavor)
 	if err != nil {
 		return err
 	}
-	bs, err := serveBinlog(ctx, stop, gtidMode, b.log)
+	defer rp.conn.Close()
+	bs, err := serveBinlog(ctx, stop, rp.gtidMode, b.log)
 	if err != nil {
 		return err
 	}
@@ -182,27 +170,20 @@ func (b *binlogServerReplay) replay(ctx context.Context, stop *Stop) error {
 	first, last := stop.Files[0], stop.Files[len(stop.Files)-1]
 	src := source{port: bs.port, user: bs.user, password: bs.password, file: first.Name, pos: first.From, caFile: bs.caFile}
 	n := replayThreads(b.threads)
-	stmts := append([]string{q.changeSource(src)}, q.parallel(n)...)
-	stmts = append(stmts, q.startUntil(last.Name, last.To))
-	for _, s := range stmts {
-		if _, err := conn.ExecContext(ctx, s); err != nil {
-			// The statement is not quoted: it may hold the password.
-			return errors.Join(fmt.Errorf("set up replication from the binlog server: %w", err), forgetSource(ctx, conn, q, saved))
-		}
+	if err := rp.start(ctx, src, n, last); err != nil {
+		return err
 	}
 	b.log.Info("replaying by replication", "from", first.Name+":"+strconv.FormatUint(first.From, 10),
 		"until", last.Name+":"+strconv.FormatUint(last.To, 10), "threads", n, "port", bs.port)
 	begin := time.Now()
-	total := stop.replayBytes()
-	werr := waitReplica(ctx, conn, q, src, last.Name, last.To, b.log, func(file string, pos uint64) {
-		b.progress.report(PhaseReplay, stop.replayed(file, pos), total)
-	})
+	werr := b.wait(ctx, rp, src, stop)
 	if werr == nil {
+		total := stop.replayBytes()
 		b.progress.report(PhaseReplay, total, total)
 	}
 	// Stop and forget the source even after an error, so that a retry on
 	// the same datadir starts clean; the first error is the one reported.
-	if err := forgetSource(ctx, conn, q, saved); err != nil && werr == nil {
+	if err := rp.forget(ctx); err != nil && werr == nil {
 		werr = err
 	}
 	if werr != nil {
@@ -212,6 +193,52 @@ func (b *binlogServerReplay) replay(ctx context.Context, stop *Stop) error {
 		return err
 	}
 	b.log.Info("replayed by replication", "took", time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// replica is the replaying server, on one connection: the statements are
+// few, and a session keeps them in order.
+type replica struct {
+	conn *sql.Conn
+	q    replicaSQL
+	// gtidMode is MySQL's gtid_mode, which the binlog server must match.
+	gtidMode string
+	// saved are the parallel apply variables to set back.
+	saved map[string]string
+}
+
+// openReplica connects to the replaying server and reads what the replay
+// changes or must match.
+func openReplica(ctx context.Context, db *sql.DB, flavor string) (*replica, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the replaying server: %w", err)
+	}
+	rp := &replica{conn: conn, q: replicaStatements(flavor)}
+	if flavor == mysqld.MySQL {
+		if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_mode").Scan(&rp.gtidMode); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("read gtid_mode of the replaying server: %w", err)
+		}
+	}
+	if rp.saved, err = globals(ctx, conn, rp.q.parallelVars); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return rp, nil
+}
+
+// start points the replica at src and starts it, with threads parallel
+// apply threads, until the end of the replay range in until.
+func (rp *replica) start(ctx context.Context, src source, threads int, until ReplayFile) error {
+	stmts := append([]string{rp.q.changeSource(src)}, rp.q.parallel(threads)...)
+	stmts = append(stmts, rp.q.startUntil(until.Name, until.To))
+	for _, s := range stmts {
+		if _, err := rp.conn.ExecContext(ctx, s); err != nil {
+			// The statement is not quoted: it may hold the password.
+			return errors.Join(fmt.Errorf("set up replication from the binlog server: %w", err), rp.forget(ctx))
+		}
+	}
 	return nil
 }
 
@@ -297,14 +324,15 @@ func (sb *servedBinlog) close() error {
 	return sb.serveErr
 }
 
-// forgetSource stops replication, removes its configuration and relay logs,
-// and sets the parallel apply variables back.
-func forgetSource(ctx context.Context, conn *sql.Conn, q replicaSQL, saved map[string]string) error {
+// forget stops replication, removes its configuration and relay logs, and
+// sets the parallel apply variables back.
+func (rp *replica) forget(ctx context.Context) error {
+	q, saved := rp.q, rp.saved
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	var errs []error
 	for _, s := range []string{q.stop, q.reset} {
-		if _, err := conn.ExecContext(cctx, s); err != nil {
+		if _, err := rp.conn.ExecContext(cctx, s); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s, err))
 		}
 	}
@@ -314,7 +342,7 @@ func forgetSource(ctx context.Context, conn *sql.Conn, q replicaSQL, saved map[s
 		if _, err := strconv.ParseInt(val, 10, 64); err != nil {
 			val = sqlString(val)
 		}
-		if _, err := conn.ExecContext(cctx, "SET GLOBAL "+v+" = "+val); err != nil {
+		if _, err := rp.conn.ExecContext(cctx, "SET GLOBAL "+v+" = "+val); err != nil {
 			errs = append(errs, fmt.Errorf("set %s back to %s: %w", v, saved[v], err))
 		}
 	}
@@ -334,10 +362,13 @@ func globals(ctx context.Context, conn *sql.Conn, names []string) (map[string]st
 	return out, nil
 }
 
-// waitReplica polls the replica until its SQL thread has applied exactly up
-// to file:pos, and fails on a replication error or a thread that stopped
-// short.
-func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, src source, file string, pos uint64, log *slog.Logger, at func(file string, pos uint64)) error {
+// wait polls the replica, started at src, until its SQL thread has applied
+// exactly up to the stop, and fails on a replication error or a thread that
+// stopped short.
+func (b *binlogServerReplay) wait(ctx context.Context, rp *replica, src source, stop *Stop) error {
+	conn, q := rp.conn, rp.q
+	last := stop.Files[len(stop.Files)-1]
+	file, pos, total := last.Name, last.To, stop.replayBytes()
 	want := strconv.FormatUint(pos, 10)
 	lastReport := time.Now()
 	t := time.NewTicker(replicaPoll)
@@ -368,7 +399,7 @@ func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, src source, 
 			return fmt.Errorf("replica cannot read from the binlog server: error %s: %s", st["Last_IO_Errno"], st["Last_IO_Error"])
 		}
 		applied, _ := strconv.ParseUint(st[q.posCol], 10, 64)
-		at(st[q.fileCol], applied)
+		b.progress.report(PhaseReplay, stop.replayed(st[q.fileCol], applied), total)
 		switch {
 		case st[q.fileCol] == file && applied == pos:
 			return nil
@@ -382,7 +413,7 @@ func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, src source, 
 			return fmt.Errorf("replay stopped at %s:%s before the stop %s:%s", st[q.fileCol], st[q.posCol], file, want)
 		}
 		if time.Since(lastReport) > 10*time.Second {
-			log.Info("replaying", "at", st[q.fileCol]+":"+st[q.posCol], "until", file+":"+want)
+			b.log.Info("replaying", "at", st[q.fileCol]+":"+st[q.posCol], "until", file+":"+want)
 			lastReport = time.Now()
 		}
 		select {

@@ -86,7 +86,7 @@ func (r *run) intoDatadir(ctx context.Context) (*Result, error) {
 	}
 	// Finish and mark: the GTID state, a clean shutdown, the marker, and
 	// the new datadir moved into place.
-	gtid, err := setGTIDState(ctx, srv.DB(), r.flavor, r.plan, stop)
+	gtid, err := r.setGTIDState(ctx, srv.DB(), stop)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (r *run) intoServer(ctx context.Context) (*Result, error) {
 		return nil, t.changed(ctx, err, replayedNoGTIDState, true)
 	}
 	// Finish and mark.
-	gtid, err := setGTIDState(ctx, t.db, r.flavor, r.plan, stop)
+	gtid, err := r.setGTIDState(ctx, t.db, stop)
 	if err != nil {
 		return nil, t.changed(ctx, err, replayedNoGTIDState, true)
 	}
