@@ -1,9 +1,3 @@
-// Package restore plans and applies point-in-time restores: the newest
-// snapshot at or before the target, then the archived binlog from the
-// snapshot's position up to the target, on one timeline, with no gap.
-//
-// Planning is pure (Make): it reads only catalog records and refuses, with
-// the nearest valid alternative, whatever it cannot restore exactly.
 package restore
 
 import (
@@ -132,41 +126,10 @@ func (p *Plan) NoteSkipped(snaps *catalog.Snapshots) {
 // Make plans a restore to t from the archive and the complete snapshots.
 // now is only used to say how old the archive's end is.
 func Make(arch *catalog.Archive, snaps []*catalog.Manifest, t Target, now time.Time) (*Plan, error) {
-	if len(snaps) == 0 {
-		return nil, fmt.Errorf("%w: the archive holds no complete snapshot; take one with mysql-pitr snapshot", ErrRefused)
+	m, tl, err := newestFitting(arch, snaps, t)
+	if err != nil {
+		return nil, err
 	}
-	type candidate struct {
-		m  *catalog.Manifest
-		tl *catalog.TimelineState
-	}
-	var usable []candidate
-	for _, m := range snaps {
-		tl := timelineOf(arch, m)
-		if tl == nil {
-			continue
-		}
-		if snapshotFits(m, tl, t) {
-			usable = append(usable, candidate{m, tl})
-		}
-	}
-	if len(usable) == 0 {
-		oldest := snaps[0]
-		for _, m := range snaps {
-			if consistentAt(m).Before(consistentAt(oldest)) {
-				oldest = m
-			}
-		}
-		return nil, fmt.Errorf("%w: no snapshot is at or before %s; the oldest, %s, is consistent at %s (position %s)",
-			ErrRefused, t, oldest.ID, consistentAt(oldest).Format(time.RFC3339), oldest.Binlog)
-	}
-	// The newest usable snapshot: least to replay.
-	best := usable[0]
-	for _, c := range usable[1:] {
-		if consistentAt(c.m).After(consistentAt(best.m)) {
-			best = c
-		}
-	}
-	tl := best.tl
 	if issues := arch.IssuesOn(tl.ID); len(issues) > 0 {
 		var lines []string
 		for _, is := range issues {
@@ -175,35 +138,86 @@ func Make(arch *catalog.Archive, snaps []*catalog.Manifest, t Target, now time.T
 		return nil, fmt.Errorf("%w: timeline %s, which the restore would replay, has objects that cannot be used (run mysql-pitr verify): %s",
 			ErrRefused, tl.ID, strings.Join(lines, "; "))
 	}
-	p := &Plan{Target: t, Snapshot: best.m, Timeline: tl.ID, From: best.m.Binlog, FetchBytes: best.m.StoredBytes}
+	p := &Plan{Target: t, Snapshot: m, Timeline: tl.ID, From: m.Binlog, FetchBytes: m.StoredBytes}
 	end, _ := tl.End()
-	cov := tl.Coverage()
-	p.ArchiveEnd, p.ArchiveEndTime = end, cov.ToTime
-	if tl.Complete != nil && tl.Complete.At.After(cov.ToTime) {
+	p.ArchiveEnd, p.ArchiveEndTime = end, tl.Coverage().ToTime
+	if tl.Complete != nil && tl.Complete.At.After(p.ArchiveEndTime) {
 		p.CompleteAt = tl.Complete.At
 	}
-	reach := cov.ToTime
+	if err := p.checkReach(arch, tl, now); err != nil {
+		return nil, err
+	}
+	if err := p.addSegments(tl); err != nil {
+		return nil, err
+	}
+	if err := checkChain(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// newestFitting finds the newest snapshot at or before t, and its
+// timeline: the least to replay.
+func newestFitting(arch *catalog.Archive, snaps []*catalog.Manifest, t Target) (*catalog.Manifest, *catalog.TimelineState, error) {
+	if len(snaps) == 0 {
+		return nil, nil, fmt.Errorf("%w: the archive holds no complete snapshot; take one with mysql-pitr snapshot", ErrRefused)
+	}
+	var best *catalog.Manifest
+	var bestTL *catalog.TimelineState
+	for _, m := range snaps {
+		tl := timelineOf(arch, m)
+		if tl == nil || !snapshotFits(m, tl, t) {
+			continue
+		}
+		if best == nil || consistentAt(m).After(consistentAt(best)) {
+			best, bestTL = m, tl
+		}
+	}
+	if best != nil {
+		return best, bestTL, nil
+	}
+	oldest := snaps[0]
+	for _, m := range snaps {
+		if consistentAt(m).Before(consistentAt(oldest)) {
+			oldest = m
+		}
+	}
+	return nil, nil, fmt.Errorf("%w: no snapshot is at or before %s; the oldest, %s, is consistent at %s (position %s)",
+		ErrRefused, t, oldest.ID, consistentAt(oldest).Format(time.RFC3339), oldest.Binlog)
+}
+
+// checkReach refuses a target the archive of timeline tl does not reach:
+// a time past its end (or in the gap before the next timeline), or a
+// position outside it.
+func (p *Plan) checkReach(arch *catalog.Archive, tl *catalog.TimelineState, now time.Time) error {
+	t, last, end := p.Target, p.ArchiveEndTime, p.ArchiveEnd
+	reach := last
 	if p.CompleteAt.After(reach) {
 		reach = p.CompleteAt
 	}
-
 	if t.Kind == AtTime && (reach.IsZero() || t.Time.After(reach)) {
 		if next := nextTimeline(arch, tl.ID); next != nil {
-			return nil, fmt.Errorf("%w: %s falls in a gap of the archive: timeline %s ends with a transaction committed at %s, "+
+			return fmt.Errorf("%w: %s falls in a gap of the archive: timeline %s ends with a transaction committed at %s, "+
 				"timeline %s starts at %s after %s (%s); restore to %s at the latest, or to a snapshot taken on timeline %s",
-				ErrRefused, t, tl.ID, fmtTime(cov.ToTime), next.ID, next.Start, next.Reason, next.Detail, fmtTime(cov.ToTime), next.ID)
+				ErrRefused, t, tl.ID, fmtTime(last), next.ID, next.Start, next.Reason, next.Detail, fmtTime(last), next.ID)
 		}
 		known := ""
 		if !p.CompleteAt.IsZero() {
 			known = fmt.Sprintf("; the agent recorded it complete up to %s", fmtTime(p.CompleteAt))
 		}
-		return nil, fmt.Errorf("%w: %s is past the end of the archive: its last transaction committed at %s (%s before now, position %s)%s; "+
-			"use --to latest or a time at or before %s", ErrRefused, t, fmtTime(cov.ToTime), now.Sub(cov.ToTime).Round(time.Second), end, known, fmtTime(reach))
+		return fmt.Errorf("%w: %s is past the end of the archive: its last transaction committed at %s (%s before now, position %s)%s; "+
+			"use --to latest or a time at or before %s", ErrRefused, t, fmtTime(last), now.Sub(last).Round(time.Second), end, known, fmtTime(reach))
 	}
 	if t.Kind == AtPosition && !positionWithin(tl, t.Position) {
-		return nil, fmt.Errorf("%w: position %s is not in timeline %s, which runs from %s to %s", ErrRefused, t.Position, tl.ID, tl.Start, end)
+		return fmt.Errorf("%w: position %s is not in timeline %s, which runs from %s to %s", ErrRefused, t.Position, tl.ID, tl.Start, end)
 	}
+	return nil
+}
 
+// addSegments puts into the plan the segments of tl replay reads: Head,
+// before the snapshot's position in its file, and Segments, from it up to
+// the first that holds what comes after the target.
+func (p *Plan) addSegments(tl *catalog.TimelineState) error {
 	fromNum := fileNum(p.From.File)
 	for _, s := range tl.Segments {
 		if s.FileNum < fromNum || (s.FileNum == fromNum && s.End <= p.From.Pos) {
@@ -217,24 +231,21 @@ func Make(arch *catalog.Archive, snaps []*catalog.Manifest, t Target, now time.T
 			covers := (s.FileNum == fromNum && s.Start <= p.From.Pos) ||
 				(s.Start == 4 && s.Prev != nil && *s.Prev == p.From)
 			if !covers {
-				return nil, fmt.Errorf("%w: the archive of timeline %s has nothing from snapshot %s's position %s up to %s:%d",
-					ErrRefused, tl.ID, best.m.ID, p.From, s.File, s.Start)
+				return fmt.Errorf("%w: the archive of timeline %s has nothing from snapshot %s's position %s up to %s:%d",
+					ErrRefused, tl.ID, p.Snapshot.ID, p.From, s.File, s.Start)
 			}
 		}
 		p.Segments = append(p.Segments, s)
 		p.FetchBytes += s.StoredSize
-		if beyondTarget(s, t) {
+		if beyondTarget(s, p.Target) {
 			break
 		}
 	}
-	if len(p.Segments) == 0 && p.From != end {
-		return nil, fmt.Errorf("%w: the archive of timeline %s does not reach snapshot %s's position %s (it ends at %s)",
-			ErrRefused, tl.ID, best.m.ID, p.From, end)
+	if len(p.Segments) == 0 && p.From != p.ArchiveEnd {
+		return fmt.Errorf("%w: the archive of timeline %s does not reach snapshot %s's position %s (it ends at %s)",
+			ErrRefused, tl.ID, p.Snapshot.ID, p.From, p.ArchiveEnd)
 	}
-	if err := checkChain(p); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return nil
 }
 
 // consistentAt is when the snapshot is consistent; older manifests without

@@ -21,8 +21,24 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
-// pipeline is what the mysqlbinlog replay needs to choose its programs.
-type pipeline struct {
+// mysqlbinlogReplay is the ReplayMysqlbinlog mode: it pipes the flavor's
+// binlog reader (mariadb-binlog, mysqlbinlog) into its client (mariadb,
+// mysql), the standard tools, with an exact stop position (never a stop
+// time, which can cut a transaction).
+type mysqlbinlogReplay struct {
+	// target is the server replayed into; the client reads its account,
+	// password included, from a 0600 option file: never argv or the
+	// environment.
+	target   *mysql.Config
+	tls      clientTLS
+	tools    binlogTools
+	work     string // where the option file goes
+	log      *slog.Logger
+	progress reporter
+}
+
+// binlogTools is what the mysqlbinlog replay needs to choose its programs.
+type binlogTools struct {
 	programs programs.Finder
 	// flavor is the source's (and the target's) family: its binlog reader
 	// reads the binlog, its client applies what it prints.
@@ -32,16 +48,16 @@ type pipeline struct {
 	release string
 }
 
-// tools finds the binlog reader and the client of the flavor.
-func (pl pipeline) tools(ctx context.Context) (dump, client string, err error) {
-	reader, err := pl.programs.Find(ctx, pl.flavor, programs.BinlogTool)
+// find finds the binlog reader and the client of the flavor.
+func (bt binlogTools) find(ctx context.Context) (dump, client string, err error) {
+	reader, err := bt.programs.Find(ctx, bt.flavor, programs.BinlogTool)
 	if err != nil {
 		return "", "", err
 	}
-	if err := checkReader(reader, pl.release); err != nil {
+	if err := checkReader(reader, bt.release); err != nil {
 		return "", "", err
 	}
-	c, err := pl.programs.Find(ctx, pl.flavor, programs.Client)
+	c, err := bt.programs.Find(ctx, bt.flavor, programs.Client)
 	if err != nil {
 		return "", "", err
 	}
@@ -63,61 +79,102 @@ func checkReader(reader programs.Program, release string) error {
 		reader.Path, reader.Version, release, wm, wn, programs.EnvDir)
 }
 
-// replayMysqlbinlog pipes the flavor's binlog reader (mariadb-binlog,
-// mysqlbinlog) into its client (mariadb, mysql): the standard tools, with
-// an exact stop position (never a stop time, which can cut a transaction).
-func replayMysqlbinlog(ctx context.Context, target *mysql.Config, ctls clientTLS, pl pipeline, stop *Stop, work string, log *slog.Logger, progress reporter) (err error) {
-	if len(stop.Files) == 0 || stop.Transactions == 0 {
-		log.Info("nothing to replay after the snapshot")
+// replay runs the pipe over the stop's range. It reports nothing as it
+// goes: the phase starts and ends.
+func (m *mysqlbinlogReplay) replay(ctx context.Context, stop *Stop) (err error) {
+	if nothingToReplay(stop, m.log) {
 		return nil
 	}
-	// The pipeline reports nothing as it goes: the phase starts and ends.
 	total := stop.replayBytes()
-	progress.report(PhaseReplay, 0, total)
+	m.progress.report(PhaseReplay, 0, total)
 	defer func() {
 		if err == nil {
-			progress.report(PhaseReplay, total, total)
+			m.progress.report(PhaseReplay, total, total)
 		}
 	}()
-	dump, client, err := pl.tools(ctx)
+	dump, client, err := m.tools.find(ctx)
 	if err != nil {
 		return err
 	}
-	args := []string{"--no-defaults", "--start-position=" + strconv.FormatUint(stop.Files[0].From, 10)}
-	for _, f := range stop.Files {
-		args = append(args, f.Path)
-	}
-	args = append(args, "--stop-position="+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
-	// The client reads the connection, password included, from a 0600 file:
-	// never argv or the environment.
-	tlsLines, guard, err := ctls.clientOptions(ctx, client, target)
+	tlsLines, guard, err := m.tls.clientOptions(ctx, client, m.target)
 	if err != nil {
 		return err
 	}
-	defaults, err := clientDefaults(work, target, tlsLines)
+	defaults, err := clientDefaults(m.work, m.target, tlsLines)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(defaults)
 	begin := time.Now()
-	log.Info("replaying with mysqlbinlog", "from", stop.Files[0].Name+":"+strconv.FormatUint(stop.Files[0].From, 10),
-		"until", stop.Files[len(stop.Files)-1].Name+":"+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
-	dumpCmd := exec.CommandContext(ctx, dump, args...)
-	clientCmd := exec.CommandContext(ctx, client, "--defaults-file="+defaults, "--binary-mode")
-	dumpCmd.Env, clientCmd.Env = childenv.Environ(), childenv.Environ()
-	// A real pipe: if the client dies, the dump gets EPIPE instead of blocking.
-	pr, pw, err := os.Pipe()
+	first, last := stop.Files[0], stop.Files[len(stop.Files)-1]
+	m.log.Info("replaying with mysqlbinlog", "from", first.Name+":"+strconv.FormatUint(first.From, 10),
+		"until", last.Name+":"+strconv.FormatUint(last.To, 10))
+	p := &pipe{dump: dump, client: client, dumpArgs: readerArgs(stop), clientArgs: []string{"--defaults-file=" + defaults, "--binary-mode"}}
+	derr, cerr, err := p.run(ctx, guard)
 	if err != nil {
 		return err
 	}
+	if err := m.explain(p, derr, cerr); err != nil {
+		return err
+	}
+	m.log.Info("replayed with mysqlbinlog", "took", time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// readerArgs are the binlog reader's arguments for the stop's range.
+func readerArgs(stop *Stop) []string {
+	args := []string{"--no-defaults", "--start-position=" + strconv.FormatUint(stop.Files[0].From, 10)}
+	for _, f := range stop.Files {
+		args = append(args, f.Path)
+	}
+	return append(args, "--stop-position="+strconv.FormatUint(stop.Files[len(stop.Files)-1].To, 10))
+}
+
+// explain turns how the two programs of a pipe that ran ended into the
+// replay's error.
+func (m *mysqlbinlogReplay) explain(p *pipe, derr, cerr error) error {
+	// The guard's refusal first: the dump then dies of a closed pipe.
+	if cerr != nil && strings.Contains(p.clientErr.String(), guardMarker) {
+		return fmt.Errorf("%s's connection to %s is not encrypted: the server offered it no TLS, and TLS mode %s requires TLS; nothing was replayed",
+			filepath.Base(p.client), m.target.Addr, m.tls.settings.Mode)
+	}
+	// A dump killed by a closed pipe only shows that the client died first.
+	if derr != nil && (cerr == nil || !brokenPipe(derr)) {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(p.dump), derr, p.dumpErr.String())
+	}
+	if cerr != nil {
+		return fmt.Errorf("%s applying the binlog: %w: %s", filepath.Base(p.client), cerr, p.clientErr.String())
+	}
+	return nil
+}
+
+// pipe is the binlog reader (dump) writing into the client through a real
+// pipe: if the client dies, the dump gets EPIPE instead of blocking.
+type pipe struct {
+	dump, client         string
+	dumpArgs, clientArgs []string
+	// The last of what each wrote to its stderr.
+	dumpErr, clientErr childout.Tail
+}
+
+// run starts the client, writes guard (when not "") into it before
+// anything else, then starts the dump and waits for both. It returns how
+// each ended, or err when the pipe could not be run.
+func (p *pipe) run(ctx context.Context, guard string) (derr, cerr, err error) {
+	dumpCmd := exec.CommandContext(ctx, p.dump, p.dumpArgs...)
+	clientCmd := exec.CommandContext(ctx, p.client, p.clientArgs...)
+	dumpCmd.Env, clientCmd.Env = childenv.Environ(), childenv.Environ()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
 	dumpCmd.Stdout = pw
 	clientCmd.Stdin = pr
-	var dumpErr, clientErr childout.Tail
-	dumpCmd.Stderr, clientCmd.Stderr = &dumpErr, &clientErr
+	dumpCmd.Stderr, clientCmd.Stderr = &p.dumpErr, &p.clientErr
 	if err := clientCmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
-		return fmt.Errorf("start %s: %w", client, err)
+		return nil, nil, fmt.Errorf("start %s: %w", p.client, err)
 	}
 	pr.Close()
 	if guard != "" {
@@ -125,31 +182,18 @@ func replayMysqlbinlog(ctx context.Context, target *mysql.Config, ctls clientTLS
 		if _, err := pw.WriteString(guard); err != nil {
 			pw.Close()
 			clientCmd.Wait()
-			return fmt.Errorf("%s: %w: %s", filepath.Base(client), err, clientErr.String())
+			return nil, nil, fmt.Errorf("%s: %w: %s", filepath.Base(p.client), err, p.clientErr.String())
 		}
 	}
 	if err := dumpCmd.Start(); err != nil {
 		pw.Close()
 		clientCmd.Wait()
-		return fmt.Errorf("start %s: %w", dump, err)
+		return nil, nil, fmt.Errorf("start %s: %w", p.dump, err)
 	}
 	pw.Close()
-	cerr := clientCmd.Wait()
-	derr := dumpCmd.Wait()
-	// The guard's refusal first: the dump then dies of a closed pipe.
-	if cerr != nil && strings.Contains(clientErr.String(), guardMarker) {
-		return fmt.Errorf("%s's connection to %s is not encrypted: the server offered it no TLS, and TLS mode %s requires TLS; nothing was replayed",
-			filepath.Base(client), target.Addr, ctls.settings.Mode)
-	}
-	// A dump killed by a closed pipe only shows that the client died first.
-	if derr != nil && (cerr == nil || !brokenPipe(derr)) {
-		return fmt.Errorf("%s: %w: %s", filepath.Base(dump), derr, dumpErr.String())
-	}
-	if cerr != nil {
-		return fmt.Errorf("%s applying the binlog: %w: %s", filepath.Base(client), cerr, clientErr.String())
-	}
-	log.Info("replayed with mysqlbinlog", "took", time.Since(begin).Round(time.Millisecond))
-	return nil
+	cerr = clientCmd.Wait()
+	derr = dumpCmd.Wait()
+	return derr, cerr, nil
 }
 
 // brokenPipe reports whether a child was killed by SIGPIPE.

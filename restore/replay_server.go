@@ -133,130 +133,206 @@ func replayThreads(threads int) int {
 	return max(4, runtime.NumCPU())
 }
 
-// errUnreached is returned (wrapped) by replayServer when the replica could
-// not read from the binlog server at all: nothing was replayed.
+// errUnreached is returned (wrapped) by binlogServerReplay when the
+// replica could not read from the binlog server at all: nothing was
+// replayed.
 var errUnreached = errors.New("the replica could not read from the restore's binlog server")
 
-// replayServer replays the binlog by replication: a binlog.Server serves
-// the fetched files on a loopback port for the length of the replay, with
-// an account made up for it and TLS with a certificate made for it, and
-// the server replicates from it, in parallel, until the stop. Afterwards no
+// binlogServerReplay is the ReplayServer mode: a binlog.Server serves the
+// fetched files on a loopback port for the length of the replay, with an
+// account made up for it and TLS with a certificate made for it, and the
+// server db replicates from it, in parallel, until the stop. Afterwards no
 // replication configuration or relay log is left in the datadir, and the
 // parallel apply settings are as they were.
-func replayServer(ctx context.Context, db *sql.DB, flavor string, stop *Stop, threads int, log *slog.Logger, progress reporter) error {
-	if len(stop.Files) == 0 || stop.Transactions == 0 {
-		log.Info("nothing to replay after the snapshot")
+type binlogServerReplay struct {
+	db       *sql.DB
+	flavor   string
+	threads  int
+	log      *slog.Logger
+	progress reporter
+}
+
+// replay replicates the stop's range.
+func (b *binlogServerReplay) replay(ctx context.Context, stop *Stop) error {
+	if nothingToReplay(stop, b.log) {
 		return nil
 	}
-	files := make([]binlog.ServedFile, len(stop.Files))
-	for i, f := range stop.Files {
-		files[i] = binlog.ServedFile{Name: f.Name, Path: f.Path}
+	rp, err := openReplica(ctx, b.db, b.flavor)
+	if err != nil {
+		return err
 	}
+	defer rp.conn.Close()
+	bs, err := serveBinlog(ctx, stop, rp.gtidMode, b.log)
+	if err != nil {
+		return err
+	}
+	defer bs.close()
 	first, last := stop.Files[0], stop.Files[len(stop.Files)-1]
-	files[len(files)-1].End = last.To
-
-	// One connection: the statements are few, and a session keeps them in order.
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("connect to the replaying server: %w", err)
-	}
-	defer conn.Close()
-	q := replicaStatements(flavor)
-	gtidMode := ""
-	if flavor == mysqld.MySQL {
-		if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_mode").Scan(&gtidMode); err != nil {
-			return fmt.Errorf("read gtid_mode of the replaying server: %w", err)
-		}
-	}
-	saved, err := globals(ctx, conn, q.parallelVars)
-	if err != nil {
+	src := source{port: bs.port, user: bs.user, password: bs.password, file: first.Name, pos: first.From, caFile: bs.caFile}
+	n := replayThreads(b.threads)
+	if err := rp.start(ctx, src, n, last); err != nil {
 		return err
 	}
-
-	tlsConfig, cert, err := binlog.NewServerTLS("127.0.0.1")
-	if err != nil {
-		return err
-	}
-	// The certificate is public; the server, which may run as another user
-	// (a target server on this host), must be able to read it.
-	caDir, err := os.MkdirTemp("", "pitr-binlog-server-")
-	if err != nil {
-		return fmt.Errorf("binlog server certificate: %w", err)
-	}
-	defer os.RemoveAll(caDir)
-	caFile := filepath.Join(caDir, "ca.pem")
-	if err := os.Chmod(caDir, 0o755); err != nil {
-		return fmt.Errorf("binlog server certificate: %w", err)
-	}
-	if err := os.WriteFile(caFile, cert, 0o644); err != nil {
-		return fmt.Errorf("binlog server certificate: %w", err)
-	}
-	user, password := "pitr_"+randomHex(4), randomHex(16)
-	bs, err := binlog.NewServer(files, binlog.ServerOptions{User: user, Password: password, TLS: tlsConfig, GTIDMode: gtidMode, Logger: log})
-	if err != nil {
-		return err
-	}
-	// Loopback only: the replica is on this host, and nothing else may
-	// reach the binlog.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen for the binlog server: %w", err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	sctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var serveErr error
-	wg.Go(func() { serveErr = bs.Serve(sctx, ln) })
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-
-	n := replayThreads(threads)
-	src := source{port: port, user: user, password: password, file: first.Name, pos: first.From, caFile: caFile}
-	stmts := append([]string{q.changeSource(src)}, q.parallel(n)...)
-	stmts = append(stmts, q.startUntil(last.Name, last.To))
-	for _, s := range stmts {
-		if _, err := conn.ExecContext(ctx, s); err != nil {
-			// The statement is not quoted: it may hold the password.
-			return errors.Join(fmt.Errorf("set up replication from the binlog server: %w", err), forgetSource(ctx, conn, q, saved))
-		}
-	}
-	log.Info("replaying by replication", "from", first.Name+":"+strconv.FormatUint(first.From, 10),
-		"until", last.Name+":"+strconv.FormatUint(last.To, 10), "threads", n, "port", port)
+	b.log.Info("replaying by replication", "from", first.Name+":"+strconv.FormatUint(first.From, 10),
+		"until", last.Name+":"+strconv.FormatUint(last.To, 10), "threads", n, "port", bs.port)
 	begin := time.Now()
-	total := stop.replayBytes()
-	werr := waitReplica(ctx, conn, q, src, last.Name, last.To, log, func(file string, pos uint64) {
-		progress.report(PhaseReplay, stop.replayed(file, pos), total)
-	})
+	werr := b.wait(ctx, rp, src, stop)
 	if werr == nil {
-		progress.report(PhaseReplay, total, total)
+		total := stop.replayBytes()
+		b.progress.report(PhaseReplay, total, total)
 	}
 	// Stop and forget the source even after an error, so that a retry on
 	// the same datadir starts clean; the first error is the one reported.
-	if err := forgetSource(ctx, conn, q, saved); err != nil && werr == nil {
+	if err := rp.forget(ctx); err != nil && werr == nil {
 		werr = err
 	}
 	if werr != nil {
 		return werr
 	}
-	cancel()
-	wg.Wait()
-	if serveErr != nil {
-		return serveErr
+	if err := bs.close(); err != nil {
+		return err
 	}
-	log.Info("replayed by replication", "took", time.Since(begin).Round(time.Millisecond))
+	b.log.Info("replayed by replication", "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 
-// forgetSource stops replication, removes its configuration and relay logs,
-// and sets the parallel apply variables back.
-func forgetSource(ctx context.Context, conn *sql.Conn, q replicaSQL, saved map[string]string) error {
+// replica is the replaying server, on one connection: the statements are
+// few, and a session keeps them in order.
+type replica struct {
+	conn *sql.Conn
+	q    replicaSQL
+	// gtidMode is MySQL's gtid_mode, which the binlog server must match.
+	gtidMode string
+	// saved are the parallel apply variables to set back.
+	saved map[string]string
+}
+
+// openReplica connects to the replaying server and reads what the replay
+// changes or must match.
+func openReplica(ctx context.Context, db *sql.DB, flavor string) (*replica, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the replaying server: %w", err)
+	}
+	rp := &replica{conn: conn, q: replicaStatements(flavor)}
+	if flavor == mysqld.MySQL {
+		if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_mode").Scan(&rp.gtidMode); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("read gtid_mode of the replaying server: %w", err)
+		}
+	}
+	if rp.saved, err = globals(ctx, conn, rp.q.parallelVars); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return rp, nil
+}
+
+// start points the replica at src and starts it, with threads parallel
+// apply threads, until the end of the replay range in until.
+func (rp *replica) start(ctx context.Context, src source, threads int, until ReplayFile) error {
+	stmts := append([]string{rp.q.changeSource(src)}, rp.q.parallel(threads)...)
+	stmts = append(stmts, rp.q.startUntil(until.Name, until.To))
+	for _, s := range stmts {
+		if _, err := rp.conn.ExecContext(ctx, s); err != nil {
+			// The statement is not quoted: it may hold the password.
+			return errors.Join(fmt.Errorf("set up replication from the binlog server: %w", err), rp.forget(ctx))
+		}
+	}
+	return nil
+}
+
+// servedBinlog is a binlog.Server serving a replay's files on a loopback
+// port, and what a replica needs to connect to it.
+type servedBinlog struct {
+	port           int
+	user, password string
+	// caFile is the server's certificate, in caDir.
+	caFile, caDir string
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	serveErr      error
+	closed        bool
+}
+
+// serveBinlog serves the stop's files, the last one up to the stop, until
+// close.
+func serveBinlog(ctx context.Context, stop *Stop, gtidMode string, log *slog.Logger) (*servedBinlog, error) {
+	files := make([]binlog.ServedFile, len(stop.Files))
+	for i, f := range stop.Files {
+		files[i] = binlog.ServedFile{Name: f.Name, Path: f.Path}
+	}
+	files[len(files)-1].End = stop.Files[len(stop.Files)-1].To
+	tlsConfig, cert, err := binlog.NewServerTLS("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	caDir, caFile, err := writeCA(cert)
+	if err != nil {
+		return nil, err
+	}
+	sb := &servedBinlog{user: "pitr_" + randomHex(4), password: randomHex(16), caFile: caFile, caDir: caDir}
+	bs, err := binlog.NewServer(files, binlog.ServerOptions{User: sb.user, Password: sb.password, TLS: tlsConfig, GTIDMode: gtidMode, Logger: log})
+	if err != nil {
+		os.RemoveAll(caDir)
+		return nil, err
+	}
+	// Loopback only: the replica is on this host, and nothing else may
+	// reach the binlog.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.RemoveAll(caDir)
+		return nil, fmt.Errorf("listen for the binlog server: %w", err)
+	}
+	sb.port = ln.Addr().(*net.TCPAddr).Port
+	sctx, cancel := context.WithCancel(ctx)
+	sb.cancel = cancel
+	sb.wg.Go(func() { sb.serveErr = bs.Serve(sctx, ln) })
+	return sb, nil
+}
+
+// writeCA writes the binlog server's certificate into a new directory.
+// The certificate is public; the server, which may run as another user (a
+// target server on this host), must be able to read it.
+func writeCA(cert []byte) (dir, file string, err error) {
+	dir, err = os.MkdirTemp("", "pitr-binlog-server-")
+	if err != nil {
+		return "", "", fmt.Errorf("binlog server certificate: %w", err)
+	}
+	file = filepath.Join(dir, "ca.pem")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("binlog server certificate: %w", err)
+	}
+	if err := os.WriteFile(file, cert, 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("binlog server certificate: %w", err)
+	}
+	return dir, file, nil
+}
+
+// close stops serving, removes the certificate and returns how serving
+// ended; a second call does nothing.
+func (sb *servedBinlog) close() error {
+	if sb.closed {
+		return nil
+	}
+	sb.closed = true
+	sb.cancel()
+	sb.wg.Wait()
+	os.RemoveAll(sb.caDir)
+	return sb.serveErr
+}
+
+// forget stops replication, removes its configuration and relay logs, and
+// sets the parallel apply variables back.
+func (rp *replica) forget(ctx context.Context) error {
+	q, saved := rp.q, rp.saved
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	var errs []error
 	for _, s := range []string{q.stop, q.reset} {
-		if _, err := conn.ExecContext(cctx, s); err != nil {
+		if _, err := rp.conn.ExecContext(cctx, s); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s, err))
 		}
 	}
@@ -266,7 +342,7 @@ func forgetSource(ctx context.Context, conn *sql.Conn, q replicaSQL, saved map[s
 		if _, err := strconv.ParseInt(val, 10, 64); err != nil {
 			val = sqlString(val)
 		}
-		if _, err := conn.ExecContext(cctx, "SET GLOBAL "+v+" = "+val); err != nil {
+		if _, err := rp.conn.ExecContext(cctx, "SET GLOBAL "+v+" = "+val); err != nil {
 			errs = append(errs, fmt.Errorf("set %s back to %s: %w", v, saved[v], err))
 		}
 	}
@@ -286,10 +362,13 @@ func globals(ctx context.Context, conn *sql.Conn, names []string) (map[string]st
 	return out, nil
 }
 
-// waitReplica polls the replica until its SQL thread has applied exactly up
-// to file:pos, and fails on a replication error or a thread that stopped
-// short.
-func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, src source, file string, pos uint64, log *slog.Logger, at func(file string, pos uint64)) error {
+// wait polls the replica, started at src, until its SQL thread has applied
+// exactly up to the stop, and fails on a replication error or a thread that
+// stopped short.
+func (b *binlogServerReplay) wait(ctx context.Context, rp *replica, src source, stop *Stop) error {
+	conn, q := rp.conn, rp.q
+	last := stop.Files[len(stop.Files)-1]
+	file, pos, total := last.Name, last.To, stop.replayBytes()
 	want := strconv.FormatUint(pos, 10)
 	lastReport := time.Now()
 	t := time.NewTicker(replicaPoll)
@@ -320,7 +399,7 @@ func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, src source, 
 			return fmt.Errorf("replica cannot read from the binlog server: error %s: %s", st["Last_IO_Errno"], st["Last_IO_Error"])
 		}
 		applied, _ := strconv.ParseUint(st[q.posCol], 10, 64)
-		at(st[q.fileCol], applied)
+		b.progress.report(PhaseReplay, stop.replayed(st[q.fileCol], applied), total)
 		switch {
 		case st[q.fileCol] == file && applied == pos:
 			return nil
@@ -334,7 +413,7 @@ func waitReplica(ctx context.Context, conn *sql.Conn, q replicaSQL, src source, 
 			return fmt.Errorf("replay stopped at %s:%s before the stop %s:%s", st[q.fileCol], st[q.posCol], file, want)
 		}
 		if time.Since(lastReport) > 10*time.Second {
-			log.Info("replaying", "at", st[q.fileCol]+":"+st[q.posCol], "until", file+":"+want)
+			b.log.Info("replaying", "at", st[q.fileCol]+":"+st[q.posCol], "until", file+":"+want)
 			lastReport = time.Now()
 		}
 		select {

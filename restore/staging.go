@@ -49,6 +49,8 @@ const DefaultLeftoverWait = 5 * time.Minute
 type staging struct {
 	root string
 	lock *os.File
+	// moved says the new datadir has been moved into place.
+	moved bool
 }
 
 // newStaging makes datadir's staging directory and its locked marker.
@@ -102,6 +104,27 @@ func (s *staging) remove() error {
 	return removeStaging(s.root)
 }
 
+// discard removes the staging directory of a restore that failed, leaving
+// the target directory exactly as it was; once the new datadir has been
+// moved in it does nothing. It is deferred as soon as the directory exists.
+func (s *staging) discard(log *slog.Logger) {
+	if s.moved {
+		return
+	}
+	if err := s.remove(); err != nil {
+		log.Warn("the next restore into this datadir removes what this one left", "err", err)
+	}
+}
+
+// movedIn removes what is left of the staging directory once the new
+// datadir has been moved into place.
+func (s *staging) movedIn(log *slog.Logger) {
+	s.moved = true
+	if err := s.remove(); err != nil {
+		log.Warn("the restore is done; the next restore into this datadir removes what is left of its staging directory", "err", err)
+	}
+}
+
 // removeStaging deletes a staging directory, its marker last: a removal
 // that is itself interrupted still leaves a directory the next restore
 // recognises.
@@ -131,6 +154,7 @@ func removeStaging(root string) error {
 // restore, which is an error, or to the programs of a killed one, which are
 // given up to wait to exit.
 func removeLeftovers(ctx context.Context, datadir string, wait time.Duration, log *slog.Logger) error {
+	lv := leftovers{datadir: datadir, wait: wait, log: log}
 	prefix := "." + filepath.Base(datadir) + ".restore-"
 	for _, dir := range []string{filepath.Dir(datadir), datadir} {
 		ents, err := os.ReadDir(dir)
@@ -144,7 +168,7 @@ func removeLeftovers(ctx context.Context, datadir string, wait time.Duration, lo
 			if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
 				continue
 			}
-			if err := removeLeftover(ctx, filepath.Join(dir, e.Name()), datadir, wait, log); err != nil {
+			if err := lv.remove(ctx, filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}
@@ -152,8 +176,18 @@ func removeLeftovers(ctx context.Context, datadir string, wait time.Duration, lo
 	return nil
 }
 
-// removeLeftover removes one staging directory if it is a killed restore's.
-func removeLeftover(ctx context.Context, path, datadir string, wait time.Duration, log *slog.Logger) error {
+// leftovers are what removeLeftovers looks for: the staging directories of
+// killed restores into datadir.
+type leftovers struct {
+	datadir string
+	// wait is how long the programs of a killed restore get to exit.
+	wait time.Duration
+	log  *slog.Logger
+}
+
+// remove removes one staging directory if it is a killed restore's.
+func (lv leftovers) remove(ctx context.Context, path string) error {
+	datadir, log := lv.datadir, lv.log
 	markerPath := filepath.Join(path, StagingMarker)
 	b, err := os.ReadFile(markerPath)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -179,7 +213,7 @@ func removeLeftover(ctx context.Context, path, datadir string, wait time.Duratio
 		return fmt.Errorf("open %s: %w", markerPath, err)
 	}
 	defer f.Close()
-	if err := awaitLock(ctx, f, owner, path, wait, log); err != nil {
+	if err := lv.awaitLock(ctx, f, owner, path); err != nil {
 		return err
 	}
 	log.Info("removing what an interrupted restore left", "path", path, "pid", owner.PID, "host", owner.Host,
@@ -192,7 +226,8 @@ func removeLeftover(ctx context.Context, path, datadir string, wait time.Duratio
 
 // awaitLock takes the lock of a staging directory's marker f. A running
 // owner is an error at once; the programs of a dead one get wait to exit.
-func awaitLock(ctx context.Context, f *os.File, owner stagingOwner, path string, wait time.Duration, log *slog.Logger) error {
+func (lv leftovers) awaitLock(ctx context.Context, f *os.File, owner stagingOwner, path string) error {
+	wait, log := lv.wait, lv.log
 	deadline := time.Now().Add(wait)
 	logged := false
 	for {

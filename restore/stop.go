@@ -41,100 +41,124 @@ type ReplayFile struct {
 // findStop reads the fetched binlog files from the snapshot position and
 // finds where the target puts the stop, never inside a transaction.
 func findStop(p *Plan, files []binlog.FetchResult) (*Stop, error) {
-	st := &Stop{GTIDs: map[string]string{}}
+	sf := &stopFinder{plan: p, stop: &Stop{GTIDs: map[string]string{}}}
 	started := false
-	var lastEnd catalog.Position
 	for _, f := range files {
 		if !started && f.Name != p.From.File {
 			continue
 		}
-		fh, err := os.Open(f.Path)
-		if err != nil {
-			return nil, err
-		}
-		sc := binlog.NewScanner(fh, 0)
-		var tr binlog.Tracker
 		from := uint64(4)
 		if !started {
 			from = p.From.Pos
 			started = true
 		}
-		rf := ReplayFile{Name: f.Name, Path: f.Path, From: from, To: from}
-		lastEnd = catalog.Position{File: f.Name, Pos: from}
-		done := false
-		for !done {
-			ev, pos, err := sc.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				fh.Close()
-				return nil, fmt.Errorf("read %s: %w", f.Name, err)
-			}
-			tx, err := tr.Feed(ev, pos)
-			if err != nil {
-				fh.Close()
-				return nil, fmt.Errorf("read %s at %d: %w", f.Name, pos, err)
-			}
-			if pos < from {
-				continue
-			}
-			end := pos + uint64(len(ev))
-			if open, _ := tr.Open(); !open && tx == nil {
-				// An event outside any transaction (rotate, gtid list…).
-				if p.Target.Kind == AtPosition && p.Target.Position.File == f.Name && end > p.Target.Position.Pos {
-					done = true
-					break
-				}
-				rf.To, lastEnd = end, catalog.Position{File: f.Name, Pos: end}
-				continue
-			}
-			if tx == nil {
-				continue
-			}
-			switch p.Target.Kind {
-			case AtTime:
-				if tx.CommitTime.After(p.Target.Time) {
-					done = true
-				}
-			case AtPosition:
-				if p.Target.Position.File == f.Name && tx.End > p.Target.Position.Pos {
-					if tx.Start < p.Target.Position.Pos {
-						fh.Close()
-						return nil, fmt.Errorf("%w: position %s is inside a transaction (%s:%d to %d); stop at %d or %d",
-							ErrRefused, p.Target.Position, f.Name, tx.Start, tx.End, tx.Start, tx.End)
-					}
-					done = true
-				}
-			}
-			if done {
-				break
-			}
-			rf.To, lastEnd = tx.End, catalog.Position{File: f.Name, Pos: tx.End}
-			st.Transactions++
-			st.LastCommit = tx.CommitTime
-			if tx.HasGTID {
-				st.LastGTID = tx.GTID.String()
-				st.GTIDs[gtidDomain(tx.GTID)] = st.LastGTID
-			}
+		rf, err := sf.scan(f, from)
+		if err != nil {
+			return nil, err
 		}
-		fh.Close()
-		if rf.To > rf.From || len(st.Files) == 0 {
-			st.Files = append(st.Files, rf)
+		if rf.To > rf.From || len(sf.stop.Files) == 0 {
+			sf.stop.Files = append(sf.stop.Files, rf)
 		}
-		if done {
+		if sf.done {
 			break
 		}
 	}
 	if !started {
 		return nil, fmt.Errorf("the fetched archive does not hold %s", p.From.File)
 	}
-	if p.Target.Kind == AtPosition && (lastEnd.File != p.Target.Position.File || lastEnd.Pos != p.Target.Position.Pos) {
+	if p.Target.Kind == AtPosition && (sf.lastEnd.File != p.Target.Position.File || sf.lastEnd.Pos != p.Target.Position.Pos) {
 		return nil, fmt.Errorf("%w: position %s is not the end of a transaction in the archive; the nearest before it is %s",
-			ErrRefused, p.Target.Position, lastEnd)
+			ErrRefused, p.Target.Position, sf.lastEnd)
 	}
-	st.Position = lastEnd
-	return st, nil
+	sf.stop.Position = sf.lastEnd
+	return sf.stop, nil
+}
+
+// stopFinder reads binlog files in order, counting the transactions the
+// restore replays into stop, until the target.
+type stopFinder struct {
+	plan *Plan
+	stop *Stop
+	// lastEnd is the end of the last event replayed.
+	lastEnd catalog.Position
+	// done says the target has been reached.
+	done bool
+}
+
+// scan reads one file from from, and returns the part of it to replay.
+func (sf *stopFinder) scan(f binlog.FetchResult, from uint64) (ReplayFile, error) {
+	rf := ReplayFile{Name: f.Name, Path: f.Path, From: from, To: from}
+	fh, err := os.Open(f.Path)
+	if err != nil {
+		return rf, err
+	}
+	defer fh.Close()
+	sc := binlog.NewScanner(fh, 0)
+	var tr binlog.Tracker
+	sf.lastEnd = catalog.Position{File: f.Name, Pos: from}
+	target := sf.plan.Target
+	for {
+		ev, pos, err := sc.Next()
+		if errors.Is(err, io.EOF) {
+			return rf, nil
+		}
+		if err != nil {
+			return rf, fmt.Errorf("read %s: %w", f.Name, err)
+		}
+		tx, err := tr.Feed(ev, pos)
+		if err != nil {
+			return rf, fmt.Errorf("read %s at %d: %w", f.Name, pos, err)
+		}
+		if pos < from {
+			continue
+		}
+		end := pos + uint64(len(ev))
+		if open, _ := tr.Open(); !open && tx == nil {
+			// An event outside any transaction (rotate, gtid list…).
+			if target.Kind == AtPosition && target.Position.File == f.Name && end > target.Position.Pos {
+				sf.done = true
+				return rf, nil
+			}
+			rf.To, sf.lastEnd = end, catalog.Position{File: f.Name, Pos: end}
+			continue
+		}
+		if tx == nil {
+			continue
+		}
+		if sf.done, err = afterTarget(target, f.Name, tx); sf.done || err != nil {
+			return rf, err
+		}
+		rf.To, sf.lastEnd = tx.End, catalog.Position{File: f.Name, Pos: tx.End}
+		sf.stop.add(tx)
+	}
+}
+
+// afterTarget reports whether the transaction tx of file comes after the
+// target, and refuses a target position inside it.
+func afterTarget(t Target, file string, tx *binlog.Txn) (bool, error) {
+	switch t.Kind {
+	case AtTime:
+		return tx.CommitTime.After(t.Time), nil
+	case AtPosition:
+		if t.Position.File == file && tx.End > t.Position.Pos {
+			if tx.Start < t.Position.Pos {
+				return false, fmt.Errorf("%w: position %s is inside a transaction (%s:%d to %d); stop at %d or %d",
+					ErrRefused, t.Position, file, tx.Start, tx.End, tx.Start, tx.End)
+			}
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// add counts a replayed transaction.
+func (s *Stop) add(tx *binlog.Txn) {
+	s.Transactions++
+	s.LastCommit = tx.CommitTime
+	if tx.HasGTID {
+		s.LastGTID = tx.GTID.String()
+		s.GTIDs[gtidDomain(tx.GTID)] = s.LastGTID
+	}
 }
 
 // gtidDomain names the sequence a GTID belongs to: a MariaDB domain, or a

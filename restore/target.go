@@ -2,13 +2,10 @@ package restore
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,7 +15,6 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
-	"github.com/mysql-pitr/mysql-pitr/snapshot"
 )
 
 // ErrTargetChanged is wrapped by the error of a restore into a running
@@ -26,100 +22,108 @@ import (
 // the server holds and what to do before running the restore again.
 var ErrTargetChanged = errors.New("the target server was changed")
 
-// applyToServer restores a logical snapshot into a running, empty server
-// and replays the binlog there. Replay through the built-in binlog server
-// needs the target to reach this host's loopback, so a target on another
-// host replays with the mysqlbinlog pipeline.
-func applyToServer(ctx context.Context, p *Plan, opts Options, work string, begin time.Time) (*Result, error) {
-	log := opts.Logger
-	if p.Snapshot.Method != catalog.MethodLogical {
-		return nil, fmt.Errorf("snapshot %s is %s: only a logical snapshot restores into a running server (use --datadir)", p.Snapshot.ID, p.Snapshot.Method)
+// targetServer is a running server a logical snapshot is restored into.
+// Replay through the built-in binlog server needs it to reach this host's
+// loopback, so a target on another host replays with the mysqlbinlog
+// pipeline.
+type targetServer struct {
+	r  *run
+	db *sql.DB
+}
+
+// What a failed restore left in the target server (see changed).
+const (
+	loadedNothingReplayed = "snapshot loaded, nothing replayed"
+	replayedNoGTIDState   = "snapshot loaded and binlog replayed, GTID state not set"
+)
+
+// openTarget connects to the target server and refuses, before anything
+// is fetched or changed, one the restore could not complete in.
+func (r *run) openTarget(ctx context.Context) (*targetServer, error) {
+	m := r.plan.Snapshot
+	if m.Method != catalog.MethodLogical {
+		return nil, fmt.Errorf("snapshot %s is %s: only a logical snapshot restores into a running server (use --datadir)", m.ID, m.Method)
 	}
-	flavor := snapshotFlavor(p.Snapshot)
-	conn, err := mysql.NewConnector(opts.Target)
+	conn, err := mysql.NewConnector(r.opts.Target)
 	if err != nil {
 		return nil, fmt.Errorf("target server: %w", err)
 	}
-	db := sql.OpenDB(conn)
-	defer db.Close()
-	if err := checkTarget(ctx, db, p.Snapshot, flavor); err != nil {
-		return nil, fmt.Errorf("target server %s: %w; nothing was changed", opts.Target.Addr, err)
+	t := &targetServer{r: r, db: sql.OpenDB(conn)}
+	if err := checkTarget(ctx, t.db, m, r.flavor); err != nil {
+		t.close()
+		return nil, fmt.Errorf("target server %s: %w; nothing was changed", r.opts.Target.Addr, err)
 	}
-	pl := pipeline{programs: opts.Programs, flavor: flavor, release: p.Snapshot.ServerVersion}
-	if opts.Replay == ReplayMysqlbinlog || !loopback(opts.Target) {
-		if _, _, err := pl.tools(ctx); err != nil {
+	if r.opts.Replay == ReplayMysqlbinlog || !loopback(r.opts.Target) {
+		if _, _, err := r.tools().find(ctx); err != nil {
+			t.close()
 			return nil, fmt.Errorf("%w; nothing was changed", err)
 		}
 	}
-	files, err := fetch(ctx, opts.Store, p, filepath.Join(work, "binlog"), opts.Progress)
-	if err != nil {
-		return nil, err
+	return t, nil
+}
+
+// close closes the restore's connections to the target.
+func (t *targetServer) close() { t.db.Close() }
+
+// load is the snapshot step into a target server: it loads the logical
+// snapshot.
+func (t *targetServer) load(ctx context.Context) error {
+	id := string(t.r.plan.Snapshot.ID)
+	t.r.log.Info("loading logical snapshot into the target server", "snapshot", id)
+	if err := t.r.loadLogical(ctx, t.r.opts.Target); err != nil {
+		return t.changed(ctx, err, "snapshot "+id+" partly loaded, nothing replayed", false)
 	}
-	stop, err := findStop(p, files)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("loading logical snapshot into the target server", "snapshot", string(p.Snapshot.ID))
-	if err := snapshot.LoadLogical(ctx, opts.Store, p.Snapshot, opts.Target, snapshot.LoadOptions{Threads: opts.Threads, Logger: log, Progress: loadProgress(log, opts.Progress)}); err != nil {
-		return nil, targetChanged(ctx, db, err, flavor, "snapshot "+string(p.Snapshot.ID)+" partly loaded, nothing replayed", false)
-	}
-	replay := opts.Replay
-	if replay == ReplayServer && !loopback(opts.Target) {
-		log.Info("the target is on another host: replaying with mysqlbinlog", "target", opts.Target.Addr)
-		replay = ReplayMysqlbinlog
+	return nil
+}
+
+// replayMode is the replay mode asked for, unless the target cannot
+// replicate from the restore's binlog server: it is on another host, or
+// has the source's server_id (a replica skips events carrying its own).
+func (t *targetServer) replayMode(ctx context.Context) (string, error) {
+	r := t.r
+	mode := r.opts.Replay
+	if mode == ReplayServer && !loopback(r.opts.Target) {
+		r.log.Info("the target is on another host: replaying with mysqlbinlog", "target", r.opts.Target.Addr)
+		mode = ReplayMysqlbinlog
 	}
 	var targetID uint32
-	if err := db.QueryRowContext(ctx, "SELECT @@server_id").Scan(&targetID); err != nil {
-		return nil, targetChanged(ctx, db, fmt.Errorf("target server: %w", err), flavor, "snapshot loaded, nothing replayed", false)
+	if err := t.db.QueryRowContext(ctx, "SELECT @@server_id").Scan(&targetID); err != nil {
+		return "", t.changed(ctx, fmt.Errorf("target server: %w", err), loadedNothingReplayed, false)
 	}
-	if replay == ReplayServer && targetID == p.Snapshot.ServerID {
-		// A replica skips events carrying its own server_id.
-		log.Info("the target has the source's server_id: replaying with mysqlbinlog", "server_id", targetID)
-		replay = ReplayMysqlbinlog
+	if mode == ReplayServer && targetID == r.plan.Snapshot.ServerID {
+		r.log.Info("the target has the source's server_id: replaying with mysqlbinlog", "server_id", targetID)
+		mode = ReplayMysqlbinlog
 	}
-	if opts.AfterSnapshot != nil {
-		if err := opts.AfterSnapshot(ctx, opts.Target); err != nil {
-			return nil, targetChanged(ctx, db, err, flavor, "snapshot loaded, nothing replayed", false)
+	return mode, nil
+}
+
+// replay is the replay step into a target server, in mode. A replication
+// that cannot reach the binlog server at all has replayed nothing, and the
+// replay falls back to the mysqlbinlog pipeline: the usual cause is a
+// target that runs where it cannot read the binlog server's certificate
+// (another container or user), so it cannot verify the server.
+func (t *targetServer) replay(ctx context.Context, mode string, stop *Stop) error {
+	r := t.r
+	if mode == ReplayServer {
+		err := r.byReplication(t.db).replay(ctx, stop)
+		if !errors.Is(err, errUnreached) {
+			return t.incomplete(ctx, err)
 		}
+		r.log.Warn("the target cannot replicate from the restore's binlog server: replaying with mysqlbinlog", "err", err)
 	}
-	res := &Result{}
-	replayBegin := time.Now()
-	if replay == ReplayServer {
-		err = replayServer(ctx, db, flavor, stop, opts.Threads, log, opts.Progress)
-		if errors.Is(err, errUnreached) {
-			// Nothing was replayed. The usual cause: the target runs where
-			// it cannot read the binlog server's certificate (another
-			// container or user), so it cannot verify the server.
-			log.Warn("the target cannot replicate from the restore's binlog server: replaying with mysqlbinlog", "err", err)
-			replay = ReplayMysqlbinlog
-		}
-	}
-	if replay == ReplayMysqlbinlog {
-		cipher, cerr := mysqltls.Cipher(ctx, db)
-		if cerr != nil {
-			return nil, targetChanged(ctx, db, fmt.Errorf("target server: %w", cerr), flavor, "snapshot loaded, nothing replayed", false)
-		}
-		err = replayMysqlbinlog(ctx, opts.Target, clientTLS{opts.TargetTLS.Effective(cipher != ""), flavor}, pl, stop, work, log, opts.Progress)
-	}
+	cipher, err := mysqltls.Cipher(ctx, t.db)
 	if err != nil {
-		return nil, targetChanged(ctx, db, err, flavor, "snapshot loaded, replay not completed", true)
+		return t.changed(ctx, fmt.Errorf("target server: %w", err), loadedNothingReplayed, false)
 	}
-	res.ReplayDuration = time.Since(replayBegin)
-	if opts.AfterReplay != nil {
-		if err := opts.AfterReplay(ctx, opts.Target, stop); err != nil {
-			return nil, targetChanged(ctx, db, err, flavor, "snapshot loaded and binlog replayed, GTID state not set", true)
-		}
+	return t.incomplete(ctx, r.byMysqlbinlog(r.opts.Target, r.opts.TargetTLS.Effective(cipher != "")).replay(ctx, stop))
+}
+
+// incomplete describes a replay that failed with err; nil stays nil.
+func (t *targetServer) incomplete(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
 	}
-	gtid, err := setGTIDState(ctx, db, flavor, p, stop)
-	if err != nil {
-		return nil, targetChanged(ctx, db, err, flavor, "snapshot loaded and binlog replayed, GTID state not set", true)
-	}
-	var idb [6]byte
-	_, _ = rand.Read(idb[:])
-	res.Marker = Marker{ID: hex.EncodeToString(idb[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: p.Timeline,
-		Stop: stop.Position, Transactions: stop.Transactions, LastCommit: stop.LastCommit, GTIDState: gtid, Finished: time.Now().UTC()}
-	res.Duration = time.Since(begin)
-	return res, nil
+	return t.changed(ctx, err, "snapshot loaded, replay not completed", true)
 }
 
 // checkTarget refuses, before anything is fetched or changed, a target the
@@ -167,40 +171,13 @@ func checkTarget(ctx context.Context, db *sql.DB, m *catalog.Manifest, flavor st
 	return nil
 }
 
-// setGTIDState records in the restored server where it stands in the
-// source's history, and returns its GTID state: on MariaDB gtid_slave_pos
-// becomes the snapshot's position advanced by the replay; on MySQL the
-// snapshot's GTID set is added to gtid_purged (the replay's own GTIDs the
-// server recorded as it applied them), and the state is gtid_executed.
-func setGTIDState(ctx context.Context, db *sql.DB, flavor string, p *Plan, stop *Stop) (string, error) {
-	if flavor == mysqld.MariaDB {
-		gtid := mergeGTIDs(p.Snapshot.GTIDSet, stop.GTIDs)
-		if gtid != "" {
-			if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", gtid); err != nil {
-				return "", fmt.Errorf("set gtid_slave_pos: %w", err)
-			}
-		}
-		return gtid, nil
-	}
-	if p.Snapshot.Method == catalog.MethodLogical && p.Snapshot.GTIDSet != "" {
-		if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_purged = CONCAT('+', ?)", p.Snapshot.GTIDSet); err != nil {
-			return "", fmt.Errorf("add the snapshot's GTIDs to gtid_purged: %w", err)
-		}
-	}
-	var executed string
-	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed").Scan(&executed); err != nil {
-		return "", fmt.Errorf("read gtid_executed: %w", err)
-	}
-	return strings.ReplaceAll(executed, "\n", ""), nil
-}
-
-// targetChanged describes, after err, what a failed restore left in the
-// target server and what to do before trying again.
-func targetChanged(ctx context.Context, db *sql.DB, err error, flavor, what string, replayed bool) error {
+// changed describes, after err, what a failed restore left in the target
+// server and what to do before trying again.
+func (t *targetServer) changed(ctx context.Context, err error, what string, replayed bool) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	dbs := "the snapshot's databases"
-	rows, qerr := db.QueryContext(cctx, "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN "+
+	rows, qerr := t.db.QueryContext(cctx, "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN "+
 		"('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1")
 	if qerr == nil {
 		var names []string
@@ -220,7 +197,7 @@ func targetChanged(ctx context.Context, db *sql.DB, err error, flavor, what stri
 		// Transactions replayed in part are recorded in the server's GTID
 		// state; a second replay would skip them (MySQL) or be refused
 		// as out of order (MariaDB with gtid_strict_mode).
-		if flavor == mysqld.MySQL {
+		if t.r.flavor == mysqld.MySQL {
 			reset = ", and clear its GTID state (RESET BINARY LOGS AND GTIDS; RESET MASTER before MySQL 8.4)"
 		} else {
 			reset = ", and reset its GTID position (RESET MASTER; SET GLOBAL gtid_slave_pos = '')"

@@ -75,7 +75,9 @@ func TestMysqlbinlogReplayTLS(t *testing.T) {
 		{"preferred into a server without TLS", mysqltls.Settings{}.Effective(false), plain, other, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := replayMysqlbinlog(t.Context(), target(tt.into), clientTLS{tt.s, mysqld.MariaDB}, pipeline{flavor: mysqld.MariaDB}, stopOf(tt.from), t.TempDir(), slog.New(slog.DiscardHandler), nil)
+			rep := &mysqlbinlogReplay{target: target(tt.into), tls: clientTLS{tt.s, mysqld.MariaDB}, tools: binlogTools{flavor: mysqld.MariaDB},
+				work: t.TempDir(), log: slog.New(slog.DiscardHandler)}
+			err := rep.replay(t.Context(), stopOf(tt.from))
 			applied := hasDB(tt.into, map[*testbed.MariaDB]string{secure: "from_secure", plain: "from_plain", other: "from_other"}[tt.from])
 			if tt.want == "" {
 				if err != nil || !applied {
