@@ -174,43 +174,27 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 	}
 	d.log = opts.Logger.With("component", "snapshot", "snapshot", string(d.id))
 
-	src, err := binlog.NewSource(opts.Source)
+	info, err := readServerInfo(ctx, opts.Source)
 	if err != nil {
-		return nil, err
-	}
-	info, err := src.Info(ctx)
-	src.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read server info: %w", err)
-	}
-	if _, err := info.Check(); err != nil {
 		return nil, err
 	}
 	d.flavor = info.Flavor
+	m := d.newManifest(info, started)
 
-	cfg := opts.Source.Clone()
-	// Arguments are interpolated so that every query uses the text
-	// protocol, whose values are the server's text for every type.
-	cfg.InterpolateParams = true
-	withReadBuffer(cfg)
-	conn, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("mysql connection settings: %w", err)
+	if err := d.openPool(); err != nil {
+		return nil, err
 	}
-	d.db = sql.OpenDB(conn)
 	// Closing the pool closes every connection, which also releases a lock
 	// or transaction an error path left behind.
 	defer d.db.Close()
-	d.db.SetMaxOpenConns(opts.Threads + 1)
-	d.db.SetMaxIdleConns(opts.Threads + 1)
-
 	coord, err := d.sessionConn(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	defer coord.Close()
-	var lowerCase, pageSize int
-	if err := coord.QueryRowContext(ctx, "SELECT @@lower_case_table_names, @@innodb_page_size").Scan(&lowerCase, &pageSize); err != nil {
+	err = coord.QueryRowContext(ctx, "SELECT @@lower_case_table_names, @@innodb_page_size").
+		Scan(&m.LowerCaseTableNames, &m.InnoDBPageSize)
+	if err != nil {
 		return nil, fmt.Errorf("read the server's lower_case_table_names and innodb_page_size: %w", err)
 	}
 
@@ -218,19 +202,12 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 	if err != nil {
 		return nil, err
 	}
-	d.progress.TablesTotal = len(plan.tables)
-	for _, t := range plan.tables {
-		d.progress.ChunksTotal += len(t.chunks)
-		d.tableDue[t] = len(t.chunks)
+	d.startProgress(plan)
+	workers, err := d.openWorkers(ctx)
+	if err != nil {
+		return nil, err
 	}
-
-	workers := make([]*sql.Conn, opts.Threads)
-	for i := range workers {
-		if workers[i], err = d.sessionConn(ctx, true); err != nil {
-			return nil, err
-		}
-		defer workers[i].Close()
-	}
+	defer closeConns(workers)
 	point, err := d.consistentPoint(ctx, coord, workers, plan.sequences)
 	if err != nil {
 		return nil, err
@@ -242,32 +219,119 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 	if err != nil {
 		return nil, err
 	}
-	obj, err := d.putJSON(ctx, layoutObject, lay)
-	if err != nil {
+	if err := d.storeLayout(ctx, lay); err != nil {
 		return nil, err
 	}
-	d.addObject(obj)
+	d.finishManifest(ctx, m, point, lay)
+	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
+		return nil, fmt.Errorf("write manifest of snapshot %s: %w", d.id, err)
+	}
+	d.log.Info("snapshot complete", "tables", len(m.Tables), "bytes", m.Bytes, "stored_bytes", m.StoredBytes,
+		"duration", m.Finished.Sub(m.Started))
+	return m, nil
+}
 
-	m := &catalog.Manifest{
+// readServerInfo reads the server's identity and fails on settings that
+// make archiving its binlog impossible.
+func readServerInfo(ctx context.Context, cfg *mysql.Config) (binlog.ServerInfo, error) {
+	src, err := binlog.NewSource(cfg)
+	if err != nil {
+		return binlog.ServerInfo{}, err
+	}
+	info, err := src.Info(ctx)
+	src.Close()
+	if err != nil {
+		return binlog.ServerInfo{}, fmt.Errorf("read server info: %w", err)
+	}
+	if _, err := info.Check(); err != nil {
+		return binlog.ServerInfo{}, err
+	}
+	return info, nil
+}
+
+// newManifest describes the snapshot as far as it is known before the
+// dump: what it is of and when it started.
+func (d *dumper) newManifest(info binlog.ServerInfo, started time.Time) *catalog.Manifest {
+	return &catalog.Manifest{
 		ID:            d.id,
 		Method:        catalog.MethodLogical,
 		Flavor:        string(info.Flavor),
 		ServerVersion: info.Version,
 		ServerID:      info.ServerID,
 		ServerUUID:    info.UUID,
-		Binlog:        point.pos,
-		ConsistentAt:  point.at,
-		GTIDSet:       point.gtid,
-		Timeline:      opts.Timeline,
-		TimelineUID:   catalog.TimelineUIDOf(ctx, opts.Storage, opts.Timeline),
+		Timeline:      d.opts.Timeline,
 		Started:       started,
-		WritesBlocked: point.blocked,
-		Objects:       d.objects,
-		Agent:         opts.Agent,
-
-		LowerCaseTableNames: lowerCase,
-		InnoDBPageSize:      pageSize,
+		Agent:         d.opts.Agent,
 	}
+}
+
+// openPool opens the pool of dumping connections: one per thread and the
+// coordinating one.
+func (d *dumper) openPool() error {
+	cfg := d.opts.Source.Clone()
+	// Arguments are interpolated so that every query uses the text
+	// protocol, whose values are the server's text for every type.
+	cfg.InterpolateParams = true
+	withReadBuffer(cfg)
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return fmt.Errorf("mysql connection settings: %w", err)
+	}
+	d.db = sql.OpenDB(conn)
+	d.db.SetMaxOpenConns(d.opts.Threads + 1)
+	d.db.SetMaxIdleConns(d.opts.Threads + 1)
+	return nil
+}
+
+// startProgress sets the totals progress is reported against and the
+// chunks each table waits for.
+func (d *dumper) startProgress(p *plan) {
+	d.progress.TablesTotal = len(p.tables)
+	for _, t := range p.tables {
+		d.progress.ChunksTotal += len(t.chunks)
+		d.tableDue[t] = len(t.chunks)
+	}
+}
+
+// openWorkers opens a data connection for each thread.
+func (d *dumper) openWorkers(ctx context.Context) ([]*sql.Conn, error) {
+	workers := make([]*sql.Conn, d.opts.Threads)
+	for i := range workers {
+		var err error
+		if workers[i], err = d.sessionConn(ctx, true); err != nil {
+			closeConns(workers[:i])
+			return nil, err
+		}
+	}
+	return workers, nil
+}
+
+// closeConns closes connections, the last opened first.
+func closeConns(conns []*sql.Conn) {
+	for i := len(conns) - 1; i >= 0; i-- {
+		conns[i].Close()
+	}
+}
+
+// storeLayout stores the layout, which a load reads first.
+func (d *dumper) storeLayout(ctx context.Context, lay *layout) error {
+	obj, err := d.putJSON(ctx, layoutObject, lay)
+	if err != nil {
+		return err
+	}
+	d.addObject(obj)
+	return nil
+}
+
+// finishManifest records the dump in m: its position, its objects in name
+// order and their sizes, its tables, and when it finished.
+func (d *dumper) finishManifest(ctx context.Context, m *catalog.Manifest, p point, lay *layout) {
+	m.Binlog = p.pos
+	m.ConsistentAt = p.at
+	m.GTIDSet = p.gtid
+	m.TimelineUID = catalog.TimelineUIDOf(ctx, d.opts.Storage, d.opts.Timeline)
+	m.WritesBlocked = p.blocked
+	m.Objects = d.objects
 	slices.SortFunc(m.Objects, func(a, b catalog.SnapshotObject) int { return strings.Compare(a.Name, b.Name) })
 	for _, o := range m.Objects {
 		m.Bytes += o.Size
@@ -277,12 +341,6 @@ func TakeLogical(ctx context.Context, opts LogicalOptions) (*catalog.Manifest, e
 		m.Tables = append(m.Tables, catalog.TableInfo{Schema: t.Schema, Name: t.Name, Rows: t.Rows, Digest: t.Digest})
 	}
 	m.Finished = time.Now().UTC()
-	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
-		return nil, fmt.Errorf("write manifest of snapshot %s: %w", d.id, err)
-	}
-	d.log.Info("snapshot complete", "tables", len(m.Tables), "bytes", m.Bytes, "stored_bytes", m.StoredBytes,
-		"duration", m.Finished.Sub(m.Started))
-	return m, nil
 }
 
 // sessionSettings are every dumping connection's: timestamps are dumped in

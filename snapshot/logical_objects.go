@@ -168,49 +168,81 @@ func (d *dumper) readUsers(ctx context.Context, c *sql.Conn) ([]userDef, error) 
 		if builtinAccount(u.User, u.Host) || (!d.opts.IncludeOwnUser && u.User+"@"+u.Host == self) {
 			continue
 		}
-		account := quoteIdent(u.User) + "@" + quoteIdent(u.Host)
-		switch {
-		case publicRole(d.flavor, u.User, u.Host):
-			// Every server has it: only its grants are dumped, and none
-			// when it holds none.
-			account = "PUBLIC"
-		case u.Role:
-			account = quoteIdent(u.User)
-			u.Create = "CREATE ROLE " + quoteIdent(u.User)
-		default:
-			err := c.QueryRowContext(ctx, "SHOW CREATE USER "+account).Scan(&u.Create)
-			if err != nil && accountIgnored(d.flavor, err) {
-				// The server cannot show it, but its rows are in the grant
-				// tables and come back to life when it runs without
-				// --skip-name-resolve: they are snapshotted as they are.
-				ignored = append(ignored, u)
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("show create user %s@%s: %w", u.User, u.Host, err)
-			}
-		}
-		rows, err := c.QueryContext(ctx, "SHOW GRANTS FOR "+account)
+		shown, err := d.readAccount(ctx, c, &u)
 		if err != nil {
-			return nil, fmt.Errorf("show grants for %s@%s: %w", u.User, u.Host, err)
+			return nil, err
 		}
-		for rows.Next() {
-			var g string
-			if err := rows.Scan(&g); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("show grants for %s@%s: %w", u.User, u.Host, err)
-			}
-			u.Grants = append(u.Grants, g)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("show grants for %s@%s: %w", u.User, u.Host, err)
+		if !shown {
+			ignored = append(ignored, u)
+			continue
 		}
 		users = append(users, u)
 	}
 	if len(ignored) == 0 {
 		return users, nil
 	}
+	unloaded, err := d.readUnloadedAccounts(ctx, ignored)
+	if err != nil {
+		return nil, err
+	}
+	return append(users, unloaded...), nil
+}
+
+// readAccount reads the statement that creates u and its grants. It
+// reports false, having read nothing, for an account the server lists
+// but ignores, which it cannot show.
+func (d *dumper) readAccount(ctx context.Context, c *sql.Conn, u *userDef) (bool, error) {
+	account := quoteIdent(u.User) + "@" + quoteIdent(u.Host)
+	switch {
+	case publicRole(d.flavor, u.User, u.Host):
+		// Every server has it: only its grants are dumped, and none
+		// when it holds none.
+		account = "PUBLIC"
+	case u.Role:
+		account = quoteIdent(u.User)
+		u.Create = "CREATE ROLE " + quoteIdent(u.User)
+	default:
+		err := c.QueryRowContext(ctx, "SHOW CREATE USER "+account).Scan(&u.Create)
+		if err != nil && accountIgnored(d.flavor, err) {
+			// The server cannot show it, but its rows are in the grant
+			// tables: see readUnloadedAccounts.
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("show create user %s@%s: %w", u.User, u.Host, err)
+		}
+	}
+	grants, err := showGrants(ctx, c, account)
+	if err != nil {
+		return false, fmt.Errorf("show grants for %s@%s: %w", u.User, u.Host, err)
+	}
+	u.Grants = grants
+	return true, nil
+}
+
+// showGrants returns the GRANT statements of an account or role.
+func showGrants(ctx context.Context, c *sql.Conn, account string) ([]string, error) {
+	rows, err := c.QueryContext(ctx, "SHOW GRANTS FOR "+account)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var grants []string
+	for rows.Next() {
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			return nil, err
+		}
+		grants = append(grants, g)
+	}
+	return grants, rows.Err()
+}
+
+// readUnloadedAccounts reads the grant table rows of accounts the server
+// ignores. Their rows come back to life when it runs without
+// --skip-name-resolve, so they are snapshotted as they are; an account
+// dropped since it was listed is left out.
+func (d *dumper) readUnloadedAccounts(ctx context.Context, ignored []userDef) ([]userDef, error) {
 	// On a connection of its own that receives values unconverted, as
 	// the bytes they are.
 	raw, err := d.db.Conn(ctx)
@@ -223,6 +255,7 @@ func (d *dumper) readUsers(ctx context.Context, c *sql.Conn) ([]userDef, error) 
 			return nil, fmt.Errorf("set up session (%s): %w", s, err)
 		}
 	}
+	var users []userDef
 	for _, u := range ignored {
 		if u.Rows, err = d.readGrantRows(ctx, raw, u.User, u.Host); err != nil {
 			return nil, err

@@ -153,96 +153,137 @@ type indexInfo struct {
 	usable  bool
 }
 
+// tableKey names a table in the information_schema listings.
+type tableKey struct{ schema, name string }
+
+// listedTable is a base table to dump, with the statistics its chunks are
+// estimated from.
+type listedTable struct {
+	tableKey
+	rows, avgLen int64
+}
+
+// planTables lists the schemas' tables, reads their sequences, and plans
+// every base table: its definition, the columns dumped, its chunking key
+// and chunks.
 func (d *dumper) planTables(ctx context.Context, c *sql.Conn, p *plan, schemas []string) error {
-	type tkey struct{ schema, name string }
-	type tstat struct {
-		rows, avgLen int64
+	tables, sequences, err := d.listTables(ctx, c, schemas)
+	if err != nil {
+		return err
 	}
+	if p.sequences, err = readSequences(ctx, c, sequences); err != nil {
+		return err
+	}
+	cols, err := listColumns(ctx, c, schemas)
+	if err != nil {
+		return err
+	}
+	idx, err := listIndexes(ctx, c, schemas)
+	if err != nil {
+		return err
+	}
+	for _, lt := range tables {
+		t, err := d.planTable(ctx, c, lt, cols[lt.tableKey], idx[lt.tableKey])
+		if err != nil {
+			return err
+		}
+		p.tables = append(p.tables, t)
+	}
+	return nil
+}
+
+// listTables returns the schemas' base tables and sequences in name order,
+// warning of tables not dumped as of the snapshot's position and failing on
+// a table type the snapshot cannot hold.
+func (d *dumper) listTables(ctx context.Context, c *sql.Conn, schemas []string) ([]listedTable, [][2]string, error) {
 	where, args := schemaFilter("TABLE_SCHEMA", schemas)
 	rows, err := c.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, ''), "+
 		"COALESCE(TABLE_ROWS, 0), COALESCE(AVG_ROW_LENGTH, 0) FROM information_schema.TABLES WHERE "+where+
 		" ORDER BY TABLE_SCHEMA, TABLE_NAME", args...)
 	if err != nil {
-		return fmt.Errorf("list tables: %w", err)
+		return nil, nil, fmt.Errorf("list tables: %w", err)
 	}
-	var tables []tkey
+	defer rows.Close()
+	var tables []listedTable
 	var sequences [][2]string
-	stats := map[tkey]tstat{}
 	for rows.Next() {
-		var k tkey
+		var t listedTable
 		var typ, engine string
-		var st tstat
-		if err := rows.Scan(&k.schema, &k.name, &typ, &engine, &st.rows, &st.avgLen); err != nil {
-			rows.Close()
-			return fmt.Errorf("list tables: %w", err)
+		if err := rows.Scan(&t.schema, &t.name, &typ, &engine, &t.rows, &t.avgLen); err != nil {
+			return nil, nil, fmt.Errorf("list tables: %w", err)
 		}
 		switch typ {
 		case "BASE TABLE", "SYSTEM VERSIONED":
 			if typ == "SYSTEM VERSIONED" {
-				d.log.Warn("system-versioned table: only current rows are dumped", "schema", k.schema, "table", k.name)
+				d.log.Warn("system-versioned table: only current rows are dumped", "schema", t.schema, "table", t.name)
 			}
 			if !strings.EqualFold(engine, "InnoDB") {
 				d.log.Warn("table is not InnoDB: its rows are read as they are when dumped, not as of the snapshot's position",
-					"schema", k.schema, "table", k.name, "engine", engine)
+					"schema", t.schema, "table", t.name, "engine", engine)
 			}
-			tables = append(tables, k)
-			stats[k] = st
+			tables = append(tables, t)
 		case "VIEW":
 			// Read with the other objects.
 		case "SEQUENCE":
-			sequences = append(sequences, [2]string{k.schema, k.name})
+			sequences = append(sequences, [2]string{t.schema, t.name})
 		default:
 			// A snapshot holds everything a restore needs, or fails.
-			rows.Close()
-			return fmt.Errorf("table %s.%s: type %q is not supported by logical snapshots (a physical snapshot copies it)",
-				k.schema, k.name, typ)
+			return nil, nil, fmt.Errorf("table %s.%s: type %q is not supported by logical snapshots (a physical snapshot copies it)",
+				t.schema, t.name, typ)
 		}
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("list tables: %w", err)
+		return nil, nil, fmt.Errorf("list tables: %w", err)
 	}
-	if p.sequences, err = readSequences(ctx, c, sequences); err != nil {
-		return err
-	}
+	return tables, sequences, nil
+}
 
-	cols := map[tkey][]columnInfo{}
-	rows, err = c.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, EXTRA "+
+// listColumns returns the columns of the schemas' tables in table order.
+func listColumns(ctx context.Context, c *sql.Conn, schemas []string) (map[tableKey][]columnInfo, error) {
+	where, args := schemaFilter("TABLE_SCHEMA", schemas)
+	rows, err := c.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, EXTRA "+
 		"FROM information_schema.COLUMNS WHERE "+where+" ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION", args...)
 	if err != nil {
-		return fmt.Errorf("list columns: %w", err)
+		return nil, fmt.Errorf("list columns: %w", err)
 	}
+	defer rows.Close()
+	cols := map[tableKey][]columnInfo{}
 	for rows.Next() {
-		var k tkey
+		var k tableKey
 		var ci columnInfo
 		var nullable string
 		if err := rows.Scan(&k.schema, &k.name, &ci.name, &ci.dataType, &nullable, &ci.extra); err != nil {
-			rows.Close()
-			return fmt.Errorf("list columns: %w", err)
+			return nil, fmt.Errorf("list columns: %w", err)
 		}
 		ci.dataType = strings.ToLower(ci.dataType)
 		ci.nullable = nullable == "YES"
 		cols[k] = append(cols[k], ci)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("list columns: %w", err)
+		return nil, fmt.Errorf("list columns: %w", err)
 	}
+	return cols, nil
+}
 
-	idx := map[tkey][]*indexInfo{}
-	rows, err = c.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART, INDEX_TYPE "+
+// listIndexes returns the indexes of the schemas' tables with their
+// columns in order; an index is usable as a chunking key if it is a unique
+// BTREE index on whole columns.
+func listIndexes(ctx context.Context, c *sql.Conn, schemas []string) (map[tableKey][]*indexInfo, error) {
+	where, args := schemaFilter("TABLE_SCHEMA", schemas)
+	rows, err := c.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART, INDEX_TYPE "+
 		"FROM information_schema.STATISTICS WHERE "+where+" ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX", args...)
 	if err != nil {
-		return fmt.Errorf("list indexes: %w", err)
+		return nil, fmt.Errorf("list indexes: %w", err)
 	}
+	defer rows.Close()
+	idx := map[tableKey][]*indexInfo{}
 	for rows.Next() {
-		var k tkey
+		var k tableKey
 		var name, col, typ string
 		var nonUnique int
 		var subPart sql.NullInt64
 		if err := rows.Scan(&k.schema, &k.name, &name, &nonUnique, &col, &subPart, &typ); err != nil {
-			rows.Close()
-			return fmt.Errorf("list indexes: %w", err)
+			return nil, fmt.Errorf("list indexes: %w", err)
 		}
 		list := idx[k]
 		if len(list) == 0 || list[len(list)-1].name != name {
@@ -255,28 +296,29 @@ func (d *dumper) planTables(ctx context.Context, c *sql.Conn, p *plan, schemas [
 			ix.usable = false
 		}
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("list indexes: %w", err)
+		return nil, fmt.Errorf("list indexes: %w", err)
 	}
+	return idx, nil
+}
 
-	for _, k := range tables {
-		t := &tablePlan{def: tableDef{Schema: k.schema, Name: k.name, SchemaObject: tableSchemaObject(k.schema, k.name)}}
-		var name string
-		if err := c.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteTable(k.schema, k.name)).Scan(&name, &t.create); err != nil {
-			return fmt.Errorf("show create table %s.%s: %w", k.schema, k.name, err)
-		}
-		t.def.Columns, t.selectList = selectColumns(cols[k])
-		if len(t.def.Columns) == 0 {
-			return fmt.Errorf("table %s.%s: no columns to dump", k.schema, k.name)
-		}
-		t.key = chooseKey(idx[k], cols[k])
-		if err := d.planChunks(ctx, c, t, stats[k].rows, stats[k].avgLen); err != nil {
-			return err
-		}
-		p.tables = append(p.tables, t)
+// planTable reads one table's CREATE statement and plans its dump from its
+// columns and indexes.
+func (d *dumper) planTable(ctx context.Context, c *sql.Conn, lt listedTable, cols []columnInfo, indexes []*indexInfo) (*tablePlan, error) {
+	t := &tablePlan{def: tableDef{Schema: lt.schema, Name: lt.name, SchemaObject: tableSchemaObject(lt.schema, lt.name)}}
+	var name string
+	if err := c.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteTable(lt.schema, lt.name)).Scan(&name, &t.create); err != nil {
+		return nil, fmt.Errorf("show create table %s.%s: %w", lt.schema, lt.name, err)
 	}
-	return nil
+	t.def.Columns, t.selectList = selectColumns(cols)
+	if len(t.def.Columns) == 0 {
+		return nil, fmt.Errorf("table %s.%s: no columns to dump", lt.schema, lt.name)
+	}
+	t.key = chooseKey(indexes, cols)
+	if err := d.planChunks(ctx, c, t, lt.rows, lt.avgLen); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // selectColumns returns the columns a dump holds and the select list that
