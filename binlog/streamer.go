@@ -332,63 +332,95 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 		}
 		switch {
 		case errors.Is(err, errReplan), errors.Is(err, ErrSpool), s.writer().Broken() != nil:
-			// What the writer held is not in the spool: start again from
-			// what is (never after it).
-			s.Metrics.error("spool")
-			s.Logger.Error("the spool failed: streaming again from the last segment it holds", "err", err)
-			if err := s.restart(ctx, info); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
+			if err := s.restartAfterSpoolFailure(ctx, info, err); err != nil {
 				return err
 			}
-			continue
 		case errors.Is(err, errSpoolFull):
-			s.Logger.Warn("spool full: pausing the stream until uploads catch up", "spool_bytes", s.Spool.Used())
-			s.Metrics.error("spool_full")
-			s.mu.Lock()
-			s.pauses++
-			s.mu.Unlock()
-			if err := s.writer().Rearm(); err != nil {
-				continue // broken: the next round restarts it
-			}
-			s.waitForSpace(ctx)
-			continue
+			s.pauseWhileSpoolFull(ctx)
 		case errors.Is(err, ErrDiverged):
-			s.Metrics.error("diverged")
-			if err := s.startNewTimeline(ctx, info, catalog.ReasonDiverged, err.Error()); errors.Is(err, ErrSpool) {
-				if err := s.restart(ctx, info); err != nil && ctx.Err() == nil {
-					return err
-				}
-			} else if err != nil {
+			if err := s.divergedTimeline(ctx, info, err); err != nil {
 				return err
 			}
-			continue
-		}
-		s.Metrics.error("stream")
-		wait := b.Next()
-		s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", wait)
-		if err := s.writer().Rearm(); err != nil {
-			continue // broken: the next round restarts it
-		}
-		if backoff.Sleep(ctx, wait) != nil {
-			return nil
-		}
-		if s.Metrics != nil {
-			s.Metrics.Reconnects.Inc()
-		}
-		// The server may have come back as something else: check that it
-		// still has, and still continues, what the archive needs.
-		if err := s.recheck(ctx); err != nil {
-			if ctx.Err() != nil {
+		default:
+			if !s.reconnect(ctx, b.Next(), err) {
 				return nil
-			}
-			s.Logger.Warn("server check", "err", err)
-			if errors.Is(err, ErrSpool) {
-				s.pokeReplan()
 			}
 		}
 	}
+}
+
+// restartAfterSpoolFailure starts streaming again from what the spool
+// holds, after the session ended with err because the writer or the spool
+// failed: what the writer held is not in the spool, so the stream must
+// never go on after it. It returns nil when ctx ends.
+func (s *Streamer) restartAfterSpoolFailure(ctx context.Context, info ServerInfo, err error) error {
+	s.Metrics.error("spool")
+	s.Logger.Error("the spool failed: streaming again from the last segment it holds", "err", err)
+	if err := s.restart(ctx, info); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// pauseWhileSpoolFull waits for uploads to make room in the spool before
+// the stream resumes from the writer's last event.
+func (s *Streamer) pauseWhileSpoolFull(ctx context.Context) {
+	s.Logger.Warn("spool full: pausing the stream until uploads catch up", "spool_bytes", s.Spool.Used())
+	s.Metrics.error("spool_full")
+	s.mu.Lock()
+	s.pauses++
+	s.mu.Unlock()
+	if err := s.writer().Rearm(); err != nil {
+		return // broken: the next round restarts it
+	}
+	s.waitForSpace(ctx)
+}
+
+// divergedTimeline records the gap that err, a server binlog no longer
+// continuing the archive, opens: a new timeline, from which streaming
+// goes on.
+func (s *Streamer) divergedTimeline(ctx context.Context, info ServerInfo, err error) error {
+	s.Metrics.error("diverged")
+	if err := s.startNewTimeline(ctx, info, catalog.ReasonDiverged, err.Error()); errors.Is(err, ErrSpool) {
+		if err := s.restart(ctx, info); err != nil && ctx.Err() == nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// reconnect waits wait after a stream that ended with err, then checks
+// that the server still has, and still continues, what the archive
+// needs. It reports false when ctx ended meanwhile.
+func (s *Streamer) reconnect(ctx context.Context, wait time.Duration, err error) bool {
+	s.Metrics.error("stream")
+	s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", wait)
+	if err := s.writer().Rearm(); err != nil {
+		return true // broken: the next round restarts it
+	}
+	if backoff.Sleep(ctx, wait) != nil {
+		return false
+	}
+	if s.Metrics != nil {
+		s.Metrics.Reconnects.Inc()
+	}
+	// The server may have come back as something else: check that it
+	// still has, and still continues, what the archive needs.
+	if err := s.recheck(ctx); err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		s.Logger.Warn("server check", "err", err)
+		if errors.Is(err, ErrSpool) {
+			s.pokeReplan()
+		}
+	}
+	return true
 }
 
 // errReplan ends a session whose writer or spool failed.
@@ -504,85 +536,14 @@ func (s *Streamer) notePlaintext(plain bool) {
 func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed bool, err error) {
 	w := s.writer()
 	pos := w.ResumePoint()
-	cfg, err := s.Source.syncerConfig(ctx, info.Flavor, s.ServerID, s.ReadTimeout, s.Heartbeat)
+	h := &eventHandler{s: s, w: w}
+	var conn streamConn
+	cfg, err := s.sessionConfig(ctx, info, h, &conn)
 	if err != nil {
 		return false, err
 	}
-	s.notePlaintext(cfg.TLSConfig == nil)
-	h := &eventHandler{s: s, w: w}
-	cfg.SynchronousEventHandler = h
-	// The replication client logs every connection, its whole configuration
-	// included, and reports at error level what this streamer reports anyway
-	// (with its consequence): its lines are kept for debugging only.
-	cfg.Logger = slog.New(debugOnly{s.Logger.Handler()}).With("component", "replication-client")
-	// No per-packet read deadline (setting one for every packet costs more
-	// CPU than anything else the reader does): a watchdog closes the
-	// connection when neither an event nor a heartbeat arrived for
-	// ReadTimeout, which also covers a hang while connecting.
-	cfg.ReadTimeout = 0
-	dial := cfg.Dialer
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
-	}
-	var connMu sync.Mutex
-	var conn net.Conn
-	cfg.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		connMu.Lock()
-		if err == nil && conn == nil {
-			conn = c // the stream's connection; later ones only kill it
-		}
-		connMu.Unlock()
-		return c, err
-	}
-	wdCtx, stopWatchdog := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		// A failed writer or spool ends the session at once.
-		defer wg.Done()
-		select {
-		case <-wdCtx.Done():
-			return
-		case <-s.replan:
-		}
-		h.replan.Store(true)
-		connMu.Lock()
-		if conn != nil {
-			conn.Close()
-		}
-		connMu.Unlock()
-	}()
-	go func() {
-		defer wg.Done()
-		last, lastChange := h.events.Load(), time.Now()
-		t := time.NewTicker(s.ReadTimeout / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-wdCtx.Done():
-				return
-			case <-t.C:
-			}
-			if n := h.events.Load(); n != last {
-				last, lastChange = n, time.Now()
-				continue
-			}
-			if time.Since(lastChange) > s.ReadTimeout {
-				h.stalled.Store(true)
-				connMu.Lock()
-				if conn != nil {
-					conn.Close()
-				}
-				connMu.Unlock()
-				return
-			}
-		}
-	}()
-	defer func() {
-		stopWatchdog()
-		wg.Wait()
-	}()
+	stopWatching := s.watchSession(ctx, h, &conn)
+	defer stopWatching()
 	syncer := replication.NewBinlogSyncer(cfg)
 	defer syncer.Close()
 	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
@@ -595,16 +556,8 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 		}
 		return false, fmt.Errorf("start replication from %s: %w", pos, s.Source.classifyStream(err))
 	}
-	s.mu.Lock()
-	s.connected = true
-	s.mu.Unlock()
-	s.Metrics.connected(1)
-	defer func() {
-		s.mu.Lock()
-		s.connected = false
-		s.mu.Unlock()
-		s.Metrics.connected(0)
-	}()
+	s.setConnected(true)
+	defer s.setConnected(false)
 	s.Logger.Info("streaming binlog", "from", pos.String(), "timeline", s.currentTimeline().String())
 	select {
 	case <-s.started:
@@ -626,6 +579,132 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 		return progressed, s.Source.classifyStream(err)
 	}
 	return progressed, nil
+}
+
+// sessionConfig is the replication client's configuration for a session
+// whose events go to h and whose connection conn remembers.
+func (s *Streamer) sessionConfig(ctx context.Context, info ServerInfo, h *eventHandler, conn *streamConn) (replication.BinlogSyncerConfig, error) {
+	cfg, err := s.Source.syncerConfig(ctx, info.Flavor, s.ServerID, s.ReadTimeout, s.Heartbeat)
+	if err != nil {
+		return cfg, err
+	}
+	s.notePlaintext(cfg.TLSConfig == nil)
+	cfg.SynchronousEventHandler = h
+	// The replication client logs every connection, its whole configuration
+	// included, and reports at error level what this streamer reports anyway
+	// (with its consequence): its lines are kept for debugging only.
+	cfg.Logger = slog.New(debugOnly{s.Logger.Handler()}).With("component", "replication-client")
+	// No per-packet read deadline (setting one for every packet costs more
+	// CPU than anything else the reader does): a watchdog closes the
+	// connection when neither an event nor a heartbeat arrived for
+	// ReadTimeout, which also covers a hang while connecting.
+	cfg.ReadTimeout = 0
+	dial := cfg.Dialer
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
+	}
+	cfg.Dialer = conn.dialer(dial)
+	return cfg, nil
+}
+
+// streamConn remembers a session's connection, so that the session can be
+// ended from outside the replication client by closing it.
+type streamConn struct {
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+// dialFunc is the replication client's dialer.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// dialer wraps dial to remember the first connection it makes.
+func (c *streamConn) dialer(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, network, addr)
+		c.mu.Lock()
+		if err == nil && c.conn == nil {
+			c.conn = nc // the stream's connection; later ones only kill it
+		}
+		c.mu.Unlock()
+		return nc, err
+	}
+}
+
+// close closes the stream's connection, if one was made.
+func (c *streamConn) close() {
+	c.mu.Lock()
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	c.mu.Unlock()
+}
+
+// watchSession ends the session by closing conn when the writer or the
+// spool failed (see pokeReplan) or when the server went quiet for
+// ReadTimeout. The returned function stops watching and waits for it.
+func (s *Streamer) watchSession(ctx context.Context, h *eventHandler, conn *streamConn) (stop func()) {
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.endOnReplan(wdCtx, h, conn)
+	}()
+	go func() {
+		defer wg.Done()
+		s.endWhenStalled(wdCtx, h, conn)
+	}()
+	return func() {
+		stopWatchdog()
+		wg.Wait()
+	}
+}
+
+// endOnReplan ends the session at once when a writer or the spool failed.
+func (s *Streamer) endOnReplan(ctx context.Context, h *eventHandler, conn *streamConn) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-s.replan:
+	}
+	h.replan.Store(true)
+	conn.close()
+}
+
+// endWhenStalled ends the session when neither an event nor a heartbeat
+// arrived for ReadTimeout.
+func (s *Streamer) endWhenStalled(ctx context.Context, h *eventHandler, conn *streamConn) {
+	last, lastChange := h.events.Load(), time.Now()
+	t := time.NewTicker(s.ReadTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n := h.events.Load(); n != last {
+			last, lastChange = n, time.Now()
+			continue
+		}
+		if time.Since(lastChange) > s.ReadTimeout {
+			h.stalled.Store(true)
+			conn.close()
+			return
+		}
+	}
+}
+
+// setConnected records whether a replication connection is streaming.
+func (s *Streamer) setConnected(up bool) {
+	s.mu.Lock()
+	s.connected = up
+	s.mu.Unlock()
+	v := 0.0
+	if up {
+		v = 1
+	}
+	s.Metrics.connected(v)
 }
 
 func (s *Streamer) currentTimeline() catalog.TimelineID {
