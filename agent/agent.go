@@ -95,60 +95,83 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Logger == nil {
 		a.Logger = slog.New(slog.DiscardHandler)
 	}
-	var ln net.Listener
-	if a.Listen != "" {
-		var err error
-		ln, err = net.Listen("tcp", a.Listen)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", a.Listen, err)
+	ln, err := a.listen()
+	if err != nil {
+		return err
+	}
+	closeListener := func() {
+		if ln != nil {
+			ln.Close()
 		}
-		addr := ln.Addr().String()
-		a.addr.Store(&addr)
 	}
 	if a.Check != nil {
 		if err := a.Check(ctx); err != nil {
-			if ln != nil {
-				ln.Close()
-			}
+			closeListener()
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
 	}
+	lease, err := a.takeLease(ctx)
+	if err != nil {
+		closeListener()
+		return err
+	}
+	if err := a.openArchive(ctx); err != nil {
+		closeListener()
+		a.releaseLease(ctx, lease)
+		return err
+	}
+	defer a.releaseLease(ctx, lease)
+	return a.runParts(ctx, ln, lease)
+}
+
+// listen opens the HTTP server's listener, or none when Listen is empty.
+func (a *Agent) listen() (net.Listener, error) {
+	if a.Listen == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", a.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", a.Listen, err)
+	}
+	addr := ln.Addr().String()
+	a.addr.Store(&addr)
+	return ln, nil
+}
+
+// takeLease takes the archive's lease for this run of the agent.
+func (a *Agent) takeLease(ctx context.Context) (*catalog.Lease, error) {
 	if a.Session == "" {
 		a.Session = catalog.NewSession()
 	}
 	a.Streamer.Session = a.Session
 	lease, err := a.acquire(ctx)
 	if err != nil {
-		if ln != nil {
-			ln.Close()
-		}
-		return err
+		return nil, err
 	}
 	a.lease.Store(lease)
 	a.Logger.Info("archive lease acquired", "holder", a.Holder, "session", a.Session)
+	return lease, nil
+}
+
+// openArchive, run once the lease is held, opens the spool for the
+// streamer and makes sure the archive exists.
+func (a *Agent) openArchive(ctx context.Context) error {
 	if a.SpoolLock != nil {
 		spool, err := a.SpoolLock.Open(a.SpoolMax, a.Session)
 		if err != nil {
-			if ln != nil {
-				ln.Close()
-			}
-			a.releaseLease(ctx, lease)
 			return err
 		}
 		a.Streamer.Spool = spool
 	}
-	if err := catalog.EnsureArchive(ctx, a.Store, "agent "+a.Holder); err != nil {
-		if ln != nil {
-			ln.Close()
-		}
-		a.releaseLease(ctx, lease)
-		return err
-	}
-	defer a.releaseLease(ctx, lease)
+	return catalog.EnsureArchive(ctx, a.Store, "agent "+a.Holder)
+}
 
+// runParts runs the long-running parts, and the HTTP server on ln if any,
+// until ctx ends or one of them fails.
+func (a *Agent) runParts(ctx context.Context, ln net.Listener, lease *catalog.Lease) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if ln != nil {
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}

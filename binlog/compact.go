@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"time"
@@ -173,9 +174,43 @@ func (c *Compactor) remove(ctx context.Context, ref catalog.SegmentRef) error {
 
 // merge writes one segment covering segs, then deletes them.
 func (c *Compactor) merge(ctx context.Context, segs []*catalog.Segment) error {
+	first := segs[0]
+	rec := mergedRecord(segs, c.Gen())
+	ref := rec.Ref()
+	info, sum, err := c.putMergedData(ctx, segs, ref.DataKey())
+	if err != nil && !errors.Is(err, storage.ErrExist) {
+		return fmt.Errorf("compact %s: %w", first.File, err)
+	}
+	if errors.Is(err, storage.ErrExist) {
+		if rec, err = c.leftMerged(ctx, ref, first.File); err != nil {
+			return err
+		}
+	} else {
+		rec.SHA256 = sum
+		rec.StoredSize = info.Size
+		rec.ArchivedAt = time.Now().UTC()
+		if err := catalog.PutJSON(ctx, c.Store, ref.RecordKey(), &rec, true); err != nil {
+			return fmt.Errorf("compact %s: %w", first.File, err)
+		}
+	}
+	for _, s := range segs {
+		if s.Ref() == ref {
+			continue
+		}
+		if err := c.remove(ctx, s.Ref()); err != nil {
+			return fmt.Errorf("compact %s: remove merged segment: %w", first.File, err)
+		}
+	}
+	return nil
+}
+
+// mergedRecord is the record of one segment covering the contiguous
+// segments segs, to be stored under writer generation gen; what only the
+// stored data can tell (digest, size, time) is left to fill in.
+func mergedRecord(segs []*catalog.Segment, gen catalog.Generation) catalog.Segment {
 	first, last := segs[0], segs[len(segs)-1]
 	rec := *last
-	rec.Start, rec.Prev, rec.Gen = first.Start, first.Prev, c.Gen()
+	rec.Start, rec.Prev, rec.Gen = first.Start, first.Prev, gen
 	rec.Events, rec.Transactions = 0, 0
 	rec.FirstEventTime, rec.FirstCommitTime, rec.FirstGTID = first.FirstEventTime, time.Time{}, ""
 	rec.LastCommitTime, rec.LastGTID, rec.GTIDs, rec.UnknownGTIDs = time.Time{}, "", nil, 0
@@ -202,65 +237,61 @@ func (c *Compactor) merge(ctx context.Context, segs []*catalog.Segment) error {
 			rec.TxnEnd = segs[i].TxnEnd
 		}
 	}
-	ref := rec.Ref()
+	return rec
+}
 
+// putMergedData stores the data of segs, one after the other and
+// compressed again as one object, under key, create-only. It returns the
+// stored object and the hex SHA-256 of the uncompressed bytes.
+func (c *Compactor) putMergedData(ctx context.Context, segs []*catalog.Segment, key string) (storage.ObjectInfo, string, error) {
 	pr, pw := io.Pipe()
 	sha := sha256.New()
 	go func() {
-		enc, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		for _, s := range segs {
-			rc, err := OpenSegment(ctx, c.Store, s)
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			_, err = io.Copy(io.MultiWriter(enc, sha), rc)
-			rc.Close()
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-		}
-		pw.CloseWithError(enc.Close())
+		pw.CloseWithError(c.compressSegments(ctx, segs, pw, sha))
 	}()
-	info, err := c.Store.Put(ctx, ref.DataKey(), pr, storage.PutOptions{IfNotExists: true})
+	info, err := c.Store.Put(ctx, key, pr, storage.PutOptions{IfNotExists: true})
 	pr.CloseWithError(errors.New("put ended"))
-	if err != nil && !errors.Is(err, storage.ErrExist) {
-		return fmt.Errorf("compact %s: %w", first.File, err)
+	if err != nil {
+		return info, "", err
 	}
-	if errors.Is(err, storage.ErrExist) {
-		// Left by an interrupted run: its record decides whether it is whole.
-		var have catalog.Segment
-		if gerr := catalog.GetJSON(ctx, c.Store, ref.RecordKey(), &have); gerr != nil {
-			if errors.Is(gerr, storage.ErrNotExist) {
-				// Data without a record is not part of the archive: drop it and merge again next run.
-				if derr := c.Store.Delete(ctx, ref.DataKey()); derr != nil {
-					return derr
-				}
-				return fmt.Errorf("compact %s: removed a merged object left without its record; retrying later", first.File)
-			}
-			return gerr
-		}
-		rec = have
-	} else {
-		rec.SHA256 = hex.EncodeToString(sha.Sum(nil))
-		rec.StoredSize = info.Size
-		rec.ArchivedAt = time.Now().UTC()
-		if err := catalog.PutJSON(ctx, c.Store, ref.RecordKey(), &rec, true); err != nil {
-			return fmt.Errorf("compact %s: %w", first.File, err)
-		}
+	return info, hex.EncodeToString(sha.Sum(nil)), nil
+}
+
+// compressSegments writes the data of segs to dst as one zstd stream, and
+// their uncompressed bytes to sum.
+func (c *Compactor) compressSegments(ctx context.Context, segs []*catalog.Segment, dst io.Writer, sum hash.Hash) error {
+	enc, err := zstd.NewWriter(dst, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return err
 	}
 	for _, s := range segs {
-		if s.Ref() == ref {
-			continue
+		rc, err := OpenSegment(ctx, c.Store, s)
+		if err != nil {
+			return err
 		}
-		if err := c.remove(ctx, s.Ref()); err != nil {
-			return fmt.Errorf("compact %s: remove merged segment: %w", first.File, err)
+		_, err = io.Copy(io.MultiWriter(enc, sum), rc)
+		rc.Close()
+		if err != nil {
+			return err
 		}
 	}
-	return nil
+	return enc.Close()
+}
+
+// leftMerged returns the record of a merged object, at ref, that an
+// interrupted run left: its record decides whether it is whole. Data
+// without a record is not part of the archive: it is dropped, to be merged
+// again next run, and merging file fails for now.
+func (c *Compactor) leftMerged(ctx context.Context, ref catalog.SegmentRef, file string) (catalog.Segment, error) {
+	var have catalog.Segment
+	if gerr := catalog.GetJSON(ctx, c.Store, ref.RecordKey(), &have); gerr != nil {
+		if errors.Is(gerr, storage.ErrNotExist) {
+			if derr := c.Store.Delete(ctx, ref.DataKey()); derr != nil {
+				return have, derr
+			}
+			return have, fmt.Errorf("compact %s: removed a merged object left without its record; retrying later", file)
+		}
+		return have, gerr
+	}
+	return have, nil
 }

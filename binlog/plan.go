@@ -38,42 +38,12 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 			return err
 		}
 	}
-	var lastTL catalog.TimelineID
-	var tlRec *catalog.Timeline
-	if tail != nil {
-		lastTL, tlRec = tail.ID, &tail.Timeline
-	}
-	for _, t := range pend.Timelines {
-		if t.ID >= lastTL {
-			lastTL, tlRec = t.ID, t
-		}
-	}
-	var last *catalog.Segment
-	if tail != nil && tail.ID == lastTL {
-		_, last = tail.End()
-		if last != nil {
-			s.up.initDurable(lastTL, catalog.Position{File: last.File, Pos: last.End}, last.LastCommitTime)
-		}
-	}
-	for _, seg := range pend.Segments {
-		if seg.Timeline == lastTL && (last == nil || seg.FileNum > last.FileNum || (seg.FileNum == last.FileNum && seg.End > last.End)) {
-			last = seg
-		}
-	}
+	lastTL, tlRec, last := s.archiveEnd(tail, pend)
 	s.mu.Lock()
 	s.lastTL = lastTL
 	s.mu.Unlock()
 
-	m, err := s.readRestoreMarker()
-	if err != nil {
-		s.Logger.Warn("restore marker", "err", err)
-	}
-	if m != nil {
-		// Any timeline begun from here on holds this server's data, which
-		// that restore produced: recording it keeps a later start from
-		// taking the marker for a restore not yet seen.
-		s.restoreID = m.ID
-	}
+	m := s.noteRestoreMarker()
 	if lastTL == 0 {
 		return s.startNewTimeline(ctx, info, catalog.ReasonFirst, "the archive was empty")
 	}
@@ -108,6 +78,53 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	}
 	s.Logger.Info("resuming archive", "timeline", lastTL.String(), "after", catalog.Position{File: last.File, Pos: last.End}.String())
 	return s.useWriter(lastTL, tlRec.UID, func(w *Writer) error { return w.ResumeAfter(last) })
+}
+
+// archiveEnd finds where the archive ends, counting what the spool holds
+// and the store does not yet: the newest timeline, its record, and its
+// last segment (nil: none yet). A last segment the store holds is where
+// the uploader's durable position starts.
+func (s *Streamer) archiveEnd(tail *catalog.TimelineState, pend Pending) (catalog.TimelineID, *catalog.Timeline, *catalog.Segment) {
+	var lastTL catalog.TimelineID
+	var tlRec *catalog.Timeline
+	if tail != nil {
+		lastTL, tlRec = tail.ID, &tail.Timeline
+	}
+	for _, t := range pend.Timelines {
+		if t.ID >= lastTL {
+			lastTL, tlRec = t.ID, t
+		}
+	}
+	var last *catalog.Segment
+	if tail != nil && tail.ID == lastTL {
+		_, last = tail.End()
+		if last != nil {
+			s.up.initDurable(lastTL, catalog.Position{File: last.File, Pos: last.End}, last.LastCommitTime)
+		}
+	}
+	for _, seg := range pend.Segments {
+		if seg.Timeline == lastTL && (last == nil || seg.FileNum > last.FileNum || (seg.FileNum == last.FileNum && seg.End > last.End)) {
+			last = seg
+		}
+	}
+	return lastTL, tlRec, last
+}
+
+// noteRestoreMarker reads the restore marker, if any (one that cannot be
+// read is logged and taken as none), and stamps its restore on every
+// timeline begun from here on.
+func (s *Streamer) noteRestoreMarker() *restoreMarker {
+	m, err := s.readRestoreMarker()
+	if err != nil {
+		s.Logger.Warn("restore marker", "err", err)
+	}
+	if m != nil {
+		// Any timeline begun from here on holds this server's data, which
+		// that restore produced: recording it keeps a later start from
+		// taking the marker for a restore not yet seen.
+		s.restoreID = m.ID
+	}
+	return m
 }
 
 // claim takes the archive over: it claims the generation after the newest
@@ -450,98 +467,6 @@ func (s *Streamer) useWriter(tl catalog.TimelineID, uid string, position func(*W
 		s.Metrics.Timeline.Set(float64(tl))
 	}
 	return nil
-}
-
-// lagLoop measures how far the durable archive trails the server's binlog:
-// in bytes, and in seconds as the age of the oldest server position that is
-// not yet durable (to the poll interval's resolution).
-func (s *Streamer) lagLoop(ctx context.Context) {
-	t := time.NewTicker(s.LagPoll)
-	defer t.Stop()
-	type sample struct {
-		at       time.Time
-		num, pos uint64
-	}
-	var samples []sample
-	var lastMark time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		// The server's clock is read before its binlog's end: everything
-		// committed by then lies before that end.
-		var serverNow time.Time
-		wantMark := s.CompleteInterval > 0 && time.Since(lastMark) >= s.CompleteInterval
-		if wantMark {
-			var err error
-			if serverNow, err = s.Source.Now(ctx); err != nil {
-				wantMark = false
-			}
-		}
-		logs, err := s.Source.BinaryLogs(ctx)
-		if err != nil || len(logs) == 0 {
-			continue
-		}
-		now := time.Now()
-		durTL, dur, _ := s.up.Durable()
-		durNum, _ := catalog.FileNumber(dur.File)
-		var lag uint64
-		found := dur.File == ""
-		for _, l := range logs {
-			switch {
-			case l.Name == dur.File:
-				found = true
-				if l.Size > dur.Pos {
-					lag += l.Size - dur.Pos
-				}
-			case found:
-				lag += l.Size
-			}
-		}
-		endLog := logs[len(logs)-1]
-		endNum, _ := catalog.FileNumber(endLog.Name)
-		samples = append(samples, sample{at: now, num: endNum, pos: endLog.Size})
-		durableAt := func(sm sample) bool {
-			return dur.File != "" && (durNum > sm.num || (durNum == sm.num && dur.Pos >= sm.pos))
-		}
-		// Drop samples the archive has reached; the oldest left is the lag's start.
-		i := 0
-		for i < len(samples) && durableAt(samples[i]) {
-			i++
-		}
-		samples = samples[i:]
-		var lagSec float64
-		if lag > 0 && len(samples) > 0 {
-			lagSec = now.Sub(samples[0].at).Seconds()
-		}
-		if lag == 0 {
-			samples = samples[:0]
-			if wantMark && dur.File != "" && durTL == s.currentTimeline() && durableAt(sample{num: endNum, pos: endLog.Size}) {
-				if err := s.up.PutComplete(ctx, catalog.Position{File: endLog.Name, Pos: endLog.Size}, serverNow); err != nil {
-					if ctx.Err() == nil {
-						s.Logger.Warn("record how far the archive is complete", "err", err)
-					}
-				} else {
-					lastMark = time.Now()
-					s.mu.Lock()
-					s.completeAt = serverNow
-					s.mu.Unlock()
-					if s.Metrics != nil {
-						s.Metrics.CompleteAt.Set(float64(serverNow.UnixMicro()) / 1e6)
-					}
-				}
-			}
-		}
-		s.mu.Lock()
-		s.lagBytes, s.lagSeconds = int64(lag), lagSec
-		s.mu.Unlock()
-		if s.Metrics != nil {
-			s.Metrics.LagBytes.Set(float64(lag))
-			s.Metrics.LagSeconds.Set(lagSec)
-		}
-	}
 }
 
 // restoreMarker is what a restore writes into the datadir it produced

@@ -3,20 +3,12 @@ package binlog
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	gomysql "github.com/go-mysql-org/go-mysql/mysql"
-	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/backoff"
-	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -332,63 +324,95 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 		}
 		switch {
 		case errors.Is(err, errReplan), errors.Is(err, ErrSpool), s.writer().Broken() != nil:
-			// What the writer held is not in the spool: start again from
-			// what is (never after it).
-			s.Metrics.error("spool")
-			s.Logger.Error("the spool failed: streaming again from the last segment it holds", "err", err)
-			if err := s.restart(ctx, info); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
+			if err := s.restartAfterSpoolFailure(ctx, info, err); err != nil {
 				return err
 			}
-			continue
 		case errors.Is(err, errSpoolFull):
-			s.Logger.Warn("spool full: pausing the stream until uploads catch up", "spool_bytes", s.Spool.Used())
-			s.Metrics.error("spool_full")
-			s.mu.Lock()
-			s.pauses++
-			s.mu.Unlock()
-			if err := s.writer().Rearm(); err != nil {
-				continue // broken: the next round restarts it
-			}
-			s.waitForSpace(ctx)
-			continue
+			s.pauseWhileSpoolFull(ctx)
 		case errors.Is(err, ErrDiverged):
-			s.Metrics.error("diverged")
-			if err := s.startNewTimeline(ctx, info, catalog.ReasonDiverged, err.Error()); errors.Is(err, ErrSpool) {
-				if err := s.restart(ctx, info); err != nil && ctx.Err() == nil {
-					return err
-				}
-			} else if err != nil {
+			if err := s.divergedTimeline(ctx, info, err); err != nil {
 				return err
 			}
-			continue
-		}
-		s.Metrics.error("stream")
-		wait := b.Next()
-		s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", wait)
-		if err := s.writer().Rearm(); err != nil {
-			continue // broken: the next round restarts it
-		}
-		if backoff.Sleep(ctx, wait) != nil {
-			return nil
-		}
-		if s.Metrics != nil {
-			s.Metrics.Reconnects.Inc()
-		}
-		// The server may have come back as something else: check that it
-		// still has, and still continues, what the archive needs.
-		if err := s.recheck(ctx); err != nil {
-			if ctx.Err() != nil {
+		default:
+			if !s.reconnect(ctx, b.Next(), err) {
 				return nil
-			}
-			s.Logger.Warn("server check", "err", err)
-			if errors.Is(err, ErrSpool) {
-				s.pokeReplan()
 			}
 		}
 	}
+}
+
+// restartAfterSpoolFailure starts streaming again from what the spool
+// holds, after the session ended with err because the writer or the spool
+// failed: what the writer held is not in the spool, so the stream must
+// never go on after it. It returns nil when ctx ends.
+func (s *Streamer) restartAfterSpoolFailure(ctx context.Context, info ServerInfo, err error) error {
+	s.Metrics.error("spool")
+	s.Logger.Error("the spool failed: streaming again from the last segment it holds", "err", err)
+	if err := s.restart(ctx, info); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// pauseWhileSpoolFull waits for uploads to make room in the spool before
+// the stream resumes from the writer's last event.
+func (s *Streamer) pauseWhileSpoolFull(ctx context.Context) {
+	s.Logger.Warn("spool full: pausing the stream until uploads catch up", "spool_bytes", s.Spool.Used())
+	s.Metrics.error("spool_full")
+	s.mu.Lock()
+	s.pauses++
+	s.mu.Unlock()
+	if err := s.writer().Rearm(); err != nil {
+		return // broken: the next round restarts it
+	}
+	s.waitForSpace(ctx)
+}
+
+// divergedTimeline records the gap that err, a server binlog no longer
+// continuing the archive, opens: a new timeline, from which streaming
+// goes on.
+func (s *Streamer) divergedTimeline(ctx context.Context, info ServerInfo, err error) error {
+	s.Metrics.error("diverged")
+	if err := s.startNewTimeline(ctx, info, catalog.ReasonDiverged, err.Error()); errors.Is(err, ErrSpool) {
+		if err := s.restart(ctx, info); err != nil && ctx.Err() == nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// reconnect waits wait after a stream that ended with err, then checks
+// that the server still has, and still continues, what the archive
+// needs. It reports false when ctx ended meanwhile.
+func (s *Streamer) reconnect(ctx context.Context, wait time.Duration, err error) bool {
+	s.Metrics.error("stream")
+	s.Logger.Warn("replication stream ended; reconnecting", "err", err, "retry_in", wait)
+	if err := s.writer().Rearm(); err != nil {
+		return true // broken: the next round restarts it
+	}
+	if backoff.Sleep(ctx, wait) != nil {
+		return false
+	}
+	if s.Metrics != nil {
+		s.Metrics.Reconnects.Inc()
+	}
+	// The server may have come back as something else: check that it
+	// still has, and still continues, what the archive needs.
+	if err := s.recheck(ctx); err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		s.Logger.Warn("server check", "err", err)
+		if errors.Is(err, ErrSpool) {
+			s.pokeReplan()
+		}
+	}
+	return true
 }
 
 // errReplan ends a session whose writer or spool failed.
@@ -485,230 +509,8 @@ func (s *Streamer) flushLoop(ctx context.Context) {
 	}
 }
 
-// notePlaintext warns when the replication connection goes without TLS
-// although TLS is configured (the server offers none, and the mode allows
-// plaintext then), once per change, and not for a server on this host.
-func (s *Streamer) notePlaintext(plain bool) {
-	fellBack := plain && s.Source.Config.TLS != nil && !mysqltls.Local(s.Source.Config)
-	s.mu.Lock()
-	changed := fellBack != s.plaintext
-	s.plaintext = fellBack
-	s.mu.Unlock()
-	if changed && fellBack {
-		s.Logger.Warn("the server offers no TLS: the replication connection is not encrypted", "server", s.Source.Address())
-	}
-}
-
-// session runs one replication connection until it breaks. progressed
-// reports whether any event arrived.
-func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed bool, err error) {
-	w := s.writer()
-	pos := w.ResumePoint()
-	cfg, err := s.Source.syncerConfig(ctx, info.Flavor, s.ServerID, s.ReadTimeout, s.Heartbeat)
-	if err != nil {
-		return false, err
-	}
-	s.notePlaintext(cfg.TLSConfig == nil)
-	h := &eventHandler{s: s, w: w}
-	cfg.SynchronousEventHandler = h
-	// The replication client logs every connection, its whole configuration
-	// included, and reports at error level what this streamer reports anyway
-	// (with its consequence): its lines are kept for debugging only.
-	cfg.Logger = slog.New(debugOnly{s.Logger.Handler()}).With("component", "replication-client")
-	// No per-packet read deadline (setting one for every packet costs more
-	// CPU than anything else the reader does): a watchdog closes the
-	// connection when neither an event nor a heartbeat arrived for
-	// ReadTimeout, which also covers a hang while connecting.
-	cfg.ReadTimeout = 0
-	dial := cfg.Dialer
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
-	}
-	var connMu sync.Mutex
-	var conn net.Conn
-	cfg.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		connMu.Lock()
-		if err == nil && conn == nil {
-			conn = c // the stream's connection; later ones only kill it
-		}
-		connMu.Unlock()
-		return c, err
-	}
-	wdCtx, stopWatchdog := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		// A failed writer or spool ends the session at once.
-		defer wg.Done()
-		select {
-		case <-wdCtx.Done():
-			return
-		case <-s.replan:
-		}
-		h.replan.Store(true)
-		connMu.Lock()
-		if conn != nil {
-			conn.Close()
-		}
-		connMu.Unlock()
-	}()
-	go func() {
-		defer wg.Done()
-		last, lastChange := h.events.Load(), time.Now()
-		t := time.NewTicker(s.ReadTimeout / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-wdCtx.Done():
-				return
-			case <-t.C:
-			}
-			if n := h.events.Load(); n != last {
-				last, lastChange = n, time.Now()
-				continue
-			}
-			if time.Since(lastChange) > s.ReadTimeout {
-				h.stalled.Store(true)
-				connMu.Lock()
-				if conn != nil {
-					conn.Close()
-				}
-				connMu.Unlock()
-				return
-			}
-		}
-	}()
-	defer func() {
-		stopWatchdog()
-		wg.Wait()
-	}()
-	syncer := replication.NewBinlogSyncer(cfg)
-	defer syncer.Close()
-	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
-	if err != nil {
-		if h.replan.Load() {
-			return false, errReplan
-		}
-		if h.stalled.Load() {
-			return false, fmt.Errorf("no answer from the server for %s while connecting", s.ReadTimeout)
-		}
-		return false, fmt.Errorf("start replication from %s: %w", pos, s.Source.classifyStream(err))
-	}
-	s.mu.Lock()
-	s.connected = true
-	s.mu.Unlock()
-	s.Metrics.connected(1)
-	defer func() {
-		s.mu.Lock()
-		s.connected = false
-		s.mu.Unlock()
-		s.Metrics.connected(0)
-	}()
-	s.Logger.Info("streaming binlog", "from", pos.String(), "timeline", s.currentTimeline().String())
-	select {
-	case <-s.started:
-	default:
-		close(s.started)
-	}
-	_, err = st.GetEvent(ctx)
-	progressed = h.events.Load() > 0
-	switch {
-	case ctx.Err() != nil:
-		return progressed, nil
-	case h.err != nil:
-		return progressed, h.err
-	case h.replan.Load():
-		return progressed, errReplan
-	case h.stalled.Load():
-		return progressed, fmt.Errorf("no event or heartbeat from the server for %s: connection torn down", s.ReadTimeout)
-	case err != nil:
-		return progressed, s.Source.classifyStream(err)
-	}
-	return progressed, nil
-}
-
 func (s *Streamer) currentTimeline() catalog.TimelineID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.timeline
 }
-
-// eventHandler writes each event as the replication client reads it, so a
-// slow spool slows the stream instead of filling memory.
-type eventHandler struct {
-	s       *Streamer
-	w       *Writer
-	events  atomic.Int64 // events received, heartbeats included
-	stalled atomic.Bool  // the watchdog closed the connection
-	replan  atomic.Bool  // the session was ended for a failed writer or spool
-	err     error
-}
-
-func (h *eventHandler) HandleEvent(e *replication.BinlogEvent) error {
-	h.events.Add(1)
-	if h.s.Spool.Full(int64(len(e.RawData))) {
-		h.err = errSpoolFull
-		return h.err
-	}
-	if err := h.w.Handle(e.RawData); err != nil {
-		h.err = err
-		return err
-	}
-	return nil
-}
-
-// classifyStream turns replication errors into this package's sentinels,
-// with the replication client's stack traces taken out of the message.
-func (s *Source) classifyStream(err error) error {
-	msg := stripStack(err.Error())
-	switch {
-	case strings.Contains(msg, "ERROR 1045") || strings.Contains(msg, "Access denied"):
-		return fmt.Errorf("%w: %s", ErrAccessDenied, msg)
-	case strings.Contains(msg, "ERROR 1236"):
-		return fmt.Errorf("%w: %s", errSourceLog, msg)
-	}
-	return &streamError{msg: msg, err: err}
-}
-
-// streamError is a replication client error with a readable message.
-type streamError struct {
-	msg string
-	err error
-}
-
-func (e *streamError) Error() string { return e.msg }
-func (e *streamError) Unwrap() error { return e.err }
-
-// stripStack removes the stack traces that the replication client's error
-// package appends (a function line followed by a tab-indented file line).
-func stripStack(msg string) string {
-	lines := strings.Split(msg, "\n")
-	var keep []string
-	for i, l := range lines {
-		if strings.HasPrefix(l, "\t") || (i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t")) {
-			continue
-		}
-		keep = append(keep, l)
-	}
-	return strings.Join(keep, "; ")
-}
-
-// errSourceLog is the server's refusal to send the binlog asked for (1236):
-// purged, never existed, or a position past its end.
-var errSourceLog = errors.New("server cannot send the requested binlog")
-
-// debugOnly passes every record to the handler at debug level.
-type debugOnly struct{ slog.Handler }
-
-func (h debugOnly) Enabled(ctx context.Context, _ slog.Level) bool {
-	return h.Handler.Enabled(ctx, slog.LevelDebug)
-}
-
-func (h debugOnly) Handle(ctx context.Context, r slog.Record) error {
-	r.Level = slog.LevelDebug
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h debugOnly) WithAttrs(a []slog.Attr) slog.Handler { return debugOnly{h.Handler.WithAttrs(a)} }
-func (h debugOnly) WithGroup(n string) slog.Handler      { return debugOnly{h.Handler.WithGroup(n)} }

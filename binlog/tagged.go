@@ -150,28 +150,8 @@ func (r *serialReader) uint(what string, max uint64) (uint64, error) {
 func decodeTaggedGTID(b []byte) (taggedGTID, int, error) {
 	var g taggedGTID
 	r := &serialReader{b: b, end: len(b)}
-	version, err := r.uvarint()
-	if err != nil {
+	if err := r.message(); err != nil {
 		return g, 0, err
-	}
-	if version != 1 {
-		return g, 0, fmt.Errorf("%w: serialization format %d", ErrUnreadableGTID, version)
-	}
-	size, err := r.uvarint()
-	if err != nil {
-		return g, 0, err
-	}
-	if size > uint64(len(b)) || size < uint64(r.p) {
-		return g, 0, fmt.Errorf("%w: message of %d bytes in a body of %d", ErrUnreadableGTID, size, len(b))
-	}
-	r.end = int(size)
-	last, err := r.uvarint()
-	if err != nil {
-		return g, 0, err
-	}
-	if last > tgFields {
-		return g, 0, fmt.Errorf("%w: the message has field %d, which a reader must know, and this reader knows %d fields",
-			ErrUnreadableGTID, last-1, tgFields)
 	}
 	seen := 0       // one past the last field read
 	var have uint16 // the fields read, by bit
@@ -191,54 +171,98 @@ func decodeTaggedGTID(b []byte) (taggedGTID, int, error) {
 		}
 		seen = int(id) + 1
 		have |= 1 << id
-		switch id {
-		case tgFlags:
-			var v uint64
-			v, err = r.uint("gtid_flags", math.MaxUint8)
-			g.Flags = uint8(v)
-		case tgUUID:
-			for i := range g.UUID {
-				var v uint64
-				if v, err = r.uint("uuid byte", math.MaxUint8); err != nil {
-					break
-				}
-				g.UUID[i] = byte(v)
-			}
-		case tgGNO:
-			g.GNO, err = r.svarint()
-		case tgTag:
-			g.Tag, err = r.tag()
-		case tgLastCommitted:
-			g.LastCommitted, err = r.svarint()
-		case tgSequenceNumber:
-			g.SequenceNumber, err = r.svarint()
-		case tgImmediateCommit:
-			g.ImmediateCommit, err = r.uvarint()
-		case tgOriginalCommit:
-			g.OriginalCommit, err = r.uvarint()
-		case tgTransactionLength:
-			g.TransactionLength, err = r.uvarint()
-		case tgImmediateServerVersion:
-			var v uint64
-			v, err = r.uint("immediate_server_version", math.MaxUint32)
-			g.ImmediateServerVersion = uint32(v)
-		case tgOriginalServerVersion:
-			var v uint64
-			v, err = r.uint("original_server_version", math.MaxUint32)
-			g.OriginalServerVersion = uint32(v)
-		case tgCommitGroupTicket:
-			g.CommitGroupTicket, err = r.uvarint()
-		}
-		if err != nil {
+		if err := g.readField(r, id); err != nil {
 			return g, 0, err
 		}
 	}
+	if err := g.complete(have); err != nil {
+		return g, 0, err
+	}
+	return g, r.end, nil
+}
+
+// message reads the start of a message, up to its first field, and ends
+// the reader where the message says it ends.
+func (r *serialReader) message() error {
+	version, err := r.uvarint()
+	if err != nil {
+		return err
+	}
+	if version != 1 {
+		return fmt.Errorf("%w: serialization format %d", ErrUnreadableGTID, version)
+	}
+	size, err := r.uvarint()
+	if err != nil {
+		return err
+	}
+	if size > uint64(len(r.b)) || size < uint64(r.p) {
+		return fmt.Errorf("%w: message of %d bytes in a body of %d", ErrUnreadableGTID, size, len(r.b))
+	}
+	r.end = int(size)
+	last, err := r.uvarint()
+	if err != nil {
+		return err
+	}
+	if last > tgFields {
+		return fmt.Errorf("%w: the message has field %d, which a reader must know, and this reader knows %d fields",
+			ErrUnreadableGTID, last-1, tgFields)
+	}
+	return nil
+}
+
+// readField reads the value of the known field id into g.
+func (g *taggedGTID) readField(r *serialReader, id uint64) error {
+	var err error
+	switch id {
+	case tgFlags:
+		var v uint64
+		v, err = r.uint("gtid_flags", math.MaxUint8)
+		g.Flags = uint8(v)
+	case tgUUID:
+		for i := range g.UUID {
+			var v uint64
+			if v, err = r.uint("uuid byte", math.MaxUint8); err != nil {
+				break
+			}
+			g.UUID[i] = byte(v)
+		}
+	case tgGNO:
+		g.GNO, err = r.svarint()
+	case tgTag:
+		g.Tag, err = r.tag()
+	case tgLastCommitted:
+		g.LastCommitted, err = r.svarint()
+	case tgSequenceNumber:
+		g.SequenceNumber, err = r.svarint()
+	case tgImmediateCommit:
+		g.ImmediateCommit, err = r.uvarint()
+	case tgOriginalCommit:
+		g.OriginalCommit, err = r.uvarint()
+	case tgTransactionLength:
+		g.TransactionLength, err = r.uvarint()
+	case tgImmediateServerVersion:
+		var v uint64
+		v, err = r.uint("immediate_server_version", math.MaxUint32)
+		g.ImmediateServerVersion = uint32(v)
+	case tgOriginalServerVersion:
+		var v uint64
+		v, err = r.uint("original_server_version", math.MaxUint32)
+		g.OriginalServerVersion = uint32(v)
+	case tgCommitGroupTicket:
+		g.CommitGroupTicket, err = r.uvarint()
+	}
+	return err
+}
+
+// complete checks that g, whose fields in have were read, names a GTID,
+// and fills in the fields a message leaves out when they equal another.
+func (g *taggedGTID) complete(have uint16) error {
 	if have&(1<<tgUUID) == 0 || have&(1<<tgGNO) == 0 {
-		return g, 0, fmt.Errorf("%w: the message holds no uuid or no gno", ErrUnreadableGTID)
+		return fmt.Errorf("%w: the message holds no uuid or no gno", ErrUnreadableGTID)
 	}
 	// GNOs run from 1 to 2^63-2: MySQL keeps 2^63-1 as the end of the range.
 	if g.GNO < 1 || g.GNO == math.MaxInt64 {
-		return g, 0, fmt.Errorf("%w: gno %d", ErrUnreadableGTID, g.GNO)
+		return fmt.Errorf("%w: gno %d", ErrUnreadableGTID, g.GNO)
 	}
 	if have&(1<<tgOriginalCommit) == 0 {
 		g.OriginalCommit = g.ImmediateCommit
@@ -246,7 +270,7 @@ func decodeTaggedGTID(b []byte) (taggedGTID, int, error) {
 	if have&(1<<tgOriginalServerVersion) == 0 {
 		g.OriginalServerVersion = g.ImmediateServerVersion
 	}
-	return g, r.end, nil
+	return nil
 }
 
 // tag reads a tag: a string of at most 32 letters, digits and underscores

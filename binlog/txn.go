@@ -75,10 +75,32 @@ func (t *Tracker) Feed(ev []byte, pos uint64) (*Txn, error) {
 		return nil, fmt.Errorf("%w: %d event at %d before any format description", ErrMalformed, h.Type, pos)
 	}
 	switch h.Type {
+	case GTIDEvent, AnonymousGTIDEvent, GTIDTaggedEvent, MariaDBGTIDEvent:
+		return nil, t.feedGTID(h, ev, pos)
+	case QueryEvent, MariaDBQueryCompressed:
+		return t.feedQuery(h, ev, pos)
+	case XIDEvent, XAPrepareEvent:
+		if t.open {
+			return t.commit(h, end), nil
+		}
+	case TransactionPayload:
+		if t.open {
+			return t.commit(h, end), nil
+		}
+	case RotateEvent, StopEvent:
+		// A file ends; a transaction cannot span files, so whatever is open is torn.
+		t.Reset()
+	}
+	return nil, nil
+}
+
+// feedGTID opens the transaction that the GTID event ev, at pos, starts.
+func (t *Tracker) feedGTID(h Header, ev []byte, pos uint64) error {
+	switch h.Type {
 	case GTIDEvent, AnonymousGTIDEvent:
 		gi, err := t.format.parseMySQLGTID(h, ev)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		t.begin(pos, gi)
 	case GTIDTaggedEvent:
@@ -94,45 +116,41 @@ func (t *Tracker) Feed(ev []byte, pos uint64) (*Txn, error) {
 	case MariaDBGTIDEvent:
 		gi, err := t.format.parseMariaDBGTID(h, ev)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		t.begin(pos, gi)
-	case QueryEvent, MariaDBQueryCompressed:
-		// A compressed statement (MariaDB log_bin_compress) reads as opaque
-		// bytes, never as BEGIN or COMMIT: the server writes those uncompressed.
-		q, err := t.format.queryText(ev)
-		if err != nil {
-			return nil, err
+	}
+	return nil
+}
+
+// feedQuery follows the statement event ev, at pos: BEGIN opens a
+// transaction, COMMIT or ROLLBACK ends one, and a statement outside one
+// stands alone.
+func (t *Tracker) feedQuery(h Header, ev []byte, pos uint64) (*Txn, error) {
+	// A compressed statement (MariaDB log_bin_compress) reads as opaque
+	// bytes, never as BEGIN or COMMIT: the server writes those uncompressed.
+	q, err := t.format.queryText(ev)
+	if err != nil {
+		return nil, err
+	}
+	end := pos + uint64(h.Size)
+	switch {
+	case !t.open:
+		// A server without GTID events: BEGIN opens, anything else stands alone.
+		t.open, t.start, t.haveGTID = true, pos, false
+		if isBegin(q) {
+			t.begun = true
+			return nil, nil
 		}
-		switch {
-		case !t.open:
-			// A server without GTID events: BEGIN opens, anything else stands alone.
-			t.open, t.start, t.haveGTID = true, pos, false
-			if isBegin(q) {
-				t.begun = true
-				return nil, nil
-			}
-			return t.commit(h, end), nil
-		case !t.begun:
-			if isBegin(q) {
-				t.begun = true
-				return nil, nil
-			}
-			return t.commit(h, end), nil // DDL and other single statements
-		case isWord(q, "COMMIT") || isWord(q, "ROLLBACK"):
-			return t.commit(h, end), nil
+		return t.commit(h, end), nil
+	case !t.begun:
+		if isBegin(q) {
+			t.begun = true
+			return nil, nil
 		}
-	case XIDEvent, XAPrepareEvent:
-		if t.open {
-			return t.commit(h, end), nil
-		}
-	case TransactionPayload:
-		if t.open {
-			return t.commit(h, end), nil
-		}
-	case RotateEvent, StopEvent:
-		// A file ends; a transaction cannot span files, so whatever is open is torn.
-		t.Reset()
+		return t.commit(h, end), nil // DDL and other single statements
+	case isWord(q, "COMMIT") || isWord(q, "ROLLBACK"):
+		return t.commit(h, end), nil
 	}
 	return nil, nil
 }

@@ -204,56 +204,16 @@ func (w *Writer) Handle(ev []byte) error {
 	if w.broken != nil {
 		return w.broken
 	}
-
 	if h.Artificial() {
-		switch h.Type {
-		case RotateEvent:
-			// The stream's fake rotate names the file that follows.
-			name, pos, err := ParseFakeRotate(ev)
-			if err != nil {
-				return err
-			}
-			if name != w.file {
-				return w.switchFileLocked(name, pos)
-			}
-		case FormatDescription:
-			// Re-sent when the stream starts inside a file.
-			f, err := ParseFormat(ev)
-			if err != nil {
-				return err
-			}
-			w.format = f
-			w.tracker.SetFormat(f)
-		}
-		return nil
+		return w.handleArtificialLocked(h, ev)
 	}
-
-	var start uint64
-	switch {
-	case h.NextPos == 0:
-		// No position in the header (see Header.NextPos): the event starts
-		// where the stream stands. The next event with a position proves it.
-		start = w.pos
-		if w.expect != nil {
-			start = w.expect.Pos
-		}
-	case h.NextPos < h.Size:
-		return fmt.Errorf("%w: event next position %d before its size %d", ErrMalformed, h.NextPos, h.Size)
-	default:
-		start = uint64(h.NextPos - h.Size)
+	start, err := w.eventStartLocked(h)
+	if err != nil {
+		return err
 	}
 	ref := catalog.EventRef{Pos: start, Size: h.Size, CRC32C: crc32.Checksum(ev, castagnoli)}
 	if w.expect != nil {
-		if ref != *w.expect {
-			return fmt.Errorf("%w: %s expected event at %d (%d bytes, crc32c %08x), server sent event at %d (%d bytes, crc32c %08x)",
-				ErrDiverged, w.file, w.expect.Pos, w.expect.Size, w.expect.CRC32C, ref.Pos, ref.Size, ref.CRC32C)
-		}
-		w.expect = nil
-		w.pos = start + uint64(h.Size)
-		if h.Type == RotateEvent {
-			return w.afterRotateLocked(ev)
-		}
-		return nil
+		return w.matchResumeLocked(h, ev, ref)
 	}
 	if start != w.pos {
 		return fmt.Errorf("%w: %s expected an event at %d, got one at %d", ErrStreamHole, w.file, w.pos, start)
@@ -269,6 +229,85 @@ func (w *Writer) Handle(ev []byte) error {
 	if err != nil {
 		return fmt.Errorf("%s at %d: %w", w.file, start, err)
 	}
+	if err := w.appendLocked(ev, start); err != nil {
+		return err
+	}
+	end := start + uint64(h.Size)
+	w.pos = end
+	w.lastEvent, w.lastFile = ref, w.file
+	r := &w.seg.rec
+	recordEvent(r, h, ev, ref)
+	if tx != nil {
+		recordTxn(r, tx)
+	}
+	if open, _ := w.tracker.Open(); !open {
+		r.TxnEnd = end
+	}
+	return w.endEventLocked(h, ev)
+}
+
+// handleArtificialLocked follows the events the server makes up for the
+// stream; they are not in its binlog, so none is archived.
+func (w *Writer) handleArtificialLocked(h Header, ev []byte) error {
+	switch h.Type {
+	case RotateEvent:
+		// The stream's fake rotate names the file that follows.
+		name, pos, err := ParseFakeRotate(ev)
+		if err != nil {
+			return err
+		}
+		if name != w.file {
+			return w.switchFileLocked(name, pos)
+		}
+	case FormatDescription:
+		// Re-sent when the stream starts inside a file.
+		f, err := ParseFormat(ev)
+		if err != nil {
+			return err
+		}
+		w.format = f
+		w.tracker.SetFormat(f)
+	}
+	return nil
+}
+
+// eventStartLocked returns the position in the file where the event with
+// header h starts.
+func (w *Writer) eventStartLocked(h Header) (uint64, error) {
+	switch {
+	case h.NextPos == 0:
+		// No position in the header (see Header.NextPos): the event starts
+		// where the stream stands. The next event with a position proves it.
+		if w.expect != nil {
+			return w.expect.Pos, nil
+		}
+		return w.pos, nil
+	case h.NextPos < h.Size:
+		return 0, fmt.Errorf("%w: event next position %d before its size %d", ErrMalformed, h.NextPos, h.Size)
+	default:
+		return uint64(h.NextPos - h.Size), nil
+	}
+}
+
+// matchResumeLocked checks that the first event of a resumed stream, ref,
+// is the archived event the writer expects, and steps past it: it is
+// archived already.
+func (w *Writer) matchResumeLocked(h Header, ev []byte, ref catalog.EventRef) error {
+	if ref != *w.expect {
+		return fmt.Errorf("%w: %s expected event at %d (%d bytes, crc32c %08x), server sent event at %d (%d bytes, crc32c %08x)",
+			ErrDiverged, w.file, w.expect.Pos, w.expect.Size, w.expect.CRC32C, ref.Pos, ref.Size, ref.CRC32C)
+	}
+	w.expect = nil
+	w.pos = ref.Pos + uint64(h.Size)
+	if h.Type == RotateEvent {
+		return w.afterRotateLocked(ev)
+	}
+	return nil
+}
+
+// appendLocked writes the event that starts at start into the open
+// segment, opening one if none is. A failure breaks the writer.
+func (w *Writer) appendLocked(ev []byte, start uint64) error {
 	if w.seg == nil {
 		if err := w.openSegmentLocked(start); err != nil {
 			return w.breakLocked(err)
@@ -283,11 +322,12 @@ func (w *Writer) Handle(ev []byte) error {
 		return w.breakLocked(fmt.Errorf("write spool segment: %w", err))
 	}
 	seg.sha.Write(ev)
-	end := start + uint64(h.Size)
-	w.pos = end
-	w.lastEvent, w.lastFile = ref, w.file
-	r := &seg.rec
-	r.End = end
+	return nil
+}
+
+// recordEvent adds the archived event ev, at ref, to the segment record r.
+func recordEvent(r *catalog.Segment, h Header, ev []byte, ref catalog.EventRef) {
+	r.End = ref.Pos + uint64(h.Size)
 	r.Events++
 	t := h.Time()
 	if r.FirstEventTime.IsZero() {
@@ -302,22 +342,28 @@ func (w *Writer) Handle(ev []byte) error {
 			r.UnknownGTIDs++
 		}
 	}
-	if tx != nil {
-		r.Transactions++
-		if r.FirstCommitTime.IsZero() {
-			r.FirstCommitTime = tx.CommitTime
-		}
-		r.LastCommitTime = tx.CommitTime
-		if tx.HasGTID {
-			if r.FirstGTID == "" {
-				r.FirstGTID = tx.GTID.String()
-			}
-			r.LastGTID = tx.GTID.String()
-		}
+}
+
+// recordTxn adds the transaction tx, which an archived event completed, to
+// the segment record r.
+func recordTxn(r *catalog.Segment, tx *Txn) {
+	r.Transactions++
+	if r.FirstCommitTime.IsZero() {
+		r.FirstCommitTime = tx.CommitTime
 	}
-	if open, _ := w.tracker.Open(); !open {
-		r.TxnEnd = end
+	r.LastCommitTime = tx.CommitTime
+	if tx.HasGTID {
+		if r.FirstGTID == "" {
+			r.FirstGTID = tx.GTID.String()
+		}
+		r.LastGTID = tx.GTID.String()
 	}
+}
+
+// endEventLocked seals the open segment after an archived event that ends
+// the file or fills the segment, and moves on after a Rotate.
+func (w *Writer) endEventLocked(h Header, ev []byte) error {
+	r := &w.seg.rec
 	switch {
 	case h.Type == RotateEvent:
 		r.FileEnds = true

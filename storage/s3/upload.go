@@ -171,95 +171,25 @@ type part struct {
 // putMultipart uploads the parts already read and the rest of r. done says
 // r was found exhausted while reading them.
 func (s *Store) putMultipart(ctx context.Context, k *string, r io.Reader, opts storage.PutOptions, first []part, done bool) (info storage.ObjectInfo, err error) {
-	release := func(ps []part) {
-		for _, p := range ps {
-			s.putBuf(p.buf)
-		}
-	}
-	sse, kms := s.sse()
-	cctx, cancel := s.timeout(ctx)
-	created, err := s.client.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
-		Bucket:               aws.String(s.cfg.Bucket),
-		Key:                  k,
-		ChecksumAlgorithm:    types.ChecksumAlgorithmCrc32c,
-		ChecksumType:         types.ChecksumTypeFullObject,
-		ServerSideEncryption: sse,
-		SSEKMSKeyId:          kms,
-	})
-	cancel()
+	uploadID, err := s.createMultipart(ctx, k)
 	if err != nil {
-		release(first)
+		s.release(first)
 		return storage.ObjectInfo{}, fmt.Errorf("create multipart upload: %w", err)
 	}
-	uploadID := created.UploadId
 	completed := false
 	defer func() {
 		if completed {
 			return
 		}
-		// Abort even when ctx has ended: that is the usual reason to be here.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
-		defer cancel()
-		_, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-			Bucket: aws.String(s.cfg.Bucket), Key: k, UploadId: uploadID,
-		})
-		if aerr != nil {
-			err = errors.Join(err, fmt.Errorf("abort multipart upload (its parts stay billed until a lifecycle rule removes them): %w", aerr))
+		if aerr := s.abortMultipart(ctx, k, uploadID); aerr != nil {
+			err = errors.Join(err, aerr)
 		}
 	}()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(partsInFlight)
-	var (
-		mu        sync.Mutex
-		completes []types.CompletedPart
-		crc       uint32
-		size      int64
-		number    int32
-	)
-	// submit starts a part's upload, waiting for a free slot; the part's
-	// buffer goes back to the pool when it is sent.
-	submit := func(p part) error {
-		if number == MaxParts {
-			s.putBuf(p.buf)
-			return fmt.Errorf("object larger than %d parts of %d bytes: raise part-size", MaxParts, s.cfg.PartSize)
-		}
-		number++
-		num := number
-		data := (*p.buf)[:p.n]
-		crc = storage.UpdateCRC32C(crc, data)
-		size += int64(p.n)
-		g.Go(func() error {
-			defer s.putBuf(p.buf)
-			c, err := s.uploadPart(gctx, k, uploadID, num, data)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			completes = append(completes, c)
-			mu.Unlock()
-			return nil
-		})
-		return nil
-	}
-
-	var readErr error
-	for i, p := range first {
-		if readErr = submit(p); readErr != nil {
-			release(first[i+1:])
-			break
-		}
-	}
-	for readErr == nil && !done {
-		buf := s.getBuf()
-		var n int
-		n, done, readErr = readPart(gctx, r, *buf)
-		if readErr != nil || n == 0 {
-			s.putBuf(buf)
-			continue
-		}
-		readErr = submit(part{buf: buf, n: n})
-	}
+	u := &partUploads{s: s, k: k, uploadID: uploadID, g: g, ctx: gctx}
+	readErr := u.send(r, first, done)
 	uploadErr := g.Wait()
 	switch {
 	case ctx.Err() != nil:
@@ -271,33 +201,147 @@ func (s *Store) putMultipart(ctx context.Context, k *string, r io.Reader, opts s
 	case readErr != nil:
 		return storage.ObjectInfo{}, readErr
 	}
+	if err := u.complete(ctx, opts.IfNotExists); err != nil {
+		return storage.ObjectInfo{}, err
+	}
+	completed = true
+	return storage.ObjectInfo{Size: u.size, ModTime: time.Now(), CRC32C: u.crc}, nil
+}
 
-	slices.SortFunc(completes, func(a, b types.CompletedPart) int {
+// release makes the buffers of parts that will not be sent free for reuse.
+func (s *Store) release(ps []part) {
+	for _, p := range ps {
+		s.putBuf(p.buf)
+	}
+}
+
+// createMultipart starts a multipart upload of k and returns its id.
+func (s *Store) createMultipart(ctx context.Context, k *string) (*string, error) {
+	sse, kms := s.sse()
+	ctx, cancel := s.timeout(ctx)
+	defer cancel()
+	created, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket:               aws.String(s.cfg.Bucket),
+		Key:                  k,
+		ChecksumAlgorithm:    types.ChecksumAlgorithmCrc32c,
+		ChecksumType:         types.ChecksumTypeFullObject,
+		ServerSideEncryption: sse,
+		SSEKMSKeyId:          kms,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return created.UploadId, nil
+}
+
+// abortMultipart abandons a multipart upload that will not complete. It
+// runs even when ctx has ended: that is the usual reason to abandon one.
+func (s *Store) abortMultipart(ctx context.Context, k, uploadID *string) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	_, err := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(s.cfg.Bucket), Key: k, UploadId: uploadID,
+	})
+	if err != nil {
+		return fmt.Errorf("abort multipart upload (its parts stay billed until a lifecycle rule removes them): %w", err)
+	}
+	return nil
+}
+
+// partUploads sends the parts of one multipart upload, partsInFlight at a
+// time, and keeps what completing it needs: the parts sent, and the whole
+// object's CRC32C and size.
+type partUploads struct {
+	s           *Store
+	k, uploadID *string
+	g           *errgroup.Group
+	ctx         context.Context // the group's: ends when a part fails
+
+	mu        sync.Mutex
+	completes []types.CompletedPart
+	crc       uint32
+	size      int64
+	number    int32
+}
+
+// send submits the parts already read, then reads and submits the rest of
+// r until it ends (done: it did). It returns the error that stopped
+// reading, if any.
+func (u *partUploads) send(r io.Reader, first []part, done bool) error {
+	var readErr error
+	for i, p := range first {
+		if readErr = u.submit(p); readErr != nil {
+			u.s.release(first[i+1:])
+			break
+		}
+	}
+	for readErr == nil && !done {
+		buf := u.s.getBuf()
+		var n int
+		n, done, readErr = readPart(u.ctx, r, *buf)
+		if readErr != nil || n == 0 {
+			u.s.putBuf(buf)
+			continue
+		}
+		readErr = u.submit(part{buf: buf, n: n})
+	}
+	return readErr
+}
+
+// submit starts a part's upload, waiting for a free slot; the part's
+// buffer goes back to the pool when it is sent.
+func (u *partUploads) submit(p part) error {
+	if u.number == MaxParts {
+		u.s.putBuf(p.buf)
+		return fmt.Errorf("object larger than %d parts of %d bytes: raise part-size", MaxParts, u.s.cfg.PartSize)
+	}
+	u.number++
+	num := u.number
+	data := (*p.buf)[:p.n]
+	u.crc = storage.UpdateCRC32C(u.crc, data)
+	u.size += int64(p.n)
+	u.g.Go(func() error {
+		defer u.s.putBuf(p.buf)
+		c, err := u.s.uploadPart(u.ctx, u.k, u.uploadID, num, data)
+		if err != nil {
+			return err
+		}
+		u.mu.Lock()
+		u.completes = append(u.completes, c)
+		u.mu.Unlock()
+		return nil
+	})
+	return nil
+}
+
+// complete assembles the parts sent into the object, which the server
+// checks against its CRC32C and size. ifNotExists makes it create-only.
+func (u *partUploads) complete(ctx context.Context, ifNotExists bool) error {
+	slices.SortFunc(u.completes, func(a, b types.CompletedPart) int {
 		return cmp.Compare(aws.ToInt32(a.PartNumber), aws.ToInt32(b.PartNumber))
 	})
 	in := &s3.CompleteMultipartUploadInput{
-		Bucket:          aws.String(s.cfg.Bucket),
-		Key:             k,
-		UploadId:        uploadID,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: completes},
+		Bucket:          aws.String(u.s.cfg.Bucket),
+		Key:             u.k,
+		UploadId:        u.uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: u.completes},
 		// The server checks the assembled object against both.
-		ChecksumCRC32C: crcBase64(crc),
+		ChecksumCRC32C: crcBase64(u.crc),
 		ChecksumType:   types.ChecksumTypeFullObject,
-		MpuObjectSize:  aws.Int64(size),
+		MpuObjectSize:  aws.Int64(u.size),
 	}
-	if opts.IfNotExists {
+	if ifNotExists {
 		in.IfNoneMatch = aws.String("*")
 	}
-	cctx, cancel = s.timeout(ctx)
+	ctx, cancel := u.s.timeout(ctx)
 	defer cancel()
-	if _, err := s.client.CompleteMultipartUpload(cctx, in); err != nil {
-		if opts.IfNotExists && isConditionFailed(err) {
-			return storage.ObjectInfo{}, storage.ErrExist
+	if _, err := u.s.client.CompleteMultipartUpload(ctx, in); err != nil {
+		if ifNotExists && isConditionFailed(err) {
+			return storage.ErrExist
 		}
-		return storage.ObjectInfo{}, fmt.Errorf("complete multipart upload: %w", err)
+		return fmt.Errorf("complete multipart upload: %w", err)
 	}
-	completed = true
-	return storage.ObjectInfo{Size: size, ModTime: time.Now(), CRC32C: crc}, nil
+	return nil
 }
 
 // uploadPart sends one part with its CRC32C, which the server verifies.
