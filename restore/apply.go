@@ -23,6 +23,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -232,7 +233,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 		// PATH and in the sbin directories) and says how to install them.
 		// A MySQL clone's snapshot needs neither.
 		var tool, extractor string
-		if opts.Programs.Dir != "" && snapshot.PhysicalNeedsTool(p.Snapshot) {
+		if opts.Programs.Dir != "" && physical.NeedsTool(p.Snapshot) {
 			if tool, err = opts.Programs.Look(programs.Names(flavor, programs.Backup)...); err != nil {
 				return nil, err
 			}
@@ -240,7 +241,7 @@ func Apply(ctx context.Context, p *Plan, opts Options) (*Result, error) {
 				return nil, err
 			}
 		}
-		if _, err := snapshot.RestorePhysical(ctx, opts.Store, p.Snapshot, staging, snapshot.RestorePhysicalOptions{Logger: log,
+		if _, err := physical.Restore(ctx, opts.Store, p.Snapshot, staging, physical.RestoreOptions{Logger: log,
 			ToolPath: tool, ExtractorPath: extractor,
 			Progress: func(done int64) { reporter(opts.Progress).report(PhaseSnapshot, done, p.Snapshot.Bytes) }}); err != nil {
 			return nil, err

@@ -24,7 +24,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
-	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
 
@@ -251,7 +251,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			if err != nil {
 				return err
 			}
-			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, snapshot.PhysicalTool(info.Flavor, "")))
+			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, physical.Tool(info.Flavor, "")))
 		}
 	}
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.url, "flush_interval", o.flushInterval.String(),
@@ -286,7 +286,7 @@ func agentPreflight(s *binlog.Streamer, scheduled bool, method string) func(cont
 			return err
 		}
 		if scheduled {
-			roles[1] = preflight.SnapshotRole(method, snapshot.PhysicalTool(info.Flavor, ""))
+			roles[1] = preflight.SnapshotRole(method, physical.Tool(info.Flavor, ""))
 		}
 		return preflight.Check(ctx, s.Source.DB(), info.Flavor, roles...)
 	}

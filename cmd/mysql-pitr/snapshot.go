@@ -16,6 +16,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 )
 
 // snapshotOptions are the settings of `mysql-pitr snapshot`.
@@ -98,15 +99,15 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 			serverPath = filepath.Join(finder.Dir, names[0])
 		}
 	}
-	tool := snapshot.PhysicalTool(info.Flavor, toolPath)
+	tool := physical.Tool(info.Flavor, toolPath)
 	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method, tool)); err != nil {
 		return err
 	}
-	physOpts := snapshot.PhysicalOptions{Source: src, TLS: tlsSettings, CloneDir: o.cloneDir, Agent: o.agentID, ToolPath: toolPath,
+	physOpts := physical.Options{Source: src, TLS: tlsSettings, CloneDir: o.cloneDir, Agent: o.agentID, ToolPath: toolPath,
 		ServerPath: serverPath, Logger: logger}
 	if o.method == catalog.MethodPhysical {
 		// The tool, the clone's needs and its room, before the archive.
-		if err := snapshot.CheckPhysical(ctx, physOpts); err != nil {
+		if err := physical.Check(ctx, physOpts); err != nil {
 			return err
 		}
 	}
@@ -129,7 +130,7 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) (
 			Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})
 	case catalog.MethodPhysical:
 		physOpts.Storage, physOpts.Timeline = st, tl
-		m, err = snapshot.TakePhysical(ctx, physOpts)
+		m, err = physical.Take(ctx, physOpts)
 	}
 	if err != nil {
 		return err

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snapshot
+package physical
 
 import (
 	"bytes"
@@ -30,13 +30,13 @@ import (
 )
 
 const (
-	physAccounts = 50
-	physOpening  = 1000
+	bankAccounts = 50
+	bankOpening  = 1000
 )
 
-// physSource connects to the test server as the pitr user, whose grants are
+// sourceOf connects to the test server as the pitr user, whose grants are
 // the production ones.
-func physSource(t *testing.T, m *testbed.MariaDB) *binlog.Source {
+func sourceOf(t *testing.T, m *testbed.MariaDB) *binlog.Source {
 	t.Helper()
 	cfg, err := mysql.ParseDSN(m.PitrDSN())
 	if err != nil {
@@ -50,7 +50,7 @@ func physSource(t *testing.T, m *testbed.MariaDB) *binlog.Source {
 	return src
 }
 
-func physStore(t *testing.T) (*file.Store, string) {
+func newStore(t *testing.T) (*file.Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := file.New(dir)
@@ -60,50 +60,50 @@ func physStore(t *testing.T) (*file.Store, string) {
 	return st, dir
 }
 
-// physTestLogger writes the code's log to the test log and to buf.
-func physTestLogger(t *testing.T, buf *physSyncBuffer) *slog.Logger {
-	var w io.Writer = physTestWriter{t}
+// testLogger writes the code's log to the test log and to buf.
+func testLogger(t *testing.T, buf *syncBuffer) *slog.Logger {
+	var w io.Writer = testWriter{t}
 	if buf != nil {
 		w = io.MultiWriter(w, buf)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type physTestWriter struct{ t *testing.T }
+type testWriter struct{ t *testing.T }
 
-func (w physTestWriter) Write(p []byte) (int, error) {
+func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-type physSyncBuffer struct {
+type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *physSyncBuffer) Write(p []byte) (int, error) {
+func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *physSyncBuffer) String() string {
+func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
-// physBank creates accounts that transfers move money between, a transfer
+// fillBank creates accounts that transfers move money between, a transfer
 // log, and fillerMB of filler rows so the backup takes a moment.
-func physBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
+func fillBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
 	t.Helper()
 	m.Exec(t, "CREATE DATABASE bank")
 	m.Exec(t, "CREATE TABLE bank.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB")
 	m.Exec(t, "CREATE TABLE bank.transfers (id BIGINT AUTO_INCREMENT PRIMARY KEY, src INT NOT NULL, dst INT NOT NULL, amount BIGINT NOT NULL) ENGINE=InnoDB")
 	m.Exec(t, "CREATE TABLE bank.filler (id INT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000) NOT NULL) ENGINE=InnoDB")
 	var vals []string
-	for i := 1; i <= physAccounts; i++ {
-		vals = append(vals, fmt.Sprintf("(%d, %d)", i, physOpening))
+	for i := 1; i <= bankAccounts; i++ {
+		vals = append(vals, fmt.Sprintf("(%d, %d)", i, bankOpening))
 	}
 	m.Exec(t, "INSERT INTO bank.accounts VALUES "+strings.Join(vals, ","))
 	if fillerMB > 0 {
@@ -119,9 +119,9 @@ func physBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
 	}
 }
 
-// physLoad runs transfers on several connections until stopped. Each is one
+// bankLoad runs transfers on several connections until stopped. Each is one
 // transaction of two updates and an insert; a torn backup breaks the sums.
-type physLoad struct {
+type bankLoad struct {
 	commits atomic.Int64
 	// maxCommit is the longest COMMIT in nanoseconds: while the backup
 	// blocks commits, one of the workers waits in COMMIT all along.
@@ -132,8 +132,8 @@ type physLoad struct {
 	err       error
 }
 
-func physStartLoad(t *testing.T, db *sql.DB, workers int) *physLoad {
-	l := &physLoad{stop: make(chan struct{})}
+func startBankLoad(t *testing.T, db *sql.DB, workers int) *bankLoad {
+	l := &bankLoad{stop: make(chan struct{})}
 	for w := range workers {
 		l.wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(w), 42))
@@ -143,11 +143,11 @@ func physStartLoad(t *testing.T, db *sql.DB, workers int) *physLoad {
 					return
 				default:
 				}
-				a, b := 1+r.IntN(physAccounts), 1+r.IntN(physAccounts)
+				a, b := 1+r.IntN(bankAccounts), 1+r.IntN(bankAccounts)
 				if a == b {
 					continue
 				}
-				took, err := physTransfer(t.Context(), db, a, b, 1+r.Int64N(50))
+				took, err := bankTransfer(t.Context(), db, a, b, 1+r.Int64N(50))
 				if err != nil {
 					var me *mysql.MySQLError
 					if errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) {
@@ -171,7 +171,7 @@ func physStartLoad(t *testing.T, db *sql.DB, workers int) *physLoad {
 	return l
 }
 
-func (l *physLoad) Stop(t *testing.T) {
+func (l *bankLoad) Stop(t *testing.T) {
 	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
@@ -180,8 +180,8 @@ func (l *physLoad) Stop(t *testing.T) {
 	}
 }
 
-// physTransfer moves amount from src to dst and returns how long COMMIT took.
-func physTransfer(ctx context.Context, db *sql.DB, src, dst int, amount int64) (time.Duration, error) {
+// bankTransfer moves amount from src to dst and returns how long COMMIT took.
+func bankTransfer(ctx context.Context, db *sql.DB, src, dst int, amount int64) (time.Duration, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
@@ -204,21 +204,21 @@ func physTransfer(ctx context.Context, db *sql.DB, src, dst int, amount int64) (
 	return time.Since(start), err
 }
 
-// physCheckBank fails unless money is conserved and every account's balance
+// checkBank fails unless money is conserved and every account's balance
 // is its opening balance plus the transfers logged in and out of it.
-func physCheckBank(t *testing.T, db *sql.DB, label string) {
+func checkBank(t *testing.T, db *sql.DB, label string) {
 	t.Helper()
 	var total int64
 	if err := db.QueryRowContext(t.Context(), "SELECT SUM(balance) FROM bank.accounts").Scan(&total); err != nil {
 		t.Fatalf("%s: %v", label, err)
 	}
-	if want := int64(physAccounts * physOpening); total != want {
+	if want := int64(bankAccounts * bankOpening); total != want {
 		t.Errorf("%s: total balance %d, want %d", label, total, want)
 	}
 	var bad int
 	err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM bank.accounts a WHERE a.balance <> ?
 		+ COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE dst = a.id), 0)
-		- COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE src = a.id), 0)`, physOpening).Scan(&bad)
+		- COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE src = a.id), 0)`, bankOpening).Scan(&bad)
 	if err != nil {
 		t.Fatalf("%s: %v", label, err)
 	}
@@ -227,9 +227,9 @@ func physCheckBank(t *testing.T, db *sql.DB, label string) {
 	}
 }
 
-// physChecksums returns CHECKSUM TABLE of every base table outside the
+// tableChecksums returns CHECKSUM TABLE of every base table outside the
 // system schemas.
-func physChecksums(t *testing.T, db *sql.DB) map[string]int64 {
+func tableChecksums(t *testing.T, db *sql.DB) map[string]int64 {
 	t.Helper()
 	rows, err := db.QueryContext(t.Context(), `SELECT CONCAT('`+"`"+`', table_schema, '`+"`.`"+`', table_name, '`+"`"+`')
 		FROM information_schema.tables WHERE table_type = 'BASE TABLE'
@@ -258,10 +258,10 @@ func physChecksums(t *testing.T, db *sql.DB) map[string]int64 {
 	return sums
 }
 
-// physServer is a mariadbd started on a restored datadir, with the grants the
+// restoredServer is a mariadbd started on a restored datadir, with the grants the
 // backup brought along. testbed starts servers only on datadirs it creates;
 // a testbed.StartMariaDBOn(datadir) would replace this.
-type physServer struct {
+type restoredServer struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	port int
@@ -269,14 +269,14 @@ type physServer struct {
 	log  string
 }
 
-func physStartServer(t *testing.T, datadir string) *physServer {
+func startRestored(t *testing.T, datadir string) *restoredServer {
 	t.Helper()
-	return physStartFlavor(t, testbed.MariaDB1011, datadir)
+	return startRestoredFlavor(t, testbed.MariaDB1011, datadir)
 }
 
-// physStartFlavor is physStartServer for a flavor's server: MySQL's mysqld
+// startRestoredFlavor is startRestored for a flavor's server: MySQL's mysqld
 // as its image runs it (GTIDs on), MariaDB's mariadbd as above.
-func physStartFlavor(t *testing.T, f testbed.Flavor, datadir string) *physServer {
+func startRestoredFlavor(t *testing.T, f testbed.Flavor, datadir string) *restoredServer {
 	t.Helper()
 	var mariadbd string
 	if f == testbed.MariaDB1011 {
@@ -294,7 +294,7 @@ func physStartFlavor(t *testing.T, f testbed.Flavor, datadir string) *physServer
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &physServer{port: port, done: make(chan struct{}), log: filepath.Join(dir, "error.log")}
+	s := &restoredServer{port: port, done: make(chan struct{}), log: filepath.Join(dir, "error.log")}
 	args := []string{
 		"--no-defaults",
 		"--datadir=" + datadir,

@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"bytes"
@@ -231,7 +231,7 @@ var cloneVersionLine = regexp.MustCompile(`^\d+ \d+$`)
 func parseCloneStatus(s string) (cloneStatus, error) {
 	lines := strings.Split(s, "\n")
 	if len(lines) < 7 || !cloneVersionLine.MatchString(lines[0]) {
-		return cloneStatus{}, fmt.Errorf("%s %q is not the clone plugin's status", cloneStatusFile, physFirstLine(s))
+		return cloneStatus{}, fmt.Errorf("%s %q is not the clone plugin's status", cloneStatusFile, firstLine(s))
 	}
 	if lines[3] != "0" {
 		return cloneStatus{}, fmt.Errorf("the clone failed with error %s: %s", lines[3], lines[4])
