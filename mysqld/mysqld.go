@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 	"github.com/mysql-pitr/mysql-pitr/internal/childout"
@@ -53,6 +54,9 @@ var ErrDotDatadir = errors.New("MySQL cannot run on a datadir whose name starts 
 
 // server finds the flavor's server program and checks its release.
 func server(ctx context.Context, opts Options) (programs.Program, error) {
+	if opts.Program != "" {
+		return programs.Program{Path: opts.Program}, nil
+	}
 	p, err := opts.Programs.Find(ctx, opts.Flavor, programs.Server)
 	if err != nil {
 		return p, err
@@ -252,6 +256,12 @@ type Options struct {
 	PageSize            int
 	// Programs finds the server programs.
 	Programs programs.Finder
+	// Program, when set, is the server program to run, found and checked
+	// by the caller: Programs is not asked, and Release not checked.
+	Program string
+	// StartTimeout bounds how long Start waits for the server to accept
+	// connections; zero means two minutes.
+	StartTimeout time.Duration
 	// Args are appended to the server's command line.
 	Args []string
 	// Port, when set, has the server listen on 127.0.0.1:Port as well as

@@ -205,7 +205,11 @@ func launch(ctx context.Context, opts Options, path string, args []string) (*Ser
 		return nil, err
 	}
 	s.db = sql.OpenDB(conn)
-	deadline := time.Now().Add(startTimeout)
+	limit := opts.StartTimeout
+	if limit <= 0 {
+		limit = startTimeout
+	}
+	deadline := time.Now().Add(limit)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := s.db.PingContext(pctx)
@@ -225,7 +229,7 @@ func launch(ctx context.Context, opts Options, path string, args []string) (*Ser
 		}
 		if time.Now().After(deadline) {
 			s.Kill()
-			return nil, fmt.Errorf("temporary server did not accept connections in %s: %s", startTimeout, s.ErrorLog(20))
+			return nil, fmt.Errorf("temporary server did not accept connections in %s: %s", limit, s.ErrorLog(20))
 		}
 	}
 }
