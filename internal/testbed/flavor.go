@@ -297,6 +297,17 @@ const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIE
 
 // initialize makes the server's datadir as the flavor's official image does.
 func (m *MariaDB) initialize() error {
+	if err := m.makeDirs(); err != nil {
+		return err
+	}
+	if err := mysqld.Init(context.Background(), m.launch()); err != nil {
+		return fmt.Errorf("%s: %w", m.opts.Flavor, err)
+	}
+	return nil
+}
+
+// makeDirs creates the directories the server's options name.
+func (m *MariaDB) makeDirs() error {
 	dirs := []string{m.BinlogDir(), m.tmpDir()}
 	if m.opts.Flavor.MySQL() {
 		// secure_file_priv's directory must exist before any start.
@@ -306,9 +317,6 @@ func (m *MariaDB) initialize() error {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("create %s directory: %w", m.opts.Flavor, err)
 		}
-	}
-	if err := mysqld.Init(context.Background(), m.launch()); err != nil {
-		return fmt.Errorf("%s: %w", m.opts.Flavor, err)
 	}
 	return nil
 }

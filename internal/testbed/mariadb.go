@@ -114,6 +114,7 @@ func (o MariaDBOptions) withDefaults() MariaDBOptions {
 type MariaDB struct {
 	opts      MariaDBOptions
 	dir       string
+	datadir   string // "" for dir/data
 	port      int
 	pitrPass  string
 	version   string
@@ -129,8 +130,24 @@ type MariaDB struct {
 // fails it under CI=true.
 func NewMariaDB(tb testing.TB, opts MariaDBOptions) *MariaDB {
 	tb.Helper()
+	return newServer(tb, opts, "")
+}
+
+// NewMariaDBOn is NewMariaDB on datadir, a datadir made elsewhere, such as
+// a restored snapshot of a test server: the server runs with the options
+// NewMariaDB's run with, but the datadir is neither initialised nor given
+// accounts. It has the ones it holds, and root must log in without a
+// password, as on every test server; PitrPassword is unknown ("").
+// datadir is left in place when the test ends.
+func NewMariaDBOn(tb testing.TB, opts MariaDBOptions, datadir string) *MariaDB {
+	tb.Helper()
+	return newServer(tb, opts, datadir)
+}
+
+func newServer(tb testing.TB, opts MariaDBOptions, datadir string) *MariaDB {
+	tb.Helper()
 	opts.Flavor.require(tb)
-	m, err := StartMariaDB(opts)
+	m, err := start(opts, datadir)
 	if err != nil {
 		tb.Fatalf("start %s: %v", opts.Flavor, err)
 	}
@@ -148,7 +165,11 @@ func NewMariaDB(tb testing.TB, opts MariaDBOptions) *MariaDB {
 // StartMariaDB initialises a datadir in a new temporary directory and starts a
 // server on it, returning once the server accepts connections. The caller
 // must Close it.
-func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
+func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) { return start(opts, "") }
+
+// start starts a server on datadir, or when it is "" on a new datadir it
+// initialises and gives the flavor's accounts and PitrUser.
+func start(opts MariaDBOptions, datadir string) (*MariaDB, error) {
 	begin := time.Now()
 	opts = opts.withDefaults()
 	server := opts.Flavor.ServerProgram()
@@ -161,26 +182,46 @@ func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create mariadb directory: %w", err)
 	}
-	pass, err := randomPassword()
+	m := &MariaDB{opts: opts, dir: dir, datadir: datadir}
+	if datadir == "" {
+		if m.pitrPass, err = randomPassword(); err == nil {
+			err = m.initialize()
+		}
+	} else {
+		err = m.makeDirs()
+	}
+	if err == nil {
+		err = m.firstStart()
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	m := &MariaDB{opts: opts, dir: dir, pitrPass: pass}
-	if err := m.initialize(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+	if datadir == "" {
+		err = m.setUp()
+	} else {
+		err = m.readVersion()
 	}
-	if err := m.firstStart(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	if err := m.setUp(); err != nil {
+	if err != nil {
 		m.Close()
 		return nil, err
 	}
 	m.startTime = time.Since(begin)
 	return m, nil
+}
+
+// readVersion records the running server's version.
+func (m *MariaDB) readVersion() error {
+	db, err := m.pool()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mariaDBStartTimeout)
+	defer cancel()
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&m.version); err != nil {
+		return fmt.Errorf("read %s version: %w", m.opts.Flavor, err)
+	}
+	return nil
 }
 
 func randomPassword() (string, error) {
@@ -470,7 +511,12 @@ func (m *MariaDB) Port() int { return m.port }
 func (m *MariaDB) Socket() string { return filepath.Join(m.dir, "mysqld.sock") }
 
 // DataDir is the server's datadir.
-func (m *MariaDB) DataDir() string { return filepath.Join(m.dir, "data") }
+func (m *MariaDB) DataDir() string {
+	if m.datadir != "" {
+		return m.datadir
+	}
+	return filepath.Join(m.dir, "data")
+}
 
 // BinlogDir is the directory that holds the binlog files and their index:
 // for MariaDB 10.11 kept apart from the datadir, as in many deployments;

@@ -9,10 +9,11 @@ import (
 )
 
 // ReplayBinlog pipes m's binlog from file at pos to its end through the
-// flavor's binlog tool and client into the server listening on 127.0.0.1
-// at port, as root without a password: the way a test checks that a
-// restored snapshot plus the binlog after it equals the source.
-func (m *MariaDB) ReplayBinlog(tb testing.TB, file string, pos uint64, port int) {
+// flavor's binlog tool, given toolArgs, and client into the server
+// listening on 127.0.0.1 at port, as root without a password: the way a
+// test checks that a restored snapshot plus the binlog after it equals the
+// source.
+func (m *MariaDB) ReplayBinlog(tb testing.TB, file string, pos uint64, port int, toolArgs ...string) {
 	tb.Helper()
 	f := m.Flavor()
 	binlogTool := f.Binary(tb, f.BinlogTool())
@@ -26,7 +27,8 @@ func (m *MariaDB) ReplayBinlog(tb testing.TB, file string, pos uint64, port int)
 	if len(files) == 0 || filepath.Base(files[0]) != file {
 		tb.Fatalf("binlog %s is not among the source's files %v", file, files)
 	}
-	dump := exec.CommandContext(tb.Context(), binlogTool, append([]string{"--start-position=" + strconv.FormatUint(pos, 10)}, files...)...)
+	args := append([]string{"--no-defaults", "--start-position=" + strconv.FormatUint(pos, 10)}, toolArgs...)
+	dump := exec.CommandContext(tb.Context(), binlogTool, append(args, files...)...)
 	load := exec.CommandContext(tb.Context(), client, "--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-P"+strconv.Itoa(port), "-uroot")
 	pipe, err := dump.StdoutPipe()
 	if err != nil {

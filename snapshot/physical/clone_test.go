@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,16 +106,18 @@ func TestCloneUnderLoad(t *testing.T) {
 	}
 	restored := startRestoredFlavor(t, testbed.MySQL97, datadir)
 	var gtid string
-	if err := restored.db.QueryRowContext(t.Context(), "SELECT @@gtid_executed").Scan(&gtid); err != nil {
+	if err := restored.DB(t).QueryRowContext(t.Context(), "SELECT @@gtid_executed").Scan(&gtid); err != nil {
 		t.Fatal(err)
 	}
 	if gtid = strings.ReplaceAll(gtid, "\n", ""); gtid != m.GTIDSet {
 		t.Errorf("restored server's gtid_executed %q, manifest %q", gtid, m.GTIDSet)
 	}
-	checkBank(t, restored.db, "restored snapshot")
+	checkBank(t, restored.DB(t), "restored snapshot")
 
-	cloneReplay(t, src, m.Binlog, restored.port)
-	got, want := tableChecksums(t, restored.db), tableChecksums(t, src.DB(t))
+	// --skip-gtids: the transactions get the target's GTIDs, so none is
+	// skipped for being there already.
+	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, restored.Port(), "--skip-gtids")
+	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
 	if len(want) < 3 {
 		t.Fatalf("source has tables %v", want)
 	}
@@ -125,33 +126,7 @@ func TestCloneUnderLoad(t *testing.T) {
 			t.Errorf("CHECKSUM TABLE %s: restored and replayed %d, source %d", tb, got[tb], w)
 		}
 	}
-	checkBank(t, restored.db, "restored and replayed")
-}
-
-// cloneReplay pipes the source's binlog from pos to its end through
-// mysqlbinlog --skip-gtids into the server on port: the transactions get
-// the target's GTIDs, so none is skipped for being there already.
-func cloneReplay(t *testing.T, src *testbed.MariaDB, pos catalog.Position, port int) {
-	t.Helper()
-	binlogTool := testbed.MySQL97.Binary(t, "mysqlbinlog")
-	client := testbed.MySQL97.Binary(t, "mysql")
-	var files []string
-	for _, f := range src.BinlogFiles(t) {
-		if filepath.Base(f) >= pos.File {
-			files = append(files, f)
-		}
-	}
-	if len(files) == 0 || filepath.Base(files[0]) != pos.File {
-		t.Fatalf("binlog %s is not among the source's files %v", pos.File, files)
-	}
-	script := binlogTool + " --no-defaults --skip-gtids --start-position=" + strconv.FormatUint(pos.Pos, 10) + " " + strings.Join(files, " ") +
-		" | " + client + " --no-defaults --protocol=tcp -h127.0.0.1 -P" + strconv.Itoa(port) + " -uroot"
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(t.Context(), "bash", "-o", "pipefail", "-c", script)
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("replay: %v: %s", err, stderr.String())
-	}
+	checkBank(t, restored.DB(t), "restored and replayed")
 }
 
 // TestCloneStagingRemoved checks that the staging directory goes

@@ -11,14 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -258,109 +253,17 @@ func tableChecksums(t *testing.T, db *sql.DB) map[string]int64 {
 	return sums
 }
 
-// restoredServer is a mariadbd started on a restored datadir, with the grants the
-// backup brought along. testbed starts servers only on datadirs it creates;
-// a testbed.StartMariaDBOn(datadir) would replace this.
-type restoredServer struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	port int
-	db   *sql.DB
-	log  string
-}
-
-func startRestored(t *testing.T, datadir string) *restoredServer {
+// startRestored starts MariaDB 10.11 on a restored datadir, with the
+// grants the backup brought along.
+func startRestored(t *testing.T, datadir string) *testbed.MariaDB {
 	t.Helper()
 	return startRestoredFlavor(t, testbed.MariaDB1011, datadir)
 }
 
-// startRestoredFlavor is startRestored for a flavor's server: MySQL's mysqld
-// as its image runs it (GTIDs on), MariaDB's mariadbd as above.
-func startRestoredFlavor(t *testing.T, f testbed.Flavor, datadir string) *restoredServer {
+// startRestoredFlavor is startRestored for a flavor's server, started as
+// the test bed starts it; without a binlog on MariaDB, with one as the
+// image has it on MySQL.
+func startRestoredFlavor(t *testing.T, f testbed.Flavor, datadir string) *testbed.MariaDB {
 	t.Helper()
-	var mariadbd string
-	if f == testbed.MariaDB1011 {
-		mariadbd = testbed.Binary(t, "mariadbd", testbed.MariaDBInstall)
-	} else {
-		mariadbd = f.Binary(t, f.ServerProgram())
-	}
-	// A short directory: socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "phys-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	port, err := testbed.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &restoredServer{port: port, done: make(chan struct{}), log: filepath.Join(dir, "error.log")}
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + datadir,
-		"--tmpdir=" + dir,
-		"--port=" + strconv.Itoa(port),
-		"--bind-address=127.0.0.1",
-		"--socket=" + filepath.Join(dir, "s.sock"),
-		"--pid-file=" + filepath.Join(dir, "pid"),
-		"--log-error=" + s.log,
-		"--server-id=99",
-		"--skip-name-resolve",
-		"--innodb-buffer-pool-size=128M",
-		"--max-allowed-packet=1G",
-		"--innodb-flush-log-at-trx-commit=2",
-	}
-	switch {
-	case f.MySQL():
-		args = append(args, "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--mysqlx=OFF", "--secure-file-priv="+dir)
-	case f == testbed.MariaDB1011:
-		args = append(args, "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci")
-	}
-	if os.Geteuid() == 0 {
-		args = append(args, "--user=root")
-	}
-	s.cmd = exec.Command(mariadbd, args...)
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() {
-		s.cmd.Process.Kill()
-		<-s.done
-		if t.Failed() {
-			b, _ := os.ReadFile(s.log)
-			t.Logf("restored server's error log:\n%s", b)
-		}
-	})
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Net, cfg.Addr = "root", "tcp", "127.0.0.1:"+strconv.Itoa(port)
-	if f == testbed.MariaDB118 {
-		// Its install makes root@localhost only, which TCP never is
-		// under --skip-name-resolve.
-		cfg.Net, cfg.Addr = "unix", filepath.Join(dir, "s.sock")
-	}
-	conn, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.db = sql.OpenDB(conn)
-	t.Cleanup(func() { s.db.Close() })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := s.db.PingContext(t.Context())
-		if err == nil {
-			return s
-		}
-		select {
-		case <-s.done:
-			b, _ := os.ReadFile(s.log)
-			t.Fatalf("%s on the restored datadir exited:\n%s", f.ServerProgram(), b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restored server not ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testbed.NewMariaDBOn(t, testbed.MariaDBOptions{Flavor: f, ServerID: 99, NoBinlog: !f.MySQL()}, datadir)
 }

@@ -113,11 +113,11 @@ func TestSnapshotUnderLoad(t *testing.T) {
 		t.Errorf("staging left behind: %v", left)
 	}
 	restored := startRestored(t, datadir)
-	checkBank(t, restored.db, "restored snapshot")
+	checkBank(t, restored.DB(t), "restored snapshot")
 	checkBank(t, src.DB(t), "source")
 
-	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, restored.port)
-	got, want := tableChecksums(t, restored.db), tableChecksums(t, src.DB(t))
+	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, restored.Port())
+	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
 	if len(want) < 3 {
 		t.Fatalf("source has tables %v", want)
 	}
@@ -126,7 +126,7 @@ func TestSnapshotUnderLoad(t *testing.T) {
 			t.Errorf("CHECKSUM TABLE %s: restored and replayed %d, source %d", tb, got[tb], w)
 		}
 	}
-	checkBank(t, restored.db, "restored and replayed")
+	checkBank(t, restored.DB(t), "restored and replayed")
 }
 
 // TestPhysicalMariaDB118 takes a physical snapshot of MariaDB 11.8 with its
@@ -153,8 +153,8 @@ func TestPhysicalMariaDB118(t *testing.T) {
 		t.Fatalf("Restore: %v", err)
 	}
 	restored := startRestoredFlavor(t, f, datadir)
-	checkBank(t, restored.db, "restored snapshot")
-	got, want := tableChecksums(t, restored.db), tableChecksums(t, src.DB(t))
+	checkBank(t, restored.DB(t), "restored snapshot")
+	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
 	if len(want) < 3 {
 		t.Fatalf("source has tables %v", want)
 	}
