@@ -195,10 +195,7 @@ func temporaryInit(ctx context.Context, opts Options, bin programs.Program, tmp 
 	}
 	args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
 	args = append(args, datadirArgs(opts)...)
-	if os.Geteuid() == 0 {
-		args = append(args, "--user=root")
-	}
-	return path, args, nil
+	return path, append(args, userArgs(opts)...), nil
 }
 
 // bareInit is the command line that initialises a datadir as the official
