@@ -29,10 +29,10 @@ const (
 	ToolClone         = "clone"
 )
 
-// Tool names what a physical snapshot of a server of flavor f is
-// taken with: mariadb-backup on MariaDB; on MySQL xtrabackup when toolPath
-// is set or xtrabackup is on PATH (an image built with it), else the
-// server's clone plugin, which needs no tool.
+// Tool names what a physical snapshot of a server of flavor f is taken
+// with: mariadb-backup on MariaDB; on MySQL xtrabackup when toolPath is set
+// or xtrabackup is on PATH (an image built with it), else the server's
+// clone plugin, which needs no tool.
 func Tool(f binlog.Flavor, toolPath string) string {
 	if f == binlog.MariaDB {
 		return ToolMariaDBBackup
@@ -87,11 +87,11 @@ func (e *cloneCheckError) Error() string {
 
 func (e *cloneCheckError) Unwrap() []error { return e.errs }
 
-// Check checks, before any work, what Take needs and can
-// know in advance: the backup tool and its version; for a MySQL clone
-// (Tool) the clone plugin, mysqld for the server's release, the
-// clone directory, user tables in engines a clone does not copy, and free
-// space for a copy of the data in the clone directory. It first removes
+// Check checks, before any work, what Take needs and can know in
+// advance: the backup tool and its version; for a MySQL clone (Tool) the
+// clone plugin, mysqld for the server's release, the clone directory, user
+// tables in engines a clone does not copy, and free space for a copy of
+// the data in the clone directory. It first removes
 // what interrupted clones left there, which would hold that space. The
 // account's privileges are the preflight package's to check. Every problem
 // found is named in one error. Storage need not be set.

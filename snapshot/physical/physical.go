@@ -133,11 +133,11 @@ func (o Options) withDefaults() (Options, error) {
 
 // Take takes a physical snapshot of the server with mariadb-backup
 // (MariaDB) or xtrabackup (MySQL), streaming the tool's xbstream output
-// through zstd into storage without staging it on local disk, and returns its
-// manifest once written. On MySQL without xtrabackup it uses the server's
-// clone plugin instead (see Tool and takeClone), which stages a
-// copy of the data in CloneDir. The tool must be built for the server's major.minor
-// release; its absence or a mismatch is an error wrapping
+// through zstd into storage without staging it on local disk, and returns
+// its manifest once written. On MySQL without xtrabackup it uses the
+// server's clone plugin instead (see Tool and takeClone), which stages a
+// copy of the data in CloneDir. The tool must be built for the server's
+// major.minor release; its absence or a mismatch is an error wrapping
 // ErrToolMissing or ErrToolVersion.
 //
 // The manifest's binlog position and GTID set are the tool's, read while

@@ -43,11 +43,10 @@ func (f streamFormat) partName(n int) string { return fmt.Sprintf("backup-%06d.%
 // xbstreamPart is the name of the n-th part of an xbstream.
 func xbstreamPart(n int) string { return formatXbstream.partName(n) }
 
-// NeedsTool reports whether restoring the physical snapshot m runs
-// a backup tool and its extractor: mariadb-backup's and xtrabackup's
-// streams need them, a MySQL clone's finished datadir does not. A manifest
-// whose format is not known needs them, so that Restore is the one
-// to refuse it.
+// NeedsTool reports whether restoring the physical snapshot m runs a
+// backup tool and its extractor: mariadb-backup's and xtrabackup's streams
+// need them, a MySQL clone's finished datadir does not. A manifest whose
+// format is not known needs them, so that Restore is the one to refuse it.
 func NeedsTool(m *catalog.Manifest) bool {
 	f, err := formatOf(m)
 	return err != nil || f != formatTar
