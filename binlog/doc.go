@@ -18,5 +18,7 @@
 //
 // Start reading at Streamer.Run in streamer.go, then plan.go for where
 // streaming starts (resume or new timeline), writer.go for how events
-// become segments, and uploader.go for how they reach storage.
+// become segments, and uploader.go for how they reach storage, fenced so
+// that a superseded agent cannot write. The archive's keys, segment
+// records and manifests are package catalog's.
 package binlog

@@ -18,6 +18,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
@@ -315,7 +316,7 @@ func TestDrillPhysical(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer source.Close()
-	m, err := snapshot.TakePhysical(t.Context(), snapshot.PhysicalOptions{Source: source, Storage: st, TempDir: t.TempDir()})
+	m, err := physical.Take(t.Context(), physical.Options{Source: source, Storage: st, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

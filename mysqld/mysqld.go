@@ -4,12 +4,18 @@
 // mariadbd and mariadb-install-db, MySQL's mysqld --initialize-insecure,
 // the options each needs) are decided here; the programs come from the
 // finder in Options.Programs and must be of the datadir's release.
+//
+// It is the one launcher of servers in the project: with Options.Bare it
+// starts a server with only its own options (files, port, user) and the
+// caller's, and initialises a datadir as the official images do. The test
+// bed (internal/testbed) starts every test server so, with the images'
+// options, which makes every test exercise the process handling restores
+// rely on.
 package mysqld
 
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,11 +24,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 	"github.com/mysql-pitr/mysql-pitr/internal/childout"
@@ -51,6 +54,9 @@ var ErrDotDatadir = errors.New("MySQL cannot run on a datadir whose name starts 
 
 // server finds the flavor's server program and checks its release.
 func server(ctx context.Context, opts Options) (programs.Program, error) {
+	if opts.Program != "" {
+		return programs.Program{Path: opts.Program}, nil
+	}
 	p, err := opts.Programs.Find(ctx, opts.Flavor, programs.Server)
 	if err != nil {
 		return p, err
@@ -106,9 +112,14 @@ func Check(ctx context.Context, opts Options, init bool) error {
 	return nil
 }
 
-// Init creates a fresh datadir at opts.Datadir with the same InnoDB
-// settings Start gives the server: root@localhost without a password,
-// reachable only through the socket of a server started by Start.
+// Init creates a fresh datadir at opts.Datadir. A temporary server's has
+// the same InnoDB settings Start gives the server: root@localhost without
+// a password, reachable only through the socket of a server started by
+// Start. With Bare it is initialised as the official images do: MariaDB's
+// with mariadb-install-db given the datadir, the tmpdir and InitArgs;
+// MySQL's by the server itself, with the options Start gives it (Args
+// included), InitArgs and --initialize-insecure, which leaves
+// root@localhost without a password.
 func Init(ctx context.Context, opts Options) error {
 	datadir := opts.Datadir
 	if err := checkDatadir(opts.Flavor, datadir); err != nil {
@@ -124,52 +135,91 @@ func Init(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(datadir, 0o750); err != nil {
 		return fmt.Errorf("create datadir: %w", err)
 	}
-	// The bootstrap's temporary tables go in a directory of its own: any
-	// server starting with the default tmpdir deletes every #sql file in
-	// /tmp, a running bootstrap's included, which then fails.
-	tmp, err := os.MkdirTemp("", "mysqld-init-")
-	if err != nil {
-		return fmt.Errorf("initialize datadir %s: %w", datadir, err)
-	}
-	defer os.RemoveAll(tmp)
-	files := filepath.Join(tmp, "files")
-	if err := os.Mkdir(files, 0o700); err != nil {
-		return fmt.Errorf("initialize datadir %s: %w", datadir, err)
-	}
-	var cmd *exec.Cmd
-	switch opts.Flavor {
-	case MySQL:
-		args := []string{"--no-defaults", "--initialize-insecure", "--datadir=" + datadir, "--tmpdir=" + tmp,
-			"--secure-file-priv=" + files, "--skip-log-bin"}
-		args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
-		args = append(args, datadirArgs(opts)...)
-		if os.Geteuid() == 0 {
-			args = append(args, "--user=root")
-		}
-		cmd = exec.CommandContext(ctx, bin.Path, args...)
-	default:
-		install, err := opts.Programs.Find(ctx, MariaDB, programs.Install)
-		if err != nil {
+	var path string
+	var args []string
+	if opts.Bare {
+		if err := makeDirs(opts); err != nil {
 			return err
 		}
-		args := []string{"--no-defaults", "--datadir=" + datadir, "--auth-root-authentication-method=normal",
-			"--skip-test-db", "--skip-name-resolve", "--tmpdir=" + tmp, "--secure-file-priv=" + files}
-		args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
-		args = append(args, datadirArgs(opts)...)
-		if os.Geteuid() == 0 {
-			args = append(args, "--user=root")
+		path, args, err = bareInit(ctx, opts, bin)
+	} else {
+		// The bootstrap's temporary tables go in a directory of its own:
+		// any server starting with the default tmpdir deletes every #sql
+		// file in /tmp, a running bootstrap's included, which then fails.
+		tmp, terr := os.MkdirTemp("", "mysqld-init-")
+		if terr != nil {
+			return fmt.Errorf("initialize datadir %s: %w", datadir, terr)
 		}
-		cmd = exec.CommandContext(ctx, install.Path, args...)
+		defer os.RemoveAll(tmp)
+		path, args, err = temporaryInit(ctx, opts, bin, tmp)
 	}
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = childenv.Environ()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("initialize datadir %s: %w: %s", datadir, err, errorLines(out, 10))
+		msg := errorLines(out, 10)
+		if opts.Bare {
+			// MySQL's server writes to its error log.
+			msg = strings.Trim(msg+" | "+Logs(opts.RunDir, 10, " | "), " |")
+		}
+		return fmt.Errorf("initialize datadir %s: %w: %s", datadir, err, msg)
 	}
 	return nil
 }
 
-// Options configure a temporary server.
+// temporaryInit is the command line that initialises a restore's
+// temporary datadir, with tmp as its tmpdir.
+func temporaryInit(ctx context.Context, opts Options, bin programs.Program, tmp string) (string, []string, error) {
+	files := filepath.Join(tmp, "files")
+	if err := os.Mkdir(files, 0o700); err != nil {
+		return "", nil, fmt.Errorf("initialize datadir %s: %w", opts.Datadir, err)
+	}
+	path := bin.Path
+	var args []string
+	switch opts.Flavor {
+	case MySQL:
+		args = []string{"--no-defaults", "--initialize-insecure", "--datadir=" + opts.Datadir, "--tmpdir=" + tmp,
+			"--secure-file-priv=" + files, "--skip-log-bin"}
+	default:
+		install, err := opts.Programs.Find(ctx, MariaDB, programs.Install)
+		if err != nil {
+			return "", nil, err
+		}
+		path = install.Path
+		args = []string{"--no-defaults", "--datadir=" + opts.Datadir, "--auth-root-authentication-method=normal",
+			"--skip-test-db", "--skip-name-resolve", "--tmpdir=" + tmp, "--secure-file-priv=" + files}
+	}
+	args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
+	args = append(args, datadirArgs(opts)...)
+	return path, append(args, userArgs(opts)...), nil
+}
+
+// bareInit is the command line that initialises a datadir as the official
+// images do (see Init).
+func bareInit(ctx context.Context, opts Options, bin programs.Program) (string, []string, error) {
+	if opts.Flavor == MySQL {
+		// The image's docker_init_database_dir: the server's own options,
+		// then --initialize-insecure.
+		args := append(startArgs(opts, bin.Version), opts.InitArgs...)
+		return bin.Path, append(args, "--initialize-insecure"), nil
+	}
+	install, err := opts.Programs.Find(ctx, MariaDB, programs.Install)
+	if err != nil {
+		return "", nil, err
+	}
+	// --no-defaults must come first; it keeps /etc/mysql and ~/.my.cnf out
+	// of both the install and the bootstrap server it runs.
+	args := []string{"--no-defaults", "--datadir=" + opts.Datadir, "--tmpdir=" + tmpDir(opts)}
+	args = append(args, userArgs(opts)...)
+	return install.Path, append(args, opts.InitArgs...), nil
+}
+
+// Options configure a server: a restore's temporary server, or with
+// Bare one whose settings the caller chooses.
 type Options struct {
 	Flavor  string
 	Datadir string
@@ -203,185 +253,31 @@ type Options struct {
 	PageSize            int
 	// Programs finds the server programs.
 	Programs programs.Finder
+	// Program, when set, is the server program to run, found and checked
+	// by the caller: Programs is not asked, and Release not checked.
+	Program string
+	// StartTimeout bounds how long Start waits for the server to accept
+	// connections; zero means two minutes.
+	StartTimeout time.Duration
 	// Args are appended to the server's command line.
-	Args   []string
-	Logger *slog.Logger
-}
-
-// Server is a running temporary server.
-type Server struct {
-	opts Options
-	cmd  *exec.Cmd
-	done chan struct{}
-	mu   sync.Mutex
-	err  error
-	db   *sql.DB
-}
-
-// Start starts the server and waits until it accepts connections on its socket.
-func Start(ctx context.Context, opts Options) (*Server, error) {
-	if err := checkDatadir(opts.Flavor, opts.Datadir); err != nil {
-		return nil, err
-	}
-	bin, err := server(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	if opts.ServerID == 0 {
-		opts.ServerID = 4294967000
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	tmp := opts.TmpDir
-	if tmp == "" {
-		tmp = filepath.Join(opts.RunDir, "tmp")
-	}
-	if err := os.MkdirAll(opts.RunDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create run directory: %w", err)
-	}
-	if err := os.MkdirAll(tmp, 0o750); err != nil {
-		return nil, fmt.Errorf("create tmpdir: %w", err)
-	}
-	// A secure_file_priv directory of its own: nothing the server reads or
-	// writes as files (LOAD DATA LOCAL streams from the client) depends on
-	// what an installation or image happens to have (MySQL's compiled-in
-	// /var/lib/mysql-files, which it refuses to start without).
-	files := filepath.Join(opts.RunDir, "files")
-	if err := os.MkdirAll(files, 0o700); err != nil {
-		return nil, fmt.Errorf("create secure_file_priv directory: %w", err)
-	}
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + opts.Datadir,
-		"--socket=" + filepath.Join(opts.RunDir, "mysqld.sock"),
-		"--pid-file=" + filepath.Join(opts.RunDir, "mysqld.pid"),
-		"--log-error=" + filepath.Join(opts.RunDir, "error.log"),
-		"--tmpdir=" + tmp,
-		// Relay logs of a replay stay out of the datadir: MySQL's RESET
-		// REPLICA ALL starts an empty one for the default channel.
-		"--relay-log=" + filepath.Join(opts.RunDir, "relay-bin"),
-		"--skip-networking",
-		"--secure-file-priv=" + files,
-		// A logical snapshot loads with LOAD DATA LOCAL, which MySQL 8.0
-		// and later refuse by default.
-		"--local-infile=ON",
-		"--server-id=" + strconv.FormatUint(uint64(opts.ServerID), 10),
-		skipReplicaStart(opts.Flavor, bin.Version),
-		"--max-allowed-packet=1G",
-		"--innodb-flush-log-at-trx-commit=2",
-		"--sync-binlog=0",
-	}
-	if opts.Flavor == MySQL {
-		// ON_PERMISSIVE takes replicated transactions with a GTID or
-		// without, as the replayed source wrote them (and reports
-		// itself compatible with a source in any mode but OFF); the
-		// binlog is off, so it never makes GTIDs of its own.
-		args = append(args, "--skip-log-bin", "--mysqlx=OFF", "--gtid-mode=ON_PERMISSIVE")
-	}
-	if opts.SkipGrants {
-		args = append(args, "--skip-grant-tables")
-	}
-	args = append(args, memoryArgs(opts.Flavor, opts.BufferPool)...)
-	args = append(args, datadirArgs(opts)...)
-	if os.Geteuid() == 0 {
-		args = append(args, "--user=root")
-	}
-	args = append(args, opts.Args...)
-	cmd := exec.Command(bin.Path, args...)
-	cmd.Env = childenv.Environ()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin.Path, err)
-	}
-	s := &Server{opts: opts, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		s.mu.Lock()
-		s.err = err
-		s.mu.Unlock()
-		close(s.done)
-	}()
-	cfg := s.Config()
-	conn, err := mysql.NewConnector(cfg)
-	if err != nil {
-		s.kill()
-		return nil, err
-	}
-	s.db = sql.OpenDB(conn)
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := s.db.PingContext(pctx)
-		cancel()
-		if err == nil {
-			opts.Logger.Debug("temporary server ready", "socket", cfg.Addr)
-			return s, nil
-		}
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("temporary server exited during start: %s", s.ErrorLog(20))
-		case <-ctx.Done():
-			s.kill()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			return nil, fmt.Errorf("temporary server did not accept connections in 2m: %s", s.ErrorLog(20))
-		}
-	}
-}
-
-// Config returns the connection settings: root over the private socket.
-func (s *Server) Config() *mysql.Config {
-	cfg := mysql.NewConfig()
-	cfg.User = "root"
-	cfg.Net = "unix"
-	cfg.Addr = filepath.Join(s.opts.RunDir, "mysqld.sock")
-	cfg.AllowNativePasswords = true
-	cfg.Params = map[string]string{"time_zone": "'+00:00'"}
-	return cfg
-}
-
-// Socket is the server's Unix socket.
-func (s *Server) Socket() string { return filepath.Join(s.opts.RunDir, "mysqld.sock") }
-
-// DB returns a connection pool to the server.
-func (s *Server) DB() *sql.DB { return s.db }
-
-// ErrorLog returns the last n lines of the server's error log.
-func (s *Server) ErrorLog(n int) string {
-	b, _ := os.ReadFile(filepath.Join(s.opts.RunDir, "error.log"))
-	return childout.Last(string(b), n, " | ")
-}
-
-// Stop shuts the server down cleanly and waits for it to exit.
-func (s *Server) Stop(ctx context.Context) error {
-	s.db.Close()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		s.kill()
-		return ctx.Err()
-	case <-time.After(10 * time.Minute):
-		s.kill()
-		return errors.New("temporary server did not shut down in 10m")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return fmt.Errorf("temporary server shutdown: %w: %s", s.err, s.ErrorLog(10))
-	}
-	return nil
-}
-
-func (s *Server) kill() {
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.done
+	Args []string
+	// Port, when set, has the server listen on 127.0.0.1:Port as well as
+	// on its socket; zero keeps it off the network (--skip-networking).
+	Port int
+	// User is the OS account the server runs as when this process runs
+	// as root; empty means root.
+	User string
+	// Bare leaves out the settings of a restore's temporary server (see
+	// Start) for a caller that chooses them all, as the test bed does to
+	// run servers as their official images run them: Start gives the
+	// server only its files in RunDir, Datadir, TmpDir, Port, ServerID
+	// when set, the user, and Args; Init initialises as the images do
+	// (see Init). SkipGrants, BufferPool and the settings a datadir keeps
+	// for life are then the caller's to put in Args and InitArgs.
+	Bare bool
+	// InitArgs are appended to Init's command line when Bare.
+	InitArgs []string
+	Logger   *slog.Logger
 }
 
 // skipReplicaStart is the option that keeps replication from starting on

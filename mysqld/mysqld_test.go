@@ -4,94 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
-	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
-
-// TestInitStartStop initialises a datadir and starts a server on it on each
-// test server release, with the release's own programs: a datadir that
-// lies inside a hidden directory, as a restore's staging directory does
-// (.data.restore-NNN/datadir), and the same InnoDB settings at both steps.
-func TestInitStartStop(t *testing.T) {
-	for _, f := range testbed.Servers(t) {
-		t.Run(f.String(), func(t *testing.T) {
-			f.Binary(t, f.ServerProgram())
-			flavor := f.Family()
-			dir, err := os.MkdirTemp("", "mysqld-") // short: the socket path is limited
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			data := dir + "/.data.restore-1/datadir"
-			if err := os.Mkdir(filepath.Dir(data), 0o700); err != nil {
-				t.Fatal(err)
-			}
-			finder := f.Programs()
-			opts := Options{Flavor: flavor, Datadir: data, RunDir: dir + "/run", BufferPool: 64 << 20, Programs: finder}
-			if err := Init(t.Context(), opts); err != nil {
-				t.Fatal(err)
-			}
-			for _, skip := range []bool{false, true} {
-				opts.SkipGrants = skip
-				s, err := Start(t.Context(), opts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var net string
-				if err := s.DB().QueryRow("SELECT @@skip_networking").Scan(&net); err != nil {
-					t.Fatal(err)
-				}
-				if net != "1" {
-					t.Errorf("skip_networking = %s: a temporary server must not accept outside connections", net)
-				}
-				var priv string
-				if err := s.DB().QueryRow("SELECT @@secure_file_priv").Scan(&priv); err != nil {
-					t.Fatal(err)
-				}
-				if want := filepath.Join(dir, "run", "files"); filepath.Clean(priv) != want {
-					t.Errorf("secure_file_priv = %q, want its own %s", priv, want)
-				}
-				if !skip {
-					if _, err := s.DB().Exec("CREATE DATABASE kept"); err != nil {
-						t.Error(err)
-					}
-				}
-				if err := s.Stop(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := os.Stat(data + "/kept"); err != nil {
-				t.Errorf("data written before a clean stop is gone: %v", err)
-			}
-
-			// A datadir with the settings it keeps for life other than
-			// the defaults, as a snapshot of such a server records them.
-			opts.Datadir, opts.RunDir, opts.SkipGrants = dir+"/data8k", dir+"/run8k", false
-			opts.LowerCaseTableNames, opts.PageSize = 1, 8192
-			if err := Init(t.Context(), opts); err != nil {
-				t.Fatal(err)
-			}
-			s, err := Start(t.Context(), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var lowerCase, pageSize int
-			if err := s.DB().QueryRow("SELECT @@lower_case_table_names, @@innodb_page_size").Scan(&lowerCase, &pageSize); err != nil {
-				t.Fatal(err)
-			}
-			if lowerCase != 1 || pageSize != 8192 {
-				t.Errorf("lower_case_table_names %d, innodb_page_size %d; want 1 and 8192", lowerCase, pageSize)
-			}
-			if err := s.Stop(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
 
 func TestDatadirArgs(t *testing.T) {
 	for _, tt := range []struct {
@@ -209,6 +126,41 @@ func TestMemoryArgs(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := fmt.Sprint(memoryArgs(tt.flavor, tt.pool)); got != tt.want {
 				t.Errorf("memoryArgs = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestStartArgs pins both command lines Start builds: a restore's
+// temporary server, alone on its socket with the settings a restore
+// relies on, and a Bare server that has only the launcher's options and
+// the caller's.
+func TestStartArgs(t *testing.T) {
+	user := ""
+	if os.Geteuid() == 0 {
+		user = " --user=root"
+	}
+	base := "--no-defaults --datadir=/d --socket=/r/mysqld.sock --pid-file=/r/mysqld.pid --log-error=/r/error.log --tmpdir=/r/tmp"
+	tests := []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"temporary mariadb", Options{Flavor: MariaDB, Datadir: "/d", RunDir: "/r", ServerID: 7, Args: []string{"--x"}},
+			base + " --relay-log=/r/relay-bin --skip-networking --secure-file-priv=/r/files --local-infile=ON --server-id=7 --skip-slave-start" +
+				" --max-allowed-packet=1G --innodb-flush-log-at-trx-commit=2 --sync-binlog=0" + user + " --x"},
+		{"temporary mysql without grants", Options{Flavor: MySQL, Datadir: "/d", RunDir: "/r", ServerID: 7, SkipGrants: true},
+			base + " --relay-log=/r/relay-bin --skip-networking --secure-file-priv=/r/files --local-infile=ON --server-id=7 --skip-replica-start" +
+				" --max-allowed-packet=1G --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --skip-log-bin --mysqlx=OFF --gtid-mode=ON_PERMISSIVE" +
+				" --skip-grant-tables" + user},
+		{"bare on a port", Options{Flavor: MySQL, Datadir: "/d", RunDir: "/r", Port: 3307, ServerID: 1, Bare: true, Args: []string{"--gtid-mode=ON"}},
+			base + " --port=3307 --bind-address=127.0.0.1 --server-id=1" + user + " --gtid-mode=ON"},
+		{"bare", Options{Flavor: MariaDB, Datadir: "/d", RunDir: "/r", Bare: true}, base + " --skip-networking" + user},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := strings.Join(startArgs(tt.opts, "9.7.4"), " "); got != tt.want {
+				t.Errorf("startArgs =\n%s\nwant\n%s", got, tt.want)
 			}
 		})
 	}

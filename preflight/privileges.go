@@ -51,7 +51,7 @@ func ParseRole(s string) ([]Role, error) {
 }
 
 // SnapshotRole is the role of a snapshot method (catalog.MethodLogical or
-// catalog.MethodPhysical) taken with tool, as snapshot.PhysicalTool names
+// catalog.MethodPhysical) taken with tool, as physical.Tool names
 // it: Xtrabackup for "xtrabackup", Physical for the other physical tools.
 func SnapshotRole(method, tool string) Role {
 	switch {

@@ -14,6 +14,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 )
 
 // serverOptions describe the temporary server a datadir restore runs: of
@@ -81,7 +82,7 @@ func (r *run) extractPhysical(ctx context.Context, datadir string) error {
 	m := r.plan.Snapshot
 	r.log.Info("restoring physical snapshot", "snapshot", string(m.ID))
 	var tool, extractor string
-	if r.opts.Programs.Dir != "" && snapshot.PhysicalNeedsTool(m) {
+	if r.opts.Programs.Dir != "" && physical.NeedsTool(m) {
 		var err error
 		if tool, err = r.opts.Programs.Look(programs.Names(r.flavor, programs.Backup)...); err != nil {
 			return err
@@ -90,7 +91,7 @@ func (r *run) extractPhysical(ctx context.Context, datadir string) error {
 			return err
 		}
 	}
-	_, err := snapshot.RestorePhysical(ctx, r.opts.Store, m, datadir, snapshot.RestorePhysicalOptions{Logger: r.log,
+	_, err := physical.Restore(ctx, r.opts.Store, m, datadir, physical.RestoreOptions{Logger: r.log,
 		ToolPath: tool, ExtractorPath: extractor,
 		Progress: func(done int64) { r.progress.report(PhaseSnapshot, done, m.Bytes) }})
 	return err

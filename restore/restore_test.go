@@ -20,6 +20,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
 
@@ -155,7 +156,7 @@ func TestRestoreToCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer source.Close()
-	pm, err := snapshot.TakePhysical(t.Context(), snapshot.PhysicalOptions{Source: source, Storage: st})
+	pm, err := physical.Take(t.Context(), physical.Options{Source: source, Storage: st})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
@@ -218,14 +219,14 @@ func takePhysical(t *testing.T, f testbed.Flavor, src *testbed.MariaDB, st stora
 		t.Fatal(err)
 	}
 	defer source.Close()
-	opts := snapshot.PhysicalOptions{Source: source, Storage: st, TempDir: t.TempDir(), Logger: testLogger(t)}
+	opts := physical.Options{Source: source, Storage: st, TempDir: t.TempDir(), Logger: testLogger(t)}
 	switch {
 	case f.MySQL():
 		opts.ServerPath = f.Binary(t, "mysqld")
 	case f.BinDir() != "":
 		opts.ToolPath = f.Binary(t, "mariadb-backup")
 	}
-	m, err := snapshot.TakePhysical(t.Context(), opts)
+	m, err := physical.Take(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("physical snapshot: %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -45,13 +46,13 @@ type Scheduler struct {
 	// Source is the server to snapshot.
 	Source *mysql.Config
 	// TLS are the settings Source.TLS was made with, for the physical
-	// snapshot tool (see snapshot.PhysicalOptions.TLS).
+	// snapshot tool (see physical.Options.TLS).
 	TLS mysqltls.Settings
 	// Threads is the logical snapshot's connections, or the physical tool's
 	// --parallel; 0 means the method's default.
 	Threads int
 	// CloneDir and Datadir place a MySQL clone's staging directory (see
-	// snapshot.PhysicalOptions): CloneDir, else beside Datadir, else
+	// physical.Options): CloneDir, else beside Datadir, else
 	// beside the server's datadir.
 	CloneDir, Datadir string
 	Store             storage.Storage
@@ -391,7 +392,7 @@ func (s *Scheduler) take(ctx context.Context) (*catalog.Manifest, error) {
 			return nil, err
 		}
 		defer src.Close()
-		return snapshot.TakePhysical(ctx, snapshot.PhysicalOptions{Source: src, TLS: s.TLS, Storage: s.Store, Timeline: tl, Agent: s.Agent,
+		return physical.Take(ctx, physical.Options{Source: src, TLS: s.TLS, Storage: s.Store, Timeline: tl, Agent: s.Agent,
 			Parallel: s.Threads, CloneDir: s.CloneDir, Datadir: s.Datadir, Logger: s.Logger})
 	default:
 		return snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: s.Source, Storage: s.Store, Threads: s.Threads,

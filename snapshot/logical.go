@@ -6,6 +6,10 @@
 // views, routines, triggers, events, users and grants, consistent with the
 // binlog position recorded in its manifest. What a restore would need and
 // the snapshot cannot hold fails the snapshot.
+//
+// Physical snapshots, copies of the server's files, are package
+// snapshot/physical's. Both kinds of restore build the new datadir out of
+// sight with Staging and MoveInto, here.
 package snapshot
 
 import (

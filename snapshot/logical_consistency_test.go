@@ -1,19 +1,14 @@
 package snapshot
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
@@ -64,45 +59,6 @@ func logicalTransfers(ctx context.Context, src *testbed.MariaDB, t *testing.T, s
 			return err
 		}
 		commits.Add(1)
-	}
-}
-
-// replayBinlog pipes the source's binlog from pos to its end through
-// mariadb-binlog into the server on port.
-func replayBinlog(t *testing.T, src *testbed.MariaDB, pos catalog.Position, port int) {
-	t.Helper()
-	binlogTool := testbed.Binary(t, "mariadb-binlog", testbed.MariaDBInstall)
-	client := testbed.Binary(t, "mariadb", testbed.MariaDBInstall)
-	var files []string
-	for _, f := range src.BinlogFiles(t) {
-		if filepath.Base(f) >= pos.File {
-			files = append(files, f)
-		}
-	}
-	if len(files) == 0 || filepath.Base(files[0]) != pos.File {
-		t.Fatalf("binlog %s is not among the source's files %v", pos.File, files)
-	}
-	dump := exec.CommandContext(t.Context(), binlogTool, append([]string{"--start-position=" + strconv.FormatUint(pos.Pos, 10)}, files...)...)
-	load := exec.CommandContext(t.Context(), client, "--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-P"+strconv.Itoa(port), "-uroot")
-	pipe, err := dump.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	load.Stdin = pipe
-	var dumpErr, loadErr bytes.Buffer
-	dump.Stderr, load.Stderr = &dumpErr, &loadErr
-	if err := load.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// The client holds the read end now; keeping ours open would leave
-	// mariadb-binlog blocked forever if the client exited early.
-	pipe.Close()
-	runErr := dump.Run()
-	if err := load.Wait(); err != nil {
-		t.Fatalf("replay: %v: %s", err, loadErr.String())
-	}
-	if runErr != nil {
-		t.Fatalf("mariadb-binlog: %v: %s", runErr, dumpErr.String())
 	}
 }
 
@@ -215,7 +171,7 @@ func TestLogicalConsistencyUnderLoad(t *testing.T) {
 		t.Errorf("loaded sequence's next value %d, the loaded ledger holds id %d", next, maxID)
 	}
 
-	replayBinlog(t, src, m.Binlog, dst.Port())
+	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, dst.Port())
 	logicalCompareChecksums(t, src.DB(t), b)
 	if got, want := sequenceRow(t, b, "bank.ledger_id"), sequenceRow(t, src.DB(t), "bank.ledger_id"); got != want {
 		t.Errorf("sequence after the replay:\n got %s\nwant %s", got, want)

@@ -25,7 +25,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/restore"
 	"github.com/mysql-pitr/mysql-pitr/retention"
 	"github.com/mysql-pitr/mysql-pitr/schedule"
-	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 	"github.com/mysql-pitr/mysql-pitr/storage/crypt"
 )
@@ -276,7 +276,7 @@ func (o *agentOptions) scheduler(src *binlog.Source, srv server, st storage.Stor
 			if err != nil {
 				return err
 			}
-			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, snapshot.PhysicalTool(info.Flavor, "")))
+			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, physical.Tool(info.Flavor, "")))
 		}}
 }
 
@@ -320,7 +320,7 @@ func agentPreflight(s *binlog.Streamer, scheduled bool, method string) func(cont
 			return err
 		}
 		if scheduled {
-			roles[1] = preflight.SnapshotRole(method, snapshot.PhysicalTool(info.Flavor, ""))
+			roles[1] = preflight.SnapshotRole(method, physical.Tool(info.Flavor, ""))
 		}
 		return preflight.Check(ctx, s.Source.DB(), info.Flavor, roles...)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/preflight"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
+	"github.com/mysql-pitr/mysql-pitr/snapshot/physical"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -85,13 +86,13 @@ func (o *snapshotOptions) run(ctx context.Context) (err error) {
 	}
 	physOpts := o.physicalOptions(info.Flavor)
 	physOpts.Source, physOpts.TLS, physOpts.Logger = src, srv.tls, logger
-	tool := snapshot.PhysicalTool(info.Flavor, physOpts.ToolPath)
+	tool := physical.Tool(info.Flavor, physOpts.ToolPath)
 	if err := preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.method, tool)); err != nil {
 		return err
 	}
 	if o.method == catalog.MethodPhysical {
 		// The tool, the clone's needs and its room, before the archive.
-		if err := snapshot.CheckPhysical(ctx, physOpts); err != nil {
+		if err := physical.Check(ctx, physOpts); err != nil {
 			return err
 		}
 	}
@@ -113,9 +114,9 @@ func (o *snapshotOptions) run(ctx context.Context) (err error) {
 // PATH and in the sbin directories), or takes the clone plugin on MySQL,
 // and says how to install what is missing. The mysqld that finishes a
 // clone comes from --server-bindir alone.
-func (o *snapshotOptions) physicalOptions(flavor binlog.Flavor) snapshot.PhysicalOptions {
+func (o *snapshotOptions) physicalOptions(flavor binlog.Flavor) physical.Options {
 	finder := o.finder
-	p := snapshot.PhysicalOptions{CloneDir: o.cloneDir, Agent: o.agentID}
+	p := physical.Options{CloneDir: o.cloneDir, Agent: o.agentID}
 	if o.method != catalog.MethodPhysical || finder.Dir == "" {
 		return p
 	}
@@ -129,7 +130,7 @@ func (o *snapshotOptions) physicalOptions(flavor binlog.Flavor) snapshot.Physica
 }
 
 // take takes the snapshot into st, showing its progress.
-func (o *snapshotOptions) take(ctx context.Context, st storage.Storage, srv server, physOpts snapshot.PhysicalOptions,
+func (o *snapshotOptions) take(ctx context.Context, st storage.Storage, srv server, physOpts physical.Options,
 	logger *slog.Logger) (*catalog.Manifest, error) {
 	// The archive's keys name its newest timeline: a writer holding only
 	// the public recipients of an encrypted archive needs to read nothing.
@@ -141,7 +142,7 @@ func (o *snapshotOptions) take(ctx context.Context, st storage.Storage, srv serv
 	defer progress.done()
 	if o.method == catalog.MethodPhysical {
 		physOpts.Storage, physOpts.Timeline = st, tl
-		return snapshot.TakePhysical(ctx, physOpts)
+		return physical.Take(ctx, physOpts)
 	}
 	return snapshot.TakeLogical(ctx, snapshot.LogicalOptions{Source: srv.cfg, Storage: st, Threads: o.threads,
 		Timeline: tl, Agent: o.agentID, Logger: logger, Progress: progress.update})

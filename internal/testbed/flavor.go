@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,8 +12,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
 )
 
 // Every difference between the servers the test bed starts is decided in
@@ -298,41 +297,53 @@ const mysqlPitrGrants = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT, SHOW VIE
 
 // initialize makes the server's datadir as the flavor's official image does.
 func (m *MariaDB) initialize() error {
-	for _, d := range []string{m.BinlogDir(), m.tmpDir()} {
+	if err := m.makeDirs(); err != nil {
+		return err
+	}
+	if err := mysqld.Init(context.Background(), m.launch()); err != nil {
+		return fmt.Errorf("%s: %w", m.opts.Flavor, err)
+	}
+	return nil
+}
+
+// makeDirs creates the directories the server's options name.
+func (m *MariaDB) makeDirs() error {
+	dirs := []string{m.BinlogDir(), m.tmpDir()}
+	if m.opts.Flavor.MySQL() {
+		// secure_file_priv's directory must exist before any start.
+		dirs = append(dirs, m.filesDir())
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("create %s directory: %w", m.opts.Flavor, err)
 		}
 	}
-	f := m.opts.Flavor
-	switch f {
+	return nil
+}
+
+// initArgs are the options of the flavor's datadir initialisation beyond
+// the launcher's (see mysqld.Init with Bare): on MySQL those of the
+// image's docker_init_database_dir beyond the server's own, which
+// --initialize-insecure follows (root@localhost without a password, and
+// the server's TLS certificate and key pair); on MariaDB those of
+// mariadb-install-db.
+func (m *MariaDB) initArgs() []string {
+	switch m.opts.Flavor {
 	case MariaDB1011:
-		installDB, err := f.Program("mariadb-install-db")
-		if err != nil {
-			return fmt.Errorf("find mariadb-install-db (%s): %w", MariaDBInstall, err)
+		return []string{
+			"--auth-root-authentication-method=normal",
+			"--skip-test-db",
+			"--skip-name-resolve",
+			"--innodb-log-file-size=64M",
+			"--innodb-buffer-pool-size=128M",
 		}
-		return m.install(installDB)
 	case MySQL97:
-		// The image's docker_init_database_dir: the server's own options,
-		// then --initialize-insecure, which leaves root@localhost without a
-		// password and generates the server's TLS certificate and key
-		// pair. secure_file_priv's directory must exist before any start.
-		if err := os.MkdirAll(m.filesDir(), 0o750); err != nil {
-			return fmt.Errorf("create mysql directory: %w", err)
-		}
-		args := append(m.args(), "--initialize-insecure", "--default-time-zone=SYSTEM")
-		return m.runInit(f.ServerProgram(), m.mariadbd, args)
-	}
-	installDB, err := f.Program("mariadb-install-db")
-	if err != nil {
-		return fmt.Errorf("find mariadb-install-db (%s): %w", f.installHint(), err)
+		return []string{"--default-time-zone=SYSTEM"}
 	}
 	// The image's docker_init_database_dir, word for word, but for
 	// --no-defaults (first, as it must be), the directories, and the
 	// test bed's InnoDB sizes that every start uses too.
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + m.DataDir(),
-		"--tmpdir=" + m.tmpDir(),
+	return []string{
 		"--rpm",
 		"--auth-root-authentication-method=normal",
 		"--cross-bootstrap",
@@ -347,20 +358,6 @@ func (m *MariaDB) initialize() error {
 		"--innodb-log-file-size=64M",
 		"--innodb-buffer-pool-size=128M",
 	}
-	if runAsRoot() {
-		args = append(args, "--user=root")
-	}
-	return m.runInit("mariadb-install-db", installDB, args)
-}
-
-func (m *MariaDB) runInit(name, path string, args []string) error {
-	cmd := exec.Command(path, args...)
-	setParentDeathSignal(cmd)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w\n%s\n%s", name, err, childout.Last(string(out), 30, "\n"), m.tail(30))
-	}
-	return nil
 }
 
 // flavorArgs are the server options that differ between flavors, after

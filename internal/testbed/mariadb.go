@@ -1,26 +1,23 @@
 package testbed
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/mysql-pitr/mysql-pitr/internal/childout"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
 )
 
 // MariaDBInstall names the Debian packages that provide the server, the
@@ -117,32 +114,15 @@ func (o MariaDBOptions) withDefaults() MariaDBOptions {
 type MariaDB struct {
 	opts      MariaDBOptions
 	dir       string
-	mariadbd  string
+	datadir   string // "" for dir/data
 	port      int
 	pitrPass  string
 	version   string
 	startTime time.Duration
 
-	mu   sync.Mutex
-	proc *process // nil when stopped
-	db   *sql.DB
-}
-
-// process is one run of mariadbd. err is written before done is closed and
-// read only after, so it needs no lock.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	mu  sync.Mutex
+	srv *mysqld.Server // nil when stopped
+	db  *sql.DB
 }
 
 // NewMariaDB starts a server for one test and stops it and removes its
@@ -150,8 +130,24 @@ func (p *process) exited() bool {
 // fails it under CI=true.
 func NewMariaDB(tb testing.TB, opts MariaDBOptions) *MariaDB {
 	tb.Helper()
+	return newServer(tb, opts, "")
+}
+
+// NewMariaDBOn is NewMariaDB on datadir, a datadir made elsewhere, such as
+// a restored snapshot of a test server: the server runs with the options
+// NewMariaDB's run with, but the datadir is neither initialised nor given
+// accounts. It has the ones it holds, and root must log in without a
+// password, as on every test server; PitrPassword is unknown ("").
+// datadir is left in place when the test ends.
+func NewMariaDBOn(tb testing.TB, opts MariaDBOptions, datadir string) *MariaDB {
+	tb.Helper()
+	return newServer(tb, opts, datadir)
+}
+
+func newServer(tb testing.TB, opts MariaDBOptions, datadir string) *MariaDB {
+	tb.Helper()
 	opts.Flavor.require(tb)
-	m, err := StartMariaDB(opts)
+	m, err := start(opts, datadir)
 	if err != nil {
 		tb.Fatalf("start %s: %v", opts.Flavor, err)
 	}
@@ -169,12 +165,15 @@ func NewMariaDB(tb testing.TB, opts MariaDBOptions) *MariaDB {
 // StartMariaDB initialises a datadir in a new temporary directory and starts a
 // server on it, returning once the server accepts connections. The caller
 // must Close it.
-func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
+func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) { return start(opts, "") }
+
+// start starts a server on datadir, or when it is "" on a new datadir it
+// initialises and gives the flavor's accounts and PitrUser.
+func start(opts MariaDBOptions, datadir string) (*MariaDB, error) {
 	begin := time.Now()
 	opts = opts.withDefaults()
 	server := opts.Flavor.ServerProgram()
-	mariadbd, err := opts.Flavor.Program(server)
-	if err != nil {
+	if _, err := opts.Flavor.Program(server); err != nil {
 		return nil, fmt.Errorf("find %s (%s): %w", server, opts.Flavor.installHint(), err)
 	}
 	// os.MkdirTemp rather than t.TempDir: the socket path must stay under the
@@ -183,26 +182,46 @@ func StartMariaDB(opts MariaDBOptions) (*MariaDB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create mariadb directory: %w", err)
 	}
-	pass, err := randomPassword()
+	m := &MariaDB{opts: opts, dir: dir, datadir: datadir}
+	if datadir == "" {
+		if m.pitrPass, err = randomPassword(); err == nil {
+			err = m.initialize()
+		}
+	} else {
+		err = m.makeDirs()
+	}
+	if err == nil {
+		err = m.firstStart()
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	m := &MariaDB{opts: opts, dir: dir, mariadbd: mariadbd, pitrPass: pass}
-	if err := m.initialize(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+	if datadir == "" {
+		err = m.setUp()
+	} else {
+		err = m.readVersion()
 	}
-	if err := m.firstStart(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	if err := m.setUp(); err != nil {
+	if err != nil {
 		m.Close()
 		return nil, err
 	}
 	m.startTime = time.Since(begin)
 	return m, nil
+}
+
+// readVersion records the running server's version.
+func (m *MariaDB) readVersion() error {
+	db, err := m.pool()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mariaDBStartTimeout)
+	defer cancel()
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&m.version); err != nil {
+		return fmt.Errorf("read %s version: %w", m.opts.Flavor, err)
+	}
+	return nil
 }
 
 func randomPassword() (string, error) {
@@ -211,40 +230,6 @@ func randomPassword() (string, error) {
 		return "", fmt.Errorf("generate password: %w", err)
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// runAsRoot is set because mariadbd refuses to run as root without --user,
-// while a non-root user may not pass --user at all.
-func runAsRoot() bool { return os.Geteuid() == 0 }
-
-func (m *MariaDB) install(installDB string) error {
-	for _, d := range []string{m.BinlogDir(), m.tmpDir()} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return fmt.Errorf("create mariadb directory: %w", err)
-		}
-	}
-	// --no-defaults must come first; it keeps /etc/mysql and ~/.my.cnf out of
-	// both the install and the bootstrap server it runs.
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + m.DataDir(),
-		"--tmpdir=" + m.tmpDir(),
-		"--auth-root-authentication-method=normal",
-		"--skip-test-db",
-		"--skip-name-resolve",
-		"--innodb-log-file-size=64M",
-		"--innodb-buffer-pool-size=128M",
-	}
-	if runAsRoot() {
-		args = append(args, "--user=root")
-	}
-	cmd := exec.Command(installDB, args...)
-	setParentDeathSignal(cmd)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("mariadb-install-db: %w\n%s", err, childout.Last(string(out), 30, "\n"))
-	}
-	return nil
 }
 
 // firstStart picks a port and starts the server, picking another port when
@@ -314,20 +299,29 @@ func firstWords(s string) string {
 	return strings.Join(f, " ")
 }
 
+// launch is how the mysqld package initialises and starts the server:
+// in its directory, on 127.0.0.1 at its port, with the flavor's options
+// and no others (Bare).
+func (m *MariaDB) launch() mysqld.Options {
+	f := m.opts.Flavor
+	return mysqld.Options{
+		Flavor:   f.Family(),
+		Programs: f.Programs(),
+		Datadir:  m.DataDir(),
+		RunDir:   m.dir,
+		Port:     m.port,
+		ServerID: m.opts.ServerID,
+		Bare:     true,
+		Args:     m.args(),
+		InitArgs: m.initArgs(),
+	}
+}
+
+// args are the server's options beyond the launcher's (files, port,
+// server_id, user): the flavor's, then MaxBinlogSize, TLS and ExtraArgs.
 func (m *MariaDB) args() []string {
 	o := m.opts
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + m.DataDir(),
-		"--tmpdir=" + m.tmpDir(),
-		"--port=" + strconv.Itoa(m.port),
-		"--bind-address=127.0.0.1",
-		"--socket=" + m.Socket(),
-		"--pid-file=" + filepath.Join(m.dir, "mysqld.pid"),
-		"--log-error=" + m.ErrorLog(),
-		"--server-id=" + strconv.FormatUint(uint64(o.ServerID), 10),
-	}
-	args = append(args, m.flavorArgs()...)
+	args := m.flavorArgs()
 	if o.MaxBinlogSize > 0 {
 		args = append(args, "--max-binlog-size="+strconv.FormatInt(o.MaxBinlogSize, 10))
 	}
@@ -337,9 +331,6 @@ func (m *MariaDB) args() []string {
 			args = append(args, "--require-secure-transport=ON")
 		}
 	}
-	if runAsRoot() {
-		args = append(args, "--user=root")
-	}
 	return append(args, o.ExtraArgs...)
 }
 
@@ -348,111 +339,64 @@ func (m *MariaDB) args() []string {
 func (m *MariaDB) Start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.proc != nil && !m.proc.exited() {
-		return errors.New("start mariadb: already running")
+	if m.srv != nil {
+		if done, _ := m.srv.Exited(); !done {
+			return errors.New("start mariadb: already running")
+		}
 	}
-	console, err := os.OpenFile(filepath.Join(m.dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	srv, err := mysqld.Start(context.Background(), m.launch())
 	if err != nil {
-		return fmt.Errorf("open mariadb console log: %w", err)
+		return fmt.Errorf("start %s on port %d: %w", m.opts.Flavor, m.port, err)
 	}
-	defer console.Close()
-	// Only errors from before the error log opens (bad flags) reach the
-	// console; both go into one file so a failure shows them in order.
-	cmd := exec.Command(m.mariadbd, m.args()...)
-	cmd.Stdout = console
-	cmd.Stderr = console
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start mariadbd: %w", err)
-	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err := m.waitReady(p); err != nil {
-		cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("start mariadb on port %d: %w\n%s", m.port, err, m.tail(30))
-	}
-	m.proc = p
+	m.srv = srv
 	return nil
-}
-
-// waitReady polls with a fresh connection rather than the pool so that a
-// half-started server never leaves broken connections in the pool.
-func (m *MariaDB) waitReady(p *process) error {
-	deadline := time.Now().Add(mariaDBStartTimeout)
-	connector, err := mysql.NewConnector(m.rootConfig())
-	if err != nil {
-		return err
-	}
-	var last error
-	for time.Now().Before(deadline) {
-		if p.exited() {
-			return fmt.Errorf("mariadbd exited during startup: %w", p.err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := connector.Connect(ctx)
-		cancel()
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		last = err
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("not accepting connections after %s: %w", mariaDBStartTimeout, last)
 }
 
 // Stop shuts the server down cleanly (SIGTERM, as a container runtime would)
 // and waits for it to exit. Stopping a stopped server does nothing; a server
 // that had already crashed is reported as an error.
 func (m *MariaDB) Stop() error {
-	return m.halt(syscall.SIGTERM)
+	return m.halt(false)
 }
 
 // Kill ends the server with SIGKILL, leaving the datadir as a crash would,
 // and waits for it to exit.
 func (m *MariaDB) Kill() error {
-	return m.halt(syscall.SIGKILL)
+	return m.halt(true)
 }
 
-func (m *MariaDB) halt(sig syscall.Signal) error {
+func (m *MariaDB) halt(kill bool) error {
 	// The lock is held throughout so that a concurrent Start cannot race a
 	// half-stopped server.
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.proc
-	if p == nil {
+	srv := m.srv
+	if srv == nil {
 		return nil
 	}
-	m.proc = nil
+	m.srv = nil
 	// Idle connections are closed before the server goes too, so that
 	// their goodbye does not meet a closed socket and get logged.
 	m.dropIdle()
 	defer m.dropIdle()
-	if p.exited() {
-		if p.err != nil {
-			return fmt.Errorf("mariadb had exited: %w\n%s", p.err, m.tail(20))
+	if done, err := srv.Exited(); done {
+		srv.Kill() // releases what is left: its connection pool
+		if err != nil {
+			return fmt.Errorf("%s had exited: %w\n%s", m.opts.Flavor, err, m.tail(20))
 		}
 		return nil
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal mariadbd: %w", err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(mariaDBStopTimeout):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("stop mariadb: still running after %s, killed", mariaDBStopTimeout)
-	}
-	if sig == syscall.SIGKILL {
+	if kill {
+		srv.Kill()
 		return nil
 	}
-	if p.err != nil {
-		return fmt.Errorf("stop mariadb: %w\n%s", p.err, m.tail(20))
+	ctx, cancel := context.WithTimeout(context.Background(), mariaDBStopTimeout)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("stop %s: still running after %s, killed", m.opts.Flavor, mariaDBStopTimeout)
+		}
+		return fmt.Errorf("stop %s: %w", m.opts.Flavor, err)
 	}
 	return nil
 }
@@ -567,7 +511,12 @@ func (m *MariaDB) Port() int { return m.port }
 func (m *MariaDB) Socket() string { return filepath.Join(m.dir, "mysqld.sock") }
 
 // DataDir is the server's datadir.
-func (m *MariaDB) DataDir() string { return filepath.Join(m.dir, "data") }
+func (m *MariaDB) DataDir() string {
+	if m.datadir != "" {
+		return m.datadir
+	}
+	return filepath.Join(m.dir, "data")
+}
 
 // BinlogDir is the directory that holds the binlog files and their index:
 // for MariaDB 10.11 kept apart from the datadir, as in many deployments;
@@ -671,31 +620,7 @@ func (m *MariaDB) BinlogFiles(tb testing.TB) []string {
 }
 
 // tail returns the last n lines of the console and error logs.
-func (m *MariaDB) tail(n int) string {
-	var b strings.Builder
-	for _, name := range []string{"console.log", "error.log"} {
-		data, err := os.ReadFile(filepath.Join(m.dir, name))
-		if err != nil || len(bytes.TrimSpace(data)) == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, "--- %s (last %d lines) ---\n%s\n", name, n, childout.Last(string(data), n, "\n"))
-	}
-	return b.String()
-}
-
-// setParentDeathSignal makes Linux kill the server when the test binary dies
-// (a go test timeout, a Ctrl-C), so no orphan keeps a port and a datadir.
-// Pdeathsig exists only on Linux; reflection keeps the package building on
-// other systems, where servers may outlive a killed test binary.
-func setParentDeathSignal(cmd *exec.Cmd) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	f := reflect.ValueOf(cmd.SysProcAttr).Elem().FieldByName("Pdeathsig")
-	if f.IsValid() && f.CanSet() {
-		f.Set(reflect.ValueOf(syscall.SIGKILL))
-	}
-}
+func (m *MariaDB) tail(n int) string { return mysqld.Logs(m.dir, n, "\n") }
 
 // The package servers: one per flavor and test binary, each started by the
 // first test that asks for it and stopped after all tests ran.

@@ -1,6 +1,9 @@
 // Package testbed starts real, throwaway servers for tests: a MariaDB server
 // with binary logging and a versitygw S3 gateway. Each runs in a temporary
 // directory on loopback ports and is stopped when the test (or package) ends.
+// The database servers are initialised and started by package mysqld, the
+// launcher restores use for their temporary servers, with the options of
+// the official images (flavor.go).
 //
 // Under CI=true a missing server binary fails the test; elsewhere the test is
 // skipped with a message naming what to install.

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snapshot
+package physical
 
 import (
 	"os"
@@ -14,29 +14,29 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
-// TestPhysicalSnapshotUnderLoad takes a physical snapshot while transfers
+// TestSnapshotUnderLoad takes a physical snapshot while transfers
 // run, restores it, checks the books balance, then replays the source's
 // binlog from the manifest's position and compares table checksums with the
 // source: equal checksums prove the snapshot is exactly its recorded position.
-func TestPhysicalSnapshotUnderLoad(t *testing.T) {
+func TestSnapshotUnderLoad(t *testing.T) {
 	testbed.Binary(t, "mariadb-backup", testbed.MariaDBInstall)
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
-	physBank(t, src, 16)
-	st, _ := physStore(t)
+	fillBank(t, src, 16)
+	st, _ := newStore(t)
 
-	load := physStartLoad(t, src.DB(t), 4)
+	load := startBankLoad(t, src.DB(t), 4)
 	for load.commits.Load() < 200 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	before := load.commits.Load()
-	var logs physSyncBuffer
-	m, err := TakePhysical(t.Context(), PhysicalOptions{
-		Source:   physSource(t, src),
+	var logs syncBuffer
+	m, err := Take(t.Context(), Options{
+		Source:   sourceOf(t, src),
 		Storage:  st,
 		PartSize: 4 << 20, // several parts
 		TempDir:  t.TempDir(),
 		Agent:    "test",
-		Logger:   physTestLogger(t, &logs),
+		Logger:   testLogger(t, &logs),
 	})
 	during := load.commits.Load() - before
 	// Commits after the snapshot are what the replay must bring back.
@@ -45,7 +45,7 @@ func TestPhysicalSnapshotUnderLoad(t *testing.T) {
 	}
 	load.Stop(t)
 	if err != nil {
-		t.Fatalf("TakePhysical: %v", err)
+		t.Fatalf("Take: %v", err)
 	}
 	t.Logf("snapshot %s: %d transfers committed during it; position %s gtid %s; %d bytes in %d parts, %d stored; writes blocked %s (longest COMMIT seen by the load %s); took %s",
 		m.ID, during, m.Binlog, m.GTIDSet, m.Bytes, len(m.Objects), m.StoredBytes, m.WritesBlocked,
@@ -102,9 +102,9 @@ func TestPhysicalSnapshotUnderLoad(t *testing.T) {
 	if err := os.Mkdir(datadir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	pos, err := RestorePhysical(t.Context(), st, m, datadir, RestorePhysicalOptions{Logger: physTestLogger(t, nil)})
+	pos, err := Restore(t.Context(), st, m, datadir, RestoreOptions{Logger: testLogger(t, nil)})
 	if err != nil {
-		t.Fatalf("RestorePhysical: %v", err)
+		t.Fatalf("Restore: %v", err)
 	}
 	if pos != m.Binlog {
 		t.Errorf("restore returned %s, manifest says %s", pos, m.Binlog)
@@ -112,12 +112,12 @@ func TestPhysicalSnapshotUnderLoad(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(datadir), ".data.restore-*")); len(left) > 0 {
 		t.Errorf("staging left behind: %v", left)
 	}
-	restored := physStartServer(t, datadir)
-	physCheckBank(t, restored.db, "restored snapshot")
-	physCheckBank(t, src.DB(t), "source")
+	restored := startRestored(t, datadir)
+	checkBank(t, restored.DB(t), "restored snapshot")
+	checkBank(t, src.DB(t), "source")
 
-	replayBinlog(t, src, m.Binlog, restored.port)
-	got, want := physChecksums(t, restored.db), physChecksums(t, src.DB(t))
+	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, restored.Port())
+	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
 	if len(want) < 3 {
 		t.Fatalf("source has tables %v", want)
 	}
@@ -126,7 +126,7 @@ func TestPhysicalSnapshotUnderLoad(t *testing.T) {
 			t.Errorf("CHECKSUM TABLE %s: restored and replayed %d, source %d", tb, got[tb], w)
 		}
 	}
-	physCheckBank(t, restored.db, "restored and replayed")
+	checkBank(t, restored.DB(t), "restored and replayed")
 }
 
 // TestPhysicalMariaDB118 takes a physical snapshot of MariaDB 11.8 with its
@@ -136,25 +136,25 @@ func TestPhysicalMariaDB118(t *testing.T) {
 	f := testbed.MariaDB118
 	tool := f.Binary(t, "mariadb-backup")
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
-	physBank(t, src, 16)
+	fillBank(t, src, 16)
 	src.Exec(t, "INSERT INTO bank.transfers (src, dst, amount) VALUES (1, 2, 0)")
-	st, _ := physStore(t)
-	m, err := TakePhysical(t.Context(), PhysicalOptions{Source: physSource(t, src), Storage: st, ToolPath: tool,
-		PartSize: 4 << 20, TempDir: t.TempDir(), Logger: physTestLogger(t, nil)})
+	st, _ := newStore(t)
+	m, err := Take(t.Context(), Options{Source: sourceOf(t, src), Storage: st, ToolPath: tool,
+		PartSize: 4 << 20, TempDir: t.TempDir(), Logger: testLogger(t, nil)})
 	if err != nil {
-		t.Fatalf("TakePhysical: %v", err)
+		t.Fatalf("Take: %v", err)
 	}
 	t.Logf("snapshot %s by %s: position %s gtid %s; %d bytes in %d parts", m.ID, m.Tool, m.Binlog, m.GTIDSet, m.Bytes, len(m.Objects))
 	if !strings.Contains(m.Tool, "11.8") || m.Flavor != string(binlog.MariaDB) || m.GTIDSet == "" || m.Binlog.File == "" {
 		t.Errorf("manifest: %+v", m)
 	}
 	datadir := filepath.Join(t.TempDir(), "data")
-	if _, err := RestorePhysical(t.Context(), st, m, datadir, RestorePhysicalOptions{ToolPath: tool, Logger: physTestLogger(t, nil)}); err != nil {
-		t.Fatalf("RestorePhysical: %v", err)
+	if _, err := Restore(t.Context(), st, m, datadir, RestoreOptions{ToolPath: tool, Logger: testLogger(t, nil)}); err != nil {
+		t.Fatalf("Restore: %v", err)
 	}
-	restored := physStartFlavor(t, f, datadir)
-	physCheckBank(t, restored.db, "restored snapshot")
-	got, want := physChecksums(t, restored.db), physChecksums(t, src.DB(t))
+	restored := startRestoredFlavor(t, f, datadir)
+	checkBank(t, restored.DB(t), "restored snapshot")
+	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
 	if len(want) < 3 {
 		t.Fatalf("source has tables %v", want)
 	}

@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"context"
@@ -14,16 +14,17 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
-// restoreTree is RestorePhysical for a snapshot whose stream is a tar of a
+// restoreTree is Restore for a snapshot whose stream is a tar of a
 // finished clone: the parts are checked and unpacked into a staging
 // directory beside datadir, the clone's own record of its binlog position
 // is compared with the manifest's, and the files are moved into datadir
 // only then. The server starts on them as they are.
-func restoreTree(ctx context.Context, st storage.Storage, m *catalog.Manifest, datadir string, opts RestorePhysicalOptions, log *slog.Logger) (catalog.Position, error) {
-	staging, err := Staging(datadir)
+func restoreTree(ctx context.Context, st storage.Storage, m *catalog.Manifest, datadir string, opts RestoreOptions, log *slog.Logger) (catalog.Position, error) {
+	staging, err := snapshot.Staging(datadir)
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
@@ -39,7 +40,7 @@ func restoreTree(ctx context.Context, st storage.Storage, m *catalog.Manifest, d
 		return catalog.Position{}, fmt.Errorf("zstd decoder: %w", err)
 	}
 	defer dec.Close()
-	r := &physPartsReader{ctx: ctx, st: st, m: m, dec: dec, sum: sha256.New(), progress: opts.Progress}
+	r := &partReader{ctx: ctx, st: st, m: m, dec: dec, sum: sha256.New(), progress: opts.Progress}
 	defer r.close()
 	if err := extractTree(ctx, r, staging); err != nil {
 		// A damaged part explains a broken stream best.
@@ -61,14 +62,14 @@ func restoreTree(ctx context.Context, st storage.Storage, m *catalog.Manifest, d
 			m.ID, cs.Binlog, cs.GTID, m.Binlog, m.GTIDSet)
 	}
 	if opts.User != "" && os.Geteuid() == 0 {
-		if err := physChown(staging, opts.User); err != nil {
+		if err := chownTree(staging, opts.User); err != nil {
 			return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	if err := MoveInto(staging, datadir); err != nil {
+	if err := snapshot.MoveInto(staging, datadir); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	moved = true
@@ -76,10 +77,10 @@ func restoreTree(ctx context.Context, st storage.Storage, m *catalog.Manifest, d
 	return m.Binlog, nil
 }
 
-// physPartsReader reads a snapshot's parts, decompressed, as one stream,
+// partReader reads a snapshot's parts, decompressed, as one stream,
 // checking each part's size and SHA-256 at its end: a mismatch is the
 // stream's error, wrapping storage.ErrChecksum, and stays in err.
-type physPartsReader struct {
+type partReader struct {
 	ctx      context.Context
 	st       storage.Storage
 	m        *catalog.Manifest
@@ -94,7 +95,7 @@ type physPartsReader struct {
 	err  error
 }
 
-func (r *physPartsReader) Read(p []byte) (int, error) {
+func (r *partReader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
@@ -151,7 +152,7 @@ func (r *physPartsReader) Read(p []byte) (int, error) {
 	}
 }
 
-func (r *physPartsReader) close() {
+func (r *partReader) close() {
 	if r.rc != nil {
 		r.rc.Close()
 		r.rc = nil

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snapshot
+package physical
 
 import (
 	"bytes"
@@ -11,14 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,13 +25,13 @@ import (
 )
 
 const (
-	physAccounts = 50
-	physOpening  = 1000
+	bankAccounts = 50
+	bankOpening  = 1000
 )
 
-// physSource connects to the test server as the pitr user, whose grants are
+// sourceOf connects to the test server as the pitr user, whose grants are
 // the production ones.
-func physSource(t *testing.T, m *testbed.MariaDB) *binlog.Source {
+func sourceOf(t *testing.T, m *testbed.MariaDB) *binlog.Source {
 	t.Helper()
 	cfg, err := mysql.ParseDSN(m.PitrDSN())
 	if err != nil {
@@ -50,7 +45,7 @@ func physSource(t *testing.T, m *testbed.MariaDB) *binlog.Source {
 	return src
 }
 
-func physStore(t *testing.T) (*file.Store, string) {
+func newStore(t *testing.T) (*file.Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := file.New(dir)
@@ -60,50 +55,50 @@ func physStore(t *testing.T) (*file.Store, string) {
 	return st, dir
 }
 
-// physTestLogger writes the code's log to the test log and to buf.
-func physTestLogger(t *testing.T, buf *physSyncBuffer) *slog.Logger {
-	var w io.Writer = physTestWriter{t}
+// testLogger writes the code's log to the test log and to buf.
+func testLogger(t *testing.T, buf *syncBuffer) *slog.Logger {
+	var w io.Writer = testWriter{t}
 	if buf != nil {
 		w = io.MultiWriter(w, buf)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type physTestWriter struct{ t *testing.T }
+type testWriter struct{ t *testing.T }
 
-func (w physTestWriter) Write(p []byte) (int, error) {
+func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-type physSyncBuffer struct {
+type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *physSyncBuffer) Write(p []byte) (int, error) {
+func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *physSyncBuffer) String() string {
+func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
-// physBank creates accounts that transfers move money between, a transfer
+// fillBank creates accounts that transfers move money between, a transfer
 // log, and fillerMB of filler rows so the backup takes a moment.
-func physBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
+func fillBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
 	t.Helper()
 	m.Exec(t, "CREATE DATABASE bank")
 	m.Exec(t, "CREATE TABLE bank.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB")
 	m.Exec(t, "CREATE TABLE bank.transfers (id BIGINT AUTO_INCREMENT PRIMARY KEY, src INT NOT NULL, dst INT NOT NULL, amount BIGINT NOT NULL) ENGINE=InnoDB")
 	m.Exec(t, "CREATE TABLE bank.filler (id INT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000) NOT NULL) ENGINE=InnoDB")
 	var vals []string
-	for i := 1; i <= physAccounts; i++ {
-		vals = append(vals, fmt.Sprintf("(%d, %d)", i, physOpening))
+	for i := 1; i <= bankAccounts; i++ {
+		vals = append(vals, fmt.Sprintf("(%d, %d)", i, bankOpening))
 	}
 	m.Exec(t, "INSERT INTO bank.accounts VALUES "+strings.Join(vals, ","))
 	if fillerMB > 0 {
@@ -119,9 +114,9 @@ func physBank(t *testing.T, m *testbed.MariaDB, fillerMB int) {
 	}
 }
 
-// physLoad runs transfers on several connections until stopped. Each is one
+// bankLoad runs transfers on several connections until stopped. Each is one
 // transaction of two updates and an insert; a torn backup breaks the sums.
-type physLoad struct {
+type bankLoad struct {
 	commits atomic.Int64
 	// maxCommit is the longest COMMIT in nanoseconds: while the backup
 	// blocks commits, one of the workers waits in COMMIT all along.
@@ -132,8 +127,8 @@ type physLoad struct {
 	err       error
 }
 
-func physStartLoad(t *testing.T, db *sql.DB, workers int) *physLoad {
-	l := &physLoad{stop: make(chan struct{})}
+func startBankLoad(t *testing.T, db *sql.DB, workers int) *bankLoad {
+	l := &bankLoad{stop: make(chan struct{})}
 	for w := range workers {
 		l.wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(w), 42))
@@ -143,11 +138,11 @@ func physStartLoad(t *testing.T, db *sql.DB, workers int) *physLoad {
 					return
 				default:
 				}
-				a, b := 1+r.IntN(physAccounts), 1+r.IntN(physAccounts)
+				a, b := 1+r.IntN(bankAccounts), 1+r.IntN(bankAccounts)
 				if a == b {
 					continue
 				}
-				took, err := physTransfer(t.Context(), db, a, b, 1+r.Int64N(50))
+				took, err := bankTransfer(t.Context(), db, a, b, 1+r.Int64N(50))
 				if err != nil {
 					var me *mysql.MySQLError
 					if errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) {
@@ -171,7 +166,7 @@ func physStartLoad(t *testing.T, db *sql.DB, workers int) *physLoad {
 	return l
 }
 
-func (l *physLoad) Stop(t *testing.T) {
+func (l *bankLoad) Stop(t *testing.T) {
 	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
@@ -180,8 +175,8 @@ func (l *physLoad) Stop(t *testing.T) {
 	}
 }
 
-// physTransfer moves amount from src to dst and returns how long COMMIT took.
-func physTransfer(ctx context.Context, db *sql.DB, src, dst int, amount int64) (time.Duration, error) {
+// bankTransfer moves amount from src to dst and returns how long COMMIT took.
+func bankTransfer(ctx context.Context, db *sql.DB, src, dst int, amount int64) (time.Duration, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
@@ -204,21 +199,21 @@ func physTransfer(ctx context.Context, db *sql.DB, src, dst int, amount int64) (
 	return time.Since(start), err
 }
 
-// physCheckBank fails unless money is conserved and every account's balance
+// checkBank fails unless money is conserved and every account's balance
 // is its opening balance plus the transfers logged in and out of it.
-func physCheckBank(t *testing.T, db *sql.DB, label string) {
+func checkBank(t *testing.T, db *sql.DB, label string) {
 	t.Helper()
 	var total int64
 	if err := db.QueryRowContext(t.Context(), "SELECT SUM(balance) FROM bank.accounts").Scan(&total); err != nil {
 		t.Fatalf("%s: %v", label, err)
 	}
-	if want := int64(physAccounts * physOpening); total != want {
+	if want := int64(bankAccounts * bankOpening); total != want {
 		t.Errorf("%s: total balance %d, want %d", label, total, want)
 	}
 	var bad int
 	err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM bank.accounts a WHERE a.balance <> ?
 		+ COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE dst = a.id), 0)
-		- COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE src = a.id), 0)`, physOpening).Scan(&bad)
+		- COALESCE((SELECT SUM(amount) FROM bank.transfers WHERE src = a.id), 0)`, bankOpening).Scan(&bad)
 	if err != nil {
 		t.Fatalf("%s: %v", label, err)
 	}
@@ -227,9 +222,9 @@ func physCheckBank(t *testing.T, db *sql.DB, label string) {
 	}
 }
 
-// physChecksums returns CHECKSUM TABLE of every base table outside the
+// tableChecksums returns CHECKSUM TABLE of every base table outside the
 // system schemas.
-func physChecksums(t *testing.T, db *sql.DB) map[string]int64 {
+func tableChecksums(t *testing.T, db *sql.DB) map[string]int64 {
 	t.Helper()
 	rows, err := db.QueryContext(t.Context(), `SELECT CONCAT('`+"`"+`', table_schema, '`+"`.`"+`', table_name, '`+"`"+`')
 		FROM information_schema.tables WHERE table_type = 'BASE TABLE'
@@ -258,109 +253,17 @@ func physChecksums(t *testing.T, db *sql.DB) map[string]int64 {
 	return sums
 }
 
-// physServer is a mariadbd started on a restored datadir, with the grants the
-// backup brought along. testbed starts servers only on datadirs it creates;
-// a testbed.StartMariaDBOn(datadir) would replace this.
-type physServer struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	port int
-	db   *sql.DB
-	log  string
+// startRestored starts MariaDB 10.11 on a restored datadir, with the
+// grants the backup brought along.
+func startRestored(t *testing.T, datadir string) *testbed.MariaDB {
+	t.Helper()
+	return startRestoredFlavor(t, testbed.MariaDB1011, datadir)
 }
 
-func physStartServer(t *testing.T, datadir string) *physServer {
+// startRestoredFlavor is startRestored for a flavor's server, started as
+// the test bed starts it; without a binlog on MariaDB, with one as the
+// image has it on MySQL.
+func startRestoredFlavor(t *testing.T, f testbed.Flavor, datadir string) *testbed.MariaDB {
 	t.Helper()
-	return physStartFlavor(t, testbed.MariaDB1011, datadir)
-}
-
-// physStartFlavor is physStartServer for a flavor's server: MySQL's mysqld
-// as its image runs it (GTIDs on), MariaDB's mariadbd as above.
-func physStartFlavor(t *testing.T, f testbed.Flavor, datadir string) *physServer {
-	t.Helper()
-	var mariadbd string
-	if f == testbed.MariaDB1011 {
-		mariadbd = testbed.Binary(t, "mariadbd", testbed.MariaDBInstall)
-	} else {
-		mariadbd = f.Binary(t, f.ServerProgram())
-	}
-	// A short directory: socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "phys-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	port, err := testbed.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &physServer{port: port, done: make(chan struct{}), log: filepath.Join(dir, "error.log")}
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + datadir,
-		"--tmpdir=" + dir,
-		"--port=" + strconv.Itoa(port),
-		"--bind-address=127.0.0.1",
-		"--socket=" + filepath.Join(dir, "s.sock"),
-		"--pid-file=" + filepath.Join(dir, "pid"),
-		"--log-error=" + s.log,
-		"--server-id=99",
-		"--skip-name-resolve",
-		"--innodb-buffer-pool-size=128M",
-		"--max-allowed-packet=1G",
-		"--innodb-flush-log-at-trx-commit=2",
-	}
-	switch {
-	case f.MySQL():
-		args = append(args, "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--mysqlx=OFF", "--secure-file-priv="+dir)
-	case f == testbed.MariaDB1011:
-		args = append(args, "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci")
-	}
-	if os.Geteuid() == 0 {
-		args = append(args, "--user=root")
-	}
-	s.cmd = exec.Command(mariadbd, args...)
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() {
-		s.cmd.Process.Kill()
-		<-s.done
-		if t.Failed() {
-			b, _ := os.ReadFile(s.log)
-			t.Logf("restored server's error log:\n%s", b)
-		}
-	})
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Net, cfg.Addr = "root", "tcp", "127.0.0.1:"+strconv.Itoa(port)
-	if f == testbed.MariaDB118 {
-		// Its install makes root@localhost only, which TCP never is
-		// under --skip-name-resolve.
-		cfg.Net, cfg.Addr = "unix", filepath.Join(dir, "s.sock")
-	}
-	conn, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.db = sql.OpenDB(conn)
-	t.Cleanup(func() { s.db.Close() })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := s.db.PingContext(t.Context())
-		if err == nil {
-			return s
-		}
-		select {
-		case <-s.done:
-			b, _ := os.ReadFile(s.log)
-			t.Fatalf("%s on the restored datadir exited:\n%s", f.ServerProgram(), b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restored server not ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testbed.NewMariaDBOn(t, testbed.MariaDBOptions{Flavor: f, ServerID: 99, NoBinlog: !f.MySQL()}, datadir)
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snapshot
+package physical
 
 import (
 	"context"
@@ -21,16 +21,16 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
 
-// physTestRestoreRejects checks that damaged snapshots and occupied
+// testRestoreRejects checks that damaged snapshots and occupied
 // datadirs are refused before the datadir is touched, and that an intact
 // snapshot restores into a datadir that does not exist yet.
-func physTestRestoreRejects(t *testing.T, src *testbed.MariaDB, source *binlog.Source) {
-	st, storeDir := physStore(t)
-	m, err := TakePhysical(t.Context(), PhysicalOptions{
-		Source: source, Storage: st, PartSize: 1 << 20, TempDir: t.TempDir(), Logger: physTestLogger(t, nil),
+func testRestoreRejects(t *testing.T, src *testbed.MariaDB, source *binlog.Source) {
+	st, storeDir := newStore(t)
+	m, err := Take(t.Context(), Options{
+		Source: source, Storage: st, PartSize: 1 << 20, TempDir: t.TempDir(), Logger: testLogger(t, nil),
 	})
 	if err != nil {
-		t.Fatalf("TakePhysical: %v", err)
+		t.Fatalf("Take: %v", err)
 	}
 	if len(m.Objects) < 3 {
 		t.Fatalf("snapshot has %d parts, want at least 3", len(m.Objects))
@@ -114,10 +114,10 @@ func physTestRestoreRejects(t *testing.T, src *testbed.MariaDB, source *binlog.S
 					t.Fatal(err)
 				}
 			}
-			_, err = RestorePhysical(t.Context(), copyStore, &mc, datadir, RestorePhysicalOptions{Logger: physTestLogger(t, nil)})
+			_, err = Restore(t.Context(), copyStore, &mc, datadir, RestoreOptions{Logger: testLogger(t, nil)})
 			if !tt.wantErr {
 				if err != nil {
-					t.Fatalf("RestorePhysical: %v", err)
+					t.Fatalf("Restore: %v", err)
 				}
 				if _, err := os.Stat(filepath.Join(datadir, "bank", "accounts.ibd")); err != nil {
 					t.Errorf("restored datadir: %v", err)
@@ -126,7 +126,7 @@ func physTestRestoreRejects(t *testing.T, src *testbed.MariaDB, source *binlog.S
 			}
 			t.Logf("error: %v", err)
 			if err == nil {
-				t.Fatal("RestorePhysical succeeded")
+				t.Fatal("Restore succeeded")
 			}
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
 				t.Errorf("err = %v, want %v", err, tt.wantIs)
@@ -149,9 +149,9 @@ func physTestRestoreRejects(t *testing.T, src *testbed.MariaDB, source *binlog.S
 	}
 }
 
-// physTestToolErrors checks a missing or mismatched tool is refused with
+// testToolErrors checks a missing or mismatched tool is refused with
 // an error naming the tool, the versions and how to install it.
-func physTestToolErrors(t *testing.T, src *testbed.MariaDB, source *binlog.Source) {
+func testToolErrors(t *testing.T, src *testbed.MariaDB, source *binlog.Source) {
 	fake := func(t *testing.T, name, versionLine string) string {
 		dir := t.TempDir()
 		p := filepath.Join(dir, name)
@@ -171,13 +171,13 @@ func physTestToolErrors(t *testing.T, src *testbed.MariaDB, source *binlog.Sourc
 		{
 			name:    "not on PATH",
 			path:    func(t *testing.T) string { return t.TempDir() },
-			wantIs:  ErrPhysicalToolMissing,
+			wantIs:  ErrToolMissing,
 			wantMsg: []string{"mariadb-backup", "mariabackup", "apt-get install mariadb-backup"},
 		},
 		{
 			name:     "tool path does not exist",
 			toolPath: func(t *testing.T) string { return filepath.Join(t.TempDir(), "mariabackup") },
-			wantIs:   ErrPhysicalToolMissing,
+			wantIs:   ErrToolMissing,
 			wantMsg:  []string{"mariabackup", "apt-get install mariadb-backup"},
 		},
 		{
@@ -185,7 +185,7 @@ func physTestToolErrors(t *testing.T, src *testbed.MariaDB, source *binlog.Sourc
 			path: func(t *testing.T) string {
 				return fake(t, "mariabackup", "mariabackup based on MariaDB server 10.6.21-MariaDB debian-linux-gnu (x86_64)")
 			},
-			wantIs:  ErrPhysicalToolVersion,
+			wantIs:  ErrToolVersion,
 			wantMsg: []string{"10.6.21-MariaDB", src.Version(), "10.11"},
 		},
 		{
@@ -193,7 +193,7 @@ func physTestToolErrors(t *testing.T, src *testbed.MariaDB, source *binlog.Sourc
 			toolPath: func(t *testing.T) string {
 				return filepath.Join(fake(t, "mariadb-backup", "mariadb-backup based on MariaDB server 11.4.5-MariaDB Linux (x86_64)"), "mariadb-backup")
 			},
-			wantIs:  ErrPhysicalToolVersion,
+			wantIs:  ErrToolVersion,
 			wantMsg: []string{"11.4.5-MariaDB", src.Version()},
 		},
 		{
@@ -209,14 +209,14 @@ func physTestToolErrors(t *testing.T, src *testbed.MariaDB, source *binlog.Sourc
 			if tt.path != nil {
 				t.Setenv("PATH", tt.path(t))
 			}
-			opts := PhysicalOptions{Source: source, Storage: physEmptyStore(t), TempDir: t.TempDir()}
+			opts := Options{Source: source, Storage: emptyStore(t), TempDir: t.TempDir()}
 			if tt.toolPath != nil {
 				opts.ToolPath = tt.toolPath(t)
 			}
-			m, err := TakePhysical(t.Context(), opts)
+			m, err := Take(t.Context(), opts)
 			t.Logf("error: %v", err)
 			if err == nil || m != nil {
-				t.Fatalf("TakePhysical = %v, %v; want an error", m, err)
+				t.Fatalf("Take = %v, %v; want an error", m, err)
 			}
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
 				t.Errorf("err = %v, want %v", err, tt.wantIs)
@@ -230,15 +230,15 @@ func physTestToolErrors(t *testing.T, src *testbed.MariaDB, source *binlog.Sourc
 	}
 }
 
-func physEmptyStore(t *testing.T) storage.Storage {
-	st, _ := physStore(t)
+func emptyStore(t *testing.T) storage.Storage {
+	st, _ := newStore(t)
 	return st
 }
 
-// physTestSecrets runs a fake tool that records how it was called: the
+// testSecrets runs a fake tool that records how it was called: the
 // password reaches it only through the option file named first on its
 // command line, never argv or the environment, and the file is gone after.
-func physTestSecrets(t *testing.T, src *testbed.MariaDB, source *binlog.Source) {
+func testSecrets(t *testing.T, src *testbed.MariaDB, source *binlog.Source) {
 	dir := t.TempDir()
 	record := filepath.Join(dir, "record")
 	tool := filepath.Join(dir, "mariadb-backup")
@@ -256,9 +256,9 @@ exit 3
 	t.Setenv("MYSQL_PWD", src.PitrPassword())
 	t.Setenv("MYSQL_PITR_PASSWORD", src.PitrPassword())
 	t.Setenv("MYSQL_PITR_DSN", "pitr:"+src.PitrPassword()+"@tcp(127.0.0.1:1)/")
-	var logs physSyncBuffer
-	_, err := TakePhysical(t.Context(), PhysicalOptions{
-		Source: source, Storage: physEmptyStore(t), ToolPath: tool, TempDir: t.TempDir(), Logger: physTestLogger(t, &logs),
+	var logs syncBuffer
+	_, err := Take(t.Context(), Options{
+		Source: source, Storage: emptyStore(t), ToolPath: tool, TempDir: t.TempDir(), Logger: testLogger(t, &logs),
 	})
 	if err == nil || !strings.Contains(err.Error(), "simulated failure") {
 		t.Fatalf("err = %v, want the tool's failure with its log", err)
@@ -315,14 +315,14 @@ exit 3
 	}
 }
 
-// physCancelOnStart cancels when the tool has started, recording its pid.
-type physCancelOnStart struct {
+// cancelOnStart cancels when the tool has started, recording its pid.
+type cancelOnStart struct {
 	slog.Handler
 	cancel context.CancelFunc
 	pid    *atomic.Int64
 }
 
-func (h physCancelOnStart) Handle(ctx context.Context, r slog.Record) error {
+func (h cancelOnStart) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "physical backup started" {
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "pid" {
@@ -335,13 +335,13 @@ func (h physCancelOnStart) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h physCancelOnStart) WithAttrs(as []slog.Attr) slog.Handler {
-	return physCancelOnStart{h.Handler.WithAttrs(as), h.cancel, h.pid}
+func (h cancelOnStart) WithAttrs(as []slog.Attr) slog.Handler {
+	return cancelOnStart{h.Handler.WithAttrs(as), h.cancel, h.pid}
 }
 
-// physTestAbandoned checks that a cancelled snapshot and one whose upload
+// testAbandoned checks that a cancelled snapshot and one whose upload
 // fails leave no manifest, no tool process and no scratch files.
-func physTestAbandoned(t *testing.T, _ *testbed.MariaDB, source *binlog.Source) {
+func testAbandoned(t *testing.T, _ *testbed.MariaDB, source *binlog.Source) {
 	tests := []struct {
 		name   string
 		cancel bool
@@ -349,31 +349,31 @@ func physTestAbandoned(t *testing.T, _ *testbed.MariaDB, source *binlog.Source) 
 		wantIs error
 	}{
 		{name: "cancelled right after start", cancel: true, wantIs: context.Canceled},
-		{name: "second part fails to store", fail: physPartName(2), wantIs: errPhysInjected},
+		{name: "second part fails to store", fail: xbstreamPart(2), wantIs: errPhysInjected},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st, _ := physStore(t)
+			st, _ := newStore(t)
 			var store storage.Storage = st
 			if tt.fail != "" {
-				store = &physFailingStore{Storage: st, failKey: tt.fail}
+				store = &failingStore{Storage: st, failKey: tt.fail}
 			}
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			var pid atomic.Int64
-			var h slog.Handler = slog.NewTextHandler(physTestWriter{t}, nil)
+			var h slog.Handler = slog.NewTextHandler(testWriter{t}, nil)
 			if tt.cancel {
-				h = physCancelOnStart{Handler: h, cancel: cancel, pid: &pid}
+				h = cancelOnStart{Handler: h, cancel: cancel, pid: &pid}
 			} else {
-				h = physCancelOnStart{Handler: h, cancel: func() {}, pid: &pid}
+				h = cancelOnStart{Handler: h, cancel: func() {}, pid: &pid}
 			}
 			tmp := t.TempDir()
-			m, err := TakePhysical(ctx, PhysicalOptions{
+			m, err := Take(ctx, Options{
 				Source: source, Storage: store, PartSize: 1 << 20, TempDir: tmp, Logger: slog.New(h),
 			})
 			t.Logf("error: %v", err)
 			if err == nil || m != nil {
-				t.Fatalf("TakePhysical = %v, %v; want an error", m, err)
+				t.Fatalf("Take = %v, %v; want an error", m, err)
 			}
 			if !errors.Is(err, tt.wantIs) {
 				t.Errorf("err = %v, want %v", err, tt.wantIs)
@@ -403,22 +403,22 @@ func physTestAbandoned(t *testing.T, _ *testbed.MariaDB, source *binlog.Source) 
 	}
 }
 
-// TestPhysicalFailures runs the failure cases on one server, since each
+// TestFailures runs the failure cases on one server, since each
 // server start costs seconds.
-func TestPhysicalFailures(t *testing.T) {
+func TestFailures(t *testing.T) {
 	testbed.Binary(t, "mariadb-backup", testbed.MariaDBInstall)
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{})
 	t.Logf("server started in %s", src.StartupTime())
-	physBank(t, src, 8)
-	source := physSource(t, src)
+	fillBank(t, src, 8)
+	source := sourceOf(t, src)
 	for _, tt := range []struct {
 		name string
 		run  func(*testing.T, *testbed.MariaDB, *binlog.Source)
 	}{
-		{"tool errors", physTestToolErrors},
-		{"secrets", physTestSecrets},
-		{"abandoned", physTestAbandoned},
-		{"restore rejects", physTestRestoreRejects},
+		{"tool errors", testToolErrors},
+		{"secrets", testSecrets},
+		{"abandoned", testAbandoned},
+		{"restore rejects", testRestoreRejects},
 	} {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, src, source) })
 	}

@@ -1,6 +1,6 @@
 //go:build bench && linux
 
-package snapshot
+package physical
 
 import (
 	"os"
@@ -19,12 +19,12 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
 
-// TestPhysicalThroughput compares TakePhysical with the tool piped through
+// TestThroughput compares Take with the tool piped through
 // zstd -1 into a file by hand, on a sysbench dataset of about 500 MB. It runs
 // only with PITR_PHYS_BENCH=1: it takes minutes. PITR_PHYS_BENCH_ROWS sets
 // rows per table (4 tables; default 500000) and PITR_PHYS_BENCH_CONC the
-// compression concurrency (default DefaultPhysicalConcurrency).
-func TestPhysicalThroughput(t *testing.T) {
+// compression concurrency (default DefaultConcurrency).
+func TestThroughput(t *testing.T) {
 	tool := testbed.Binary(t, "mariadb-backup", testbed.MariaDBInstall)
 	sysbench := testbed.Binary(t, "sysbench", "apt-get install sysbench")
 	zstdCLI := testbed.Binary(t, "zstd", "apt-get install zstd")
@@ -73,7 +73,7 @@ func TestPhysicalThroughput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := TakePhysical(t.Context(), PhysicalOptions{Source: source, Storage: warm, TempDir: t.TempDir(), Concurrency: conc}); err != nil {
+	if _, err := Take(t.Context(), Options{Source: source, Storage: warm, TempDir: t.TempDir(), Concurrency: conc}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -86,16 +86,16 @@ func TestPhysicalThroughput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cpu0 := physCPU()
+		cpu0 := cpuTime()
 		start := time.Now()
-		m, err := TakePhysical(t.Context(), PhysicalOptions{Source: source, Storage: st, TempDir: t.TempDir(), Concurrency: conc})
+		m, err := Take(t.Context(), Options{Source: source, Storage: st, TempDir: t.TempDir(), Concurrency: conc})
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, cpu := time.Since(start), physCPU()-cpu0
+		d, cpu := time.Since(start), cpuTime()-cpu0
 		ours, oursCPU = append(ours, d), append(oursCPU, cpu)
 		oursBytes = m.StoredBytes
-		t.Logf("run %d TakePhysical: %s (cpu %s), %d bytes -> %d stored, writes blocked %s", i+1, d, cpu, m.Bytes, m.StoredBytes, m.WritesBlocked)
+		t.Logf("run %d Take: %s (cpu %s), %d bytes -> %d stored, writes blocked %s", i+1, d, cpu, m.Bytes, m.StoredBytes, m.WritesBlocked)
 		os.RemoveAll(dir)
 
 		// By hand: the same tool, piped through zstd -1 into a file, then
@@ -107,13 +107,13 @@ func TestPhysicalThroughput(t *testing.T) {
 		script := tool + " --no-defaults --backup --stream=xbstream --target-dir=" + target +
 			" --host=127.0.0.1 --port=" + strconv.Itoa(src.Port()) + " --protocol=tcp --user=root 2>" + filepath.Join(dir, "log") +
 			" | " + zstdCLI + " -1 -q > " + outFile + " && sync " + outFile
-		cpu0 = physCPU()
+		cpu0 = cpuTime()
 		start = time.Now()
 		if out, err := exec.CommandContext(t.Context(), "bash", "-o", "pipefail", "-c", script).CombinedOutput(); err != nil {
 			log, _ := os.ReadFile(filepath.Join(dir, "log"))
 			t.Fatalf("by hand: %v\n%s\n%s", err, out, log)
 		}
-		d, cpu = time.Since(start), physCPU()-cpu0
+		d, cpu = time.Since(start), cpuTime()-cpu0
 		hand, handCPU = append(hand, d), append(handCPU, cpu)
 		fi, _ := os.Stat(outFile)
 		handBytes = fi.Size()
@@ -123,14 +123,14 @@ func TestPhysicalThroughput(t *testing.T) {
 	for _, s := range [][]time.Duration{ours, hand, oursCPU, handCPU} {
 		slices.Sort(s)
 	}
-	t.Logf("median TakePhysical %s (cpu %s, stored %d), by hand %s (cpu %s, stored %d): overhead %.1f%% wall, %.1f%% cpu",
+	t.Logf("median Take %s (cpu %s, stored %d), by hand %s (cpu %s, stored %d): overhead %.1f%% wall, %.1f%% cpu",
 		ours[1], oursCPU[1], oursBytes, hand[1], handCPU[1], handBytes,
 		100*(float64(ours[1])/float64(hand[1])-1), 100*(float64(oursCPU[1])/float64(handCPU[1])-1))
 }
 
-// physCPU is the CPU time of this process and its reaped children (the
+// cpuTime is the CPU time of this process and its reaped children (the
 // tool, and the shell pipeline with its tool and zstd), user plus system.
-func physCPU() time.Duration {
+func cpuTime() time.Duration {
 	var self, children syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
 	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)

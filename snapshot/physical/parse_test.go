@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"bytes"
@@ -23,7 +23,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
 
-func TestPhysicalParseToolVersion(t *testing.T) {
+func TestParseToolVersion(t *testing.T) {
 	tests := []struct {
 		name, tool, out string
 		wantServer      string
@@ -50,7 +50,7 @@ func TestPhysicalParseToolVersion(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := physParseToolVersion(tt.tool, tt.out)
+			got, err := parseToolVersion(tt.tool, tt.out)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}
@@ -61,7 +61,7 @@ func TestPhysicalParseToolVersion(t *testing.T) {
 	}
 }
 
-func TestPhysicalCheckVersion(t *testing.T) {
+func TestCheckVersion(t *testing.T) {
 	tests := []struct {
 		name, tool, server string
 		wantErr            bool
@@ -77,15 +77,15 @@ func TestPhysicalCheckVersion(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := physCheckVersion("/usr/bin/mariabackup", physToolVersion{Server: tt.tool}, tt.server)
+			err := checkVersion("/usr/bin/mariabackup", toolVersion{Server: tt.tool}, tt.server)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}
 			if err == nil {
 				return
 			}
-			if !errors.Is(err, ErrPhysicalToolVersion) {
-				t.Errorf("err = %v, want ErrPhysicalToolVersion", err)
+			if !errors.Is(err, ErrToolVersion) {
+				t.Errorf("err = %v, want ErrToolVersion", err)
 			}
 			for _, v := range []string{tt.tool, tt.server} {
 				if !strings.Contains(err.Error(), v) {
@@ -96,9 +96,9 @@ func TestPhysicalCheckVersion(t *testing.T) {
 	}
 }
 
-// physLog1011 is what mariadb-backup 10.11.19 printed around its locks and at
+// log1011 is what mariadb-backup 10.11.19 printed around its locks and at
 // its end during a streamed backup (files elided).
-const physLog1011 = `[00] 2026-11-27 12:16:34 Starting BACKUP STAGE START
+const log1011 = `[00] 2026-11-27 12:16:34 Starting BACKUP STAGE START
 [00] 2026-11-27 12:16:34 Acquiring BACKUP LOCKS...
 [00] 2026-11-27 12:16:34 Acquired locks for BACKUP STAGE START
 [00] 2026-11-27 12:16:34 Finished BACKUP STAGE START
@@ -122,7 +122,7 @@ const physLog1011 = `[00] 2026-11-27 12:16:34 Starting BACKUP STAGE START
 [00] 2026-11-27 12:16:35 completed OK!
 `
 
-func TestPhysicalStderr(t *testing.T) {
+func TestToolLog(t *testing.T) {
 	tests := []struct {
 		name       string
 		log        string
@@ -135,7 +135,7 @@ func TestPhysicalStderr(t *testing.T) {
 		commit, ddl, unlock int
 	}{
 		{
-			name: "mariadb 10.11", log: physLog1011,
+			name: "mariadb 10.11", log: log1011,
 			wantFound: true, wantPos: catalog.Position{File: "mysql-bin.000002", Pos: 1645}, wantGTID: "0-7-7",
 			wantDone: true, wantLocked: true, commit: 9, ddl: 6, unlock: 16,
 		},
@@ -170,7 +170,7 @@ func TestPhysicalStderr(t *testing.T) {
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Millisecond) }
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var s physStderr
+			var s toolLog
 			for i, l := range strings.Split(strings.TrimSuffix(tt.log, "\n"), "\n") {
 				s.line(at(i), l)
 			}
@@ -199,10 +199,10 @@ func TestPhysicalStderr(t *testing.T) {
 	}
 }
 
-func TestPhysicalStderrTailIsBounded(t *testing.T) {
-	var s physStderr
-	long := strings.Repeat("x", 10*physStderrLineMax)
-	for range 10 * physStderrTailLines {
+func TestToolLogTailIsBounded(t *testing.T) {
+	var s toolLog
+	long := strings.Repeat("x", 10*toolLogLineMax)
+	for range 10 * toolLogTailLines {
 		s.line(time.Now(), long)
 	}
 	s.line(time.Now(), "the end")
@@ -210,19 +210,19 @@ func TestPhysicalStderrTailIsBounded(t *testing.T) {
 	if !strings.HasSuffix(tail, "the end") {
 		t.Errorf("tail does not end with the last line")
 	}
-	if max := physStderrTailLines * (physStderrLineMax + 8); len(tail) > max {
+	if max := toolLogTailLines * (toolLogLineMax + 8); len(tail) > max {
 		t.Errorf("tail is %d bytes, want at most %d", len(tail), max)
 	}
 }
 
-func FuzzPhysicalStderr(f *testing.F) {
-	for _, l := range strings.Split(physLog1011, "\n") {
+func FuzzToolLog(f *testing.F) {
+	for _, l := range strings.Split(log1011, "\n") {
 		f.Add(l)
 	}
 	f.Add("MySQL binlog position: filename 'a', position '99999999999999999999999'")
 	f.Add("MySQL binlog position: filename 'a', position '4', GTID of the last change '")
 	f.Fuzz(func(t *testing.T, line string) {
-		var s physStderr
+		var s toolLog
 		s.line(time.Now(), line)
 		s.line(time.Now(), line)
 		_ = s.locks(time.Now())
@@ -232,9 +232,9 @@ func FuzzPhysicalStderr(f *testing.F) {
 	})
 }
 
-// TestPhysicalDefaultsFile checks that the client library reads back the
+// TestDefaultsFile checks that the client library reads back the
 // password exactly, whatever characters it holds.
-func TestPhysicalDefaultsFile(t *testing.T) {
+func TestDefaultsFile(t *testing.T) {
 	printDefaults := testbed.Binary(t, "my_print_defaults", "apt-get install mariadb-client")
 	tests := []struct{ name, password string }{
 		{"hex", "0123456789abcdef"},
@@ -246,7 +246,7 @@ func TestPhysicalDefaultsFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path, err := physDefaultsFile(t.TempDir(), tt.password)
+			path, err := defaultsFile(t.TempDir(), tt.password)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,10 +269,10 @@ func TestPhysicalDefaultsFile(t *testing.T) {
 	}
 }
 
-// TestPhysicalParts checks the stream is cut at part boundaries, each part's
+// TestParts checks the stream is cut at part boundaries, each part's
 // size and checksum are of its uncompressed bytes, and the parts concatenate
 // to the stream.
-func TestPhysicalParts(t *testing.T) {
+func TestParts(t *testing.T) {
 	const part = 1 << 20
 	tests := []struct {
 		name      string
@@ -289,7 +289,7 @@ func TestPhysicalParts(t *testing.T) {
 			t.Run(fmt.Sprintf("%d workers/%s", workers, tt.name), func(t *testing.T) {
 				st := storagetest.NewMemory()
 				id := catalog.NewSnapshotID(time.Now())
-				p, err := newPhysParts(t.Context(), st, id, physXbstream, part, zstd.SpeedFastest, workers)
+				p, err := newPartWriter(t.Context(), st, id, formatXbstream, part, zstd.SpeedFastest, workers)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -313,7 +313,7 @@ func TestPhysicalParts(t *testing.T) {
 				}
 				var joined bytes.Buffer
 				for i, o := range p.objects {
-					if o.Name != physPartName(i+1) {
+					if o.Name != xbstreamPart(i+1) {
 						t.Errorf("part %d is named %s", i+1, o.Name)
 					}
 					rc, err := st.Open(t.Context(), catalog.SnapshotObjectKey(id, o.Name))
@@ -344,13 +344,13 @@ func TestPhysicalParts(t *testing.T) {
 	}
 }
 
-// TestPhysicalPartsStoreFailure checks a failed Put surfaces as the writer's
+// TestPartsStoreFailure checks a failed Put surfaces as the writer's
 // error and that nothing is stored under the failed key.
-func TestPhysicalPartsStoreFailure(t *testing.T) {
+func TestPartsStoreFailure(t *testing.T) {
 	mem := storagetest.NewMemory()
-	st := &physFailingStore{Storage: mem, failKey: physPartName(2)}
+	st := &failingStore{Storage: mem, failKey: xbstreamPart(2)}
 	id := catalog.NewSnapshotID(time.Now())
-	p, err := newPhysParts(context.Background(), st, id, physXbstream, 1<<20, zstd.SpeedFastest, 1)
+	p, err := newPartWriter(context.Background(), st, id, formatXbstream, 1<<20, zstd.SpeedFastest, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,25 +366,25 @@ func TestPhysicalPartsStoreFailure(t *testing.T) {
 	// Part 2 failed; the part after it may have been stored while part 2's
 	// Put was finishing (they overlap), as an orphan of this partial snapshot.
 	for _, o := range objs {
-		if filepath.Base(o.Key) == physPartName(2) {
+		if filepath.Base(o.Key) == xbstreamPart(2) {
 			t.Errorf("the failed part was stored: %v", objs)
 		}
 	}
-	if len(objs) == 0 || filepath.Base(objs[0].Key) != physPartName(1) {
+	if len(objs) == 0 || filepath.Base(objs[0].Key) != xbstreamPart(1) {
 		t.Errorf("stored %v, want part 1 first", objs)
 	}
 }
 
 var errPhysInjected = errors.New("injected put failure")
 
-// physFailingStore fails the Put of keys ending in failKey, after reading part
+// failingStore fails the Put of keys ending in failKey, after reading part
 // of the input as a real upload would.
-type physFailingStore struct {
+type failingStore struct {
 	storage.Storage
 	failKey string
 }
 
-func (s *physFailingStore) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.ObjectInfo, error) {
+func (s *failingStore) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.ObjectInfo, error) {
 	if strings.HasSuffix(key, s.failKey) {
 		_, _ = io.CopyN(io.Discard, r, 4096)
 		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, errPhysInjected)

@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"bufio"
@@ -21,41 +21,40 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
-// physFormat is what a physical snapshot's stream holds; it is the middle of
+// streamFormat is what a physical snapshot's stream holds; it is the middle of
 // its parts' names, so that a restore tells the formats apart by the
 // manifest alone.
-type physFormat string
+type streamFormat string
 
 // Formats.
 const (
-	// physXbstream is mariadb-backup's or xtrabackup's xbstream, which the
+	// formatXbstream is mariadb-backup's or xtrabackup's xbstream, which the
 	// tool's extractor (mbstream, xbstream) unpacks and the tool prepares.
-	physXbstream physFormat = "xbstream"
-	// physTar is a POSIX tar of a directory that starts as a datadir as it
+	formatXbstream streamFormat = "xbstream"
+	// formatTar is a POSIX tar of a directory that starts as a datadir as it
 	// is (a finished MySQL clone): any tar unpacks it, nothing prepares it.
-	physTar physFormat = "tar"
+	formatTar streamFormat = "tar"
 )
 
 // partName is the name of the n-th (1-based) part of a stream of format f.
 // Zero padding keeps List order equal to stream order.
-func (f physFormat) partName(n int) string { return fmt.Sprintf("backup-%06d.%s.zst", n, f) }
+func (f streamFormat) partName(n int) string { return fmt.Sprintf("backup-%06d.%s.zst", n, f) }
 
-// physPartName is the name of the n-th part of an xbstream.
-func physPartName(n int) string { return physXbstream.partName(n) }
+// xbstreamPart is the name of the n-th part of an xbstream.
+func xbstreamPart(n int) string { return formatXbstream.partName(n) }
 
-// PhysicalNeedsTool reports whether restoring the physical snapshot m runs
-// a backup tool and its extractor: mariadb-backup's and xtrabackup's
-// streams need them, a MySQL clone's finished datadir does not. A manifest
-// whose format is not known needs them, so that RestorePhysical is the one
-// to refuse it.
-func PhysicalNeedsTool(m *catalog.Manifest) bool {
-	f, err := physFormatOf(m)
-	return err != nil || f != physTar
+// NeedsTool reports whether restoring the physical snapshot m runs a
+// backup tool and its extractor: mariadb-backup's and xtrabackup's streams
+// need them, a MySQL clone's finished datadir does not. A manifest whose
+// format is not known needs them, so that Restore is the one to refuse it.
+func NeedsTool(m *catalog.Manifest) bool {
+	f, err := formatOf(m)
+	return err != nil || f != formatTar
 }
 
-// physFormatOf tells a physical snapshot's format by its parts' names.
-func physFormatOf(m *catalog.Manifest) (physFormat, error) {
-	for _, f := range []physFormat{physXbstream, physTar} {
+// formatOf tells a physical snapshot's format by its parts' names.
+func formatOf(m *catalog.Manifest) (streamFormat, error) {
+	for _, f := range []streamFormat{formatXbstream, formatTar} {
 		ok := true
 		for i, o := range m.Objects {
 			if o.Name != f.partName(i+1) {
@@ -71,20 +70,20 @@ func physFormatOf(m *catalog.Manifest) (physFormat, error) {
 	if len(m.Objects) > 0 {
 		first = m.Objects[0].Name
 	}
-	return "", fmt.Errorf("snapshot %s: its parts (%s, …) are neither %s nor %s parts in order", m.ID, first, physXbstream.partName(1), physTar.partName(1))
+	return "", fmt.Errorf("snapshot %s: its parts (%s, …) are neither %s nor %s parts in order", m.ID, first, formatXbstream.partName(1), formatTar.partName(1))
 }
 
-// physParts cuts the tool's xbstream output into parts of at most partSize
+// partWriter cuts the tool's xbstream output into parts of at most partSize
 // uncompressed bytes, compressing each into its own object as it arrives.
 // Concatenating the parts' uncompressed bytes gives the stream back. Bounded
 // parts keep every object far below backend size limits, let a restore verify
 // and fail at the first bad part rather than at the end of a terabyte, and
 // give a future resumable upload something to resume at.
-type physParts struct {
+type partWriter struct {
 	ctx      context.Context
 	st       storage.Storage
 	id       catalog.SnapshotID
-	format   physFormat
+	format   streamFormat
 	partSize int64
 	enc      *frameEncoder
 
@@ -93,38 +92,38 @@ type physParts struct {
 	pw     *io.PipeWriter
 	sum    hash.Hash
 	size   int64
-	result chan physPutResult
+	result chan putResult
 
 	// sealed are parts whose bytes are all written but whose Put may still
 	// be storing them (a file store's fsync of a large part takes a while):
-	// the stream goes on meanwhile, with at most physMaxPending such parts.
-	sealed  []physSealed
+	// the stream goes on meanwhile, with at most maxPending such parts.
+	sealed  []sealedPart
 	objects []catalog.SnapshotObject
 }
 
-// physMaxPending bounds the parts whose Put is still finishing.
-const physMaxPending = 1
+// maxPending bounds the parts whose Put is still finishing.
+const maxPending = 1
 
-type physSealed struct {
+type sealedPart struct {
 	object catalog.SnapshotObject
-	result chan physPutResult
+	result chan putResult
 }
 
-type physPutResult struct {
+type putResult struct {
 	info storage.ObjectInfo
 	err  error
 }
 
-func newPhysParts(ctx context.Context, st storage.Storage, id catalog.SnapshotID, format physFormat, partSize int64, level zstd.EncoderLevel, concurrency int) (*physParts, error) {
+func newPartWriter(ctx context.Context, st storage.Storage, id catalog.SnapshotID, format streamFormat, partSize int64, level zstd.EncoderLevel, concurrency int) (*partWriter, error) {
 	enc, err := newFrameEncoder(level, concurrency)
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
-	return &physParts{ctx: ctx, st: st, id: id, format: format, partSize: partSize, enc: enc, sum: sha256.New()}, nil
+	return &partWriter{ctx: ctx, st: st, id: id, format: format, partSize: partSize, enc: enc, sum: sha256.New()}, nil
 }
 
 // Write implements io.Writer.
-func (p *physParts) Write(b []byte) (int, error) {
+func (p *partWriter) Write(b []byte) (int, error) {
 	written := 0
 	for len(b) > 0 {
 		if p.pw == nil {
@@ -151,13 +150,13 @@ func (p *physParts) Write(b []byte) (int, error) {
 }
 
 // open starts the next part's Put, reading from a pipe the encoder writes to.
-func (p *physParts) open() {
+func (p *partWriter) open() {
 	p.n++
 	pr, pw := io.Pipe()
 	p.pw, p.size = pw, 0
 	p.sum.Reset()
 	p.enc.Reset(pw)
-	result := make(chan physPutResult, 1)
+	result := make(chan putResult, 1)
 	p.result = result
 	key := catalog.SnapshotObjectKey(p.id, p.format.partName(p.n))
 	go func() {
@@ -168,29 +167,29 @@ func (p *physParts) open() {
 		} else {
 			pr.Close()
 		}
-		result <- physPutResult{info, err} // this part's channel: p.result moves on to the next part
+		result <- putResult{info, err} // this part's channel: p.result moves on to the next part
 	}()
 }
 
 // seal finishes the current part: flushes the zstd frame, ends the Put's input
 // and waits for the object to be stored.
-func (p *physParts) seal() error {
+func (p *partWriter) seal() error {
 	if err := p.enc.Close(); err != nil {
 		return p.fail(err)
 	}
 	if err := p.pw.Close(); err != nil {
 		return p.fail(err)
 	}
-	p.sealed = append(p.sealed, physSealed{
+	p.sealed = append(p.sealed, sealedPart{
 		object: catalog.SnapshotObject{Name: p.format.partName(p.n), Size: p.size, SHA256: hex.EncodeToString(p.sum.Sum(nil))},
 		result: p.result,
 	})
 	p.pw = nil
-	return p.settle(physMaxPending)
+	return p.settle(maxPending)
 }
 
 // settle waits for sealed parts' Puts, oldest first, until at most keep remain.
-func (p *physParts) settle(keep int) error {
+func (p *partWriter) settle(keep int) error {
 	for len(p.sealed) > keep {
 		sp := p.sealed[0]
 		p.sealed = p.sealed[1:]
@@ -206,7 +205,7 @@ func (p *physParts) settle(keep int) error {
 
 // fail abandons the current part; its Put returns an error and stores nothing.
 // The Put's own error, when it has one, is the better explanation.
-func (p *physParts) fail(cause error) error {
+func (p *partWriter) fail(cause error) error {
 	var err error
 	if p.pw != nil {
 		p.pw.CloseWithError(cause)
@@ -227,7 +226,7 @@ func (p *physParts) fail(cause error) error {
 
 // Close seals the last part. A stream that never started is an error: a
 // backup always holds data.
-func (p *physParts) Close() error {
+func (p *partWriter) Close() error {
 	if p.pw != nil {
 		if err := p.seal(); err != nil {
 			return err
@@ -243,23 +242,23 @@ func (p *physParts) Close() error {
 }
 
 // Abort abandons the current part, if any, after an error elsewhere.
-func (p *physParts) Abort(cause error) {
+func (p *partWriter) Abort(cause error) {
 	_ = p.fail(cause)
 }
 
-// physStderrTail bounds what is kept of the tool's stderr for error messages:
+// toolLogTail bounds what is kept of the tool's stderr for error messages:
 // it logs one line per copied file, which for a big server is megabytes.
 const (
-	physStderrTailLines = 40
-	physStderrLineMax   = 1024
+	toolLogTailLines = 40
+	toolLogLineMax   = 1024
 )
 
-// physStderr reads the backup tool's log as it is written, keeping its tail
+// toolLog reads the backup tool's log as it is written, keeping its tail
 // and the facts the manifest needs. Stage lines are timestamped on arrival:
 // the tool's own timestamps have one-second resolution, too coarse for a lock
 // held a few milliseconds. The tool writes stderr unbuffered, so arrival time
 // is when the tool reached the stage, within scheduling noise.
-type physStderr struct {
+type toolLog struct {
 	mu   sync.Mutex
 	tail []string
 
@@ -286,40 +285,40 @@ type physStderr struct {
 //
 // The GTID part is missing when the server has no GTID state, and for MySQL
 // the set may continue on following lines, one UUID each.
-var physBinlogLine = regexp.MustCompile(`MySQL binlog position: filename '([^']+)', position '(\d+)'(?:, GTID of the last change '([^']*)('?))?`)
+var binlogLine = regexp.MustCompile(`MySQL binlog position: filename '([^']+)', position '(\d+)'(?:, GTID of the last change '([^']*)('?))?`)
 
-// physLockMarks are the lines around the lock phases. MariaDB 10.4+ uses
+// lockMarks are the lines around the lock phases. MariaDB 10.4+ uses
 // BACKUP STAGE; "Acquiring BACKUP LOCKS" is printed at BACKUP STAGE START,
 // which blocks nothing, so it is not a mark. Older MariaDB and xtrabackup
 // without backup locks use FLUSH TABLES WITH READ LOCK.
-var physLockMarks = []struct {
+var lockMarks = []struct {
 	text string
 	kind int
 }{
-	{"Starting BACKUP STAGE BLOCK_COMMIT", physMarkCommit},
-	{"Executing FLUSH TABLES WITH READ LOCK", physMarkCommit},
-	{"Started BACKUP STAGE BLOCK_DDL", physMarkDDL},
-	{"Starting BACKUP STAGE BLOCK_DDL", physMarkDDL},
-	{"All tables unlocked", physMarkUnlock},
-	{"completed OK!", physMarkDone},
+	{"Starting BACKUP STAGE BLOCK_COMMIT", markCommit},
+	{"Executing FLUSH TABLES WITH READ LOCK", markCommit},
+	{"Started BACKUP STAGE BLOCK_DDL", markDDL},
+	{"Starting BACKUP STAGE BLOCK_DDL", markDDL},
+	{"All tables unlocked", markUnlock},
+	{"completed OK!", markDone},
 }
 
 const (
-	physMarkCommit = iota + 1
-	physMarkDDL
-	physMarkUnlock
-	physMarkDone
+	markCommit = iota + 1
+	markDDL
+	markUnlock
+	markDone
 )
 
 // line digests one line that arrived at t.
-func (s *physStderr) line(t time.Time, line string) {
+func (s *toolLog) line(t time.Time, line string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	line = redactGrants(line)
-	if len(line) > physStderrLineMax {
-		line = line[:physStderrLineMax] + "…"
+	if len(line) > toolLogLineMax {
+		line = line[:toolLogLineMax] + "…"
 	}
-	if len(s.tail) == physStderrTailLines {
+	if len(s.tail) == toolLogTailLines {
 		copy(s.tail, s.tail[1:])
 		s.tail = s.tail[:len(s.tail)-1]
 	}
@@ -331,7 +330,7 @@ func (s *physStderr) line(t time.Time, line string) {
 		s.gtidOpen = !closed
 		return
 	}
-	if m := physBinlogLine.FindStringSubmatch(line); m != nil {
+	if m := binlogLine.FindStringSubmatch(line); m != nil {
 		pos, err := strconv.ParseUint(m[2], 10, 64)
 		if err == nil {
 			s.found = true
@@ -341,22 +340,22 @@ func (s *physStderr) line(t time.Time, line string) {
 		}
 		return
 	}
-	for _, mk := range physLockMarks {
+	for _, mk := range lockMarks {
 		if !strings.Contains(line, mk.text) {
 			continue
 		}
 		switch mk.kind {
-		case physMarkCommit:
+		case markCommit:
 			if s.commitsBlocked.IsZero() {
 				s.commitsBlocked = t
 			}
-		case physMarkDDL:
+		case markDDL:
 			if s.ddlBlocked.IsZero() {
 				s.ddlBlocked = t
 			}
-		case physMarkUnlock:
+		case markUnlock:
 			s.unlocked = t
-		case physMarkDone:
+		case markDone:
 			s.completed = true
 		}
 		return
@@ -374,7 +373,7 @@ func redactGrants(line string) string {
 }
 
 // consume reads r line by line until EOF.
-func (s *physStderr) consume(r io.Reader) {
+func (s *toolLog) consume(r io.Reader) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadString('\n')
@@ -388,14 +387,14 @@ func (s *physStderr) consume(r io.Reader) {
 }
 
 // Tail returns the last lines, for error messages.
-func (s *physStderr) Tail() string {
+func (s *toolLog) Tail() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return strings.Join(s.tail, "\n")
 }
 
-// physLockTimes are the lock windows measured from the tool's log.
-type physLockTimes struct {
+// lockTimes are the lock windows measured from the tool's log.
+type lockTimes struct {
 	// Commits is how long commits were blocked: BLOCK_COMMIT (or FTWRL)
 	// until "All tables unlocked".
 	Commits time.Duration
@@ -411,14 +410,14 @@ type physLockTimes struct {
 }
 
 // locks returns the lock windows; end stands in for a missing unlock line.
-func (s *physStderr) locks(end time.Time) physLockTimes {
+func (s *toolLog) locks(end time.Time) lockTimes {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	unlocked := s.unlocked
 	if unlocked.IsZero() {
 		unlocked = end
 	}
-	lt := physLockTimes{Unlocked: unlocked}
+	lt := lockTimes{Unlocked: unlocked}
 	if !s.commitsBlocked.IsZero() {
 		lt.Seen = true
 		lt.Commits = max(unlocked.Sub(s.commitsBlocked), 0)

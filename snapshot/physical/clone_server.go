@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/user"
 	"path"
 	"path/filepath"
@@ -19,19 +18,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/mysql-pitr/mysql-pitr/catalog"
-	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/mysqld"
 )
 
-// Bounds of the one start of mysqld that finishes a clone. Recovery replays
-// only the redo written while the clone ran, and a clean shutdown flushes
-// what it changed; the limits are for a slow disk, not for normal runs.
-const (
-	cloneFinishStart = 30 * time.Minute
-	cloneFinishStop  = 10 * time.Minute
-)
+// cloneFinishStart bounds the one start of mysqld that finishes a clone.
+// Recovery replays only the redo written while the clone ran; the limit is
+// for a slow disk, not for normal runs. Its clean shutdown is mysqld.Stop's
+// to bound.
+const cloneFinishStart = 30 * time.Minute
 
 // cloneStatusFile is where the clone plugin keeps, in the cloned datadir,
 // what performance_schema.clone_status shows: once the clone has been
@@ -44,138 +39,89 @@ const cloneStatusFile = "#clone/#view_status"
 // position when CLONE returns (clone_status shows none): InnoDB applies the
 // redo the clone copied at the first start, and the clone plugin, once its
 // status is read, writes the binlog position and GTID set the data is
-// consistent with into cloneStatusFile. The server listens on a socket in runDir only, without
-// privilege checks, binlog, events, replication or the performance schema,
-// with a small buffer pool: nothing but the recovery changes the data.
-// settings are the source server's options it must share. When this
-// process runs as root the server runs as the clone's owner.
-func cloneFinish(ctx context.Context, mysqld, datadir, runDir string, settings []string, log *slog.Logger) error {
-	socket := filepath.Join(runDir, "mysqld.sock")
-	errLog := filepath.Join(runDir, "error.log")
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + datadir,
-		"--socket=" + socket,
-		"--pid-file=" + filepath.Join(runDir, "mysqld.pid"),
-		"--log-error=" + errLog,
-		"--tmpdir=" + runDir,
-		"--secure-file-priv=" + runDir,
-		"--skip-networking",
-		"--skip-grant-tables",
-		"--skip-log-bin",
-		"--server-id=4294967001",
-		"--skip-replica-start",
-		"--event-scheduler=OFF",
-		"--mysqlx=OFF",
-		"--performance-schema=OFF",
-		"--plugin-load-add=mysql_clone.so",
-		"--innodb-buffer-pool-size=64M",
-		"--max-connections=10",
+// consistent with into cloneStatusFile. The server listens on a socket in
+// runDir only, without privilege checks, binlog, events, replication or
+// the performance schema, with a small buffer pool: nothing but the
+// recovery changes the data. settings are the source server's options it
+// must share. When this process runs as root the server runs as the
+// clone's owner. mysqld.Start runs it in its own process group, killed
+// with this process: a server left running on the staging directory would
+// keep it from being removed.
+func cloneFinish(ctx context.Context, program, datadir, runDir string, settings []string, log *slog.Logger) error {
+	opts := mysqld.Options{
+		Flavor:       mysqld.MySQL,
+		Program:      program,
+		Datadir:      datadir,
+		RunDir:       runDir,
+		TmpDir:       runDir,
+		ServerID:     4294967001,
+		StartTimeout: cloneFinishStart,
+		Bare:         true,
+		Logger:       log,
+		Args: append([]string{
+			"--secure-file-priv=" + runDir,
+			"--skip-grant-tables",
+			"--skip-log-bin",
+			"--skip-replica-start",
+			"--event-scheduler=OFF",
+			"--mysqlx=OFF",
+			"--performance-schema=OFF",
+			"--plugin-load-add=mysql_clone.so",
+			"--innodb-buffer-pool-size=64M",
+			"--max-connections=10",
+		}, settings...),
 	}
-	args = append(args, settings...)
 	if os.Geteuid() == 0 {
 		owner, err := ownerName(datadir)
 		if err != nil {
 			return err
 		}
-		args = append(args, "--user="+owner)
+		opts.User = owner
 	}
 	statusPath := filepath.Join(datadir, filepath.FromSlash(cloneStatusFile))
 	before, err := os.ReadFile(statusPath)
 	if err != nil {
 		return fmt.Errorf("the clone: %w", err)
 	}
-	cmd := exec.Command(mysqld, args...)
-	cmd.Env = childenv.Environ()
-	// Its own group, and killed with this process: a server left running
-	// on the staging directory would keep it from being removed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s on the clone: %w", mysqld, err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	kill := func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-	tail := func() string {
-		b, _ := os.ReadFile(errLog)
-		return lastLogLines(string(b), 15)
-	}
-
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Net, cfg.Addr = "root", "unix", socket
-	conn, err := mysql.NewConnector(cfg)
+	srv, err := mysqld.Start(ctx, opts)
 	if err != nil {
-		kill()
-		return err
+		return fmt.Errorf("start %s on the clone: %w", program, err)
 	}
-	db := sql.OpenDB(conn)
-	defer db.Close()
-	deadline := time.Now().Add(cloneFinishStart)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := db.PingContext(pctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case werr := <-done:
-			return fmt.Errorf("mysqld exited while it started on the clone (%v); its log ends:\n%s", werr, tail())
-		case <-ctx.Done():
-			kill()
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			kill()
-			return fmt.Errorf("mysqld did not start on the clone in %s; its log ends:\n%s", cloneFinishStart, tail())
-		}
-	}
+	tail := func() string { return mysqld.Logs(runDir, 15, "\n") }
 	// The clone plugin completes its status, and writes the recovered
 	// position into its status file, when the status is first read (even
 	// with the performance schema off, when the table shows no row).
 	var state string
-	if err := db.QueryRowContext(ctx, "SELECT STATE FROM performance_schema.clone_status").Scan(&state); err != nil && !errors.Is(err, sql.ErrNoRows) {
-		kill()
+	if err := srv.DB().QueryRowContext(ctx, "SELECT STATE FROM performance_schema.clone_status").Scan(&state); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		srv.Kill()
 		return fmt.Errorf("mysqld on the clone: read the clone's status: %w", err)
 	}
-	db.Close()
+	deadline := begin.Add(cloneFinishStart)
 	for {
 		now, err := os.ReadFile(statusPath)
 		if err == nil && !bytes.Equal(now, before) {
 			break
 		}
-		select {
-		case werr := <-done:
+		if done, werr := srv.Exited(); done {
+			srv.Kill()
 			return fmt.Errorf("mysqld exited while it started on the clone (%v); its log ends:\n%s", werr, tail())
+		}
+		select {
 		case <-ctx.Done():
-			kill()
+			srv.Kill()
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			kill()
+			srv.Kill()
 			return fmt.Errorf("mysqld started on the clone, but in %s the clone plugin did not record the clone's position in %s; its log ends:\n%s",
 				cloneFinishStart, cloneStatusFile, tail())
 		}
 	}
 	log.Info("the clone started once and recovered; shutting it down", "took", time.Since(begin).Round(time.Millisecond))
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("mysqld on the clone: shutdown: %w; its log ends:\n%s", err, tail())
-		}
-	case <-ctx.Done():
-		kill()
-		return ctx.Err()
-	case <-time.After(cloneFinishStop):
-		kill()
-		return fmt.Errorf("mysqld on the clone did not shut down in %s; its log ends:\n%s", cloneFinishStop, tail())
+	if err := srv.Stop(ctx); err != nil {
+		return fmt.Errorf("mysqld on the clone: %w", err)
 	}
 	return nil
 }
@@ -196,14 +142,6 @@ func ownerName(path string) (string, error) {
 		return u.Username, nil
 	}
 	return id, nil
-}
-
-func lastLogLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // cloneStatus is what cloneStatusFile says.
@@ -231,7 +169,7 @@ var cloneVersionLine = regexp.MustCompile(`^\d+ \d+$`)
 func parseCloneStatus(s string) (cloneStatus, error) {
 	lines := strings.Split(s, "\n")
 	if len(lines) < 7 || !cloneVersionLine.MatchString(lines[0]) {
-		return cloneStatus{}, fmt.Errorf("%s %q is not the clone plugin's status", cloneStatusFile, physFirstLine(s))
+		return cloneStatus{}, fmt.Errorf("%s %q is not the clone plugin's status", cloneStatusFile, firstLine(s))
 	}
 	if lines[3] != "0" {
 		return cloneStatus{}, fmt.Errorf("the clone failed with error %s: %s", lines[3], lines[4])

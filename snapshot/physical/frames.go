@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"io"
@@ -179,12 +179,4 @@ func (f *frameEncoder) Close() error {
 		f.cur.src = f.cur.src[:0]
 	}
 	return f.err
-}
-
-// partEncoder compresses one part's stream at a time: Reset starts a
-// stream into w, Close ends it (without closing w).
-type partEncoder interface {
-	Reset(w io.Writer)
-	io.Writer
-	Close() error
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snapshot
+package physical
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,19 +27,19 @@ import (
 func cloneServer(t *testing.T, fillerMB int) *testbed.MariaDB {
 	t.Helper()
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: testbed.MySQL97})
-	physBank(t, src, fillerMB)
+	fillBank(t, src, fillerMB)
 	return src
 }
 
 // cloneOptions are the options of a clone snapshot of src into st.
-func cloneOptions(t *testing.T, src *testbed.MariaDB, st storage.Storage) PhysicalOptions {
-	return PhysicalOptions{
-		Source:     physSource(t, src),
+func cloneOptions(t *testing.T, src *testbed.MariaDB, st storage.Storage) Options {
+	return Options{
+		Source:     sourceOf(t, src),
 		Storage:    st,
 		ServerPath: testbed.MySQL97.Binary(t, "mysqld"),
 		TempDir:    t.TempDir(),
 		Agent:      "test",
-		Logger:     physTestLogger(t, nil),
+		Logger:     testLogger(t, nil),
 	}
 }
 
@@ -54,32 +53,32 @@ func cloneLeftovers(t *testing.T, src *testbed.MariaDB) []string {
 	return left
 }
 
-// TestPhysicalCloneUnderLoad takes a physical snapshot of MySQL with the
+// TestCloneUnderLoad takes a physical snapshot of MySQL with the
 // clone plugin while transfers run, restores it into a datadir, starts
 // MySQL on it, and checks that it holds exactly the manifest's GTID set
 // with balanced books; then it replays the source's binlog from the
 // manifest's position with new GTIDs (a transaction replayed twice or left
 // out changes a checksum or fails on a duplicate key) and compares every
 // table's CHECKSUM TABLE with the source's.
-func TestPhysicalCloneUnderLoad(t *testing.T) {
+func TestCloneUnderLoad(t *testing.T) {
 	src := cloneServer(t, 32)
-	st, _ := physStore(t)
+	st, _ := newStore(t)
 	opts := cloneOptions(t, src, st)
 	opts.PartSize = 8 << 20
 
-	load := physStartLoad(t, src.DB(t), 4)
+	load := startBankLoad(t, src.DB(t), 4)
 	for load.commits.Load() < 200 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	before := load.commits.Load()
-	m, err := TakePhysical(t.Context(), opts)
+	m, err := Take(t.Context(), opts)
 	during := load.commits.Load() - before
 	for load.commits.Load() < before+during+200 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	load.Stop(t)
 	if err != nil {
-		t.Fatalf("TakePhysical: %v", err)
+		t.Fatalf("Take: %v", err)
 	}
 	t.Logf("snapshot %s: %d transfers committed during it (longest COMMIT %s); position %s gtid %s; %d bytes in %d parts, %d stored; took %s",
 		m.ID, during, time.Duration(load.maxCommit.Load()), m.Binlog, m.GTIDSet, m.Bytes, len(m.Objects), m.StoredBytes, m.Finished.Sub(m.Started))
@@ -90,7 +89,7 @@ func TestPhysicalCloneUnderLoad(t *testing.T) {
 		m.ServerVersion != src.Version() || !strings.HasPrefix(m.Binlog.File, "binlog.") || m.GTIDSet == "" {
 		t.Errorf("manifest: %+v", m)
 	}
-	if f, err := physFormatOf(m); err != nil || f != physTar || len(m.Objects) < 2 {
+	if f, err := formatOf(m); err != nil || f != formatTar || len(m.Objects) < 2 {
 		t.Errorf("format %q (%v), %d parts", f, err, len(m.Objects))
 	}
 	if left := cloneLeftovers(t, src); len(left) > 0 {
@@ -98,25 +97,27 @@ func TestPhysicalCloneUnderLoad(t *testing.T) {
 	}
 
 	datadir := filepath.Join(t.TempDir(), "data")
-	pos, err := RestorePhysical(t.Context(), st, m, datadir, RestorePhysicalOptions{Logger: physTestLogger(t, nil)})
+	pos, err := Restore(t.Context(), st, m, datadir, RestoreOptions{Logger: testLogger(t, nil)})
 	if err != nil {
-		t.Fatalf("RestorePhysical: %v", err)
+		t.Fatalf("Restore: %v", err)
 	}
 	if pos != m.Binlog {
 		t.Errorf("restore returned %s, manifest says %s", pos, m.Binlog)
 	}
-	restored := physStartFlavor(t, testbed.MySQL97, datadir)
+	restored := startRestoredFlavor(t, testbed.MySQL97, datadir)
 	var gtid string
-	if err := restored.db.QueryRowContext(t.Context(), "SELECT @@gtid_executed").Scan(&gtid); err != nil {
+	if err := restored.DB(t).QueryRowContext(t.Context(), "SELECT @@gtid_executed").Scan(&gtid); err != nil {
 		t.Fatal(err)
 	}
 	if gtid = strings.ReplaceAll(gtid, "\n", ""); gtid != m.GTIDSet {
 		t.Errorf("restored server's gtid_executed %q, manifest %q", gtid, m.GTIDSet)
 	}
-	physCheckBank(t, restored.db, "restored snapshot")
+	checkBank(t, restored.DB(t), "restored snapshot")
 
-	cloneReplay(t, src, m.Binlog, restored.port)
-	got, want := physChecksums(t, restored.db), physChecksums(t, src.DB(t))
+	// --skip-gtids: the transactions get the target's GTIDs, so none is
+	// skipped for being there already.
+	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, restored.Port(), "--skip-gtids")
+	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
 	if len(want) < 3 {
 		t.Fatalf("source has tables %v", want)
 	}
@@ -125,50 +126,24 @@ func TestPhysicalCloneUnderLoad(t *testing.T) {
 			t.Errorf("CHECKSUM TABLE %s: restored and replayed %d, source %d", tb, got[tb], w)
 		}
 	}
-	physCheckBank(t, restored.db, "restored and replayed")
+	checkBank(t, restored.DB(t), "restored and replayed")
 }
 
-// cloneReplay pipes the source's binlog from pos to its end through
-// mysqlbinlog --skip-gtids into the server on port: the transactions get
-// the target's GTIDs, so none is skipped for being there already.
-func cloneReplay(t *testing.T, src *testbed.MariaDB, pos catalog.Position, port int) {
-	t.Helper()
-	binlogTool := testbed.MySQL97.Binary(t, "mysqlbinlog")
-	client := testbed.MySQL97.Binary(t, "mysql")
-	var files []string
-	for _, f := range src.BinlogFiles(t) {
-		if filepath.Base(f) >= pos.File {
-			files = append(files, f)
-		}
-	}
-	if len(files) == 0 || filepath.Base(files[0]) != pos.File {
-		t.Fatalf("binlog %s is not among the source's files %v", pos.File, files)
-	}
-	script := binlogTool + " --no-defaults --skip-gtids --start-position=" + strconv.FormatUint(pos.Pos, 10) + " " + strings.Join(files, " ") +
-		" | " + client + " --no-defaults --protocol=tcp -h127.0.0.1 -P" + strconv.Itoa(port) + " -uroot"
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(t.Context(), "bash", "-o", "pipefail", "-c", script)
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("replay: %v: %s", err, stderr.String())
-	}
-}
-
-// TestPhysicalCloneStagingRemoved checks that the staging directory goes
+// TestCloneStagingRemoved checks that the staging directory goes
 // away after a snapshot that failed while storing the clone, and that what a
 // killed snapshot left (the staging directory with its marker and a clone)
 // is removed by the next snapshot, which succeeds.
-func TestPhysicalCloneStagingRemoved(t *testing.T) {
+func TestCloneStagingRemoved(t *testing.T) {
 	src := cloneServer(t, 64)
 
 	t.Run("after a failure", func(t *testing.T) {
-		mem, _ := physStore(t)
-		st := &physFailingStore{Storage: mem, failKey: physTar.partName(2)}
+		mem, _ := newStore(t)
+		st := &failingStore{Storage: mem, failKey: formatTar.partName(2)}
 		opts := cloneOptions(t, src, st)
 		opts.PartSize = 4 << 20
-		_, err := TakePhysical(t.Context(), opts)
+		_, err := Take(t.Context(), opts)
 		if !errors.Is(err, errPhysInjected) {
-			t.Fatalf("TakePhysical: %v; want the injected storage failure", err)
+			t.Fatalf("Take: %v; want the injected storage failure", err)
 		}
 		if left := cloneLeftovers(t, src); len(left) > 0 {
 			t.Errorf("staging left behind after a failure: %v", left)
@@ -177,7 +152,7 @@ func TestPhysicalCloneStagingRemoved(t *testing.T) {
 
 	t.Run("after a kill", func(t *testing.T) {
 		location := filepath.Dir(src.DataDir())
-		cmd := exec.Command(os.Args[0], "-test.run=^TestPhysicalCloneHelper$", "-test.v")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCloneHelper$", "-test.v")
 		cmd.Env = append(os.Environ(), "PITR_CLONE_HELPER=1", "PITR_CLONE_DSN="+src.PitrDSN(), "PITR_CLONE_STORE="+t.TempDir())
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -207,11 +182,11 @@ func TestPhysicalCloneStagingRemoved(t *testing.T) {
 			t.Fatalf("the killed snapshot's marker: %v", err)
 		}
 
-		st, _ := physStore(t)
-		var logs physSyncBuffer
+		st, _ := newStore(t)
+		var logs syncBuffer
 		opts := cloneOptions(t, src, st)
-		opts.Logger = physTestLogger(t, &logs)
-		if _, err := TakePhysical(t.Context(), opts); err != nil {
+		opts.Logger = testLogger(t, &logs)
+		if _, err := Take(t.Context(), opts); err != nil {
 			t.Fatalf("the next snapshot: %v", err)
 		}
 		if !strings.Contains(logs.String(), "removed what an interrupted physical snapshot left") {
@@ -226,11 +201,11 @@ func TestPhysicalCloneStagingRemoved(t *testing.T) {
 	})
 }
 
-// TestPhysicalCloneHelper is the snapshot TestPhysicalCloneStagingRemoved
+// TestCloneHelper is the snapshot TestCloneStagingRemoved
 // kills; it runs only as that test's child.
-func TestPhysicalCloneHelper(t *testing.T) {
+func TestCloneHelper(t *testing.T) {
 	if os.Getenv("PITR_CLONE_HELPER") != "1" {
-		t.Skip("runs only as a child of TestPhysicalCloneStagingRemoved")
+		t.Skip("runs only as a child of TestCloneStagingRemoved")
 	}
 	cfg, err := mysql.ParseDSN(os.Getenv("PITR_CLONE_DSN"))
 	if err != nil {
@@ -244,24 +219,24 @@ func TestPhysicalCloneHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = TakePhysical(t.Context(), PhysicalOptions{Source: src, Storage: st, ServerPath: testbed.MySQL97.Binary(t, "mysqld"),
-		TempDir: t.TempDir(), Logger: physTestLogger(t, nil)})
-	t.Logf("TakePhysical: %v", err)
+	_, err = Take(t.Context(), Options{Source: src, Storage: st, ServerPath: testbed.MySQL97.Binary(t, "mysqld"),
+		TempDir: t.TempDir(), Logger: testLogger(t, nil)})
+	t.Logf("Take: %v", err)
 }
 
-// TestPhysicalCloneServerSettings clones a server initialised with settings
+// TestCloneServerSettings clones a server initialised with settings
 // a datadir keeps for life (lower_case_table_names, innodb_page_size): the
 // start that finishes the clone must use the same, or mysqld refuses it.
-func TestPhysicalCloneServerSettings(t *testing.T) {
+func TestCloneServerSettings(t *testing.T) {
 	src := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: testbed.MySQL97,
 		ExtraArgs: []string{"--lower-case-table-names=1", "--innodb-page-size=8192"}})
 	src.Exec(t, "CREATE DATABASE App")
 	src.Exec(t, "CREATE TABLE App.T (id INT PRIMARY KEY)")
 	src.Exec(t, "INSERT INTO App.T VALUES (1), (2)")
-	st, _ := physStore(t)
-	m, err := TakePhysical(t.Context(), cloneOptions(t, src, st))
+	st, _ := newStore(t)
+	m, err := Take(t.Context(), cloneOptions(t, src, st))
 	if err != nil {
-		t.Fatalf("TakePhysical: %v", err)
+		t.Fatalf("Take: %v", err)
 	}
 	t.Logf("snapshot %s at %s", m.ID, m.Binlog)
 }

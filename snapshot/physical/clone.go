@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"context"
@@ -22,18 +22,18 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 )
 
-// Physical snapshot tools, as PhysicalTool names them.
+// Physical snapshot tools, as Tool names them.
 const (
 	ToolMariaDBBackup = "mariadb-backup"
 	ToolXtrabackup    = "xtrabackup"
 	ToolClone         = "clone"
 )
 
-// PhysicalTool names what a physical snapshot of a server of flavor f is
-// taken with: mariadb-backup on MariaDB; on MySQL xtrabackup when toolPath
-// is set or xtrabackup is on PATH (an image built with it), else the
-// server's clone plugin, which needs no tool.
-func PhysicalTool(f binlog.Flavor, toolPath string) string {
+// Tool names what a physical snapshot of a server of flavor f is taken
+// with: mariadb-backup on MariaDB; on MySQL xtrabackup when toolPath is set
+// or xtrabackup is on PATH (an image built with it), else the server's
+// clone plugin, which needs no tool.
+func Tool(f binlog.Flavor, toolPath string) string {
 	if f == binlog.MariaDB {
 		return ToolMariaDBBackup
 	}
@@ -87,15 +87,15 @@ func (e *cloneCheckError) Error() string {
 
 func (e *cloneCheckError) Unwrap() []error { return e.errs }
 
-// CheckPhysical checks, before any work, what TakePhysical needs and can
-// know in advance: the backup tool and its version; for a MySQL clone
-// (PhysicalTool) the clone plugin, mysqld for the server's release, the
-// clone directory, user tables in engines a clone does not copy, and free
-// space for a copy of the data in the clone directory. It first removes
+// Check checks, before any work, what Take needs and can know in
+// advance: the backup tool and its version; for a MySQL clone (Tool) the
+// clone plugin, mysqld for the server's release, the clone directory, user
+// tables in engines a clone does not copy, and free space for a copy of
+// the data in the clone directory. It first removes
 // what interrupted clones left there, which would hold that space. The
 // account's privileges are the preflight package's to check. Every problem
 // found is named in one error. Storage need not be set.
-func CheckPhysical(ctx context.Context, opts PhysicalOptions) error {
+func Check(ctx context.Context, opts Options) error {
 	if opts.Source == nil || opts.Source.Config == nil {
 		return errors.New("physical snapshot options: Source is not set")
 	}
@@ -110,29 +110,29 @@ func CheckPhysical(ctx context.Context, opts PhysicalOptions) error {
 	if _, err := si.Check(); err != nil {
 		return fmt.Errorf("physical snapshot: %w", err)
 	}
-	if PhysicalTool(si.Flavor, opts.ToolPath) == ToolClone {
+	if Tool(si.Flavor, opts.ToolPath) == ToolClone {
 		_, err := cloneCheck(ctx, opts, si, log)
 		return err
 	}
-	pt := physToolFor(si.Flavor)
+	pt := backupToolFor(si.Flavor)
 	tool, err := pt.find(opts.ToolPath)
 	if err != nil {
 		return fmt.Errorf("physical snapshot of %s %s: %w", si.Flavor, si.Version, err)
 	}
-	tv, err := physRunVersion(ctx, tool)
+	tv, err := runVersion(ctx, tool)
 	if err != nil {
 		return fmt.Errorf("physical snapshot: %w", err)
 	}
-	if err := physCheckVersion(tool, tv, si.Version); err != nil {
+	if err := checkVersion(tool, tv, si.Version); err != nil {
 		return fmt.Errorf("physical snapshot: %w", err)
 	}
 	return nil
 }
 
-// cloneCheck runs CheckPhysical's checks for a clone.
-func cloneCheck(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo, log *slog.Logger) (*clonePlan, error) {
+// cloneCheck runs Check's checks for a clone.
+func cloneCheck(ctx context.Context, opts Options, si binlog.ServerInfo, log *slog.Logger) (*clonePlan, error) {
 	db := opts.Source.DB()
-	qctx, cancel := context.WithTimeout(ctx, physTablesTimeout)
+	qctx, cancel := context.WithTimeout(ctx, tablesTimeout)
 	defer cancel()
 	plan := &clonePlan{datadir: opts.Datadir, location: opts.CloneDir}
 	var errs []error
@@ -175,12 +175,12 @@ func cloneCheck(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo,
 	}
 	if p, err := findProgram(mysqld); err != nil {
 		errs = append(errs, fmt.Errorf("%w: %s: %v; it starts the clone once to finish it: use an image that has the server's own mysqld "+
-			"(Dockerfile.physical with the server's image as BASE)", ErrPhysicalToolMissing, mysqld, err))
+			"(Dockerfile.physical with the server's image as BASE)", ErrToolMissing, mysqld, err))
 	} else if v, err := mysqldVersion(ctx, p); err != nil {
 		errs = append(errs, err)
-	} else if want, got := physRelease(si.Version), physRelease(v); want == "" || want != got {
+	} else if want, got := releaseOf(si.Version), releaseOf(v); want == "" || want != got {
 		errs = append(errs, fmt.Errorf("%w: %s is %s but the server is %s; a clone is finished with the server's own release",
-			ErrPhysicalToolVersion, p, v, si.Version))
+			ErrToolVersion, p, v, si.Version))
 	} else {
 		plan.mysqld, plan.version = p, v
 	}
@@ -236,7 +236,7 @@ func cloneCheck(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo,
 		if plan.free < plan.need {
 			errs = append(errs, fmt.Errorf("%w in %s: a copy of the data needs about %s (tablespaces %s, redo log %s, %s more) and the filesystem has %s free; "+
 				"free space there or choose a directory on a larger filesystem with --clone-dir (writable by the server's OS user)",
-				ErrCloneNoRoom, plan.location, physMiB(plan.need), physMiB(uint64(tablespaces)), physMiB(uint64(redo)), physMiB(cloneReserve), physMiB(plan.free)))
+				ErrCloneNoRoom, plan.location, mib(plan.need), mib(uint64(tablespaces)), mib(uint64(redo)), mib(cloneReserve), mib(plan.free)))
 		}
 	}
 	if len(errs) > 0 {
@@ -270,7 +270,7 @@ func cloneUncopied(ctx context.Context, db *sql.DB) ([]string, error) {
 	return out, rows.Err()
 }
 
-func physMiB(n uint64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+func mib(n uint64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
 // findProgram finds a program by path or name, on PATH or in the sbin
 // directories where server packages put mysqld.
@@ -297,23 +297,23 @@ var (
 // mysqldVersion runs `mysqld --version`: "/usr/sbin/mysqld  Ver 9.7.4-2 for
 // Linux on x86_64 (Debian)".
 func mysqldVersion(ctx context.Context, mysqld string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, physToolVersionTimeout)
+	ctx, cancel := context.WithTimeout(ctx, toolVersionTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, mysqld, "--no-defaults", "--version")
 	cmd.Env = childenv.Environ()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %w: %s", mysqld, err, physFirstLine(string(out)))
+		return "", fmt.Errorf("%s --version: %w: %s", mysqld, err, firstLine(string(out)))
 	}
 	m := mysqldVer.FindStringSubmatch(string(out))
 	if m == nil {
-		return "", fmt.Errorf("%s --version: no version in %q", mysqld, physFirstLine(string(out)))
+		return "", fmt.Errorf("%s --version: no version in %q", mysqld, firstLine(string(out)))
 	}
 	return m[1], nil
 }
 
-// physRelease is "9.7.4" of "9.7.4-2" or "9.7.4-log", "" when there is none.
-func physRelease(v string) string {
+// releaseOf is "9.7.4" of "9.7.4-2" or "9.7.4-log", "" when there is none.
+func releaseOf(v string) string {
 	if m := releaseVer.FindStringSubmatch(v); m != nil {
 		return m[1]
 	}
@@ -345,14 +345,14 @@ func cloneTransient(rel string, d fs.DirEntry) bool {
 // snapshot's parts. The staging directory is removed at the end, whatever
 // the outcome; a snapshot killed before that leaves it for the next one to
 // remove.
-func takeClone(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo, log *slog.Logger) (*catalog.Manifest, error) {
+func takeClone(ctx context.Context, opts Options, si binlog.ServerInfo, log *slog.Logger) (*catalog.Manifest, error) {
 	plan, err := cloneCheck(ctx, opts, si, log)
 	if err != nil {
 		return nil, err
 	}
 	db := opts.Source.DB()
 	if plan.install {
-		ictx, cancel := context.WithTimeout(ctx, physTablesTimeout)
+		ictx, cancel := context.WithTimeout(ctx, tablesTimeout)
 		_, err := db.ExecContext(ictx, "INSTALL PLUGIN clone SONAME 'mysql_clone.so'")
 		cancel()
 		if err != nil {
@@ -423,7 +423,7 @@ func takeClone(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo, 
 		m.Bytes += o.Size
 		m.StoredBytes += o.StoredSize
 	}
-	if m.Tables, err = physTables(ctx, db); err != nil {
+	if m.Tables, err = listTables(ctx, db); err != nil {
 		log.Warn("cannot list the tables for the manifest; it records none", "err", err)
 	}
 	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
@@ -440,7 +440,7 @@ func takeClone(ctx context.Context, opts PhysicalOptions, si binlog.ServerInfo, 
 // parts (also on error, for the log), the clone's position and when the
 // clone ended: every transaction it holds committed before.
 func cloneRun(ctx context.Context, db *sql.DB, stage *cloneStaging, plan *clonePlan, work string, id catalog.SnapshotID,
-	opts PhysicalOptions, log *slog.Logger) ([]catalog.SnapshotObject, cloneStatus, time.Time, error) {
+	opts Options, log *slog.Logger) ([]catalog.SnapshotObject, cloneStatus, time.Time, error) {
 	begin := time.Now()
 	if err := cloneLocal(ctx, db, stage, log); err != nil {
 		return nil, cloneStatus{}, time.Time{}, err
@@ -456,7 +456,7 @@ func cloneRun(ctx context.Context, db *sql.DB, stage *cloneStaging, plan *cloneP
 	}
 	log.Info("the clone is consistent with", "binlog", cs.Binlog.String(), "gtid", cs.GTID)
 
-	parts, err := newPhysParts(ctx, opts.Storage, id, physTar, opts.PartSize, opts.Level, opts.Concurrency)
+	parts, err := newPartWriter(ctx, opts.Storage, id, formatTar, opts.PartSize, opts.Level, opts.Concurrency)
 	if err != nil {
 		return nil, cloneStatus{}, time.Time{}, err
 	}

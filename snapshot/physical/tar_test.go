@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"archive/tar"
@@ -164,22 +164,22 @@ func TestPhysFormatOf(t *testing.T) {
 	}
 	tests := []struct {
 		m    *catalog.Manifest
-		want physFormat
+		want streamFormat
 	}{
-		{m(physPartName(1), physPartName(2)), physXbstream},
-		{m(physTar.partName(1)), physTar},
-		{m(physTar.partName(1), physPartName(2)), ""},
-		{m(physTar.partName(2)), ""},
+		{m(xbstreamPart(1), xbstreamPart(2)), formatXbstream},
+		{m(formatTar.partName(1)), formatTar},
+		{m(formatTar.partName(1), xbstreamPart(2)), ""},
+		{m(formatTar.partName(2)), ""},
 		{m("other"), ""},
 	}
 	for _, tt := range tests {
-		got, err := physFormatOf(tt.m)
+		got, err := formatOf(tt.m)
 		if got != tt.want || (err != nil) != (tt.want == "") {
 			t.Errorf("%v: %q, %v; want %q", tt.m.Objects, got, err, tt.want)
 		}
 		// Only a clone's tar is restored without the backup tool.
-		if need := PhysicalNeedsTool(tt.m); need != (tt.want != physTar) {
-			t.Errorf("%v: PhysicalNeedsTool = %v", tt.m.Objects, need)
+		if need := NeedsTool(tt.m); need != (tt.want != formatTar) {
+			t.Errorf("%v: NeedsTool = %v", tt.m.Objects, need)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"context"
@@ -17,21 +17,21 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
-// ErrPhysicalToolMissing is returned (wrapped) when the physical backup tool
+// ErrToolMissing is returned (wrapped) when the physical backup tool
 // or its stream extractor is not installed; the message says how to install it.
-var ErrPhysicalToolMissing = errors.New("physical backup tool not found")
+var ErrToolMissing = errors.New("physical backup tool not found")
 
-// ErrPhysicalToolVersion is returned (wrapped) when the backup tool was built
+// ErrToolVersion is returned (wrapped) when the backup tool was built
 // for another server release than the server's; the message names both versions.
-var ErrPhysicalToolVersion = errors.New("physical backup tool does not match the server version")
+var ErrToolVersion = errors.New("physical backup tool does not match the server version")
 
-// physToolVersionTimeout bounds `tool --version`, which reads option files and
+// toolVersionTimeout bounds `tool --version`, which reads option files and
 // nothing else.
-const physToolVersionTimeout = 30 * time.Second
+const toolVersionTimeout = 30 * time.Second
 
-// physTool is every difference between MariaDB's and MySQL's physical backup
-// tooling; physToolFor is the only place that tells them apart.
-type physTool struct {
+// backupTool is every difference between MariaDB's and MySQL's physical backup
+// tooling; backupToolFor is the only place that tells them apart.
+type backupTool struct {
 	// names are the tool's names on PATH, preferred first.
 	names []string
 	// extractor is the xbstream extractor's name.
@@ -40,17 +40,17 @@ type physTool struct {
 	install string
 }
 
-func physToolFor(f binlog.Flavor) physTool {
+func backupToolFor(f binlog.Flavor) backupTool {
 	if f == binlog.MariaDB {
 		// mariabackup is a symlink kept for compatibility; newer packages
 		// may drop it.
-		return physTool{
+		return backupTool{
 			names:     []string{"mariadb-backup", "mariabackup"},
 			extractor: "mbstream",
 			install:   "apt-get install mariadb-backup (Debian/Ubuntu) or dnf install MariaDB-backup (RHEL), matching the server's major.minor version",
 		}
 	}
-	return physTool{
+	return backupTool{
 		names:     []string{"xtrabackup"},
 		extractor: "xbstream",
 		install:   "install Percona XtraBackup for the server's release (e.g. apt-get install percona-xtrabackup-80 for MySQL 8.0)",
@@ -58,27 +58,27 @@ func physToolFor(f binlog.Flavor) physTool {
 }
 
 // find returns the tool's path: explicit if set, else the first name on PATH.
-func (pt physTool) find(explicit string) (string, error) {
+func (pt backupTool) find(explicit string) (string, error) {
 	if explicit != "" {
 		p, err := exec.LookPath(explicit)
 		if err != nil {
-			return "", fmt.Errorf("%w: %s: %v; %s", ErrPhysicalToolMissing, explicit, err, pt.install)
+			return "", fmt.Errorf("%w: %s: %v; %s", ErrToolMissing, explicit, err, pt.install)
 		}
 		return p, nil
 	}
 	if p, err := (programs.Finder{}).Look(pt.names...); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("%w: none of %s is on PATH or in the sbin directories; %s", ErrPhysicalToolMissing, strings.Join(pt.names, ", "), pt.install)
+	return "", fmt.Errorf("%w: none of %s is on PATH or in the sbin directories; %s", ErrToolMissing, strings.Join(pt.names, ", "), pt.install)
 }
 
 // findExtractor returns the extractor: explicit if set, else next to the tool
 // (packages install both in one directory), else on PATH.
-func (pt physTool) findExtractor(explicit, tool string) (string, error) {
+func (pt backupTool) findExtractor(explicit, tool string) (string, error) {
 	if explicit != "" {
 		p, err := exec.LookPath(explicit)
 		if err != nil {
-			return "", fmt.Errorf("%w: %s: %v; %s", ErrPhysicalToolMissing, explicit, err, pt.install)
+			return "", fmt.Errorf("%w: %s: %v; %s", ErrToolMissing, explicit, err, pt.install)
 		}
 		return p, nil
 	}
@@ -88,84 +88,84 @@ func (pt physTool) findExtractor(explicit, tool string) (string, error) {
 	}
 	p, err := (programs.Finder{}).Look(pt.extractor)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s is not on PATH or in the sbin directories; %s", ErrPhysicalToolMissing, pt.extractor, pt.install)
+		return "", fmt.Errorf("%w: %s is not on PATH or in the sbin directories; %s", ErrToolMissing, pt.extractor, pt.install)
 	}
 	return p, nil
 }
 
-// physBasedOn matches the server release a backup tool was built from, in
+// basedOn matches the server release a backup tool was built from, in
 // `mariadb-backup --version` ("mariadb-backup based on MariaDB server
 // 10.11.19-MariaDB debian-linux-gnu (x86_64)") and `xtrabackup --version`
 // ("xtrabackup version 8.0.35-30 based on MySQL server 8.0.35 Linux (x86_64)").
 var (
-	physBasedOn      = regexp.MustCompile(`based on (?:MariaDB|MySQL) server (\d+\.\d+(?:\.\d+)?\S*)`)
-	physOwnVer       = regexp.MustCompile(`\bversion (\d+\.\d+\S*)`)
-	physMajorMinorRe = regexp.MustCompile(`^(\d+)\.(\d+)`)
+	basedOn      = regexp.MustCompile(`based on (?:MariaDB|MySQL) server (\d+\.\d+(?:\.\d+)?\S*)`)
+	ownVer       = regexp.MustCompile(`\bversion (\d+\.\d+\S*)`)
+	majorMinorRe = regexp.MustCompile(`^(\d+)\.(\d+)`)
 )
 
-// physToolVersion is what `tool --version` says.
-type physToolVersion struct {
+// toolVersion is what `tool --version` says.
+type toolVersion struct {
 	// Server is the server release the tool was built for, e.g. "10.11.19-MariaDB".
 	Server string
 	// Label names the tool and its own version for the manifest.
 	Label string
 }
 
-// physParseToolVersion reads `tool --version` output.
-func physParseToolVersion(name, out string) (physToolVersion, error) {
-	m := physBasedOn.FindStringSubmatch(out)
+// parseToolVersion reads `tool --version` output.
+func parseToolVersion(name, out string) (toolVersion, error) {
+	m := basedOn.FindStringSubmatch(out)
 	if m == nil {
-		return physToolVersion{}, fmt.Errorf("%s --version: no server version in %q", name, physFirstLine(out))
+		return toolVersion{}, fmt.Errorf("%s --version: no server version in %q", name, firstLine(out))
 	}
-	v := physToolVersion{Server: m[1], Label: name + " " + m[1]}
-	if own := physOwnVer.FindStringSubmatch(out); own != nil {
+	v := toolVersion{Server: m[1], Label: name + " " + m[1]}
+	if own := ownVer.FindStringSubmatch(out); own != nil {
 		v.Label = name + " " + own[1] + " (" + m[1] + ")"
 	}
 	return v, nil
 }
 
-// physMajorMinor returns "10.11" of "10.11.19-MariaDB-0+deb12u1-log", skipping
+// majorMinor returns "10.11" of "10.11.19-MariaDB-0+deb12u1-log", skipping
 // the "5.5.5-" prefix old MariaDB handshakes carry.
-func physMajorMinor(version string) (string, bool) {
+func majorMinor(version string) (string, bool) {
 	v := strings.TrimPrefix(version, "5.5.5-")
-	m := physMajorMinorRe.FindStringSubmatch(v)
+	m := majorMinorRe.FindStringSubmatch(v)
 	if m == nil {
 		return "", false
 	}
 	return m[1] + "." + m[2], true
 }
 
-// physCheckVersion fails unless the tool was built for the server's
+// checkVersion fails unless the tool was built for the server's
 // major.minor release: InnoDB's redo and page formats change between them,
 // and a mismatched tool copies or prepares a backup that will not start.
-func physCheckVersion(tool string, tv physToolVersion, serverVersion string) error {
-	want, ok := physMajorMinor(serverVersion)
+func checkVersion(tool string, tv toolVersion, serverVersion string) error {
+	want, ok := majorMinor(serverVersion)
 	if !ok {
 		return fmt.Errorf("server version %q is not major.minor[.patch]", serverVersion)
 	}
-	got, ok := physMajorMinor(tv.Server)
+	got, ok := majorMinor(tv.Server)
 	if !ok || got != want {
 		return fmt.Errorf("%w: %s is built for server %s but the server is %s; install the tool for %s",
-			ErrPhysicalToolVersion, tool, tv.Server, serverVersion, want)
+			ErrToolVersion, tool, tv.Server, serverVersion, want)
 	}
 	return nil
 }
 
-// physRunVersion runs `tool --version`. Both tools print it on stderr.
-func physRunVersion(ctx context.Context, tool string) (physToolVersion, error) {
-	ctx, cancel := context.WithTimeout(ctx, physToolVersionTimeout)
+// runVersion runs `tool --version`. Both tools print it on stderr.
+func runVersion(ctx context.Context, tool string) (toolVersion, error) {
+	ctx, cancel := context.WithTimeout(ctx, toolVersionTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tool, "--version")
-	physOwnGroup(cmd)
+	ownGroup(cmd)
 	cmd.Env = childenv.Environ()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return physToolVersion{}, fmt.Errorf("%s --version: %w: %s", tool, err, physFirstLine(string(out)))
+		return toolVersion{}, fmt.Errorf("%s --version: %w: %s", tool, err, firstLine(string(out)))
 	}
-	return physParseToolVersion(filepath.Base(tool), string(out))
+	return parseToolVersion(filepath.Base(tool), string(out))
 }
 
-func physFirstLine(s string) string {
+func firstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
@@ -176,10 +176,10 @@ func physFirstLine(s string) string {
 	return s
 }
 
-// physOwnGroup puts the child in its own process group and makes a context
+// ownGroup puts the child in its own process group and makes a context
 // cancel kill the whole group: the backup tool may start helpers, and none
 // must keep reading the server's files after we gave up.
-func physOwnGroup(cmd *exec.Cmd) {
+func ownGroup(cmd *exec.Cmd) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -199,13 +199,13 @@ func physOwnGroup(cmd *exec.Cmd) {
 	cmd.WaitDelay = 10 * time.Second
 }
 
-// physDefaultsFile writes the password, and the extra [client] lines (TLS
+// defaultsFile writes the password, and the extra [client] lines (TLS
 // options, see mysqltls.Settings.OptionLines), into an option file in dir,
 // readable only by us, so that the password reaches the tool without
 // appearing in its argv or environment. Option-file values are unquoted and
 // unescaped by the client library; quoting keeps '#', ';' and spaces,
 // escaping keeps '\' and quotes.
-func physDefaultsFile(dir, password string, extra ...string) (string, error) {
+func defaultsFile(dir, password string, extra ...string) (string, error) {
 	if strings.ContainsAny(password, "\x00") {
 		return "", errors.New("password contains a NUL byte, which an option file cannot hold")
 	}

@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"context"
@@ -25,25 +25,25 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
-// Defaults for PhysicalOptions fields left at their zero value.
+// Defaults for Options fields left at their zero value.
 const (
-	// DefaultPhysicalPartSize is the uncompressed size of each stored part
+	// DefaultPartSize is the uncompressed size of each stored part
 	// of the backup stream.
-	DefaultPhysicalPartSize int64 = 1 << 30
-	// DefaultPhysicalConcurrency is how many goroutines compress the
+	DefaultPartSize int64 = 1 << 30
+	// DefaultConcurrency is how many goroutines compress the
 	// stream, each its own 4 MiB zstd frames. Two keep up with
 	// mariadb-backup on local disks at the fastest level without taking
 	// the database server's CPUs.
-	DefaultPhysicalConcurrency = 2
-	// DefaultPhysicalLevel is the zstd level: the fastest, as zstd -1.
-	DefaultPhysicalLevel = zstd.SpeedFastest
+	DefaultConcurrency = 2
+	// DefaultLevel is the zstd level: the fastest, as zstd -1.
+	DefaultLevel = zstd.SpeedFastest
 )
 
-// physCopyBuffer is the read size from the tool's stdout.
-const physCopyBuffer = 1 << 20
+// copyBuffer is the read size from the tool's stdout.
+const copyBuffer = 1 << 20
 
-// PhysicalOptions configures TakePhysical.
-type PhysicalOptions struct {
+// Options configures Take.
+type Options struct {
 	// Source is the server to back up. The tool connects with its address,
 	// user and password; it must run on the server's host (or share its
 	// datadir), since it reads the datadir's files.
@@ -62,7 +62,7 @@ type PhysicalOptions struct {
 	Agent string
 	// ToolPath is the backup tool (mariadb-backup or xtrabackup); empty
 	// means the flavor's tool found on PATH, and on MySQL the clone plugin
-	// when xtrabackup is not there (see PhysicalTool).
+	// when xtrabackup is not there (see Tool).
 	ToolPath string
 	// CloneDir is where a MySQL clone's staging directory is made: on the
 	// server's host, writable by the server's OS user, seen at the same
@@ -81,12 +81,12 @@ type PhysicalOptions struct {
 	// which a streaming backup leaves nearly empty; empty means os.TempDir().
 	TempDir string
 	// PartSize is the uncompressed size of each stored part; 0 means
-	// DefaultPhysicalPartSize.
+	// DefaultPartSize.
 	PartSize int64
 	// Concurrency is the number of compressing goroutines; 0 means
-	// DefaultPhysicalConcurrency.
+	// DefaultConcurrency.
 	Concurrency int
-	// Level is the zstd level; 0 means DefaultPhysicalLevel.
+	// Level is the zstd level; 0 means DefaultLevel.
 	Level zstd.EncoderLevel
 	// Parallel is the tool's --parallel (files copied at once); 0 leaves
 	// the tool's default.
@@ -98,7 +98,7 @@ type PhysicalOptions struct {
 	Logger *slog.Logger
 }
 
-func (o PhysicalOptions) withDefaults() (PhysicalOptions, error) {
+func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.Source == nil || o.Source.Config == nil:
 		return o, errors.New("physical snapshot options: Source is not set")
@@ -117,13 +117,13 @@ func (o PhysicalOptions) withDefaults() (PhysicalOptions, error) {
 		}
 	}
 	if o.PartSize == 0 {
-		o.PartSize = DefaultPhysicalPartSize
+		o.PartSize = DefaultPartSize
 	}
 	if o.Concurrency == 0 {
-		o.Concurrency = DefaultPhysicalConcurrency
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.Level == 0 {
-		o.Level = DefaultPhysicalLevel
+		o.Level = DefaultLevel
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -131,14 +131,14 @@ func (o PhysicalOptions) withDefaults() (PhysicalOptions, error) {
 	return o, nil
 }
 
-// TakePhysical takes a physical snapshot of the server with mariadb-backup
+// Take takes a physical snapshot of the server with mariadb-backup
 // (MariaDB) or xtrabackup (MySQL), streaming the tool's xbstream output
-// through zstd into storage without staging it on local disk, and returns its
-// manifest once written. On MySQL without xtrabackup it uses the server's
-// clone plugin instead (see PhysicalTool and takeClone), which stages a
-// copy of the data in CloneDir. The tool must be built for the server's major.minor
-// release; its absence or a mismatch is an error wrapping
-// ErrPhysicalToolMissing or ErrPhysicalToolVersion.
+// through zstd into storage without staging it on local disk, and returns
+// its manifest once written. On MySQL without xtrabackup it uses the
+// server's clone plugin instead (see Tool and takeClone), which stages a
+// copy of the data in CloneDir. The tool must be built for the server's
+// major.minor release; its absence or a mismatch is an error wrapping
+// ErrToolMissing or ErrToolVersion.
 //
 // The manifest's binlog position and GTID set are the tool's, read while
 // commits were blocked, so replaying the binlog from there reproduces every
@@ -152,7 +152,7 @@ func (o PhysicalOptions) withDefaults() (PhysicalOptions, error) {
 // The manifest is written last. On error or cancellation no manifest is
 // written, the tool's process group is killed, and the parts already stored
 // remain as a partial snapshot (catalog.Snapshots.Partial) to be collected.
-func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest, error) {
+func Take(ctx context.Context, opts Options) (*catalog.Manifest, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -165,19 +165,19 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 	if _, err := si.Check(); err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
-	if PhysicalTool(si.Flavor, opts.ToolPath) == ToolClone {
+	if Tool(si.Flavor, opts.ToolPath) == ToolClone {
 		return takeClone(ctx, opts, si, log)
 	}
-	pt := physToolFor(si.Flavor)
+	pt := backupToolFor(si.Flavor)
 	tool, err := pt.find(opts.ToolPath)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot of %s %s: %w", si.Flavor, si.Version, err)
 	}
-	tv, err := physRunVersion(ctx, tool)
+	tv, err := runVersion(ctx, tool)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
-	if err := physCheckVersion(tool, tv, si.Version); err != nil {
+	if err := checkVersion(tool, tv, si.Version); err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
 
@@ -186,11 +186,11 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
 	}
 	defer os.RemoveAll(work)
-	tlsLines, err := physTLSOptions(ctx, opts, si.Flavor)
+	tlsLines, err := tlsOptions(ctx, opts, si.Flavor)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
-	cnf, err := physDefaultsFile(work, opts.Source.Config.Passwd, tlsLines...)
+	cnf, err := defaultsFile(work, opts.Source.Config.Passwd, tlsLines...)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
@@ -198,7 +198,7 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 	if err := os.Mkdir(target, 0o700); err != nil {
 		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
 	}
-	args, err := physBackupArgs(cnf, target, opts.Source.Config, opts.Parallel, opts.ExtraArgs)
+	args, err := backupArgs(cnf, target, opts.Source.Config, opts.Parallel, opts.ExtraArgs)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
@@ -209,7 +209,7 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 		id = catalog.NewSnapshotID(started)
 	}
 	log = log.With("id", string(id))
-	objects, se, err := physRunBackup(ctx, log, tool, args, work, id, opts)
+	objects, se, err := runBackup(ctx, log, tool, args, work, id, opts)
 	finished := time.Now().UTC()
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
@@ -246,7 +246,7 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 		m.Bytes += o.Size
 		m.StoredBytes += o.StoredSize
 	}
-	if m.Tables, err = physTables(ctx, opts.Source.DB()); err != nil {
+	if m.Tables, err = listTables(ctx, opts.Source.DB()); err != nil {
 		log.Warn("cannot list the tables for the manifest; it records none", "err", err)
 	}
 	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
@@ -259,16 +259,16 @@ func TakePhysical(ctx context.Context, opts PhysicalOptions) (*catalog.Manifest,
 	return m, nil
 }
 
-// physRunBackup runs the tool and stores its stream. It returns the stored
+// runBackup runs the tool and stores its stream. It returns the stored
 // parts (also on error, for the log) and what the tool's log said.
-func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []string, dir string, id catalog.SnapshotID, opts PhysicalOptions) ([]catalog.SnapshotObject, *physStderr, error) {
+func runBackup(ctx context.Context, log *slog.Logger, tool string, args []string, dir string, id catalog.SnapshotID, opts Options) ([]catalog.SnapshotObject, *toolLog, error) {
 	// Cancelling runCtx kills the tool's process group: on the caller's
 	// cancel, and when storing fails so that the tool stops reading the
 	// server's files.
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, tool, args...)
-	physOwnGroup(cmd)
+	ownGroup(cmd)
 	cmd.Dir = dir
 	// The option file is the only way the password travels.
 	cmd.Env = childenv.Environ()
@@ -280,7 +280,7 @@ func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []st
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s stderr: %w", filepath.Base(tool), err)
 	}
-	parts, err := newPhysParts(runCtx, opts.Storage, id, physXbstream, opts.PartSize, opts.Level, opts.Concurrency)
+	parts, err := newPartWriter(runCtx, opts.Storage, id, formatXbstream, opts.PartSize, opts.Level, opts.Concurrency)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -289,13 +289,13 @@ func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []st
 	}
 	log.Info("physical backup started", "tool", tool, "pid", cmd.Process.Pid)
 
-	se := &physStderr{}
+	se := &toolLog{}
 	var wg sync.WaitGroup
 	wg.Go(func() { se.consume(stderr) })
 
 	// The struct hides *os.File's WriteTo, which would copy in 32 KiB
-	// pieces instead of physCopyBuffer.
-	_, copyErr := io.CopyBuffer(parts, struct{ io.Reader }{stdout}, make([]byte, physCopyBuffer))
+	// pieces instead of copyBuffer.
+	_, copyErr := io.CopyBuffer(parts, struct{ io.Reader }{stdout}, make([]byte, copyBuffer))
 	if copyErr != nil {
 		cancel()
 		parts.Abort(copyErr)
@@ -323,12 +323,12 @@ func physRunBackup(ctx context.Context, log *slog.Logger, tool string, args []st
 	return parts.objects, se, nil
 }
 
-// physTLSOptions returns the option-file lines that make the tool connect
+// tlsOptions returns the option-file lines that make the tool connect
 // with the Source's TLS settings. MariaDB's tool would fall back to
 // plaintext with verify-ca and skip-verify; the Source's own connection,
 // made with those settings just before, has shown that the server offers
 // TLS, and the tool runs on the server's host.
-func physTLSOptions(ctx context.Context, opts PhysicalOptions, f binlog.Flavor) ([]string, error) {
+func tlsOptions(ctx context.Context, opts Options, f binlog.Flavor) ([]string, error) {
 	cipher, err := mysqltls.Cipher(ctx, opts.Source.DB())
 	if err != nil {
 		return nil, err
@@ -340,9 +340,9 @@ func physTLSOptions(ctx context.Context, opts PhysicalOptions, f binlog.Flavor) 
 	return opts.TLS.Effective(cipher != "").OptionLines(client, opts.Source.Config), nil
 }
 
-// physBackupArgs builds the tool's command line. --defaults-extra-file must
+// backupArgs builds the tool's command line. --defaults-extra-file must
 // come first or the tool ignores it; it carries the password.
-func physBackupArgs(cnf, target string, cfg *mysql.Config, parallel int, extra []string) ([]string, error) {
+func backupArgs(cnf, target string, cfg *mysql.Config, parallel int, extra []string) ([]string, error) {
 	args := []string{
 		"--defaults-extra-file=" + cnf,
 		"--backup",
@@ -374,14 +374,14 @@ func physBackupArgs(cnf, target string, cfg *mysql.Config, parallel int, extra [
 	return append(args, extra...), nil
 }
 
-// physTablesTimeout bounds the listing of tables for a physical snapshot's
+// tablesTimeout bounds the listing of tables for a physical snapshot's
 // manifest, which is informational.
-const physTablesTimeout = 30 * time.Second
+const tablesTimeout = 30 * time.Second
 
-// physTables lists the server's user tables with information_schema's row
+// listTables lists the server's user tables with information_schema's row
 // estimates.
-func physTables(ctx context.Context, db *sql.DB) ([]catalog.TableInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, physTablesTimeout)
+func listTables(ctx context.Context, db *sql.DB) ([]catalog.TableInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, tablesTimeout)
 	defer cancel()
 	rows, err := db.QueryContext(ctx, "SELECT TABLE_SCHEMA, TABLE_NAME, COALESCE(TABLE_ROWS, 0) FROM information_schema.TABLES "+
 		"WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') "+

@@ -1,4 +1,4 @@
-package snapshot
+package physical
 
 import (
 	"context"
@@ -24,15 +24,16 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
-// ErrDatadirNotEmpty is returned (wrapped) by RestorePhysical when the target
+// ErrDatadirNotEmpty is returned (wrapped) by Restore when the target
 // datadir holds files: a restore never mixes its files with others.
 var ErrDatadirNotEmpty = errors.New("datadir is not empty")
 
-// RestorePhysicalOptions configures RestorePhysical.
-type RestorePhysicalOptions struct {
+// RestoreOptions configures Restore.
+type RestoreOptions struct {
 	// ToolPath is the backup tool that prepares the restored files; empty
 	// means the manifest flavor's tool on PATH.
 	ToolPath string
@@ -52,21 +53,22 @@ type RestorePhysicalOptions struct {
 	Logger *slog.Logger
 }
 
-// RestorePhysical restores a physical snapshot into datadir, which must be
-// empty (but for lost+found) or not exist; its parent must exist. It streams the snapshot's parts
-// through SHA-256 and zstd into the extractor, into a staging directory beside
-// datadir (so the final move is a rename on one filesystem), prepares the
-// files with the tool, and only then moves them into datadir. A MySQL
-// clone's snapshot (a tar of a finished datadir) needs neither extractor
-// nor tool: it is unpacked here and needs no prepare. A part whose
-// checksum, size or decompression fails stops the restore before datadir is
-// touched, with an error wrapping storage.ErrChecksum for a checksum or size
-// mismatch; the staging directory is removed on any error.
+// Restore restores a physical snapshot into datadir, which must be empty
+// (but for lost+found) or not exist; its parent must exist. It streams the
+// snapshot's parts through SHA-256 and zstd into the extractor, into a
+// staging directory beside datadir (so the final move is a rename on one
+// filesystem), prepares the files with the tool, and only then moves them
+// into datadir. A MySQL clone's snapshot (a tar of a finished datadir)
+// needs neither extractor nor tool: it is unpacked here and needs no
+// prepare. A part whose checksum, size or decompression fails stops the
+// restore before datadir is touched, with an error wrapping
+// storage.ErrChecksum for a checksum or size mismatch; the staging
+// directory is removed on any error.
 //
 // It returns the binlog position the restored data is consistent with: the
 // manifest's, checked against the position the tool wrote into the backup.
 // The server's binlog from there on replays every later transaction.
-func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifest, datadir string, opts RestorePhysicalOptions) (catalog.Position, error) {
+func Restore(ctx context.Context, st storage.Storage, m *catalog.Manifest, datadir string, opts RestoreOptions) (catalog.Position, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -85,26 +87,26 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("datadir %s: %w", datadir, err)
 	}
-	if _, err := physCheckEmptyDir(datadir); err != nil {
+	if _, err := checkEmptyDir(datadir); err != nil {
 		return catalog.Position{}, err
 	}
-	format, err := physFormatOf(m)
+	format, err := formatOf(m)
 	if err != nil {
 		return catalog.Position{}, err
 	}
-	if format == physTar {
+	if format == formatTar {
 		return restoreTree(ctx, st, m, datadir, opts, log)
 	}
-	pt := physToolFor(binlog.Flavor(m.Flavor))
+	pt := backupToolFor(binlog.Flavor(m.Flavor))
 	tool, err := pt.find(opts.ToolPath)
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	tv, err := physRunVersion(ctx, tool)
+	tv, err := runVersion(ctx, tool)
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	if err := physCheckVersion(tool, tv, m.ServerVersion); err != nil {
+	if err := checkVersion(tool, tv, m.ServerVersion); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	extractor, err := pt.findExtractor(opts.ExtractorPath, tool)
@@ -112,7 +114,7 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 
-	staging, err := Staging(datadir)
+	staging, err := snapshot.Staging(datadir)
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
@@ -124,24 +126,24 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 	}()
 
 	log.Info("restoring physical snapshot", "datadir", datadir, "staging", staging, "parts", len(m.Objects), "bytes", m.Bytes)
-	if err := physExtract(ctx, st, m, extractor, staging, opts.Progress); err != nil {
+	if err := extract(ctx, st, m, extractor, staging, opts.Progress); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	if err := physCheckBinlogInfo(staging, m.Binlog); err != nil {
+	if err := checkBinlogInfo(staging, m.Binlog); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	if err := physPrepare(ctx, tool, staging, opts.PrepareMemory); err != nil {
+	if err := prepareBackup(ctx, tool, staging, opts.PrepareMemory); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	if opts.User != "" && os.Geteuid() == 0 {
-		if err := physChown(staging, opts.User); err != nil {
+		if err := chownTree(staging, opts.User); err != nil {
 			return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	if err := MoveInto(staging, datadir); err != nil {
+	if err := snapshot.MoveInto(staging, datadir); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	moved = true
@@ -149,10 +151,10 @@ func RestorePhysical(ctx context.Context, st storage.Storage, m *catalog.Manifes
 	return m.Binlog, nil
 }
 
-// physCheckEmptyDir reports whether dir exists, failing if it holds anything
+// checkEmptyDir reports whether dir exists, failing if it holds anything
 // or is not a directory. lost+found does not count: a datadir is often the
 // root of its own ext4 volume.
-func physCheckEmptyDir(dir string) (bool, error) {
+func checkEmptyDir(dir string) (bool, error) {
 	entries, err := os.ReadDir(dir)
 	entries = slices.DeleteFunc(entries, func(e fs.DirEntry) bool { return e.Name() == "lost+found" })
 	switch {
@@ -166,15 +168,15 @@ func physCheckEmptyDir(dir string) (bool, error) {
 	return true, nil
 }
 
-// physExtract streams every part, in order, into one extractor process. Each
+// extract streams every part, in order, into one extractor process. Each
 // part's SHA-256 and size are checked at its end; a mismatch kills the
 // extractor, so the staging directory may hold a partial stream but datadir
 // holds nothing of it.
-func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, extractor, staging string, progress func(int64)) error {
+func extract(ctx context.Context, st storage.Storage, m *catalog.Manifest, extractor, staging string, progress func(int64)) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, extractor, "-x", "-C", staging)
-	physOwnGroup(cmd)
+	ownGroup(cmd)
 	cmd.Env = childenv.Environ()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -188,7 +190,7 @@ func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, e
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", filepath.Base(extractor), err)
 	}
-	se := &physStderr{}
+	se := &toolLog{}
 	var wg sync.WaitGroup
 	wg.Go(func() { se.consume(stderr) })
 
@@ -208,7 +210,7 @@ func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, e
 		w = &countingWriter{w: stdin, report: progress}
 	}
 	for _, o := range m.Objects {
-		if feedErr = physFeedPart(runCtx, st, m.ID, o, dec, w); feedErr != nil {
+		if feedErr = feedPart(runCtx, st, m.ID, o, dec, w); feedErr != nil {
 			break
 		}
 	}
@@ -232,8 +234,8 @@ func physExtract(ctx context.Context, st storage.Storage, m *catalog.Manifest, e
 	return nil
 }
 
-// physFeedPart decompresses one part into w, checking its SHA-256 and size.
-func physFeedPart(ctx context.Context, st storage.Storage, id catalog.SnapshotID, o catalog.SnapshotObject, dec *zstd.Decoder, w io.Writer) error {
+// feedPart decompresses one part into w, checking its SHA-256 and size.
+func feedPart(ctx context.Context, st storage.Storage, id catalog.SnapshotID, o catalog.SnapshotObject, dec *zstd.Decoder, w io.Writer) error {
 	key := catalog.SnapshotObjectKey(id, o.Name)
 	rc, err := st.Open(ctx, key)
 	if err != nil {
@@ -246,7 +248,7 @@ func physFeedPart(ctx context.Context, st storage.Storage, id catalog.SnapshotID
 	sum := sha256.New()
 	// The writer sees bytes before they are checked. That is safe because
 	// they only reach the staging directory, which a mismatch discards.
-	n, err := io.CopyBuffer(io.MultiWriter(w, sum), struct{ io.Reader }{dec}, make([]byte, physCopyBuffer))
+	n, err := io.CopyBuffer(io.MultiWriter(w, sum), struct{ io.Reader }{dec}, make([]byte, copyBuffer))
 	if err != nil {
 		return fmt.Errorf("read %s: %w", key, err)
 	}
@@ -259,10 +261,10 @@ func physFeedPart(ctx context.Context, st storage.Storage, id catalog.SnapshotID
 	return nil
 }
 
-// physCheckBinlogInfo compares the coordinates the tool wrote into the backup
+// checkBinlogInfo compares the coordinates the tool wrote into the backup
 // (xtrabackup_binlog_info: "FILE\tPOS[\tGTID]") with the manifest's, which
 // were parsed from the tool's log.
-func physCheckBinlogInfo(staging string, want catalog.Position) error {
+func checkBinlogInfo(staging string, want catalog.Position) error {
 	b, err := os.ReadFile(filepath.Join(staging, "xtrabackup_binlog_info"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // written only with binlog enabled; the manifest is then all we have
@@ -272,7 +274,7 @@ func physCheckBinlogInfo(staging string, want catalog.Position) error {
 	}
 	f := strings.Fields(string(b))
 	if len(f) < 2 {
-		return fmt.Errorf("xtrabackup_binlog_info %q is not FILE POS", physFirstLine(string(b)))
+		return fmt.Errorf("xtrabackup_binlog_info %q is not FILE POS", firstLine(string(b)))
 	}
 	pos, err := strconv.ParseUint(f[1], 10, 64)
 	if err != nil || f[0] != want.File || pos != want.Pos {
@@ -281,15 +283,15 @@ func physCheckBinlogInfo(staging string, want catalog.Position) error {
 	return nil
 }
 
-// physPrepare applies the copied redo log so that the files are consistent.
+// prepareBackup applies the copied redo log so that the files are consistent.
 // The backup's own backup-my.cnf, not the host's option files, describes them.
-func physPrepare(ctx context.Context, tool, staging, memory string) error {
+func prepareBackup(ctx context.Context, tool, staging, memory string) error {
 	args := []string{"--defaults-file=" + filepath.Join(staging, "backup-my.cnf"), "--prepare", "--target-dir=" + staging}
 	if memory != "" {
 		args = append(args, "--use-memory="+memory)
 	}
 	cmd := exec.CommandContext(ctx, tool, args...)
-	physOwnGroup(cmd)
+	ownGroup(cmd)
 	cmd.Env = childenv.Environ()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -299,7 +301,7 @@ func physPrepare(ctx context.Context, tool, staging, memory string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s --prepare: %w", filepath.Base(tool), err)
 	}
-	se := &physStderr{}
+	se := &toolLog{}
 	se.consume(stderr)
 	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("%s --prepare: %w; its log ends:\n%s", filepath.Base(tool), err, se.Tail())
@@ -310,8 +312,8 @@ func physPrepare(ctx context.Context, tool, staging, memory string) error {
 	return nil
 }
 
-// physChown gives every restored file to the named user and its group.
-func physChown(dir, name string) error {
+// chownTree gives every restored file to the named user and its group.
+func chownTree(dir, name string) error {
 	u, err := user.Lookup(name)
 	if err != nil {
 		return fmt.Errorf("user %s: %w", name, err)
