@@ -66,11 +66,15 @@ const (
 	tailName = "archive-tail.json"
 	// lockName is the file the spool's owner holds an flock on; ownerName
 	// says who that is.
-	lockName     = ".lock"
-	ownerName    = "owner.json"
-	spoolSep     = "~"
-	partialGlob  = ".partial-*"
-	partialPfx   = ".partial-"
+	lockName    = ".lock"
+	ownerName   = "owner.json"
+	spoolSep    = "~"
+	partialGlob = ".partial-*"
+	partialPfx  = ".partial-"
+	// tmpPfx names the temporary file of a small file written atomically
+	// (records, the tail, the owner): unlike a segment's partial file, one
+	// may be in flight from the uploader while the streamer restarts.
+	tmpPfx       = ".tmp-"
 	recordSuffix = ".json"
 	dataSuffix   = ".binlog"
 )
@@ -169,7 +173,7 @@ func (l *SpoolLock) Open(max int64, session string) (*Spool, error) {
 	if err := s.writeOwner(SpoolOwner{Session: session, PID: os.Getpid(), Host: host, Since: time.Now().UTC(), Gens: l.prev.Gens}); err != nil {
 		return nil, err
 	}
-	if err := s.sweep(); err != nil {
+	if err := s.sweep(true); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -194,8 +198,10 @@ func OpenSpool(dir string, max int64) (*Spool, error) {
 func (s *Spool) Close() error { return s.lock.Release() }
 
 // sweep removes unsealed segments and data whose record was never written,
-// and counts what the spool holds.
-func (s *Spool) sweep() error {
+// and counts what the spool holds. At open it also removes the temporary
+// files of atomic writes a crash left; at a restart of the stream it
+// leaves them, as the uploader may be writing one.
+func (s *Spool) sweep(atOpen bool) error {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("read spool %s: %w", s.dir, err)
@@ -212,6 +218,10 @@ func (s *Spool) sweep() error {
 		case name == tailName || name == lockName || name == ownerName:
 		case strings.HasPrefix(name, partialPfx):
 			_ = os.Remove(p) // an unsealed segment: the stream resumes before it
+		case strings.HasPrefix(name, tmpPfx):
+			if atOpen {
+				_ = os.Remove(p) // an atomic write a crash interrupted
+			}
 		case strings.HasSuffix(name, dataSuffix) && !names[strings.TrimSuffix(name, dataSuffix)+recordSuffix]:
 			_ = os.Remove(p) // data whose record was never written
 		default:
@@ -371,7 +381,7 @@ func (s *Spool) writeAtomic(name string, b []byte) error {
 	if err := s.check(OpRecord); err != nil {
 		return fmt.Errorf("write spool %s: %w", name, err)
 	}
-	f, err := os.CreateTemp(s.dir, partialPfx)
+	f, err := os.CreateTemp(s.dir, tmpPfx)
 	if err != nil {
 		return fmt.Errorf("write spool %s: %w", name, err)
 	}

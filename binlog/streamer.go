@@ -432,7 +432,7 @@ func (s *Streamer) restart(ctx context.Context, info ServerInfo) error {
 	b := backoff.New(500*time.Millisecond, s.RetryMax)
 	for {
 		wait := b.Next()
-		if err := s.Spool.sweep(); err == nil {
+		if err := s.Spool.sweep(false); err == nil {
 			err = s.plan(ctx, info)
 			if err == nil || errors.Is(err, catalog.ErrFenced) || ctx.Err() != nil {
 				return err

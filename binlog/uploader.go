@@ -363,12 +363,11 @@ func (u *Uploader) uploadSegment(ctx context.Context, pending *catalog.Segment) 
 	if err != nil {
 		return err
 	}
-	if err := u.Spool.uploadedSegment(&seg); err != nil {
-		return err
-	}
-	if err := u.Spool.RemoveSegment(pending); err != nil {
-		return err
-	}
+	// Stored: the fence and the durable position move now, whatever the
+	// spool's bookkeeping below does. Should that fail, the segment stays
+	// in the spool, and the next round finds it behind the fence and only
+	// removes it; a restart meanwhile may drop it as stored already, and a
+	// later segment then still continues the fence.
 	if f := ref.EndPos(); f.Compare(u.fence) > 0 {
 		u.fence = f
 	}
@@ -383,7 +382,10 @@ func (u *Uploader) uploadSegment(ctx context.Context, pending *catalog.Segment) 
 	u.Metrics.uploaded(&seg, now)
 	u.Logger.Debug("segment archived", "key", ref.DataKey(), "bytes", seg.Size(), "stored", seg.StoredSize,
 		"transactions", seg.Transactions)
-	return nil
+	if err := u.Spool.uploadedSegment(&seg); err != nil {
+		return err
+	}
+	return u.Spool.RemoveSegment(pending)
 }
 
 // How a spooled segment stands to what the uploader stored.
