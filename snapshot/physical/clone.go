@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +17,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
-	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // Physical snapshot tools, as Tool names them.
@@ -31,8 +29,8 @@ const (
 
 // Tool names what a physical snapshot of a server of flavor f is taken
 // with: mariadb-backup on MariaDB; on MySQL xtrabackup when toolPath is set
-// or xtrabackup is on PATH (an image built with it), else the server's
-// clone plugin, which needs no tool.
+// or xtrabackup is on PATH or in the sbin directories (an image built with
+// it), else the server's clone plugin, which needs no tool.
 func Tool(f binlog.Flavor, toolPath string) string {
 	if f == binlog.MariaDB {
 		return ToolMariaDBBackup
@@ -40,7 +38,7 @@ func Tool(f binlog.Flavor, toolPath string) string {
 	if toolPath != "" {
 		return ToolXtrabackup
 	}
-	if _, err := exec.LookPath("xtrabackup"); err == nil {
+	if _, err := (programs.Finder{}).Look(programs.Names(programs.MySQL, programs.Backup)...); err == nil {
 		return ToolXtrabackup
 	}
 	return ToolClone
@@ -168,21 +166,10 @@ func cloneCheck(ctx context.Context, opts Options, si binlog.ServerInfo, log *sl
 		}
 	}
 
-	// mysqld of the server's release finishes the clone.
-	mysqld := opts.ServerPath
-	if mysqld == "" {
-		mysqld = "mysqld"
-	}
-	if p, err := findProgram(mysqld); err != nil {
-		errs = append(errs, fmt.Errorf("%w: %s: %v; it starts the clone once to finish it: use an image that has the server's own mysqld "+
-			"(Dockerfile.physical with the server's image as BASE)", ErrToolMissing, mysqld, err))
-	} else if v, err := mysqldVersion(ctx, p); err != nil {
+	if mysqld, err := cloneMysqld(ctx, opts.ServerPath, si.Version); err != nil {
 		errs = append(errs, err)
-	} else if want, got := releaseOf(si.Version), releaseOf(v); want == "" || want != got {
-		errs = append(errs, fmt.Errorf("%w: %s is %s but the server is %s; a clone is finished with the server's own release",
-			ErrToolVersion, p, v, si.Version))
 	} else {
-		plan.mysqld, plan.version = p, v
+		plan.mysqld, plan.version = mysqld.Path, mysqld.Version
 	}
 
 	var gtidMode, enforce, lowerCase, pageSize, dataFilePath string
@@ -272,52 +259,33 @@ func cloneUncopied(ctx context.Context, db *sql.DB) ([]string, error) {
 
 func mib(n uint64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
-// findProgram finds a program by path or name, on PATH or in the sbin
-// directories where server packages put mysqld.
-func findProgram(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+// cloneMysqld finds the mysqld that finishes the clone: serverPath, or
+// MySQL's server found on PATH or in the sbin directories, which must be
+// the server's own release.
+func cloneMysqld(ctx context.Context, serverPath, serverVersion string) (programs.Program, error) {
+	var p programs.Program
+	var err error
+	if serverPath != "" {
+		p, err = (programs.Finder{}).Identify(ctx, serverPath)
+	} else {
+		serverPath = "mysqld"
+		p, err = (programs.Finder{}).Find(ctx, programs.MySQL, programs.Server)
 	}
-	if !strings.Contains(name, "/") {
-		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/mysql/bin"} {
-			p := filepath.Join(dir, name)
-			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-				return p, nil
-			}
-		}
+	switch {
+	case errors.Is(err, programs.ErrNotFound):
+		return p, fmt.Errorf("%w: %s: %v; it starts the clone once to finish it: use an image that has the server's own mysqld "+
+			"(Dockerfile.physical with the server's image as BASE)", ErrToolMissing, serverPath, err)
+	case err != nil:
+		return p, err
 	}
-	return "", fmt.Errorf("not on PATH nor in the sbin directories")
-}
-
-var (
-	mysqldVer  = regexp.MustCompile(`\bVer (\d+\.\d+\.\d+\S*)`)
-	releaseVer = regexp.MustCompile(`^(\d+\.\d+\.\d+)`)
-)
-
-// mysqldVersion runs `mysqld --version`: "/usr/sbin/mysqld  Ver 9.7.4-2 for
-// Linux on x86_64 (Debian)".
-func mysqldVersion(ctx context.Context, mysqld string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, toolVersionTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, mysqld, "--no-defaults", "--version")
-	cmd.Env = childenv.Environ()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("%s --version: %w: %s", mysqld, err, firstLine(string(out)))
+	if p.Version == "" {
+		return p, fmt.Errorf("%s --version names no release; a clone is finished with the server's own release", p.Path)
 	}
-	m := mysqldVer.FindStringSubmatch(string(out))
-	if m == nil {
-		return "", fmt.Errorf("%s --version: no version in %q", mysqld, firstLine(string(out)))
+	if want := programs.Release(serverVersion); want == "" || want != p.Version {
+		return p, fmt.Errorf("%w: %s is %s but the server is %s; a clone is finished with the server's own release",
+			ErrToolVersion, p.Path, p.Version, serverVersion)
 	}
-	return m[1], nil
-}
-
-// releaseOf is "9.7.4" of "9.7.4-2" or "9.7.4-log", "" when there is none.
-func releaseOf(v string) string {
-	if m := releaseVer.FindStringSubmatch(v); m != nil {
-		return m[1]
-	}
-	return ""
+	return p, nil
 }
 
 // cloneTransient are the paths in a finished clone that every start of the

@@ -24,6 +24,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -274,7 +275,7 @@ func checkBinlogInfo(staging string, want catalog.Position) error {
 	}
 	f := strings.Fields(string(b))
 	if len(f) < 2 {
-		return fmt.Errorf("xtrabackup_binlog_info %q is not FILE POS", firstLine(string(b)))
+		return fmt.Errorf("xtrabackup_binlog_info %q is not FILE POS", programs.FirstLine(string(b)))
 	}
 	pos, err := strconv.ParseUint(f[1], 10, 64)
 	if err != nil || f[0] != want.File || pos != want.Pos {
