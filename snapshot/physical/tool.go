@@ -150,6 +150,19 @@ func runVersion(ctx context.Context, tool string) (toolVersion, error) {
 	return parseToolVersion(filepath.Base(tool), out)
 }
 
+// checkedVersion runs `tool --version` and checks that the tool was built
+// for serverVersion's major.minor release (checkVersion).
+func checkedVersion(ctx context.Context, tool, serverVersion string) (toolVersion, error) {
+	tv, err := runVersion(ctx, tool)
+	if err != nil {
+		return toolVersion{}, err
+	}
+	if err := checkVersion(tool, tv, serverVersion); err != nil {
+		return toolVersion{}, err
+	}
+	return tv, nil
+}
+
 // ownGroup puts the child in its own process group and makes a context
 // cancel kill the whole group: the backup tool may start helpers, and none
 // must keep reading the server's files after we gave up.
