@@ -171,6 +171,22 @@ func (f Finder) Find(ctx context.Context, family string, role Role) (Program, er
 	return Program{}, fmt.Errorf("%w: %s", ErrNotFound, msg)
 }
 
+// Identify returns the program called name (a path, or a name searched
+// for as Look does) with the family and release its --version names: ""
+// where it does not say. It is for a program the operator named, whose
+// family is not known in advance.
+func (f Finder) Identify(ctx context.Context, name string) (Program, error) {
+	p, err := f.Look(name)
+	if err != nil {
+		return Program{}, err
+	}
+	family, version, err := versionOf(ctx, p)
+	if err != nil {
+		return Program{}, err
+	}
+	return Program{Path: p, Family: family, Version: version}, nil
+}
+
 // Look returns the first of names found in the search directories, asking
 // nothing: for programs whose name says what they are (versitygw,
 // mbstream, an explicit tool name).
@@ -247,20 +263,32 @@ func executable(p string) bool {
 
 // versionOf runs `path --version` and reads its family and release.
 func versionOf(ctx context.Context, path string) (family, version string, err error) {
+	out, err := VersionOutput(ctx, path)
+	if err != nil {
+		return "", "", err
+	}
+	real, rerr := filepath.EvalSymlinks(path)
+	if rerr != nil {
+		real = path
+	}
+	family, version = ParseVersion(out, filepath.Base(real))
+	return family, version, nil
+}
+
+// VersionOutput runs `path --version`, within a bounded time and with
+// childenv's environment, and returns what it printed on stdout and
+// stderr: for programs whose version says more than ParseVersion reads
+// (the backup tools name the server release they were built for).
+func VersionOutput(ctx context.Context, path string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, "--version")
 	cmd.Env = childenv.Environ()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", "", fmt.Errorf("%s --version: %w: %s", path, err, firstLine(string(out)))
+		return "", fmt.Errorf("%s --version: %w: %s", path, err, FirstLine(string(out)))
 	}
-	real, rerr := filepath.EvalSymlinks(path)
-	if rerr != nil {
-		real = path
-	}
-	family, version = ParseVersion(string(out), filepath.Base(real))
-	return family, version, nil
+	return string(out), nil
 }
 
 var (
@@ -273,7 +301,7 @@ var (
 // say). name is the program file's own name, after links: MariaDB 10.11's
 // mysqlbinlog, a link to mariadb-binlog, prints no family.
 func ParseVersion(out, name string) (family, version string) {
-	line := firstLine(out)
+	line := FirstLine(out)
 	if strings.Contains(strings.ToLower(line), "mariadb") || strings.HasPrefix(name, "mariadb") || strings.HasPrefix(name, "maria") {
 		if m := mariadbVersionRe.FindStringSubmatch(line); m != nil {
 			version = m[1]
@@ -308,6 +336,15 @@ func MajorMinor(v string) (major, minor int, ok bool) {
 	return major, minor, true
 }
 
+// Release returns "9.7.4" of "9.7.4-2", "9.7.4-log" or
+// "10.11.19-MariaDB-0+deb12u1": the server release a version names, ""
+// when it names none.
+func Release(v string) string {
+	return releaseRe.FindString(v)
+}
+
+var releaseRe = regexp.MustCompile(`^\d+\.\d+\.\d+`)
+
 // FamilyOf is the family a server's VERSION() belongs to.
 func FamilyOf(serverVersion string) string {
 	if strings.Contains(strings.ToLower(serverVersion), "mariadb") {
@@ -326,7 +363,9 @@ func familyName(f string) string {
 	return f
 }
 
-func firstLine(s string) string {
+// FirstLine is the first line of a program's output, or of a file it
+// wrote, trimmed and cut at 200 bytes: enough to name in an error.
+func FirstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]

@@ -126,3 +126,65 @@ func TestFind(t *testing.T) {
 		})
 	}
 }
+
+func TestRelease(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"9.7.4-2", "9.7.4"},
+		{"9.7.4-log", "9.7.4"},
+		{"9.7.4", "9.7.4"},
+		{"10.11.19-MariaDB-0+deb12u1", "10.11.19"},
+		{"11.8", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := Release(tt.in); got != tt.want {
+			t.Errorf("Release(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestIdentify asks programs named by the operator, by path or by name,
+// what they are.
+func TestIdentify(t *testing.T) {
+	dir := t.TempDir()
+	mysqld := fakeProgram(t, dir, "mysqld", "Ver 9.7.4-2 for Linux on x86_64 ((Debian))")
+	mariadbd := fakeProgram(t, dir, "mariadbd", "Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64")
+	other := fakeProgram(t, dir, "wrapper", "something 1.2")
+	failing := filepath.Join(dir, "failing")
+	if err := os.WriteFile(failing, []byte("#!/bin/sh\necho 'no such option' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+
+	tests := []struct {
+		name    string
+		finder  Finder
+		program string
+		want    Program
+		wantErr string
+	}{
+		{"mysql's server by path", Finder{}, mysqld, Program{Path: mysqld, Family: MySQL, Version: "9.7.4"}, ""},
+		{"mariadb's server by name on PATH", Finder{}, "mariadbd", Program{Path: mariadbd, Family: MariaDB, Version: "10.11.19"}, ""},
+		{"a program that does not say", Finder{}, other, Program{Path: other}, ""},
+		{"by name in the named directory", Finder{Dir: dir}, "mysqld", Program{Path: mysqld, Family: MySQL, Version: "9.7.4"}, ""},
+		{"missing", Finder{}, filepath.Join(dir, "nothing"), Program{}, "is not on PATH"},
+		{"--version fails", Finder{}, failing, Program{}, failing + " --version: exit status 3: no such option"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.finder.Identify(t.Context(), tt.program)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Identify = %+v, %v; want an error saying %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("Identify = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

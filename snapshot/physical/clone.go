@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +17,7 @@ import (
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
-	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
 // Physical snapshot tools, as Tool names them.
@@ -31,8 +29,8 @@ const (
 
 // Tool names what a physical snapshot of a server of flavor f is taken
 // with: mariadb-backup on MariaDB; on MySQL xtrabackup when toolPath is set
-// or xtrabackup is on PATH (an image built with it), else the server's
-// clone plugin, which needs no tool.
+// or xtrabackup is on PATH or in the sbin directories (an image built with
+// it), else the server's clone plugin, which needs no tool.
 func Tool(f binlog.Flavor, toolPath string) string {
 	if f == binlog.MariaDB {
 		return ToolMariaDBBackup
@@ -40,7 +38,7 @@ func Tool(f binlog.Flavor, toolPath string) string {
 	if toolPath != "" {
 		return ToolXtrabackup
 	}
-	if _, err := exec.LookPath("xtrabackup"); err == nil {
+	if _, err := (programs.Finder{}).Look(programs.Names(programs.MySQL, programs.Backup)...); err == nil {
 		return ToolXtrabackup
 	}
 	return ToolClone
@@ -103,39 +101,26 @@ func Check(ctx context.Context, opts Options) error {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := opts.Logger.With("component", "snapshot", "method", catalog.MethodPhysical)
-	si, err := opts.Source.Info(ctx)
+	si, err := serverInfo(ctx, opts.Source)
 	if err != nil {
-		return fmt.Errorf("physical snapshot: %w", err)
-	}
-	if _, err := si.Check(); err != nil {
-		return fmt.Errorf("physical snapshot: %w", err)
+		return err
 	}
 	if Tool(si.Flavor, opts.ToolPath) == ToolClone {
 		_, err := cloneCheck(ctx, opts, si, log)
 		return err
 	}
-	pt := backupToolFor(si.Flavor)
-	tool, err := pt.find(opts.ToolPath)
-	if err != nil {
-		return fmt.Errorf("physical snapshot of %s %s: %w", si.Flavor, si.Version, err)
-	}
-	tv, err := runVersion(ctx, tool)
-	if err != nil {
-		return fmt.Errorf("physical snapshot: %w", err)
-	}
-	if err := checkVersion(tool, tv, si.Version); err != nil {
-		return fmt.Errorf("physical snapshot: %w", err)
-	}
-	return nil
+	_, _, err = snapshotTool(ctx, opts.ToolPath, si)
+	return err
 }
 
-// cloneCheck runs Check's checks for a clone.
+// cloneCheck runs Check's checks for a clone, in the order a reader
+// meets them in the error: where the clone goes, the mysqld that finishes
+// it, the clone plugin, what a clone leaves out and the room it needs.
 func cloneCheck(ctx context.Context, opts Options, si binlog.ServerInfo, log *slog.Logger) (*clonePlan, error) {
 	db := opts.Source.DB()
 	qctx, cancel := context.WithTimeout(ctx, tablesTimeout)
 	defer cancel()
 	plan := &clonePlan{datadir: opts.Datadir, location: opts.CloneDir}
-	var errs []error
 	if plan.datadir == "" {
 		var d string
 		if err := db.QueryRowContext(qctx, "SELECT @@datadir").Scan(&d); err != nil {
@@ -146,58 +131,20 @@ func cloneCheck(ctx context.Context, opts Options, si binlog.ServerInfo, log *sl
 	if plan.location == "" {
 		plan.location = filepath.Dir(plan.datadir)
 	}
-	locationOK := false
-	switch fi, err := os.Stat(plan.location); {
-	case !filepath.IsAbs(plan.location):
-		errs = append(errs, fmt.Errorf("the clone directory %q is not an absolute path", plan.location))
-	case err != nil:
-		errs = append(errs, fmt.Errorf("the clone directory %s: %w (the clone is written on the server's host and read back here: "+
-			"run on that host, or in a container that mounts the server's volume at the same path, and choose the directory with --clone-dir)", plan.location, err))
-	case !fi.IsDir():
-		errs = append(errs, fmt.Errorf("the clone directory %s is not a directory", plan.location))
-	case strings.ContainsAny(plan.location, "'\\\x00"):
-		// CLONE takes the path as a literal, whose escaping sql_mode
-		// changes (NO_BACKSLASH_ESCAPES).
-		errs = append(errs, fmt.Errorf("the clone directory %q holds a quote or a backslash; choose another with --clone-dir", plan.location))
-	default:
-		locationOK = true
+	var errs []error
+	locationErr := checkCloneDir(plan.location)
+	if locationErr != nil {
+		errs = append(errs, locationErr)
+	} else if err := removeCloneLeftovers(ctx, db, plan.location, log); err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
-	if locationOK {
-		if err := removeCloneLeftovers(ctx, db, plan.location, log); err != nil {
-			return nil, fmt.Errorf("physical snapshot: %w", err)
-		}
-	}
-
-	// mysqld of the server's release finishes the clone.
-	mysqld := opts.ServerPath
-	if mysqld == "" {
-		mysqld = "mysqld"
-	}
-	if p, err := findProgram(mysqld); err != nil {
-		errs = append(errs, fmt.Errorf("%w: %s: %v; it starts the clone once to finish it: use an image that has the server's own mysqld "+
-			"(Dockerfile.physical with the server's image as BASE)", ErrToolMissing, mysqld, err))
-	} else if v, err := mysqldVersion(ctx, p); err != nil {
+	if mysqld, err := cloneMysqld(ctx, opts.ServerPath, si.Version); err != nil {
 		errs = append(errs, err)
-	} else if want, got := releaseOf(si.Version), releaseOf(v); want == "" || want != got {
-		errs = append(errs, fmt.Errorf("%w: %s is %s but the server is %s; a clone is finished with the server's own release",
-			ErrToolVersion, p, v, si.Version))
 	} else {
-		plan.mysqld, plan.version = p, v
+		plan.mysqld, plan.version = mysqld.Path, mysqld.Version
 	}
-
-	var gtidMode, enforce, lowerCase, pageSize, dataFilePath string
-	if err := db.QueryRowContext(qctx, "SELECT @@gtid_mode, @@enforce_gtid_consistency, @@lower_case_table_names, @@innodb_page_size, @@innodb_data_file_path").
-		Scan(&gtidMode, &enforce, &lowerCase, &pageSize, &dataFilePath); err != nil {
-		return nil, fmt.Errorf("physical snapshot: read the server's settings: %w", err)
-	}
-	plan.settings = []string{"--gtid-mode=" + gtidMode, "--enforce-gtid-consistency=" + enforce,
-		"--lower-case-table-names=" + lowerCase, "--innodb-page-size=" + pageSize, "--innodb-data-file-path=" + dataFilePath}
-	var err error
-	if plan.lowerCase, err = strconv.Atoi(lowerCase); err != nil {
-		return nil, fmt.Errorf("physical snapshot: lower_case_table_names %q: %w", lowerCase, err)
-	}
-	if plan.pageSize, err = strconv.Atoi(pageSize); err != nil {
-		return nil, fmt.Errorf("physical snapshot: innodb_page_size %q: %w", pageSize, err)
+	if err := readCloneSettings(qctx, db, plan); err != nil {
+		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
 
 	var status string
@@ -217,32 +164,112 @@ func cloneCheck(ctx context.Context, opts Options, si binlog.ServerInfo, log *sl
 			strings.Join(others, ", ")))
 	}
 
-	if locationOK {
-		var tablespaces, redo int64
-		if err := db.QueryRowContext(qctx, "SELECT COALESCE(SUM(FILE_SIZE), 0) FROM information_schema.INNODB_TABLESPACES").Scan(&tablespaces); err != nil {
-			return nil, fmt.Errorf("physical snapshot: read the size of the data (information_schema.INNODB_TABLESPACES): %w", err)
-		}
-		// The clone copies the redo written while it runs, and its one
-		// start creates redo files of this capacity.
-		if err := db.QueryRowContext(qctx, "SELECT @@innodb_redo_log_capacity").Scan(&redo); err != nil {
-			redo = 0
-		}
-		var fs unix.Statfs_t
-		if err := unix.Statfs(plan.location, &fs); err != nil {
-			return nil, fmt.Errorf("physical snapshot: free space of %s: %w", plan.location, err)
-		}
-		plan.need = uint64(tablespaces) + uint64(redo) + cloneReserve
-		plan.free = fs.Bavail * uint64(fs.Bsize)
-		if plan.free < plan.need {
-			errs = append(errs, fmt.Errorf("%w in %s: a copy of the data needs about %s (tablespaces %s, redo log %s, %s more) and the filesystem has %s free; "+
-				"free space there or choose a directory on a larger filesystem with --clone-dir (writable by the server's OS user)",
-				ErrCloneNoRoom, plan.location, mib(plan.need), mib(uint64(tablespaces)), mib(uint64(redo)), mib(cloneReserve), mib(plan.free)))
+	if locationErr == nil {
+		if noRoom, err := checkCloneSpace(qctx, db, plan); err != nil {
+			return nil, fmt.Errorf("physical snapshot: %w", err)
+		} else if noRoom != nil {
+			errs = append(errs, noRoom)
 		}
 	}
 	if len(errs) > 0 {
 		return nil, &cloneCheckError{errs: errs}
 	}
 	return plan, nil
+}
+
+// checkCloneDir says what, if anything, keeps location from being the
+// clone directory.
+func checkCloneDir(location string) error {
+	switch fi, err := os.Stat(location); {
+	case !filepath.IsAbs(location):
+		return fmt.Errorf("the clone directory %q is not an absolute path", location)
+	case err != nil:
+		return fmt.Errorf("the clone directory %s: %w (the clone is written on the server's host and read back here: "+
+			"run on that host, or in a container that mounts the server's volume at the same path, and choose the directory with --clone-dir)", location, err)
+	case !fi.IsDir():
+		return fmt.Errorf("the clone directory %s is not a directory", location)
+	case strings.ContainsAny(location, "'\\\x00"):
+		// CLONE takes the path as a literal, whose escaping sql_mode
+		// changes (NO_BACKSLASH_ESCAPES).
+		return fmt.Errorf("the clone directory %q holds a quote or a backslash; choose another with --clone-dir", location)
+	}
+	return nil
+}
+
+// cloneMysqld finds the mysqld that finishes the clone: serverPath, or
+// MySQL's server found on PATH or in the sbin directories, which must be
+// the server's own release.
+func cloneMysqld(ctx context.Context, serverPath, serverVersion string) (programs.Program, error) {
+	var p programs.Program
+	var err error
+	if serverPath != "" {
+		p, err = (programs.Finder{}).Identify(ctx, serverPath)
+	} else {
+		serverPath = "mysqld"
+		p, err = (programs.Finder{}).Find(ctx, programs.MySQL, programs.Server)
+	}
+	switch {
+	case errors.Is(err, programs.ErrNotFound):
+		return p, fmt.Errorf("%w: %s: %v; it starts the clone once to finish it: use an image that has the server's own mysqld "+
+			"(Dockerfile.physical with the server's image as BASE)", ErrToolMissing, serverPath, err)
+	case err != nil:
+		return p, err
+	}
+	if p.Version == "" {
+		return p, fmt.Errorf("%s --version names no release; a clone is finished with the server's own release", p.Path)
+	}
+	if want := programs.Release(serverVersion); want == "" || want != p.Version {
+		return p, fmt.Errorf("%w: %s is %s but the server is %s; a clone is finished with the server's own release",
+			ErrToolVersion, p.Path, p.Version, serverVersion)
+	}
+	return p, nil
+}
+
+// readCloneSettings reads the server's settings the clone's one start must
+// share into plan.
+func readCloneSettings(ctx context.Context, db *sql.DB, plan *clonePlan) error {
+	var gtidMode, enforce, lowerCase, pageSize, dataFilePath string
+	if err := db.QueryRowContext(ctx, "SELECT @@gtid_mode, @@enforce_gtid_consistency, @@lower_case_table_names, @@innodb_page_size, @@innodb_data_file_path").
+		Scan(&gtidMode, &enforce, &lowerCase, &pageSize, &dataFilePath); err != nil {
+		return fmt.Errorf("read the server's settings: %w", err)
+	}
+	plan.settings = []string{"--gtid-mode=" + gtidMode, "--enforce-gtid-consistency=" + enforce,
+		"--lower-case-table-names=" + lowerCase, "--innodb-page-size=" + pageSize, "--innodb-data-file-path=" + dataFilePath}
+	var err error
+	if plan.lowerCase, err = strconv.Atoi(lowerCase); err != nil {
+		return fmt.Errorf("lower_case_table_names %q: %w", lowerCase, err)
+	}
+	if plan.pageSize, err = strconv.Atoi(pageSize); err != nil {
+		return fmt.Errorf("innodb_page_size %q: %w", pageSize, err)
+	}
+	return nil
+}
+
+// checkCloneSpace sets plan's need, the size of a copy of the data, and
+// free, the clone directory's free space. noRoom, wrapping ErrCloneNoRoom,
+// is set when the one is short of the other; err when either is unknown.
+func checkCloneSpace(ctx context.Context, db *sql.DB, plan *clonePlan) (noRoom, err error) {
+	var tablespaces, redo int64
+	if err := db.QueryRowContext(ctx, "SELECT COALESCE(SUM(FILE_SIZE), 0) FROM information_schema.INNODB_TABLESPACES").Scan(&tablespaces); err != nil {
+		return nil, fmt.Errorf("read the size of the data (information_schema.INNODB_TABLESPACES): %w", err)
+	}
+	// The clone copies the redo written while it runs, and its one
+	// start creates redo files of this capacity.
+	if err := db.QueryRowContext(ctx, "SELECT @@innodb_redo_log_capacity").Scan(&redo); err != nil {
+		redo = 0
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(plan.location, &fs); err != nil {
+		return nil, fmt.Errorf("free space of %s: %w", plan.location, err)
+	}
+	plan.need = uint64(tablespaces) + uint64(redo) + cloneReserve
+	plan.free = fs.Bavail * uint64(fs.Bsize)
+	if plan.free < plan.need {
+		return fmt.Errorf("%w in %s: a copy of the data needs about %s (tablespaces %s, redo log %s, %s more) and the filesystem has %s free; "+
+			"free space there or choose a directory on a larger filesystem with --clone-dir (writable by the server's OS user)",
+			ErrCloneNoRoom, plan.location, mib(plan.need), mib(uint64(tablespaces)), mib(uint64(redo)), mib(cloneReserve), mib(plan.free)), nil
+	}
+	return nil, nil
 }
 
 // cloneUncopied lists user tables in engines other than InnoDB: a clone
@@ -271,54 +298,6 @@ func cloneUncopied(ctx context.Context, db *sql.DB) ([]string, error) {
 }
 
 func mib(n uint64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
-
-// findProgram finds a program by path or name, on PATH or in the sbin
-// directories where server packages put mysqld.
-func findProgram(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	if !strings.Contains(name, "/") {
-		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/mysql/bin"} {
-			p := filepath.Join(dir, name)
-			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-				return p, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("not on PATH nor in the sbin directories")
-}
-
-var (
-	mysqldVer  = regexp.MustCompile(`\bVer (\d+\.\d+\.\d+\S*)`)
-	releaseVer = regexp.MustCompile(`^(\d+\.\d+\.\d+)`)
-)
-
-// mysqldVersion runs `mysqld --version`: "/usr/sbin/mysqld  Ver 9.7.4-2 for
-// Linux on x86_64 (Debian)".
-func mysqldVersion(ctx context.Context, mysqld string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, toolVersionTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, mysqld, "--no-defaults", "--version")
-	cmd.Env = childenv.Environ()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("%s --version: %w: %s", mysqld, err, firstLine(string(out)))
-	}
-	m := mysqldVer.FindStringSubmatch(string(out))
-	if m == nil {
-		return "", fmt.Errorf("%s --version: no version in %q", mysqld, firstLine(string(out)))
-	}
-	return m[1], nil
-}
-
-// releaseOf is "9.7.4" of "9.7.4-2" or "9.7.4-log", "" when there is none.
-func releaseOf(v string) string {
-	if m := releaseVer.FindStringSubmatch(v); m != nil {
-		return m[1]
-	}
-	return ""
-}
 
 // cloneTransient are the paths in a finished clone that every start of the
 // server makes anew, or that belong to the one start that finished it
@@ -352,20 +331,13 @@ func takeClone(ctx context.Context, opts Options, si binlog.ServerInfo, log *slo
 	}
 	db := opts.Source.DB()
 	if plan.install {
-		ictx, cancel := context.WithTimeout(ctx, tablesTimeout)
-		_, err := db.ExecContext(ictx, "INSTALL PLUGIN clone SONAME 'mysql_clone.so'")
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("physical snapshot: install the clone plugin: %w", err)
+		if err := installClonePlugin(ctx, db, log); err != nil {
+			return nil, fmt.Errorf("physical snapshot: %w", err)
 		}
-		log.Info("installed the clone plugin (INSTALL PLUGIN clone SONAME 'mysql_clone.so')")
 	}
 
 	started := time.Now().UTC()
-	id := opts.ID
-	if id == "" {
-		id = catalog.NewSnapshotID(started)
-	}
+	id := opts.snapshotID(started)
 	log = log.With("id", string(id))
 	stage, err := newCloneStaging(plan.location, plan.datadir, opts.Source.Address())
 	if err != nil {
@@ -376,13 +348,7 @@ func takeClone(ctx context.Context, opts Options, si binlog.ServerInfo, log *slo
 			log.Warn("cannot remove the clone staging directory; the next physical snapshot removes it", "path", stage.root, "err", err)
 		}
 	}()
-	// The finishing server's socket goes here. A socket's path is at most
-	// 107 bytes: a TempDir too deep for it gives way to the system's.
-	tmp := opts.TempDir
-	if len(filepath.Join(tmp, "mysql-pitr-physical-0123456789", "mysqld.sock")) > 100 {
-		tmp = ""
-	}
-	work, err := os.MkdirTemp(tmp, "mysql-pitr-physical-")
+	work, err := cloneWorkDir(opts.TempDir)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
 	}
@@ -392,11 +358,7 @@ func takeClone(ctx context.Context, opts Options, si binlog.ServerInfo, log *slo
 	objects, cs, consistent, err := cloneRun(ctx, db, stage, plan, work, id, opts, log)
 	finished := time.Now().UTC()
 	if err != nil {
-		if cerr := ctx.Err(); cerr != nil {
-			err = cerr
-		}
-		log.Warn("physical snapshot abandoned; its stored parts are a partial snapshot", "err", err, "parts", len(objects))
-		return nil, fmt.Errorf("physical snapshot %s: %w", id, err)
+		return nil, abandoned(ctx, log, id, objects, err)
 	}
 	m := &catalog.Manifest{
 		ID:            id,
@@ -419,21 +381,32 @@ func takeClone(ctx context.Context, opts Options, si binlog.ServerInfo, log *slo
 		LowerCaseTableNames: plan.lowerCase,
 		InnoDBPageSize:      plan.pageSize,
 	}
-	for _, o := range objects {
-		m.Bytes += o.Size
-		m.StoredBytes += o.StoredSize
+	if err := storeManifest(ctx, opts, m, log); err != nil {
+		return nil, err
 	}
-	if m.Tables, err = listTables(ctx, db); err != nil {
-		log.Warn("cannot list the tables for the manifest; it records none", "err", err)
-	}
-	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
-		return nil, fmt.Errorf("physical snapshot %s: write manifest: %w", id, err)
-	}
-	log.Info("physical snapshot taken",
-		"binlog", m.Binlog.String(), "gtid", m.GTIDSet,
-		"bytes", m.Bytes, "stored_bytes", m.StoredBytes, "parts", len(objects),
-		"duration", finished.Sub(started))
 	return m, nil
+}
+
+// installClonePlugin installs the clone plugin, which cloneCheck found
+// missing.
+func installClonePlugin(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, tablesTimeout)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, "INSTALL PLUGIN clone SONAME 'mysql_clone.so'"); err != nil {
+		return fmt.Errorf("install the clone plugin: %w", err)
+	}
+	log.Info("installed the clone plugin (INSTALL PLUGIN clone SONAME 'mysql_clone.so')")
+	return nil
+}
+
+// cloneWorkDir makes the scratch directory of the server that finishes the
+// clone, in tempDir. Its socket goes there, and a socket's path is at most
+// 107 bytes: a tempDir too deep for it gives way to the system's.
+func cloneWorkDir(tempDir string) (string, error) {
+	if len(filepath.Join(tempDir, "mysql-pitr-physical-0123456789", "mysqld.sock")) > 100 {
+		tempDir = ""
+	}
+	return os.MkdirTemp(tempDir, "mysql-pitr-physical-")
 }
 
 // cloneRun clones, finishes the clone and stores it. It returns the stored

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/mysqld"
 )
 
@@ -169,7 +170,7 @@ var cloneVersionLine = regexp.MustCompile(`^\d+ \d+$`)
 func parseCloneStatus(s string) (cloneStatus, error) {
 	lines := strings.Split(s, "\n")
 	if len(lines) < 7 || !cloneVersionLine.MatchString(lines[0]) {
-		return cloneStatus{}, fmt.Errorf("%s %q is not the clone plugin's status", cloneStatusFile, firstLine(s))
+		return cloneStatus{}, fmt.Errorf("%s %q is not the clone plugin's status", cloneStatusFile, programs.FirstLine(s))
 	}
 	if lines[3] != "0" {
 		return cloneStatus{}, fmt.Errorf("the clone failed with error %s: %s", lines[3], lines[4])

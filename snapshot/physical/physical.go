@@ -158,67 +158,35 @@ func Take(ctx context.Context, opts Options) (*catalog.Manifest, error) {
 		return nil, err
 	}
 	log := opts.Logger.With("component", "snapshot", "method", catalog.MethodPhysical)
-	si, err := opts.Source.Info(ctx)
+	si, err := serverInfo(ctx, opts.Source)
 	if err != nil {
-		return nil, fmt.Errorf("physical snapshot: %w", err)
-	}
-	if _, err := si.Check(); err != nil {
-		return nil, fmt.Errorf("physical snapshot: %w", err)
+		return nil, err
 	}
 	if Tool(si.Flavor, opts.ToolPath) == ToolClone {
 		return takeClone(ctx, opts, si, log)
 	}
-	pt := backupToolFor(si.Flavor)
-	tool, err := pt.find(opts.ToolPath)
+	tool, tv, err := snapshotTool(ctx, opts.ToolPath, si)
 	if err != nil {
-		return nil, fmt.Errorf("physical snapshot of %s %s: %w", si.Flavor, si.Version, err)
+		return nil, err
 	}
-	tv, err := runVersion(ctx, tool)
-	if err != nil {
-		return nil, fmt.Errorf("physical snapshot: %w", err)
-	}
-	if err := checkVersion(tool, tv, si.Version); err != nil {
-		return nil, fmt.Errorf("physical snapshot: %w", err)
-	}
-
 	work, err := os.MkdirTemp(opts.TempDir, "mysql-pitr-physical-")
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
 	}
 	defer os.RemoveAll(work)
-	tlsLines, err := tlsOptions(ctx, opts, si.Flavor)
-	if err != nil {
-		return nil, fmt.Errorf("physical snapshot: %w", err)
-	}
-	cnf, err := defaultsFile(work, opts.Source.Config.Passwd, tlsLines...)
-	if err != nil {
-		return nil, fmt.Errorf("physical snapshot: %w", err)
-	}
-	target := filepath.Join(work, "target")
-	if err := os.Mkdir(target, 0o700); err != nil {
-		return nil, fmt.Errorf("physical snapshot: scratch directory: %w", err)
-	}
-	args, err := backupArgs(cnf, target, opts.Source.Config, opts.Parallel, opts.ExtraArgs)
+	args, err := backupCommand(ctx, opts, si.Flavor, work)
 	if err != nil {
 		return nil, fmt.Errorf("physical snapshot: %w", err)
 	}
 
 	started := time.Now().UTC()
-	id := opts.ID
-	if id == "" {
-		id = catalog.NewSnapshotID(started)
-	}
+	id := opts.snapshotID(started)
 	log = log.With("id", string(id))
 	objects, se, err := runBackup(ctx, log, tool, args, work, id, opts)
 	finished := time.Now().UTC()
 	if err != nil {
-		if cerr := ctx.Err(); cerr != nil {
-			err = cerr
-		}
-		log.Warn("physical snapshot abandoned; its stored parts are a partial snapshot", "err", err, "parts", len(objects))
-		return nil, fmt.Errorf("physical snapshot %s: %w", id, err)
+		return nil, abandoned(ctx, log, id, objects, err)
 	}
-
 	lt := se.locks(finished)
 	if !lt.Seen {
 		log.Warn("the tool's log has no lock marks; writes-blocked time is unknown and recorded as zero")
@@ -242,21 +210,95 @@ func Take(ctx context.Context, opts Options) (*catalog.Manifest, error) {
 		Objects:       objects,
 		Agent:         opts.Agent,
 	}
-	for _, o := range objects {
+	if err := storeManifest(ctx, opts, m, log, "commits_blocked", lt.Commits, "ddl_blocked", lt.DDL); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// serverInfo reads what the server is and checks that it can be
+// snapshotted.
+func serverInfo(ctx context.Context, src *binlog.Source) (binlog.ServerInfo, error) {
+	si, err := src.Info(ctx)
+	if err != nil {
+		return si, fmt.Errorf("physical snapshot: %w", err)
+	}
+	if _, err := si.Check(); err != nil {
+		return si, fmt.Errorf("physical snapshot: %w", err)
+	}
+	return si, nil
+}
+
+// snapshotTool finds the backup tool for the server, toolPath if set, and
+// checks that it was built for the server's release.
+func snapshotTool(ctx context.Context, toolPath string, si binlog.ServerInfo) (string, toolVersion, error) {
+	tool, err := backupToolFor(si.Flavor).find(toolPath)
+	if err != nil {
+		return "", toolVersion{}, fmt.Errorf("physical snapshot of %s %s: %w", si.Flavor, si.Version, err)
+	}
+	tv, err := checkedVersion(ctx, tool, si.Version)
+	if err != nil {
+		return "", toolVersion{}, fmt.Errorf("physical snapshot: %w", err)
+	}
+	return tool, tv, nil
+}
+
+// backupCommand writes the tool's option file into the scratch directory
+// work, makes its target directory there, and returns its arguments.
+func backupCommand(ctx context.Context, opts Options, f binlog.Flavor, work string) ([]string, error) {
+	tlsLines, err := tlsOptions(ctx, opts, f)
+	if err != nil {
+		return nil, err
+	}
+	cnf, err := defaultsFile(work, opts.Source.Config.Passwd, tlsLines...)
+	if err != nil {
+		return nil, err
+	}
+	target := filepath.Join(work, "target")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		return nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	return backupArgs(cnf, target, opts.Source.Config, opts.Parallel, opts.ExtraArgs)
+}
+
+// snapshotID is the snapshot's ID: opts.ID, or one made of its start time.
+func (o Options) snapshotID(started time.Time) catalog.SnapshotID {
+	if o.ID != "" {
+		return o.ID
+	}
+	return catalog.NewSnapshotID(started)
+}
+
+// abandoned logs a snapshot given up after its parts began to be stored
+// and returns its error: the context's, when it was cancelled.
+func abandoned(ctx context.Context, log *slog.Logger, id catalog.SnapshotID, objects []catalog.SnapshotObject, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		err = cerr
+	}
+	log.Warn("physical snapshot abandoned; its stored parts are a partial snapshot", "err", err, "parts", len(objects))
+	return fmt.Errorf("physical snapshot %s: %w", id, err)
+}
+
+// storeManifest completes m with its sizes and the server's tables and
+// writes it, which makes the snapshot exist; attrs are logged with the
+// rest.
+func storeManifest(ctx context.Context, opts Options, m *catalog.Manifest, log *slog.Logger, attrs ...any) error {
+	for _, o := range m.Objects {
 		m.Bytes += o.Size
 		m.StoredBytes += o.StoredSize
 	}
+	var err error
 	if m.Tables, err = listTables(ctx, opts.Source.DB()); err != nil {
 		log.Warn("cannot list the tables for the manifest; it records none", "err", err)
 	}
 	if err := catalog.WriteManifest(ctx, opts.Storage, m); err != nil {
-		return nil, fmt.Errorf("physical snapshot %s: write manifest: %w", id, err)
+		return fmt.Errorf("physical snapshot %s: write manifest: %w", m.ID, err)
 	}
-	log.Info("physical snapshot taken",
+	log.Info("physical snapshot taken", append([]any{
 		"binlog", m.Binlog.String(), "gtid", m.GTIDSet,
-		"bytes", m.Bytes, "stored_bytes", m.StoredBytes, "parts", len(objects),
-		"duration", finished.Sub(started), "commits_blocked", lt.Commits, "ddl_blocked", lt.DDL)
-	return m, nil
+		"bytes", m.Bytes, "stored_bytes", m.StoredBytes, "parts", len(m.Objects),
+		"duration", m.Finished.Sub(m.Started)}, attrs...)...)
+	return nil
 }
 
 // runBackup runs the tool and stores its stream. It returns the stored

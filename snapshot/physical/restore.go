@@ -24,6 +24,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
+	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
@@ -74,14 +75,8 @@ func Restore(ctx context.Context, st storage.Storage, m *catalog.Manifest, datad
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "snapshot", "method", catalog.MethodPhysical, "id", string(m.ID))
-	if err := m.Validate(); err != nil {
+	if err := checkRestorable(m); err != nil {
 		return catalog.Position{}, err
-	}
-	if m.Method != catalog.MethodPhysical {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: method is %s, not %s", m.ID, m.Method, catalog.MethodPhysical)
-	}
-	if len(m.Objects) == 0 {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: manifest lists no objects", m.ID)
 	}
 	datadir, err := filepath.Abs(datadir)
 	if err != nil {
@@ -97,23 +92,58 @@ func Restore(ctx context.Context, st storage.Storage, m *catalog.Manifest, datad
 	if format == formatTar {
 		return restoreTree(ctx, st, m, datadir, opts, log)
 	}
-	pt := backupToolFor(binlog.Flavor(m.Flavor))
-	tool, err := pt.find(opts.ToolPath)
+	tool, extractor, err := restoreTools(ctx, m, opts)
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
-	tv, err := runVersion(ctx, tool)
-	if err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	if err := checkVersion(tool, tv, m.ServerVersion); err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	extractor, err := pt.findExtractor(opts.ExtractorPath, tool)
-	if err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
+	return restoreStaged(ctx, m, datadir, opts, log, func(staging string) error {
+		if err := extract(ctx, st, m, extractor, staging, opts.Progress); err != nil {
+			return err
+		}
+		if err := checkBinlogInfo(staging, m.Binlog); err != nil {
+			return err
+		}
+		return prepareBackup(ctx, tool, staging, opts.PrepareMemory)
+	})
+}
 
+// checkRestorable refuses a manifest that is not of a physical snapshot
+// with parts.
+func checkRestorable(m *catalog.Manifest) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if m.Method != catalog.MethodPhysical {
+		return fmt.Errorf("restore snapshot %s: method is %s, not %s", m.ID, m.Method, catalog.MethodPhysical)
+	}
+	if len(m.Objects) == 0 {
+		return fmt.Errorf("restore snapshot %s: manifest lists no objects", m.ID)
+	}
+	return nil
+}
+
+// restoreTools finds the backup tool and its stream extractor for m,
+// checking that the tool was built for the snapshot's server release.
+func restoreTools(ctx context.Context, m *catalog.Manifest, opts RestoreOptions) (tool, extractor string, err error) {
+	pt := backupToolFor(binlog.Flavor(m.Flavor))
+	if tool, err = pt.find(opts.ToolPath); err != nil {
+		return "", "", err
+	}
+	if _, err := checkedVersion(ctx, tool, m.ServerVersion); err != nil {
+		return "", "", err
+	}
+	if extractor, err = pt.findExtractor(opts.ExtractorPath, tool); err != nil {
+		return "", "", err
+	}
+	return tool, extractor, nil
+}
+
+// restoreStaged has fill write the snapshot's files into a staging
+// directory beside datadir (so the final move is a rename on one
+// filesystem), gives them to opts.User, and only then moves them into
+// datadir. The staging directory is removed on any error.
+func restoreStaged(ctx context.Context, m *catalog.Manifest, datadir string, opts RestoreOptions, log *slog.Logger,
+	fill func(staging string) error) (catalog.Position, error) {
 	staging, err := snapshot.Staging(datadir)
 	if err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
@@ -124,15 +154,8 @@ func Restore(ctx context.Context, st storage.Storage, m *catalog.Manifest, datad
 			os.RemoveAll(staging)
 		}
 	}()
-
 	log.Info("restoring physical snapshot", "datadir", datadir, "staging", staging, "parts", len(m.Objects), "bytes", m.Bytes)
-	if err := extract(ctx, st, m, extractor, staging, opts.Progress); err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	if err := checkBinlogInfo(staging, m.Binlog); err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	if err := prepareBackup(ctx, tool, staging, opts.PrepareMemory); err != nil {
+	if err := fill(staging); err != nil {
 		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
 	}
 	if opts.User != "" && os.Geteuid() == 0 {
@@ -274,7 +297,7 @@ func checkBinlogInfo(staging string, want catalog.Position) error {
 	}
 	f := strings.Fields(string(b))
 	if len(f) < 2 {
-		return fmt.Errorf("xtrabackup_binlog_info %q is not FILE POS", firstLine(string(b)))
+		return fmt.Errorf("xtrabackup_binlog_info %q is not FILE POS", programs.FirstLine(string(b)))
 	}
 	pos, err := strconv.ParseUint(f[1], 10, 64)
 	if err != nil || f[0] != want.File || pos != want.Pos {

@@ -9,12 +9,10 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
-	"github.com/mysql-pitr/mysql-pitr/snapshot"
 	"github.com/mysql-pitr/mysql-pitr/storage"
 )
 
@@ -24,57 +22,35 @@ import (
 // is compared with the manifest's, and the files are moved into datadir
 // only then. The server starts on them as they are.
 func restoreTree(ctx context.Context, st storage.Storage, m *catalog.Manifest, datadir string, opts RestoreOptions, log *slog.Logger) (catalog.Position, error) {
-	staging, err := snapshot.Staging(datadir)
-	if err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	moved := false
-	defer func() {
-		if !moved {
-			os.RemoveAll(staging)
+	return restoreStaged(ctx, m, datadir, opts, log, func(staging string) error {
+		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return fmt.Errorf("zstd decoder: %w", err)
 		}
-	}()
-	log.Info("restoring physical snapshot", "datadir", datadir, "staging", staging, "parts", len(m.Objects), "bytes", m.Bytes)
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
-	if err != nil {
-		return catalog.Position{}, fmt.Errorf("zstd decoder: %w", err)
-	}
-	defer dec.Close()
-	r := &partReader{ctx: ctx, st: st, m: m, dec: dec, sum: sha256.New(), progress: opts.Progress}
-	defer r.close()
-	if err := extractTree(ctx, r, staging); err != nil {
-		// A damaged part explains a broken stream best.
-		if rerr := r.err; rerr != nil {
-			err = rerr
+		defer dec.Close()
+		r := &partReader{ctx: ctx, st: st, m: m, dec: dec, sum: sha256.New(), progress: opts.Progress}
+		defer r.close()
+		if err := extractTree(ctx, r, staging); err != nil {
+			// A damaged part explains a broken stream best.
+			if rerr := r.err; rerr != nil {
+				err = rerr
+			}
+			return err
 		}
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	// What follows the tar's end is part of the last part's checksum.
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	cs, err := readCloneStatus(staging)
-	if err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	if cs.Binlog != m.Binlog || cs.GTID != m.GTIDSet {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: the clone says binlog position %s, GTID set %q; the manifest says %s, %q",
-			m.ID, cs.Binlog, cs.GTID, m.Binlog, m.GTIDSet)
-	}
-	if opts.User != "" && os.Geteuid() == 0 {
-		if err := chownTree(staging, opts.User); err != nil {
-			return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+		// What follows the tar's end is part of the last part's checksum.
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return err
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	if err := snapshot.MoveInto(staging, datadir); err != nil {
-		return catalog.Position{}, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
-	}
-	moved = true
-	log.Info("physical snapshot restored", "datadir", datadir, "binlog", m.Binlog.String(), "gtid", m.GTIDSet)
-	return m.Binlog, nil
+		cs, err := readCloneStatus(staging)
+		if err != nil {
+			return err
+		}
+		if cs.Binlog != m.Binlog || cs.GTID != m.GTIDSet {
+			return fmt.Errorf("the clone says binlog position %s, GTID set %q; the manifest says %s, %q",
+				cs.Binlog, cs.GTID, m.Binlog, m.GTIDSet)
+		}
+		return nil
+	})
 }
 
 // partReader reads a snapshot's parts, decompressed, as one stream,

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
-	"github.com/mysql-pitr/mysql-pitr/internal/childenv"
 	"github.com/mysql-pitr/mysql-pitr/internal/programs"
 )
 
@@ -25,42 +24,34 @@ var ErrToolMissing = errors.New("physical backup tool not found")
 // for another server release than the server's; the message names both versions.
 var ErrToolVersion = errors.New("physical backup tool does not match the server version")
 
-// toolVersionTimeout bounds `tool --version`, which reads option files and
-// nothing else.
-const toolVersionTimeout = 30 * time.Second
-
 // backupTool is every difference between MariaDB's and MySQL's physical backup
 // tooling; backupToolFor is the only place that tells them apart.
 type backupTool struct {
-	// names are the tool's names on PATH, preferred first.
+	// names are the tool's names, preferred first (programs.Names).
 	names []string
-	// extractor is the xbstream extractor's name.
-	extractor string
+	// extractor are the stream extractor's names.
+	extractor []string
 	// install says how to get both.
 	install string
 }
 
 func backupToolFor(f binlog.Flavor) backupTool {
-	if f == binlog.MariaDB {
-		// mariabackup is a symlink kept for compatibility; newer packages
-		// may drop it.
-		return backupTool{
-			names:     []string{"mariadb-backup", "mariabackup"},
-			extractor: "mbstream",
-			install:   "apt-get install mariadb-backup (Debian/Ubuntu) or dnf install MariaDB-backup (RHEL), matching the server's major.minor version",
-		}
-	}
-	return backupTool{
-		names:     []string{"xtrabackup"},
-		extractor: "xbstream",
+	pt := backupTool{
+		names:     programs.Names(string(f), programs.Backup),
+		extractor: programs.Names(string(f), programs.Extractor),
 		install:   "install Percona XtraBackup for the server's release (e.g. apt-get install percona-xtrabackup-80 for MySQL 8.0)",
 	}
+	if f == binlog.MariaDB {
+		pt.install = "apt-get install mariadb-backup (Debian/Ubuntu) or dnf install MariaDB-backup (RHEL), matching the server's major.minor version"
+	}
+	return pt
 }
 
-// find returns the tool's path: explicit if set, else the first name on PATH.
+// find returns the tool's path: explicit if set, else the first of its
+// names found on PATH or in the sbin directories.
 func (pt backupTool) find(explicit string) (string, error) {
 	if explicit != "" {
-		p, err := exec.LookPath(explicit)
+		p, err := (programs.Finder{}).Look(explicit)
 		if err != nil {
 			return "", fmt.Errorf("%w: %s: %v; %s", ErrToolMissing, explicit, err, pt.install)
 		}
@@ -76,19 +67,18 @@ func (pt backupTool) find(explicit string) (string, error) {
 // (packages install both in one directory), else on PATH.
 func (pt backupTool) findExtractor(explicit, tool string) (string, error) {
 	if explicit != "" {
-		p, err := exec.LookPath(explicit)
+		p, err := (programs.Finder{}).Look(explicit)
 		if err != nil {
 			return "", fmt.Errorf("%w: %s: %v; %s", ErrToolMissing, explicit, err, pt.install)
 		}
 		return p, nil
 	}
-	beside := filepath.Join(filepath.Dir(tool), pt.extractor)
-	if fi, err := os.Stat(beside); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-		return beside, nil
+	if p, err := (programs.Finder{Dir: filepath.Dir(tool)}).Look(pt.extractor...); err == nil {
+		return p, nil
 	}
-	p, err := (programs.Finder{}).Look(pt.extractor)
+	p, err := (programs.Finder{}).Look(pt.extractor...)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s is not on PATH or in the sbin directories; %s", ErrToolMissing, pt.extractor, pt.install)
+		return "", fmt.Errorf("%w: %s is not on PATH or in the sbin directories; %s", ErrToolMissing, strings.Join(pt.extractor, ", "), pt.install)
 	}
 	return p, nil
 }
@@ -115,7 +105,7 @@ type toolVersion struct {
 func parseToolVersion(name, out string) (toolVersion, error) {
 	m := basedOn.FindStringSubmatch(out)
 	if m == nil {
-		return toolVersion{}, fmt.Errorf("%s --version: no server version in %q", name, firstLine(out))
+		return toolVersion{}, fmt.Errorf("%s --version: no server version in %q", name, programs.FirstLine(out))
 	}
 	v := toolVersion{Server: m[1], Label: name + " " + m[1]}
 	if own := ownVer.FindStringSubmatch(out); own != nil {
@@ -153,27 +143,24 @@ func checkVersion(tool string, tv toolVersion, serverVersion string) error {
 
 // runVersion runs `tool --version`. Both tools print it on stderr.
 func runVersion(ctx context.Context, tool string) (toolVersion, error) {
-	ctx, cancel := context.WithTimeout(ctx, toolVersionTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, tool, "--version")
-	ownGroup(cmd)
-	cmd.Env = childenv.Environ()
-	out, err := cmd.CombinedOutput()
+	out, err := programs.VersionOutput(ctx, tool)
 	if err != nil {
-		return toolVersion{}, fmt.Errorf("%s --version: %w: %s", tool, err, firstLine(string(out)))
+		return toolVersion{}, err
 	}
-	return parseToolVersion(filepath.Base(tool), string(out))
+	return parseToolVersion(filepath.Base(tool), out)
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
+// checkedVersion runs `tool --version` and checks that the tool was built
+// for serverVersion's major.minor release (checkVersion).
+func checkedVersion(ctx context.Context, tool, serverVersion string) (toolVersion, error) {
+	tv, err := runVersion(ctx, tool)
+	if err != nil {
+		return toolVersion{}, err
 	}
-	if len(s) > 200 {
-		s = s[:200]
+	if err := checkVersion(tool, tv, serverVersion); err != nil {
+		return toolVersion{}, err
 	}
-	return s
+	return tv, nil
 }
 
 // ownGroup puts the child in its own process group and makes a context
