@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/internal/bytesize"
 )
 
 // Logf prints a timestamped progress line.
@@ -23,29 +25,9 @@ func Logf(format string, args ...any) {
 func SizeVar(fs *flag.FlagSet, p *int64, name string, def int64, usage string) {
 	*p = def
 	fs.Func(name, usage+" (default "+strconv.FormatInt(def>>20, 10)+"MiB)", func(v string) (err error) {
-		*p, err = ParseSize(v)
+		*p, err = bytesize.Parse(v)
 		return err
 	})
-}
-
-// ParseSize reads 1GiB, 200MiB, 5MB or a number of bytes.
-func ParseSize(v string) (int64, error) {
-	v = strings.TrimSpace(v)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
-		if s, ok := strings.CutSuffix(v, u.suffix); ok {
-			v, mult = strings.TrimSpace(s), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q (use e.g. 200MiB or 2GiB)", v)
-	}
-	return n * mult, nil
 }
 
 // Median of xs; NaN when empty.

@@ -15,25 +15,6 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"1GiB", 1 << 30, true}, {"200MiB", 200 << 20, true}, {"1048576", 1 << 20, true}, {"5 MB", 5e6, true},
-		{"-1", 0, false}, {"lots", 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseSize(tt.in)
-			if (err == nil) != tt.ok || got != tt.want {
-				t.Errorf("got %d, %v; want %d, ok %v", got, err, tt.want, tt.ok)
-			}
-		})
-	}
-}
-
 func TestMedianPercentile(t *testing.T) {
 	for _, tt := range []struct {
 		xs   []float64
