@@ -138,6 +138,26 @@ func (a *archive) run(ctx context.Context, b *bench) (err error) {
 	a.first, a.bytes, a.serverID = a.logs[0].Name, kit.TotalSize(a.logs), 1000
 	kit.Logf("server idle at %s: %s in %d files", a.end, kit.MB(a.bytes), len(a.logs))
 
+	stats, err := a.captureAll(ctx, b)
+	if err != nil {
+		return err
+	}
+	var rpo *rpoResult
+	if a.rpoDuration > 0 {
+		dir, _, err := b.mkdir("rpo")
+		if err != nil {
+			return err
+		}
+		rpo = a.runRPO(ctx, b, dir, sb)
+		fmt.Println("  " + rpo.String())
+	}
+	a.report(&b.rep, fill, stats, rpo)
+	return ctx.Err()
+}
+
+// captureAll times every capture tool copying the server's whole binlog,
+// alternating runs, and returns each tool's medians.
+func (a *archive) captureAll(ctx context.Context, b *bench) (map[string]kit.Stats, error) {
 	tools := []string{a.refRaw(), a.refZstd(), toolAgentFile}
 	if a.s3 {
 		tools = append(tools, toolAgentS3)
@@ -164,20 +184,9 @@ func (a *archive) run(ctx context.Context, b *bench) (err error) {
 		return r
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	stats := kit.SummarizeAll(runs, tools)
-	var rpo *rpoResult
-	if a.rpoDuration > 0 {
-		dir, _, err := b.mkdir("rpo")
-		if err != nil {
-			return err
-		}
-		rpo = a.runRPO(ctx, b, dir, sb)
-		fmt.Println("  " + rpo.String())
-	}
-	a.report(&b.rep, fill, stats, rpo)
-	return ctx.Err()
+	return kit.SummarizeAll(runs, tools), nil
 }
 
 // captureTool times the binlog reader copying the server's whole binlog

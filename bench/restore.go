@@ -120,16 +120,8 @@ func (r *restoreBench) run(ctx context.Context, b *bench) (err error) {
 	if err := r.waitArchived(ctx, agent); err != nil {
 		return err
 	}
-	// The physical snapshot goes first: the planner restores from the
-	// newest snapshot, the logical one; the physical runs use a copy of
-	// the archive without it.
-	var phys, logical *catalog.Manifest
-	if r.physical {
-		if phys, err = r.takeSnapshot(ctx, b, catalog.MethodPhysical); err != nil {
-			return err
-		}
-	}
-	if logical, err = r.takeSnapshot(ctx, b, catalog.MethodLogical); err != nil {
+	phys, logical, err := r.takeSnapshots(ctx, b)
+	if err != nil {
 		return err
 	}
 	kit.Logf("sysbench oltp_write_only (%d threads, unthrottled) until the source holds %s after the snapshot", r.loadThreads, kit.MB(r.binlog))
@@ -158,15 +150,44 @@ func (r *restoreBench) run(ctx context.Context, b *bench) (err error) {
 	}
 	g := replayedBy(plan)
 	kit.Logf("the restores replay %s of binlog in %s (%s stored)", kit.MB(g.bytes), kit.Plural(g.files, "file"), kit.MB(g.stored))
-	modes := []string{modeServer, modeMysqlbinlog}
+	modes, runs, err := r.restoreAll(ctx, b, logical.ID, g)
+	if err != nil {
+		return err
+	}
+	r.report(&b.rep, ds, logical, phys, fill, g, modes, runs)
+	return nil
+}
+
+// takeSnapshots takes the snapshots the restores start from: the
+// physical one (with -physical) first, since the planner restores from the
+// newest snapshot, the logical one; the physical runs use a copy of the
+// archive without it.
+func (r *restoreBench) takeSnapshots(ctx context.Context, b *bench) (phys, logical *catalog.Manifest, err error) {
 	if r.physical {
-		if r.physArchive, err = archiveWithout(ctx, r.archive, logical.ID); err != nil {
-			return err
+		if phys, err = r.takeSnapshot(ctx, b, catalog.MethodPhysical); err != nil {
+			return nil, nil, err
+		}
+	}
+	if logical, err = r.takeSnapshot(ctx, b, catalog.MethodLogical); err != nil {
+		return nil, nil, err
+	}
+	return phys, logical, nil
+}
+
+// restoreAll times the restores of each mode, alternating, each replaying
+// g. The physical mode restores from a copy of the archive without the
+// logical snapshot. It returns the modes in the order they ran and the
+// runs.
+func (r *restoreBench) restoreAll(ctx context.Context, b *bench, logical catalog.SnapshotID, g replayed) (modes []string, runs []kit.Run, err error) {
+	modes = []string{modeServer, modeMysqlbinlog}
+	if r.physical {
+		if r.physArchive, err = archiveWithout(ctx, r.archive, logical); err != nil {
+			return nil, nil, err
 		}
 		modes = append(modes, modePhysical)
 	}
 	kit.Logf("restores: %s per mode %v, alternating, %d threads, --to latest into a fresh datadir", kit.Plural(r.runs, "run"), modes, r.threads)
-	runs, err := kit.Alternate(ctx, r.runs, modes, func(order int, mode string) kit.Run {
+	runs, err = kit.Alternate(ctx, r.runs, modes, func(order int, mode string) kit.Run {
 		dir, done, err := b.mkdir("restore", fmt.Sprintf("%02d-%s", order, mode))
 		if err != nil {
 			return kit.Run{Err: err}
@@ -177,10 +198,9 @@ func (r *restoreBench) run(ctx context.Context, b *bench) (err error) {
 		return run
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	r.report(&b.rep, ds, logical, phys, fill, g, modes, runs)
-	return nil
+	return modes, runs, nil
 }
 
 // waitArchived waits until the agent's archive is durable up to the

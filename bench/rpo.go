@@ -57,19 +57,8 @@ type probe struct {
 func (a *archive) runRPO(ctx context.Context, b *bench, dir string, sb kit.Sysbench) *rpoResult {
 	r := &rpoResult{}
 	s := a.srv
-	// A fresh agent would otherwise first archive the capture phase's
-	// gigabyte, and its peak RSS would be the capture's, not the steady
-	// state's.
-	if r.Err = s.PurgeOld(ctx); r.Err != nil {
+	if r.Err = a.prepareRPO(ctx); r.Err != nil {
 		return r
-	}
-	for _, q := range []string{
-		"CREATE DATABASE IF NOT EXISTS pitr_bench",
-		"CREATE TABLE IF NOT EXISTS pitr_bench.probe (id BIGINT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL)",
-	} {
-		if _, r.Err = s.DB.ExecContext(ctx, q); r.Err != nil {
-			return r
-		}
 	}
 	end, err := s.BinlogEnd(ctx)
 	if r.Err = err; err != nil {
@@ -126,15 +115,7 @@ func (a *archive) runRPO(ctx context.Context, b *bench, dir string, sb kit.Sysbe
 	}
 	close(stop)
 	wg.Wait()
-	slices.SortFunc(samples, func(x, y probe) int { return cmp.Compare(y.rpo, x.rpo) })
-	for _, p := range samples {
-		r.Samples = append(r.Samples, p.rpo)
-	}
-	slices.Sort(r.Samples)
-	r.Worst = samples[:min(len(samples), 5)]
-	for i := range r.Worst {
-		r.Worst[i].at = r.Worst[i].t0.Sub(loadBegin)
-	}
+	r.addSamples(samples, loadBegin)
 	if done, err := ag.Exited(); done {
 		r.Err = fmt.Errorf("agent exited during the load (%v):\n%s", err, ag.LogTail(10))
 		return r
@@ -146,6 +127,39 @@ func (a *archive) runRPO(ctx context.Context, b *bench, dir string, sb kit.Sysbe
 	r.Err = errors.Join(r.Err, err)
 	r.Binlog = kit.TotalSize(after) - kit.TotalSize(before)
 	return r
+}
+
+// prepareRPO purges the binlog the capture phase left and creates the
+// probe table. A fresh agent would otherwise first archive the capture
+// phase's gigabyte, and its peak RSS would be the capture's, not the
+// steady state's.
+func (a *archive) prepareRPO(ctx context.Context) error {
+	if err := a.srv.PurgeOld(ctx); err != nil {
+		return err
+	}
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS pitr_bench",
+		"CREATE TABLE IF NOT EXISTS pitr_bench.probe (id BIGINT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL)",
+	} {
+		if _, err := a.srv.DB.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addSamples records the probes' RPOs, sorted, and keeps the five worst
+// with when into the load (which began at loadBegin) each was committed.
+func (r *rpoResult) addSamples(samples []probe, loadBegin time.Time) {
+	slices.SortFunc(samples, func(x, y probe) int { return cmp.Compare(y.rpo, x.rpo) })
+	for _, p := range samples {
+		r.Samples = append(r.Samples, p.rpo)
+	}
+	slices.Sort(r.Samples)
+	r.Worst = samples[:min(len(samples), 5)]
+	for i := range r.Worst {
+		r.Worst[i].at = r.Worst[i].t0.Sub(loadBegin)
+	}
 }
 
 // probeLoop commits a marker row every probeInterval on its own connection

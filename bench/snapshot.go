@@ -132,22 +132,8 @@ func (s *snapshotBench) serverArgs() testbed.MariaDBOptions {
 }
 
 func (s *snapshotBench) run(ctx context.Context, b *bench) (err error) {
-	s.bin = map[string]string{}
-	for _, tool := range []string{s.dumpProgram(), s.flavor.ClientProgram(), "mariadb-backup"} {
-		if s.flavor.MySQL() && tool == "mariadb-backup" {
-			continue
-		}
-		if s.bin[tool], err = b.program(tool); err != nil {
-			return err
-		}
-	}
-	for _, tool := range []string{"zstd", "mydumper", "myloader", "tar"} {
-		if s.bin[tool], err = testbed.LookBinary(tool); err != nil {
-			return fmt.Errorf("%w (run scripts/setup.sh)", err)
-		}
-	}
-	if s.self, err = os.Executable(); err != nil {
-		return fmt.Errorf("find this program for load-worker: %w", err)
+	if err := s.findPrograms(b); err != nil {
+		return err
 	}
 	kit.Logf("starting %s (buffer pool %s, redo log %s)", s.flavor, kit.MB(s.bufferPool), kit.MB(s.redoLog))
 	if s.srv, err = b.startServer(s.serverArgs()); err != nil {
@@ -175,28 +161,9 @@ func (s *snapshotBench) run(ctx context.Context, b *bench) (err error) {
 
 	last := map[string]string{} // the last good output of each dump tool, for the load phase
 	if s.logical {
-		tools := []string{toolOurs, s.toolDump(), toolMydumper}
-		if s.compareBin != "" {
-			tools = append(tools, toolCompare)
-		}
-		kit.Logf("logical snapshots: %d runs each, %d threads, alternating", s.runs, s.threads)
-		runs, err := kit.Alternate(ctx, s.runs, tools, func(order int, tool string) kit.Run {
-			dir := filepath.Join(b.dir, "dump", fmt.Sprintf("%02d-%s", order, kit.Slug(tool)))
-			r := s.dump(ctx, b, dir, tool)
-			if prev := last[tool]; r.Err == nil && prev != "" && !s.keep {
-				os.RemoveAll(filepath.Dir(prev))
-			}
-			if r.Err == nil {
-				last[tool] = filepath.Join(dir, "out")
-			} else if !s.keep {
-				os.RemoveAll(dir)
-			}
-			return r
-		})
-		if err != nil {
+		if err := s.logicalPhase(ctx, b, last); err != nil {
 			return err
 		}
-		s.reportLogical(&b.rep, kit.SummarizeAll(runs, tools))
 	}
 	if s.rate > 0 {
 		if err := s.blockedPhase(ctx, b, sb); err != nil {
@@ -211,6 +178,59 @@ func (s *snapshotBench) run(ctx context.Context, b *bench) (err error) {
 	if s.load {
 		return s.loadPhase(ctx, b, last)
 	}
+	return nil
+}
+
+// findPrograms locates every tool the phases run: the server's own dump,
+// client and backup programs from its install, the rest from PATH, and
+// this program itself, which the load phase runs as a worker.
+func (s *snapshotBench) findPrograms(b *bench) (err error) {
+	s.bin = map[string]string{}
+	for _, tool := range []string{s.dumpProgram(), s.flavor.ClientProgram(), "mariadb-backup"} {
+		if s.flavor.MySQL() && tool == "mariadb-backup" {
+			continue
+		}
+		if s.bin[tool], err = b.program(tool); err != nil {
+			return err
+		}
+	}
+	for _, tool := range []string{"zstd", "mydumper", "myloader", "tar"} {
+		if s.bin[tool], err = testbed.LookBinary(tool); err != nil {
+			return fmt.Errorf("%w (run scripts/setup.sh)", err)
+		}
+	}
+	if s.self, err = os.Executable(); err != nil {
+		return fmt.Errorf("find this program for load-worker: %w", err)
+	}
+	return nil
+}
+
+// logicalPhase times each logical snapshot tool, alternating, and reports
+// the medians. last gets the output of each tool's last good run, for the
+// load phase; only that one is kept on disk unless -keep.
+func (s *snapshotBench) logicalPhase(ctx context.Context, b *bench, last map[string]string) error {
+	tools := []string{toolOurs, s.toolDump(), toolMydumper}
+	if s.compareBin != "" {
+		tools = append(tools, toolCompare)
+	}
+	kit.Logf("logical snapshots: %d runs each, %d threads, alternating", s.runs, s.threads)
+	runs, err := kit.Alternate(ctx, s.runs, tools, func(order int, tool string) kit.Run {
+		dir := filepath.Join(b.dir, "dump", fmt.Sprintf("%02d-%s", order, kit.Slug(tool)))
+		r := s.dump(ctx, b, dir, tool)
+		if prev := last[tool]; r.Err == nil && prev != "" && !s.keep {
+			os.RemoveAll(filepath.Dir(prev))
+		}
+		if r.Err == nil {
+			last[tool] = filepath.Join(dir, "out")
+		} else if !s.keep {
+			os.RemoveAll(dir)
+		}
+		return r
+	})
+	if err != nil {
+		return err
+	}
+	s.reportLogical(&b.rep, kit.SummarizeAll(runs, tools))
 	return nil
 }
 
