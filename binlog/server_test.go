@@ -418,7 +418,7 @@ func TestServerTLS(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := os.Stat(tc.file); err != nil {
-				t.Skipf("no %s: %v", tc.file, err)
+				t.Fatalf("the recorded binlog %s is part of the repository: %v", tc.file, err)
 			}
 			cfg, cert, err := NewServerTLS("127.0.0.1")
 			if err != nil {

@@ -199,7 +199,10 @@ func TestPhysicalMySQLRefusals(t *testing.T) {
 
 	t.Run("not enough free space", func(t *testing.T) {
 		if os.Geteuid() != 0 {
-			t.Skip("mounting a tmpfs needs root")
+			if testbed.InCI() {
+				t.Fatal("mounting a tmpfs needs root: run the tests as root (as .ci/run does)")
+			}
+			t.Skip("mounting a tmpfs needs root: run the tests as root")
 		}
 		var plugins int
 		srv.DB(t).QueryRowContext(t.Context(), "SELECT COUNT(*) FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'").Scan(&plugins)

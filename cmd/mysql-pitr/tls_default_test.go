@@ -350,7 +350,11 @@ func TestDefaultTLSRestoreTarget(t *testing.T) {
 func TestDefaultTLSAcrossANetwork(t *testing.T) {
 	ip := networkIP()
 	if ip == "" {
-		t.Skip("this machine has no address other than loopback")
+		msg := "this machine has no address other than loopback: the test needs a network interface with one"
+		if testbed.InCI() {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
 	for _, tt := range []struct {
 		name string
