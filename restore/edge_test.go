@@ -2,6 +2,7 @@ package restore
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,30 +39,55 @@ func TestRestoreEdges(t *testing.T) {
 	if _, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: cfg, Storage: st, Threads: 1}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1200 * time.Millisecond)
-
-	// A transaction whose first statement comes well before its commit.
-	tx, err := src.DB(t).Begin()
+	// Commit times are set on a pinned session, not waited for: the
+	// binlog's event headers carry the session's timestamp. base is a few
+	// seconds ahead, after the snapshot's second whatever the clock does
+	// meanwhile.
+	base := time.Now().Truncate(time.Second).Add(5 * time.Second)
+	conn, err := src.DB(t).Conn(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec("INSERT INTO app.t VALUES (1, 'first')"); err != nil {
+	defer conn.Close()
+	at := func(ex interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}, when time.Time) {
+		t.Helper()
+		if _, err := ex.ExecContext(t.Context(), "SET timestamp = ?", when.Unix()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec := func(ex interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}, q string) {
+		t.Helper()
+		if _, err := ex.ExecContext(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A transaction whose first statement comes well before its commit.
+	firstStmt, commit := base, base.Add(3*time.Second)
+	at(conn, firstStmt)
+	tx, err := conn.BeginTx(t.Context(), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
-	insideTxn := time.Now()
-	time.Sleep(1200 * time.Millisecond)
-	if _, err := tx.Exec("INSERT INTO app.t VALUES (2, 'second')"); err != nil {
-		t.Fatal(err)
-	}
+	exec(tx, "INSERT INTO app.t VALUES (1, 'first')")
+	at(tx, commit)
+	exec(tx, "INSERT INTO app.t VALUES (2, 'second')")
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1200 * time.Millisecond)
-	afterCommit := time.Now()
-	time.Sleep(1200 * time.Millisecond)
+	insideTxn := firstStmt.Add(1500 * time.Millisecond)
+	afterCommit := commit.Add(2 * time.Second)
 	// A later transaction, so that the archive reaches past afterCommit.
-	src.Exec(t, "INSERT INTO app.t VALUES (3, 'later')")
+	later := afterCommit.Add(2 * time.Second)
+	at(conn, later)
+	exec(conn, "INSERT INTO app.t VALUES (3, 'later')")
+	if !(firstStmt.Before(insideTxn) && insideTxn.Before(commit) && commit.Before(afterCommit) && afterCommit.Before(later)) {
+		t.Fatalf("times out of order: first statement %s, inside %s, commit %s, after %s, later %s", firstStmt, insideTxn, commit, afterCommit, later)
+	}
 	archivetest.WaitArchived(t, streamer, src)
 
 	restoreTo := func(t *testing.T, at time.Time) (string, error) {
@@ -76,6 +102,11 @@ func TestRestoreEdges(t *testing.T) {
 		p, err := Make(arch, snaps.Complete, Target{Kind: AtTime, Time: at}, time.Now())
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The archive ends with the commit time the test set, so the
+		// binlog carries the session's timestamps.
+		if !p.ArchiveEndTime.Equal(later) {
+			t.Fatalf("the archive's last commit at %s, want %s", p.ArchiveEndTime, later)
 		}
 		dir, _ := os.MkdirTemp("", "rst-")
 		t.Cleanup(func() { os.RemoveAll(dir) })

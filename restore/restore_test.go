@@ -3,12 +3,14 @@ package restore
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,12 +59,66 @@ func tableChecksums(t *testing.T, cfg *mysql.Config) map[string]string {
 	return out
 }
 
-// workload writes transactions to app.accounts and app.log until stopped;
-// holding pause.Lock() pauses it.
+// commitClock hands out commit times for SET timestamp: the wall clock
+// plus an offset that checkpoints push forward, always increasing. On
+// MariaDB a transaction's commit time is its binlog event headers' time,
+// which is the session's timestamp, so the commits on either side of a
+// checkpoint land in seconds two apart without anyone waiting for the
+// wall clock to get there. MySQL records the real commit time in the GTID
+// event (original_commit_timestamp, settable only with an explicit GTID),
+// so there skip waits for the wall clock itself.
+type commitClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+	last   time.Time
+	wall   bool // commit times are the wall clock's: MySQL
+}
+
+func (c *commitClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := time.Now().Add(c.offset).Truncate(time.Microsecond)
+	if !t.After(c.last) {
+		t = c.last.Add(time.Microsecond)
+	}
+	c.last = t
+	return t
+}
+
+// skip makes the next commit time at least d after the last one.
+func (c *commitClock) skip(t *testing.T, d time.Duration) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.wall {
+		c.offset += d
+		return
+	}
+	until := c.last.Add(d)
+	testbed.Eventually(t, d+5*time.Second, func() error {
+		if now := time.Now(); now.Before(until) {
+			return fmt.Errorf("the clock reads %s, waiting for %s", now.UTC().Format(time.StampMicro), until.UTC().Format(time.StampMicro))
+		}
+		return nil
+	})
+}
+
+// setTimestamp is the statement that gives a session's next commits time at.
+func setTimestamp(at time.Time) string {
+	return fmt.Sprintf("SET timestamp = %d.%06d", at.Unix(), at.Nanosecond()/1000)
+}
+
+// workload writes transactions to app.accounts and app.log until stopped,
+// on one session whose commit times come from clock; holding pause.Lock()
+// pauses it.
 type workload struct {
-	pause sync.Mutex
-	stop  chan struct{}
-	done  chan struct{}
+	pause   sync.Mutex
+	stop    chan struct{}
+	done    chan struct{}
+	clock   commitClock
+	commits atomic.Int64
+	conn    *sql.Conn   // the test's own session, for exec
+	marks   []time.Time // the commit time each checkpoint was taken at
 }
 
 func startWorkload(t *testing.T, src *testbed.MariaDB) *workload {
@@ -79,46 +135,107 @@ func startWorkload(t *testing.T, src *testbed.MariaDB) *workload {
 	for i := 0; i < 20; i++ {
 		src.Exec(t, "INSERT INTO app.accounts VALUES (?, 1000)", i)
 	}
+	// The session variable holds only on a pinned connection.
+	wc, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	w := &workload{stop: make(chan struct{}), done: make(chan struct{})}
+	w.clock.wall = src.Flavor().MySQL()
+	if w.conn, err = db.Conn(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.conn.Close() })
 	go func() {
 		defer close(w.done)
+		defer wc.Close()
 		for i := 0; ; i++ {
 			select {
 			case <-w.stop:
 				return
+			case <-t.Context().Done():
+				return
 			default:
 			}
 			w.pause.Lock()
-			tx, err := db.Begin()
-			if err == nil {
-				a, b := i%20, (i*7+3)%20
-				tx.Exec("UPDATE app.accounts SET balance = balance - 5 WHERE id = ?", a)
-				tx.Exec("UPDATE app.accounts SET balance = balance + 5 WHERE id = ?", b)
-				tx.Exec("INSERT INTO app.log (note, at) VALUES (?, NOW(6))", fmt.Sprintf("move %d→%d", a, b))
-				tx.Commit()
+			if _, err := wc.ExecContext(t.Context(), setTimestamp(w.clock.now())); err == nil {
+				if tx, err := wc.BeginTx(t.Context(), nil); err == nil {
+					a, b := i%20, (i*7+3)%20
+					tx.Exec("UPDATE app.accounts SET balance = balance - 5 WHERE id = ?", a)
+					tx.Exec("UPDATE app.accounts SET balance = balance + 5 WHERE id = ?", b)
+					tx.Exec("INSERT INTO app.log (note, at) VALUES (?, NOW(6))", fmt.Sprintf("move %d→%d", a, b))
+					if tx.Commit() == nil {
+						w.commits.Add(1)
+					}
+				}
 			}
 			w.pause.Unlock()
+			// Pacing, not waiting: a steady load that leaves the two
+			// cores of a CI machine to the streamer and the server.
 			time.Sleep(3 * time.Millisecond)
 		}
 	}()
 	return w
 }
 
-// checkpoint pauses the workload for 1.5 s and returns a time inside the
-// pause (a quarter second in, so that no commit second on either side can
-// be mistaken for it) and the checksums there.
+// exec runs q on the test's own session at the workload's clock.
+func (w *workload) exec(t *testing.T, q string, args ...any) {
+	t.Helper()
+	if _, err := w.conn.ExecContext(t.Context(), setTimestamp(w.clock.now())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.conn.ExecContext(t.Context(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// waitCommits waits until the workload has committed n more transactions.
+func (w *workload) waitCommits(t *testing.T, n int64) {
+	t.Helper()
+	want := w.commits.Load() + n
+	testbed.Eventually(t, 30*time.Second, func() error {
+		if got := w.commits.Load(); got < want {
+			return fmt.Errorf("the workload has committed %d transactions, want %d", got, want)
+		}
+		return nil
+	})
+}
+
+// checkpoint pauses the workload and returns a time a second after the
+// last commit (what during committed included) and the checksums there.
+// The clock then skips two seconds, so that no commit second on either
+// side can be mistaken for the time returned.
 func (w *workload) checkpoint(t *testing.T, src *testbed.MariaDB, during func()) (time.Time, map[string]string) {
 	w.pause.Lock()
 	defer w.pause.Unlock()
 	if during != nil {
 		during()
 	}
-	// After what during committed, which may take longer than the quarter
-	// second.
-	start := time.Now()
+	mark := w.clock.now()
 	sums := tableChecksums(t, srcConfig(t, src))
-	time.Sleep(time.Until(start.Add(1500 * time.Millisecond)))
-	return start.Add(250 * time.Millisecond), sums
+	w.clock.skip(t, 2*time.Second)
+	w.marks = append(w.marks, mark)
+	return mark.Add(time.Second), sums
+}
+
+// checkCommitTimes checks on app.log, whose rows are stamped with NOW(6),
+// which is the session's timestamp, that the commit times are as the
+// checkpoints meant them: none in the two seconds after a checkpoint.
+func (w *workload) checkCommitTimes(t *testing.T, src *testbed.MariaDB) {
+	t.Helper()
+	decimal := func(at time.Time) string { return fmt.Sprintf("%d.%06d", at.Unix(), at.Nanosecond()/1000) }
+	for _, mark := range w.marks {
+		var before, inside, after int
+		if err := src.DB(t).QueryRow(fmt.Sprintf(`SELECT
+			COALESCE(SUM(UNIX_TIMESTAMP(at) <= %[1]s), 0),
+			COALESCE(SUM(UNIX_TIMESTAMP(at) > %[1]s AND UNIX_TIMESTAMP(at) < %[2]s), 0),
+			COALESCE(SUM(UNIX_TIMESTAMP(at) >= %[2]s), 0) FROM app.log`, decimal(mark), decimal(mark.Add(2*time.Second)))).Scan(&before, &inside, &after); err != nil {
+			t.Fatal(err)
+		}
+		if before == 0 || inside != 0 {
+			t.Errorf("around the checkpoint at %s: %d commits before, %d in the two seconds after, want some and none", mark.UTC().Format(time.StampMicro), before, inside)
+		}
+	}
 }
 
 func srcConfig(t *testing.T, src *testbed.MariaDB) *mysql.Config {
@@ -143,7 +260,7 @@ func TestRestoreToCheckpoints(t *testing.T) {
 	}
 	streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
 	w := startWorkload(t, src)
-	time.Sleep(300 * time.Millisecond)
+	w.waitCommits(t, 50)
 
 	pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
 	m, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
@@ -163,28 +280,28 @@ func TestRestoreToCheckpoints(t *testing.T) {
 	t.Logf("physical snapshot %s at %s, writes blocked %s", pm.ID, pm.Binlog, pm.WritesBlocked)
 
 	var cps []checkpointSums
-	time.Sleep(500 * time.Millisecond)
+	w.waitCommits(t, 50)
 	at, sums := w.checkpoint(t, src, nil)
 	cps = append(cps, checkpointSums{"after some writes", at, sums})
-	time.Sleep(300 * time.Millisecond)
+	w.waitCommits(t, 50)
 	big := make([]byte, 20<<20)
 	rand.Read(big)
 	at, sums = w.checkpoint(t, src, func() {
-		src.Exec(t, "INSERT INTO app.doomed VALUES (3, ?)", fmt.Sprintf("%x", big[:16<<10]))
-		src.Exec(t, "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB)")
-		src.Exec(t, "INSERT INTO app.blobs VALUES (1, ?)", big)
-		time.Sleep(1100 * time.Millisecond) // their commit second must be before the checkpoint time
+		w.exec(t, "INSERT INTO app.doomed VALUES (3, ?)", fmt.Sprintf("%x", big[:16<<10]))
+		w.exec(t, "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB)")
+		w.exec(t, "INSERT INTO app.blobs VALUES (1, ?)", big)
 	})
 	cps = append(cps, checkpointSums{"after a 20 MB transaction", at, sums})
-	time.Sleep(400 * time.Millisecond)
+	w.waitCommits(t, 50)
 	at, sums = w.checkpoint(t, src, nil)
 	cps = append(cps, checkpointSums{"just before DROP TABLE", at, sums})
-	time.Sleep(1600 * time.Millisecond)
-	src.Exec(t, "DROP TABLE app.doomed")
-	time.Sleep(300 * time.Millisecond)
+	w.waitCommits(t, 50)
+	w.exec(t, "DROP TABLE app.doomed")
+	w.waitCommits(t, 50)
 	close(w.stop)
 	<-w.done
 	_, latest := w.checkpoint(t, src, nil)
+	w.checkCommitTimes(t, src)
 	archivetest.WaitArchived(t, streamer, src)
 
 	arch, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})

@@ -64,10 +64,10 @@ func restoreOn(t *testing.T, f testbed.Flavor) {
 	}
 	streamer := archivetest.Stream(t, src, st, 200*time.Millisecond)
 	w := startWorkload(t, src)
-	time.Sleep(300 * time.Millisecond)
+	w.waitCommits(t, 50)
 	if f.MySQL() {
 		// MySQL 8.4+ tagged GTIDs, in the snapshot's GTID set and in the replay.
-		taggedInsert(t, src, "tagged, in the snapshot")
+		taggedInsert(t, w, "tagged, in the snapshot")
 	}
 	pitrCfg, _ := mysql.ParseDSN(src.PitrDSN())
 	logical, err := snapshot.TakeLogical(t.Context(), snapshot.LogicalOptions{Source: pitrCfg, Storage: st, Threads: 2})
@@ -96,7 +96,7 @@ func restoreOn(t *testing.T, f testbed.Flavor) {
 	atTime := func(at time.Time) Target { return Target{Kind: AtTime, Time: at} }
 	atPosition := func(pos catalog.Position) Target { return Target{Kind: AtPosition, Position: pos} }
 
-	time.Sleep(500 * time.Millisecond)
+	w.waitCommits(t, 50)
 	at, mo := checkpoint(nil)
 	add("between two commits", atTime(at), mo)
 
@@ -107,45 +107,47 @@ func restoreOn(t *testing.T, f testbed.Flavor) {
 	rand.Read(big)
 	var pos catalog.Position
 	at, mo = checkpoint(func() {
-		src.Exec(t, "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB)")
-		src.Exec(t, "INSERT INTO app.blobs VALUES (1, ?)", big)
+		w.exec(t, "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB)")
+		w.exec(t, "INSERT INTO app.blobs VALUES (1, ?)", big)
 		if f.MySQL() {
-			taggedInsert(t, src, "tagged, replayed")
+			taggedInsert(t, w, "tagged, replayed")
 		}
 		pos = archivetest.BinlogEnd(t, src)
 	})
 	add("at a position just after a 10 MB transaction", atPosition(pos), mo)
 	add("at a time just after a 10 MB transaction", atTime(at), mo)
 
-	time.Sleep(400 * time.Millisecond)
+	w.waitCommits(t, 50)
 	_, mo = checkpoint(func() {
-		src.Exec(t, "FLUSH BINARY LOGS")
+		w.exec(t, "FLUSH BINARY LOGS")
 		pos = fileEnd(t, src, 2)
 	})
 	add("at the end of a binlog file, after FLUSH BINARY LOGS", atPosition(pos), mo)
 
-	time.Sleep(400 * time.Millisecond)
+	w.waitCommits(t, 50)
 	at, mo = checkpoint(nil)
 	add("just before DROP TABLE", atTime(at), mo)
 	if _, ok := mo.sums["`app`.`doomed`"]; !ok {
 		t.Fatal("the checkpoint before the DROP holds no app.doomed")
 	}
-	time.Sleep(400 * time.Millisecond)
-	at, mo = checkpoint(func() { src.Exec(t, "DROP TABLE app.doomed") })
+	w.waitCommits(t, 50)
+	at, mo = checkpoint(func() { w.exec(t, "DROP TABLE app.doomed") })
 	add("just after DROP TABLE", atTime(at), mo)
-	time.Sleep(300 * time.Millisecond)
+	w.waitCommits(t, 50)
 	close(w.stop)
 	<-w.done
 
-	// Nothing commits for 3 s; the target is in the middle.
-	quiet := time.Now()
+	// Nothing commits for 3 s of commit time; the target is in the middle.
+	quiet := w.clock.now()
 	mo = moment{sums: tableChecksums(t, srcConfig(t, src)), gtid: gtidState(t, src)}
-	time.Sleep(time.Until(quiet.Add(3 * time.Second)))
+	w.clock.skip(t, 3*time.Second)
 	add("inside a quiet period", atTime(quiet.Add(1500*time.Millisecond)), mo)
 	for i := range 5 {
-		src.Exec(t, "INSERT INTO app.log (note, at) VALUES (?, NOW(6))", fmt.Sprint("after the quiet period ", i))
+		w.exec(t, "INSERT INTO app.log (note, at) VALUES (?, NOW(6))", fmt.Sprint("after the quiet period ", i))
 	}
+	w.marks = append(w.marks, quiet) // for checkCommitTimes
 	_, mo = checkpoint(nil)
+	w.checkCommitTimes(t, src)
 	add("latest", Target{Kind: Latest}, mo)
 	archivetest.WaitArchived(t, streamer, src)
 	t.Logf("archive written in %s", time.Since(begin).Round(time.Millisecond))
@@ -250,14 +252,10 @@ func fileEnd(t *testing.T, src *testbed.MariaDB, n int) catalog.Position {
 
 // taggedInsert commits a row in a transaction with a tagged GTID
 // (uuid:tag:n, MySQL 8.4 and later).
-func taggedInsert(t *testing.T, src *testbed.MariaDB, note string) {
+func taggedInsert(t *testing.T, w *workload, note string) {
 	t.Helper()
-	conn, err := src.DB(t).Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	for _, q := range []string{"SET SESSION gtid_next = 'AUTOMATIC:pitr_tagged'", "INSERT INTO app.log (note, at) VALUES ('" + note + "', NOW(6))",
+	conn := w.conn
+	for _, q := range []string{setTimestamp(w.clock.now()), "SET SESSION gtid_next = 'AUTOMATIC:pitr_tagged'", "INSERT INTO app.log (note, at) VALUES ('" + note + "', NOW(6))",
 		"SET SESSION gtid_next = 'AUTOMATIC'"} {
 		if _, err := conn.ExecContext(t.Context(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)

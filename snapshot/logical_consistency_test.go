@@ -104,7 +104,16 @@ func TestLogicalConsistencyUnderLoad(t *testing.T) {
 		}
 	}
 	defer stopWriters()
-	time.Sleep(300 * time.Millisecond)
+	waitCommits := func(want int64) {
+		t.Helper()
+		testbed.Eventually(t, 30*time.Second, func() error {
+			if got := commits.Load(); got < want {
+				return fmt.Errorf("the writers have committed %d transfers, want %d", got, want)
+			}
+			return nil
+		})
+	}
+	waitCommits(50) // the load is on when the snapshot starts
 
 	st := storagetest.NewMemory()
 	before := commits.Load()
@@ -120,7 +129,7 @@ func TestLogicalConsistencyUnderLoad(t *testing.T) {
 		t.Fatalf("TakeLogical: %v", err)
 	}
 	during := commits.Load() - before
-	time.Sleep(300 * time.Millisecond)
+	waitCommits(before + during + 50) // and the binlog goes on past the snapshot
 	stopWriters()
 	close(errs)
 	for err := range errs {

@@ -592,7 +592,16 @@ func TestLogicalFailures(t *testing.T) {
 			_, err := src.DB(t).ExecContext(t.Context(), "UPDATE f.t SET v = IF(SLEEP(6), 'x', 'y') WHERE id = 3")
 			long <- err
 		}()
-		time.Sleep(200 * time.Millisecond)
+		testbed.Eventually(t, 10*time.Second, func() error {
+			var n int
+			if err := src.DB(t).QueryRowContext(t.Context(), "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'UPDATE f.t SET v = IF(SLEEP(6)%'").Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				return errors.New("the long UPDATE is not running yet")
+			}
+			return nil
+		})
 		var worst atomic.Int64
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -611,6 +620,8 @@ func TestLogicalFailures(t *testing.T) {
 				if d := int64(time.Since(begin)); d > worst.Load() {
 					worst.Store(d)
 				}
+				// Pacing, not waiting: a write every 10 ms measures how
+				// long writes are held up.
 				time.Sleep(10 * time.Millisecond)
 			}
 		})

@@ -100,6 +100,7 @@ func writeLoad(t *testing.T, db *testbed.MariaDB, stop <-chan struct{}, pause *s
 			if pause != nil {
 				pause.Unlock()
 			}
+			// Pacing, not waiting: a steady load the agent can keep up with.
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
@@ -137,6 +138,8 @@ func agentSurvivesKills(t *testing.T, f testbed.Flavor) {
 	for round := 0; round < 6; round++ {
 		a := startAgent(t, env, args...)
 		a.waitReady(30 * time.Second)
+		// The scenario: the agent runs for a random while under the load
+		// before it is killed; the kill lands wherever the agent is then.
 		time.Sleep(time.Duration(200+rng.IntN(1500)) * time.Millisecond)
 		if round == 1 || round == 4 {
 			// The server crashes under the running agent, which
@@ -149,6 +152,7 @@ func agentSurvivesKills(t *testing.T, f testbed.Flavor) {
 				t.Fatal(err)
 			}
 			pause.Unlock()
+			// The scenario again: a random while after the reconnect.
 			time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
 		}
 		if round%2 == 0 {
@@ -275,20 +279,15 @@ func agentRecordsPurgedGap(t *testing.T, f testbed.Flavor) {
 // crash recovery still needs until InnoDB's checkpoint passes them, so it retries.
 func purgeAll(t *testing.T, db *testbed.MariaDB) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testbed.Eventually(t, 20*time.Second, func() error {
 		current, _ := masterStatus(t, db)
 		db.Exec(t, "PURGE BINARY LOGS TO '"+current+"'")
-		files := db.BinlogFiles(t)
-		if len(files) == 1 {
-			return
+		if files := db.BinlogFiles(t); len(files) > 1 {
+			db.Exec(t, "FLUSH TABLES")
+			return fmt.Errorf("could not purge binlogs: %v remain", files)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("could not purge binlogs: %v remain", files)
-		}
-		db.Exec(t, "FLUSH TABLES")
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestSecondAgentRefusesToStart(t *testing.T) {

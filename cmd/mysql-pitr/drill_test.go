@@ -156,18 +156,13 @@ func drillPasses(t *testing.T, f testbed.Flavor) {
 	since := float64(time.Now().Unix())
 
 	// Scheduled drills before the snapshot failed; one after it passes.
-	var last, restored, duration float64
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		last, _ = a.metric("mysqlpitr_last_drill_success_timestamp_seconds")
-		if last >= since {
-			break
+	var restored, duration float64
+	testbed.Eventually(t, 90*time.Second, func() error {
+		if last, _ := a.metric("mysqlpitr_last_drill_success_timestamp_seconds"); last < since {
+			return fmt.Errorf("no drill passed yet (mysqlpitr_last_drill_success_timestamp_seconds = %v)", last)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if last < since {
-		t.Fatalf("no drill passed within 90s (mysqlpitr_last_drill_success_timestamp_seconds = %v)", last)
-	}
+		return nil
+	})
 	restored, _ = a.metric("mysqlpitr_drill_restored_bytes")
 	duration, _ = a.metric("mysqlpitr_drill_duration_seconds")
 	if restored <= 0 || duration <= 0 {

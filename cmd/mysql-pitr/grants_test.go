@@ -283,16 +283,19 @@ func waitArchived(t *testing.T, dir string, src *testbed.MariaDB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if a, err := catalog.Load(t.Context(), st, catalog.LoadOptions{}); err == nil && a.Last() != nil {
-			if end, _ := a.Last().End(); end.File > binlogFile || end.File == binlogFile && end.Pos >= pos {
-				return
-			}
+	testbed.Eventually(t, 60*time.Second, func() error {
+		a, err := catalog.Load(t.Context(), st, catalog.LoadOptions{})
+		if err != nil {
+			return fmt.Errorf("the archive does not reach %s:%d: %w", binlogFile, pos, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("the archive did not reach %s:%d", binlogFile, pos)
+		if a.Last() == nil {
+			return fmt.Errorf("the archive does not reach %s:%d: no timeline yet", binlogFile, pos)
+		}
+		if end, _ := a.Last().End(); end.File < binlogFile || end.File == binlogFile && end.Pos < pos {
+			return fmt.Errorf("the archive reaches %s:%d, want %s:%d", end.File, end.Pos, binlogFile, pos)
+		}
+		return nil
+	})
 }
 
 // TestLeastPrivilegeAccountsDoTheWork runs every part of mysql-pitr as an
@@ -525,16 +528,12 @@ func TestScheduledSnapshotChecksPrivileges(t *testing.T) {
 		"--spool-dir", t.TempDir(), "--schedule", "@every 2s")
 	p.waitReady(30 * time.Second)
 	src.Exec(t, "REVOKE EVENT ON *.* FROM sched@'%'")
-	deadline := time.Now().Add(60 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		last = snapshotError(t, p)
-		if strings.Contains(last, "lacks EVENT (needed by a logical snapshot") {
-			return
+	testbed.Eventually(t, 60*time.Second, func() error {
+		if last := snapshotError(t, p); !strings.Contains(last, "lacks EVENT (needed by a logical snapshot") {
+			return fmt.Errorf("no scheduled snapshot failed naming EVENT; last error %q", last)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("no scheduled snapshot failed naming EVENT; last error %q", last)
+		return nil
+	})
 }
 
 // snapshotError is the agent's last snapshot error from /status.

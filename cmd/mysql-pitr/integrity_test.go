@@ -228,13 +228,15 @@ func TestSplitBrainIsFenced(t *testing.T) {
 	load := writeLoad(t, db, stop, nil)
 	a := startAgent(t, env, append(common, "--storage", throughPath, "--agent-id", "pod-a", "--spool-dir", t.TempDir())...)
 	a.waitReady(30 * time.Second)
-	time.Sleep(time.Second)
+	a.waitDurable(db, 30*time.Second)
 
 	path.Cut()
-	time.Sleep(4 * time.Second) // past A's lease; A keeps spooling
+	// The scenario: A's lease (--lease-ttl 3s) runs out by the wall clock
+	// while A, cut off, keeps spooling; nothing else to wait on.
+	time.Sleep(4 * time.Second)
 	b := startAgent(t, env, append(common, "--storage", storageURL, "--agent-id", "pod-b", "--spool-dir", t.TempDir())...)
 	b.waitReady(30 * time.Second)
-	time.Sleep(2 * time.Second) // B archives on
+	b.waitDurable(db, 30*time.Second) // B archives on
 	path.Heal()
 	err, done := a.exited(30 * time.Second)
 	if !done {
@@ -352,13 +354,12 @@ func TestQuietPeriodTargets(t *testing.T) {
 
 	// Quiet: nothing is written from here on.
 	target := lastCommit.Add(3 * time.Second)
-	deadline := time.Now().Add(30 * time.Second)
 	var doc struct {
 		Windows []struct {
 			To time.Time `json:"to"`
 		} `json:"windows"`
 	}
-	for {
+	testbed.Eventually(t, 30*time.Second, func() error {
 		out, stderr, code := runCLI(t, t.Context(), "list", "--storage", storageURL, "--json")
 		if code != 0 {
 			t.Fatalf("list: exit %d: %s", code, stderr)
@@ -366,14 +367,11 @@ func TestQuietPeriodTargets(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &doc); err != nil {
 			t.Fatal(err)
 		}
-		if len(doc.Windows) == 1 && !doc.Windows[0].To.Before(target) {
-			break
+		if len(doc.Windows) != 1 || doc.Windows[0].To.Before(target) {
+			return fmt.Errorf("the recoverable window %+v has not reached %v, 3 s after the last commit", doc.Windows, target)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the recoverable window %+v never reached %v, 3 s after the last commit", doc.Windows, target)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	datadir := filepath.Join(t.TempDir(), "data")
 	to := target.UTC().Format(time.RFC3339Nano)
 	if out, stderr, code := runCLI(t, t.Context(), "restore", "--storage", storageURL, "--to", to, "--datadir", datadir, "--log-level", "warn"); code != 0 {
@@ -411,7 +409,7 @@ func TestRestoreSaysWhatItSkipped(t *testing.T) {
 		ents, _ := os.ReadDir(filepath.Join(dir, "snapshots"))
 		ids = append(ids, ents[len(ents)-1].Name())
 		if i == 0 {
-			time.Sleep(1100 * time.Millisecond) // snapshot ids are per second
+			testbed.NextSecond(t, time.Now()) // snapshot ids are per second
 		}
 	}
 	db.Exec(t, "INSERT INTO app.t (v) VALUES ('after')")

@@ -121,17 +121,16 @@ func (p *agentProc) status() (statusDoc, error) {
 func (p *agentProc) waitDurable(db *testbed.MariaDB, timeout time.Duration) {
 	p.t.Helper()
 	file, pos := masterStatus(p.t, db)
-	deadline := time.Now().Add(timeout)
-	var st statusDoc
-	for time.Now().Before(deadline) {
-		var err error
-		st, err = p.status()
-		if err == nil && (st.Binlog.Durable.File > file || st.Binlog.Durable.File == file && st.Binlog.Durable.Pos >= pos) {
-			return
+	testbed.Eventually(p.t, timeout, func() error {
+		st, err := p.status()
+		if err != nil {
+			return fmt.Errorf("archive not yet durable up to %s:%d: status: %w", file, pos, err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	p.t.Fatalf("archive did not reach %s:%d in %s; status %+v", file, pos, timeout, st)
+		if st.Binlog.Durable.File > file || st.Binlog.Durable.File == file && st.Binlog.Durable.Pos >= pos {
+			return nil
+		}
+		return fmt.Errorf("archive durable up to %s:%d, want %s:%d", st.Binlog.Durable.File, st.Binlog.Durable.Pos, file, pos)
+	})
 }
 
 func (p *agentProc) waitReady(timeout time.Duration) {

@@ -155,6 +155,9 @@ func TestScheduledSnapshotSurvivesSIGKILL(t *testing.T) {
 				}
 			}
 			if running == "" {
+				// A tight poll, not a wait: it must see the snapshot
+				// while it runs, which may be for well under Eventually's
+				// 100 ms interval.
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
@@ -182,14 +185,13 @@ func TestScheduledSnapshotSurvivesSIGKILL(t *testing.T) {
 	a := startAgent(t, env, args...)
 	a.waitReady(30 * time.Second)
 	var st scheduleStatus
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	testbed.Eventually(t, 60*time.Second, func() error {
 		st, _ = a.scheduleStatus()
-		if st.Snapshots != nil && st.Snapshots.LastSnapshot > killed {
-			break
+		if st.Snapshots == nil || st.Snapshots.LastSnapshot <= killed {
+			return fmt.Errorf("no snapshot after the restart; status %+v", st.Snapshots)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if st.Snapshots == nil || st.Snapshots.LastSnapshot <= killed || st.Snapshots.NextRun.IsZero() {
 		t.Fatalf("no snapshot after the restart; status %+v", st.Snapshots)
 	}
@@ -262,14 +264,12 @@ func TestSnapshotOnNewTimeline(t *testing.T) {
 	}
 	waitWindow := func(a *agentProc, tl uint32) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			if windows()[tl] {
-				return
+		testbed.Eventually(t, 60*time.Second, func() error {
+			if !windows()[tl] {
+				return fmt.Errorf("no window on timeline %d; agent log:\n%s", tl, a.logs())
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		t.Fatalf("no window on timeline %d within 60 s; agent log:\n%s", tl, a.logs())
+			return nil
+		})
 	}
 
 	a := startAgent(t, env, args...)
@@ -302,6 +302,8 @@ func TestSnapshotOnNewTimeline(t *testing.T) {
 	a = startAgent(t, env, append(args, "--snapshot-new-timelines=false")...)
 	a.waitReady(30 * time.Second)
 	a.waitDurable(db, 30*time.Second)
+	// An absence has no event to wait on: only a while (3 s after the
+	// agent caught up) in which the snapshot must not appear.
 	time.Sleep(3 * time.Second)
 	if w := windows(); w[3] {
 		t.Errorf("a snapshot was taken on timeline 3 with --snapshot-new-timelines=false: windows %v", w)

@@ -189,7 +189,7 @@ func noLeakedSecrets(t *testing.T, f testbed.Flavor) {
 	// commit times have one-second resolution, so later writes wait for
 	// the next second.
 	t1 := time.Now().UTC()
-	time.Sleep(time.Until(t1.Truncate(time.Second).Add(1100 * time.Millisecond)))
+	testbed.NextSecond(t, t1)
 
 	// A physical snapshot through mariadb-backup (on MySQL a clone, which
 	// mysqld starts once to finish): password and S3 keys in the

@@ -22,6 +22,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
+	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 )
 
@@ -368,14 +369,12 @@ func TestRunFailureThenRerun(t *testing.T) {
 // waitForPod waits until the simulated controller has a pod in place.
 func waitForPod(t *testing.T, client *fake.Clientset) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := client.Tracker().Get(podsGVR, ns, podName); err == nil {
-			return
+	testbed.Eventually(t, 5*time.Second, func() error {
+		if _, err := client.Tracker().Get(podsGVR, ns, podName); err != nil {
+			return fmt.Errorf("the simulated controller has not recreated the pod: %v", err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("the simulated controller did not recreate the pod")
+		return nil
+	})
 }
 
 // TestWriteRequestConflict: another operator writing a request for the same

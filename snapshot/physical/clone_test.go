@@ -67,15 +67,11 @@ func TestCloneUnderLoad(t *testing.T) {
 	opts.PartSize = 8 << 20
 
 	load := startBankLoad(t, src.DB(t), 4)
-	for load.commits.Load() < 200 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	load.waitCommits(t, 200)
 	before := load.commits.Load()
 	m, err := Take(t.Context(), opts)
 	during := load.commits.Load() - before
-	for load.commits.Load() < before+during+200 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	load.waitCommits(t, before+during+200)
 	load.Stop(t)
 	if err != nil {
 		t.Fatalf("Take: %v", err)
@@ -170,6 +166,8 @@ func TestCloneStagingRemoved(t *testing.T) {
 				cmd.Wait()
 				t.Fatalf("no clone began:\n%s", out.String())
 			}
+			// A tight poll, not a wait: it must catch the clone
+			// while it runs, which may be for under Eventually's 100 ms.
 			time.Sleep(5 * time.Millisecond)
 		}
 		cmd.Process.Kill()

@@ -166,6 +166,23 @@ func startBankLoad(t *testing.T, db *sql.DB, workers int) *bankLoad {
 	return l
 }
 
+// waitCommits waits until the load has committed n transfers in all.
+func (l *bankLoad) waitCommits(t *testing.T, n int64) {
+	t.Helper()
+	testbed.Eventually(t, time.Minute, func() error {
+		l.errMu.Lock()
+		err := l.err
+		l.errMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
+		if got := l.commits.Load(); got < n {
+			return fmt.Errorf("the load has committed %d transfers, want %d", got, n)
+		}
+		return nil
+	})
+}
+
 func (l *bankLoad) Stop(t *testing.T) {
 	t.Helper()
 	close(l.stop)

@@ -25,9 +25,7 @@ func TestSnapshotUnderLoad(t *testing.T) {
 	st, _ := newStore(t)
 
 	load := startBankLoad(t, src.DB(t), 4)
-	for load.commits.Load() < 200 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	load.waitCommits(t, 200)
 	before := load.commits.Load()
 	var logs syncBuffer
 	m, err := Take(t.Context(), Options{
@@ -40,9 +38,7 @@ func TestSnapshotUnderLoad(t *testing.T) {
 	})
 	during := load.commits.Load() - before
 	// Commits after the snapshot are what the replay must bring back.
-	for load.commits.Load() < before+during+200 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	load.waitCommits(t, before+during+200)
 	load.Stop(t)
 	if err != nil {
 		t.Fatalf("Take: %v", err)
