@@ -59,7 +59,7 @@ type RestoreOptions struct {
 // snapshot's parts through SHA-256 and zstd into the extractor, into a
 // staging directory beside datadir (so the final move is a rename on one
 // filesystem), prepares the files with the tool, and only then moves them
-// into datadir. A MySQL clone's snapshot (a tar of a finished datadir)
+// into datadir. A MySQL clone's snapshot (a tar of a recovered clone)
 // needs neither extractor nor tool: it is unpacked here and needs no
 // prepare. A part whose checksum, size or decompression fails stops the
 // restore before datadir is touched, with an error wrapping

@@ -20,7 +20,8 @@ import (
 // finished clone: the parts are checked and unpacked into a staging
 // directory beside datadir, the clone's own record of its binlog position
 // is compared with the manifest's, and the files are moved into datadir
-// only then. The server starts on them as they are.
+// only then. The server starts on them as they are (its first start
+// recovers them as after a crash).
 func restoreTree(ctx context.Context, st storage.Storage, m *catalog.Manifest, datadir string, opts RestoreOptions, log *slog.Logger) (catalog.Position, error) {
 	return restoreStaged(ctx, m, datadir, opts, log, func(staging string) error {
 		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
