@@ -98,44 +98,48 @@ func cloneFinish(ctx context.Context, program, datadir, runDir string, settings 
 	if err != nil {
 		return fmt.Errorf("start %s on the clone: %w", program, err)
 	}
-	tail := func() string { return mysqld.Logs(runDir, 15, "\n") }
+	err = awaitCloneStatus(ctx, srv, statusPath, before, begin.Add(cloneFinishStart))
+	srv.Kill()
+	if err != nil {
+		return err
+	}
+	log.Info("the clone started once and recovered; stopped it", "took", time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// awaitCloneStatus has the clone plugin on srv record the clone's position
+// and waits until the status file at statusPath, which read before until
+// then, holds it: until it has changed and reads the same twice in a row,
+// 20 ms apart.
+func awaitCloneStatus(ctx context.Context, srv *mysqld.Server, statusPath string, before []byte, deadline time.Time) error {
+	tail := func() string { return srv.ErrorLog(15) }
 	// The clone plugin completes its status, and writes the recovered
 	// position into its status file, when the status is first read (even
 	// with the performance schema off, when the table shows no row).
 	var state string
 	if err := srv.DB().QueryRowContext(ctx, "SELECT STATE FROM performance_schema.clone_status").Scan(&state); err != nil && !errors.Is(err, sql.ErrNoRows) {
-		srv.Kill()
 		return fmt.Errorf("mysqld on the clone: read the clone's status: %w", err)
 	}
-	deadline := begin.Add(cloneFinishStart)
 	var last []byte
 	for {
-		// The status is written when it has changed and reads the same
-		// twice in a row, 20 ms apart.
 		now, err := os.ReadFile(statusPath)
 		if err == nil && !bytes.Equal(now, before) && bytes.Equal(now, last) {
-			break
+			return nil
 		}
 		last = now
 		if done, werr := srv.Exited(); done {
-			srv.Kill()
-			return fmt.Errorf("mysqld exited while it started on the clone (%v); its log ends:\n%s", werr, tail())
+			return fmt.Errorf("mysqld exited while it started on the clone (%v); its log ends: %s", werr, tail())
 		}
 		select {
 		case <-ctx.Done():
-			srv.Kill()
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			srv.Kill()
-			return fmt.Errorf("mysqld started on the clone, but in %s the clone plugin did not record the clone's position in %s; its log ends:\n%s",
+			return fmt.Errorf("mysqld started on the clone, but in %s the clone plugin did not record the clone's position in %s; its log ends: %s",
 				cloneFinishStart, cloneStatusFile, tail())
 		}
 	}
-	srv.Kill()
-	log.Info("the clone started once and recovered; stopped it", "took", time.Since(begin).Round(time.Millisecond))
-	return nil
 }
 
 // ownerName is the name of the user owning path, or its numeric id when
