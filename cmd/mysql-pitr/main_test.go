@@ -135,23 +135,24 @@ func (p *agentProc) waitDurable(db *testbed.MariaDB, timeout time.Duration) {
 
 func (p *agentProc) waitReady(timeout time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		c := http.Client{Timeout: time.Second}
-		if resp, err := c.Get("http://" + p.listen + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
+	c := http.Client{Timeout: time.Second}
+	testbed.Eventually(p.t, timeout, func() error {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			p.t.Fatalf("agent exited before becoming ready: %v", err)
-		case <-time.After(50 * time.Millisecond):
+			return testbed.Halt(fmt.Errorf("agent exited before becoming ready: %v", err))
+		default:
 		}
-	}
-	p.t.Fatalf("agent not ready after %s", timeout)
+		resp, err := c.Get("http://" + p.listen + "/readyz")
+		if err != nil {
+			return fmt.Errorf("agent not ready: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("agent not ready: /readyz says %s", resp.Status)
+		}
+		return nil
+	})
 }
 
 func (p *agentProc) signal(sig syscall.Signal) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -146,24 +147,18 @@ func TestScheduledSnapshotSurvivesSIGKILL(t *testing.T) {
 	for attempt := 0; attempt < 5 && killed == ""; attempt++ {
 		a := startAgent(t, env, args...)
 		a.waitReady(30 * time.Second)
+		// It must be seen while it runs, which may be for well under
+		// 100 ms: a tight poll.
 		var running string
-		deadline := time.Now().Add(45 * time.Second)
-		for running == "" && time.Now().Before(deadline) {
+		testbed.EventuallyEvery(t, 45*time.Second, 5*time.Millisecond, func() error {
 			for id, done := range snapshotDirs(t, root) {
 				if !done {
 					running = id
+					return nil
 				}
 			}
-			if running == "" {
-				// A tight poll, not a wait: it must see the snapshot
-				// while it runs, which may be for well under Eventually's
-				// 100 ms interval.
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-		if running == "" {
-			t.Fatal("never saw a snapshot in progress")
-		}
+			return errors.New("no snapshot in progress")
+		})
 		a.signal(syscall.SIGKILL)
 		if !snapshotDirs(t, root)[running] {
 			killed = running

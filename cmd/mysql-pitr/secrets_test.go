@@ -401,17 +401,17 @@ func freeListen(t *testing.T) string {
 // exits first or the time runs out.
 func waitFor(t *testing.T, what string, timeout time.Duration, r *runWatched, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
+	testbed.Eventually(t, timeout, func() error {
+		if cond() {
+			return nil
+		}
 		select {
 		case <-r.exited:
-			t.Fatalf("%s exited waiting for %s: %v\n%s", r.spec.name, what, r.err, childout.Last(r.errb.String(), 20, "\n"))
-		case <-time.After(100 * time.Millisecond):
+			return testbed.Halt(fmt.Errorf("%s exited waiting for %s: %v\n%s", r.spec.name, what, r.err, childout.Last(r.errb.String(), 20, "\n")))
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no %s after %s\n%s", r.spec.name, what, timeout, childout.Last(r.errb.String(), 20, "\n"))
-		}
-	}
+		return fmt.Errorf("%s: no %s\n%s", r.spec.name, what, childout.Last(r.errb.String(), 20, "\n"))
+	})
 }
 
 // agentPages returns what the agent on listen serves on /status and /metrics.

@@ -5,6 +5,7 @@ package physical
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,21 +156,15 @@ func TestCloneStagingRemoved(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// Killed as soon as the server has begun the clone.
-		deadline := time.Now().Add(time.Minute)
-		for {
+		// Killed as soon as the server has begun the clone, which may run
+		// for under 100 ms: a tight poll.
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		testbed.EventuallyEvery(t, time.Minute, 5*time.Millisecond, func() error {
 			if m, _ := filepath.Glob(filepath.Join(location, cloneStagingPrefix+"*", cloneDataName)); len(m) > 0 {
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("no clone began:\n%s", out.String())
-			}
-			// A tight poll, not a wait: it must catch the clone
-			// while it runs, which may be for under Eventually's 100 ms.
-			time.Sleep(5 * time.Millisecond)
-		}
+			return fmt.Errorf("no clone began:\n%s", out.String())
+		})
 		cmd.Process.Kill()
 		cmd.Wait()
 		left := cloneLeftovers(t, src)
