@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	gomysql "github.com/go-mysql-org/go-mysql/mysql"
-	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 )
@@ -38,24 +34,30 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	pos := w.ResumePoint()
 	h := &eventHandler{s: s, w: w}
 	var conn streamConn
-	cfg, err := s.sessionConfig(ctx, info, h, &conn)
+	opts, err := s.dumpOptions(ctx, info, &conn)
 	if err != nil {
 		return false, err
 	}
+	// No per-packet read deadline (setting one for every packet costs more
+	// CPU than anything else the reader does): a watchdog closes the
+	// connection when neither an event nor a heartbeat arrived for
+	// ReadTimeout, which also covers a hang while connecting; so does the
+	// end of ctx.
 	stopWatching := s.watchSession(ctx, h, &conn)
 	defer stopWatching()
-	syncer := replication.NewBinlogSyncer(cfg)
-	defer syncer.Close()
-	st, err := syncer.StartSync(gomysql.Position{Name: pos.File, Pos: uint32(pos.Pos)})
+	d, err := s.Source.dialDump(ctx, opts, pos)
 	if err != nil {
-		if h.replan.Load() {
+		switch {
+		case ctx.Err() != nil:
+			return false, nil
+		case h.replan.Load():
 			return false, errReplan
-		}
-		if h.stalled.Load() {
+		case h.stalled.Load():
 			return false, fmt.Errorf("no answer from the server for %s while connecting", s.ReadTimeout)
 		}
 		return false, fmt.Errorf("start replication from %s: %w", pos, s.Source.classifyStream(err))
 	}
+	defer d.close()
 	s.setConnected(true)
 	defer s.setConnected(false)
 	s.Logger.Info("streaming binlog", "from", pos.String(), "timeline", s.currentTimeline().String())
@@ -64,7 +66,12 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	default:
 		close(s.started)
 	}
-	_, err = st.GetEvent(ctx)
+	for err == nil {
+		var ev []byte
+		if ev, _, err = d.next(); err == nil {
+			err = h.handle(ev)
+		}
+	}
 	progressed = h.events.Load() > 0
 	switch {
 	case ctx.Err() != nil:
@@ -75,68 +82,64 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 		return progressed, errReplan
 	case h.stalled.Load():
 		return progressed, fmt.Errorf("no event or heartbeat from the server for %s: connection torn down", s.ReadTimeout)
-	case err != nil:
-		return progressed, s.Source.classifyStream(err)
 	}
-	return progressed, nil
+	return progressed, s.Source.classifyStream(err)
 }
 
-// sessionConfig is the replication client's configuration for a session
-// whose events go to h and whose connection conn remembers.
-func (s *Streamer) sessionConfig(ctx context.Context, info ServerInfo, h *eventHandler, conn *streamConn) (replication.BinlogSyncerConfig, error) {
-	cfg, err := s.Source.syncerConfig(ctx, info.Flavor, s.ServerID, s.ReadTimeout, s.Heartbeat)
+// dumpOptions are the settings of a session's replication connection,
+// whose connection conn remembers.
+func (s *Streamer) dumpOptions(ctx context.Context, info ServerInfo, conn *streamConn) (dumpOptions, error) {
+	tlsCfg, err := s.Source.replicationTLS(ctx)
 	if err != nil {
-		return cfg, err
+		return dumpOptions{}, err
 	}
-	s.notePlaintext(cfg.TLSConfig == nil)
-	cfg.SynchronousEventHandler = h
-	// The replication client logs every connection, its whole configuration
-	// included, and reports at error level what this streamer reports anyway
-	// (with its consequence): its lines are kept for debugging only.
-	cfg.Logger = slog.New(debugOnly{s.Logger.Handler()}).With("component", "replication-client")
-	// No per-packet read deadline (setting one for every packet costs more
-	// CPU than anything else the reader does): a watchdog closes the
-	// connection when neither an event nor a heartbeat arrived for
-	// ReadTimeout, which also covers a hang while connecting.
-	cfg.ReadTimeout = 0
-	dial := cfg.Dialer
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
-	}
-	cfg.Dialer = conn.dialer(dial)
-	return cfg, nil
+	s.notePlaintext(tlsCfg == nil)
+	return dumpOptions{
+		flavor:    info.Flavor,
+		serverID:  s.ServerID,
+		heartbeat: s.Heartbeat,
+		tls:       tlsCfg,
+		dial:      conn.dialer((&net.Dialer{Timeout: 10 * time.Second}).DialContext),
+	}, nil
 }
 
 // streamConn remembers a session's connection, so that the session can be
-// ended from outside the replication client by closing it.
+// ended from outside the reader by closing it, also before it is made.
 type streamConn struct {
-	mu   sync.Mutex
-	conn net.Conn
+	mu     sync.Mutex
+	conn   net.Conn
+	closed bool
 }
 
-// dialFunc is the replication client's dialer.
+// dialFunc dials the replication connection.
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// dialer wraps dial to remember the first connection it makes.
+// dialer wraps dial to remember the connection it makes; one made after
+// close is closed at once.
 func (c *streamConn) dialer(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := dial(ctx, network, addr)
-		c.mu.Lock()
-		if err == nil && c.conn == nil {
-			c.conn = nc // the stream's connection; later ones only kill it
+		if err != nil {
+			return nil, err
 		}
-		c.mu.Unlock()
-		return nc, err
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.conn = nc
+		if c.closed {
+			nc.Close()
+		}
+		return nc, nil
 	}
 }
 
-// close closes the stream's connection, if one was made.
+// close closes the stream's connection, and one made later.
 func (c *streamConn) close() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
 	if c.conn != nil {
 		c.conn.Close()
 	}
-	c.mu.Unlock()
 }
 
 // watchSession ends the session by closing conn when the writer or the
@@ -144,6 +147,7 @@ func (c *streamConn) close() {
 // ReadTimeout. The returned function stops watching and waits for it.
 func (s *Streamer) watchSession(ctx context.Context, h *eventHandler, conn *streamConn) (stop func()) {
 	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	stopClosing := context.AfterFunc(ctx, conn.close)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -155,6 +159,7 @@ func (s *Streamer) watchSession(ctx context.Context, h *eventHandler, conn *stre
 		s.endWhenStalled(wdCtx, h, conn)
 	}()
 	return func() {
+		stopClosing()
 		stopWatchdog()
 		wg.Wait()
 	}
@@ -207,7 +212,7 @@ func (s *Streamer) setConnected(up bool) {
 	s.Metrics.connected(v)
 }
 
-// eventHandler writes each event as the replication client reads it, so a
+// eventHandler writes each event as the session reads it, so a
 // slow spool slows the stream instead of filling memory.
 type eventHandler struct {
 	s       *Streamer
@@ -218,13 +223,14 @@ type eventHandler struct {
 	err     error
 }
 
-func (h *eventHandler) HandleEvent(e *replication.BinlogEvent) error {
+// handle writes one event.
+func (h *eventHandler) handle(ev []byte) error {
 	h.events.Add(1)
-	if h.s.Spool.Full(int64(len(e.RawData))) {
+	if h.s.Spool.Full(int64(len(ev))) {
 		h.err = errSpoolFull
 		return h.err
 	}
-	if err := h.w.Handle(e.RawData); err != nil {
+	if err := h.w.Handle(ev); err != nil {
 		h.err = err
 		return err
 	}
@@ -270,18 +276,3 @@ func stripStack(msg string) string {
 // errSourceLog is the server's refusal to send the binlog asked for (1236):
 // purged, never existed, or a position past its end.
 var errSourceLog = errors.New("server cannot send the requested binlog")
-
-// debugOnly passes every record to the handler at debug level.
-type debugOnly struct{ slog.Handler }
-
-func (h debugOnly) Enabled(ctx context.Context, _ slog.Level) bool {
-	return h.Handler.Enabled(ctx, slog.LevelDebug)
-}
-
-func (h debugOnly) Handle(ctx context.Context, r slog.Record) error {
-	r.Level = slog.LevelDebug
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h debugOnly) WithAttrs(a []slog.Attr) slog.Handler { return debugOnly{h.Handler.WithAttrs(a)} }
-func (h debugOnly) WithGroup(n string) slog.Handler      { return debugOnly{h.Handler.WithGroup(n)} }

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/go-sql-driver/mysql"
 
@@ -60,13 +59,6 @@ func (f Flavor) dumpFlags() uint16 {
 		return replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT
 	}
 	return 0
-}
-
-func (f Flavor) syncerFlavor() string {
-	if f == MariaDB {
-		return gomysql.MariaDBFlavor
-	}
-	return gomysql.MySQLFlavor
 }
 
 // Source is the MySQL or MariaDB server whose binlog is archived.
@@ -229,47 +221,6 @@ func (s *Source) BinaryLogs(ctx context.Context) ([]BinaryLog, error) {
 		logs = append(logs, BinaryLog{Name: string(vals[0]), Size: size})
 	}
 	return logs, rows.Err()
-}
-
-// syncerConfig builds the replication client's configuration.
-func (s *Source) syncerConfig(ctx context.Context, f Flavor, serverID uint32, readTimeout, heartbeat time.Duration) (replication.BinlogSyncerConfig, error) {
-	tlsCfg, err := s.replicationTLS(ctx)
-	if err != nil {
-		return replication.BinlogSyncerConfig{}, err
-	}
-	cfg := replication.BinlogSyncerConfig{
-		ServerID:         serverID,
-		Flavor:           f.syncerFlavor(),
-		User:             s.Config.User,
-		Password:         s.Config.Passwd,
-		TLSConfig:        tlsCfg,
-		RawModeEnabled:   true,
-		DisableRetrySync: true,
-		ReadTimeout:      readTimeout,
-		HeartbeatPeriod:  heartbeat,
-		DumpCommandFlag:  f.dumpFlags(),
-		Localhost:        "mysql-pitr",
-	}
-	switch s.Config.Net {
-	case "unix":
-		sock := s.Config.Addr
-		cfg.Host = sock
-		cfg.Dialer = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}
-	default:
-		host, port, err := net.SplitHostPort(s.Config.Addr)
-		if err != nil {
-			return cfg, fmt.Errorf("server address %q: %w", s.Config.Addr, err)
-		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			return cfg, fmt.Errorf("server port %q: %w", port, err)
-		}
-		cfg.Host, cfg.Port = host, uint16(p)
-	}
-	return cfg, nil
 }
 
 // replicationTLS returns the replication connection's TLS config: the

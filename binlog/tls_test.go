@@ -3,15 +3,15 @@ package binlog
 import (
 	"context"
 	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	gomysql "github.com/go-mysql-org/go-mysql/mysql"
-	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/mysqltls"
 )
@@ -91,32 +91,31 @@ func TestReplicationConnectionTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer src.Close()
-		_, err = src.syncerConfig(t.Context(), MariaDB, 4243, time.Minute, time.Second)
+		_, err = src.replicationTLS(t.Context())
 		var ve *mysqltls.VerifyError
 		if !errors.As(err, &ve) {
-			t.Fatalf("syncerConfig: %v; want a certificate verification error", err)
+			t.Fatalf("replicationTLS: %v; want a certificate verification error", err)
 		}
 	})
 }
 
-// streamFirstEvent starts the replication client as Streamer.session does
-// and reads one event.
+// streamFirstEvent connects for replication as Streamer.session does and
+// reads one event.
 func streamFirstEvent(ctx context.Context, t *testing.T, src *Source, file string, wantTLS bool) error {
 	t.Helper()
-	cfg, err := src.syncerConfig(ctx, MariaDB, 4242, time.Minute, time.Second)
+	tlsCfg, err := src.replicationTLS(ctx)
 	if err != nil {
 		return err
 	}
-	if (cfg.TLSConfig != nil) != wantTLS {
-		t.Fatalf("replication client TLS config set: %v, want %v", cfg.TLSConfig != nil, wantTLS)
+	if (tlsCfg != nil) != wantTLS {
+		t.Fatalf("replication TLS config set: %v, want %v", tlsCfg != nil, wantTLS)
 	}
-	cfg.Logger = testLogger(t)
-	syncer := replication.NewBinlogSyncer(cfg)
-	defer syncer.Close()
-	st, err := syncer.StartSync(gomysql.Position{Name: file, Pos: 4})
+	d, err := src.dialDump(ctx, dumpOptions{flavor: MariaDB, serverID: 4242, heartbeat: time.Second, tls: tlsCfg,
+		dial: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}, catalog.Position{File: file, Pos: 4})
 	if err != nil {
 		return src.classifyStream(err)
 	}
-	_, err = st.GetEvent(ctx)
+	defer d.close()
+	_, _, err = d.next()
 	return err
 }
