@@ -108,9 +108,9 @@ func cloneFinish(ctx context.Context, program, datadir, runDir string, settings 
 }
 
 // awaitCloneStatus has the clone plugin on srv record the clone's position
-// and waits until the status file at statusPath, which read before until
-// then, holds it: until it has changed and reads the same twice in a row,
-// 20 ms apart.
+// and waits until the status file at statusPath holds it: until it differs
+// from before, its content at the start, and reads the same twice in a
+// row, 20 ms apart.
 func awaitCloneStatus(ctx context.Context, srv *mysqld.Server, statusPath string, before []byte, deadline time.Time) error {
 	tail := func() string { return srv.ErrorLog(15) }
 	// The clone plugin completes its status, and writes the recovered
