@@ -20,6 +20,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/binlog"
+	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
 )
@@ -237,6 +238,24 @@ func checkBank(t *testing.T, db *sql.DB, label string) {
 	if bad != 0 {
 		t.Errorf("%s: %d accounts disagree with the transfer log", label, bad)
 	}
+}
+
+// checkReplayed replays src's binlog from m's position into restored (with
+// the replay's extra args) and compares every table's CHECKSUM TABLE with
+// the source's, then the books.
+func checkReplayed(t *testing.T, src, restored *testbed.MariaDB, m *catalog.Manifest, args ...string) {
+	t.Helper()
+	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, restored.Port(), args...)
+	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
+	if len(want) < 3 {
+		t.Fatalf("source has tables %v", want)
+	}
+	for tb, w := range want {
+		if got[tb] != w {
+			t.Errorf("CHECKSUM TABLE %s: restored and replayed %d, source %d", tb, got[tb], w)
+		}
+	}
+	checkBank(t, restored.DB(t), "restored and replayed")
 }
 
 // tableChecksums returns CHECKSUM TABLE of every base table outside the

@@ -112,17 +112,7 @@ func TestSnapshotUnderLoad(t *testing.T) {
 	checkBank(t, restored.DB(t), "restored snapshot")
 	checkBank(t, src.DB(t), "source")
 
-	src.ReplayBinlog(t, m.Binlog.File, m.Binlog.Pos, restored.Port())
-	got, want := tableChecksums(t, restored.DB(t)), tableChecksums(t, src.DB(t))
-	if len(want) < 3 {
-		t.Fatalf("source has tables %v", want)
-	}
-	for tb, w := range want {
-		if got[tb] != w {
-			t.Errorf("CHECKSUM TABLE %s: restored and replayed %d, source %d", tb, got[tb], w)
-		}
-	}
-	checkBank(t, restored.DB(t), "restored and replayed")
+	checkReplayed(t, src, restored, m)
 }
 
 // TestPhysicalMariaDB118 takes a physical snapshot of MariaDB 11.8 with its
