@@ -26,6 +26,14 @@ type Metrics struct {
 	DurableLatency   prometheus.Histogram
 	Reconnects       prometheus.Counter
 	TransactionsSeen prometheus.Counter
+
+	// The semi-synchronous acknowledgements (see AckMode).
+	AckRequested       prometheus.Gauge
+	AckReplica         prometheus.Gauge
+	AckServerWaits     prometheus.Gauge
+	AckRPOZero         prometheus.Gauge
+	AckSeconds         prometheus.Histogram
+	AckServerFallbacks prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -64,8 +72,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Replication stream reconnects."}),
 		TransactionsSeen: prometheus.NewCounter(prometheus.CounterOpts{Name: "mysqlpitr_binlog_archived_transactions_total",
 			Help: "Transactions made durable in storage."}),
+		AckRequested: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mysqlpitr_semisync_requested",
+			Help: "1 when the agent acknowledges transactions as a semi-synchronous replica (--ack)."}),
+		AckReplica: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mysqlpitr_semisync_replica",
+			Help: "1 while the replication connection is a semi-synchronous replica's."}),
+		AckServerWaits: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mysqlpitr_semisync_server_waits",
+			Help: "1 while the server's commits wait for a semi-synchronous acknowledgement (0: off, or fallen back to asynchronous)."}),
+		AckRPOZero: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mysqlpitr_semisync_rpo_zero",
+			Help: "1 while every commit the server acknowledges is durable in the archive first."}),
+		AckSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mysqlpitr_semisync_ack_seconds",
+			Help:    "Time from a transaction's last event arriving to its acknowledgement.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}}),
+		AckServerFallbacks: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mysqlpitr_semisync_server_fallbacks",
+			Help: "Times the server fell back to asynchronous replication since it started (Rpl_semi_sync_*_no_times)."}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.AckRequested, m.AckReplica, m.AckServerWaits, m.AckRPOZero, m.AckSeconds, m.AckServerFallbacks)
 		reg.MustRegister(m.ArchivedBytes, m.UploadedBytes, m.UploadedObjects, m.LastCommit, m.LastUpload,
 			m.LagSeconds, m.LagBytes, m.SpoolBytes, m.Connected, m.Timeline, m.Gaps, m.CompleteAt, m.Errors,
 			m.DurableLatency, m.Reconnects, m.TransactionsSeen)

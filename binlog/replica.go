@@ -60,24 +60,38 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	defer d.close()
 	s.setConnected(true)
 	defer s.setConnected(false)
-	s.Logger.Info("streaming binlog", "from", pos.String(), "timeline", s.currentTimeline().String())
+	s.Logger.Info("streaming binlog", "from", pos.String(), "timeline", s.currentTimeline().String(), "semi_sync", opts.semiSync)
 	select {
 	case <-s.started:
 	default:
 		close(s.started)
 	}
+	var ack *acker
+	stopAcking := func() error { return nil }
+	if opts.semiSync {
+		ack = newAcker(s.Ack, d, w, s.up, s.observeAck, s.ackedThrough)
+		stopAcking = s.runAcker(ctx, ack, &conn)
+		s.setAckReplica(true, "")
+		defer s.setAckReplica(false, "")
+	}
 	for err == nil {
 		var ev []byte
-		if ev, _, err = d.next(); err == nil {
-			err = h.handle(ev)
+		var waited bool
+		if ev, waited, err = d.next(); err == nil {
+			if err = h.handle(ev); err == nil && waited {
+				ack.want(w.Position())
+			}
 		}
 	}
+	ackErr := stopAcking()
 	progressed = h.events.Load() > 0
 	switch {
 	case ctx.Err() != nil:
 		return progressed, nil
 	case h.err != nil:
 		return progressed, h.err
+	case ackErr != nil:
+		return progressed, ackErr
 	case h.replan.Load():
 		return progressed, errReplan
 	case h.stalled.Load():
@@ -94,13 +108,61 @@ func (s *Streamer) dumpOptions(ctx context.Context, info ServerInfo, conn *strea
 		return dumpOptions{}, err
 	}
 	s.notePlaintext(tlsCfg == nil)
+	semiSync := false
+	if s.Ack.Enabled() {
+		if semiSync, err = s.semiSyncAvailable(ctx); err != nil {
+			return dumpOptions{}, err
+		}
+	}
 	return dumpOptions{
 		flavor:    info.Flavor,
 		serverID:  s.ServerID,
 		heartbeat: s.Heartbeat,
+		semiSync:  semiSync,
 		tls:       tlsCfg,
 		dial:      conn.dialer((&net.Dialer{Timeout: 10 * time.Second}).DialContext),
 	}, nil
+}
+
+// semiSyncAvailable reports whether the server can take the streamer as a
+// semi-synchronous replica; when it cannot, the session streams
+// asynchronously and the status says why.
+func (s *Streamer) semiSyncAvailable(ctx context.Context) (bool, error) {
+	st, err := s.Source.SemiSync(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read the server's semi-synchronous replication state: %w", err)
+	}
+	if !st.Available {
+		const why = "the server cannot be a semi-synchronous source: on MySQL, INSTALL PLUGIN rpl_semi_sync_source SONAME 'semisync_source.so'"
+		s.setAckReplica(false, why)
+		s.Logger.Warn("streaming asynchronously: "+why, "ack", s.Ack)
+		return false, nil
+	}
+	return true, nil
+}
+
+// runAcker runs the session's acknowledgements until the returned function
+// is called, which returns why they stopped early, if they did. Failing
+// ends the session: a writer the spool broke is restarted from the spool,
+// a broken connection is reconnected.
+func (s *Streamer) runAcker(ctx context.Context, a *acker, conn *streamConn) (stop func() error) {
+	actx, cancel := context.WithCancel(ctx)
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err = a.run(actx); err != nil {
+			if errors.Is(err, ErrSpool) {
+				s.pokeReplan()
+			}
+			conn.close()
+		}
+	}()
+	return func() error {
+		cancel()
+		<-done
+		return err
+	}
 }
 
 // streamConn remembers a session's connection, so that the session can be

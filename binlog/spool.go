@@ -197,11 +197,15 @@ func OpenSpool(dir string, max int64) (*Spool, error) {
 // Close releases the spool's lock.
 func (s *Spool) Close() error { return s.lock.Release() }
 
-// sweep removes unsealed segments and data whose record was never written,
-// and counts what the spool holds. At open it also removes the temporary
+// sweep seals the partial segments a writer made durable (see
+// recoverPartials), removes other unsealed segments and data whose record
+// was never written, and counts what the spool holds. At open it also removes the temporary
 // files of atomic writes a crash left; at a restart of the stream it
 // leaves them, as the uploader may be writing one.
 func (s *Spool) sweep(atOpen bool) error {
+	if err := s.recoverPartials(); err != nil {
+		return err
+	}
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("read spool %s: %w", s.dir, err)
@@ -339,14 +343,21 @@ func (s *Spool) createPartial() (spoolFile, error) {
 
 // Seal makes the partial file the sealed data of rec and writes rec beside
 // it. The partial file must be closed. Both are fsynced before the record
-// is renamed into place.
-func (s *Spool) Seal(partial string, rec *catalog.Segment) error {
+// is renamed into place. keep leaves the partial file where it is (a
+// second name of the data) for the caller to remove once Seal returned:
+// until the record exists, the partial file is what a crash recovers from.
+func (s *Spool) Seal(partial string, rec *catalog.Segment, keep bool) error {
 	ref := rec.Ref()
 	data := filepath.Join(s.dir, dataName(rec))
 	if err := s.check(OpRename); err != nil {
 		return fmt.Errorf("seal spool segment: %w", err)
 	}
-	if err := os.Rename(partial, data); err != nil {
+	place := os.Rename
+	if keep {
+		place = os.Link
+		_ = os.Remove(data) // the remains of an earlier attempt
+	}
+	if err := place(partial, data); err != nil {
 		return fmt.Errorf("seal spool segment: %w", err)
 	}
 	fi, err := os.Stat(data)

@@ -55,6 +55,10 @@ type Streamer struct {
 	// timeline (reason "restored"). Empty: not checked.
 	RestoreMarker string
 
+	// Ack makes the streamer a semi-synchronous replica that acknowledges
+	// each transaction once it is durable at that level (see AckMode).
+	Ack AckMode
+
 	FlushInterval  time.Duration
 	MaxSegment     int64
 	ReadTimeout    time.Duration
@@ -90,6 +94,7 @@ type Streamer struct {
 	lagBytes       int64
 	lagSeconds     float64
 	completeAt     time.Time // the last completeness record stored
+	ack            ackState
 }
 
 func (s *Streamer) init() {
@@ -173,6 +178,8 @@ type Status struct {
 	LastError   string    `json:"last_error,omitempty"`
 	UploadError string    `json:"upload_error,omitempty"`
 	Warnings    []string  `json:"warnings,omitempty"`
+	// Ack is the semi-synchronous acknowledgements' state (with --ack).
+	Ack *AckStatus `json:"ack,omitempty"`
 }
 
 // Status returns the current state.
@@ -183,6 +190,7 @@ func (s *Streamer) Status() Status {
 		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, TimelinesStarted: s.timelinesBegun, SpoolFullPauses: s.pauses, LagBytes: s.lagBytes}
 	st.LagSeconds = s.lagSeconds
 	st.CompleteAt = s.completeAt
+	st.Ack = s.ackStatusLocked()
 	w := s.w
 	s.mu.Unlock()
 	if w != nil {
@@ -301,6 +309,10 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.flushLoop(tickCtx) }()
 	go func() { defer wg.Done(); s.lagLoop(tickCtx) }()
+	if s.Ack.Enabled() {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.semiSyncLoop(tickCtx) }()
+	}
 	defer func() {
 		stopTicks()
 		wg.Wait()

@@ -78,6 +78,8 @@ type Uploader struct {
 	mu      sync.Mutex
 	durable catalog.Position
 	durTL   catalog.TimelineID
+	// durCh is closed, and replaced, when durable moves.
+	durCh   chan struct{}
 	lastTx  time.Time
 	lastErr error
 }
@@ -89,6 +91,7 @@ var ErrSpoolDamaged = errors.New("spooled segment is damaged")
 func (u *Uploader) init() {
 	u.once.Do(func() {
 		u.poke = make(chan struct{}, 1)
+		u.durCh = make(chan struct{})
 		if u.RetryMin <= 0 {
 			u.RetryMin = DefaultRetryMin
 		}
@@ -116,6 +119,15 @@ func (u *Uploader) Durable() (catalog.TimelineID, catalog.Position, time.Time) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.durTL, u.durable, u.lastTx
+}
+
+// durableChanged returns a channel closed when the durable position
+// next moves.
+func (u *Uploader) durableChanged() <-chan struct{} {
+	u.init()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.durCh
 }
 
 // initDurable records where the archive ended when this writer took it
@@ -378,6 +390,8 @@ func (u *Uploader) uploadSegment(ctx context.Context, pending *catalog.Segment) 
 	if !seg.LastCommitTime.IsZero() {
 		u.lastTx = seg.LastCommitTime
 	}
+	close(u.durCh)
+	u.durCh = make(chan struct{})
 	u.mu.Unlock()
 	u.Metrics.uploaded(&seg, now)
 	u.Logger.Debug("segment archived", "key", ref.DataKey(), "bytes", seg.Size(), "stored", seg.StoredSize,

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -66,6 +67,8 @@ type Writer struct {
 	seg      *openSegment
 	// broken is the spool error that broke the writer (see ErrSpool).
 	broken error
+	// sealedEnd is where the last sealed segment ends.
+	sealedEnd catalog.Position
 }
 
 type openSegment struct {
@@ -74,6 +77,12 @@ type openSegment struct {
 	w            *bufio.Writer
 	sha          hash.Hash
 	rec          catalog.Segment
+	// head is what recovering the partial file needs (see Writer.Sync);
+	// headWritten says it is in the spool beside the file.
+	head        partialHead
+	headWritten bool
+	// synced is where the bytes Sync made durable end.
+	synced uint64
 }
 
 // WriterConfig configures a Writer.
@@ -416,7 +425,12 @@ func (w *Writer) breakLocked(err error) error {
 	if seg := w.seg; seg != nil {
 		w.seg = nil
 		seg.f.Close()
-		os.Remove(seg.f.Name())
+		if !seg.headWritten {
+			// Nothing of it was promised durable: the stream resumes
+			// before it. One that was is recovered when the spool is
+			// swept (see recoverPartials).
+			os.Remove(seg.f.Name())
+		}
 	}
 	if !errors.Is(err, ErrSpool) {
 		err = fmt.Errorf("%w: %w", ErrSpool, err)
@@ -445,7 +459,56 @@ func (w *Writer) openSegmentLocked(start uint64) error {
 		p := *w.prevEnd
 		w.seg.rec.Prev = &p
 	}
+	w.seg.head = partialHead{Segment: w.seg.rec, OpenTxn: w.tracker.State()}
+	w.seg.head.Format, w.seg.head.HaveFormat = w.tracker.Format()
+	if !w.seg.head.HaveFormat && w.format.ServerVersion != "" {
+		w.seg.head.Format, w.seg.head.HaveFormat = w.format, true
+	}
 	return nil
+}
+
+// Sync makes every event handled so far durable in the spool, and returns
+// the position where they end: the open segment's bytes are written and
+// fsynced, and the first time, a record of where the segment starts is
+// stored beside them, from which an agent that crashed recovers the
+// segment (see recoverPartials). A failure breaks the writer.
+func (w *Writer) Sync() (catalog.Position, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.broken != nil {
+		return catalog.Position{}, w.broken
+	}
+	seg := w.seg
+	if seg == nil || seg.rec.Events == 0 {
+		return w.sealedEnd, nil
+	}
+	if !seg.headWritten {
+		b, err := json.Marshal(seg.head)
+		if err != nil {
+			return catalog.Position{}, w.breakLocked(fmt.Errorf("encode partial segment head: %w", err))
+		}
+		if err := w.spool.writeAtomic(filepath.Base(seg.f.Name())+headSuffix, b); err != nil {
+			return catalog.Position{}, w.breakLocked(err)
+		}
+		seg.headWritten = true
+	}
+	if seg.synced != seg.rec.End {
+		if err := seg.w.Flush(); err != nil {
+			return catalog.Position{}, w.breakLocked(fmt.Errorf("write spool segment: %w", err))
+		}
+		if err := seg.f.Sync(); err != nil {
+			return catalog.Position{}, w.breakLocked(fmt.Errorf("sync spool segment: %w", err))
+		}
+		seg.synced = seg.rec.End
+	}
+	return catalog.Position{File: seg.rec.File, Pos: seg.rec.End}, nil
+}
+
+// Sealed returns where the last segment the writer sealed ends.
+func (w *Writer) Sealed() catalog.Position {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sealedEnd
 }
 
 // Pending reports whether a segment is open with events in it, how long
@@ -494,6 +557,7 @@ func (w *Writer) sealLocked() error {
 		w.seg = nil
 		seg.f.Close()
 		os.Remove(seg.f.Name())
+		os.Remove(seg.f.Name() + headSuffix)
 		return nil
 	}
 	cleanup := func(err error) error { return w.breakLocked(err) }
@@ -519,12 +583,18 @@ func (w *Writer) sealLocked() error {
 	if r.ServerVersion == "" {
 		r.ServerVersion = w.format.ServerVersion
 	}
-	if err := w.spool.Seal(seg.f.Name(), r); err != nil {
+	if err := w.spool.Seal(seg.f.Name(), r, seg.headWritten); err != nil {
 		// The data may have been renamed into place without its record.
 		os.Remove(w.spool.DataPath(r))
 		return cleanup(err)
 	}
 	w.seg = nil
+	w.sealedEnd = catalog.Position{File: r.File, Pos: r.End}
+	if seg.headWritten {
+		// The segment is sealed: nothing is left to recover.
+		os.Remove(seg.f.Name())
+		os.Remove(seg.f.Name() + headSuffix)
+	}
 	if w.onSeal != nil {
 		w.onSeal(r)
 	}
