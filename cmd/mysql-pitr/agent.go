@@ -40,6 +40,7 @@ type agentOptions struct {
 	maxSegment     sizeFlag
 	spoolDir       string
 	spoolMax       sizeFlag
+	ack            string
 	listen         string
 	agentID        string
 	leaseTTL       time.Duration
@@ -76,6 +77,9 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.Var(&o.maxSegment, "max-segment", "seal a segment when it reaches this many binlog bytes")
 	fs.StringVar(&o.spoolDir, "spool-dir", filepath.Join(os.TempDir(), "mysql-pitr-spool"), "local directory where segments wait for upload")
 	fs.Var(&o.spoolMax, "spool-max", "largest spool; when full, the agent stops reading the binlog until uploads catch up")
+	fs.StringVar(&o.ack, "ack", string(binlog.AckOff), "off, durable-spool or durable-storage: as the server's semi-synchronous replica, acknowledge each "+
+		"transaction once it is fsynced in the spool, or stored with its index record; with the server waiting AFTER_SYNC, no commit its client saw "+
+		"is missing from the archive (RPO 0)")
 	fs.StringVar(&o.listen, "listen", agent.DefaultListen, "HTTP address for /healthz /readyz /status /metrics (empty disables)")
 	fs.StringVar(&o.agentID, "agent-id", host, "this agent's identity in the archive lease (the pod or host name)")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
@@ -125,6 +129,9 @@ func (o *agentOptions) validate() (err error) {
 		return cli.Usage(fmt.Errorf("--snapshot-method %q: want logical or physical", o.snapMethod))
 	case o.snapThreads < 1:
 		return cli.Usage(fmt.Errorf("--snapshot-threads %d: at least 1", o.snapThreads))
+	}
+	if _, err := binlog.ParseAckMode(o.ack); err != nil {
+		return cli.Usage(fmt.Errorf("--ack: %v", err))
 	}
 	if o.schedule != "" {
 		if _, err := schedule.ParseSpec(o.schedule); err != nil {
@@ -201,7 +208,7 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 	}
 	a.SpoolLock = spoolLock
 	logger.Info("agent starting", "server", src.Address(), "storage", o.storage.URL(), "flush_interval", o.flushInterval.String(),
-		"listen", o.listen, "spool", filepath.Join(o.spoolDir, o.storage.ID()), "schedule", o.schedule, "drill_schedule", o.drillSchedule)
+		"listen", o.listen, "spool", filepath.Join(o.spoolDir, o.storage.ID()), "schedule", o.schedule, "drill_schedule", o.drillSchedule, "ack", o.ack)
 	if err = a.Run(ctx); err == nil {
 		logger.Info("agent stopped")
 	}
@@ -214,7 +221,7 @@ func (o *agentOptions) build(src *binlog.Source, srv server, st storage.Storage,
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &binlog.Streamer{
-		Source: src, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID,
+		Source: src, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID, Ack: binlog.AckMode(o.ack),
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
 		CompleteInterval: completeInterval(o.completeEvery),
 		RestoreMarker:    restoreMarkerPath(o.datadir),

@@ -459,6 +459,9 @@ secret); the password and the S3 credentials are files.
     - --listen=:{{ .Values.agent.metricsPort }}
     - --spool-dir=/var/spool/mysql-pitr
     - --spool-max={{ .Values.agent.spool.max }}
+    {{- if ne .Values.agent.ack "off" }}
+    - --ack={{ .Values.agent.ack }}
+    {{- end }}
     - --agent-id=$(POD_NAME)
     - --datadir={{ include "mysql-pitr.datadir" . }}
     - --log-format=json
