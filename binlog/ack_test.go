@@ -11,6 +11,7 @@ import (
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
+	"github.com/mysql-pitr/mysql-pitr/storage/storagetest"
 )
 
 // enableSemiSync makes db a semi-synchronous source whose commits wait up
@@ -177,6 +178,75 @@ func TestStreamerAckWithoutSemiSyncServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			compareWithServer(t, st, db)
+		})
+	}
+}
+
+// TestStreamerAckStorageOutage runs the streamer with durable-storage while
+// storage goes down: commits wait for the server's timeout, then the server
+// falls back to asynchronous replication and the status says RPO 0 is
+// lost; once storage is back and the streamer has caught up, the server
+// waits for it again, and the archive has lost nothing.
+func TestStreamerAckStorageOutage(t *testing.T) {
+	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
+		t.Run(f.String(), func(t *testing.T) {
+			db := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
+			db.Exec(t, "CREATE DATABASE semi")
+			db.Exec(t, "CREATE TABLE semi.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(100))")
+			const timeout = time.Second
+			enableSemiSync(t, db, f, timeout)
+			fs, err := file.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := storagetest.NewFaulty(fs, 1, storagetest.Faults{})
+			s := newStreamer(t, db, st, t.TempDir())
+			s.Ack = AckStorage
+			s.RetryMax = 200 * time.Millisecond
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			rpoZero := func(want bool) func() error {
+				return func() error {
+					if a := s.Status().Ack; a == nil || a.RPOZero != want {
+						return fmt.Errorf("ack status %+v, want rpo_zero %v", a, want)
+					}
+					return nil
+				}
+			}
+			testbed.Eventually(t, 30*time.Second, rpoZero(true))
+			db.Exec(t, "INSERT INTO semi.t (v) VALUES ('before')")
+
+			st.Down(true)
+			t0 := time.Now()
+			db.Exec(t, "INSERT INTO semi.t (v) VALUES ('waits for the timeout')")
+			if took := time.Since(t0); took < timeout-100*time.Millisecond || took > 10*time.Second {
+				t.Errorf("the commit during the outage took %s, want the server's timeout (%s)", took, timeout)
+			}
+			for i := range 5 {
+				db.Exec(t, "INSERT INTO semi.t (v) VALUES (?)", fmt.Sprint("asynchronous ", i))
+			}
+			testbed.Eventually(t, 10*time.Second, func() error {
+				a := s.Status().Ack
+				if a.RPOZero || !strings.Contains(a.Problem, "fell back") || a.ServerFallbacks < 1 || a.LastFallback.IsZero() {
+					return fmt.Errorf("ack status %+v, want a fallback reported", a)
+				}
+				return nil
+			})
+
+			st.Down(false)
+			// The server switches back once the streamer acknowledges a
+			// transaction at its binlog's end.
+			testbed.Eventually(t, 30*time.Second, func() error {
+				db.Exec(t, "INSERT INTO semi.t (v) VALUES ('after')")
+				return rpoZero(true)()
+			})
+			waitDurable(t, s, binlogEnd(t, db), 30*time.Second)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			compareWithServer(t, fs, db)
 		})
 	}
 }
