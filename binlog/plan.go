@@ -61,9 +61,19 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 		return s.startNewTimeline(ctx, info, catalog.ReasonDiverged,
 			fmt.Sprintf("server uuid changed from %s to %s", tlRec.ServerUUID, info.UUID))
 	}
-	logs, err := s.Source.BinaryLogs(ctx)
+	logs, listed, err := s.planLogs(ctx)
 	if err != nil {
 		return err
+	}
+	if !listed && last != nil {
+		s.Logger.Info("resuming archive; the server's binlog list is held up by commits waiting for an acknowledgement, so the stream proves it continues the archive",
+			"timeline", lastTL.String(), "after", catalog.Position{File: last.File, Pos: last.End}.String())
+		return s.useWriter(lastTL, tlRec.UID, func(w *Writer) error { return w.ResumeAfter(last) })
+	}
+	if !listed {
+		if logs, err = s.Source.BinaryLogs(ctx); err != nil {
+			return err
+		}
 	}
 	if last == nil {
 		// A timeline was begun but nothing archived in it yet.
@@ -335,6 +345,31 @@ func continuity(logs []BinaryLog, last *catalog.Segment) (catalog.TimelineReason
 	return catalog.ReasonDiverged, fmt.Sprintf("the server no longer has %s (its binlogs run %s…%s)", last.File, oldest, logs[len(logs)-1].Name)
 }
 
+// planLogsWait bounds how long planning waits for the server's binlog list
+// with --ack (see planLogs).
+const planLogsWait = 2 * time.Second
+
+// planLogs lists the server's binlogs for the continuity check. With
+// --ack, commits may be waiting for this streamer's acknowledgement, and
+// MariaDB holds its binlog's lock while several do: the list would wait
+// for the server's timeout, and every commit with it. So the list is
+// given up after planLogsWait (listed false); the stream then proves that
+// the server continues the archive (it must re-send the last archived
+// event byte for byte, and a purged file is refused with error 1236).
+func (s *Streamer) planLogs(ctx context.Context) (logs []BinaryLog, listed bool, err error) {
+	if !s.Ack.Enabled() {
+		logs, err = s.Source.BinaryLogs(ctx)
+		return logs, err == nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, planLogsWait)
+	defer cancel()
+	logs, err = s.Source.BinaryLogs(lctx)
+	if err != nil && lctx.Err() != nil && ctx.Err() == nil {
+		return nil, false, nil
+	}
+	return logs, err == nil, err
+}
+
 func sameBase(a, b string) bool {
 	i, j := strings.LastIndexByte(a, '.'), strings.LastIndexByte(b, '.')
 	return i > 0 && j > 0 && a[:i] == b[:j]
@@ -355,9 +390,9 @@ func (s *Streamer) recheck(ctx context.Context) error {
 	if prev.UUID != "" && info.UUID != "" && prev.UUID != info.UUID {
 		return s.startNewTimeline(ctx, info, catalog.ReasonDiverged, fmt.Sprintf("server uuid changed from %s to %s", prev.UUID, info.UUID))
 	}
-	logs, err := s.Source.BinaryLogs(ctx)
-	if err != nil {
-		return err
+	logs, listed, err := s.planLogs(ctx)
+	if err != nil || !listed {
+		return err // not listed: the stream proves continuity (see planLogs)
 	}
 	pos := w.Position()
 	n, _ := catalog.FileNumber(pos.File)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -43,7 +44,7 @@ func rpoRounds(t *testing.T) int {
 func TestRPOZeroAfterServerLoss(t *testing.T) {
 	rounds := rpoRounds(t)
 	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
-		for _, mode := range []string{"durable-storage", "durable-spool"} {
+		for _, mode := range []string{"durable-storage", "durable-spool", "durable-spool+agent-crash"} {
 			t.Run(f.String()+"/"+mode, func(t *testing.T) {
 				var acked, rows int
 				for i := range rounds {
@@ -64,6 +65,18 @@ type ackStatus struct {
 	Problem string  `json:"problem"`
 	P50     float64 `json:"latency_p50_seconds"`
 	P99     float64 `json:"latency_p99_seconds"`
+}
+
+// waitRPOZero waits until the agent says RPO 0 holds.
+func (p *agentProc) waitRPOZero() {
+	p.t.Helper()
+	testbed.Eventually(p.t, 30*time.Second, func() error {
+		st, err := p.ackStatus()
+		if err == nil && !st.RPOZero {
+			err = fmt.Errorf("RPO 0 does not hold yet: %s", st.Problem)
+		}
+		return err
+	})
 }
 
 func (p *agentProc) ackStatus() (ackStatus, error) {
@@ -88,8 +101,11 @@ func (p *agentProc) ackStatus() (ackStatus, error) {
 }
 
 // rpoZeroRound loses one server and checks the restore; it returns how
-// many commits were acknowledged and how many rows the restore holds.
-func rpoZeroRound(t *testing.T, f testbed.Flavor, mode string) (acked, restored int) {
+// many commits were acknowledged and how many rows the restore holds. Mode
+// durable-spool+agent-crash also kills the agent with SIGKILL under the
+// load, and starts it again on its spool, before the server is lost.
+func rpoZeroRound(t *testing.T, f testbed.Flavor, variant string) (acked, restored int) {
+	mode, crash := strings.CutSuffix(variant, "+agent-crash")
 	db := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f})
 	// The server's side, as the chart sets it (its test starts servers
 	// with those lines): AFTER_SYNC, and a timeout longer than the test.
@@ -107,16 +123,11 @@ func rpoZeroRound(t *testing.T, f testbed.Flavor, mode string) (acked, restored 
 	}
 	t.Setenv("MYSQL_PITR_PASSWORD", db.PitrPassword())
 	dsn := fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, db.Port())
-	a := startAgent(t, env, "--dsn", dsn, "--storage", storageURL, "--spool-dir", spool, "--server-id", "4245", "--ack", mode,
-		"--flush-interval", "1s")
+	agentArgs := []string{"--dsn", dsn, "--storage", storageURL, "--spool-dir", spool, "--server-id", "4245", "--ack", mode,
+		"--flush-interval", "1s"}
+	a := startAgent(t, env, agentArgs...)
 	a.waitReady(30 * time.Second)
-	testbed.Eventually(t, 30*time.Second, func() error {
-		st, err := a.ackStatus()
-		if err == nil && !st.RPOZero {
-			err = fmt.Errorf("RPO 0 does not hold yet: %s", st.Problem)
-		}
-		return err
-	})
+	a.waitRPOZero()
 
 	const writers = 4
 	db.Exec(t, "CREATE DATABASE app")
@@ -147,14 +158,28 @@ func rpoZeroRound(t *testing.T, f testbed.Flavor, mode string) (acked, restored 
 			}
 		})
 	}
-	testbed.Eventually(t, 60*time.Second, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if n := len(got[0]) + len(got[writers-1]); n < 100 {
-			return fmt.Errorf("%d commits so far", n)
-		}
-		return nil
-	})
+	commits := func(n int) {
+		testbed.Eventually(t, 60*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if have := len(got[0]) + len(got[writers-1]); have < n {
+				return fmt.Errorf("%d commits so far", have)
+			}
+			return nil
+		})
+	}
+	commits(100)
+	if crash {
+		// Commits wait (for the server's timeout, at most) until the agent
+		// is back: what it acknowledged is in its spool's open segment.
+		a.cmd.Process.Kill()
+		<-a.done
+		a.done <- nil
+		a = startAgent(t, env, agentArgs...)
+		a.waitReady(30 * time.Second)
+		a.waitRPOZero()
+		commits(200)
+	}
 	if err := db.Kill(); err != nil {
 		t.Fatal(err)
 	}
