@@ -53,11 +53,11 @@ func (s *Streamer) measureLag(ctx context.Context, st *lagState) {
 	wantMark := s.CompleteInterval > 0 && time.Since(st.lastMark) >= s.CompleteInterval
 	if wantMark {
 		var err error
-		if serverNow, err = s.Source.Now(ctx); err != nil {
+		if serverNow, err = s.src().Now(ctx); err != nil {
 			wantMark = false
 		}
 	}
-	logs, err := s.Source.BinaryLogs(ctx)
+	logs, err := s.src().BinaryLogs(ctx)
 	if err != nil || len(logs) == 0 {
 		return
 	}

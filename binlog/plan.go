@@ -42,6 +42,7 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 	s.mu.Lock()
 	s.lastTL = lastTL
 	s.mu.Unlock()
+	s.seedArchived(lastTL, tail, pend)
 
 	m := s.noteRestoreMarker()
 	if lastTL == 0 {
@@ -71,7 +72,7 @@ func (s *Streamer) plan(ctx context.Context, info ServerInfo) error {
 		return s.useWriter(lastTL, tlRec.UID, func(w *Writer) error { return w.ResumeAfter(last) })
 	}
 	if !listed {
-		if logs, err = s.Source.BinaryLogs(ctx); err != nil {
+		if logs, err = s.src().BinaryLogs(ctx); err != nil {
 			return err
 		}
 	}
@@ -358,12 +359,12 @@ const planLogsWait = 2 * time.Second
 // event byte for byte, and a purged file is refused with error 1236).
 func (s *Streamer) planLogs(ctx context.Context) (logs []BinaryLog, listed bool, err error) {
 	if !s.Ack.Enabled() {
-		logs, err = s.Source.BinaryLogs(ctx)
+		logs, err = s.src().BinaryLogs(ctx)
 		return logs, err == nil, err
 	}
 	lctx, cancel := context.WithTimeout(ctx, planLogsWait)
 	defer cancel()
-	logs, err = s.Source.BinaryLogs(lctx)
+	logs, err = s.src().BinaryLogs(lctx)
 	if err != nil && lctx.Err() != nil && ctx.Err() == nil {
 		return nil, false, nil
 	}
@@ -379,7 +380,7 @@ func sameBase(a, b string) bool {
 // archive where the writer stands, it starts a new timeline.
 func (s *Streamer) recheck(ctx context.Context) error {
 	w := s.writer()
-	info, err := s.Source.Info(ctx)
+	info, err := s.src().Info(ctx)
 	if err != nil {
 		return err
 	}
@@ -409,7 +410,7 @@ func (s *Streamer) startNewTimeline(ctx context.Context, info ServerInfo, reason
 		p := w.Position()
 		parentEnd = &p
 	}
-	logs, err := s.Source.BinaryLogs(ctx)
+	logs, err := s.src().BinaryLogs(ctx)
 	if err != nil {
 		return err
 	}
@@ -420,6 +421,13 @@ func (s *Streamer) startNewTimeline(ctx context.Context, info ServerInfo, reason
 // binlog the server has, and switches the writer to it.
 func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, reason catalog.TimelineReason, detail string,
 	parentEnd *catalog.Position, logs []BinaryLog) error {
+	return s.beginTimeline(ctx, info, reason, detail, parentEnd, logs, nil)
+}
+
+// beginTimeline is startNewTimelineAfter; continues, for a timeline of
+// reason failover, are the last archived GTIDs the new server holds.
+func (s *Streamer) beginTimeline(ctx context.Context, info ServerInfo, reason catalog.TimelineReason, detail string,
+	parentEnd *catalog.Position, logs []BinaryLog, continues []string) error {
 	if len(logs) == 0 {
 		return errors.New("the server lists no binary logs")
 	}
@@ -436,7 +444,7 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 		ID: id, UID: catalog.NewTimelineUID(), Reason: reason, Detail: detail, Start: catalog.Position{File: logs[0].Name, Pos: FirstEventPos},
 		RestoreID: s.restoreID,
 		Flavor:    string(info.Flavor), ServerVersion: info.Version, ServerID: info.ServerID, ServerUUID: info.UUID,
-		GTIDState: info.GTIDState, Created: time.Now().UTC(), Agent: s.Agent,
+		GTIDState: info.GTIDState, Created: time.Now().UTC(), Agent: s.Agent, Continues: continues,
 	}
 	if parent != 0 {
 		tl.Parent = parent
@@ -452,9 +460,13 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 	s.mu.Lock()
 	s.timelinesBegun++
 	s.mu.Unlock()
-	if reason == catalog.ReasonFirst {
+	switch reason {
+	case catalog.ReasonFirst:
 		s.Logger.Info("archive started", "timeline", id.String(), "from", tl.Start.String())
-	} else {
+	case catalog.ReasonFailover:
+		s.Logger.Warn("following the new primary: continuing the archive on a new timeline", "timeline", id.String(), "detail", detail,
+			"from", tl.Start.String())
+	default:
 		s.Logger.Error("GAP in the archive: starting a new timeline", "timeline", id.String(), "reason", string(reason),
 			"detail", detail, "from", tl.Start.String())
 		s.mu.Lock()
@@ -466,6 +478,7 @@ func (s *Streamer) startNewTimelineAfter(ctx context.Context, info ServerInfo, r
 	}
 	s.mu.Lock()
 	s.lastTL = id
+	s.archived = catalog.GTIDSequence{}
 	s.mu.Unlock()
 	return s.useWriter(id, tl.UID, func(w *Writer) error { return w.StartAt(tl.Start, nil) })
 }
@@ -488,7 +501,16 @@ func missingFiles(end catalog.Position, oldest string) []string {
 }
 
 func (s *Streamer) useWriter(tl catalog.TimelineID, uid string, position func(*Writer) error) error {
-	w, err := NewWriter(WriterConfig{Spool: s.Spool, Timeline: tl, TimelineUID: uid, MaxSegment: s.MaxSegment, OnSeal: func(*catalog.Segment) { s.up.Poke() }})
+	s.mu.Lock()
+	server := s.info
+	s.streamedID = server.ServerID
+	s.mu.Unlock()
+	w, err := NewWriter(WriterConfig{Spool: s.Spool, Timeline: tl, TimelineUID: uid, MaxSegment: s.MaxSegment,
+		ServerID: server.ServerID, ServerUUID: server.UUID,
+		OnSeal: func(seg *catalog.Segment) {
+			s.noteArchived(seg)
+			s.up.Poke()
+		}})
 	if err != nil {
 		return err
 	}

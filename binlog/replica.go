@@ -17,13 +17,13 @@ import (
 // although TLS is configured (the server offers none, and the mode allows
 // plaintext then), once per change, and not for a server on this host.
 func (s *Streamer) notePlaintext(plain bool) {
-	fellBack := plain && s.Source.Config.TLS != nil && !mysqltls.Local(s.Source.Config)
+	fellBack := plain && s.src().Config.TLS != nil && !mysqltls.Local(s.src().Config)
 	s.mu.Lock()
 	changed := fellBack != s.plaintext
 	s.plaintext = fellBack
 	s.mu.Unlock()
 	if changed && fellBack {
-		s.Logger.Warn("the server offers no TLS: the replication connection is not encrypted", "server", s.Source.Address())
+		s.Logger.Warn("the server offers no TLS: the replication connection is not encrypted", "server", s.src().Address())
 	}
 }
 
@@ -45,7 +45,7 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	// end of ctx.
 	stopWatching := s.watchSession(ctx, h, &conn)
 	defer stopWatching()
-	d, err := s.Source.dialDump(ctx, opts, pos)
+	d, err := s.src().dialDump(ctx, opts, pos)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -55,7 +55,7 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 		case h.stalled.Load():
 			return false, fmt.Errorf("no answer from the server for %s while connecting", s.ReadTimeout)
 		}
-		return false, fmt.Errorf("start replication from %s: %w", pos, s.Source.classifyStream(err))
+		return false, fmt.Errorf("start replication from %s: %w", pos, s.src().classifyStream(err))
 	}
 	defer d.close()
 	s.setConnected(true)
@@ -97,13 +97,13 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 	case h.stalled.Load():
 		return progressed, fmt.Errorf("no event or heartbeat from the server for %s: connection torn down", s.ReadTimeout)
 	}
-	return progressed, s.Source.classifyStream(err)
+	return progressed, s.src().classifyStream(err)
 }
 
 // dumpOptions are the settings of a session's replication connection,
 // whose connection conn remembers.
 func (s *Streamer) dumpOptions(ctx context.Context, info ServerInfo, conn *streamConn) (dumpOptions, error) {
-	tlsCfg, err := s.Source.replicationTLS(ctx)
+	tlsCfg, err := s.src().replicationTLS(ctx)
 	if err != nil {
 		return dumpOptions{}, err
 	}
@@ -128,7 +128,7 @@ func (s *Streamer) dumpOptions(ctx context.Context, info ServerInfo, conn *strea
 // semi-synchronous replica; when it cannot, the session streams
 // asynchronously and the status says why.
 func (s *Streamer) semiSyncAvailable(ctx context.Context) (bool, error) {
-	st, err := s.Source.SemiSync(ctx)
+	st, err := s.src().SemiSync(ctx)
 	if err != nil {
 		return false, fmt.Errorf("read the server's semi-synchronous replication state: %w", err)
 	}

@@ -178,7 +178,7 @@ func (s *Streamer) setAckReplica(on bool, problem string) {
 // pollSemiSync reads the server's semi-synchronous state and notes a
 // fallback to asynchronous replication.
 func (s *Streamer) pollSemiSync(ctx context.Context) {
-	st, err := s.Source.SemiSync(ctx)
+	st, err := s.src().SemiSync(ctx)
 	if err != nil {
 		return
 	}

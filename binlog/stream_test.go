@@ -111,6 +111,13 @@ func compareWithServer(t *testing.T, st storage.Storage, db *testbed.MariaDB) []
 	if tl == nil {
 		t.Fatal("archive is empty")
 	}
+	return compareTimeline(t, st, tl, db)
+}
+
+// compareTimeline fetches timeline tl and checks that every fetched file
+// equals the server's file over the archived range.
+func compareTimeline(t *testing.T, st storage.Storage, tl *catalog.TimelineState, db *testbed.MariaDB) []FetchResult {
+	t.Helper()
 	if h := tl.Holes(); len(h) > 0 {
 		t.Fatalf("holes: %+v", h)
 	}

@@ -3,6 +3,7 @@ package binlog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -55,6 +56,13 @@ type Streamer struct {
 	// timeline (reason "restored"). Empty: not checked.
 	RestoreMarker string
 
+	// Follow are more servers the archive may follow, besides Source: on
+	// losing its server the streamer looks among them all for the one
+	// primary (see FindPrimary), and continues on it when it holds every
+	// archived transaction (a timeline of reason failover), or records the
+	// divergence when it does not.
+	Follow []*Source
+
 	// Ack makes the streamer a semi-synchronous replica that acknowledges
 	// each transaction once it is durable at that level (see AckMode).
 	Ack AckMode
@@ -95,6 +103,23 @@ type Streamer struct {
 	lagSeconds     float64
 	completeAt     time.Time // the last completeness record stored
 	ack            ackState
+	// cur is the server streamed from: Source, until a failover;
+	// streamedID its server_id.
+	cur        *Source
+	streamedID uint32
+	// archived follows the last GTID of each source archived on the
+	// current timeline, for judging a failover's new primary.
+	archived catalog.GTIDSequence
+}
+
+// src returns the server streamed from.
+func (s *Streamer) src() *Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return s.Source
+	}
+	return s.cur
 }
 
 func (s *Streamer) init() {
@@ -222,7 +247,20 @@ func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
 	deadline := time.Now().Add(s.ConnectTimeout)
 	b := backoff.New(500*time.Millisecond, 10*time.Second)
 	for {
-		info, err := s.Source.Info(ctx)
+		info, err := s.src().Info(ctx)
+		if len(s.Follow) > 0 {
+			var c Candidate
+			if c, err = FindPrimary(ctx, s.candidates()); err == nil {
+				info = c.Info
+				s.mu.Lock()
+				s.cur = c.Source
+				s.mu.Unlock()
+			} else if !errors.Is(err, ErrNoPrimary) {
+				return info, err
+			} else {
+				err = fmt.Errorf("%w: %w", ErrUnreachable, err) // mid-failover: wait for one
+			}
+		}
 		if err == nil {
 			warnings, cerr := info.Check()
 			if cerr != nil {
@@ -240,7 +278,7 @@ func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
 		if !errors.Is(err, ErrUnreachable) || time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
 			return info, err
 		}
-		s.Logger.Info("waiting for the server", "server", s.Source.Address(), "err", err)
+		s.Logger.Info("waiting for the server", "server", s.src().Address(), "err", err)
 		if err := backoff.Sleep(ctx, wait); err != nil {
 			return info, err
 		}
@@ -324,7 +362,11 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 		}
 	}()
 
-	b := backoff.New(500*time.Millisecond, s.RetryMax)
+	retryMax := s.RetryMax
+	if len(s.Follow) > 0 {
+		retryMax = min(retryMax, followRetry) // a failover is found within seconds
+	}
+	b := backoff.New(500*time.Millisecond, retryMax)
 	for {
 		progressed, err := s.session(ctx, info)
 		if ctx.Err() != nil {
@@ -413,9 +455,14 @@ func (s *Streamer) reconnect(ctx context.Context, wait time.Duration, err error)
 	if s.Metrics != nil {
 		s.Metrics.Reconnects.Inc()
 	}
-	// The server may have come back as something else: check that it
-	// still has, and still continues, what the archive needs.
-	if err := s.recheck(ctx); err != nil {
+	// Another server may have become the primary; or the server may have
+	// come back as something else: check that it still has, and still
+	// continues, what the archive needs.
+	moved, err := s.followPrimary(ctx)
+	if err == nil && !moved {
+		err = s.recheck(ctx)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return false
 		}

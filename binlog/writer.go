@@ -51,6 +51,8 @@ type Writer struct {
 	maxSegment  int64
 	onSeal      func(*catalog.Segment)
 	now         func() time.Time
+	serverID    uint32
+	serverUUID  string
 
 	mu      sync.Mutex
 	file    string
@@ -95,6 +97,9 @@ type WriterConfig struct {
 	MaxSegment int64
 	// OnSeal is called (with the writer's lock held) after each segment is sealed.
 	OnSeal func(*catalog.Segment)
+	// ServerID and ServerUUID name the server the segments come from.
+	ServerID   uint32
+	ServerUUID string
 }
 
 // NewWriter returns a writer for a timeline that is positioned nowhere; call
@@ -104,7 +109,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		cfg.MaxSegment = DefaultMaxSegment
 	}
 	return &Writer{spool: cfg.Spool, timeline: cfg.Timeline, timelineUID: cfg.TimelineUID, maxSegment: cfg.MaxSegment,
-		onSeal: cfg.OnSeal, now: time.Now}, nil
+		onSeal: cfg.OnSeal, now: time.Now, serverID: cfg.ServerID, serverUUID: cfg.ServerUUID}, nil
 }
 
 // StartAt positions the writer at the beginning of a file (pos 4) or at a
@@ -453,7 +458,7 @@ func (w *Writer) openSegmentLocked(start uint64) error {
 	}
 	w.seg = &openSegment{f: f, w: bufio.NewWriterSize(f, 256<<10), sha: sha256.New(), rec: catalog.Segment{
 		Timeline: w.timeline, TimelineUID: w.timelineUID, File: w.file, FileNum: w.fileNum, Start: start, End: start,
-		ServerVersion: w.format.ServerVersion,
+		ServerVersion: w.format.ServerVersion, ServerID: w.serverID, ServerUUID: w.serverUUID,
 	}}
 	if start == FirstEventPos && w.prevEnd != nil {
 		p := *w.prevEnd

@@ -86,6 +86,10 @@ type Segment struct {
 	StoredSize int64 `json:"stored_size"`
 	// ServerVersion is from the file's format description.
 	ServerVersion string `json:"server_version,omitempty"`
+	// ServerID and ServerUUID name the server the segment was streamed
+	// from (unset before they were recorded).
+	ServerID   uint32 `json:"server_id,omitempty"`
+	ServerUUID string `json:"server_uuid,omitempty"`
 	// ArchivedAt is when the segment was sealed by the agent.
 	ArchivedAt time.Time `json:"archived_at"`
 }
@@ -145,6 +149,10 @@ const (
 	// spool did not keep the archive's end), so it could not prove that the
 	// server continues it.
 	ReasonUnverified TimelineReason = "unverified"
+	// ReasonFailover: another server became the primary, and it holds
+	// every transaction archived on the timeline before (Continues): the
+	// archive goes on from it without losing any. Not a gap.
+	ReasonFailover TimelineReason = "failover"
 )
 
 // Timeline is the record that starts a timeline. A new timeline is the
@@ -178,6 +186,9 @@ type Timeline struct {
 	ServerUUID    string `json:"server_uuid,omitempty"`
 	// GTIDState is the server's GTID state when the timeline began (MariaDB gtid_binlog_pos / MySQL gtid_executed).
 	GTIDState string `json:"gtid_state,omitempty"`
+	// Continues is set for ReasonFailover: the last GTID of each source
+	// archived on the parent timeline, each of which the new server held.
+	Continues []string `json:"continues,omitempty"`
 	// RestoreID is set for ReasonRestored: the restore that produced the server's data.
 	RestoreID string    `json:"restore_id,omitempty"`
 	Created   time.Time `json:"created"`

@@ -1,0 +1,164 @@
+package binlog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mysql-pitr/mysql-pitr/catalog"
+)
+
+// followRetry caps the wait between reconnects while following a primary:
+// after a failover the stream goes on from the new primary within it.
+const followRetry = time.Second
+
+// candidates are the servers the archive may follow: Source and Follow,
+// each once.
+func (s *Streamer) candidates() []*Source {
+	out := []*Source{s.Source}
+	seen := map[string]bool{s.Source.Address(): true}
+	for _, f := range s.Follow {
+		if !seen[f.Address()] {
+			seen[f.Address()] = true
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// followPrimary looks for the primary among the candidates after the
+// stream broke, and moves the archive to it when it is another server than
+// the one streamed from (see failover). It reports whether it moved. With
+// no primary found (mid-failover), it stays: the next reconnect looks again.
+func (s *Streamer) followPrimary(ctx context.Context) (moved bool, err error) {
+	if len(s.Follow) == 0 {
+		return false, nil
+	}
+	c, err := FindPrimary(ctx, s.candidates())
+	if err != nil {
+		s.Logger.Warn("looking for the primary", "err", err)
+		return false, nil
+	}
+	if c.Source == s.src() {
+		return false, nil
+	}
+	return true, s.failover(ctx, c)
+}
+
+// failover moves the archive to the new primary c. When c holds every
+// transaction archived on the current timeline, the archive goes on from
+// it on a timeline of reason failover, which says so: no transaction is
+// lost across it. When c lacks some (the old primary's tail that was never
+// replicated), the timeline begins for reason diverged, naming them.
+func (s *Streamer) failover(ctx context.Context, c Candidate) error {
+	old := s.src()
+	s.mu.Lock()
+	last := s.archived.Last()
+	s.mu.Unlock()
+	holds, err := s.holdsGTIDs(ctx, c)
+	if err != nil {
+		return fmt.Errorf("the new primary %s: %w", c.Source.Address(), err)
+	}
+	var missing, held []string
+	for _, g := range last {
+		if holds(g) {
+			held = append(held, g.String())
+		} else {
+			missing = append(missing, g.String())
+		}
+	}
+	s.mu.Lock()
+	s.cur, s.info = c.Source, c.Info
+	s.mu.Unlock()
+	from := fmt.Sprintf("%s (server_id %d)", old.Address(), s.timelineServerID())
+	to := fmt.Sprintf("%s (server_id %d)", c.Source.Address(), c.Info.ServerID)
+	if len(missing) > 0 {
+		return s.startNewTimeline(ctx, c.Info, catalog.ReasonDiverged, fmt.Sprintf("failover from %s to %s, which lacks archived transactions "+
+			"of the old primary, up to %s (never replicated before the failover); its own GTID state is %s",
+			from, to, strings.Join(missing, ","), c.Info.GTIDState))
+	}
+	var parentEnd *catalog.Position
+	if w := s.writer(); w != nil {
+		p := w.Position()
+		parentEnd = &p
+	}
+	logs, err := c.Source.BinaryLogs(ctx)
+	if err != nil {
+		return err
+	}
+	return s.beginTimeline(ctx, c.Info, catalog.ReasonFailover, fmt.Sprintf("failover from %s to %s, which holds every archived transaction", from, to),
+		parentEnd, logs, held)
+}
+
+// timelineServerID is the server_id of the server streamed from until now.
+func (s *Streamer) timelineServerID() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streamedID
+}
+
+// noteArchived follows the GTIDs of a sealed segment (see Streamer.archived).
+func (s *Streamer) noteArchived(seg *catalog.Segment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range seg.GTIDs {
+		_, _, _ = s.archived.Range(r)
+	}
+}
+
+// seedArchived starts following the GTIDs of timeline tl from what the
+// archive's tail and the spool hold of it.
+func (s *Streamer) seedArchived(tl catalog.TimelineID, tail *catalog.TimelineState, pend Pending) {
+	s.mu.Lock()
+	s.archived = catalog.GTIDSequence{}
+	s.mu.Unlock()
+	if tail != nil && tail.ID == tl {
+		for _, seg := range tail.Segments {
+			s.noteArchived(seg)
+		}
+	}
+	for _, seg := range pend.Segments {
+		if seg.Timeline == tl {
+			s.noteArchived(seg)
+		}
+	}
+}
+
+// holdsGTIDs returns whether the candidate's history holds a GTID. MySQL's
+// gtid_executed holds every GTID it executed. MariaDB's sequence numbers
+// are per domain, so a new primary's own transactions can take numbers the
+// old one's lost tail had: a GTID is held when the server's binlog state
+// has the same domain and server at that sequence number or past it.
+func (s *Streamer) holdsGTIDs(ctx context.Context, c Candidate) (func(catalog.GTID) bool, error) {
+	if c.Info.Flavor != MariaDB {
+		set, err := catalog.ParseGTIDSet(c.Info.GTIDState)
+		if err != nil {
+			return nil, err
+		}
+		return set.Contains, nil
+	}
+	var state string
+	if err := c.Source.db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_state").Scan(&state); err != nil {
+		return nil, c.Source.classify(err)
+	}
+	var have []catalog.GTID
+	for _, item := range strings.Split(state, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		g, err := catalog.ParseGTID(item)
+		if err != nil {
+			return nil, fmt.Errorf("gtid_binlog_state %q: %w", state, err)
+		}
+		have = append(have, g)
+	}
+	return func(g catalog.GTID) bool {
+		for _, h := range have {
+			if h.Domain == g.Domain && h.Server == g.Server && h.Seq >= g.Seq {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
