@@ -178,7 +178,9 @@ func (s *Streamer) Uploader() *Uploader {
 
 // Status is a snapshot of the streamer's state, for /status.
 type Status struct {
-	Connected         bool               `json:"connected"`
+	Connected bool `json:"connected"`
+	// Server is the server streamed from (with Follow, the primary found last).
+	Server            string             `json:"server"`
 	Flavor            Flavor             `json:"flavor,omitempty"`
 	ServerVersion     string             `json:"server_version,omitempty"`
 	Timeline          catalog.TimelineID `json:"timeline"`
@@ -210,11 +212,13 @@ type Status struct {
 // Status returns the current state.
 func (s *Streamer) Status() Status {
 	s.init()
+	server := s.src().Address()
 	s.mu.Lock()
 	st := Status{Connected: s.connected, Flavor: s.info.Flavor, ServerVersion: s.info.Version, Timeline: s.timeline,
 		LastError: s.lastErr, Warnings: s.warnings, GapsRecorded: s.gaps, TimelinesStarted: s.timelinesBegun, SpoolFullPauses: s.pauses, LagBytes: s.lagBytes}
 	st.LagSeconds = s.lagSeconds
 	st.CompleteAt = s.completeAt
+	st.Server = server
 	st.Ack = s.ackStatusLocked()
 	w := s.w
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -41,6 +42,7 @@ type agentOptions struct {
 	spoolDir       string
 	spoolMax       sizeFlag
 	ack            string
+	follow         string
 	listen         string
 	agentID        string
 	leaseTTL       time.Duration
@@ -80,6 +82,9 @@ func (o *agentOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.ack, "ack", string(binlog.AckOff), "off, durable-spool or durable-storage: as the server's semi-synchronous replica, acknowledge each "+
 		"transaction once it is fsynced in the spool, or stored with its index record; with the server waiting AFTER_SYNC, no commit its client saw "+
 		"is missing from the archive (RPO 0)")
+	fs.StringVar(&o.follow, "follow", "", "more servers the archive may follow, as host:port[,host:port…] (e.g. every pod of a StatefulSet by its "+
+		"stable name), with --dsn's account and TLS settings: when the stream breaks, the agent goes on from the one writable server among them and "+
+		"--dsn's, continuing the archive when it holds every archived transaction, recording the divergence when it does not")
 	fs.StringVar(&o.listen, "listen", agent.DefaultListen, "HTTP address for /healthz /readyz /status /metrics (empty disables)")
 	fs.StringVar(&o.agentID, "agent-id", host, "this agent's identity in the archive lease (the pod or host name)")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "how long the archive lease outlives an agent that stops renewing it")
@@ -133,6 +138,11 @@ func (o *agentOptions) validate() (err error) {
 	if _, err := binlog.ParseAckMode(o.ack); err != nil {
 		return cli.Usage(fmt.Errorf("--ack: %v", err))
 	}
+	for _, addr := range o.followAddrs() {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return cli.Usage(fmt.Errorf("--follow: %q is not host:port", addr))
+		}
+	}
 	if o.schedule != "" {
 		if _, err := schedule.ParseSpec(o.schedule); err != nil {
 			return cli.Usage(fmt.Errorf("--schedule %q is not a valid schedule: %v", o.schedule, err))
@@ -179,6 +189,13 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer src.Close()
+	follow, err := o.followSources(logger)
+	if err != nil {
+		return err
+	}
+	for _, f := range follow {
+		defer f.Close()
+	}
 	// The server (waited for), the login and the privileges before the
 	// archive or the spool is touched.
 	probe := &binlog.Streamer{Source: src, ConnectTimeout: o.connectTimeout, Logger: logger.With("agent", o.agentID, "component", "binlog")}
@@ -202,7 +219,7 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 	logger = logger.With("agent", o.agentID)
 	// The MySQL driver logs dropped idle connections on its own; route them to debug.
 	mysql.SetLogger(driverLogger{logger.With("component", "mysql-driver")})
-	a, err := o.build(src, srv, st, logger)
+	a, err := o.build(src, follow, srv, st, logger)
 	if err != nil {
 		return err
 	}
@@ -217,11 +234,11 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 
 // build composes the agent: the streamer, and the compactor, snapshot
 // scheduler and drills the flags turn on.
-func (o *agentOptions) build(src *binlog.Source, srv server, st storage.Storage, logger *slog.Logger) (*agent.Agent, error) {
+func (o *agentOptions) build(src *binlog.Source, follow []*binlog.Source, srv server, st storage.Storage, logger *slog.Logger) (*agent.Agent, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &binlog.Streamer{
-		Source: src, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID, Ack: binlog.AckMode(o.ack),
+		Source: src, Follow: follow, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID, Ack: binlog.AckMode(o.ack),
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
 		CompleteInterval: completeInterval(o.completeEvery),
 		RestoreMarker:    restoreMarkerPath(o.datadir),
@@ -344,4 +361,35 @@ func restoreMarkerPath(datadir string) string {
 		return ""
 	}
 	return filepath.Join(datadir, restore.MarkerFile)
+}
+
+// followAddrs are the --follow addresses.
+func (o *agentOptions) followAddrs() []string {
+	var out []string
+	for _, a := range strings.Split(o.follow, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// followSources are the servers of --follow, with --dsn's account and TLS.
+func (o *agentOptions) followSources(logger *slog.Logger) ([]*binlog.Source, error) {
+	var out []*binlog.Source
+	for _, addr := range o.followAddrs() {
+		cfg, err := o.mysql.configAt(logger, addr)
+		if err == nil {
+			var src *binlog.Source
+			if src, err = binlog.NewSource(cfg); err == nil {
+				out = append(out, src)
+				continue
+			}
+		}
+		for _, s := range out {
+			s.Close()
+		}
+		return nil, fmt.Errorf("--follow %s: %w", addr, err)
+	}
+	return out, nil
 }

@@ -330,6 +330,8 @@ func TestBadInputFailsWithOneLine(t *testing.T) {
 		{"unknown bucket", db.PitrPassword(), []string{"--dsn", dsnFor(db), "--storage", strings.Replace(s3.URL("x"), s3.Bucket, "no-such-bucket", 1)}, 1, "no-such-bucket"},
 		{"missing dsn", db.PitrPassword(), []string{"--storage", file}, 2, "--dsn is required"},
 		{"bad flush interval", db.PitrPassword(), []string{"--dsn", dsnFor(db), "--storage", file, "--flush-interval", "1ns"}, 2, "--flush-interval"},
+		{"unknown ack mode", db.PitrPassword(), []string{"--dsn", dsnFor(db), "--storage", file, "--ack", "durable"}, 2, "--ack: unknown acknowledgement mode"},
+		{"follow without a port", db.PitrPassword(), []string{"--dsn", dsnFor(db), "--storage", file, "--follow", "db-1.db"}, 2, `--follow: "db-1.db" is not host:port`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -74,6 +74,12 @@ func (s server) explain(err error) error { return explainTLS(err, s.tls, s.cfg) 
 // unverified goes to logger. Errors never contain the DSN, which may hold a
 // password.
 func (m *mysqlFlags) config(logger *slog.Logger) (*mysql.Config, error) {
+	return m.configAt(logger, "")
+}
+
+// configAt is config for the server at addr (host:port) instead of the
+// DSN's, with the DSN's account, password and TLS settings.
+func (m *mysqlFlags) configAt(logger *slog.Logger, addr string) (*mysql.Config, error) {
 	if m.dsn == "" {
 		return nil, cli.Usage(fmt.Errorf("--dsn is required"))
 	}
@@ -98,6 +104,9 @@ func (m *mysqlFlags) config(logger *slog.Logger) (*mysql.Config, error) {
 	}
 	if cfg.Net == "" {
 		cfg.Net = "tcp"
+	}
+	if addr != "" {
+		cfg.Net, cfg.Addr = "tcp", addr
 	}
 	if err := m.applyTLS(cfg, logger); err != nil {
 		return nil, err
