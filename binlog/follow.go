@@ -2,6 +2,7 @@ package binlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,7 +12,40 @@ import (
 
 // followRetry caps the wait between reconnects while following a primary:
 // after a failover the stream goes on from the new primary within it.
-const followRetry = time.Second
+// followCheck is how often a streamed server that may have been demoted
+// is checked.
+const (
+	followRetry = time.Second
+	followCheck = time.Second
+)
+
+// errMoved ends a session whose server is no longer the primary.
+var errMoved = errors.New("the server is no longer the primary")
+
+// endWhenDemoted ends the session when the server streamed from was made
+// read-only and another server is the one primary: a demoted primary that
+// stays up (now a replica of the new one) keeps the stream going, and the
+// archive follows the primary rather than it.
+func (s *Streamer) endWhenDemoted(ctx context.Context, h *eventHandler, conn *streamConn) {
+	t := time.NewTicker(followCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := s.src()
+		if c := describe(ctx, cur); c.Err != nil || !c.ReadOnly {
+			continue
+		}
+		if p, err := FindPrimary(ctx, s.candidates()); err == nil && p.Source != cur {
+			h.moved.Store(true)
+			conn.close()
+			return
+		}
+	}
+}
 
 // candidates are the servers the archive may follow: Source and Follow,
 // each once.

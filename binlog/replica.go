@@ -96,6 +96,8 @@ func (s *Streamer) session(ctx context.Context, info ServerInfo) (progressed boo
 		return progressed, errReplan
 	case h.stalled.Load():
 		return progressed, fmt.Errorf("no event or heartbeat from the server for %s: connection torn down", s.ReadTimeout)
+	case h.moved.Load():
+		return progressed, errMoved
 	}
 	return progressed, s.src().classifyStream(err)
 }
@@ -211,6 +213,13 @@ func (s *Streamer) watchSession(ctx context.Context, h *eventHandler, conn *stre
 	wdCtx, stopWatchdog := context.WithCancel(ctx)
 	stopClosing := context.AfterFunc(ctx, conn.close)
 	var wg sync.WaitGroup
+	if len(s.Follow) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.endWhenDemoted(wdCtx, h, conn)
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -282,6 +291,7 @@ type eventHandler struct {
 	events  atomic.Int64 // events received, heartbeats included
 	stalled atomic.Bool  // the watchdog closed the connection
 	replan  atomic.Bool  // the session was ended for a failed writer or spool
+	moved   atomic.Bool  // the session was ended because another server is the primary
 	err     error
 }
 
