@@ -39,8 +39,11 @@ type Marker struct {
 func (r *run) marker(stop *Stop, gtid string) Marker {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
-	p := r.plan
-	return Marker{ID: hex.EncodeToString(id[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: p.Timeline,
+	p, last := r.plan, r.plan
+	for last.Then != nil {
+		last = last.Then // the stop is on the last timeline replayed
+	}
+	return Marker{ID: hex.EncodeToString(id[:]), Target: p.Target.String(), Snapshot: p.Snapshot.ID, Timeline: last.Timeline,
 		Stop: stop.Position, Transactions: stop.Transactions, LastCommit: stop.LastCommit, GTIDState: gtid, Finished: time.Now().UTC()}
 }
 

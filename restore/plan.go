@@ -106,6 +106,26 @@ type Plan struct {
 	// Skipped are manifests that could have served the target but cannot
 	// be used, and why (see NoteSkipped).
 	Skipped []catalog.Issue
+	// Then is the replay after this one when the target lies past the end
+	// of Timeline, on the timeline that continues it after a failover
+	// (catalog.ReasonFailover): this replay then runs to Timeline's end
+	// (ToEnd), and Then from its new primary's first transaction not
+	// replayed already, with the same snapshot and target.
+	Then  *Plan
+	ToEnd bool
+	// Held are, on a continuation, the last GTIDs of the timeline before
+	// it, which the new primary held: its transactions up to them are
+	// that timeline's, replayed already.
+	Held []string
+}
+
+// legTarget is where this replay stops: the target, or Timeline's end
+// when Then goes on.
+func (p *Plan) legTarget() Target {
+	if p.ToEnd {
+		return Target{Kind: Latest}
+	}
+	return p.Target
 }
 
 // NoteSkipped records the invalid manifests of snapshots newer than the
@@ -130,30 +150,73 @@ func Make(arch *catalog.Archive, snaps []*catalog.Manifest, t Target, now time.T
 	if err != nil {
 		return nil, err
 	}
+	p := &Plan{Target: t, Snapshot: m, Timeline: tl.ID, From: m.Binlog, FetchBytes: m.StoredBytes}
+	if err := p.plan(arch, tl, now); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// plan fills in the replay of timeline tl from From, and the replays after
+// it (Then) when the target lies on timelines that continue tl after
+// failovers.
+func (p *Plan) plan(arch *catalog.Archive, tl *catalog.TimelineState, now time.Time) error {
 	if issues := arch.IssuesOn(tl.ID); len(issues) > 0 {
 		var lines []string
 		for _, is := range issues {
 			lines = append(lines, is.String())
 		}
-		return nil, fmt.Errorf("%w: timeline %s, which the restore would replay, has objects that cannot be used (run mysql-pitr verify): %s",
+		return fmt.Errorf("%w: timeline %s, which the restore would replay, has objects that cannot be used (run mysql-pitr verify): %s",
 			ErrRefused, tl.ID, strings.Join(lines, "; "))
 	}
-	p := &Plan{Target: t, Snapshot: m, Timeline: tl.ID, From: m.Binlog, FetchBytes: m.StoredBytes}
 	end, _ := tl.End()
 	p.ArchiveEnd, p.ArchiveEndTime = end, tl.Coverage().ToTime
 	if tl.Complete != nil && tl.Complete.At.After(p.ArchiveEndTime) {
 		p.CompleteAt = tl.Complete.At
 	}
-	if err := p.checkReach(arch, tl, now); err != nil {
-		return nil, err
+	next := continuation(arch, tl.ID)
+	if next != nil && p.pastEnd() {
+		p.ToEnd = true
+		p.Then = &Plan{Target: p.Target, Snapshot: p.Snapshot, Timeline: next.ID, From: next.Start, Held: next.Continues}
+	} else if err := p.checkReach(arch, tl, now); err != nil {
+		return err
 	}
 	if err := p.addSegments(tl); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkChain(p); err != nil {
-		return nil, err
+		return err
 	}
-	return p, nil
+	if p.Then != nil {
+		if err := p.Then.plan(arch, next, now); err != nil {
+			return err
+		}
+		p.FetchBytes += p.Then.FetchBytes
+	}
+	return nil
+}
+
+// pastEnd reports whether the target lies past the end of this replay's
+// timeline: latest always does, a time when it is after the timeline's
+// last commit and its recorded completeness. A position never does: it
+// names a place in one timeline's binlog.
+func (p *Plan) pastEnd() bool {
+	switch p.Target.Kind {
+	case Latest:
+		return true
+	case AtTime:
+		return p.Target.Time.After(p.ArchiveEndTime) && p.Target.Time.After(p.CompleteAt)
+	}
+	return false
+}
+
+// continuation is the timeline that continues timeline id after a
+// failover, without losing a transaction (see catalog.ReasonFailover).
+func continuation(arch *catalog.Archive, id catalog.TimelineID) *catalog.TimelineState {
+	if next := nextTimeline(arch, id); next != nil && next.Reason == catalog.ReasonFailover && next.Parent == id {
+		return next
+	}
+	return nil
 }
 
 // newestFitting finds the newest snapshot at or before t, and its
@@ -237,7 +300,7 @@ func (p *Plan) addSegments(tl *catalog.TimelineState) error {
 		}
 		p.Segments = append(p.Segments, s)
 		p.FetchBytes += s.StoredSize
-		if beyondTarget(s, p.Target) {
+		if beyondTarget(s, p.legTarget()) {
 			break
 		}
 	}

@@ -56,10 +56,11 @@ func (r *run) intoDatadir(ctx context.Context) (*Result, error) {
 	}
 	// Fetch and verify, before the datadir is created or its contents
 	// moved aside.
-	stop, err := r.fetchStop(ctx)
+	stops, err := r.fetchStops(ctx)
 	if err != nil {
 		return nil, err
 	}
+	stop := combined(stops)
 	// Materialise the snapshot on a temporary server.
 	stage, err := newStaging(d.path)
 	if err != nil {
@@ -77,8 +78,10 @@ func (r *run) intoDatadir(ctx context.Context) (*Result, error) {
 	}
 	// Replay.
 	begin := time.Now()
-	if err := r.replayerOn(srv).replay(ctx, stop); err != nil {
-		return nil, err
+	for _, leg := range stops {
+		if err := r.replayerOn(srv).replay(ctx, leg); err != nil {
+			return nil, err
+		}
 	}
 	res := &Result{ReplayDuration: time.Since(begin)}
 	if err := r.afterReplay(ctx, srv.Config(), stop); err != nil {
@@ -114,10 +117,11 @@ func (r *run) intoServer(ctx context.Context) (*Result, error) {
 	}
 	defer t.close()
 	// Fetch and verify.
-	stop, err := r.fetchStop(ctx)
+	stops, err := r.fetchStops(ctx)
 	if err != nil {
 		return nil, err
 	}
+	stop := combined(stops)
 	// Materialise the snapshot: load it.
 	if err := t.load(ctx); err != nil {
 		return nil, err
@@ -131,8 +135,10 @@ func (r *run) intoServer(ctx context.Context) (*Result, error) {
 	}
 	// Replay.
 	begin := time.Now()
-	if err := t.replay(ctx, mode, stop); err != nil {
-		return nil, err
+	for _, leg := range stops {
+		if err := t.replay(ctx, mode, leg); err != nil {
+			return nil, err
+		}
 	}
 	res := &Result{ReplayDuration: time.Since(begin)}
 	if err := r.afterReplay(ctx, r.opts.Target, stop); err != nil {

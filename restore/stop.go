@@ -42,6 +42,13 @@ type ReplayFile struct {
 // finds where the target puts the stop, never inside a transaction.
 func findStop(p *Plan, files []binlog.FetchResult) (*Stop, error) {
 	sf := &stopFinder{plan: p, stop: &Stop{GTIDs: map[string]string{}}}
+	if len(p.Held) > 0 {
+		held, err := heldBy(p.Held)
+		if err != nil {
+			return nil, err
+		}
+		sf.held, sf.skipping = held, true
+	}
 	started := false
 	for _, f := range files {
 		if !started && f.Name != p.From.File {
@@ -55,6 +62,9 @@ func findStop(p *Plan, files []binlog.FetchResult) (*Stop, error) {
 		rf, err := sf.scan(f, from)
 		if err != nil {
 			return nil, err
+		}
+		if sf.skipping {
+			continue // the file holds only transactions replayed already
 		}
 		if rf.To > rf.From || len(sf.stop.Files) == 0 {
 			sf.stop.Files = append(sf.stop.Files, rf)
@@ -83,6 +93,33 @@ type stopFinder struct {
 	lastEnd catalog.Position
 	// done says the target has been reached.
 	done bool
+	// held, on a continuation after a failover (Plan.Held), says whether a
+	// transaction is the timeline before's; skipping is set until the
+	// first that is not: replay starts there.
+	held     func(catalog.GTID) bool
+	skipping bool
+}
+
+// heldBy returns whether a GTID is at or before one of the GTIDs held:
+// of the same MySQL source (uuid and tag), or of the same MariaDB domain
+// and server, whose sequence numbers that server's binlog gives in order.
+func heldBy(held []string) (func(catalog.GTID) bool, error) {
+	var hs []catalog.GTID
+	for _, h := range held {
+		g, err := catalog.ParseGTID(h)
+		if err != nil {
+			return nil, fmt.Errorf("the timeline continues GTID %q: %w", h, err)
+		}
+		hs = append(hs, g)
+	}
+	return func(g catalog.GTID) bool {
+		for _, h := range hs {
+			if g.MySQL == h.MySQL && g.UUID == h.UUID && g.Tag == h.Tag && g.Domain == h.Domain && g.Server == h.Server && g.Seq <= h.Seq {
+				return true
+			}
+		}
+		return false
+	}, nil
 }
 
 // scan reads one file from from, and returns the part of it to replay.
@@ -96,7 +133,7 @@ func (sf *stopFinder) scan(f binlog.FetchResult, from uint64) (ReplayFile, error
 	sc := binlog.NewScanner(fh, 0)
 	var tr binlog.Tracker
 	sf.lastEnd = catalog.Position{File: f.Name, Pos: from}
-	target := sf.plan.Target
+	target := sf.plan.legTarget()
 	for {
 		ev, pos, err := sc.Next()
 		if errors.Is(err, io.EOF) {
@@ -120,10 +157,21 @@ func (sf *stopFinder) scan(f binlog.FetchResult, from uint64) (ReplayFile, error
 				return rf, nil
 			}
 			rf.To, sf.lastEnd = end, catalog.Position{File: f.Name, Pos: end}
+			if sf.skipping {
+				rf.From = end
+			}
 			continue
 		}
 		if tx == nil {
 			continue
+		}
+		if sf.skipping {
+			if tx.HasGTID && sf.held(tx.GTID.Catalog()) {
+				rf.From, rf.To, sf.lastEnd = tx.End, tx.End, catalog.Position{File: f.Name, Pos: tx.End}
+				continue
+			}
+			sf.skipping = false
+			rf.From = tx.Start
 		}
 		if sf.done, err = afterTarget(target, f.Name, tx); sf.done || err != nil {
 			return rf, err
@@ -149,6 +197,27 @@ func afterTarget(t Target, file string, tx *binlog.Txn) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// combined is the stops of a replay across timelines (see Plan.Then) as
+// one: what they all replayed, and where the last one stopped.
+func combined(stops []*Stop) *Stop {
+	if len(stops) == 1 {
+		return stops[0]
+	}
+	c := &Stop{GTIDs: map[string]string{}}
+	for _, s := range stops {
+		c.Transactions += s.Transactions
+		for k, v := range s.GTIDs {
+			c.GTIDs[k] = v
+		}
+		if s.Transactions > 0 {
+			c.LastCommit, c.LastGTID = s.LastCommit, s.LastGTID
+		}
+		c.Position = s.Position
+		c.Files = append(c.Files, s.Files...)
+	}
+	return c
 }
 
 // add counts a replayed transaction.

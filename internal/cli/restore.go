@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/catalog"
@@ -54,10 +55,16 @@ func PrintPlan(w io.Writer, p *restore.Plan) {
 	fmt.Fprintf(w, "snapshot:  %s (%s, consistent at %s, binlog %s)\n", p.Snapshot.ID, p.Snapshot.Method,
 		FormatTime(p.Snapshot.ConsistentAt), p.Snapshot.Binlog)
 	fmt.Fprintf(w, "replay:    timeline %s from %s, %d segments\n", p.Timeline, p.From, len(p.Segments))
+	last := p
+	for ; last.Then != nil; last = last.Then {
+		n := last.Then
+		fmt.Fprintf(w, "then:      timeline %s (after a failover), from its first transaction after %s, %d segments\n",
+			n.Timeline, strings.Join(n.Held, ","), len(n.Segments))
+	}
 	fmt.Fprintf(w, "fetch:     %d bytes\n", p.FetchBytes)
-	fmt.Fprintf(w, "archive:   ends at %s, last commit %s\n", p.ArchiveEnd, FormatTime(p.ArchiveEndTime))
-	if !p.CompleteAt.IsZero() {
-		fmt.Fprintf(w, "complete:  up to %s (the server committed nothing after the last commit)\n", FormatTime(p.CompleteAt))
+	fmt.Fprintf(w, "archive:   ends at %s, last commit %s\n", last.ArchiveEnd, FormatTime(last.ArchiveEndTime))
+	if !last.CompleteAt.IsZero() {
+		fmt.Fprintf(w, "complete:  up to %s (the server committed nothing after the last commit)\n", FormatTime(last.CompleteAt))
 	}
 	for _, is := range p.Skipped {
 		fmt.Fprintf(w, "skipped:   %s: %s: %s\n", is.Key, is.Kind, is.Detail)
