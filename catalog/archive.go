@@ -184,11 +184,15 @@ type Gap struct {
 	Recorded     time.Time `json:"recorded"`
 }
 
-// Gaps returns the breaks between consecutive timelines.
+// Gaps returns the breaks between consecutive timelines. A timeline that
+// continues the one before after a failover (ReasonFailover) is none.
 func (a *Archive) Gaps() []Gap {
 	var gaps []Gap
 	for i := 1; i < len(a.Timelines); i++ {
 		p, t := a.Timelines[i-1], a.Timelines[i]
+		if t.ContinuesAfter(p) {
+			continue
+		}
 		g := Gap{After: p.ID, Before: t.ID, Reason: t.Reason, Detail: t.Detail, From: t.ParentEnd,
 			To: t.Start, Missing: t.Missing, Recorded: t.Created}
 		g.FromTime = p.Coverage().ToTime
@@ -308,4 +312,11 @@ func (refs TailRefs) read(ctx context.Context, st storage.Storage) (*TimelineSta
 		ts.Segments = []*Segment{&s}
 	}
 	return ts, nil
+}
+
+// ContinuesAfter reports whether t continues timeline p after a failover:
+// every transaction archived on p is in t's server's history, so a
+// restore replays on from p into t (see ReasonFailover).
+func (t *TimelineState) ContinuesAfter(p *TimelineState) bool {
+	return t.Reason == ReasonFailover && t.Parent == p.ID && len(t.Timeline.Continues) > 0
 }

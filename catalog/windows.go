@@ -12,6 +12,9 @@ type Window struct {
 	From     time.Time  `json:"from"`
 	To       time.Time  `json:"to"`
 	Timeline TimelineID `json:"timeline"`
+	// Through are the timelines the window runs on into after failovers,
+	// each continuing the one before (see TimelineState.ContinuesAfter).
+	Through []TimelineID `json:"through,omitempty"`
 	// Snapshots are the snapshots that serve the window, oldest first.
 	Snapshots []SnapshotID `json:"snapshots"`
 	// EndsAt is the archived position the window ends at.
@@ -19,12 +22,13 @@ type Window struct {
 }
 
 // Windows returns the recoverable windows: per timeline, from each
-// snapshot forward as far as the archive is whole. Windows of one timeline
-// that touch are merged. Gaps between timelines and holes inside one end a
+// snapshot forward as far as the archive is whole, and on into the
+// timelines that continue it after failovers. Windows that end at the same
+// place are merged. Gaps between timelines and holes inside one end a
 // window.
 func Windows(arch *Archive, snaps []*Manifest) []Window {
 	var out []Window
-	for _, tl := range arch.Timelines {
+	for i, tl := range arch.Timelines {
 		var mine []*Manifest
 		for _, m := range snaps {
 			if m.Timeline == tl.ID || (m.Timeline == 0 && tl.contains(m.Binlog)) {
@@ -44,14 +48,61 @@ func Windows(arch *Archive, snaps []*Manifest) []Window {
 			if tlEnd, _ := tl.End(); end == tlEnd && tl.Complete != nil && tl.Complete.At.After(endTime) {
 				endTime = tl.Complete.At // the writer recorded the archive complete up to then
 			}
-			if n := len(out); n > 0 && out[n-1].Timeline == tl.ID && out[n-1].EndsAt == end {
-				out[n-1].Snapshots = append(out[n-1].Snapshots, m.ID)
+			w := Window{From: from, To: endTime, Timeline: tl.ID, Snapshots: []SnapshotID{m.ID}, EndsAt: end}
+			if tlEnd, _ := tl.End(); end == tlEnd {
+				w.continueInto(arch.Timelines[i+1:], tl)
+			}
+			if j := mergeable(out, w); j >= 0 {
+				out[j].Snapshots = append(out[j].Snapshots, m.ID)
 				continue
 			}
-			out = append(out, Window{From: from, To: endTime, Timeline: tl.ID, Snapshots: []SnapshotID{m.ID}, EndsAt: end})
+			out = append(out, w)
 		}
 	}
 	return out
+}
+
+// continueInto runs the window on through the timelines after tl that
+// continue it after failovers, as far as each is whole from its start.
+func (w *Window) continueInto(later []*TimelineState, tl *TimelineState) {
+	for _, next := range later {
+		if !next.ContinuesAfter(tl) {
+			return
+		}
+		end, endTime, ok := next.reach(next.Start)
+		if !ok {
+			return
+		}
+		if nextEnd, _ := next.End(); end == nextEnd && next.Complete != nil && next.Complete.At.After(endTime) {
+			endTime = next.Complete.At
+		}
+		w.Through = append(w.Through, next.ID)
+		w.EndsAt = end
+		if endTime.After(w.To) {
+			w.To = endTime
+		}
+		if nextEnd, _ := next.End(); end != nextEnd {
+			return // a hole in it ends the window
+		}
+		tl = next
+	}
+}
+
+// mergeable returns the window of out that w joins (it ends at the same
+// place, on the same last timeline), or -1.
+func mergeable(out []Window, w Window) int {
+	last := func(w Window) TimelineID {
+		if n := len(w.Through); n > 0 {
+			return w.Through[n-1]
+		}
+		return w.Timeline
+	}
+	for j := len(out) - 1; j >= 0; j-- {
+		if last(out[j]) == last(w) && out[j].EndsAt == w.EndsAt {
+			return j
+		}
+	}
+	return -1
 }
 
 func snapshotTime(m *Manifest) time.Time {

@@ -213,7 +213,8 @@ func (p *Plan) pastEnd() bool {
 // continuation is the timeline that continues timeline id after a
 // failover, without losing a transaction (see catalog.ReasonFailover).
 func continuation(arch *catalog.Archive, id catalog.TimelineID) *catalog.TimelineState {
-	if next := nextTimeline(arch, id); next != nil && next.Reason == catalog.ReasonFailover && next.Parent == id {
+	next := nextTimeline(arch, id)
+	if tl := arch.Timeline(id); next != nil && tl != nil && next.ContinuesAfter(tl) {
 		return next
 	}
 	return nil

@@ -119,6 +119,25 @@ func followAndRestore(t *testing.T, f testbed.Flavor) {
 		t.Fatalf("%d timelines, the last %+v; want 2, the second of reason failover", n, arch.Last().Timeline)
 	}
 
+	// One window, through the failover, and no gap.
+	out, stderr, code := runCLI(t, t.Context(), "list", "--storage", storageURL, "--json")
+	if code != 0 {
+		t.Fatalf("list: exit %d: %s", code, stderr)
+	}
+	var listed struct {
+		Windows []catalog.Window `json:"windows"`
+		Gaps    []catalog.Gap    `json:"gaps"`
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed.Windows) != 1 || len(listed.Windows[0].Through) != 1 || len(listed.Gaps) != 0 {
+		t.Errorf("list: windows %+v, gaps %+v; want one window through timeline 2, no gap", listed.Windows, listed.Gaps)
+	}
+	if _, stderr, code := runCLI(t, t.Context(), "verify", "--storage", storageURL); code != 0 {
+		t.Errorf("verify: exit %d: %s", code, stderr)
+	}
+
 	// Latest by both replay modes, each checkpoint by the binlog server.
 	targets := []string{"latest", "latest"}
 	for _, cp := range cps[:len(cps)-1] {

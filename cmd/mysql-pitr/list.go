@@ -131,7 +131,11 @@ func printTables(w io.Writer, out listOutput) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RECOVERABLE FROM\tTO\tTIMELINE\tSNAPSHOTS")
 	for _, win := range out.Windows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", cli.FormatTime(win.From), cli.FormatTime(win.To), win.Timeline, len(win.Snapshots))
+		tl := win.Timeline.String()
+		for _, t := range win.Through {
+			tl += "→" + t.String() // on through failovers
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", cli.FormatTime(win.From), cli.FormatTime(win.To), tl, len(win.Snapshots))
 	}
 	if len(out.Windows) == 0 {
 		fmt.Fprintln(tw, "(none: no snapshot yet)\t\t\t")
