@@ -468,3 +468,42 @@ func TestLoadLenient(t *testing.T) {
 		t.Errorf("orphans %v: the foreign data object is not an orphan of ours", tl.Orphans)
 	}
 }
+
+// TestWindowsRunThroughFailovers checks that a window runs on into a
+// timeline that continues its own after a failover, and that a failover
+// is no gap; after a purge, it ends.
+func TestWindowsRunThroughFailovers(t *testing.T) {
+	mk := func(reason TimelineReason, continues []string) *Archive {
+		tl1 := &TimelineState{Timeline: Timeline{ID: 1, Reason: ReasonFirst, Start: testPos("bin.000001", 4)}, Segments: []*Segment{
+			{Timeline: 1, File: "bin.000001", FileNum: 1, Start: 4, End: 100, TxnEnd: 100, LastCommitTime: time.Unix(100, 0)},
+		}}
+		tl2 := &TimelineState{Timeline: Timeline{ID: 2, Reason: reason, Parent: 1, Continues: continues, Start: testPos("bin.000007", 4)},
+			Segments: []*Segment{
+				{Timeline: 2, File: "bin.000007", FileNum: 7, Start: 4, End: 300, TxnEnd: 300, LastCommitTime: time.Unix(300, 0)},
+			}}
+		return &Archive{Timelines: []*TimelineState{tl1, tl2}}
+	}
+	snaps := []*Manifest{{ID: "s1", Timeline: 1, Binlog: testPos("bin.000001", 50), ConsistentAt: time.Unix(50, 0)}}
+	for _, c := range []struct {
+		reason    TimelineReason
+		continues []string
+		through   int
+		gaps      int
+	}{
+		{ReasonFailover, []string{"0-1-9"}, 1, 0},
+		{ReasonPurged, nil, 0, 1},
+	} {
+		arch := mk(c.reason, c.continues)
+		w := Windows(arch, snaps)
+		if len(w) != 1 || len(w[0].Through) != c.through {
+			t.Errorf("%s: windows %+v; want one, through %d more timelines", c.reason, w, c.through)
+			continue
+		}
+		if c.through > 0 && (!w[0].To.Equal(time.Unix(300, 0)) || w[0].EndsAt != testPos("bin.000007", 300)) {
+			t.Errorf("%s: window ends %s at %s; want the continuing timeline's end", c.reason, w[0].To, w[0].EndsAt)
+		}
+		if g := arch.Gaps(); len(g) != c.gaps {
+			t.Errorf("%s: gaps %+v, want %d", c.reason, g, c.gaps)
+		}
+	}
+}

@@ -182,3 +182,64 @@ func TestMakeSkipsForeignSnapshot(t *testing.T) {
 		t.Fatalf("with the matching UID: plan %v, err %v; want snapshot %s", p, err, snaps[1].ID)
 	}
 }
+
+// failoverArchive is testArchive with timeline 2 continuing timeline 1
+// after a failover instead of after a purge: its new primary held every
+// transaction of timeline 1 (the last, 0-1-30).
+func failoverArchive() *catalog.Archive {
+	arch := testArchive(false)
+	tl2 := arch.Timelines[1]
+	tl2.Reason, tl2.Detail, tl2.Continues = catalog.ReasonFailover, "failover", []string{"0-1-30"}
+	return arch
+}
+
+func TestMakeAcrossFailover(t *testing.T) {
+	snaps := testSnapshots()[:1] // on timeline 1 only
+	cases := []struct {
+		name   string
+		target Target
+		// legs are the segments of each replay, "file:start" separated by spaces.
+		legs    []string
+		refusal string
+	}{
+		{"inside the first timeline", Target{Kind: AtTime, Time: at("10:00:25")}, []string{"mysql-bin.000001:1000 mysql-bin.000002:4"}, ""},
+		{"between the timelines", Target{Kind: AtTime, Time: at("10:03:00")},
+			[]string{"mysql-bin.000001:1000 mysql-bin.000002:4", "mysql-bin.000005:4"}, ""},
+		{"on the continuing timeline", Target{Kind: AtTime, Time: at("10:05:30")},
+			[]string{"mysql-bin.000001:1000 mysql-bin.000002:4", "mysql-bin.000005:4"}, ""},
+		{"latest", Target{Kind: Latest},
+			[]string{"mysql-bin.000001:1000 mysql-bin.000002:4", "mysql-bin.000005:4 mysql-bin.000005:800"}, ""},
+		{"past the end", Target{Kind: AtTime, Time: at("10:07:00")}, nil, "past the end of the archive"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := Make(failoverArchive(), snaps, c.target, at("10:10:00"))
+			if c.refusal != "" {
+				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.refusal) {
+					t.Fatalf("err = %v; want a refusal containing %q", err, c.refusal)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var legs []string
+			for leg := p; leg != nil; leg = leg.Then {
+				var got []string
+				for _, s := range leg.Segments {
+					got = append(got, catalog.Position{File: s.File, Pos: s.Start}.String())
+				}
+				legs = append(legs, strings.Join(got, " "))
+				if leg.Then != nil && (!leg.ToEnd || leg.legTarget().Kind != Latest) {
+					t.Errorf("timeline %s is followed by another, but its replay does not run to its end", leg.Timeline)
+				}
+			}
+			if strings.Join(legs, " | ") != strings.Join(c.legs, " | ") {
+				t.Errorf("replays %q, want %q", legs, c.legs)
+			}
+			if p.Then != nil && strings.Join(p.Then.Held, ",") != "0-1-30" {
+				t.Errorf("the continuation holds %v, want 0-1-30", p.Then.Held)
+			}
+		})
+	}
+}
