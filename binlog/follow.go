@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,7 +40,7 @@ func (s *Streamer) endWhenDemoted(ctx context.Context, h *eventHandler, conn *st
 		if c := describe(ctx, cur); c.Err != nil || !c.ReadOnly {
 			continue
 		}
-		if p, err := FindPrimary(ctx, s.candidates()); err == nil && p.Source != cur {
+		if p, err := FindPrimary(ctx, s.candidates(ctx)); err == nil && !s.streaming(p) {
 			h.moved.Store(true)
 			conn.close()
 			return
@@ -49,16 +50,32 @@ func (s *Streamer) endWhenDemoted(ctx context.Context, h *eventHandler, conn *st
 
 // candidates are the servers the archive may follow: Source and Follow,
 // each once.
-func (s *Streamer) candidates() []*Source {
+func (s *Streamer) candidates(ctx context.Context) []*Source {
 	out := []*Source{s.Source}
 	seen := map[string]bool{s.Source.Address(): true}
-	for _, f := range s.Follow {
+	more := s.Follow
+	if s.FollowResolve != nil {
+		resolved, err := s.FollowResolve(ctx)
+		if err != nil {
+			s.Logger.Warn("resolving the servers to follow", "err", err)
+		}
+		more = append(slices.Clone(more), resolved...)
+	}
+	for _, f := range more {
 		if !seen[f.Address()] {
 			seen[f.Address()] = true
 			out = append(out, f)
 		}
 	}
 	return out
+}
+
+// streaming reports whether c is the server streamed from, by its
+// identity: one server may be a candidate under two addresses.
+func (s *Streamer) streaming(c Candidate) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return c.Info.ServerID == s.info.ServerID && c.Info.UUID == s.info.UUID
 }
 
 // followPrimary looks for the primary among the candidates after the
@@ -69,12 +86,12 @@ func (s *Streamer) followPrimary(ctx context.Context) (moved bool, err error) {
 	if len(s.Follow) == 0 {
 		return false, nil
 	}
-	c, err := FindPrimary(ctx, s.candidates())
+	c, err := FindPrimary(ctx, s.candidates(ctx))
 	if err != nil {
 		s.Logger.Warn("looking for the primary", "err", err)
 		return false, nil
 	}
-	if c.Source == s.src() {
+	if s.streaming(c) {
 		return false, nil
 	}
 	return true, s.failover(ctx, c)

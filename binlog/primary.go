@@ -64,20 +64,25 @@ func describe(ctx context.Context, s *Source) Candidate {
 	return c
 }
 
-// FindPrimary returns the one candidate that takes writes. With none (a
+// FindPrimary returns the one server among the candidates that takes
+// writes; a server reached under two addresses counts once. With none (a
 // failover under way) or several (a primary not yet fenced off), it fails
 // with an error wrapping ErrNoPrimary that describes every candidate: an
 // archive follows no server it cannot tell is the primary.
 func FindPrimary(ctx context.Context, sources []*Source) (Candidate, error) {
 	var writable []Candidate
 	var seen []string
+	servers := map[string]bool{} // one server may be a candidate under two addresses
 	for _, c := range Candidates(ctx, sources) {
+		id := fmt.Sprintf("%d/%s", c.Info.ServerID, c.Info.UUID)
 		switch {
 		case c.Err != nil:
 			seen = append(seen, fmt.Sprintf("%s: %v", c.Source.Address(), c.Err))
 		case c.ReadOnly:
 			seen = append(seen, c.Source.Address()+": read-only")
+		case servers[id]:
 		default:
+			servers[id] = true
 			seen = append(seen, c.Source.Address()+": writable")
 			writable = append(writable, c)
 		}

@@ -2,7 +2,10 @@ package binlog
 
 import (
 	"errors"
+	"fmt"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 )
@@ -10,7 +13,8 @@ import (
 // TestFindPrimary follows a failover between a source and its GTID
 // replica: the primary is the one writable server; while both are
 // read-only (mid-failover) or both writable (the old primary not fenced
-// off), there is none; a server that is down is not it.
+// off), there is none; a server that is down is not it; a server listed
+// under two addresses counts once.
 func TestFindPrimary(t *testing.T) {
 	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
 		t.Run(f.String(), func(t *testing.T) {
@@ -18,7 +22,18 @@ func TestFindPrimary(t *testing.T) {
 			b := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: 2})
 			a.Exec(t, "CREATE DATABASE app")
 			testbed.ReplicateFrom(t, b, a)
-			sources := []*Source{newSource(t, a), newSource(t, b)}
+			// a twice, the second time by a name: one server, however reached.
+			byName, err := mysql.ParseDSN(a.PitrDSN())
+			if err != nil {
+				t.Fatal(err)
+			}
+			byName.Addr = fmt.Sprintf("localhost:%d", a.Port())
+			again, err := NewSource(byName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer again.Close()
+			sources := []*Source{newSource(t, a), newSource(t, b), again}
 			steps := []struct {
 				name string
 				do   func()

@@ -62,6 +62,10 @@ type Streamer struct {
 	// archived transaction (a timeline of reason failover), or records the
 	// divergence when it does not.
 	Follow []*Source
+	// FollowResolve, when set, gives more candidates each time the
+	// streamer looks for the primary: the addresses a name resolves to now
+	// (a Kubernetes headless Service's pods, say).
+	FollowResolve func(ctx context.Context) ([]*Source, error)
 
 	// Ack makes the streamer a semi-synchronous replica that acknowledges
 	// each transaction once it is durable at that level (see AckMode).
@@ -254,7 +258,7 @@ func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
 		info, err := s.src().Info(ctx)
 		if len(s.Follow) > 0 {
 			var c Candidate
-			if c, err = FindPrimary(ctx, s.candidates()); err == nil {
+			if c, err = FindPrimary(ctx, s.candidates(ctx)); err == nil {
 				info = c.Info
 				s.mu.Lock()
 				s.cur = c.Source

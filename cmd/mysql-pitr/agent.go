@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -196,6 +198,8 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 	for _, f := range follow {
 		defer f.Close()
 	}
+	resolver := &followResolver{o: o, logger: logger, sources: map[string]*binlog.Source{}}
+	defer resolver.close()
 	// The server (waited for), the login and the privileges before the
 	// archive or the spool is touched.
 	probe := &binlog.Streamer{Source: src, ConnectTimeout: o.connectTimeout, Logger: logger.With("agent", o.agentID, "component", "binlog")}
@@ -219,7 +223,7 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 	logger = logger.With("agent", o.agentID)
 	// The MySQL driver logs dropped idle connections on its own; route them to debug.
 	mysql.SetLogger(driverLogger{logger.With("component", "mysql-driver")})
-	a, err := o.build(src, follow, srv, st, logger)
+	a, err := o.build(src, follow, resolver.resolve, srv, st, logger)
 	if err != nil {
 		return err
 	}
@@ -234,11 +238,11 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 
 // build composes the agent: the streamer, and the compactor, snapshot
 // scheduler and drills the flags turn on.
-func (o *agentOptions) build(src *binlog.Source, follow []*binlog.Source, srv server, st storage.Storage, logger *slog.Logger) (*agent.Agent, error) {
+func (o *agentOptions) build(src *binlog.Source, follow []*binlog.Source, resolve func(context.Context) ([]*binlog.Source, error), srv server, st storage.Storage, logger *slog.Logger) (*agent.Agent, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &binlog.Streamer{
-		Source: src, Follow: follow, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID, Ack: binlog.AckMode(o.ack),
+		Source: src, Follow: follow, FollowResolve: resolve, Store: st, ServerID: uint32(o.serverID), Agent: o.agentID, Ack: binlog.AckMode(o.ack),
 		FlushInterval: o.flushInterval, MaxSegment: int64(o.maxSegment), ConnectTimeout: o.connectTimeout,
 		CompleteInterval: completeInterval(o.completeEvery),
 		RestoreMarker:    restoreMarkerPath(o.datadir),
@@ -392,4 +396,70 @@ func (o *agentOptions) followSources(logger *slog.Logger) ([]*binlog.Source, err
 		return nil, fmt.Errorf("--follow %s: %w", addr, err)
 	}
 	return out, nil
+}
+
+// followResolver gives the servers of the --follow names that resolve to
+// several addresses (a headless Service), resolved anew at each call, one
+// pool per address kept across calls. A name that resolves to one address
+// is a candidate by its name already.
+type followResolver struct {
+	o       *agentOptions
+	logger  *slog.Logger
+	mu      sync.Mutex
+	sources map[string]*binlog.Source
+}
+
+func (r *followResolver) resolve(ctx context.Context) ([]*binlog.Source, error) {
+	var out []*binlog.Source
+	var errs []error
+	for _, entry := range r.o.followAddrs() {
+		host, port, _ := net.SplitHostPort(entry)
+		if net.ParseIP(host) != nil {
+			continue
+		}
+		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(ips) < 2 {
+			continue
+		}
+		for _, ip := range ips {
+			src, err := r.source(net.JoinHostPort(ip, port))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out = append(out, src)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// source is the pool of the server at addr.
+func (r *followResolver) source(addr string) (*binlog.Source, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if src, ok := r.sources[addr]; ok {
+		return src, nil
+	}
+	cfg, err := r.o.mysql.configAt(r.logger, addr)
+	if err != nil {
+		return nil, err
+	}
+	src, err := binlog.NewSource(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.sources[addr] = src
+	return src, nil
+}
+
+func (r *followResolver) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, src := range r.sources {
+		src.Close()
+	}
 }
