@@ -83,3 +83,28 @@ func TestAckTurnsOnTheServersSide(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowRendersTheFlag checks that agent.follow reaches the agent as
+// --follow, in both modes, and that an entry without a port is refused.
+func TestFollowRendersTheFlag(t *testing.T) {
+	helmBinary(t)
+	for _, mode := range []string{"full", "sidecar-only"} {
+		values := merge(baseValues(), map[string]any{"mode": mode,
+			"agent": map[string]any{"follow": []any{"db-1.db-headless:3306", "db-2.db-headless:3306"}}})
+		if mode == "sidecar-only" {
+			values = merge(values, map[string]any{
+				"sidecarOnly": map[string]any{"statefulSetName": "db", "podSelector": map[string]any{"app": "db"}, "dataVolumeName": "datadir"},
+				"server":      map[string]any{"rootPassword": map[string]any{"secretName": ""}}})
+		}
+		out, err := render(t, values)
+		if err != nil {
+			t.Fatalf("%s: helm template: %v\n%s", mode, err, out)
+		}
+		if !strings.Contains(out, "--follow=db-1.db-headless:3306,db-2.db-headless:3306") {
+			t.Errorf("%s: the agent lacks --follow", mode)
+		}
+	}
+	if out, err := render(t, merge(baseValues(), map[string]any{"agent": map[string]any{"follow": []any{"db-1.db-headless"}}})); err == nil {
+		t.Errorf("a follow entry without a port was rendered:\n%s", out)
+	}
+}

@@ -462,6 +462,9 @@ secret); the password and the S3 credentials are files.
     {{- if ne .Values.agent.ack "off" }}
     - --ack={{ .Values.agent.ack }}
     {{- end }}
+    {{- with .Values.agent.follow }}
+    - --follow={{ join "," . }}
+    {{- end }}
     - --agent-id=$(POD_NAME)
     - --datadir={{ include "mysql-pitr.datadir" . }}
     - --log-format=json
