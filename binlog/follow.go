@@ -193,23 +193,9 @@ func (s *Streamer) holdsGTIDs(ctx context.Context, c Candidate) (func(catalog.GT
 	if err := c.Source.db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_state").Scan(&state); err != nil {
 		return nil, c.Source.classify(err)
 	}
-	var have []catalog.GTID
-	for _, item := range strings.Split(state, ",") {
-		if item = strings.TrimSpace(item); item == "" {
-			continue
-		}
-		g, err := catalog.ParseGTID(item)
-		if err != nil {
-			return nil, fmt.Errorf("gtid_binlog_state %q: %w", state, err)
-		}
-		have = append(have, g)
+	held, err := catalog.HeldBy(state)
+	if err != nil {
+		return nil, fmt.Errorf("gtid_binlog_state %q: %w", state, err)
 	}
-	return func(g catalog.GTID) bool {
-		for _, h := range have {
-			if h.Domain == g.Domain && h.Server == g.Server && h.Seq >= g.Seq {
-				return true
-			}
-		}
-		return false
-	}, nil
+	return held, nil
 }

@@ -278,3 +278,32 @@ func (q *GTIDSequence) Range(r GTIDRange) (brk *GTIDBreak, inner bool, err error
 	q.last[last.Source()] = last
 	return brk, r.Count > 0 && uint64(r.Count) != last.Seq-first.Seq+1, nil
 }
+
+// HeldBy returns whether a GTID is at or before one of held in its own
+// sequence: that of a MySQL source (uuid and tag), or of a MariaDB domain
+// and server, whose binlog numbers its transactions in order (another
+// server's in the same domain may take the same numbers). held is a list
+// of GTIDs as servers print them, comma-separated or one per item.
+func HeldBy(held ...string) (func(GTID) bool, error) {
+	var hs []GTID
+	for _, list := range held {
+		for _, item := range strings.Split(list, ",") {
+			if item = strings.TrimSpace(item); item == "" {
+				continue
+			}
+			g, err := ParseGTID(item)
+			if err != nil {
+				return nil, err
+			}
+			hs = append(hs, g)
+		}
+	}
+	return func(g GTID) bool {
+		for _, h := range hs {
+			if g.MySQL == h.MySQL && g.UUID == h.UUID && g.Tag == h.Tag && g.Domain == h.Domain && g.Server == h.Server && g.Seq <= h.Seq {
+				return true
+			}
+		}
+		return false
+	}, nil
+}

@@ -484,3 +484,38 @@ func FuzzParseGTIDSet(f *testing.F) {
 		}
 	})
 }
+
+func TestHeldBy(t *testing.T) {
+	const uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+	held, err := HeldBy("0-1-30,1-2-7", uuid+":40", uuid+":tag:3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		gtid string
+		want bool
+	}{
+		{"0-1-30", true},
+		{"0-1-29", true},
+		{"0-1-31", false},
+		{"0-2-5", false}, // the same domain, another server: its own sequence
+		{"1-2-7", true},
+		{"2-1-1", false},
+		{uuid + ":40", true},
+		{uuid + ":41", false},
+		{uuid + ":tag:3", true},
+		{uuid + ":tag:4", false},
+		{uuid + ":other:1", false},
+	} {
+		g, err := ParseGTID(c.gtid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := held(g); got != c.want {
+			t.Errorf("held(%s) = %v, want %v", c.gtid, got, c.want)
+		}
+	}
+	if _, err := HeldBy("0-1-x"); err == nil {
+		t.Error("HeldBy accepted 0-1-x")
+	}
+}

@@ -43,9 +43,9 @@ type ReplayFile struct {
 func findStop(p *Plan, files []binlog.FetchResult) (*Stop, error) {
 	sf := &stopFinder{plan: p, stop: &Stop{GTIDs: map[string]string{}}}
 	if len(p.Held) > 0 {
-		held, err := heldBy(p.Held)
+		held, err := catalog.HeldBy(p.Held...)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("the timeline continues GTIDs %v: %w", p.Held, err)
 		}
 		sf.held, sf.skipping = held, true
 	}
@@ -98,28 +98,6 @@ type stopFinder struct {
 	// first that is not: replay starts there.
 	held     func(catalog.GTID) bool
 	skipping bool
-}
-
-// heldBy returns whether a GTID is at or before one of the GTIDs held:
-// of the same MySQL source (uuid and tag), or of the same MariaDB domain
-// and server, whose sequence numbers that server's binlog gives in order.
-func heldBy(held []string) (func(catalog.GTID) bool, error) {
-	var hs []catalog.GTID
-	for _, h := range held {
-		g, err := catalog.ParseGTID(h)
-		if err != nil {
-			return nil, fmt.Errorf("the timeline continues GTID %q: %w", h, err)
-		}
-		hs = append(hs, g)
-	}
-	return func(g catalog.GTID) bool {
-		for _, h := range hs {
-			if g.MySQL == h.MySQL && g.UUID == h.UUID && g.Tag == h.Tag && g.Domain == h.Domain && g.Server == h.Server && g.Seq <= h.Seq {
-				return true
-			}
-		}
-		return false
-	}, nil
 }
 
 // scan reads one file from from, and returns the part of it to replay.
