@@ -44,6 +44,9 @@ func ParseAckMode(s string) (AckMode, error) {
 // Enabled reports whether the mode makes the streamer a semi-synchronous replica.
 func (m AckMode) Enabled() bool { return m == AckSpool || m == AckStorage }
 
+// maxWaiting bounds the transactions an acker keeps waiting.
+const maxWaiting = 1 << 16
+
 // ackWait is a transaction the server waits for the streamer to acknowledge.
 type ackWait struct {
 	end catalog.Position // where its last event ends
@@ -77,6 +80,12 @@ func newAcker(mode AckMode, d *dumpConn, w *Writer, up *Uploader, observe func(t
 // flagged as waited on.
 func (a *acker) want(end catalog.Position) {
 	a.mu.Lock()
+	if len(a.waiting) >= maxWaiting {
+		// Durability stalls (storage is down) while the server goes on:
+		// one acknowledgement of the newest releases the oldest too, so
+		// only their latencies go unmeasured.
+		a.waiting = slices.Delete(a.waiting, 0, maxWaiting/2)
+	}
 	a.waiting = append(a.waiting, ackWait{end: end, at: time.Now()})
 	a.mu.Unlock()
 	select {
