@@ -48,8 +48,12 @@ func (s *Streamer) endWhenDemoted(ctx context.Context, h *eventHandler, conn *st
 	}
 }
 
-// candidates are the servers the archive may follow: Source and Follow,
-// each once.
+// following reports whether the archive follows the primary among
+// candidates (Follow, FollowResolve) rather than stays on Source.
+func (s *Streamer) following() bool { return len(s.Follow) > 0 || s.FollowResolve != nil }
+
+// candidates are the servers the archive may follow: Source, Follow and
+// what FollowResolve gives, each address once.
 func (s *Streamer) candidates(ctx context.Context) []*Source {
 	out := []*Source{s.Source}
 	seen := map[string]bool{s.Source.Address(): true}
@@ -83,7 +87,7 @@ func (s *Streamer) streaming(c Candidate) bool {
 // the one streamed from (see failover). It reports whether it moved. With
 // no primary found (mid-failover), it stays: the next reconnect looks again.
 func (s *Streamer) followPrimary(ctx context.Context) (moved bool, err error) {
-	if len(s.Follow) == 0 {
+	if !s.following() {
 		return false, nil
 	}
 	c, err := FindPrimary(ctx, s.candidates(ctx))

@@ -213,7 +213,7 @@ func (s *Streamer) watchSession(ctx context.Context, h *eventHandler, conn *stre
 	wdCtx, stopWatchdog := context.WithCancel(ctx)
 	stopClosing := context.AfterFunc(ctx, conn.close)
 	var wg sync.WaitGroup
-	if len(s.Follow) > 0 {
+	if s.following() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -256,7 +256,7 @@ func (s *Streamer) Preflight(ctx context.Context) (ServerInfo, error) {
 	b := backoff.New(500*time.Millisecond, 10*time.Second)
 	for {
 		info, err := s.src().Info(ctx)
-		if len(s.Follow) > 0 {
+		if s.following() {
 			var c Candidate
 			if c, err = FindPrimary(ctx, s.candidates(ctx)); err == nil {
 				info = c.Info
@@ -371,7 +371,7 @@ func (s *Streamer) stream(ctx context.Context, info ServerInfo) error {
 	}()
 
 	retryMax := s.RetryMax
-	if len(s.Follow) > 0 {
+	if s.following() {
 		retryMax = min(retryMax, followRetry) // a failover is found within seconds
 	}
 	b := backoff.New(500*time.Millisecond, retryMax)

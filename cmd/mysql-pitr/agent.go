@@ -198,8 +198,12 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 	for _, f := range follow {
 		defer f.Close()
 	}
-	resolver := &followResolver{o: o, logger: logger, sources: map[string]*binlog.Source{}}
-	defer resolver.close()
+	var resolve func(context.Context) ([]*binlog.Source, error)
+	if len(follow) > 0 {
+		resolver := &followResolver{o: o, logger: logger, sources: map[string]*binlog.Source{}}
+		defer resolver.close()
+		resolve = resolver.resolve
+	}
 	// The server (waited for), the login and the privileges before the
 	// archive or the spool is touched.
 	probe := &binlog.Streamer{Source: src, ConnectTimeout: o.connectTimeout, Logger: logger.With("agent", o.agentID, "component", "binlog")}
@@ -223,7 +227,7 @@ func (o *agentOptions) run(ctx context.Context) (err error) {
 	logger = logger.With("agent", o.agentID)
 	// The MySQL driver logs dropped idle connections on its own; route them to debug.
 	mysql.SetLogger(driverLogger{logger.With("component", "mysql-driver")})
-	a, err := o.build(src, follow, resolver.resolve, srv, st, logger)
+	a, err := o.build(src, follow, resolve, srv, st, logger)
 	if err != nil {
 		return err
 	}
