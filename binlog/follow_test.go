@@ -51,14 +51,16 @@ func writeUntilFailover(conns []*sql.DB, stop <-chan struct{}) int {
 // writes. The source is killed and the replica promoted: the streamer
 // finds the new primary within 5 s and goes on from it on a timeline of
 // reason failover, which names the archived GTIDs the new primary holds;
-// so it does when the old primary is not killed but made read-only.
+// so it does when the old primary is not killed but made read-only. Killed
+// in the middle of the writes, the source may take transactions the
+// archive has and the replica never received: then it is that divergence.
 // Each timeline is byte-identical to its server's binlog. When the replica
 // lacks the source's last transactions (its replication stopped before
 // them), the failover is recorded as a divergence naming them.
 func TestStreamerFollowsFailover(t *testing.T) {
 	for _, f := range testbed.ServersAmong(t, testbed.MariaDB1011, testbed.MySQL97) {
-		for _, kind := range []string{"continued", "diverged", "demoted"} {
-			diverge := kind == "diverged"
+		for _, kind := range []string{"continued", "diverged", "demoted", "mid-load"} {
+			diverge, midLoad := kind == "diverged", kind == "mid-load"
 			t.Run(f.String()+"/"+kind, func(t *testing.T) {
 				a := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: 1})
 				b := testbed.NewMariaDB(t, testbed.MariaDBOptions{Flavor: f, ServerID: 2})
@@ -92,11 +94,13 @@ func TestStreamerFollowsFailover(t *testing.T) {
 					}
 					return nil
 				})
-				close(stop)
-				wg.Wait()
-				// The replica has what the source committed; an operator
-				// promotes a replica that has caught up.
-				testbed.WaitReplicated(t, b, a)
+				if !midLoad {
+					close(stop)
+					wg.Wait()
+					// The replica has what the source committed; an
+					// operator promotes a replica that has caught up.
+					testbed.WaitReplicated(t, b, a)
+				}
 				if diverge {
 					// The replica stops short: the source's next
 					// transactions reach only the archive.
@@ -119,6 +123,10 @@ func TestStreamerFollowsFailover(t *testing.T) {
 				}
 				promote(t, b)
 				promoted := time.Now()
+				if midLoad {
+					close(stop)
+					wg.Wait()
+				}
 				stop = make(chan struct{})
 				wg.Go(func() { written += writeUntilFailover([]*sql.DB{b.DB(t)}, stop) })
 				testbed.Eventually(t, 30*time.Second, func() error {
@@ -155,6 +163,13 @@ func TestStreamerFollowsFailover(t *testing.T) {
 				}
 				second := arch.Timelines[1]
 				switch {
+				case midLoad && second.Reason == catalog.ReasonDiverged:
+					// The source died with transactions the archive has and
+					// its replica had not received yet: a real divergence,
+					// named as one.
+					if !strings.Contains(second.Detail, "lacks archived transactions") {
+						t.Errorf("timeline 2: diverged (%s); want it to name what the new primary lacks", second.Detail)
+					}
 				case !diverge && (second.Reason != catalog.ReasonFailover || len(second.Continues) == 0):
 					t.Errorf("timeline 2: reason %s, continues %v; want failover naming the GTIDs it continues (%s)", second.Reason, second.Continues, second.Detail)
 				case diverge && (second.Reason != catalog.ReasonDiverged || !strings.Contains(second.Detail, "lacks archived transactions")):
