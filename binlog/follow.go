@@ -2,6 +2,7 @@ package binlog
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -142,8 +143,94 @@ func (s *Streamer) failover(ctx context.Context, c Candidate) error {
 	if err != nil {
 		return err
 	}
+	first := s.firstNeeded(ctx, c.Source, logs, held)
 	return s.beginTimeline(ctx, c.Info, catalog.ReasonFailover, fmt.Sprintf("failover from %s to %s, which holds every archived transaction", from, to),
-		parentEnd, logs, held)
+		parentEnd, logs[first:], held)
+}
+
+// firstNeeded returns the index in logs of the newest binlog file of the
+// new primary src that everything before is archived already: the
+// continuing timeline starts there rather than at the oldest file, which
+// on a long-lived replica holds days of transactions archived already. A
+// file's format description is followed by what came before it (MySQL's
+// Previous_gtids, MariaDB's Gtid_list); when that cannot be read, the
+// oldest file it is.
+func (s *Streamer) firstNeeded(ctx context.Context, src *Source, logs []BinaryLog, held []string) int {
+	holds, err := catalog.HeldBy(held...)
+	if err != nil {
+		return 0
+	}
+	for i := len(logs) - 1; i > 0; i-- {
+		before, err := src.gtidsBefore(ctx, logs[i].Name)
+		if err != nil {
+			s.Logger.Warn("reading which transactions come before a binlog file of the new primary", "file", logs[i].Name, "err", err)
+			return 0
+		}
+		all := true
+		for _, g := range before {
+			all = all && holds(g)
+		}
+		if all {
+			return i
+		}
+	}
+	return 0
+}
+
+// gtidsBefore returns the last GTID of each source that came before the
+// binlog file name, from its Previous_gtids (MySQL) or Gtid_list (MariaDB)
+// event.
+func (s *Source) gtidsBefore(ctx context.Context, name string) ([]catalog.GTID, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := s.db.QueryContext(ctx, "SHOW BINLOG EVENTS IN '"+strings.ReplaceAll(name, "'", "")+"' LIMIT 3")
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		row := map[string]string{}
+		for i, c := range cols {
+			row[c] = vals[i].String
+		}
+		switch row["Event_type"] {
+		case "Previous_gtids":
+			set, err := catalog.ParseGTIDSet(strings.ReplaceAll(row["Info"], "\n", ""))
+			if err != nil {
+				return nil, err
+			}
+			return set.Last(), nil
+		case "Gtid_list":
+			var out []catalog.GTID
+			for _, item := range strings.Split(strings.Trim(row["Info"], "[] "), ",") {
+				if item = strings.TrimSpace(item); item == "" {
+					continue
+				}
+				g, err := catalog.ParseGTID(item)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, g)
+			}
+			return out, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%s starts with no Previous_gtids or Gtid_list event", name)
 }
 
 // timelineServerID is the server_id of the server streamed from until now.

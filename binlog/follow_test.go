@@ -114,6 +114,14 @@ func TestStreamerFollowsFailover(t *testing.T) {
 					waitDurable(t, s, end, 30*time.Second)
 					waitDurable(t, s, binlogEnd(t, a), 30*time.Second)
 				}
+				if !diverge {
+					// Files of the replica's that hold only archived
+					// transactions: the continuing timeline starts after
+					// them.
+					b.Exec(t, "FLUSH BINARY LOGS")
+					b.Exec(t, "FLUSH BINARY LOGS")
+				}
+				newest := binlogEnd(t, b).File
 				if kind == "demoted" {
 					// The old primary stays up, read-only, as operators
 					// demote one they can reach.
@@ -176,6 +184,9 @@ func TestStreamerFollowsFailover(t *testing.T) {
 					t.Errorf("timeline 2: reason %s (%s); want diverged, naming what the new primary lacks", second.Reason, second.Detail)
 				}
 				t.Logf("timeline 2: %s: %s", second.Reason, second.Detail)
+				if second.Reason == catalog.ReasonFailover && second.Start.File != newest {
+					t.Errorf("timeline 2 starts at %s, want the new primary's file %s: the ones before it hold only archived transactions", second.Start, newest)
+				}
 				for i, db := range []*testbed.MariaDB{a, b} {
 					tl := arch.Timelines[i]
 					for _, seg := range tl.Segments {
