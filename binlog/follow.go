@@ -49,6 +49,14 @@ func (s *Streamer) endWhenDemoted(ctx context.Context, h *eventHandler, conn *st
 	}
 }
 
+// Streaming returns the identity of the server streamed from (with
+// Follow, the primary found last).
+func (s *Streamer) Streaming() ServerInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info
+}
+
 // following reports whether the archive follows the primary among
 // candidates (Follow, FollowResolve) rather than stays on Source.
 func (s *Streamer) following() bool { return len(s.Follow) > 0 || s.FollowResolve != nil }

@@ -263,7 +263,7 @@ func (o *agentOptions) build(src *binlog.Source, follow []*binlog.Source, resolv
 	compactor := o.compactor(s, st, writeOnly, logger)
 	// Snapshots and drills take turns.
 	turns := &schedule.Turns{}
-	sched := o.scheduler(src, srv, st, writeOnly, turns, reg, logger)
+	sched := o.scheduler(src, s, srv, st, writeOnly, turns, reg, logger)
 	drills, err := o.drills(st, writeOnly, turns, reg, logger)
 	if err != nil {
 		return nil, err
@@ -288,7 +288,7 @@ func (o *agentOptions) compactor(s *binlog.Streamer, st storage.Storage, writeOn
 }
 
 // scheduler takes snapshots on --schedule and applies retention after them.
-func (o *agentOptions) scheduler(src *binlog.Source, srv server, st storage.Storage, writeOnly bool, turns *schedule.Turns,
+func (o *agentOptions) scheduler(src *binlog.Source, streamer *binlog.Streamer, srv server, st storage.Storage, writeOnly bool, turns *schedule.Turns,
 	reg *prometheus.Registry, logger *slog.Logger) *schedule.Scheduler {
 	if o.schedule == "" {
 		return nil
@@ -307,6 +307,11 @@ func (o *agentOptions) scheduler(src *binlog.Source, srv server, st storage.Stor
 			info, err := src.Info(ctx)
 			if err != nil {
 				return err
+			}
+			if cur := streamer.Streaming(); o.follow != "" && cur.ServerID != 0 && (cur.ServerID != info.ServerID || cur.UUID != info.UUID) {
+				// Its positions would be another server's binlog's.
+				return fmt.Errorf("the archive follows server_id %d since a failover; a snapshot of --dsn's server (server_id %d) would not fit it: "+
+					"take snapshots on the primary's pod", cur.ServerID, info.ServerID)
 			}
 			return preflight.Check(ctx, src.DB(), info.Flavor, preflight.SnapshotRole(o.snapMethod, physical.Tool(info.Flavor, "")))
 		}}

@@ -168,3 +168,29 @@ func followAndRestore(t *testing.T, f testbed.Flavor) {
 		t.Logf("restore --to %s: %s", to, stdout)
 	}
 }
+
+// TestScheduledSnapshotsRefuseAFollowedAwayServer demotes the agent's own
+// server and promotes its replica: the archive follows the replica, and a
+// scheduled snapshot of the agent's server, whose binlog positions are not
+// the archive's, is refused, saying why.
+func TestScheduledSnapshotsRefuseAFollowedAwayServer(t *testing.T) {
+	a := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 1})
+	b := testbed.NewMariaDB(t, testbed.MariaDBOptions{ServerID: 2})
+	testbed.ReplicateFrom(t, b, a)
+	a.Exec(t, fmt.Sprintf("ALTER USER '%s'@'%%' IDENTIFIED BY '%s'", testbed.PitrUser, a.PitrPassword()))
+	testbed.WaitReplicated(t, b, a)
+	ag := startAgent(t, []string{"MYSQL_PITR_PASSWORD=" + a.PitrPassword()},
+		"--dsn", fmt.Sprintf("%s@tcp(127.0.0.1:%d)/", testbed.PitrUser, a.Port()), "--follow", "127.0.0.1:"+strconv.Itoa(b.Port()),
+		"--storage", "file://"+t.TempDir(), "--spool-dir", t.TempDir(), "--flush-interval", "200ms", "--server-id", "4247",
+		"--schedule", "@every 1s", "--snapshot-new-timelines=false")
+	ag.waitReady(30 * time.Second)
+	a.Exec(t, "SET GLOBAL read_only = ON")
+	b.Exec(t, "STOP SLAVE")
+	b.Exec(t, "SET GLOBAL read_only = OFF")
+	testbed.Eventually(t, 30*time.Second, func() error {
+		if !strings.Contains(ag.logs(), "a snapshot of --dsn's server (server_id 1) would not fit it") {
+			return fmt.Errorf("no scheduled snapshot refused yet")
+		}
+		return nil
+	})
+}
