@@ -121,10 +121,12 @@ func (a *acker) release(durable catalog.Position) error {
 	if n == 0 {
 		return nil
 	}
+	// Recorded first: the server releases the commits as soon as the
+	// acknowledgement reaches it, and a client may then ask the status.
+	a.acked(done[n-1].end)
 	if err := a.d.ack(done[n-1].end); err != nil {
 		return err
 	}
-	a.acked(done[n-1].end)
 	now := time.Now()
 	for _, w := range done {
 		a.observe(now.Sub(w.at))
