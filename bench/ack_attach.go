@@ -180,15 +180,18 @@ func (a *ackBench) attach(ctx context.Context, b *bench, cfg string) (*subject, 
 	switch cfg {
 	case cfgAsync:
 		return &subject{cpu: none, detach: func() error { return nil }}, a.setSemiSync(ctx, false)
-	case cfgStock:
-		return a.attachStock(ctx)
+	case cfgStock, cfgStockIO:
+		return a.attachStock(ctx, cfg == cfgStockIO)
 	}
 	return a.attachAgent(ctx, b, cfg)
 }
 
 // attachStock starts the stock replica's threads and waits until it has
-// applied everything the source wrote while it was stopped.
-func (a *ackBench) attachStock(ctx context.Context) (*subject, error) {
+// applied everything the source wrote while it was stopped. With ioOnly
+// its applier (the SQL thread) is stopped then: it keeps receiving and
+// acknowledging, as a replica on a machine of its own would, without
+// taking the source's CPU and disk to apply.
+func (a *ackBench) attachStock(ctx context.Context, ioOnly bool) (*subject, error) {
 	sub := &subject{cpu: a.replica.CPU, detach: func() error {
 		return errors.Join(execAll(context.WithoutCancel(ctx), a.replica, "STOP REPLICA"), a.detached(ctx))
 	}}
@@ -199,6 +202,9 @@ func (a *ackBench) attachStock(ctx context.Context) (*subject, error) {
 		return nil, errors.Join(err, sub.detach())
 	}
 	err := a.waitApplied(ctx)
+	if err == nil && ioOnly {
+		err = execAll(ctx, a.replica, "STOP REPLICA SQL_THREAD")
+	}
 	if err == nil {
 		err = a.waitSemiSyncOn(ctx)
 	}
