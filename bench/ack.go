@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +24,11 @@ import (
 // semi-synchronous replica: the reference.
 type ackBench struct {
 	common
-	loadThreads       string
-	loads             []int // -load-threads, parsed
-	duration, timeout time.Duration
+	loadThreads, configs string
+	loads                []int    // -load-threads, parsed
+	cfgs                 []string // -configs, parsed, in ackConfigs' order
+	duration, timeout    time.Duration
+	syncRelayLog         int
 
 	src, replica *kit.Server
 	// semi reads the source's semi-synchronous state as the agent reads it.
@@ -49,6 +52,9 @@ const (
 
 var ackConfigs = []string{cfgAsync, cfgStock, cfgStockIO, cfgSpool, cfgStorage}
 
+// ackConfigNames are the configurations' names in -configs.
+var ackConfigNames = map[string]string{"async": cfgAsync, "stock": cfgStock, "stock-io": cfgStockIO, "spool": cfgSpool, "storage": cfgStorage}
+
 // ackModes are the agent's --ack of each agent configuration.
 var ackModes = map[string]binlog.AckMode{cfgSpool: binlog.AckSpool, cfgStorage: binlog.AckStorage}
 
@@ -61,6 +67,8 @@ func (a *ackBench) flags(fs *flag.FlagSet) *common {
 	fs.StringVar(&a.loadThreads, "load-threads", "4,8", "sysbench --threads of the measured loads, comma-separated: each run measures each")
 	fs.DurationVar(&a.duration, "duration", 15*time.Second, "how long each measured load runs")
 	fs.DurationVar(&a.timeout, "semi-sync-timeout", 10*time.Second, "the source's rpl_semi_sync_*_timeout (the chart's default): how long a commit waits before the server falls back to asynchronous replication")
+	fs.StringVar(&a.configs, "configs", "async,stock,stock-io,spool,storage", "the configurations each round runs: async, stock, stock-io (the stock replica's applier stopped), spool, storage (the agent's --ack)")
+	fs.IntVar(&a.syncRelayLog, "sync-relay-log", -1, "the stock replica's sync_relay_log; -1 keeps the server's default (10000); 1 makes it fsync its relay log before it acknowledges, as durable-spool fsyncs its spool")
 	return &a.common
 }
 
@@ -76,6 +84,20 @@ func (a *ackBench) validate() error {
 			return fmt.Errorf("-load-threads %q: want positive numbers, comma-separated", a.loadThreads)
 		}
 		a.loads = append(a.loads, n)
+	}
+	chosen := map[string]bool{}
+	for f := range strings.SplitSeq(a.configs, ",") {
+		cfg, ok := ackConfigNames[strings.TrimSpace(f)]
+		if !ok {
+			return fmt.Errorf("-configs %q: unknown configuration %q (async, stock, stock-io, spool, storage)", a.configs, f)
+		}
+		chosen[cfg] = true
+	}
+	a.cfgs = nil
+	for _, cfg := range ackConfigs {
+		if chosen[cfg] {
+			a.cfgs = append(a.cfgs, cfg)
+		}
 	}
 	if a.duration < time.Second || a.timeout < time.Second {
 		return errors.New("-duration and -semi-sync-timeout must be at least 1s")
@@ -155,16 +177,18 @@ func (a *ackBench) run(ctx context.Context, b *bench) (err error) {
 	if err := a.sb.Prepare(ctx, a.src, filepath.Join(b.dir, "sysbench-prepare.log")); err != nil {
 		return err
 	}
-	kit.Logf("starting the stock replica")
-	if a.replica, err = b.startServer(a.serverOptions(2)); err != nil {
-		return err
+	if slices.Contains(a.cfgs, cfgStock) || slices.Contains(a.cfgs, cfgStockIO) {
+		kit.Logf("starting the stock replica")
+		if a.replica, err = b.startServer(a.serverOptions(2)); err != nil {
+			return err
+		}
+		defer a.replica.Close()
+		if err := a.setUpReplica(ctx); err != nil {
+			return err
+		}
 	}
-	defer a.replica.Close()
-	if err := a.setUpReplica(ctx); err != nil {
-		return err
-	}
-	kit.Logf("%s per load at %s threads; %d rounds of %s", a.duration, a.loadThreads, a.runs, strings.Join(ackConfigs, ", "))
-	runs, err := kit.Alternate(ctx, a.runs, ackConfigs, func(order int, cfg string) kit.Run {
+	kit.Logf("%s per load at %s threads; %d rounds of %s", a.duration, a.loadThreads, a.runs, strings.Join(a.cfgs, ", "))
+	runs, err := kit.Alternate(ctx, a.runs, a.cfgs, func(order int, cfg string) kit.Run {
 		dir, done, err := b.mkdir("runs", fmt.Sprintf("%02d-%s", order, kit.Slug(cfg)))
 		if err != nil {
 			return kit.Run{Err: err}

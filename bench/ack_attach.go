@@ -94,8 +94,19 @@ func (a *ackBench) setUpReplica(ctx context.Context) error {
 			a.src.Port(), testbed.PitrUser, a.src.PitrPassword(), on))
 	}
 	stmts = append(stmts, "SET GLOBAL "+a.replicaVar("enabled")+" = ON")
-	kit.Logf("replica: GTID auto-position, TLS %v", tls)
+	if a.syncRelayLog >= 0 {
+		stmts = append(stmts, "SET GLOBAL sync_relay_log = "+strconv.Itoa(a.syncRelayLog))
+	}
+	kit.Logf("replica: GTID auto-position, TLS %v, sync_relay_log %s", tls, a.relayLogSync())
 	return execAll(ctx, a.replica, stmts...)
+}
+
+// relayLogSync describes the stock replica's sync_relay_log.
+func (a *ackBench) relayLogSync() string {
+	if a.syncRelayLog < 0 {
+		return "the server's default"
+	}
+	return strconv.Itoa(a.syncRelayLog)
 }
 
 // sourceOffersTLS connects as the agent does by default (TLS preferred)

@@ -64,36 +64,58 @@ func (st ackStats) result(cfg string) string {
 
 func (a *ackBench) report(rep *kit.Report, runs []kit.Run) {
 	rep.Line("Source: %s with production durability (sync_binlog=1, innodb_flush_log_at_trx_commit=1); semi-synchronous at AFTER_SYNC with a %s timeout, on only while a replica is attached. "+
-		"Stock replica: the same release and settings, GTID auto-position, its semi-synchronous side on; IO thread only: its applier stopped during the loads. Agents: file:// storage, each --ack level continuing its own archive.",
-		a.src.Version(), a.timeout)
+		"Stock replica: the same release and settings, GTID auto-position, its semi-synchronous side on, sync_relay_log %s; IO thread only: its applier stopped during the loads. Agents: file:// storage, each --ack level continuing its own archive.",
+		a.src.Version(), a.timeout, a.relayLogSync())
 	rep.Line("Load: sysbench oltp_write_only, %d tables × %d rows, unthrottled, %s per load at %s threads; %d rounds of %s, alternating; medians of the valid loads. "+
 		"Latency per transaction from sysbench's histogram, p50 and p99 by sysbench's own percentile rule.",
-		a.tables, a.tableSize, a.duration, a.loadThreads, a.runs, strings.Join(ackConfigs, ", "))
+		a.tables, a.tableSize, a.duration, a.loadThreads, a.runs, strings.Join(a.cfgs, ", "))
 	var invalid []string
 	for _, n := range a.loads {
 		st := map[string]ackStats{}
-		for _, cfg := range ackConfigs {
+		for _, cfg := range a.cfgs {
 			st[cfg] = a.summarize(runs, cfg, n)
 			invalid = append(invalid, st[cfg].invalid...)
 			kit.Logf("median %s at %d threads: %s", cfg, n, st[cfg].result(cfg))
 			rep.Row(fmt.Sprintf("%s, %d threads", cfg, n), "%s", st[cfg].result(cfg))
 		}
-		async, spool, storage := st[cfgAsync], st[cfgSpool], st[cfgStorage]
+		spool, storage := st[cfgSpool], st[cfgStorage]
 		for _, ref := range []string{cfgStock, cfgStockIO} {
-			stock := st[ref]
-			rep.Ratio(fmt.Sprintf("p50 latency, agent durable-spool / %s, %d threads", ref, n), spool.p50/stock.p50, goalAck, false)
-			rep.Ratio(fmt.Sprintf("p99 latency, agent durable-spool / %s, %d threads", ref, n), spool.p99/stock.p99, goalAck, false)
-			rep.Row(fmt.Sprintf("p50 and p99 latency, agent durable-storage / %s, %d threads", ref, n), "%.2f, %.2f", storage.p50/stock.p50, storage.p99/stock.p99)
+			stock, ok := st[ref]
+			if !ok {
+				continue
+			}
+			if _, ok := st[cfgSpool]; ok {
+				rep.Ratio(fmt.Sprintf("p50 latency, agent durable-spool / %s, %d threads", ref, n), spool.p50/stock.p50, goalAck, false)
+				rep.Ratio(fmt.Sprintf("p99 latency, agent durable-spool / %s, %d threads", ref, n), spool.p99/stock.p99, goalAck, false)
+			}
+			if _, ok := st[cfgStorage]; ok {
+				rep.Row(fmt.Sprintf("p50 and p99 latency, agent durable-storage / %s, %d threads", ref, n), "%.2f, %.2f", storage.p50/stock.p50, storage.p99/stock.p99)
+			}
 		}
-		stock, io := st[cfgStock], st[cfgStockIO]
-		rep.Row(fmt.Sprintf("tps over the stock replica's: IO thread only, durable-spool, durable-storage, async; %d threads", n), "%.2f, %.2f, %.2f, %.2f",
-			io.tps/stock.tps, spool.tps/stock.tps, storage.tps/stock.tps, async.tps/stock.tps)
-		rep.Row(fmt.Sprintf("p50 latency over async's: stock replica, IO thread only, durable-spool, durable-storage; %d threads", n), "%.2f, %.2f, %.2f, %.2f",
-			stock.p50/async.p50, io.p50/async.p50, spool.p50/async.p50, storage.p50/async.p50)
+		a.ratios(rep, st, cfgStock, "tps over the stock replica's", n, func(x, base ackStats) float64 { return x.tps / base.tps })
+		a.ratios(rep, st, cfgAsync, "p50 latency over async's", n, func(x, base ackStats) float64 { return x.p50 / base.p50 })
 	}
 	result := "none"
 	if len(invalid) > 0 {
 		result = fmt.Sprintf("%d: %s", len(invalid), strings.Join(invalid, "; "))
 	}
 	rep.Row("Loads not counted: the source fell back to asynchronous replication, or did not wait for every commit", "%s", result)
+}
+
+// ratios adds a row of f of every other configuration measured against
+// base, when base was measured.
+func (a *ackBench) ratios(rep *kit.Report, st map[string]ackStats, base, measure string, threads int, f func(x, base ackStats) float64) {
+	b, ok := st[base]
+	if !ok {
+		return
+	}
+	var names, vals []string
+	for _, cfg := range a.cfgs {
+		if cfg != base {
+			names, vals = append(names, cfg), append(vals, fmt.Sprintf("%.2f", f(st[cfg], b)))
+		}
+	}
+	if len(names) > 0 {
+		rep.Row(fmt.Sprintf("%s: %s; %d threads", measure, strings.Join(names, ", "), threads), "%s", strings.Join(vals, ", "))
+	}
 }

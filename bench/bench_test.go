@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,5 +188,35 @@ func TestFellBack(t *testing.T) {
 				t.Errorf("fellBack = %q, want valid %v", got, tt.valid)
 			}
 		})
+	}
+}
+
+func TestAckFlags(t *testing.T) {
+	parse := func(args ...string) (*ackBench, error) {
+		a := &ackBench{}
+		fs := flag.NewFlagSet("ack", flag.ContinueOnError)
+		a.flags(fs)
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		return a, a.validate()
+	}
+	a, err := parse("-configs", "spool, async", "-load-threads", "8,2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.cfgs, []string{cfgAsync, cfgSpool}; !slices.Equal(got, want) {
+		t.Errorf("configurations %q, want %q (the rounds' order)", got, want)
+	}
+	if got, want := a.loads, []int{8, 2}; !slices.Equal(got, want) {
+		t.Errorf("loads %v, want %v", got, want)
+	}
+	if a, _ := parse(); len(a.cfgs) != len(ackConfigs) {
+		t.Errorf("by default %q, want every configuration", a.cfgs)
+	}
+	for _, bad := range [][]string{{"-configs", "spool,semi"}, {"-load-threads", "4,0"}, {"-duration", "10ms"}} {
+		if _, err := parse(bad...); err == nil {
+			t.Errorf("%q is valid", bad)
+		}
 	}
 }
