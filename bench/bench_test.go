@@ -4,11 +4,13 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mysql-pitr/mysql-pitr/bench/internal/kit"
+	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/restore"
 )
@@ -153,5 +155,68 @@ func TestClonePhases(t *testing.T) {
 	}
 	if got, want := clonePhases(log, 10*time.Second), "clone 2.50 s, finish 1.50 s, store 4.00 s, the rest 2.00 s"; got != want {
 		t.Errorf("clonePhases = %q, want %q", got, want)
+	}
+}
+
+func TestFellBack(t *testing.T) {
+	on := binlog.SemiSyncState{Available: true, Enabled: true, On: true, Clients: 1, WaitPoint: "AFTER_SYNC"}
+	state := func(st binlog.SemiSyncState, yes int64, txns uint64) semiState {
+		return semiState{SemiSyncState: st, yes: yes, txns: txns}
+	}
+	before := state(on, 100, 1000)
+	with := func(f func(*binlog.SemiSyncState)) binlog.SemiSyncState { st := on; f(&st); return st }
+	tests := []struct {
+		name  string
+		async bool
+		after semiState
+		valid bool
+	}{
+		{"every commit waited", false, state(on, 600, 1500), true},
+		// MySQL waits once for a group commit.
+		{"group commits", false, state(on, 300, 1500), true},
+		{"fell back", false, state(with(func(s *binlog.SemiSyncState) { s.OffTimes = 1 }), 400, 1500), false},
+		{"a commit not acknowledged", false, state(with(func(s *binlog.SemiSyncState) { s.NoTx = 1 }), 599, 1500), false},
+		{"off at the end", false, state(with(func(s *binlog.SemiSyncState) { s.On = false }), 600, 1500), false},
+		{"after commit", false, state(with(func(s *binlog.SemiSyncState) { s.WaitPoint = "AFTER_COMMIT" }), 600, 1500), false},
+		{"no commit waited", false, state(on, 100, 1500), false},
+		{"async", true, state(binlog.SemiSyncState{Available: true}, 100, 1500), true},
+		{"async with semi-sync on", true, state(on, 100, 1500), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fellBack(tt.async, before, tt.after); (got == "") != tt.valid {
+				t.Errorf("fellBack = %q, want valid %v", got, tt.valid)
+			}
+		})
+	}
+}
+
+func TestAckFlags(t *testing.T) {
+	parse := func(args ...string) (*ackBench, error) {
+		a := &ackBench{}
+		fs := flag.NewFlagSet("ack", flag.ContinueOnError)
+		a.flags(fs)
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		return a, a.validate()
+	}
+	a, err := parse("-configs", "spool, async", "-load-threads", "8,2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.cfgs, []string{cfgAsync, cfgSpool}; !slices.Equal(got, want) {
+		t.Errorf("configurations %q, want %q (the rounds' order)", got, want)
+	}
+	if got, want := a.loads, []int{8, 2}; !slices.Equal(got, want) {
+		t.Errorf("loads %v, want %v", got, want)
+	}
+	if a, _ := parse(); len(a.cfgs) != len(ackConfigs) {
+		t.Errorf("by default %q, want every configuration", a.cfgs)
+	}
+	for _, bad := range [][]string{{"-configs", "spool,semi"}, {"-load-threads", "4,0"}, {"-duration", "10ms"}} {
+		if _, err := parse(bad...); err == nil {
+			t.Errorf("%q is valid", bad)
+		}
 	}
 }

@@ -5,6 +5,7 @@
 //	go run ./bench archive  [flags]  # binlog capture, RPO, agent memory
 //	go run ./bench snapshot [flags]  # logical and physical snapshots, loads
 //	go run ./bench restore  [flags]  # binlog replay and the RTO
+//	go run ./bench ack      [flags]  # commit latency with the agent as semi-sync replica
 //
 // See bench/README.md for what each number means.
 package main
@@ -39,6 +40,7 @@ type scenario interface {
 }
 
 var scenarios = map[string]func() scenario{
+	"ack":      func() scenario { return &ackBench{} },
 	"archive":  func() scenario { return &archive{} },
 	"snapshot": func() scenario { return &snapshotBench{} },
 	"restore":  func() scenario { return &restoreBench{} },

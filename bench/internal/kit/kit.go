@@ -4,6 +4,7 @@
 package kit
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math"
@@ -19,6 +20,26 @@ import (
 // Logf prints a timestamped progress line.
 func Logf(format string, args ...any) {
 	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// Poll calls cond every interval until it returns nil. It gives up with
+// cond's last error once timeout has passed, and when ctx ends.
+func Poll(ctx context.Context, timeout, interval time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
 }
 
 // SizeVar defines a byte-size flag (1GiB, 200MiB, 1048576) with default def.

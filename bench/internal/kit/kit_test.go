@@ -1,6 +1,7 @@
 package kit
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -268,5 +269,72 @@ func TestReport(t *testing.T) {
 	}
 	if Ms(754*time.Microsecond) != "0.75 ms" || Ms(120*time.Millisecond) != "120 ms" || Plural(1, "run") != "1 run" || Plural(3, "run") != "3 runs" {
 		t.Error("formatting")
+	}
+}
+
+func TestSysbenchLatency(t *testing.T) {
+	// The tail of a sysbench 1.0.20 run with --histogram --percentile=99:
+	// 100 transactions.
+	out := `Threads started!
+
+Latency histogram (values are in milliseconds)
+       value  ------------- distribution ------------- count
+       0.630 |                                         1
+       1.007 |**                                       12
+       1.025 |******                                   37
+       1.044 |*****                                    30
+       2.148 |*                                        19
+       8.581 |*                                        1
+
+SQL statistics:
+Latency (ms):
+         min:                                    0.63
+         avg:                                    1.90
+         max:                                    8.60
+         99th percentile:                        %s
+`
+	dir := t.TempDir()
+	write := func(p99 string) string {
+		path := filepath.Join(dir, "sysbench-"+p99+".log")
+		if err := os.WriteFile(path, []byte(fmt.Sprintf(out, p99)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	l, err := SysbenchLatency(write("2.15"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The 50th transaction is in the third bucket (1+12+37 = 50); the 99th
+	// in the fifth; the 1st in the first.
+	for p, want := range map[float64]float64{50: 1.025, 99: 2.148, 1: 0.630, 100: 8.581} {
+		if got := l.Percentile(p); got != want || l.Count != 100 {
+			t.Errorf("p%v = %v of %d, want %v of 100", p, got, l.Count, want)
+		}
+	}
+	if _, err := SysbenchLatency(write("8.58")); err == nil {
+		t.Error("a histogram that disagrees with sysbench's own percentile is accepted")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "none.log"), []byte("Threads started!\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SysbenchLatency(filepath.Join(dir, "none.log")); err == nil {
+		t.Error("a log without a histogram is accepted")
+	}
+}
+
+func TestPoll(t *testing.T) {
+	n := 0
+	if err := Poll(t.Context(), time.Second, time.Millisecond, func() error {
+		if n++; n < 3 {
+			return fmt.Errorf("try %d", n)
+		}
+		return nil
+	}); err != nil || n != 3 {
+		t.Errorf("Poll = %v after %d tries, want nil after 3", err, n)
+	}
+	err := Poll(t.Context(), 20*time.Millisecond, time.Millisecond, func() error { return errors.New("never") })
+	if err == nil || !strings.Contains(err.Error(), "never") {
+		t.Errorf("Poll that never succeeds = %v, want its last error", err)
 	}
 }

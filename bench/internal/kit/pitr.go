@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mysql-pitr/mysql-pitr/binlog"
 	"github.com/mysql-pitr/mysql-pitr/catalog"
 	"github.com/mysql-pitr/mysql-pitr/internal/testbed"
 	"github.com/mysql-pitr/mysql-pitr/storage/file"
@@ -78,8 +79,9 @@ type Agent struct {
 }
 
 // StartAgent starts the agent on s, archiving to storage (whose
-// credentials are in env), with its spool and log under dir.
-func StartAgent(bin string, s *Server, storage string, env []string, dir string, serverID uint32, flush time.Duration) (*Agent, error) {
+// credentials are in env), with its spool and log under dir, and with the
+// agent flags in extra besides.
+func StartAgent(bin string, s *Server, storage string, env []string, dir string, serverID uint32, flush time.Duration, extra ...string) (*Agent, error) {
 	port, err := testbed.FreePort()
 	if err != nil {
 		return nil, err
@@ -89,6 +91,7 @@ func StartAgent(bin string, s *Server, storage string, env []string, dir string,
 	argv := append([]string{bin, "agent", "--storage", storage, "--listen", listen,
 		"--spool-dir", filepath.Join(dir, "spool"), "--server-id", strconv.FormatUint(uint64(serverID), 10),
 		"--flush-interval", flush.String(), "--log-format", "json"}, s.PitrArgs()...)
+	argv = append(argv, extra...)
 	a.Child, err = Start(argv, a.Env, filepath.Join(dir, "agent.log"))
 	return a, err
 }
@@ -101,6 +104,8 @@ type AgentStatus struct {
 		LagBytes    int64            `json:"lag_bytes"`
 		LastError   string           `json:"last_error"`
 		UploadError string           `json:"upload_error"`
+		// Ack is there when the agent runs with --ack.
+		Ack *binlog.AckStatus `json:"ack"`
 	} `json:"binlog"`
 }
 

@@ -217,15 +217,48 @@ func (s *Server) WaitIdle(ctx context.Context, quiet time.Duration) (catalog.Pos
 // Transactions counts the transactions the server has written to its
 // binlog, from its GTID state.
 func (s *Server) Transactions(ctx context.Context) (uint64, error) {
+	set, err := s.GTIDState(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return CountGTIDs(set)
+}
+
+// GTIDState is what the server has written to its binlog as a GTID
+// state: MariaDB's gtid_binlog_pos, MySQL's gtid_executed.
+func (s *Server) GTIDState(ctx context.Context) (string, error) {
 	q := "SELECT @@GLOBAL.gtid_binlog_pos"
 	if s.Flavor().MySQL() {
 		q = "SELECT @@GLOBAL.gtid_executed"
 	}
 	var set string
 	if err := s.DB.QueryRowContext(ctx, q).Scan(&set); err != nil {
-		return 0, fmt.Errorf("%s: %w", q, err)
+		return "", fmt.Errorf("%s: %w", q, err)
 	}
-	return CountGTIDs(set)
+	return set, nil
+}
+
+// ReplicaStatus is SHOW REPLICA STATUS by column name; nil when the server
+// is no replica.
+func (s *Server) ReplicaStatus(ctx context.Context) (map[string]string, error) {
+	rows, err := s.DB.QueryContext(ctx, "SHOW REPLICA STATUS")
+	if err != nil {
+		return nil, fmt.Errorf("show replica status: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, fmt.Errorf("show replica status: %w", err)
+	}
+	vals, err := scanAll(rows)
+	if err != nil || len(vals) == 0 {
+		return nil, err
+	}
+	m := map[string]string{}
+	for i, c := range cols {
+		m[c] = vals[0][i]
+	}
+	return m, nil
 }
 
 // CountGTIDs counts the transactions of a GTID state: the sum of the

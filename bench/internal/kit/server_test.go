@@ -10,7 +10,7 @@ import (
 // TestServer starts each server of MYSQL_PITR_TEST_SERVERS as the
 // benchmarks do, writes to it, and reads what they read: the binlog end it
 // settles at (SHOW BINARY LOG STATUS on MySQL), its files, its transaction
-// count and its CPU time.
+// count, its GTID state, its CPU time, and that it is no replica.
 func TestServer(t *testing.T) {
 	for _, f := range testbed.Servers(t) {
 		t.Run(f.String(), func(t *testing.T) {
@@ -49,6 +49,12 @@ func TestServer(t *testing.T) {
 			}
 			if s.CPU() <= 0 {
 				t.Error("CPU is 0")
+			}
+			if set, err := s.GTIDState(t.Context()); err != nil || set == "" {
+				t.Errorf("GTIDState = %q, %v; want the writes'", set, err)
+			}
+			if st, err := s.ReplicaStatus(t.Context()); err != nil || st != nil {
+				t.Errorf("ReplicaStatus of a server that is no replica = %v, %v; want nil", st, err)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package kit
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
@@ -148,4 +149,70 @@ func SysbenchTPS(logPath string) float64 {
 		sum += tps
 	}
 	return sum / float64(max(len(ms), 1))
+}
+
+// Latency is the transaction latency histogram of a sysbench run with
+// --histogram: sysbench prints one percentile of its own (--percentile),
+// and its histogram gives any other by the same rule.
+type Latency struct {
+	Buckets []LatencyBucket // ascending
+	Count   int64
+}
+
+// LatencyBucket is a line of the histogram: the bucket's value in
+// milliseconds (sysbench's buckets are about 1.8% apart) and how many
+// transactions fell into it.
+type LatencyBucket struct {
+	Ms    float64
+	Count int64
+}
+
+// Percentile is the p-th percentile (0 < p ≤ 100) in milliseconds, by
+// sysbench's own rule: the first bucket where the running count reaches
+// round(Count × p / 100). 0 without transactions.
+func (l Latency) Percentile(p float64) float64 {
+	want := int64(math.Floor(float64(l.Count)*p/100 + 0.5))
+	var n int64
+	for _, b := range l.Buckets {
+		if n += b.Count; n >= want {
+			return b.Ms
+		}
+	}
+	return 0
+}
+
+// histogramRE matches a histogram line: "       4.487 |*****     1234".
+var histogramRE = regexp.MustCompile(`(?m)^ *([0-9]+\.[0-9]+) \|\**\s+([0-9]+)$`)
+
+// reportedPctRE matches sysbench's own percentile: "99th percentile:   8.58".
+var reportedPctRE = regexp.MustCompile(`([0-9]+)th percentile:\s+([0-9.]+)`)
+
+// SysbenchLatency reads the histogram of a sysbench run's output.
+func SysbenchLatency(logPath string) (Latency, error) {
+	var l Latency
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return l, err
+	}
+	for _, m := range histogramRE.FindAllSubmatch(b, -1) {
+		ms, err1 := strconv.ParseFloat(string(m[1]), 64)
+		n, err2 := strconv.ParseInt(string(m[2]), 10, 64)
+		if err1 != nil || err2 != nil {
+			return l, fmt.Errorf("%s: bad histogram line %q", logPath, m[0])
+		}
+		l.Buckets = append(l.Buckets, LatencyBucket{Ms: ms, Count: n})
+		l.Count += n
+	}
+	if l.Count == 0 {
+		return l, fmt.Errorf("%s: no latency histogram (was sysbench run with --histogram?)", logPath)
+	}
+	// The percentile sysbench printed proves that the rule is its own.
+	if m := reportedPctRE.FindSubmatch(b); m != nil {
+		p, _ := strconv.ParseFloat(string(m[1]), 64)
+		v, _ := strconv.ParseFloat(string(m[2]), 64)
+		if got := l.Percentile(p); math.Abs(got-v) > 0.006 {
+			return l, fmt.Errorf("%s: the histogram's %sth percentile is %.3f ms, sysbench's %s ms", logPath, m[1], got, m[2])
+		}
+	}
+	return l, nil
 }
