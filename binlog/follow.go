@@ -2,7 +2,6 @@ package binlog
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -195,48 +194,32 @@ func (s *Source) gtidsBefore(ctx context.Context, name string) ([]catalog.GTID, 
 	if err != nil {
 		return nil, s.classify(err)
 	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
+	var out []catalog.GTID
+	var perr error
+	found := false
+	err = eachRow(rows, func(vals, cols []string) bool {
 		row := map[string]string{}
 		for i, c := range cols {
-			row[c] = vals[i].String
+			row[c] = vals[i]
 		}
 		switch row["Event_type"] {
 		case "Previous_gtids":
-			set, err := catalog.ParseGTIDSet(strings.ReplaceAll(row["Info"], "\n", ""))
-			if err != nil {
-				return nil, err
-			}
-			return set.Last(), nil
+			var set catalog.GTIDSet
+			set, perr = catalog.ParseGTIDSet(row["Info"])
+			out, found = set.Last(), true
+			return false
 		case "Gtid_list":
-			var out []catalog.GTID
-			for _, item := range strings.Split(strings.Trim(row["Info"], "[] "), ",") {
-				if item = strings.TrimSpace(item); item == "" {
-					continue
-				}
-				g, err := catalog.ParseGTID(item)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, g)
-			}
-			return out, nil
+			out, perr = catalog.ParseGTIDList(strings.Trim(row["Info"], "[] "))
+			found = true
+			return false
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return true
+	})
+	switch {
+	case err != nil:
 		return nil, err
+	case found:
+		return out, perr
 	}
 	return nil, fmt.Errorf("%s starts with no Previous_gtids or Gtid_list event", name)
 }

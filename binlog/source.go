@@ -202,25 +202,42 @@ func (s *Source) BinaryLogs(ctx context.Context) ([]BinaryLog, error) {
 	if err != nil {
 		return nil, s.classify(err)
 	}
+	var logs []BinaryLog
+	err = eachRow(rows, func(vals []string, _ []string) bool {
+		size, _ := strconv.ParseUint(vals[1], 10, 64)
+		logs = append(logs, BinaryLog{Name: vals[0], Size: size})
+		return true
+	})
+	return logs, err
+}
+
+// eachRow calls row with each row's values and the column names, until it
+// returns false, and closes rows. For SHOW statements, whose columns
+// differ between releases.
+func eachRow(rows *sql.Rows, row func(vals, cols []string) bool) error {
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var logs []BinaryLog
 	for rows.Next() {
-		vals := make([]sql.RawBytes, len(cols))
+		raw := make([]sql.NullString, len(cols))
 		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
+		for i := range raw {
+			ptrs[i] = &raw[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
+			return err
 		}
-		size, _ := strconv.ParseUint(string(vals[1]), 10, 64)
-		logs = append(logs, BinaryLog{Name: string(vals[0]), Size: size})
+		vals := make([]string, len(cols))
+		for i, v := range raw {
+			vals[i] = v.String
+		}
+		if !row(vals, cols) {
+			return nil
+		}
 	}
-	return logs, rows.Err()
+	return rows.Err()
 }
 
 // replicationTLS returns the replication connection's TLS config: the

@@ -287,16 +287,11 @@ func (q *GTIDSequence) Range(r GTIDRange) (brk *GTIDBreak, inner bool, err error
 func HeldBy(held ...string) (func(GTID) bool, error) {
 	var hs []GTID
 	for _, list := range held {
-		for _, item := range strings.Split(list, ",") {
-			if item = strings.TrimSpace(item); item == "" {
-				continue
-			}
-			g, err := ParseGTID(item)
-			if err != nil {
-				return nil, err
-			}
-			hs = append(hs, g)
+		gs, err := ParseGTIDList(list)
+		if err != nil {
+			return nil, err
 		}
+		hs = append(hs, gs...)
 	}
 	return func(g GTID) bool {
 		for _, h := range hs {
@@ -306,4 +301,21 @@ func HeldBy(held ...string) (func(GTID) bool, error) {
 		}
 		return false
 	}, nil
+}
+
+// ParseGTIDList parses GTIDs separated by commas, as a server prints a
+// list of them (MariaDB's gtid_binlog_state, a Gtid_list event).
+func ParseGTIDList(list string) ([]GTID, error) {
+	var out []GTID
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		g, err := ParseGTID(item)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, nil
 }
